@@ -1,0 +1,3 @@
+from mira.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""The Python API: every CLI command is one call here, usable from a notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mira.config import RunConfig, load_config
+from mira.rundir import STAGES, RunDir, read_json
+from mira.stage import ProgressFactory, StageContext, StageOutcome, null_progress, run_stage
+
+__all__ = ["STAGES", "RunConfig", "load_config", "open_run", "run_one", "run_pipeline", "status", "build_demo_data"]
+
+
+def open_run(config: RunConfig) -> RunDir:
+    return RunDir(config.resolved_run_dir())
+
+
+def run_one(stage: str, config: RunConfig, force: bool = False,
+            progress: ProgressFactory = null_progress) -> StageOutcome:
+    """Run a single stage (skipped if already done with the same fingerprint, unless `force`)."""
+    return run_stage(stage, StageContext(config, open_run(config), force, progress))
+
+
+def run_pipeline(config: RunConfig, force: bool = False, until: str | None = None,
+                 progress: ProgressFactory = null_progress,
+                 on_stage: Any = None) -> list[StageOutcome]:
+    """Run every stage in order up to `until` (inclusive); finished stages are skipped."""
+    outcomes = []
+    for stage in STAGES:
+        outcome = run_one(stage, config, force, progress)
+        outcomes.append(outcome)
+        if on_stage:
+            on_stage(outcome)
+        if stage == until:
+            break
+    return outcomes
+
+
+def status(run_dir: str | Path) -> dict[str, Any]:
+    """Which stages are done, with their counts and teacher usage."""
+    run = RunDir(Path(run_dir))
+    stages = {}
+    for stage in STAGES:
+        marker = run.done(stage)
+        stages[stage] = marker or {"stage": stage, "done": False}
+    usage = {}
+    if run.usage_dir.exists():
+        for path in sorted(run.usage_dir.glob("*.json")):
+            try:
+                usage[path.stem] = read_json(path)
+            except (OSError, ValueError):
+                usage[path.stem] = {"error": "unreadable usage file"}
+    return {"run_dir": str(run.root), "exists": run.root.exists(), "stages": stages, "teacher_usage": usage}
+
+
+def build_demo_data(out_dir: str | Path = "demo-data", seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
+    """Build the real heterogeneous demo corpus from files on this machine."""
+    from mira.demo.corpus import build
+
+    return build(Path(out_dir), seed=seed, scale=scale)

@@ -1,0 +1,225 @@
+"""`mira` command line: a thin layer over :mod:`mira.api`.
+
+Errors a user can cause print one line and exit non-zero; a traceback only with --verbose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_USER_ERROR = 2
+EXIT_INCOMPLETE = 3
+STAGE_HELP = {
+    "ingest": "Read every source, detect formats, count tokens, quarantine bad records.",
+    "group": "Embed a sample per source and cluster the sources into groups.",
+    "discover": "Phase 1: free-form teacher judgments clustered into anchor rubrics per group.",
+    "annotate": "Phase 2: the teacher scores a sample on every anchor of its group.",
+    "distill": "Train and validate one student scorer per group; reliability masks.",
+    "score": "Score the whole corpus with the students (local or Ray engine).",
+    "select": "Keep the best records within each group under the token budget.",
+    "report": "Write report/index.html: what was decided and why.",
+}
+
+
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
+    """Turn the errors a user can cause into one line; keep tracebacks for --verbose."""
+    from mira.config import ConfigError
+    from mira.rundir import StageNotReady
+    from mira.stage import StageIncomplete
+
+    try:
+        return fn()
+    except (ConfigError, StageNotReady) as exc:
+        _fail(str(exc))
+    except StageIncomplete as exc:
+        _fail(f"stopped early: {exc}", EXIT_INCOMPLETE)
+    except KeyboardInterrupt:
+        _fail("interrupted; finished work is kept, rerun the same command to resume", 130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence for the CLI only
+        if verbose:
+            raise
+        _fail(f"{type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", 1)
+
+
+def _progress_factory() -> tuple[Any, Callable[..., Any]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+
+    class Task:
+        def __init__(self, description: str, total: int | None) -> None:
+            self.id = progress.add_task(description, total=total)
+
+        def advance(self, n: int = 1) -> None:
+            progress.advance(self.id, n)
+
+        def set_total(self, total: int | None) -> None:
+            progress.update(self.id, total=total)
+
+        def close(self) -> None:
+            progress.stop_task(self.id)
+
+    return progress, Task
+
+
+def _load(config_path: str | None, overrides: tuple[str, ...]) -> Any:
+    from mira.config import load_config
+
+    return load_config(config_path, list(overrides))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log details and show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """mira: select the best part of a heterogeneous LLM training mixture (MIRA)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx.obj = {"verbose": verbose}
+
+
+def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config value, e.g. --set selection.budget=0.3")(fn)
+    fn = click.option("--force", is_flag=True, help="Redo the stage even if it is done.")(fn)
+    fn = click.option("--dry-run", is_flag=True, help="Print the resolved config and the plan; run nothing.")(fn)
+    return click.argument("config", type=click.Path(dir_okay=False))(fn)
+
+
+def _print_outcome(outcome: Any) -> None:
+    counts = ", ".join(f"{k}={v}" for k, v in outcome.counts.items() if not isinstance(v, (dict, list)))
+    verb = "skipped (done)" if outcome.skipped else f"done in {outcome.seconds:.1f}s"
+    click.echo(f"{outcome.stage}: {verb}" + (f" [{counts}]" if counts else ""))
+    for note in outcome.notes:
+        click.secho(f"  note: {note}", fg="yellow")
+
+
+def _make_stage_command(stage: str) -> None:
+    @main.command(name=stage, help=STAGE_HELP[stage])
+    @_stage_options
+    @click.pass_context
+    def command(ctx: click.Context, config: str, dry_run: bool, force: bool, overrides: tuple[str, ...]) -> None:
+        verbose = ctx.obj["verbose"]
+        cfg = _guard(lambda: _load(config, overrides), verbose)
+        if dry_run:
+            _dry_run(cfg, [stage], verbose)
+            return
+        from mira import api
+
+        progress, task = _progress_factory()
+        with progress:
+            outcome = _guard(lambda: api.run_one(stage, cfg, force, task), verbose)
+        _print_outcome(outcome)
+
+
+for _stage in STAGE_HELP:
+    _make_stage_command(_stage)
+
+
+def _dry_run(cfg: Any, stages: list[str], verbose: bool) -> None:
+    from mira.config import dump_config
+    from mira.plan import plan
+
+    click.echo(f"# resolved config (fingerprint {cfg.fingerprint()})")
+    click.echo(dump_config(cfg))
+    click.echo("# plan")
+    for line in _guard(lambda: plan(cfg, stages), verbose):
+        click.echo(line)
+
+
+@main.command(name="run")
+@_stage_options
+@click.option("--until", type=click.Choice(list(STAGE_HELP)), help="Stop after this stage.")
+@click.pass_context
+def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, overrides: tuple[str, ...],
+                until: str | None) -> None:
+    """Run the whole pipeline; finished stages are skipped."""
+    verbose = ctx.obj["verbose"]
+    cfg = _guard(lambda: _load(config, overrides), verbose)
+    from mira.rundir import STAGES
+
+    stages = list(STAGES[: STAGES.index(until) + 1]) if until else list(STAGES)
+    if dry_run:
+        _dry_run(cfg, stages, verbose)
+        return
+    from mira import api
+
+    progress, task = _progress_factory()
+    with progress:
+        _guard(lambda: api.run_pipeline(cfg, force, until, task, on_stage=lambda o: progress.console.print(
+            f"[bold]{o.stage}[/]: " + ("skipped (done)" if o.skipped else f"done in {o.seconds:.1f}s"))), verbose)
+    run_dir = cfg.resolved_run_dir()
+    click.echo(f"run directory: {run_dir}")
+    if (run_dir / "report" / "index.html").exists():
+        click.echo(f"report: {run_dir / 'report' / 'index.html'}")
+    if (run_dir / "selection").exists():
+        click.echo(f"selection: {run_dir / 'selection'}")
+
+
+@main.command()
+@click.argument("target", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def status(ctx: click.Context, target: str, as_json: bool) -> None:
+    """Show which stages of a run are done (TARGET: a run directory or a config file)."""
+    from mira import api
+
+    path = Path(target)
+    if path.is_file():
+        path = _guard(lambda: _load(target, ()), ctx.obj["verbose"]).resolved_run_dir()
+    info = api.status(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    if not info["exists"]:
+        _fail(f"no run directory at {path}")
+    click.echo(f"run: {info['run_dir']}")
+    for stage, marker in info["stages"].items():
+        if marker.get("fingerprint"):
+            counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items() if not isinstance(v, (dict, list)))
+            click.echo(f"  [x] {stage:<9} {marker.get('finished_at', '')}  {counts}")
+        else:
+            click.echo(f"  [ ] {stage}")
+    for stage, usage in info["teacher_usage"].items():
+        click.echo(f"  teacher/{stage}: " + ", ".join(f"{k}={v}" for k, v in usage.items() if not isinstance(v, dict)))
+
+
+@main.command(name="demo-data")
+@click.option("--out", default="demo-data", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--scale", default=1.0, show_default=True, help="Multiply every source's record count.")
+@click.pass_context
+def demo_data(ctx: click.Context, out: str, seed: int, scale: float) -> None:
+    """Build a real heterogeneous demo corpus from files on this machine."""
+    from mira import api
+
+    summary = _guard(lambda: api.build_demo_data(out, seed, scale), ctx.obj["verbose"])
+    for name, info in summary["sources"].items():
+        click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']}")
+    for name, why in summary.get("skipped", {}).items():
+        click.secho(f"  {name:<16} skipped: {why}", fg="yellow")
+    click.echo(f"demo corpus written to {out}/ ({summary['records']} records, {len(summary['sources'])} sources)")
+
+
+def _register_optional_groups() -> None:
+    try:
+        from mira.teacher.cli import teacher_group
+    except ImportError:  # the teacher CLI is optional for the rest of the tool
+        return
+    main.add_command(teacher_group, name="teacher")
+
+
+_register_optional_groups()

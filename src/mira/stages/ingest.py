@@ -1,0 +1,184 @@
+"""Ingest: turn heterogeneous sources into an inventory later stages can trust.
+
+For every source: resolve its files, cut them into shards, detect the record format, then read
+every record once, counting tokens and quarantining bad records with a reason. The invariant
+``records == ok + quarantined`` holds per source and is checked before the inventory is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from mira.config import ConfigError, RunConfig, SourceConfig
+from mira.corpus import Rejected, iter_shard_records
+from mira.io import Shard, iter_shard, list_source_files, plan_shards
+from mira.records import Record, detect_source_format, render_sections
+from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint
+from mira.stage import StageContext
+from mira.tokens import get_tokenizer
+
+FORMAT_SAMPLE = 64
+PREVIEW_CHARS = 200
+
+
+def fingerprint(ctx: StageContext) -> str:
+    # Sizes and mtimes of every input file are part of the fingerprint: changed data, new ingest.
+    stats: list[Any] = []
+    for source in ctx.config.sources:
+        try:
+            _, _, files = list_source_files(source)
+            stats.append([source.name, [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]])
+        except (ConfigError, OSError) as exc:
+            stats.append([source.name, str(exc)])
+    return make_fingerprint("ingest-v1", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
+
+
+def _length_histogram(counts: Counter[int]) -> dict[str, int]:
+    """Token-length histogram in power-of-two buckets ("<=64", "<=128", ...)."""
+    return {f"<={2 ** b}": counts[b] for b in sorted(counts)}
+
+
+def _percentile(counts: Counter[int], q: float) -> int:
+    total = sum(counts.values())
+    if not total:
+        return 0
+    seen = 0
+    for bucket in sorted(counts):
+        seen += counts[bucket]
+        if seen >= q * total:
+            return 2 ** bucket
+    return 2 ** max(counts)
+
+
+def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str, out: Path) -> dict[str, Any]:
+    """Read one shard: count tokens, write its quarantine entries to `out`; return its stats."""
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
+                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for item in iter_shard_records(config, source, shard, fmt):
+            stats["records"] += 1
+            stats["bytes"] += item.nbytes if isinstance(item, Rejected) else 0
+            if isinstance(item, Rejected):
+                stats["quarantined"] += 1
+                reason_kind = item.reason.split(" (")[0].split(":")[0]
+                stats["reasons"][reason_kind] += 1
+                handle.write(json.dumps({"source": source.name, "locator": item.locator,
+                                         "reason": item.reason}, ensure_ascii=False) + "\n")
+                continue
+            text = "\n\n".join(t for _, t in render_sections(item))
+            tokens = tokenizer.count(text)
+            stats["ok"] += 1
+            stats["tokens"] += tokens
+            stats["bytes"] += len(text.encode("utf-8", "replace"))
+            stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
+            stats["max_tokens"] = max(stats["max_tokens"], tokens)
+    return stats
+
+
+def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str:
+    if source.format != "auto":
+        return source.format
+    samples = []
+    for shard in shards:
+        for raw in iter_shard(shard, config.ingest.max_record_bytes):
+            if raw.data is not None:
+                data = dict(raw.data)
+                for target, original in source.fields.items():
+                    if original in data:
+                        data[target] = data[original]
+                samples.append(data)
+            if len(samples) >= FORMAT_SAMPLE:
+                break
+        if len(samples) >= FORMAT_SAMPLE:
+            break
+    # "auto" left in place: each record is then detected on its own and quarantined if nothing fits.
+    return detect_source_format(samples) or "auto"
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    config, run_dir = ctx.config, ctx.run
+    if not config.sources:
+        raise ConfigError("no sources configured: add a `sources:` list to the config")
+    plans: dict[str, tuple[SourceConfig, list[Shard], str]] = {}
+    errors: dict[str, str] = {}
+    for source in config.sources:
+        try:
+            shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes)
+        except ConfigError as exc:
+            errors[source.name] = str(exc)
+            continue
+        plans[source.name] = (source, shards, _detect(config, source, shards))
+    if errors:
+        # A source that cannot be found is a config mistake, not bad data: stop before any work.
+        raise ConfigError("; ".join(errors.values()))
+
+    jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
+    task = ctx.progress("ingest shards", len(jobs))
+    workers = max(1, min(config.engine.workers or (os.cpu_count() or 1), len(jobs) or 1))
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    qdir = run_dir.quarantine_dir / "shards"
+    if workers == 1:
+        for name, shard in jobs:
+            source, _, fmt = plans[name]
+            results[(name, shard.index)] = ingest_shard(config, source, shard, fmt, qdir / name / f"{shard.name}.jsonl")
+            task.advance()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {(name, shard.index): pool.submit(ingest_shard, config, plans[name][0], shard, plans[name][2],
+                                                        qdir / name / f"{shard.name}.jsonl") for name, shard in jobs}
+            for key, future in futures.items():
+                results[key] = future.result()
+                task.advance()
+    task.close()
+
+    inventory: dict[str, Any] = {"sources": {}, "totals": {}}
+    for name, (source, shards, fmt) in plans.items():
+        agg: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
+                               "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
+        for shard in shards:
+            stats = results[(name, shard.index)]
+            for key in ("records", "ok", "quarantined", "tokens", "bytes"):
+                agg[key] += stats[key]
+            agg["reasons"].update(stats["reasons"])
+            agg["buckets"].update(stats["buckets"])
+            agg["max_tokens"] = max(agg["max_tokens"], stats["max_tokens"])
+        if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
+            raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
+        _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
+        inventory["sources"][name] = {
+            "path": source.path, "reader": shards[0].reader if shards else None, "format": fmt,
+            "files": len({f for s in shards for f in s.files}),
+            "records": agg["records"], "ok": agg["ok"], "quarantined": agg["quarantined"],
+            "quarantine_reasons": dict(agg["reasons"].most_common()),
+            "tokens": agg["tokens"], "bytes": agg["bytes"],
+            "length_tokens": {"p50": _percentile(agg["buckets"], 0.5), "p90": _percentile(agg["buckets"], 0.9),
+                              "max": agg["max_tokens"], "histogram": _length_histogram(agg["buckets"])},
+            "shards": [s.to_dict() for s in shards],
+        }
+    totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}
+    inventory["totals"] = {**totals, "sources": len(inventory["sources"])}
+    atomic_write_json(run_dir.inventory_path, inventory)
+    return inventory["totals"]
+
+
+def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        for shard in shards:
+            part = shard_dir / f"{shard.name}.jsonl"
+            if part.exists():
+                with open(part, "rb") as src:
+                    while chunk := src.read(1 << 20):
+                        handle.write(chunk)
+                part.unlink()
+    for leftover in islice(shard_dir.glob("*"), 1000):
+        leftover.unlink()
+    if shard_dir.exists():
+        shard_dir.rmdir()

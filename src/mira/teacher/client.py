@@ -1,0 +1,199 @@
+"""Async transport for any OpenAI-compatible chat-completions server.
+
+Retries with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx (a
+Retry-After header wins); other 4xx are not retried. Structured output is requested as
+``response_format: json_schema``; a server that rejects it (or rejects ``logprobs``) gets the
+request again without that feature, and the client remembers the downgrade for later requests.
+The API key lives in one header of this object and is never logged or returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mira.config import TeacherConfig
+from mira.teacher.usage import Usage
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+MAX_RETRY_AFTER_S = 300.0
+# Statuses that say "this request is wrong", so the same request would fail again: cacheable.
+REQUEST_FAULT_STATUSES = {400, 413, 422}
+
+
+class RequestRejected(Exception):
+    """A 4xx the server will repeat for this request; `cacheable` when it is about the request."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"http {status}: {message}")
+        self.status = status
+        self.cacheable = status in REQUEST_FAULT_STATUSES
+
+
+class ServiceError(Exception):
+    """The service did not answer after all retries (timeouts, 429, 5xx, connection errors)."""
+
+
+@dataclass
+class ChatReply:
+    content: str
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
+
+
+class ChatClient:
+    """Sends one chat request at a time per call; callers bound concurrency with a semaphore."""
+
+    def __init__(self, config: TeacherConfig, base_url: str, model: str, api_key: str | None) -> None:
+        self.config = config
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Downgrades learned from this server, remembered for the life of the client.
+        self.use_json_schema = True
+        self.use_logprobs = config.logprobs
+
+    def __repr__(self) -> str:  # never show the headers
+        return f"ChatClient(url={self.url!r}, model={self.model!r})"
+
+    def body(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, schema_name: str,
+             max_tokens: int, temperature: float, seed: int, json_schema: bool, logprobs: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                                "temperature": temperature, "seed": seed}
+        if schema is not None and json_schema:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
+        elif schema is not None:
+            # json_object mode cannot carry the schema, so the model reads it instead.
+            note = "Answer with one JSON object that matches this JSON schema:\n" + json.dumps(schema)
+            body["messages"] = [*messages, {"role": "system", "content": note}]
+            body["response_format"] = {"type": "json_object"}
+        if logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = 10
+        return body
+
+    async def complete(self, http: Any, messages: list[dict[str, str]], schema: dict[str, Any] | None,
+                       schema_name: str, max_tokens: int, temperature: float, seed: int, usage: Usage,
+                       tag: str = "") -> ChatReply:
+        json_schema, logprobs = self.use_json_schema, self.use_logprobs
+        while True:
+            body = self.body(messages, schema, schema_name, max_tokens, temperature, seed, json_schema, logprobs)
+            started = time.monotonic()
+            try:
+                payload = await self._post(http, body, usage, tag)
+            except RequestRejected as exc:
+                if exc.status not in (400, 422) or not (logprobs or (json_schema and schema is not None)):
+                    raise
+                text = str(exc).lower()
+                drop_logprobs = logprobs and ("logprob" in text or not (json_schema and schema is not None))
+                if drop_logprobs:
+                    logprobs = False
+                else:
+                    json_schema = False
+                log.info("teacher %s: server rejected %s, retrying without it", tag or "request",
+                         "logprobs" if drop_logprobs else "json_schema")
+                continue
+            self._remember(json_schema, logprobs, usage)
+            return self._reply(payload, time.monotonic() - started, logprobs, usage)
+
+    def _remember(self, json_schema: bool, logprobs: bool, usage: Usage) -> None:
+        if self.use_json_schema and not json_schema:
+            self.use_json_schema = False
+            usage.degraded.append("json_schema->json_object")
+            log.warning("teacher server rejects json_schema output; using json_object from now on")
+        if self.use_logprobs and not logprobs:
+            self.use_logprobs = False
+            usage.degraded.append("logprobs off (rejected)")
+            log.warning("teacher server rejects logprobs; probability-weighted scores are off")
+
+    def _reply(self, payload: dict[str, Any], latency: float, asked_logprobs: bool, usage: Usage) -> ChatReply:
+        try:
+            choice = payload["choices"][0]
+            content = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ServiceError("malformed response: no choices[0].message") from None
+        logprobs = choice.get("logprobs") or None
+        if asked_logprobs and not (logprobs or {}).get("content") and content and self.use_logprobs:
+            # Accepted but ignored: stop paying for the larger request.
+            self.use_logprobs = False
+            usage.degraded.append("logprobs off (not returned)")
+            log.warning("teacher server returns no logprobs; probability-weighted scores are off")
+        token_usage = payload.get("usage") or {}
+        return ChatReply(content, choice.get("finish_reason"), logprobs,
+                         int(token_usage.get("prompt_tokens") or 0), int(token_usage.get("completion_tokens") or 0),
+                         latency)
+
+    async def _post(self, http: Any, body: dict[str, Any], usage: Usage, tag: str) -> dict[str, Any]:
+        import httpx
+
+        retries = self.config.max_retries
+        for attempt in range(retries + 1):
+            if attempt:
+                usage.retries += 1
+            usage.sent += 1
+            delay: float | None = None
+            try:
+                # httpx's read timeout is per chunk; wait_for bounds the whole exchange.
+                response = await asyncio.wait_for(http.post(self.url, json=body, headers=self._headers),
+                                                  timeout=self.config.timeout_s)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                reason = f"timeout after {self.config.timeout_s:g} s"
+            except httpx.TransportError as exc:
+                reason = f"connection error ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    reason = f"http {status}"
+                    delay = retry_after_seconds(response.headers.get("retry-after"))
+                elif status >= 400:
+                    raise RequestRejected(status, _error_text(response))
+                else:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        reason = "unreadable response body"
+            if attempt == retries:
+                raise ServiceError(f"{reason} (gave up after {retries + 1} attempts)")
+            if delay is None:
+                delay = min(self.config.backoff_s * 2 ** attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.5)
+            log.info("teacher %s: %s; retry %d/%d in %.2f s", tag or "request", reason, attempt + 1, retries, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _error_text(response: Any) -> str:
+    try:
+        data = response.json()
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message") if isinstance(error, dict) else error
+        text = str(message)
+    except ValueError:
+        text = response.text
+    return " ".join(text.split())[:300]

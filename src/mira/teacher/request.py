@@ -1,0 +1,72 @@
+"""What a stage asks the teacher, and what it gets back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+# A 0-10 score as the teacher must answer it. Small models ignore `minimum`/`maximum` in a JSON
+# schema, but grammar-constrained decoding does honour `enum`; pydantic still validates the range.
+Score = Annotated[int, Field(ge=0, le=10, json_schema_extra={"enum": list(range(11))})]
+
+
+@dataclass
+class TeacherRequest:
+    """One chat request. `schema` is the pydantic model the answer must parse into (None: free text).
+
+    `prompt_version` (e.g. ``"judge_v1"``, see :func:`mira.teacher.load_prompt`) is part of the
+    cache key, so editing a prompt file and bumping its version re-asks; `tag` only labels logs.
+    """
+
+    messages: list[dict[str, str]]
+    schema: type[BaseModel] | None = None
+    prompt_version: str = "unversioned"
+    max_tokens: int = 512
+    tag: str = ""
+    # JSON key whose integer values get probability-weighted expectations (see scores.py).
+    score_key: str = "score"
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return self.schema.model_json_schema() if self.schema is not None else None
+
+    def cache_key(self, model: str, sampling: dict[str, Any]) -> str:
+        payload = {
+            "prompt_version": self.prompt_version,
+            "model": model,
+            "sampling": sampling,
+            "max_tokens": self.max_tokens,
+            "messages": self.messages,
+            "schema": self.json_schema(),
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def prompt_chars(self) -> int:
+        return sum(len(m.get("content") or "") for m in self.messages)
+
+
+@dataclass
+class TeacherResult:
+    """The outcome of one request; a failure is a value (``ok=False`` with `error`), never raised.
+
+    ``error == "budget"`` means the stage budget ran out before this request was sent; it is not
+    cached, so a rerun asks it.
+    """
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    cached: bool = False
+    expected_scores: list[float | None] | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    raw: str | None = None
+    tag: str = ""
+    key: str = ""
+
+    @classmethod
+    def failure(cls, error: str, **kwargs: Any) -> TeacherResult:
+        return cls(ok=False, error=error, **kwargs)

@@ -1,0 +1,124 @@
+"""Usage accounting, the per-stage budget, and dry-run cost estimates."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Measured on the 2-core development machine (DESIGN.md): tokens per second for generation and
+# prompt processing. Prompt speeds of the small models are scaled from the 1.5B measurement.
+MODEL_SPEEDS: dict[str, tuple[float, float]] = {
+    "qwen2.5-coder-1.5b": (34.0, 160.0),
+    "qwen2.5-coder-0.5b": (58.0, 400.0),
+    "smollm2-135m": (140.0, 1_000.0),
+}
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass
+class Usage:
+    """Counters of one teacher session (one stage run)."""
+
+    requests: int = 0           # logical requests asked for
+    cache_hits: int = 0
+    sent: int = 0               # HTTP requests that reached the wire, retries included
+    retries: int = 0            # transport retries (timeouts, connection errors, 429, 5xx)
+    parse_retries: int = 0      # re-asks after an invalid / cut-off / out-of-range answer
+    failures: int = 0
+    budget_skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0      # summed over answered requests
+    degraded: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        answered = self.requests - self.cache_hits - self.budget_skipped
+        data["mean_latency_s"] = round(self.latency_s / answered, 3) if answered > 0 else None
+        data["latency_s"] = round(self.latency_s, 3)
+        return data
+
+
+class Budget:
+    """A stage's hard limits on new (uncached) teacher work. Cache hits are free."""
+
+    def __init__(self, max_requests: int | None, max_tokens: int | None) -> None:
+        self.max_requests = max_requests
+        self.max_tokens = max_tokens
+        self.requests = 0
+        self.tokens = 0
+        self.exhausted = False
+
+    def try_start(self) -> bool:
+        """Reserve one request; False (and exhausted) when a limit is reached.
+
+        With concurrency, requests already in flight finish, so the token limit can be
+        overshot by at most `concurrency` answers; the request limit is exact.
+        """
+        if (self.max_requests is not None and self.requests >= self.max_requests) or \
+                (self.max_tokens is not None and self.tokens >= self.max_tokens):
+            self.exhausted = True
+            return False
+        self.requests += 1
+        return True
+
+    def spend_tokens(self, n: int) -> None:
+        self.tokens += n
+
+
+def write_usage(path: Path, stage: str, model: str, usage: Usage, budget_exhausted: bool) -> dict[str, Any]:
+    """Write ``usage/<stage>.json``: this session, plus totals over every session of the stage."""
+    from mira.rundir import atomic_write_json, read_json
+
+    session = usage.as_dict()
+    previous: dict[str, Any] = {}
+    if path.exists():
+        try:
+            previous = read_json(path)
+        except (OSError, ValueError):
+            previous = {}
+    totals = dict(previous.get("total") or {})
+    for name, value in session.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "mean_latency_s":
+            totals[name] = round(totals.get(name, 0) + value, 3)
+    data = {
+        "stage": stage,
+        "model": model,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "budget_exhausted": budget_exhausted,
+        "sessions": int(previous.get("sessions", 0)) + 1,
+        "last": session,
+        "total": totals,
+    }
+    atomic_write_json(path, data)
+    return data
+
+
+def estimate_cost(requests: list[Any], keys: list[str], cached: set[str], model: str,
+                  measured: dict[str, float] | None) -> dict[str, Any]:
+    """What sending `requests` would cost: counts, token estimates and seconds (dry run)."""
+    todo = [r for r, k in zip(requests, keys) if k not in cached]
+    prompt_tokens = int(sum(r.prompt_chars() for r in todo) / CHARS_PER_TOKEN)
+    if measured:
+        completion_per_request = measured["completion_tokens"]
+    else:
+        # Without measurements assume answers fill about half of their token allowance.
+        completion_per_request = None
+    completion_tokens = int(sum(completion_per_request if completion_per_request is not None
+                                else r.max_tokens / 2 for r in todo))
+    speeds = MODEL_SPEEDS.get(model)
+    if speeds:
+        seconds = completion_tokens / speeds[0] + prompt_tokens / speeds[1]
+    elif measured and measured.get("latency_s"):
+        seconds = measured["latency_s"] * len(todo)
+    else:
+        seconds = None
+    return {
+        "requests": len(requests),
+        "cached": len(requests) - len(todo),
+        "prompt_tokens_est": prompt_tokens,
+        "completion_tokens_est": completion_tokens,
+        "seconds_est": round(seconds, 1) if seconds is not None else None,
+    }
