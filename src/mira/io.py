@@ -126,7 +126,9 @@ def open_binary(path: Path) -> BinaryIO:
     if name.endswith(".zst"):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # type: ignore[return-value]
+        # The zstd stream has no readline; a buffered wrapper gives one with bounded memory.
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.BufferedReader(reader, buffer_size=_CHUNK)  # type: ignore[arg-type]
     return open(path, "rb")
 
 

