@@ -25,11 +25,14 @@ RESULTS: dict[str, tuple[dict[str, Any], str]] = {
     "simple_python_2": ({"result": 6.4031}, "The hypotenuse is about 6.40 (sqrt(4^2 + 5^2) = sqrt(41))."),
     "simple_python_3": ({"roots": [2.0, 1.0]}, "The roots of x^2 - 3x + 2 = 0 are x = 2 and x = 1."),
     "simple_python_4": ({"roots": ["-1.5+0.5j", "-1.5-0.5j"]},
-                        "The discriminant is negative (36 - 40 = -4), so the roots are complex: -1.5 + 0.5i and -1.5 - 0.5i."),
+                        "The discriminant is negative (36 - 40 = -4), so the roots are complex: "
+                        "-1.5 + 0.5i and -1.5 - 0.5i."),
     "simple_python_5": ({"roots": [4.0, -0.3333]}, "The roots are x = 4 and x = -1/3."),
     "simple_python_6": ({"roots": [-1.0, -1.5]}, "The roots are x = -1 and x = -1.5."),
-    "simple_python_7": ({"circumference": 25.1327, "unit": "inches"}, "The circumference is about 25.13 inches (2 * pi * 4)."),
-    "simple_python_8": ({"area": 314.1593, "units": "square meters"}, "The area is about 314.16 square meters (pi * 10^2)."),
+    "simple_python_7": ({"circumference": 25.1327, "unit": "inches"},
+                        "The circumference is about 25.13 inches (2 * pi * 4)."),
+    "simple_python_8": ({"area": 314.1593, "units": "square meters"},
+                        "The area is about 314.16 square meters (pi * 10^2)."),
     "simple_python_9": ({"area": 78.5398, "unit": "square units"}, "The circle's area is about 78.54 square units."),
     "simple_python_10": ({"area": 30.0, "unit": "cm^2"}, "The right triangle's area is 30 cm^2 (6 * 10 / 2)."),
     "simple_python_11": ({"area": 25.0}, "The area is 25 square units."),
@@ -54,11 +57,15 @@ RESULTS: dict[str, tuple[dict[str, Any], str]] = {
     "multiple_3": ({"distance": 2.8284}, "The distance between A(3,4) and B(1,2) is about 2.83 (2 * sqrt(2))."),
     "multiple_4": ({"displacement": 225.0, "unit": "m"}, "The car covers 225 m (20 * 5 + 0.5 * 10 * 5^2)."),
     "multiple_5": ({"date": "2019-12-13", "wind_speed_kmh": 14.8, "temperature_c": 6.1},
-                   "On 2019-12-13 at that location the wind speed was about 14.8 km/h and the temperature about 6.1 C."),
+                   "On 2019-12-13 at that location the wind speed was about 14.8 km/h "
+                   "and the temperature about 6.1 C."),
     "multiple_6": ({"capacitance_F": 8.854e-09}, "The capacitance is about 8.85 nF (K * eps0 * A / d)."),
-    "multiple_7": ({"species": "deer", "growth_rate_pct_per_year": 2.4, "woodland_impact": "moderate browsing of saplings"},
-                   "The assessment shows deer numbers growing about 2.4% a year over the decade, with moderate browsing of young trees."),
-    "multiple_8": ({"matches": [{"id": "SD-4471", "bedrooms": 3, "price": 389000}, {"id": "SD-5120", "bedrooms": 3, "price": 342500}]},
+    "multiple_7": ({"species": "deer", "growth_rate_pct_per_year": 2.4,
+                    "woodland_impact": "moderate browsing of saplings"},
+                   "The assessment shows deer numbers growing about 2.4% a year over the decade, "
+                   "with moderate browsing of young trees."),
+    "multiple_8": ({"matches": [{"id": "SD-4471", "bedrooms": 3, "price": 389000},
+                                {"id": "SD-5120", "bedrooms": 3, "price": 342500}]},
                    "Two 3-bedroom villas match: SD-4471 at $389,000 and SD-5120 at $342,500."),
     "multiple_9": ({"average": 84.0}, "John's average grade is 84."),
     "multiple_10": ({"status": "ok", "removed_columns": ["email", "ssn"]},
@@ -67,15 +74,19 @@ RESULTS: dict[str, tuple[dict[str, Any], str]] = {
     "multiple_12": ({"yoy_growth_rate": 0.2}, "Tech Inc grew revenue 20% year over year from 2019 to 2020."),
     "multiple_13": ({"forecast_revenue": 1100000.0, "currency": "USD"},
                     "With 10% more units of product A at the same price, XYZ's forecast revenue is $1.1M."),
-    "multiple_14": ({"depreciated_value": 171746.81}, "After 5 years at 3% a year the property is worth about $171,747."),
+    "multiple_14": ({"depreciated_value": 171746.81},
+                    "After 5 years at 3% a year the property is worth about $171,747."),
     "multiple_15": ({"potential_kwh": 167500.0, "month": "December"},
                     "The solar farm's estimated December potential is about 167,500 kWh."),
     "multiple_16": ({"effective_population_size": 500}, "An effective population size of about 500 is needed."),
     "multiple_17": ({"rate": 1.137, "date": "2022-01-01"}, "On 2022-01-01, 1 EUR was about 1.137 USD."),
-    "multiple_18": ({"participants": ["Soviet Union", "Germany", "Romania", "Italy", "Hungary"], "location": "Stalingrad, USSR"},
+    "multiple_18": ({"participants": ["Soviet Union", "Germany", "Romania", "Italy", "Hungary"],
+                     "location": "Stalingrad, USSR"},
                     "The battle was fought at Stalingrad between the Soviet Union and Germany with its Axis allies."),
-    "multiple_19": ({"schisms": ["Schism of 431 (Nestorian)", "Schism of 451 (Chalcedonian)", "East-West Schism of 1054"]},
-                    "The three are the Nestorian schism (431), the Chalcedonian schism (451) and the East-West Schism (1054)."),
+    "multiple_19": ({"schisms": ["Schism of 431 (Nestorian)", "Schism of 451 (Chalcedonian)",
+                                 "East-West Schism of 1054"]},
+                    "The three are the Nestorian schism (431), the Chalcedonian schism (451) "
+                    "and the East-West Schism (1054)."),
     "multiple_20": ({"price_usd": 2700}, "A 3-foot marble sculpture of medium complexity costs about $2,700."),
     "multiple_21": ({"file": "sound_440Hz_5s.wav", "wave_type": "sine"},
                     "I used generate_sound_wave(frequency=440, duration=5); it wrote sound_440Hz_5s.wav (sine)."),
@@ -96,8 +107,9 @@ def bfcl_files() -> list[tuple[Path, Path]]:
     if spec is None or not spec.submodule_search_locations:
         return []
     data = Path(next(iter(spec.submodule_search_locations))) / "benchmarks" / "data"
-    return [(q, q.with_name(q.name.replace(".questions.", ".answers."))) for q in sorted(data.glob("bfcl_*.questions.jsonl"))
-            if q.with_name(q.name.replace(".questions.", ".answers.")).exists()]
+    pairs = [(q, q.with_name(q.name.replace(".questions.", ".answers.")))
+             for q in sorted(data.glob("bfcl_*.questions.jsonl"))]
+    return [(q, a) for q, a in pairs if a.exists()]
 
 
 def _schema(value: Any) -> Any:
@@ -131,7 +143,9 @@ def trajectory(question: dict[str, Any], answer: dict[str, Any]) -> dict[str, An
     if not truth or not isinstance(truth[0], dict) or not truth[0]:
         return None
     name, spec = next(iter(truth[0].items()))
-    turns = question["question"][0] if question["question"] and isinstance(question["question"][0], list) else question["question"]
+    turns = question["question"]
+    if turns and isinstance(turns[0], list):  # BFCL nests the turns of the first (only) conversation
+        turns = turns[0]
     user = next(str(m["content"]) for m in turns if m.get("role") == "user")
     tools = [{"type": "function", "function": {"name": f["name"], "description": f.get("description", ""),
                                                "parameters": _schema(f.get("parameters") or {})}}
@@ -182,7 +196,8 @@ def perturb(record: dict[str, Any], kind: str, rng: random.Random) -> dict[str, 
     elif kind == "invented_result":
         # The tool fails, yet the answer reports a confident result that appears nowhere.
         tool_msg["content"] = json.dumps({"error": "service unavailable (HTTP 503)"})
-        final["content"] = rng.choice(["Done! ", "Sure. ", ""]) + f"The answer is {rng.randint(7, 9999)}, as confirmed by {name}."
+        invented = rng.randint(7, 9999)
+        final["content"] = rng.choice(["Done! ", "Sure. ", ""]) + f"The answer is {invented}, as confirmed by {name}."
     else:
         raise ValueError(f"unknown perturbation {kind!r}")
     return {**record, "id": f"{record['id']}/{kind}", "messages": messages, "demo_perturbation": kind}

@@ -20,17 +20,16 @@ _ESCAPES = re.compile(
     r"|\[(?P<nb>[^\]]*)\]|\((?P<np>..)"     # named glyphs \(em \[em]
     r"|n(?:\(..|\[[^\]]*\]|.)"              # number registers
     r"|[kz](?:.)|[hvwoHSlLbDxXNYZRA]'[^']*'"  # motions, widths (dropped)
-    r"|(?P<lit>[-e\\ ~0|^&%:cdu.tp'`!\"]))")
+    r"|(?P<lit>[-e\\ ~0|^&%:cdu.tp'`!\",/{}])"
+    r"|.?)")  # any other escape is dropped
 _LITERAL = {"-": "-", "e": "\\", "\\": "\\", " ": " ", "~": " ", "0": " ", ".": ".", "'": "'", "`": "`",
             "t": "\t"}
 _MDOC_CALLABLE = {"Ad", "Ao", "Ac", "Ar", "Bo", "Bc", "Bq", "Brq", "Cm", "Dq", "Dv", "Em", "Er", "Ev", "Fa", "Fl",
                   "Fn", "Ft", "Ic", "Li", "Nm", "Ns", "Op", "Pa", "Pq", "Ql", "Qq", "Sq", "Sx", "Sy", "Tn", "Va",
                   "Vt", "Xr", "Oo", "Oc", "Do", "Dc", "Po", "Pc", "Qo", "Qc", "Ta", "No", "Cd", "Lk", "Mt", "St",
-                  "Ux", "Bx", "At", "Ox", "Nx", "Fx", "Dx", "An", "Lb", "Ms", "Ot", "Pf", "Sm"}
+                  "Ux", "Bx", "At", "Ox", "Nx", "Fx", "Dx", "An", "Lb", "Ms", "Ot", "Pf"}
 _MDOC_SKIP = {"Dd", "Dt", "Os", "Bl", "El", "Bd", "Ed", "Pp", "Lp", "Tg", "Ss", "Sh", "Nd", "It", "Rs", "Re",
-              "Bk", "Ek", "Ud"}
-_BLOCK_MACROS = {"PP", "LP", "P", "TP", "sp", "br", "HP", "Pp", "Lp", "TQ", "EX", "EE", "nf", "fi", "RS", "RE",
-                 "in", "ti", "bp", "ne"}
+              "Bk", "Ek", "Ud", "Sm"}
 _IGNORED_BLOCKS = {"de", "de1", "ig", "am", "ds1"}
 
 
@@ -44,7 +43,7 @@ def _glyph(m: re.Match[str]) -> str:
 
 
 def unescape_roff(text: str) -> str:
-    return _ESCAPES.sub(_glyph, text).replace("\\", "")
+    return _ESCAPES.sub(_glyph, text)
 
 
 def _args(line: str) -> list[str]:
@@ -52,74 +51,130 @@ def _args(line: str) -> list[str]:
     return [q.replace('""', '"') if q else w for q, w in re.findall(r'"((?:[^"]|"")*)"?|(\S+)', line)]
 
 
+def _mdoc_words(tokens: list[str], name: str) -> tuple[list[str], str]:
+    """Text of an mdoc line: macro names dropped, `Fl x` -> `-x`, a bare `Nm` -> the page's name."""
+    words: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) and tokens[i + 1] not in _MDOC_CALLABLE else None
+        if token == "Fl":
+            words.append("-" + (nxt or ""))
+            i += 2 if nxt else 1
+            continue
+        if token == "Nm":
+            name = name or (nxt or "")
+            words.append(nxt or name)
+            i += 2 if nxt else 1
+            continue
+        if token not in _MDOC_CALLABLE:
+            words.append(token)
+        i += 1
+    return words, name
+
+
 def roff_to_text(source: str) -> tuple[str, str]:
-    """Render man/mdoc source to plain text; returns (title, text). Empty text for `.so` redirects."""
+    """Render man/mdoc source to plain text; returns (title, text). Empty text for `.so` redirects.
+
+    Filled text is joined into one line per paragraph (no re-wrapping: the judge does not care);
+    no-fill blocks (.nf, .EX: synopses, examples) keep their lines.
+    """
     out: list[str] = []
+    para: list[str] = []
     title = ""
-    skip_until = None
-    in_table = in_table_data = False
-    pending_heading = False
+    skip_until: str | None = None
+    in_table = in_table_data = pending_heading = no_fill = False
+    mdoc_name = ""
+
+    def flush(blank: bool = True) -> None:
+        if para:
+            out.append(" ".join(w for w in para if w).strip())
+            para.clear()
+        if blank and out and out[-1] != "":
+            out.append("")
+
+    def add(text: str) -> None:
+        if no_fill:
+            out.append(text)
+        elif text.strip():
+            para.append(text.strip())
+
     for raw in source.splitlines():
         if skip_until is not None:
-            if raw.strip().startswith(skip_until):
+            if skip_until in raw:
                 skip_until = None
             continue
-        if raw.startswith(('.\\"', "'\\\"", '.\\#', "\\\"")) or raw.strip() in (".", "'"):
+        if raw.startswith(('.\\"', "'\\\"", '.\\#', '\\"')) or raw.strip() in (".", "'"):
             continue
         if in_table:
             if raw.startswith(".TE"):
                 in_table = in_table_data = False
             elif in_table_data:
-                out.append(unescape_roff(raw.replace("\t", "  ").replace("T{", "").replace("T}", "")))
+                row = raw.replace("\t", "  ").replace("T{", "").replace("T}", "")
+                if row.startswith((".", "'")):  # a font macro inside a cell: keep its words
+                    row = " ".join(_args(row.split(None, 1)[1] if " " in row else ""))
+                out.append(unescape_roff(row))
             elif raw.rstrip().endswith("."):
                 in_table_data = True  # the format spec ends with a period; data rows follow
             continue
-        if raw.startswith((".", "'")):
-            parts = raw[1:].strip().split(None, 1)
-            if not parts:
-                continue
-            macro, rest = parts[0], (parts[1] if len(parts) > 1 else "")
-            args = _args(rest)
-            if macro == "so":
-                if not out:
-                    return "", ""  # a redirect to another page, not content of its own
-                continue
-            if macro in _IGNORED_BLOCKS:
-                skip_until = ".."
-            elif macro == "TS":
-                in_table = True
-            elif macro in ("TH", "Dt"):
-                title = " ".join(args[:2]) if args else ""
-            elif macro in ("SH", "Sh", "SS", "Ss"):
-                heading = unescape_roff(" ".join(args))
-                if heading:
-                    out += ["", heading.upper() if macro in ("SH", "Sh") else heading]
-                else:
-                    pending_heading = True
-            elif macro in ("B", "I", "SM", "SB", "Em", "Sy"):
-                out.append(unescape_roff(" ".join(args)))
-            elif len(macro) == 2 and macro[0] in "BIR" and macro[1] in "BIR":  # .BR .IR ...: alternating fonts
-                out.append(unescape_roff("".join(args)))
-            elif macro == "IP" or macro == "It":
-                out.append("")
-                words = [a for a in args if a not in _MDOC_CALLABLE] if macro == "It" else args[:1]
-                if words:
-                    out.append(unescape_roff(" ".join(words)))
-            elif macro == "Nd":
-                out.append("- " + unescape_roff(rest))
-            elif macro in _BLOCK_MACROS or macro in _MDOC_SKIP:
-                if macro in ("PP", "LP", "P", "TP", "sp", "HP", "Pp", "Lp"):
-                    out.append("")
-            elif macro in _MDOC_CALLABLE:
-                out.append(unescape_roff(" ".join(a for a in args if a not in _MDOC_CALLABLE)))
-            # anything else (.if, .nr, .ds, .ft, .ad, ...) is layout: dropped
+        if not raw.startswith((".", "'")):
+            text = unescape_roff(raw)
+            if pending_heading:
+                out.append(text.strip().upper())
+                pending_heading = False
+            else:
+                add(text)
             continue
-        text = unescape_roff(raw)
-        if pending_heading:
-            out += ["", text.upper()]
-            pending_heading = False
-        else:
-            out.append(text)
+        parts = raw[1:].strip().split(None, 1)
+        if not parts:
+            continue
+        macro, rest = parts[0], (parts[1] if len(parts) > 1 else "")
+        args = _args(rest)
+        if macro == "so":
+            if not out and not para:
+                return "", ""  # a redirect to another page, not content of its own
+        elif macro in _IGNORED_BLOCKS:
+            skip_until = ".."
+        elif macro == "el" and "\\{" in rest:
+            skip_until = "\\}"  # nroff takes the `.ie n` branch; the troff branch is skipped
+        elif macro == "TS":
+            flush()
+            in_table = True
+        elif macro in ("TH", "Dt"):
+            title = " ".join(args[:2])
+        elif macro in ("SH", "Sh", "SS", "Ss"):
+            flush()
+            heading = unescape_roff(" ".join(args)).strip()
+            if heading:
+                out.append(heading.upper() if macro in ("SH", "Sh") else heading)
+            else:
+                pending_heading = True
+        elif macro in ("B", "I", "SM", "SB", "Em", "Sy"):
+            add(unescape_roff(" ".join(args)))
+        elif len(macro) == 2 and macro[0] in "BIR" and macro[1] in "BIR":  # .BR .IR ...: alternating fonts
+            add(unescape_roff("".join(args)))
+        elif macro in ("IP", "It"):
+            flush()
+            words = [a for a in args if a not in _MDOC_CALLABLE] if macro == "It" else args[:1]
+            if words:
+                para.append(unescape_roff(" ".join(words)))
+        elif macro == "Nd":
+            add("- " + unescape_roff(rest))
+        elif macro in ("nf", "EX", "Bd"):
+            flush()
+            no_fill = True
+        elif macro in ("fi", "EE", "Ed"):
+            no_fill = False
+            flush()
+        elif macro in ("PP", "LP", "P", "TP", "HP", "Pp", "Lp", "sp", "TQ"):
+            flush(blank=macro != "TQ")
+        elif macro == "br":
+            flush(blank=False)
+        elif macro in _MDOC_CALLABLE:
+            words, mdoc_name = _mdoc_words([macro, *args], mdoc_name)
+            add(unescape_roff(" ".join(words)))
+        # anything else (.if, .nr, .ds, .ft, .RS, ...) is layout: dropped
+    flush()
     body = re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in out)).strip()
     return title, body
 

@@ -1,0 +1,179 @@
+"""The demo corpus: real local files, deterministic, heterogeneous, and readable by the real ingest stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from mira import api
+from mira.config import load_config
+from mira.demo import corpus
+from mira.demo.agent import PERTURBATIONS
+from mira.demo.textconv import roff_to_text, rst_sections
+
+SCALE = 0.05
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo-data")
+    return out, corpus.build(out, seed=0, scale=SCALE)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_build_is_heterogeneous(built: tuple[Path, dict]) -> None:
+    out, summary = built
+    assert summary == json.loads((out / "manifest.json").read_text())
+    assert len(summary["sources"]) >= 8, summary["skipped"]
+    assert len({s["format"] for s in summary["sources"].values()}) >= 4
+    assert {s["reader"] for s in summary["sources"].values()} >= {"jsonl", "parquet", "files"}
+    assert any(s["file"].endswith(".jsonl.gz") for s in summary["sources"].values())
+    assert summary["records"] == sum(s["records"] for s in summary["sources"].values())
+    for name, entry in summary["sources"].items():
+        assert (out / entry["file"]).exists(), name
+        assert entry["records"] >= corpus.MIN_PER_SOURCE, name
+
+
+def test_ids_are_stable_and_unique(built: tuple[Path, dict]) -> None:
+    out, summary = built
+    for name, entry in summary["sources"].items():
+        if entry["reader"] != "jsonl" or name == "fortunes":
+            continue
+        ids = [r["id"] for r in _jsonl(out / entry["file"])]
+        assert len(ids) == len(set(ids)) and all(i.startswith(f"{name}/") for i in ids), name
+
+
+def test_same_seed_gives_identical_bytes(built: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = built
+    again = tmp_path / "again"
+    corpus.build(again, seed=0, scale=SCALE)
+    assert _files(again) == _files(out)
+    other = tmp_path / "other-seed"
+    corpus.build(other, seed=1, scale=SCALE)
+    assert _files(other) != _files(out)
+
+
+def test_rebuild_with_same_arguments_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = corpus.build(tmp_path, seed=3, scale=0.01)
+
+    def fail(*args: object) -> list[dict]:
+        raise AssertionError("a source was rebuilt although the stored corpus matched")
+    monkeypatch.setattr(corpus, "SOURCES", tuple(dataclasses.replace(s, build=fail) for s in corpus.SOURCES))
+    assert corpus.build(tmp_path, seed=3, scale=0.01) == first
+    (tmp_path / first["sources"]["fortunes"]["file"]).write_text("tampered\n")
+    with pytest.raises(AssertionError):  # a changed file invalidates the stored build
+        corpus.build(tmp_path, seed=3, scale=0.01)
+
+
+def test_missing_source_is_skipped_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mira.demo import sources
+
+    monkeypatch.setattr(sources, "FORTUNE_ROOT", tmp_path / "no-such-dir")
+    summary = corpus.build(tmp_path / "out", scale=0.01)
+    assert "fortunes" not in summary["sources"]
+    assert "no-such-dir" in summary["skipped"]["fortunes"]
+    assert all(s.name != "fortunes" for s in corpus.demo_config(tmp_path / "out", tmp_path / "run").sources)
+
+
+def test_agent_perturbations_are_marked(built: tuple[Path, dict]) -> None:
+    out, summary = built
+    if "bfcl_agent" not in summary["sources"]:
+        pytest.skip(summary["skipped"]["bfcl_agent"])
+    records = _jsonl(out / summary["sources"]["bfcl_agent"]["file"])
+    good = [r for r in records if r["demo_perturbation"] is None]
+    bad = [r for r in records if r["demo_perturbation"] is not None]
+    assert good and {r["demo_perturbation"] for r in bad} == set(PERTURBATIONS)
+    for record in good:  # real trajectories are well-formed: valid JSON arguments, known tool names
+        names = {t["function"]["name"] for t in record["tools"]}
+        calls = [c for m in record["messages"] if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+        assert calls and all(c["function"]["name"] in names for c in calls)
+        assert all(isinstance(json.loads(c["function"]["arguments"]), dict) for c in calls)
+        assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    for record in bad:
+        calls = [c for m in record["messages"] for c in m.get("tool_calls") or []]
+        kind = record["demo_perturbation"]
+        if kind in ("concatenated_json", "malformed_json", "repeated_failing_call"):
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(calls[0]["function"]["arguments"])
+        if kind == "repeated_failing_call":
+            assert len(calls) >= 3 and len({c["function"]["arguments"] for c in calls}) == 1
+        if kind == "wrong_function_name":
+            assert calls[0]["function"]["name"] not in {t["function"]["name"] for t in record["tools"]}
+
+
+def test_fortunes_end_with_the_planted_bad_lines(built: tuple[Path, dict]) -> None:
+    out, summary = built
+    entry = summary["sources"]["fortunes"]
+    assert entry["planted_bad_lines"] == 3
+    tail = (out / entry["file"]).read_bytes().splitlines()[-3:]
+    assert tail == [line.rstrip(b"\n") for line in corpus.PLANTED_BAD_LINES]
+
+
+def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = built
+    example = load_config(REPO / "examples" / "demo.yaml")
+    built_cfg = corpus.demo_config(out, tmp_path / "run")
+    assert example.name == built_cfg.name == "demo"
+    assert Path(example.run_dir) == REPO / "runs" / "demo"
+    strip = {"sources", "run_dir"}
+    assert example.model_dump(exclude=strip) == built_cfg.model_dump(exclude=strip)
+    assert example.discovery.records_per_group == 8 and example.annotation.records_per_group == 40
+
+    def shape(cfg):
+        return [(s.name, Path(s.path).name, s.reader, s.format, s.include) for s in cfg.sources]
+    assert shape(example) == shape(built_cfg)
+    assert all(Path(s.path).parent == REPO / "demo-data" for s in example.sources)
+
+
+def test_corpus_ingests_through_the_real_pipeline(built: tuple[Path, dict], tmp_path: Path) -> None:
+    out, summary = built
+    cfg = corpus.demo_config(out, tmp_path / "run")
+    outcome = api.run_one("ingest", cfg)
+    assert not outcome.skipped
+    inventory = json.loads((tmp_path / "run" / "inventory.json").read_text())
+    assert not inventory.get("errors")  # every source resolved and was read
+    assert set(inventory["sources"]) == set(summary["sources"])
+    for name, stats in inventory["sources"].items():
+        assert stats["records"] == stats["ok"] + stats["quarantined"], name
+        assert stats["records"] == summary["sources"][name]["records"], name
+        assert stats["format"] == summary["sources"][name]["format"], name
+        if name != "fortunes":
+            assert stats["quarantined"] == 0, (name, stats["quarantine_reasons"])
+    fortunes = inventory["sources"]["fortunes"]
+    assert fortunes["quarantined"] == 3, fortunes["quarantine_reasons"]
+    assert inventory["sources"]["c_headers"]["reader"] == "files"
+
+
+def test_roff_stripper_keeps_text_and_drops_markup() -> None:
+    source = "\n".join([
+        '.\\" a comment that must vanish', ".TH LS 1", ".SH NAME", "ls \\- list directory contents",
+        ".SH DESCRIPTION", ".B ls", "lists \\fIfiles\\fR, see", ".BR dir (1).", ".PP",
+        ".ie n \\{\\", "nroff branch", ".\\}", ".el \\{\\", "troff branch", ".\\}", "the \\(lqend\\(rq \\e0"])
+    title, text = roff_to_text(source)
+    assert title == "LS 1"
+    assert "NAME\nls - list directory contents" in text
+    assert "ls lists files, see dir(1)." in text
+    assert "nroff branch" in text and "troff branch" not in text
+    assert 'the "end" \\0' in text and "comment" not in text and "\\f" not in text
+    assert roff_to_text(".so man1/other.1") == ("", "")
+
+
+def test_rst_sections_follow_adornment_levels() -> None:
+    text = ("=====\nTitle\n=====\n\nintro\n\nFirst\n-----\n\nbody one\n\n"
+            "Sub\n~~~\n\ndeep\n\nSecond\n------\n\nbody two\n")
+    assert [(lvl, h) for lvl, h, _ in rst_sections(text)] == [(0, "Title"), (1, "First"), (2, "Sub"), (1, "Second")]
+    assert rst_sections(text)[1][2] == "body one"
