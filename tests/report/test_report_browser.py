@@ -1,0 +1,64 @@
+"""Render the report in headless Chromium: plots in the DOM, our script runs, nothing else does.
+
+The screenshot is kept as ``test-artifacts/report.png`` (gitignored) for a person to look at.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mira.report import write_report
+from tests.report.fixture_run import INJECTION, build_fixture_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PLOTS = ("similarity", "kscores", "scores", "retention", "length")
+# Console problems Chromium logs to stderr: script errors and CSP refusals (our script's hash).
+CONSOLE_PROBLEMS = ("Uncaught", "ERROR:CONSOLE", "violates the following Content Security Policy", "Refused to")
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)"),
+    pytest.mark.slow,
+]
+
+
+def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    path, _ = write_report(build_fixture_run(root / "run"))
+    return root, path
+
+
+def test_dom_has_plots_and_no_console_errors(report):
+    root, path = report
+    result = _chromium(root / "profile-dom", "--dump-dom", path.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    for plot in PLOTS:
+        assert f'data-plot="{plot}"' in dom, plot
+    assert dom.count("<svg") >= len(PLOTS)
+    problems = [line for line in result.stderr.splitlines() if any(p in line for p in CONSOLE_PROBLEMS)]
+    assert not problems, problems
+    # Our sort script ran (it marks headers focusable), so the CSP hash matches it...
+    assert 'tabindex="0"' in dom
+    # ...and the record's <script> stayed text: it is not an element in the live DOM.
+    assert INJECTION not in dom and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+
+
+def test_screenshot(report):
+    root, path = report
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / "report.png"
+    target.unlink(missing_ok=True)
+    result = _chromium(root / "profile-shot", f"--screenshot={target}", "--window-size=1280,4000", path.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert target.exists() and target.stat().st_size > 50_000  # a rendered page, not a blank one
