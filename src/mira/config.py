@@ -102,6 +102,10 @@ class GroupingConfig(Section):
     k: int | None = Field(None, ge=1)
     k_min: int = Field(2, ge=1)
     k_max: int = Field(6, ge=1)
+    # With two sources silhouette cannot choose k: they share a group when the cosine of their
+    # mean embeddings reaches this (MiniLM, measured: Python vs C headers 0.46, code vs
+    # changelogs or fortunes 0.06-0.2).
+    merge_similarity: float = Field(0.45, gt=0, le=1)
     seed: int = 0
 
 
@@ -120,7 +124,10 @@ class AnnotationConfig(Section):
     records_per_group: int = Field(40, ge=2)
     # Records scored a second time (shuffled anchor order) to measure the teacher's ceiling.
     self_consistency_records: int = Field(8, ge=0)
+    # Output tokens dominate teacher cost (~34 tokens/s for the bundled 1.5B model): a rationale
+    # per anchor is capped at this many characters, or switched off.
     rationales: bool = True
+    rationale_chars: int = Field(100, ge=10, le=1_000)
     seed: int = 0
 
 
@@ -130,6 +137,12 @@ class StudentConfig(Section):
     regressors: list[Literal["ridge", "lightgbm"]] = Field(default_factory=lambda: ["ridge", "lightgbm"])
     encoder_model: str = "all-MiniLM-L6-v2"
     encoder_epochs: int = Field(3, ge=1)
+    encoder_max_tokens: int = Field(256, ge=16)
+    encoder_batch_size: int = Field(16, ge=1)
+    encoder_learning_rate: float = Field(5e-5, gt=0)
+    # The static student reads at most this many characters of a rendering (start and end):
+    # featurization cost stays flat in record length.
+    embed_chars: int = Field(2_048, ge=128)
     seed: int = 0
 
 
@@ -150,14 +163,30 @@ class SelectionConfig(Section):
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
     output_formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl"])
+    # DSIR baseline: a JSONL of target texts, and the number of hashed n-gram buckets.
     dsir_target: str | None = None
+    dsir_buckets: int = Field(10_000, ge=16)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SelectionConfig:
+        for name, fraction in {**self.floor, **self.cap}.items():
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"selection floor/cap for {name!r} must be a fraction in [0, 1]")
+        for name, floor in self.floor.items():
+            if name in self.cap and floor > self.cap[name]:
+                raise ValueError(f"selection.floor[{name!r}] is above selection.cap[{name!r}]")
+        if self.method == "dsir" and not self.dsir_target:
+            raise ValueError("selection.method 'dsir' needs selection.dsir_target (a JSONL of target texts)")
+        return self
 
 
 class EngineConfig(Section):
     kind: Literal["local", "ray"] = "local"
     workers: int | None = Field(None, ge=1)
     batch_size: int = Field(512, ge=1)
+    # "spawn" is the safe default: workers never inherit threads or open handles of the parent.
+    start_method: Literal["spawn", "forkserver"] = "spawn"
     ray_address: str | None = None
 
 

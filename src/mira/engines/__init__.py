@@ -1,0 +1,35 @@
+"""Engines run one picklable function over many shards: a local process pool or Ray.
+
+Both engines call the *same* top-level function with the same arguments, so their outputs are
+identical; an engine only decides where each call runs. Results come back as ``(index, result)``
+pairs in completion order; callers that need input order sort by index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from mira.config import EngineConfig
+
+Task = tuple[Any, ...]
+
+
+def map_tasks(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*task)`` for every task on the configured engine; yield ``(task index, result)``."""
+    if not tasks:
+        return iter(())
+    if engine.kind == "ray":
+        from mira.engines.ray import map_ray
+
+        return map_ray(engine, fn, tasks)
+    from mira.engines.local import map_local
+
+    return map_local(engine, fn, tasks)
+
+
+def worker_count(engine: EngineConfig, n_tasks: int | None = None) -> int:
+    """How many workers the engine will use (never more than there are tasks)."""
+    workers = engine.workers or os.cpu_count() or 1
+    return max(1, min(workers, n_tasks)) if n_tasks is not None else workers

@@ -1,0 +1,297 @@
+"""Whole-corpus scoring at scale: docs/s and peak RSS for growing synthetic-from-real corpora.
+
+    .venv/bin/python benchmarks/scale.py --sizes 10000,100000 [--workers 2] [--student auto|static|standin]
+
+For each size a corpus is built by resampling real text on this machine: slices of Python
+stdlib files (a `code` source) and slices of /usr/share/doc READMEs and changelogs (a `docs`
+source), with `demo-data/*.jsonl` records mixed in when that folder exists. Every size then runs
+in a fresh child process (so peak-RSS figures do not leak between sizes): ingest, then `score`
+with the local engine, timed separately.
+
+The student is the real static student (mira.students: model2vec features + ridge) trained on
+stand-in labels when the distilled static model is present (`--student auto`, the default);
+otherwise a stand-in that still featurizes every rendering (character statistics, hashed word
+counts) so the cost of reading and rendering is real. Either way the reliability mask and the
+aggregate are the real `mira.reliability` ones.
+
+Peak RSS: the driver's from getrusage(RUSAGE_SELF); the workers' from a sampler thread that reads
+VmHWM (the kernel's own peak-RSS counter) of every descendant process from /proc. RUSAGE_CHILDREN
+is not used: it also counts the parent's pages a spawned child holds between fork and exec, so it
+reports the driver's size, not the worker's. Memory should be flat in corpus size (+-20%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import resource
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ANCHORS = ["a00", "a01", "a02", "a03"]
+
+
+# --- corpus ------------------------------------------------------------------------------------
+
+def _pool(seed: int) -> tuple[list[tuple[str, list[str]]], list[list[str]]]:
+    """(path, lines) of stdlib files and paragraphs of /usr/share/doc texts."""
+    rng = random.Random(seed)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    py_files = sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts and p.stat().st_size < 200_000)
+    code = []
+    for path in rng.sample(py_files, min(1500, len(py_files))):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(lines) > 10:
+            code.append((str(path.relative_to(stdlib)), lines))
+    docs = []
+    for path in sorted(Path("/usr/share/doc").glob("*/*")):
+        if not path.name.lower().startswith(("readme", "changelog", "news")) or not path.is_file():
+            continue
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+            continue
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        if len(paragraphs) >= 2:
+            docs.append(paragraphs)
+    return code, docs
+
+
+def build_corpus(out: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Write `n` records (half code, half docs) as two JSONL sources; return their source configs."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    code, docs = _pool(seed)
+    demo = []
+    for path in sorted(Path("demo-data").glob("*.jsonl"))[:20]:
+        with open(path, encoding="utf-8") as handle:
+            demo.extend(line for _, line in zip(range(2000), handle))
+    with open(out / "code.jsonl", "w", encoding="utf-8") as handle:
+        for i in range(n // 2):
+            path, lines = rng.choice(code)
+            start = rng.randrange(0, max(1, len(lines) - 20))
+            body = "\n".join(lines[start:start + rng.randint(20, 160)])
+            handle.write(json.dumps({"id": f"code-{i}", "path": path, "code": body}) + "\n")
+    with open(out / "docs.jsonl", "w", encoding="utf-8") as handle:
+        for i in range(n - n // 2):
+            if demo and rng.random() < 0.2:
+                record = json.loads(rng.choice(demo))
+                record["id"] = f"docs-{i}"
+                if "text" in record:
+                    handle.write(json.dumps(record) + "\n")
+                    continue
+            paragraphs = rng.choice(docs)
+            start = rng.randrange(0, len(paragraphs))
+            text = "\n\n".join(paragraphs[start:start + rng.randint(1, 12)])
+            handle.write(json.dumps({"id": f"docs-{i}", "text": text}) + "\n")
+    return [{"name": "code", "path": str(out / "code.jsonl"), "format": "code"},
+            {"name": "docs", "path": str(out / "docs.jsonl"), "format": "text"}]
+
+
+# --- students ----------------------------------------------------------------------------------
+
+class StandInStudent:
+    """Featurizes every text (character statistics + 64 hashed word counts) and applies fixed weights."""
+
+    kind = "standin"
+
+    def __init__(self, anchors: list[str]) -> None:
+        self.anchors = anchors
+        self.weights = np.random.default_rng(0).normal(size=(68, len(anchors))) / 8
+
+    def predict(self, records: Any, texts: list[str]) -> np.ndarray:
+        features = np.zeros((len(texts), 68))
+        for i, text in enumerate(texts):
+            words = text.split()
+            features[i, 0] = math.log1p(len(text))
+            features[i, 1] = sum(c.isalpha() for c in text) / max(1, len(text))
+            features[i, 2] = len(set(words)) / max(1, len(words))
+            features[i, 3] = text.count("\n") / max(1, len(text)) * 40
+            for word in words:
+                features[i, 4 + zlib.crc32(word.encode()) % 64] += 1
+            features[i, 4:] /= max(1, len(words))
+        return np.clip(5 + features @ self.weights * 10, 0, 10)
+
+
+def stand_in_labels(texts: list[str]) -> np.ndarray:
+    return StandInStudent(ANCHORS).predict(None, texts)
+
+
+def _models(kind: str) -> Any:
+    from mira.stages.score import StageModels
+
+    class BenchModels(StageModels):
+        def load_student(self, run: Any, group: str) -> Any:
+            return StandInStudent(ANCHORS) if kind == "standin" else super().load_student(run, group)
+
+    return BenchModels() if kind == "standin" else StageModels()
+
+
+def prepare_upstream(config: Any, run: Any, kind: str) -> None:
+    """groups.json (one group per source), students and masks, as group/distill would write them."""
+    from mira.corpus import sample_source, source_infos
+    from mira.records import render
+    from mira.rundir import atomic_write_json
+    from mira.tokens import get_tokenizer
+
+    infos = source_infos(run)
+    groups = {f"g{i}": info.name for i, info in enumerate(infos)}
+    atomic_write_json(run.groups_path, {
+        "k": len(groups), "chosen_by": "config", "k_scores": {},
+        "groups": [{"id": g, "label": s, "sources": [s], "within_similarity": 1.0, "pinned": False}
+                   for g, s in groups.items()],
+        "source_to_group": {s: g for g, s in groups.items()}})
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    for (group, source), info in zip(groups.items(), infos, strict=True):
+        if kind == "static":
+            from mira.config import StudentConfig
+            from mira.students import train
+
+            sample = sample_source(config, info, 96, seed=0)
+            texts = [render(r, tokenizer, config.render.max_tokens, config.render.windows).text for r in sample]
+            student, _ = train(StudentConfig(regressors=["ridge"]), config.embed, ANCHORS, texts,
+                               [r.format for r in sample], stand_in_labels(texts), np.arange(72), np.arange(72, 96))
+            student.save(run.path("students", group))
+        cell = {a: {"masked": a == "a03", "reason": "bench" if a == "a03" else None, "weight": 1.0} for a in ANCHORS}
+        atomic_write_json(run.path("students", group, "mask.json"), {"anchors": ANCHORS, "cells": {"*": cell}})
+    run.mark_done("group", "bench-group")
+    run.mark_done("distill", f"bench-distill-{kind}")
+
+
+class WorkerPeakRss:
+    """Samples VmHWM of every descendant process (Linux /proc) until stopped; keeps the largest."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak_kb: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> WorkerPeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def max_mb(self) -> float:
+        return round(max(self.peak_kb.values(), default=0) / 1024, 1)
+
+    def _descendants(self, pid: int) -> list[int]:
+        out = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            for child in children:
+                out.append(child)
+                out.extend(self._descendants(child))
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._descendants(os.getpid()):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), int(line.split()[1]))
+            self._stop.wait(self.interval)
+
+
+# --- one size, in its own process --------------------------------------------------------------
+
+def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int) -> dict[str, Any]:
+    from mira import api
+    from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
+    from mira.rundir import RunDir
+    from mira.stages.score import score_corpus
+
+    t0 = time.time()
+    sources = build_corpus(root / f"data-{n}", n)
+    built = time.time() - t0
+    config = RunConfig(name=f"bench{n}", run_dir=str(root / f"run-{n}"), sources=[SourceConfig(**s) for s in sources],
+                       ingest=IngestConfig(shard_records=5_000),
+                       engine=EngineConfig(workers=workers, batch_size=batch_size))
+    t0 = time.time()
+    api.run_one("ingest", config, force=True)
+    ingest_s = time.time() - t0
+    run = RunDir(Path(config.run_dir))
+    prepare_upstream(config, run, kind)
+    rss_before_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.time()
+    with WorkerPeakRss() as workers_rss:
+        counts = score_corpus(config, run, force=True, models=_models(kind))
+    score_s = time.time() - t0
+    return {"records": counts["records"], "tokens": counts["tokens"], "shards": counts["shards"],
+            "build_s": round(built, 1), "ingest_s": round(ingest_s, 1), "score_s": round(score_s, 1),
+            "docs_per_s": round(counts["records"] / score_s, 1),
+            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "driver_rss_before_score_mb": round(rss_before_score / 1024, 1),
+            "worker_peak_rss_mb": workers_rss.max_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated record counts, e.g. 10000,100000,1000000")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--student", choices=["auto", "static", "standin"], default="auto")
+    parser.add_argument("--root", default="/tmp/mira-bench-scale")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    kind = args.student
+    if kind == "auto":
+        from mira.config import EmbedConfig
+        from mira.embed import static_model_dir
+
+        kind = "static" if (static_model_dir(EmbedConfig()) / "config.json").exists() else "standin"
+    root = Path(args.root)
+    if args.child:
+        print(json.dumps(run_size(args.child, args.workers, kind, root, args.batch_size)))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"student: {kind}, workers: {args.workers}, batch size: {args.batch_size}, cpus: {os.cpu_count()}")
+    print(f"{'records':>9} {'tokens':>12} {'shards':>6} {'ingest s':>9} {'score s':>8} {'docs/s':>8} "
+          f"{'driver MB':>10} {'worker MB':>10}")
+    results = []
+    for n in sizes:
+        # A fresh process per size: getrusage peaks are per process, and nothing is shared between sizes.
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--workers", str(args.workers),
+                              "--batch-size", str(args.batch_size), "--student", kind, "--root", str(root)],
+                             check=True, capture_output=True, text=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(r)
+        print(f"{r['records']:>9,} {r['tokens']:>12,} {r['shards']:>6} {r['ingest_s']:>9} {r['score_s']:>8} "
+              f"{r['docs_per_s']:>8} {r['driver_peak_rss_mb']:>10} {r['worker_peak_rss_mb']:>10}", flush=True)
+    if len(results) > 1:
+        for key in ("worker_peak_rss_mb", "driver_peak_rss_mb"):
+            values = [r[key] for r in results]
+            spread = (max(values) - min(values)) / min(values)
+            print(f"{key}: {min(values)}..{max(values)} MB, spread {spread:.0%} "
+                  f"({'within' if spread <= 0.2 else 'OUTSIDE'} +-20%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""Score: every record of the corpus gets its group's per-anchor student scores and one aggregate.
+
+For each shard of each source (from ``inventory.json``) records are streamed, rendered exactly
+as the students saw them in training (``config.render``), predicted in batches of
+``engine.batch_size`` and aggregated with the group's reliability mask. The result is
+``scores/<source>/<shard>.parquet``: one row per *input* record, in input order, quarantined
+records included (NaN score, 0 tokens, the reason), so later stages can join scores to the data
+by position and every record is accounted for.
+
+The shard is the unit of work and of recovery: its Parquet file is written to a temporary name
+and renamed, then ``<shard>.done.json`` (stage fingerprint + counts) is written last. A rerun
+skips shards whose marker holds the current fingerprint. Writing is deterministic (fixed schema,
+no timestamps, fixed row-group size independent of the batch size or engine), so a killed and
+resumed run ends with the same bytes as an uninterrupted one.
+
+:func:`score_shard` is a pure function of (config, run directory, shard) usable by any engine;
+students and masks are loaded once per worker process and cached.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mira.config import ConfigError, RunConfig
+from mira.corpus import Rejected, SourceInfo, iter_shard_records, source_infos
+from mira.io import Shard
+from mira.records import Record, render
+from mira.rundir import RunDir, atomic_path, atomic_write_json, read_json
+from mira.rundir import fingerprint as make_fingerprint
+from mira.stage import ProgressFactory, StageContext, null_progress
+
+log = logging.getLogger(__name__)
+
+VERSION = "score-v1"
+# Rows per Parquet row group. A constant (not the batch size) so that the bytes of a shard do not
+# depend on how it was batched, which engine ran it, or whether the run was resumed.
+ROW_GROUP_ROWS = 4_096
+BASE_COLUMNS = ("id", "locator", "source", "group", "tokens", "score")
+
+
+# --- models ------------------------------------------------------------------------------------
+
+class StageModels:
+    """Where scoring gets groups, students and masks: the upstream stages' public functions.
+
+    A picklable seam: tests and benchmarks pass a subclass with stand-in students; workers of
+    any engine receive it with their task and call the same methods.
+    """
+
+    def source_to_group(self, run: RunDir) -> dict[str, str]:
+        from mira.groups import load_groups
+
+        return dict(load_groups(run).source_to_group)
+
+    def load_student(self, run: RunDir, group: str) -> Any:
+        from mira.students import load_student
+
+        return load_student(run, group)
+
+    def load_mask(self, run: RunDir, group: str) -> Any:
+        from mira.reliability import load_mask
+
+        return load_mask(run, group)
+
+    def aggregate(self, scores: np.ndarray, sources: np.ndarray, mask: Any, config: RunConfig) -> np.ndarray:
+        from mira.reliability import aggregate
+
+        return aggregate(scores, sources, mask, config.reliability)
+
+
+@dataclass
+class _Loaded:
+    student: Any
+    anchors: list[str]
+    mask: Any
+
+
+# Per-process cache: a worker loads a group's student once, whatever number of shards it scores.
+_MODELS: dict[tuple[Any, ...], _Loaded] = {}
+
+
+def _models_for(models: StageModels, run: RunDir, group: str, stage_fp: str) -> _Loaded:
+    key = (type(models).__module__, type(models).__qualname__, str(run.root), group, stage_fp)
+    if key not in _MODELS:
+        student = models.load_student(run, group)
+        _MODELS[key] = _Loaded(student, list(student.anchors), models.load_mask(run, group))
+    return _MODELS[key]
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+def scores_dir(run: RunDir) -> Path:
+    return run.path("scores")
+
+
+def shard_scores_path(run: RunDir, shard: Shard) -> Path:
+    return scores_dir(run) / shard.source / f"{shard.name}.parquet"
+
+
+def shard_marker_path(run: RunDir, shard: Shard) -> Path:
+    return scores_dir(run) / shard.source / f"{shard.name}.done.json"
+
+
+def shard_done(run: RunDir, shard: Shard, stage_fp: str) -> dict[str, Any] | None:
+    """The shard's done marker if it holds `stage_fp` and its Parquet file exists, else None."""
+    path = shard_marker_path(run, shard)
+    if not path.exists() or not shard_scores_path(run, shard).exists():
+        return None
+    try:
+        marker = read_json(path)
+    except (OSError, ValueError):
+        return None  # a damaged marker means "not done"
+    return marker if marker.get("fingerprint") == stage_fp else None
+
+
+def schema(anchors: list[str]) -> Any:
+    import pyarrow as pa
+
+    fields = [pa.field("id", pa.string()), pa.field("locator", pa.string()), pa.field("source", pa.string()),
+              pa.field("group", pa.string()), pa.field("tokens", pa.int64()), pa.field("score", pa.float64())]
+    fields += [pa.field(anchor, pa.float64()) for anchor in anchors]
+    fields.append(pa.field("quarantine", pa.string()))
+    return pa.schema(fields)
+
+
+# --- stage protocol ----------------------------------------------------------------------------
+
+def fingerprint(ctx: StageContext) -> str:
+    # The engine, worker count and batch size are deliberately absent: they never change a score.
+    # Selection settings are absent too, so a new budget never invalidates the scores.
+    return make_fingerprint(VERSION, ctx.config.section_hash("tokenizer", "render", "reliability"),
+                            ctx.run.require("ingest"), ctx.run.require("group"), ctx.run.require("distill"))
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return score_corpus(ctx.config, ctx.run, force=ctx.force, progress=ctx.progress)
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    from mira.engines import worker_count
+
+    try:
+        infos = source_infos(run)
+    except Exception as exc:  # noqa: BLE001 - a plan reports what it can
+        return [f"cannot plan yet: {exc}"]
+    shards = [s for info in infos for s in info.shards]
+    stage_fp = _try_fingerprint(config, run)
+    done = sum(1 for s in shards if stage_fp and shard_done(run, s, stage_fp))
+    records = sum(info.records for info in infos)
+    lines = [f"records: {records:,} in {len(shards)} shards of {len(infos)} sources ({done} shards done already)",
+             f"engine: {config.engine.kind}, workers: {worker_count(config.engine, max(1, len(shards) - done))}, "
+             f"batch size: {config.engine.batch_size}"]
+    if stage_fp is None:
+        lines.append("upstream stages (group, distill) not finished: scores cannot be computed yet")
+    return lines
+
+
+def _try_fingerprint(config: RunConfig, run: RunDir) -> str | None:
+    try:
+        return fingerprint(StageContext(config, run))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# --- the work ----------------------------------------------------------------------------------
+
+def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
+                 progress: ProgressFactory = null_progress, models: StageModels | None = None) -> dict[str, Any]:
+    """Score every shard not yet done with the current fingerprint; return corpus-wide counts."""
+    from mira.engines import map_tasks
+
+    models = models or StageModels()
+    stage_fp = fingerprint(StageContext(config, run))
+    infos = source_infos(run)
+    groups = models.source_to_group(run)
+    # A source with no usable record belongs to no group; its rows are all quarantined.
+    missing = [info.name for info in infos if info.name not in groups and info.ok > 0]
+    if missing:
+        raise ConfigError(f"sources without a group in groups.json: {', '.join(missing)}; rerun `mira group`")
+    _remove_partial_files(run, infos)
+
+    markers: dict[tuple[str, int], dict[str, Any]] = {}
+    tasks: list[tuple[Any, ...]] = []
+    keys: list[tuple[str, int]] = []
+    for info in infos:
+        for shard in info.shards:
+            marker = None if force else shard_done(run, shard, stage_fp)
+            if marker is not None:
+                markers[(info.name, shard.index)] = marker
+                continue
+            tasks.append((config, str(run.root), shard, info.format, groups.get(info.name), stage_fp, models))
+            keys.append((info.name, shard.index))
+    skipped = len(markers)
+    task = progress("score shards", len(tasks))
+    for index, result in map_tasks(config.engine, _score_shard_task, tasks):
+        markers[keys[index]] = result
+        task.advance()
+    task.close()
+    return _summarize(run, infos, groups, markers, stage_fp, skipped)
+
+
+def _remove_partial_files(run: RunDir, infos: list[SourceInfo]) -> None:
+    # Temporary files of a killed run; nothing else writes into scores/ while this stage runs.
+    for info in infos:
+        for leftover in (scores_dir(run) / info.name).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+def _summarize(run: RunDir, infos: list[SourceInfo], groups: dict[str, str], markers: dict[tuple[str, int], Any],
+               stage_fp: str, skipped: int) -> dict[str, Any]:
+    keys = ("records", "scored", "unscored", "quarantined", "tokens")
+    per_source: dict[str, Any] = {}
+    anchors: dict[str, list[str]] = {}
+    for info in infos:
+        counts = {k: sum(markers[(info.name, s.index)][k] for s in info.shards) for k in keys}
+        if counts["records"] != info.records:  # the invariant select relies on: one row per input record
+            raise RuntimeError(f"source {info.name}: scored {counts['records']} records but ingest counted "
+                               f"{info.records}; the data changed since ingest, rerun `mira ingest`")
+        per_source[info.name] = {"group": groups.get(info.name), "shards": len(info.shards), **counts}
+        if info.name in groups:
+            for shard in info.shards:
+                anchors.setdefault(groups[info.name], markers[(info.name, shard.index)]["anchors"])
+    summary = {"fingerprint": stage_fp, "sources": per_source,
+               "groups": {g: {"anchors": a} for g, a in sorted(anchors.items())}}
+    atomic_write_json(scores_dir(run) / "summary.json", summary)
+    totals = {k: sum(s[k] for s in per_source.values()) for k in keys}
+    return {**totals, "shards": sum(len(i.shards) for i in infos), "shards_skipped": skipped}
+
+
+def _score_shard_task(config: RunConfig, run_dir: str, shard: Shard, fmt: str, group: str | None, stage_fp: str,
+                      models: StageModels) -> dict[str, Any]:
+    score_shard(config, run_dir, shard, fmt, group, stage_fp=stage_fp, models=models)
+    return read_json(shard_marker_path(RunDir(Path(run_dir)), shard))
+
+
+def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, group: str | None, *,
+                stage_fp: str | None = None, models: StageModels | None = None) -> Path:
+    """Score one shard into ``scores/<source>/<shard>.parquet`` and write its done marker.
+
+    `group` is None only for a source without a usable record (every row is quarantined).
+    """
+    import pyarrow.parquet as pq
+
+    from mira.tokens import get_tokenizer
+
+    run = RunDir(Path(run_dir))
+    models = models or StageModels()
+    stage_fp = stage_fp or fingerprint(StageContext(config, run))
+    loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [], None)
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    source_cfg = config.source(shard.source)
+    out = shard_scores_path(run, shard)
+    counts = {"records": 0, "scored": 0, "unscored": 0, "quarantined": 0, "tokens": 0}
+    with atomic_path(out) as tmp:
+        buffer = _RowBuffer(pq.ParquetWriter(str(tmp), schema(loaded.anchors), compression="zstd"),
+                            schema(loaded.anchors))
+        items = iter_shard_records(config, source_cfg, shard, fmt)
+        for batch in _batches(items, config.engine.batch_size):
+            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source)
+            for row in rows:
+                counts["records"] += 1
+                counts["tokens"] += row["tokens"]
+                if row["quarantine"] is not None:
+                    counts["quarantined"] += 1
+                elif np.isnan(row["score"]):
+                    counts["unscored"] += 1
+                else:
+                    counts["scored"] += 1
+            buffer.extend(rows)
+        buffer.close()
+    marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
+              "anchors": loaded.anchors, **counts}
+    atomic_write_json(shard_marker_path(run, shard), marker)
+    return out
+
+
+def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Record | Rejected]]:
+    batch: list[Record | Rejected] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageModels, config: RunConfig,
+                 tokenizer: Any, group: str | None, source: str) -> list[dict[str, Any]]:
+    records = [item for item in batch if isinstance(item, Record)]
+    n_anchors = len(loaded.anchors)
+    if records and loaded.student is None:
+        raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
+    if records:
+        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
+        per_anchor = np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64)
+        if per_anchor.shape != (len(records), n_anchors):
+            raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
+                               f"expected {(len(records), n_anchors)}")
+        sources = np.array([r.source for r in records], dtype=object)
+        aggregate = np.asarray(models.aggregate(per_anchor, sources, loaded.mask, config), dtype=np.float64)
+    rows: list[dict[str, Any]] = []
+    position = 0
+    for item in batch:
+        if isinstance(item, Rejected):
+            rows.append({"id": f"{source}/{item.locator}", "locator": item.locator, "source": source, "group": group,
+                         "tokens": 0, "score": float("nan"), "anchors": [float("nan")] * n_anchors,
+                         "quarantine": item.reason})
+            continue
+        rows.append({"id": item.id, "locator": item.locator, "source": source, "group": group,
+                     "tokens": int(renderings[position].tokens), "score": float(aggregate[position]),
+                     "anchors": per_anchor[position].tolist(), "quarantine": None})
+        position += 1
+    return rows
+
+
+class _RowBuffer:
+    """Collects rows and writes them in row groups of exactly ROW_GROUP_ROWS (the last one shorter)."""
+
+    def __init__(self, writer: Any, table_schema: Any) -> None:
+        self.writer = writer
+        self.schema = table_schema
+        self.anchors = [f.name for f in table_schema][len(BASE_COLUMNS):-1]
+        self.rows: list[dict[str, Any]] = []
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        while len(self.rows) >= ROW_GROUP_ROWS:
+            self._write(self.rows[:ROW_GROUP_ROWS])
+            self.rows = self.rows[ROW_GROUP_ROWS:]
+
+    def close(self) -> None:
+        if self.rows:
+            self._write(self.rows)
+            self.rows = []
+        self.writer.close()
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in BASE_COLUMNS}
+        for i, anchor in enumerate(self.anchors):
+            columns[anchor] = [row["anchors"][i] for row in rows]
+        columns["quarantine"] = [row["quarantine"] for row in rows]
+        self.writer.write_table(pa.table(columns, schema=self.schema), row_group_size=ROW_GROUP_ROWS)

@@ -1,0 +1,343 @@
+"""Select: keep the best records under a token budget, source-aware, from the stored scores.
+
+Selection is a cheap join + threshold over ``scores/`` (never a model call), so a new budget is
+seconds of work and never touches the scores. Retention modes (``selection.mode``):
+
+- ``group`` (MIRA-Group, default): within each group keep the best records up to the group's
+  share of the budget;
+- ``source`` (MIRA-Source): one cutoff per source;
+- ``global`` (MIRA-Global): one cutoff over everything.
+
+The budget is a fraction of tokens (<= 1) or an absolute token count (> 1), shared among the
+units (groups / sources / everything) in proportion to their tokens. Per-source ``floor`` and
+``cap`` fractions are applied inside every unit: a source's best records up to its floor are
+kept first; records past its cap are rejected whatever their score. Within a unit records are
+taken best first (key descending, then a seeded hash of the id) while the kept tokens stay
+closest to the unit's budget, so a unit misses its budget by less than one record. A unit's
+budget counts all its usable tokens, unscored ones included (they stay in the mixture's size), so
+the budget of a fully masked source is filled by the other sources of its group; a unit with too
+few eligible records keeps them all and reports the shortfall in ``units``.
+
+Baselines (``selection.method``) only change the ranking; see :mod:`mira.baselines`.
+
+Outputs: ``selection/<source>/<shard>.jsonl`` (and/or ``.parquet``): kept records, original
+fields plus ``mira_id``, ``mira_score``, ``mira_group``, ``mira_tokens``, ``mira_<anchor>``;
+``selection/_decisions/<source>/<shard>.parquet``: one row per input record (id, locator, kept,
+reason, rank within its unit, key, tokens) so the report can explain every decision;
+``selection/summary.json``: per source and per group records/tokens in, kept, rejected,
+quarantined (checked to add up before writing), plus mode, method, budget and cutoffs. The whole
+selection is built in ``selection.partial/`` and swapped in at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mira.baselines import UNSCORED, Ranking, ranking
+from mira.config import ConfigError, RunConfig
+from mira.corpus import SourceInfo, source_infos, stable_rank
+from mira.io import iter_shard
+from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rundir import fingerprint as make_fingerprint
+from mira.stage import StageContext
+from mira.stages.score import scores_dir, shard_scores_path
+
+VERSION = "select-v1"
+DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
+
+
+def fingerprint(ctx: StageContext) -> str:
+    # Selection config + the score fingerprint only: scores never depend on selection settings.
+    parts: list[Any] = [VERSION, ctx.config.section_hash("selection"), ctx.run.require("score")]
+    if ctx.config.selection.method == "dsir" and ctx.config.selection.dsir_target:
+        parts.append(hash_files([Path(ctx.config.selection.dsir_target)]))
+    return make_fingerprint(*parts)
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    sel = config.selection
+    budget = f"{sel.budget:.0%} of tokens" if sel.budget <= 1 else f"{int(sel.budget):,} tokens"
+    lines = [f"method: {sel.method}, mode: {sel.mode}, budget: {budget}, outputs: {', '.join(sel.output_formats)}"]
+    summary = scores_dir(run) / "summary.json"
+    if summary.exists():
+        sources = read_json(summary)["sources"]
+        lines.append(f"reads scores of {sum(s['records'] for s in sources.values()):,} records "
+                     f"({sum(s['tokens'] for s in sources.values()):,} tokens); no model is run")
+    else:
+        lines.append("scores not computed yet (run `mira score` first)")
+    return lines
+
+
+@dataclass
+class ScoreTable:
+    """The columns of every score file selection needs, in corpus order (source, shard, row)."""
+
+    run_root: Path
+    sources: list[str]
+    groups: list[str]
+    source_idx: np.ndarray
+    group_idx: np.ndarray
+    tokens: np.ndarray
+    score: np.ndarray
+    quarantined: np.ndarray
+    tie: np.ndarray  # seeded hash of the id: the deterministic tie-break
+    shard_rows: list[tuple[SourceInfo, Any, int, int]]  # (source, shard, first row, end row)
+
+
+def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
+    import pyarrow.parquet as pq
+
+    groups_of = {name: s["group"] for name, s in read_json(scores_dir(run) / "summary.json")["sources"].items()}
+    group_names = sorted({g for g in groups_of.values() if g is not None})
+    columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}
+    shard_rows = []
+    row = 0
+    for s_index, info in enumerate(infos):
+        group = groups_of.get(info.name)
+        g_index = group_names.index(group) if group is not None else -1
+        for shard in info.shards:
+            table = pq.read_table(shard_scores_path(run, shard), columns=["id", "tokens", "score", "quarantine"])
+            n = table.num_rows
+            columns["source"].append(np.full(n, s_index, dtype=np.int32))
+            columns["group"].append(np.full(n, g_index, dtype=np.int32))
+            columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
+            columns["score"].append(table.column("score").to_numpy().astype(np.float64))
+            columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
+            seed = config.selection.seed
+            columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],
+                                           dtype=np.uint64))
+            shard_rows.append((info, shard, row, row + n))
+            row += n
+
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
+
+    return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
+                      cat("tokens", np.int64), cat("score", np.float64), cat("quarantined", bool),
+                      cat("tie", np.uint64), shard_rows)
+
+
+# --- deciding --------------------------------------------------------------------------------
+
+@dataclass
+class Decisions:
+    kept: np.ndarray
+    reason: np.ndarray  # object array of str
+    rank: np.ndarray  # int64, 0 where the record was not ranked (not eligible)
+    units: dict[str, dict[str, Any]]
+
+
+def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
+    """Keep/reject every record: budget per unit, source floors and caps, deterministic ties."""
+    sel = config.selection
+    unknown = sorted((set(sel.floor) | set(sel.cap)) - set(table.sources))
+    if unknown:
+        raise ConfigError(f"selection floor/cap name unknown sources: {', '.join(unknown)}")
+    n = len(table.tokens)
+    tokens = table.tokens
+    if rank_by.mode == "group":
+        unit_of, unit_names = table.group_idx, table.groups
+    elif rank_by.mode == "source":
+        unit_of, unit_names = table.source_idx, table.sources
+    else:
+        unit_of, unit_names = np.zeros(n, dtype=np.int32), ["all"]
+    total = int(tokens.sum())
+    source_tokens = np.bincount(table.source_idx, weights=tokens, minlength=len(table.sources))
+    floor_tokens = np.array([sel.floor.get(s, 0.0) for s in table.sources]) * source_tokens
+    cap_tokens = np.array([sel.cap.get(s, 1.0) for s in table.sources]) * source_tokens
+
+    kept = np.zeros(n, dtype=bool)
+    reason = np.empty(n, dtype=object)
+    rank = np.zeros(n, dtype=np.int64)
+    reason[table.quarantined] = "quarantined"
+    reason[~table.quarantined & ~rank_by.eligible] = UNSCORED
+    # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
+    order = np.lexsort((table.tie, -rank_by.key, unit_of))
+    order = order[rank_by.eligible[order]]
+    units: dict[str, dict[str, Any]] = {}
+    bounds = np.searchsorted(unit_of[order], np.arange(len(unit_names) + 1))
+    for u, name in enumerate(unit_names):
+        members = unit_of == u
+        unit_tokens = int(tokens[members].sum())
+        budget = sel.budget * unit_tokens if sel.budget <= 1 else sel.budget * unit_tokens / max(total, 1)
+        idx = order[bounds[u]:bounds[u + 1]]
+        rank[idx] = np.arange(1, len(idx) + 1)
+        forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens, cap_tokens)
+        room = budget - tokens[idx[forced]].sum()
+        candidates = idx[~forced & ~capped]
+        taken = _closest_prefix(tokens[candidates], room)
+        kept[idx[forced]] = True
+        kept[candidates[:taken]] = True
+        reason[idx[forced]] = "kept (source floor)"
+        reason[candidates[:taken]] = "kept"
+        reason[candidates[taken:]] = "below cutoff"
+        reason[idx[capped]] = "source cap"
+        cutoff = float(rank_by.key[candidates[taken - 1]]) if taken else None
+        units[name] = {"tokens_in": unit_tokens, "budget_tokens": round(budget, 1),
+                       "kept_tokens": int(tokens[idx[forced]].sum() + tokens[candidates[:taken]].sum()),
+                       "cutoff": cutoff, "eligible_records": int(len(idx)),
+                       "records_in": int(members.sum())}
+    return Decisions(kept, reason, rank, units)
+
+
+def _floors_and_caps(idx: np.ndarray, source_idx: np.ndarray, tokens: np.ndarray, floor_tokens: np.ndarray,
+                     cap_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the ranked records `idx` a source floor forces in, and which a source cap rules out."""
+    forced = np.zeros(len(idx), dtype=bool)
+    capped = np.zeros(len(idx), dtype=bool)
+    sources = source_idx[idx]
+    for s in np.unique(sources):
+        mine = sources == s
+        running = np.cumsum(tokens[idx[mine]])
+        capped[mine] = running > cap_tokens[s] + 1e-9
+        # A floor is a guarantee: keep the source's best records until the floor is reached.
+        forced[mine] = ((running - tokens[idx[mine]]) < floor_tokens[s] - 1e-9) & ~capped[mine]
+    return forced, capped
+
+
+def _closest_prefix(tokens: np.ndarray, budget: float) -> int:
+    """How many records, best first, bring the kept tokens closest to `budget` (never over by more
+    than the record that crosses it, never under by more than it)."""
+    if budget <= 0 or len(tokens) == 0:
+        return 0
+    running = np.cumsum(tokens)
+    within = int(np.searchsorted(running, budget, side="right"))
+    if within < len(tokens):
+        before = running[within - 1] if within else 0
+        if running[within] - budget < budget - before:
+            within += 1
+    return within
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_by: Ranking) -> dict[str, Any]:
+    def counts(members: np.ndarray) -> dict[str, Any]:
+        kept = members & decisions.kept
+        quarantined = members & table.quarantined
+        rejected = members & ~decisions.kept & ~table.quarantined
+        unscored = members & (decisions.reason == UNSCORED)
+        out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
+               "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
+               "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
+               "quarantined": int(quarantined.sum()),
+               "unscored": int(unscored.sum()), "unscored_tokens": int(table.tokens[unscored].sum())}
+        # The books must balance before anything is written: every record is exactly one of these.
+        if out["records_in"] != out["kept"] + out["rejected"] + out["quarantined"] or \
+                out["tokens_in"] != out["kept_tokens"] + out["rejected_tokens"] + int(table.tokens[quarantined].sum()):
+            raise RuntimeError("selection bookkeeping error: kept + rejected + quarantined != records in")
+        return out
+
+    sel = config.selection
+    per_source = {name: counts(table.source_idx == i) for i, name in enumerate(table.sources)}
+    per_group = {name: counts(table.group_idx == i) for i, name in enumerate(table.groups)}
+    totals = counts(np.ones(len(table.tokens), dtype=bool))
+    for key in totals:
+        if sum(s[key] for s in per_source.values()) != totals[key]:
+            raise RuntimeError("selection bookkeeping error: per-source counts do not add up to the totals")
+    return {"method": sel.method, "mode": rank_by.mode, "key": rank_by.key_name, "budget": sel.budget,
+            "budget_kind": "fraction of tokens" if sel.budget <= 1 else "tokens",
+            "floor": dict(sel.floor), "cap": dict(sel.cap), "seed": sel.seed,
+            "totals": totals, "sources": per_source, "groups": per_group, "units": decisions.units,
+            "source_groups": {s: (table.groups[g] if g >= 0 else None)
+                              for s, g in zip(table.sources, _first_group(table), strict=True)}}
+
+
+def _first_group(table: ScoreTable) -> list[int]:
+    out = []
+    for i in range(len(table.sources)):
+        rows = np.flatnonzero(table.source_idx == i)
+        out.append(int(table.group_idx[rows[0]]) if len(rows) else -1)
+    return out
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return select_corpus(ctx.config, ctx.run, ctx.progress)
+
+
+def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:
+    """Decide from the stored scores and write the selection; returns the totals."""
+    from mira.stage import null_progress
+
+    progress = progress or null_progress
+    infos = source_infos(run)
+    table = load_score_table(config, run, infos)
+    rank_by = ranking(config, table)
+    decisions = decide(config, table, rank_by)
+    summary = summarize(config, table, decisions, rank_by)
+    final = run.path("selection")
+    partial = run.path("selection.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    task = progress("write selection", len(table.shard_rows))
+    for info, shard, start, end in table.shard_rows:
+        _write_shard(config, run, partial, info, shard, decisions, rank_by, start, end)
+        task.advance()
+    task.close()
+    atomic_write_json(partial / "summary.json", summary)
+    # Swap the finished selection in; a killed run leaves the previous selection intact.
+    previous = run.path("selection.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    partial.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+    totals = summary["totals"]
+    return {k: totals[k] for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "quarantined",
+                                   "unscored")}
+
+
+def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Any,
+                 decisions: Decisions, rank_by: Ranking, start: int, end: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(shard_scores_path(run, shard)).to_pylist()
+    fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}
+    anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
+    kept_rows: list[dict[str, Any]] = []
+    raw_items = iter_shard(shard, config.ingest.max_record_bytes)
+    for offset, (raw, row) in enumerate(zip(raw_items, scores, strict=True)):
+        if raw.locator != row["locator"]:
+            raise RuntimeError(f"{info.name} shard {shard.name}: data changed since scoring "
+                               f"({raw.locator} vs {row['locator']}); rerun `mira ingest` and `mira score`")
+        if decisions.kept[start + offset]:
+            record = dict(raw.data or {})
+            record.update({"mira_id": row["id"], "mira_score": _finite(row["score"]), "mira_group": row["group"],
+                           "mira_tokens": row["tokens"]})
+            record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
+            kept_rows.append(record)
+    source_dir = out_root / info.name
+    if kept_rows:
+        if "jsonl" in config.selection.output_formats:
+            with atomic_path(source_dir / f"{shard.name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
+                for record in kept_rows:
+                    handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        if "parquet" in config.selection.output_formats:
+            with atomic_path(source_dir / f"{shard.name}.parquet") as tmp:
+                pq.write_table(pa.Table.from_pylist(kept_rows), str(tmp), compression="zstd")
+    rows = slice(start, end)
+    rank = decisions.rank[rows]
+    reasons = [r if r != "quarantined" else f"quarantined: {s['quarantine']}"
+               for r, s in zip(decisions.reason[rows], scores, strict=True)]
+    decision_table = pa.table({
+        "id": [s["id"] for s in scores], "locator": [s["locator"] for s in scores],
+        "kept": pa.array(decisions.kept[rows], pa.bool_()), "reason": pa.array(reasons, pa.string()),
+        "rank": pa.array(rank, pa.int64(), mask=rank == 0),
+        "key": pa.array([_finite(k) for k in rank_by.key[rows]], pa.float64()),
+        "tokens": pa.array([int(s["tokens"]) for s in scores], pa.int64())})
+    with atomic_path(out_root / DECISIONS / info.name / f"{shard.name}.parquet") as tmp:
+        pq.write_table(decision_table, str(tmp), compression="zstd")
+
+
+def _finite(value: Any) -> float | None:
+    # JSON has no NaN; null is what `datasets` and every JSON reader understand.
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)

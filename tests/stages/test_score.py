@@ -1,0 +1,207 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mira import api
+from mira.config import EngineConfig
+from mira.corpus import Rejected, iter_shard_records, source_infos
+from mira.records import render
+from mira.rundir import RunDir
+from mira.stages import score as score_stage
+from mira.tokens import get_tokenizer
+from tests.engines.doubles import ANCHORS, DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def doubles(monkeypatch):
+    """Score with the stand-in student (the instance is pickled to workers, so spawn works too)."""
+    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+
+
+def test_one_row_per_input_record_in_order_with_quarantine_and_masks(tmp_path, corpus, doubles):
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1, batch_size=5))
+    run = prepare_run(config)
+    outcome = api.run_one("score", config)
+    inventory = json.loads(run.inventory_path.read_text())
+    assert outcome.counts["records"] == inventory["totals"]["records"] == 80
+    assert outcome.counts["quarantined"] == inventory["totals"]["quarantined"] == 2
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    for info in source_infos(run):
+        for shard in info.shards:
+            rows = pq.read_table(run.root / "scores" / info.name / f"{shard.name}.parquet").to_pylist()
+            items = list(iter_shard_records(config, config.source(info.name), shard, info.format))
+            assert [r["locator"] for r in rows] == [i.locator for i in items]
+            group = {"pycode": "g0", "docs": "g1", "qa": "g1"}[info.name]
+            for row, item in zip(rows, items, strict=True):
+                assert row["source"] == info.name and row["group"] == group
+                assert set(ANCHORS[group]) <= set(row)
+                if isinstance(item, Rejected):
+                    assert row["quarantine"] == item.reason and row["tokens"] == 0 and math.isnan(row["score"])
+                    continue
+                assert row["id"] == item.id and row["quarantine"] is None
+                # tokens of the full rendering, not of the windowed text the student saw
+                assert row["tokens"] == render(item, tokenizer, config.render.max_tokens).tokens
+                if info.name == "qa":  # every anchor of qa is masked: NaN, never a silent zero
+                    assert math.isnan(row["score"]) and not math.isnan(row[ANCHORS[group][0]])
+                else:
+                    assert 0 <= row["score"] <= 10
+    assert outcome.counts["unscored"] == 20
+    summary = json.loads((run.root / "scores" / "summary.json").read_text())
+    assert summary["groups"]["g0"]["anchors"] == ANCHORS["g0"]
+    assert summary["sources"]["docs"]["quarantined"] == 2
+
+
+def test_rerun_skips_done_shards_and_force_redoes_them(tmp_path, corpus, doubles):
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
+    run = prepare_run(config)
+    first = api.run_one("score", config)
+    assert first.counts["shards_skipped"] == 0
+    assert api.run_one("score", config).skipped
+    marker = run.root / "scores" / "docs" / "00001.done.json"
+    parquet = run.root / "scores" / "docs" / "00001.parquet"
+    marker.unlink()  # as if the run had died before this shard's marker
+    before = {p: p.stat().st_mtime_ns for p in (run.root / "scores").glob("*/*.parquet")}
+    again = score_stage.score_corpus(config, run)  # the stage marker is still there: call the work directly
+    assert again["shards_skipped"] == first.counts["shards"] - 1
+    changed = [p for p in before if p.stat().st_mtime_ns != before[p]]
+    assert changed == [parquet]
+    forced = score_stage.score_corpus(config, run, force=True)
+    assert forced["shards_skipped"] == 0
+
+
+def test_killed_run_resumes_to_byte_identical_outputs(tmp_path, corpus, doubles):
+    """SIGKILL a scoring process group (driver + spawned workers) mid-way, resume, compare bytes."""
+    reference = make_config(corpus, tmp_path / "reference", engine=EngineConfig(workers=1, batch_size=4))
+    prepare_run(reference)
+    api.run_one("score", reference)
+
+    killed = make_config(corpus, tmp_path / "killed", engine=EngineConfig(workers=2, batch_size=4))
+    run = prepare_run(killed)
+    config_file = tmp_path / "killed.json"
+    config_file.write_text(killed.model_dump_json())
+    driver = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from pathlib import Path\n"
+        "from mira.config import RunConfig\n"
+        "from mira.rundir import RunDir\n"
+        "from mira.stages.score import score_corpus\n"
+        "from tests.engines.doubles import DoubleModels\n"
+        "if __name__ == '__main__':\n"
+        f"    config = RunConfig.model_validate_json(Path({str(config_file)!r}).read_text())\n"
+        "    score_corpus(config, RunDir(Path(config.run_dir)), models=DoubleModels(delay=0.4))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    total = sum(len(info.shards) for info in source_infos(run))
+    deadline = time.time() + 90
+    try:
+        while len(list(run.root.glob("scores/*/*.done.json"))) < 3:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.time() < deadline, "scoring made no progress"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_at_kill = len(list(run.root.glob("scores/*/*.done.json")))
+    assert proc.returncode == -signal.SIGKILL and 3 <= done_at_kill < total
+
+    killed.engine.workers = 1  # resume with another worker count: the bytes must not care
+    resumed = api.run_one("score", killed)
+    assert resumed.counts["shards_skipped"] >= done_at_kill - 1  # a marker may have landed during the kill
+    assert not list(run.root.glob("scores/*/.*.tmp"))
+    ref_bytes = tree_bytes(tmp_path / "reference" / "scores")
+    assert tree_bytes(run.root / "scores") == ref_bytes and len(ref_bytes) == 2 * total + 1
+
+
+def test_spawned_pool_gives_the_same_bytes_as_inline(tmp_path, corpus, doubles):
+    inline = make_config(corpus, tmp_path / "inline", engine=EngineConfig(workers=1, batch_size=7))
+    pooled = make_config(corpus, tmp_path / "pooled", engine=EngineConfig(workers=2, batch_size=3))
+    for config in (inline, pooled):
+        prepare_run(config)
+        api.run_one("score", config)
+    assert tree_bytes(tmp_path / "inline" / "scores") == tree_bytes(tmp_path / "pooled" / "scores")
+
+
+def test_score_needs_distill_and_plan_reports_shards(tmp_path, corpus, doubles):
+    from mira.rundir import StageNotReady
+
+    config = make_config(corpus, tmp_path / "run")
+    api.run_one("ingest", config)
+    with pytest.raises(StageNotReady, match="group"):
+        api.run_one("score", config)
+    lines = score_stage.plan(config, RunDir(tmp_path / "run"))
+    assert "80 in 11 shards of 3 sources (0 shards done already)" in lines[0]
+    assert any("not finished" in line for line in lines)
+
+
+def test_source_missing_from_groups_is_a_one_line_error(tmp_path, corpus, doubles):
+    from mira.config import ConfigError
+    from mira.rundir import atomic_write_json, read_json
+
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
+    run = prepare_run(config)
+    groups = read_json(run.groups_path)
+    del groups["source_to_group"]["qa"]
+    atomic_write_json(run.groups_path, groups)
+    with pytest.raises(ConfigError, match="qa.*rerun `mira group`"):
+        api.run_one("score", config)
+
+
+def test_wrong_student_output_shape_fails_loudly(tmp_path, corpus, monkeypatch):
+    class Broken(DoubleModels):
+        def load_student(self, run, group):
+            student = super().load_student(run, group)
+            student.predict = lambda records, texts: np.zeros((len(texts), 1))
+            return student
+
+    monkeypatch.setattr(score_stage, "StageModels", Broken)
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
+    prepare_run(config)
+    with pytest.raises(RuntimeError, match="returned shape"):
+        api.run_one("score", config)
+
+
+def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
+    """The real upstream contract: mira.students.load_student, mira.reliability.load_mask/aggregate."""
+    pytest.importorskip("model2vec")
+    from mira.config import EmbedConfig, StudentConfig
+    from mira.embed import static_model_dir
+    from mira.students import train
+    from tests.engines.doubles import HashStudent, _docstrings
+
+    if not (static_model_dir(EmbedConfig()) / "config.json").exists():
+        pytest.skip("static embedding model not distilled on this machine")
+    texts = [doc for _, _, doc in _docstrings()][:48]
+    runs = []
+    for name, workers in (("inline", 1), ("pooled", 2)):
+        config = make_config(corpus, tmp_path / name, engine=EngineConfig(workers=workers, batch_size=16))
+        run = prepare_run(config)
+        for group, anchors in ANCHORS.items():
+            targets = HashStudent(anchors).predict(None, texts)  # stand-in labels; the model is real
+            student, _ = train(StudentConfig(regressors=["ridge"]), config.embed, anchors, texts, [None] * len(texts),
+                               targets, np.arange(36), np.arange(36, 48))
+            student.save(run.path("students", group))
+        outcome = api.run_one("score", config)
+        assert outcome.counts["unscored"] == 20 and outcome.counts["scored"] == 58
+        runs.append(run)
+    rows = [r for path in sorted((runs[0].root / "scores").glob("*/*.parquet")) for r in pq.read_table(path).to_pylist()]
+    scored = [r for r in rows if r["quarantine"] is None and r["source"] != "qa"]
+    assert all(0 <= r["score"] <= 10 for r in scored) and len({round(r["score"], 6) for r in scored}) > 10
+    assert tree_bytes(runs[0].root / "scores") == tree_bytes(runs[1].root / "scores")

@@ -1,0 +1,255 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+import pytest
+
+from mira import api
+from mira.config import EngineConfig, SelectionConfig
+from mira.rundir import RunDir
+from mira.stages import score as score_stage
+from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """One scored run (stand-in student; qa fully masked); tests copy it."""
+    root = tmp_path_factory.mktemp("scored")
+    corpus = build_corpus(root / "corpus")
+    config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
+    original = score_stage.StageModels
+    score_stage.StageModels = DoubleModels
+    try:
+        prepare_run(config)
+        api.run_one("score", config)
+    finally:
+        score_stage.StageModels = original
+    return corpus, root / "run"
+
+
+def _run(scored, tmp_path, **selection):
+    corpus, template = scored
+    shutil.copytree(template, tmp_path / "run")
+    config = make_config(corpus, tmp_path / "run", selection=SelectionConfig(**selection))
+    return config, RunDir(tmp_path / "run")
+
+
+def _select(config):
+    outcome = api.run_one("select", config)
+    summary = json.loads((Path(config.run_dir) / "selection" / "summary.json").read_text())
+    return outcome, summary
+
+
+def _decisions(run: RunDir) -> list[dict]:
+    rows = []
+    for path in sorted((run.root / "selection" / "_decisions").glob("*/*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            rows.append({**row, "source": path.parent.name})
+    return rows
+
+
+def _scores(run: RunDir) -> list[dict]:
+    rows = []
+    for path in sorted((run.root / "scores").glob("*/*.parquet")):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def _max_tokens(rows, **where) -> int:
+    return max(r["tokens"] for r in rows if all(r[k] == v for k, v in where.items()))
+
+
+def _check_books(summary):
+    for part in ("sources", "groups"):
+        for name, c in summary[part].items():
+            assert c["records_in"] == c["kept"] + c["rejected"] + c["quarantined"], name
+            assert c["tokens_in"] == c["kept_tokens"] + c["rejected_tokens"], name
+    for key, total in summary["totals"].items():
+        assert total == sum(c[key] for c in summary["sources"].values())
+        assert total == sum(c[key] for c in summary["groups"].values())
+
+
+def test_group_mode_meets_each_group_budget_within_one_record(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=0.5)
+    outcome, summary = _select(config)
+    _check_books(summary)
+    scores = _scores(run)
+    for group, unit in summary["units"].items():
+        assert abs(unit["kept_tokens"] - unit["budget_tokens"]) <= _max_tokens(scores, group=group)
+        assert unit["kept_tokens"] == summary["groups"][group]["kept_tokens"]
+    assert summary["mode"] == "group" and summary["method"] == "mira"
+    # kept records are exactly the best of their group: no rejected scored record beats a kept one
+    decisions = {d["id"]: d for d in _decisions(run)}
+    for group in ("g0", "g1"):
+        rows = [s for s in scores if s["group"] == group and not np.isnan(s["score"])]
+        kept = [s["score"] for s in rows if decisions[s["id"]]["kept"]]
+        dropped = [s["score"] for s in rows if not decisions[s["id"]]["kept"]]
+        assert kept and dropped and min(kept) >= max(dropped)
+    assert outcome.counts["kept"] == sum(d["kept"] for d in decisions.values())
+
+
+def test_masked_records_are_rejected_with_a_reason_and_counted(scored, tmp_path):
+    config, run = _run(scored, tmp_path)
+    _, summary = _select(config)
+    qa = [d for d in _decisions(run) if d["source"] == "qa"]
+    assert len(qa) == 20 and not any(d["kept"] for d in qa)
+    assert {d["reason"] for d in qa} == {"unscored (all anchors masked)"}
+    assert all(d["rank"] is None for d in qa)
+    assert summary["sources"]["qa"]["unscored"] == 20 == summary["totals"]["unscored"]
+    assert summary["sources"]["qa"]["rejected"] == 20
+    quarantined = [d for d in _decisions(run) if d["reason"].startswith("quarantined:")]
+    assert len(quarantined) == 2 and summary["sources"]["docs"]["quarantined"] == 2
+    assert any("malformed JSON" in d["reason"] for d in quarantined)
+
+
+def test_selected_records_keep_original_fields_and_score_columns(scored, tmp_path):
+    config, run = _run(scored, tmp_path, output_formats=["jsonl", "parquet"])
+    _, summary = _select(config)
+    files = sorted((run.root / "selection").glob("[!_]*/*.jsonl"))
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(records) == summary["totals"]["kept"]
+    doc = next(r for r in records if r["mira_id"].startswith("doc-"))
+    assert doc["id"] == doc["mira_id"] and doc["text"] and doc["mira_group"] == "g1"
+    assert {"mira_score", "mira_tokens", "mira_a00", "mira_a01"} <= set(doc)
+    code = next(r for r in records if r["mira_group"] == "g0")
+    assert code["path"].endswith(".py") and "mira_a02" in code
+    # the same JSON reader `datasets.load_dataset("json", ...)` uses
+    table = pj.read_json(files[0])
+    assert table.num_rows == len(files[0].read_text().splitlines()) and "mira_score" in table.column_names
+    parquet_rows = sum(pq.read_table(p).num_rows for p in (run.root / "selection").glob("[!_]*/*.parquet"))
+    assert parquet_rows == len(records)
+
+
+def test_load_dataset_reads_the_selection(scored, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    config, run = _run(scored, tmp_path)
+    _, summary = _select(config)
+    files = [str(p) for p in sorted((run.root / "selection").glob("docs/*.jsonl"))]
+    dataset = datasets.load_dataset("json", data_files=files, split="train")
+    assert len(dataset) == summary["sources"]["docs"]["kept"]
+
+
+def test_a_new_budget_never_touches_scores(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=0.5)
+    _, half = _select(config)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run.root / "scores").rglob("*") if p.is_file()}
+    score_fp = run.stage_fingerprint("score")
+    config.selection.budget = 0.2
+    outcome, fifth = _select(config)
+    assert not outcome.skipped and fifth["totals"]["kept_tokens"] < half["totals"]["kept_tokens"]
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run.root / "scores").rglob("*") if p.is_file()}
+    assert after == before and run.stage_fingerprint("score") == score_fp
+    assert api.run_one("score", config).skipped  # the score fingerprint does not see selection settings
+    assert not (run.root / "selection.partial").exists() and not (run.root / "selection.previous").exists()
+
+
+def test_plan_says_no_model_runs(scored, tmp_path):
+    from mira.stages import select as select_stage
+
+    config, run = _run(scored, tmp_path, budget=0.25)
+    lines = select_stage.plan(config, run)
+    assert "budget: 25% of tokens" in lines[0] and "no model is run" in lines[1]
+
+
+def test_selection_is_deterministic(scored, tmp_path):
+    config, run = _run(scored, tmp_path, method="random", seed=3)
+    _select(config)
+    first = tree_bytes(run.root / "selection")
+    api.run_one("select", config, force=True)
+    assert tree_bytes(run.root / "selection") == first
+
+
+def test_source_mode_cuts_each_source_and_global_mode_once(scored, tmp_path):
+    config, run = _run(scored, tmp_path, mode="source", budget=0.4)
+    _, summary = _select(config)
+    _check_books(summary)
+    scores = _scores(run)
+    assert set(summary["units"]) == {"pycode", "docs", "qa"}
+    for source in ("pycode", "docs"):
+        unit = summary["units"][source]
+        assert abs(unit["kept_tokens"] - 0.4 * summary["sources"][source]["tokens_in"]) <= _max_tokens(scores, source=source)
+    assert summary["units"]["qa"]["kept_tokens"] == 0  # nothing scorable there
+
+    config.selection.mode = "global"
+    _, summary = _select(config)
+    _check_books(summary)
+    assert list(summary["units"]) == ["all"]
+    assert abs(summary["totals"]["kept_tokens"] - 0.4 * summary["totals"]["tokens_in"]) <= _max_tokens(scores)
+
+
+def test_absolute_budget_is_shared_by_token_share(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=3000)
+    _, summary = _select(config)
+    total = summary["totals"]["tokens_in"]
+    for group, unit in summary["units"].items():
+        assert unit["budget_tokens"] == pytest.approx(3000 * summary["groups"][group]["tokens_in"] / total, abs=0.1)
+    assert summary["budget_kind"] == "tokens"
+
+
+def test_floor_and_cap_are_respected(scored, tmp_path):
+    config, run = _run(scored, tmp_path, mode="global", budget=0.5, floor={"docs": 0.8}, cap={"pycode": 0.3})
+    _, summary = _select(config)
+    _check_books(summary)
+    docs, code = summary["sources"]["docs"], summary["sources"]["pycode"]
+    assert docs["kept_tokens"] >= 0.8 * docs["tokens_in"]
+    assert code["kept_tokens"] <= 0.3 * code["tokens_in"]
+    reasons = {d["reason"] for d in _decisions(run)}
+    assert {"kept (source floor)", "source cap"} <= reasons
+
+
+def test_unknown_source_in_floor_is_a_config_error(scored, tmp_path):
+    from mira.config import ConfigError
+
+    config, _ = _run(scored, tmp_path, floor={"nope": 0.1})
+    with pytest.raises(ConfigError, match="nope"):
+        api.run_one("select", config)
+
+
+def test_random_baseline_preserves_every_source_share(scored, tmp_path):
+    config, run = _run(scored, tmp_path, method="random", budget=0.3)
+    _, summary = _select(config)
+    _check_books(summary)
+    scores = _scores(run)
+    assert summary["mode"] == "source"
+    for source, counts in summary["sources"].items():  # qa too: random needs no score
+        assert abs(counts["kept_tokens"] - 0.3 * counts["tokens_in"]) <= _max_tokens(scores, source=source)
+    other_seed, _ = _run(scored, tmp_path / "b", method="random", budget=0.3, seed=1)
+    _select(other_seed)
+    kept = {d["id"] for d in _decisions(run) if d["kept"]}
+    assert kept != {d["id"] for d in _decisions(RunDir(Path(other_seed.run_dir))) if d["kept"]}
+
+
+def test_length_baseline_keeps_the_longest(scored, tmp_path):
+    config, run = _run(scored, tmp_path, method="length", mode="source")
+    _select(config)
+    decisions = [d for d in _decisions(run) if d["source"] == "docs" and not d["reason"].startswith("quarantined")]
+    kept = [d["tokens"] for d in decisions if d["kept"]]
+    assert min(kept) >= max(d["tokens"] for d in decisions if not d["kept"])
+
+
+def test_global_rubric_baseline_uses_one_cutoff_over_scores(scored, tmp_path):
+    config, run = _run(scored, tmp_path, method="global_rubric", mode="group")
+    _, summary = _select(config)
+    assert summary["mode"] == "global" and list(summary["units"]) == ["all"]
+    decisions = {d["id"]: d for d in _decisions(run)}
+    scored_rows = [s for s in _scores(run) if not np.isnan(s["score"])]
+    kept = [s["score"] for s in scored_rows if decisions[s["id"]]["kept"]]
+    assert min(kept) >= max(s["score"] for s in scored_rows if not decisions[s["id"]]["kept"])
+
+
+def test_dsir_baseline_ranks_by_importance_weight(scored, tmp_path):
+    target = tmp_path / "target.jsonl"
+    target.write_text("".join(json.dumps({"text": t}) + "\n" for t in
+                              ["Return the sum of a and b.", "Return a new list sorted by key.",
+                               "Return True if the string matches the pattern."]))
+    config, run = _run(scored, tmp_path, method="dsir", dsir_target=str(target), mode="source", budget=0.5)
+    _, summary = _select(config)
+    _check_books(summary)
+    assert summary["key"].startswith("dsir") and summary["totals"]["kept"] > 0
+    assert summary["sources"]["qa"]["kept"] > 0  # dsir reads text, not the masked scores
+    for source in ("docs", "qa", "pycode"):
+        decisions = [d for d in _decisions(run) if d["source"] == source and d["key"] is not None]
+        assert min(d["key"] for d in decisions if d["kept"]) >= max(d["key"] for d in decisions if not d["kept"])
