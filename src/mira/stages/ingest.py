@@ -40,6 +40,18 @@ def fingerprint(ctx: StageContext) -> str:
     return make_fingerprint("ingest-v1", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
 
 
+def plan(config: RunConfig, run: Any) -> list[str]:
+    lines = []
+    for source in config.sources:
+        try:
+            reader, _, files = list_source_files(source)
+            size = sum(p.stat().st_size for p in files)
+            lines.append(f"{source.name}: {len(files)} {reader} file(s), {size / 1e6:.1f} MB")
+        except (ConfigError, OSError) as exc:
+            lines.append(f"{source.name}: ERROR {exc}")
+    return lines
+
+
 def _length_histogram(counts: Counter[int]) -> dict[str, int]:
     """Token-length histogram in power-of-two buckets ("<=64", "<=128", ...)."""
     return {f"<={2 ** b}": counts[b] for b in sorted(counts)}
