@@ -129,7 +129,9 @@ class Teacher:
             task.advance(len(indices))
 
         try:
-            async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+            # Plain-http servers (local, scripted) need no TLS context, which costs ~0.15 s to build.
+            verify = not self.client.url.startswith("http://")
+            async with httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify) as http:
                 await asyncio.gather(*(one(k, idx, http) for k, idx in pending.items()))
         finally:
             task.close()

@@ -168,7 +168,8 @@ class ScriptedServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # a handler still sleeping in a delay must not block exit
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-teacher", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="scripted-teacher",
+                                        daemon=True)
         self._thread.start()
         return self
 
