@@ -1,0 +1,527 @@
+"""Discover (MIRA phase 1): self-anchored rubrics, one per source group.
+
+1. Per group, a stratified sample of records is judged free-form: the teacher names the quality
+   dimensions that matter for *this* record, each with a part, a 0-10 score and a one-line reason
+   (``judgments/<group>.jsonl``).
+2. Every "name: reason" judgment point is embedded and clustered per record part; near-duplicate
+   clusters are merged, clusters without enough support (points and distinct records) dropped,
+   and the point nearest each centre is the cluster's exemplar.
+3. The teacher writes an anchor card (name, definition, low/mid/high) per surviving cluster, and
+   may reject a cluster that names a topic instead of a quality. Accepted cards become
+   ``rubrics/<group>.jsonl``; everything dropped, and why, goes to ``rubrics/<group>.rejected.jsonl``.
+
+A rubric the user edited is never overwritten silently: ``rubrics/_generated.json`` remembers the
+hash of what discover wrote, and a file that differs from it is kept unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mira.config import DiscoveryConfig, RunConfig
+from mira.records import Record
+from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
+from mira.rundir import RunDir, StageNotReady, atomic_write_json, atomic_write_text, read_json
+from mira.rundir import fingerprint as make_fingerprint
+from mira.stage import StageContext, StageIncomplete
+from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
+
+log = logging.getLogger(__name__)
+VERSION = "discover-v1"
+JUDGE_PROMPT, CARD_PROMPT = "judge", "anchor_card"
+# KMeans is asked for more clusters than the quota: one-off and copied dimension names end up in
+# small clusters that the support filter removes, instead of diluting the real ones.
+OVERCLUSTER = 1.5
+CARD_POINTS = 8          # member points shown to the teacher per anchor card
+CARD_MAX_TOKENS = 320
+SIDECAR = "_generated.json"
+
+KINDS = {"text": "a text document", "code": "a source code file", "qa": "a question with its answer",
+         "chat": "a chat conversation", "agent": "an agent trajectory with tool calls and tool results"}
+KINDS_PLURAL = {"text": "text documents", "code": "source code files", "qa": "questions with answers",
+                "chat": "chat conversations", "agent": "agent trajectories with tool calls"}
+PART_WORDS = {"question": "the question", "trace": "the reasoning trace", "answer": "the answer",
+              "both": "the reasoning and the answer together", "calls": "the tool calls and their arguments",
+              "results": "the tool results", "whole": "the record as a whole"}
+
+
+def fingerprint(ctx: StageContext) -> str:
+    prompts = [load_prompt(JUDGE_PROMPT).id, load_prompt(CARD_PROMPT).id]
+    sections = ctx.config.section_hash("discovery", "teacher", "render", "tokenizer", "embed")
+    return make_fingerprint(VERSION, prompts, sections, ctx.run.require("group"))
+
+
+# --- what the teacher answers -----------------------------------------------------------------------
+
+class AnchorCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Length caps become grammar limits on servers with json_schema support: a small model that
+    # rambles is cut short inside the string instead of running into max_tokens.
+    name: str = Field(min_length=2, max_length=48)
+    definition: str = Field(min_length=5, max_length=300)
+    is_quality: bool
+    low: str = Field(min_length=1, max_length=200)
+    mid: str = Field(min_length=1, max_length=200)
+    high: str = Field(min_length=1, max_length=200)
+
+
+@lru_cache(maxsize=32)
+def judgment_model(parts: tuple[str, ...], max_dimensions: int) -> type[BaseModel]:
+    """The judgment schema for records with these parts (no `part` field when only "whole").
+
+    The reason comes before the score so the score is conditioned on it; the part field is left
+    out for plain documents because every output token costs time on a small CPU teacher.
+    """
+    fields: dict[str, Any] = {"name": (str, Field(min_length=2, max_length=48))}
+    if parts != ("whole",):
+        fields["part"] = (Literal[parts], ...)  # type: ignore[valid-type]
+    fields["reason"] = (str, Field(min_length=3, max_length=200))  # one sentence; caps a rambling model
+    fields["score"] = (Score, ...)
+    dimension = create_model("Dimension", __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model("Judgment", __config__=ConfigDict(extra="forbid"),
+                        dimensions=(list[dimension], Field(min_length=1, max_length=max_dimensions)))
+
+
+def record_parts(record: Record) -> tuple[str, ...]:
+    if record.format == "qa":
+        return ("question", "trace", "answer", "both") if record.parts.get("trace") else ("question", "answer", "both")
+    if record.format == "agent":
+        return ("calls", "results", "answer", "whole")
+    if record.format == "chat":
+        return ("answer", "whole")
+    return ("whole",)
+
+
+def parts_rule(parts: tuple[str, ...]) -> str:
+    if parts == ("whole",):
+        return ""
+    options = ", ".join(f'"{p}" ({PART_WORDS[p]})' for p in parts)
+    return f"- part: which part of the record the dimension concerns: {options}.\n"
+
+
+def judge_request(record: Record, text: str, dcfg: DiscoveryConfig) -> TeacherRequest:
+    prompt = load_prompt(JUDGE_PROMPT)
+    parts = record_parts(record)
+    kind = KINDS.get(record.format, "a record")
+    if record.format == "qa" and record.parts.get("trace"):
+        kind = "a question with a reasoning trace and an answer"
+    messages = prompt.render(kind=kind, max_dimensions=dcfg.max_dimensions_per_judgment,
+                             parts_rule=parts_rule(parts), record=wrap_record(text))
+    return TeacherRequest(messages=messages, schema=judgment_model(parts, dcfg.max_dimensions_per_judgment),
+                          prompt_version=prompt.id, max_tokens=40 + 90 * dcfg.max_dimensions_per_judgment,
+                          tag=record.id)
+
+
+# --- judgment points and their clusters (pure; tested directly) -------------------------------------
+
+@dataclass
+class Point:
+    record_id: str
+    source: str
+    format: str
+    name: str
+    part: str
+    score: int
+    reason: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+
+@dataclass
+class Cluster:
+    part: str
+    members: list[int]            # indices into the group's points
+    centre: np.ndarray
+    exemplar: int                 # index of the member nearest the centre
+    support: int = 0
+    records: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+
+
+def make_cluster(part: str, members: list[int], points: list[Point], vectors: np.ndarray) -> Cluster:
+    members = sorted(members)
+    centre = vectors[members].mean(axis=0)
+    centre = centre / max(float(np.linalg.norm(centre)), 1e-12)
+    sims = vectors[members] @ centre
+    exemplar = members[int(np.argmax(sims))]  # argmax takes the first on ties: deterministic
+    sources = Counter(points[i].source for i in members)
+    return Cluster(part, members, centre, exemplar, len(members), len({points[i].record_id for i in members}),
+                   dict(sorted(sources.items())))
+
+
+def kmeans_clusters(part: str, indices: list[int], points: list[Point], vectors: np.ndarray,
+                    n_clusters: int, seed: int) -> list[Cluster]:
+    """KMeans over the given points (unit vectors, so Euclidean KMeans follows cosine)."""
+    if not indices:
+        return []
+    distinct = len(np.unique(np.round(vectors[indices], 6), axis=0))
+    n_clusters = max(1, min(n_clusters, distinct))
+    if n_clusters == 1:
+        return [make_cluster(part, indices, points, vectors)]
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(vectors[indices])
+    groups: dict[int, list[int]] = {}
+    for index, label in zip(indices, labels.tolist(), strict=True):
+        groups.setdefault(label, []).append(index)
+    return [make_cluster(part, m, points, vectors) for m in sorted(groups.values(), key=min)]
+
+
+def merge_near_duplicates(clusters: list[Cluster], points: list[Point], vectors: np.ndarray,
+                          threshold: float) -> list[Cluster]:
+    """Merge the most similar pair of clusters while their centres' cosine is >= `threshold`."""
+    clusters = list(clusters)
+    while len(clusters) > 1:
+        centres = np.stack([c.centre for c in clusters])
+        sims = centres @ centres.T
+        np.fill_diagonal(sims, -np.inf)
+        i, j = divmod(int(np.argmax(sims)), len(clusters))
+        if sims[i, j] < threshold:
+            break
+        merged = make_cluster(clusters[i].part, clusters[i].members + clusters[j].members, points, vectors)
+        clusters = [c for n, c in enumerate(clusters) if n not in (i, j)] + [merged]
+        clusters.sort(key=lambda c: min(c.members))
+    return clusters
+
+
+def allocate_quota(part_points: dict[str, int], total: int, min_support: int) -> dict[str, int]:
+    """Share `total` anchors over parts round-robin (most points first), capped by what each part
+    can support, so a Q&A rubric gets trace, answer and joint anchors rather than only the most
+    talked-about part."""
+    capacity = {p: n // min_support for p, n in part_points.items() if n // min_support > 0}
+    order = sorted(capacity, key=lambda p: (-part_points[p], PARTS.index(p) if p in PARTS else 99, p))
+    quota = dict.fromkeys(order, 0)
+    left = total
+    while left > 0 and any(quota[p] < capacity[p] for p in order):
+        for part in order:
+            if left > 0 and quota[part] < capacity[part]:
+                quota[part] += 1
+                left -= 1
+    return {p: q for p, q in quota.items() if q > 0}
+
+
+def rank_key(cluster: Cluster, points: list[Point]) -> tuple[Any, ...]:
+    return (-cluster.support, -cluster.records, points[cluster.exemplar].text)
+
+
+def candidate_clusters(points: list[Point], vectors: np.ndarray, dcfg: DiscoveryConfig,
+                       ) -> tuple[dict[str, list[Cluster]], dict[str, int], list[tuple[Cluster, str]]]:
+    """Per part: supported clusters, best first; the anchor quota per part; dropped clusters + why."""
+    by_part: dict[str, list[int]] = {}
+    for i, point in enumerate(points):
+        by_part.setdefault(point.part, []).append(i)
+    quota = allocate_quota({p: len(ix) for p, ix in by_part.items()}, dcfg.anchors_per_group, dcfg.min_support)
+    candidates: dict[str, list[Cluster]] = {}
+    dropped: list[tuple[Cluster, str]] = []
+    for part in sorted(by_part, key=lambda p: (PARTS.index(p) if p in PARTS else 99, p)):
+        indices = by_part[part]
+        n_clusters = max(1, min(math.ceil(quota.get(part, 1) * OVERCLUSTER), len(indices) // dcfg.min_support))
+        clusters = kmeans_clusters(part, indices, points, vectors, n_clusters, dcfg.seed)
+        clusters = merge_near_duplicates(clusters, points, vectors, dcfg.dedup_similarity)
+        kept = []
+        for cluster in clusters:
+            if cluster.support < dcfg.min_support:
+                dropped.append((cluster, f"support {cluster.support} < min_support {dcfg.min_support}"))
+            elif cluster.records < dcfg.min_records:
+                dropped.append((cluster, f"from {cluster.records} record(s) < min_records {dcfg.min_records}"))
+            elif part not in quota:
+                dropped.append((cluster, f"part {part!r} has no anchor quota"))
+            else:
+                kept.append(cluster)
+        candidates[part] = sorted(kept, key=lambda c: rank_key(c, points))
+    return candidates, quota, dropped
+
+
+def card_points(cluster: Cluster, points: list[Point], vectors: np.ndarray, limit: int = CARD_POINTS) -> list[Point]:
+    """Up to `limit` distinct member points, nearest to the centre first."""
+    order = sorted(cluster.members, key=lambda i: (-float(vectors[i] @ cluster.centre), i))
+    shown, seen = [], set()
+    for i in order:
+        key = points[i].text.lower()
+        if key not in seen:
+            seen.add(key)
+            shown.append(points[i])
+        if len(shown) >= limit:
+            break
+    return shown
+
+
+def card_request(cluster: Cluster, points: list[Point], vectors: np.ndarray) -> TeacherRequest:
+    prompt = load_prompt(CARD_PROMPT)
+    formats = Counter(points[i].format for i in cluster.members)
+    kind = KINDS_PLURAL.get(formats.most_common(1)[0][0], "records")
+    part = "" if cluster.part == "whole" else f" of {PART_WORDS.get(cluster.part, cluster.part)}"
+    notes = "\n".join(f"- {p.text} ({p.score})" for p in card_points(cluster, points, vectors))
+    messages = prompt.render(kind=kind, part=part, points=wrap_record(notes))
+    return TeacherRequest(messages=messages, schema=AnchorCard, prompt_version=prompt.id,
+                          max_tokens=CARD_MAX_TOKENS, tag=f"card {cluster.part} {points[cluster.exemplar].name}")
+
+
+def _norm_name(name: str) -> str:
+    return " ".join(name.lower().split())
+
+
+def to_anchor(anchor_id: str, card: AnchorCard, cluster: Cluster, points: list[Point]) -> Anchor:
+    return Anchor(id=anchor_id, name=" ".join(card.name.split()), definition=card.definition.strip(),
+                  part=cluster.part, low=card.low.strip(), mid=card.mid.strip(), high=card.high.strip(),
+                  exemplar=points[cluster.exemplar].text, support=cluster.support, records=cluster.records,
+                  sources=cluster.sources)
+
+
+def rejected_entry(cluster: Cluster, points: list[Point], vectors: np.ndarray, reason: str,
+                   card: AnchorCard | None = None) -> dict[str, Any]:
+    return {"part": cluster.part, "reason": reason, "name": card.name if card else points[cluster.exemplar].name,
+            "support": cluster.support, "records": cluster.records, "sources": cluster.sources,
+            "exemplar": points[cluster.exemplar].text,
+            "points": [p.text for p in card_points(cluster, points, vectors)],
+            "card": card.model_dump(mode="json") if card else None}
+
+
+
+
+# --- the stage --------------------------------------------------------------------------------------
+
+def _read_sidecar(run: RunDir) -> dict[str, str]:
+    path = run.path("rubrics", SIDECAR)
+    try:
+        data = read_json(path) if path.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _guard_edits(ctx: StageContext, group_ids: list[str], generated: dict[str, str]) -> list[str]:
+    """Group ids whose rubric the user edited and that must be kept (a note says so)."""
+    kept = []
+    for gid in group_ids:
+        path = rubric_path(ctx.run, gid)
+        current = file_sha256(path)
+        if current is None or current == generated.get(gid):
+            continue
+        if ctx.force:
+            backup = path.with_name(path.name + ".bak")
+            atomic_write_text(backup, path.read_text(encoding="utf-8"))
+            ctx.notes.append(f"discover: {path.name} was edited by hand; --force regenerates it "
+                             f"(your version is saved as {backup.name})")
+        else:
+            kept.append(gid)
+            ctx.notes.append(f"discover: kept your edited rubrics/{path.name} (it differs from what discover "
+                             "wrote); rerun with --force to regenerate it")
+    return kept
+
+
+def _remove_stale(ctx: StageContext, group_ids: list[str], generated: dict[str, str]) -> None:
+    """Drop generated rubrics of groups that no longer exist; keep (and mention) edited ones."""
+    folder = ctx.run.path("rubrics")
+    if not folder.exists():
+        return
+    for path in sorted(folder.glob("*.jsonl")):
+        gid = path.name.removesuffix(".rejected.jsonl").removesuffix(".jsonl")
+        if gid in group_ids:
+            continue
+        if path.name.endswith(".rejected.jsonl") or file_sha256(path) == generated.get(gid):
+            path.unlink()
+            ctx.run.path("judgments", f"{gid}.jsonl").unlink(missing_ok=True)
+        else:
+            ctx.notes.append(f"discover: rubrics/{path.name} belongs to no current group; left in place")
+
+
+def _points(record: Record, value: Any) -> list[Point]:
+    out, seen = [], set()
+    for dim in value.dimensions:
+        name, reason = " ".join(dim.name.split()), " ".join(dim.reason.split())
+        part = getattr(dim, "part", "whole")
+        # A record that names the same dimension twice must not count as two supporters.
+        if name and reason and (_norm_name(name), part) not in seen:
+            seen.add((_norm_name(name), part))
+            out.append(Point(record.id, record.source, record.format, name, part, int(dim.score), reason))
+    return out
+
+
+def _budget_stop(what: str) -> StageIncomplete:
+    return StageIncomplete(f"teacher budget reached during {what} (teacher.max_requests / teacher.max_tokens); "
+                           "answers so far are cached: rerun `mira discover` to resume")
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from mira.corpus import sample_stratified, source_infos
+    from mira.groups import load_groups
+    from mira.records import render
+    from mira.tokens import get_tokenizer
+
+    config, dcfg, run_dir = ctx.config, ctx.config.discovery, ctx.run
+    groups = load_groups(run_dir)
+    generated = _read_sidecar(run_dir)
+    kept = _guard_edits(ctx, groups.ids, generated)
+    _remove_stale(ctx, groups.ids, generated)
+    infos = {info.name: info for info in source_infos(run_dir)}
+    tokenizer = get_tokenizer(config.tokenizer.name)
+
+    samples: dict[str, list[tuple[Record, str]]] = {}
+    task = ctx.progress("discover: sample records", len(groups.groups) - len(kept))
+    for group in groups.groups:
+        if group.id in kept:
+            continue
+        members = [infos[s] for s in group.sources if s in infos]
+        records = sample_stratified(config, members, dcfg.records_per_group, dcfg.seed)
+        samples[group.id] = [(r, render(r, tokenizer, config.render.max_tokens, config.render.windows).text)
+                             for r in records]
+        task.advance()
+    task.close()
+
+    counts: Counter[str] = Counter(groups=len(groups.groups), kept_edited=len(kept))
+    outputs: dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    if samples:
+        from mira.teacher import open_teacher
+
+        with open_teacher(config.teacher, run_dir, stage="discover", progress=ctx.progress) as teacher:
+            outputs = _discover(ctx, teacher, samples, counts)
+
+    for gid, (anchors, judgments, rejected) in outputs.items():
+        _write_jsonl(run_dir.path("judgments", f"{gid}.jsonl"), judgments)
+        _write_jsonl(run_dir.path("rubrics", f"{gid}.rejected.jsonl"), rejected)
+        generated[gid] = save_rubric(run_dir, gid, anchors)
+        if not anchors:
+            ctx.notes.append(f"discover: group {gid} has no anchor (see rubrics/{gid}.rejected.jsonl); "
+                             f"raise discovery.records_per_group or write rubrics/{gid}.jsonl by hand")
+    atomic_write_json(run_dir.path("rubrics", SIDECAR),
+                      {gid: sha for gid, sha in sorted(generated.items()) if gid in groups.ids})
+    return dict(counts)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Record, str]]],
+              counts: Counter[str]) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
+    from mira.embed import embed_texts
+
+    dcfg = ctx.config.discovery
+    order = [(gid, record, text) for gid, items in samples.items() for record, text in items]
+    results = teacher.run([judge_request(record, text, dcfg) for _, record, text in order])
+    if teacher.budget_exhausted:
+        raise _budget_stop("judgments")
+
+    judgments: dict[str, list[dict[str, Any]]] = {gid: [] for gid in samples}
+    points: dict[str, list[Point]] = {gid: [] for gid in samples}
+    for (gid, record, _), result in zip(order, results, strict=True):
+        found = _points(record, result.value) if result.ok else []
+        expected = result.expected_scores or []
+        judgments[gid].append({
+            "record_id": record.id, "source": record.source, "format": record.format, "ok": result.ok,
+            "error": result.error, "cached": result.cached,
+            "dimensions": [{"name": p.name, "part": p.part, "score": p.score, "reason": p.reason,
+                            "expected": expected[i] if i < len(expected) else None} for i, p in enumerate(found)],
+        })
+        points[gid].extend(found)
+        counts["judgments"] += 1
+        counts["judgments_failed"] += 0 if result.ok else 1
+        counts["teacher_cached"] += int(result.cached)
+
+    texts = [p.text for gid in samples for p in points[gid]]
+    counts["points"] = len(texts)
+    task = ctx.progress("discover: embed judgment points", len(texts))
+    all_vectors = embed_texts(texts, ctx.config.embed, on_batch=task.advance)
+    task.close()
+    vectors, start = {}, 0
+    for gid in samples:
+        vectors[gid] = all_vectors[start:start + len(points[gid])]
+        start += len(points[gid])
+
+    # Candidates per (group, part); cards are asked in rounds, each round only for the anchors
+    # still missing, so a rejected topic cluster is replaced by the next-best candidate.
+    rejected: dict[str, list[dict[str, Any]]] = {gid: [] for gid in samples}
+    state: dict[tuple[str, str], dict[str, Any]] = {}
+    for gid in samples:
+        candidates, quota, dropped = candidate_clusters(points[gid], vectors[gid], dcfg)
+        rejected[gid] += [rejected_entry(c, points[gid], vectors[gid], why) for c, why in dropped]
+        for part, clusters in candidates.items():
+            state[(gid, part)] = {"todo": clusters, "quota": quota.get(part, 0), "accepted": []}
+    while True:
+        batch = []
+        for (gid, part), st in state.items():
+            need = st["quota"] - len(st["accepted"])
+            batch += [(gid, part, c) for c in st["todo"][:max(need, 0)]]
+            st["todo"] = st["todo"][max(need, 0):]
+        if not batch:
+            break
+        answers = teacher.run([card_request(c, points[gid], vectors[gid]) for gid, _, c in batch])
+        if teacher.budget_exhausted:
+            raise _budget_stop("anchor cards")
+        for (gid, part, cluster), result in zip(batch, answers, strict=True):
+            counts["cards"] += 1
+            counts["teacher_cached"] += int(result.cached)
+            accepted = state[(gid, part)]["accepted"]
+            if not result.ok:
+                why, card = f"anchor card failed: {result.error}", None
+            elif not result.value.is_quality:
+                why, card = "teacher: names a topic or kind of content, not a quality", result.value
+            elif any(_norm_name(c.name) == _norm_name(result.value.name) for _, c in accepted):
+                why, card = "same name as an anchor already accepted for this part", result.value
+            else:
+                accepted.append((cluster, result.value))
+                continue
+            rejected[gid].append(rejected_entry(cluster, points[gid], vectors[gid], why, card))
+
+    out = {}
+    for gid in samples:
+        chosen = [(part, cluster, card) for (g, part), st in state.items() if g == gid
+                  for cluster, card in st["accepted"]]
+        chosen.sort(key=lambda t: (PARTS.index(t[0]) if t[0] in PARTS else 99, rank_key(t[1], points[gid])))
+        anchors = [to_anchor(f"a{i:02d}", card, cluster, points[gid]) for i, (_, cluster, card) in enumerate(chosen)]
+        counts["anchors"] += len(anchors)
+        counts["rejected"] += len(rejected[gid])
+        log.info("discover: group %s: %d points -> %d anchors, %d clusters dropped", gid, len(points[gid]),
+                 len(anchors), len(rejected[gid]))
+        out[gid] = (anchors, judgments[gid], rejected[gid])
+    return out
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    """Teacher requests and a time estimate; reads groups.json when grouping has run."""
+    dcfg = config.discovery
+    try:
+        from mira.groups import load_groups
+
+        groups = load_groups(run)
+        n_groups, where = len(groups.groups), "from groups.json"
+        ok = {}
+        if run.inventory_path.exists():
+            sources = read_json(run.inventory_path).get("sources", {})
+            ok = {g.id: sum(sources.get(s, {}).get("ok", 0) for s in g.sources) for g in groups.groups}
+        judgments = sum(min(dcfg.records_per_group, ok.get(g.id, dcfg.records_per_group)) for g in groups.groups)
+    except StageNotReady:  # grouping not run yet: estimate from the config
+        n_groups = (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
+        n_groups += len({s.group for s in config.sources if s.group})
+        where, judgments = "estimated; run `mira group` for the real number", n_groups * dcfg.records_per_group
+    cards = n_groups * dcfg.anchors_per_group
+    # DESIGN.md: 8-14 s per free-form judgment with the 1.5B teacher on 2 cores; an anchor card
+    # is about half the output. Other local models scale with their generation speed.
+    from mira.teacher.usage import MODEL_SPEEDS
+
+    scale = 34.0 / MODEL_SPEEDS[config.teacher.model][0] if config.teacher.model in MODEL_SPEEDS else 1.0
+    low = (judgments * 8 + cards * 4) * scale / 60
+    high = (judgments * 14 + cards * 7) * scale / 60
+    lines = [f"groups: {n_groups} ({where})",
+             f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
+             f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
+    if config.teacher.provider == "local":
+        lines.append(f"time: about {low:.0f}-{high:.0f} min with {config.teacher.model} on this machine "
+                     "(cached answers are free)")
+    else:
+        lines.append("time: depends on the server; cached answers are free")
+    return lines
