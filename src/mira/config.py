@@ -106,6 +106,9 @@ class GroupingConfig(Section):
     # mean embeddings reaches this (MiniLM, measured: Python vs C headers 0.46, code vs
     # changelogs or fortunes 0.06-0.2).
     merge_similarity: float = Field(0.45, gt=0, le=1)
+    # Weight of the record format (code/text/qa/chat/agent) next to the content embedding when
+    # clustering sources; 0 groups by content alone (see stages/group.py `with_format`).
+    format_weight: float = Field(1.5, ge=0)
     seed: int = 0
 
 

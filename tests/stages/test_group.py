@@ -153,3 +153,18 @@ def test_small_source_counts(tmp_path):
 def test_pinned_name_must_not_look_like_an_automatic_id(tmp_path):
     with pytest.raises(ConfigError, match="clashes with automatic group ids"):
         _group(_config(tmp_path / "run", pins={"man_pages": "g1"}))
+
+
+def test_format_weight_separates_formats_with_similar_content():
+    from mira.stages.group import with_format
+
+    content = np.array([[1.0, 0.0], [0.95, 0.312], [0.9, 0.436]])
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    plain = with_format(content, ["code", "text", "code"], 0.0)
+    assert plain is content
+    mixed = with_format(content, ["code", "text", "code"], 1.5)
+    sim = mixed @ mixed.T
+    # by content alone source 1 is nearer to source 0; with the format signal source 2 is
+    assert (content @ content.T)[0, 1] > (content @ content.T)[0, 2]
+    assert sim[0, 2] > sim[0, 1]
+    assert np.allclose(np.linalg.norm(mixed, axis=1), 1.0)
