@@ -1,0 +1,308 @@
+"""Annotate (phase 2): the teacher scores a sample of each group on every anchor of its rubric.
+
+Per group, a sample stratified by source is rendered (start/middle/end windows, the same text the
+students will see) and scored in ONE request per record: a JSON object with one entry per anchor
+id, each a 0-10 score (an ``enum``, validated again) and, unless ``annotation.rationales`` is off, a
+short reason before it. The training target is the probability-weighted expected score where the
+server returns logprobs, else the sampled integer.
+
+A few records are scored a second time with the anchor cards in a shuffled order (a different
+request, so not a cache hit): the agreement between the two scorings is the teacher's
+self-consistency, the ceiling a student can be held to.
+
+Outputs ``labels/<group>.parquet`` and ``labels/<group>.consistency.parquet`` (columns in
+docs/architecture.md). Failed requests are rows with ``ok = false``; a teacher budget stop raises
+StageIncomplete, and a rerun replays finished requests from the teacher cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mira.config import RunConfig
+from mira.corpus import SourceInfo, sample_stratified, source_infos, stable_rank
+from mira.records import Record, Rendering, render
+from mira.rundir import RunDir, atomic_path, fingerprint as make_fingerprint
+from mira.stage import StageContext, StageIncomplete
+
+log = logging.getLogger(__name__)
+VERSION = "annotate-v1"
+PROMPT = "annotate"
+KIND = {"text": "a text document", "code": "a source code file", "qa": "a question with its answer",
+        "chat": "a chat conversation", "agent": "an agent trajectory with tool calls"}
+PART = {"whole": "the whole record", "question": "the question", "trace": "the reasoning trace",
+        "answer": "the final answer", "both": "the reasoning trace and the answer together",
+        "calls": "the tool calls and their arguments", "results": "the tool results and how they are used"}
+# Output tokens per anchor, for the budget of one answer and the dry-run estimate.
+TOKENS_PER_SCORE = 12
+
+
+def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
+    return run.path("labels", f"{group}.consistency.parquet" if consistency else f"{group}.parquet")
+
+
+# --- prompt and schema ---------------------------------------------------------------------------
+
+def answer_schema(anchor_ids: Sequence[str], rationales: bool, rationale_chars: int) -> type[BaseModel]:
+    """A pydantic model with one required property per anchor id, in the given order."""
+    from mira.teacher import Score
+
+    strict = ConfigDict(extra="forbid")
+    if rationales:
+        item = create_model("AnchorJudgment", __config__=strict,
+                            why=(str, Field(max_length=rationale_chars)), score=(Score, ...))
+    else:
+        item = create_model("AnchorScore", __config__=strict, score=(Score, ...))
+    # Field names are positional (f0, f1, ...) and the anchor id is the alias: ids need not be
+    # Python identifiers, and grammar-constrained decoding emits the properties in this order.
+    fields: dict[str, Any] = {f"f{i}": (item, Field(alias=aid)) for i, aid in enumerate(anchor_ids)}
+    return create_model("Annotation", __config__=strict, **fields)
+
+
+def anchor_card(anchor: Any) -> str:
+    lines = [f"[{anchor.id}] {anchor.name} (look at: {PART.get(anchor.part, anchor.part)})",
+             f"  Definition: {anchor.definition}"]
+    for label, guide in (("0-3", anchor.low), ("4-6", anchor.mid), ("7-10", anchor.high)):
+        if guide:
+            lines.append(f"  {label}: {guide}")
+    return "\n".join(lines)
+
+
+def build_request(prompt: Any, anchors: Sequence[Any], record: Record, rendering: Rendering, rationales: bool,
+                  rationale_chars: int, tag: str) -> Any:
+    from mira.teacher import TeacherRequest, wrap_record
+
+    ids = [a.id for a in anchors]
+    if rationales:
+        shape = (f"Answer with a JSON object with one key per dimension id, in the order listed "
+                 f"({', '.join(ids)}); each value is {{\"why\": a reason of at most {rationale_chars} characters, "
+                 f"\"score\": an integer 0-10}}.")
+    else:
+        shape = (f"Answer with a JSON object with one key per dimension id, in the order listed "
+                 f"({', '.join(ids)}); each value is {{\"score\": an integer 0-10}}. No reasons.")
+    messages = prompt.render(kind=KIND.get(record.format, "a record"), anchors="\n\n".join(anchor_card(a) for a in anchors),
+                             answer_shape=shape, record=wrap_record(rendering.text))
+    per_anchor = TOKENS_PER_SCORE + (rationale_chars // 3 if rationales else 0)
+    return TeacherRequest(messages=messages, schema=answer_schema(ids, rationales, rationale_chars),
+                          prompt_version=prompt.id, max_tokens=32 + per_anchor * len(ids), tag=tag)
+
+
+def _answer_order(raw: str | None, fallback: list[str]) -> list[str]:
+    """Anchor ids in the order the answer wrote them (what expected_scores is aligned with)."""
+    if not raw:
+        return fallback
+    text = raw.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return fallback
+    return list(data) if isinstance(data, dict) and set(data) == set(fallback) else fallback
+
+
+def label_row(record: Record, rendering: Rendering, anchor_ids: list[str], asked_order: list[str],
+              result: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"record_id": record.id, "source": record.source, "text": rendering.text,
+                           "format": record.format, "tokens": int(rendering.tokens), "ok": bool(result.ok),
+                           "error": None if result.ok else str(result.error)}
+    if not result.ok:
+        for aid in anchor_ids:
+            row[aid], row[f"{aid}__sampled"], row[f"{aid}__why"] = None, None, None
+        return row
+    answer = result.value.model_dump(by_alias=True)
+    expected: dict[str, float | None] = {}
+    if result.expected_scores and len(result.expected_scores) == len(anchor_ids):
+        expected = dict(zip(_answer_order(result.raw, asked_order), result.expected_scores, strict=True))
+    for aid in anchor_ids:
+        sampled = int(answer[aid]["score"])
+        target = expected.get(aid)
+        row[aid] = float(target) if target is not None else float(sampled)
+        row[f"{aid}__sampled"] = sampled
+        row[f"{aid}__why"] = answer[aid].get("why", "")
+    return row
+
+
+def write_labels(path: Path, rows: list[dict[str, Any]], anchor_ids: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = [pa.field("record_id", pa.string()), pa.field("source", pa.string()), pa.field("text", pa.string()),
+              pa.field("format", pa.string()), pa.field("tokens", pa.int64()), pa.field("ok", pa.bool_()),
+              pa.field("error", pa.string())]
+    for aid in anchor_ids:
+        fields += [pa.field(aid, pa.float64()), pa.field(f"{aid}__sampled", pa.int64()),
+                   pa.field(f"{aid}__why", pa.string())]
+    schema = pa.schema(fields)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+def consistency_subset(records: list[Record], n: int, seed: int) -> list[Record]:
+    """`n` records of the sample, spread over its sources (round robin over seeded orders)."""
+    by_source: dict[str, list[Record]] = {}
+    for record in sorted(records, key=lambda r: stable_rank(seed + 1, r.id)):
+        by_source.setdefault(record.source, []).append(record)
+    out: list[Record] = []
+    while len(out) < min(n, len(records)):
+        for items in by_source.values():
+            if items and len(out) < n:
+                out.append(items.pop(0))
+    return out
+
+
+def shuffled(anchors: list[Any], seed: int, record_id: str) -> list[Any]:
+    """The anchors in a seeded order that differs from the original (when there are two or more)."""
+    order = list(anchors)
+    if len(order) < 2:
+        return order
+    rng = random.Random(f"{seed}:{record_id}")
+    for _ in range(8):
+        rng.shuffle(order)
+        if [a.id for a in order] != [a.id for a in anchors]:
+            return order
+    return list(reversed(anchors))
+
+
+def _group_infos(infos: dict[str, SourceInfo], sources: list[str]) -> list[SourceInfo]:
+    return [infos[s] for s in sources if s in infos and infos[s].ok > 0]
+
+
+# --- stage protocol ------------------------------------------------------------------------------
+
+def _teacher_identity(config: RunConfig) -> dict[str, Any]:
+    # Budget, concurrency and timeouts do not change an answer, so they stay out of the fingerprint.
+    t = config.teacher
+    return {"provider": t.provider, "model": t.model, "base_url": t.base_url, "temperature": t.temperature,
+            "seed": t.seed, "logprobs": t.logprobs}
+
+
+def fingerprint(ctx: StageContext) -> str:
+    from mira.rubric import rubric_fingerprint
+    from mira.teacher import load_prompt
+
+    prompt = load_prompt(PROMPT)
+    return make_fingerprint(VERSION, ctx.config.section_hash("annotation", "render", "tokenizer"),
+                            _teacher_identity(ctx.config), prompt.id, prompt.system + prompt.user,
+                            ctx.run.require("group"), ctx.run.require("discover"), rubric_fingerprint(ctx.run))
+
+
+def _load_anchors(run: RunDir, group: str) -> list[Any] | None:
+    from mira.rubric import load_rubric, rubric_path
+
+    if not rubric_path(run, group).exists():
+        return None  # discover found no anchor for this group; a malformed edit still raises
+    return load_rubric(run, group)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from mira.groups import load_groups
+    from mira.teacher import load_prompt, open_teacher
+    from mira.tokens import get_tokenizer
+
+    config, run_dir, cfg = ctx.config, ctx.run, ctx.config.annotation
+    groups = load_groups(run_dir)
+    infos = {info.name: info for info in source_infos(run_dir)}
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    prompt = load_prompt(PROMPT)
+    counts: dict[str, Any] = {"groups": 0, "labels": 0, "failed": 0, "consistency": 0, "requests": 0}
+    incomplete: list[str] = []
+    with open_teacher(config.teacher, run_dir, stage="annotate", progress=ctx.progress) as teacher:
+        for group in groups.groups:
+            anchors = _load_anchors(run_dir, group.id)
+            if not anchors:
+                ctx.notes.append(f"annotate: group {group.id} has no rubric; no labels written")
+                continue
+            ids = [a.id for a in anchors]
+            records = sample_stratified(config, _group_infos(infos, group.sources), cfg.records_per_group, cfg.seed)
+            if not records:
+                ctx.notes.append(f"annotate: group {group.id} has no usable records")
+                continue
+            renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
+            rendered = dict(zip((r.id for r in records), renderings, strict=True))
+            requests = [build_request(prompt, anchors, r, rendered[r.id], cfg.rationales, cfg.rationale_chars, r.id)
+                        for r in records]
+            again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
+            orders = [shuffled(anchors, cfg.seed, r.id) for r in again]
+            requests += [build_request(prompt, order, r, rendered[r.id], cfg.rationales, cfg.rationale_chars,
+                                       f"{r.id} (consistency)") for r, order in zip(again, orders, strict=True)]
+            results = teacher.run(requests)
+            counts["requests"] += len(requests)
+            if any(r.error == "budget" for r in results):
+                incomplete.append(group.id)
+                continue
+            first, second = results[:len(records)], results[len(records):]
+            rows = [label_row(r, rendered[r.id], ids, ids, res) for r, res in zip(records, first, strict=True)]
+            again_rows = [label_row(r, rendered[r.id], ids, [a.id for a in order], res)
+                          for r, order, res in zip(again, orders, second, strict=True)]
+            write_labels(labels_path(run_dir, group.id), rows, ids)
+            write_labels(labels_path(run_dir, group.id, consistency=True), again_rows, ids)
+            failed = sum(not row["ok"] for row in rows)
+            counts["groups"] += 1
+            counts["labels"] += len(rows) - failed
+            counts["failed"] += failed + sum(not row["ok"] for row in again_rows)
+            counts["consistency"] += sum(row["ok"] for row in again_rows)
+            if failed:
+                ctx.notes.append(f"annotate: group {group.id}: {failed} of {len(rows)} records failed "
+                                 f"(kept with ok=false; `mira annotate --force` retries service errors)")
+        usage = teacher.usage
+    counts["cache_hits"] = usage.get("cache_hits", 0)
+    if incomplete:
+        raise StageIncomplete(f"teacher budget reached; groups {', '.join(incomplete)} are not labelled yet. "
+                              f"Raise teacher.max_requests / max_tokens and rerun `mira annotate` "
+                              f"(answers so far are cached)")
+    return counts
+
+
+def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
+    """Requests and a token/time estimate, from the inventory and rubrics (no corpus pass)."""
+    from mira.teacher.usage import CHARS_PER_TOKEN, MODEL_SPEEDS
+
+    cfg = config.annotation
+    if not run_dir.done("group") or not run_dir.done("discover"):
+        return [f"up to {cfg.records_per_group} records per group + {cfg.self_consistency_records} re-scored, "
+                f"one request each (groups and rubrics not known yet: run `mira group` and `mira discover`)"]
+    from mira.groups import load_groups
+
+    groups = load_groups(run_dir)
+    infos = {info.name: info for info in source_infos(run_dir)}
+    lines, total_requests, total_prompt, total_completion = [], 0, 0, 0
+    per_anchor = TOKENS_PER_SCORE + (cfg.rationale_chars // 3 if cfg.rationales else 0)
+    for group in groups.groups:
+        try:
+            anchors = _load_anchors(run_dir, group.id)
+        except ValueError as exc:
+            lines.append(f"{group.id}: {exc}")
+            continue
+        if not anchors:
+            lines.append(f"{group.id}: no rubric, skipped")
+            continue
+        members = _group_infos(infos, group.sources)
+        available = sum(i.ok for i in members)
+        n = min(cfg.records_per_group, available)
+        requests = n + min(cfg.self_consistency_records, n)
+        mean_tokens = (sum(i.tokens for i in members) / available) if available else 0
+        record_tokens = min(mean_tokens, config.render.max_tokens)
+        cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
+        total_prompt += int(requests * (record_tokens + cards + 250))
+        total_completion += requests * (16 + per_anchor * len(anchors))
+        total_requests += requests
+        lines.append(f"{group.id}: {n} records x {len(anchors)} anchors, {requests} requests")
+    speeds = MODEL_SPEEDS.get(config.teacher.model)
+    time_line = f" (no speed figure for model {config.teacher.model!r})"
+    if speeds:
+        seconds = total_completion / speeds[0] + total_prompt / speeds[1]
+        time_line = f", about {seconds / 60:.1f} min at {speeds[0]:.0f} tok/s generation (cached requests are free)"
+    lines.append(f"total: {total_requests} requests, ~{total_prompt:,} prompt + ~{total_completion:,} output tokens"
+                 + time_line)
+    return lines

@@ -1,0 +1,182 @@
+"""Distill: train one student per group on the teacher's labels, measure it, and mask what it cannot do.
+
+Per group: the usable label rows (``ok``) are split into train and validation, stratified by source
+and seeded (``student.val_fraction``). The student (``student.kind``) is trained on the train rows;
+on the validation rows every (source, anchor) cell gets MAE / Spearman / n against the teacher
+(``metrics.json``), next to the teacher's own self-consistency, the ceiling. The reliability mask
+(``mask.json``) follows from those cells and ``reliability.*``; changing only the thresholds
+recomputes the mask without retraining.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mira.corpus import stable_rank
+from mira.rundir import RunDir, atomic_write_json, fingerprint as make_fingerprint, hash_files, read_json
+from mira.stage import StageContext
+
+log = logging.getLogger(__name__)
+VERSION = "distill-v1"
+
+
+def label_files(run: RunDir) -> list[Path]:
+    folder = run.path("labels")
+    return sorted(folder.glob("*.parquet")) if folder.exists() else []
+
+
+def fingerprint(ctx: StageContext) -> str:
+    return make_fingerprint(VERSION, ctx.config.section_hash("student", "embed", "reliability"),
+                            ctx.run.require("annotate"), hash_files(label_files(ctx.run)))
+
+
+def split(record_ids: list[str], sources: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row indices: per source, the seeded-rank first share goes to validation.
+
+    A source with two or more rows gives at least one to validation and keeps at least one for
+    training; a single-row source trains only.
+    """
+    by_source: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        by_source.setdefault(source, []).append(i)
+    train, val = [], []
+    for rows in by_source.values():
+        rows = sorted(rows, key=lambda i: stable_rank(seed, record_ids[i]))
+        n_val = 0 if len(rows) < 2 else min(len(rows) - 1, max(1, round(len(rows) * val_fraction)))
+        val += rows[:n_val]
+        train += rows[n_val:]
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
+
+
+def read_labels(path: Path) -> tuple[Any, list[str]]:
+    """(ok rows as a pyarrow table, anchor ids in column order)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    anchors = [c for c in table.column_names if f"{c}__sampled" in table.column_names]
+    return table.filter(pc.equal(table["ok"], True)), anchors
+
+
+def teacher_consistency(labels: Any, again_path: Path, anchors: list[str]) -> dict[str, Any]:
+    """MAE / Spearman between the two scorings of the re-scored records (pooled over anchors)."""
+    from mira.students import spearman
+
+    if not again_path.exists():
+        return {"mae": None, "spearman": None, "n": 0}
+    again, _ = read_labels(again_path)
+    first = {rid: i for i, rid in enumerate(labels["record_id"].to_pylist())}
+    pairs_a, pairs_b, per_anchor = [], [], {}
+    rows = [(first[rid], j) for j, rid in enumerate(again["record_id"].to_pylist()) if rid in first]
+    for anchor in anchors:
+        a = np.array([labels[anchor][i].as_py() for i, _ in rows], dtype=np.float64)
+        b = np.array([again[anchor][j].as_py() for _, j in rows], dtype=np.float64)
+        pairs_a.append(a)
+        pairs_b.append(b)
+        rho = spearman(a, b)
+        per_anchor[anchor] = {"mae": round(float(np.mean(np.abs(a - b))), 4) if len(a) else None,
+                              "spearman": round(rho, 4) if rho is not None else None, "n": len(a)}
+    a, b = (np.concatenate(pairs_a), np.concatenate(pairs_b)) if pairs_a else (np.zeros(0), np.zeros(0))
+    rho = spearman(a, b)
+    return {"mae": round(float(np.mean(np.abs(a - b))), 4) if len(a) else None,
+            "spearman": round(rho, 4) if rho is not None else None, "n": len(rows), "pairs": int(len(a)),
+            "anchors": per_anchor}
+
+
+def _train_key(ctx: StageContext, labels_path: Path) -> str:
+    # What the trained model depends on (not the reliability thresholds): if it matches, only the
+    # mask is recomputed.
+    return make_fingerprint(VERSION, ctx.config.section_hash("student", "embed"), hash_files([labels_path]))
+
+
+def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str, Any]:
+    from mira.reliability import build_mask, write_mask
+    from mira.students import evaluate, student_dir, train
+
+    config, run_dir = ctx.config, ctx.run
+    folder = student_dir(run_dir, group)
+    key = _train_key(ctx, labels_path)
+    metrics_path = folder / "metrics.json"
+    if not ctx.force and metrics_path.exists() and (folder / "student.json").exists():
+        metrics = read_json(metrics_path)
+        if metrics.get("train_key") == key:
+            mask = build_mask(metrics, config.reliability)
+            write_mask(run_dir, group, mask)
+            return {"trained": 0, "masked_cells": mask["summary"]["masked"]}
+
+    labels, anchors = read_labels(labels_path)
+    n = labels.num_rows
+    if n < 2 or not anchors:
+        ctx.notes.append(f"distill: group {group} has {n} usable label rows; no student trained")
+        return {"trained": 0, "skipped": 1}
+    texts = labels["text"].to_pylist()
+    sources = labels["source"].to_pylist()
+    formats = labels["format"].to_pylist()
+    record_ids = labels["record_id"].to_pylist()
+    targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
+    train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
+    task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
+    student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx, val_idx)
+    task.close()
+    if len(val_idx):
+        pred = student.predict(None if config.student.kind == "encoder" else _Formats(formats, val_idx),
+                               [texts[i] for i in val_idx])
+        validation = evaluate(pred, targets[val_idx], [sources[i] for i in val_idx], anchors)
+    else:
+        validation = evaluate(np.zeros((0, len(anchors))), np.zeros((0, len(anchors))), [], anchors)
+    consistency = teacher_consistency(labels, labels_path.with_name(f"{group}.consistency.parquet"), anchors)
+    metrics = {"student": student.kind, "regressor": info["regressor"], "anchors": anchors,
+               "cells": validation["cells"], "overall": validation["overall"],
+               "mean_spearman": validation["mean_spearman"], "mean_mae": validation["mean_mae"],
+               "candidates": info.get("candidates", {}), "teacher_consistency": consistency,
+               "train_rows": int(len(train_idx)), "validation_rows": int(len(val_idx)),
+               "train_key": key, **{k: v for k, v in info.items() if k not in ("regressor", "candidates")}}
+    student.save(folder)
+    atomic_write_json(metrics_path, metrics)
+    mask = build_mask(metrics, config.reliability)
+    write_mask(run_dir, group, mask)
+    ceiling = consistency.get("spearman")
+    ctx.notes.append(f"distill: group {group}: {student.kind}/{info['regressor']}, validation mean Spearman "
+                     f"{_fmt(validation['mean_spearman'])} (teacher self-consistency {_fmt(ceiling)}), "
+                     f"{mask['summary']['masked']}/{mask['summary']['cells']} cells masked")
+    return {"trained": 1, "masked_cells": mask["summary"]["masked"]}
+
+
+class _Formats(list):
+    """Stand-in records for predict(): only the format is read."""
+
+    def __init__(self, formats: list[str], rows: np.ndarray) -> None:
+        super().__init__(_F(formats[i]) for i in rows)
+
+
+class _F:
+    __slots__ = ("format",)
+
+    def __init__(self, fmt: str) -> None:
+        self.format = fmt
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from mira.groups import load_groups
+
+    groups = load_groups(ctx.run)
+    counts: dict[str, Any] = {"groups": 0, "trained": 0, "masked_cells": 0}
+    for group in groups.groups:
+        path = ctx.run.path("labels", f"{group.id}.parquet")
+        if not path.exists():
+            ctx.notes.append(f"distill: group {group.id} has no labels; no student")
+            continue
+        result = distill_group(ctx, group.id, path)
+        counts["groups"] += 1
+        counts["trained"] += result.get("trained", 0)
+        counts["masked_cells"] += result.get("masked_cells", 0)
+    return counts

@@ -1,0 +1,130 @@
+import json
+import re
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from mira import api
+from mira.config import AnnotationConfig
+from mira.rubric import Anchor, save_rubric
+from mira.rundir import RunDir, atomic_write_json
+from mira.stage import StageContext, StageIncomplete, run_stage
+from mira.stages import annotate
+from mira.teacher.prompts import neutralize_fences, record_fence
+from mira.teacher.testing import Reply, ScriptedServer
+
+GROUPS = {"g0": ["code", "faq"], "g1": ["agent"]}
+ANCHORS = {"g0": ["a00", "a01", "a02"], "g1": ["c00", "c01"]}
+
+
+def _score(tag: str, anchor: str) -> int:
+    return (int(tag[-4:], 16) + ord(anchor[-1])) % 10  # deterministic per (record, anchor), 0..9
+
+
+def handler(body: dict) -> str | Reply:
+    """A teacher that scores from the record fence; it answers garbage for the record `this.py`."""
+    prompt = body["messages"][-1]["content"]
+    if "path: this.py" in prompt:
+        return "I refuse to answer in JSON."
+    tag = re.search(r"<<<(RECORD_[0-9a-f]{8})", prompt).group(1)
+    schema = body["response_format"]["json_schema"]["schema"]
+    order = list(schema["properties"])
+    with_why = "why" in json.dumps(schema)
+    answer = {a: ({"why": f"reason for {a}", "score": _score(tag, a)} if with_why else {"score": _score(tag, a)})
+              for a in order}
+    # Half the probability on the next score up: expected value = sampled + 0.5.
+    return Reply(json.dumps(answer), score_probs=[{_score(tag, a): 0.5, _score(tag, a) + 1: 0.5} for a in order])
+
+
+def _prepare(config):
+    api.run_one("ingest", config)
+    run = RunDir(config.resolved_run_dir())
+    sources = [s for g in GROUPS.values() for s in g]
+    atomic_write_json(run.groups_path, {
+        "k": 2, "chosen_by": "config", "k_scores": {},
+        "groups": [{"id": g, "label": g, "sources": s, "within_similarity": 1.0, "pinned": False} for g, s in GROUPS.items()],
+        "source_to_group": {s: g for g, ss in GROUPS.items() for s in ss},
+        "similarity": {"sources": sources, "matrix": [[1.0] * 3] * 3}})
+    run.mark_done("group", "group-fp")
+    for group, ids in ANCHORS.items():
+        save_rubric(run, group, [Anchor(id=a, name=f"Quality {a}", definition=f"How good the record is at {a}.",
+                                        low="poor", mid="ordinary", high="exemplary") for a in ids])
+    run.mark_done("discover", "discover-fp")
+    return run
+
+
+def _configure(config, server, **teacher):
+    config.teacher = server.teacher_config(**teacher)
+    config.annotation = AnnotationConfig(records_per_group=8, self_consistency_records=2)
+    return config
+
+
+def test_annotate_writes_labels_failures_and_consistency_then_replays_from_cache(mixed_config):
+    with ScriptedServer(handler) as server:
+        config = _configure(mixed_config, server)
+        run = _prepare(config)
+        outcome = run_stage("annotate", StageContext(config, run))
+        labels = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
+        assert len(labels) == 8 and Counter(r["source"] for r in labels) == {"code": 5, "faq": 3}
+        failed = [r for r in labels if not r["ok"]]
+        assert len(failed) == 1 and "this.py" in failed[0]["text"] and failed[0]["error"]
+        assert failed[0]["a00"] is None
+        for row in labels:
+            if not row["ok"]:
+                continue
+            tag = record_fence(neutralize_fences(row["text"]))[0].lstrip("<")  # the fence the teacher saw
+            for a in ANCHORS["g0"]:
+                assert row[f"{a}__sampled"] == _score(tag, a)
+                assert row[a] == pytest.approx(row[f"{a}__sampled"] + 0.5, abs=1e-3)  # the expected score
+                assert row[f"{a}__why"] == f"reason for {a}"
+            assert row["tokens"] > 0 and row["format"] in ("code", "qa")
+        again = pq.read_table(annotate.labels_path(run, "g0", consistency=True)).to_pylist()
+        assert len(again) == 2 and {r["record_id"] for r in again} <= {r["record_id"] for r in labels}
+        assert pq.read_table(annotate.labels_path(run, "g1")).num_rows == 2
+        # The consistency requests showed the anchors in another order: a different request.
+        orders = {tuple(b["response_format"]["json_schema"]["schema"]["properties"]) for b in server.requests}
+        assert len([o for o in orders if sorted(o) == ANCHORS["g0"]]) >= 2
+        assert outcome.counts["labels"] == 7 + 2 and outcome.counts["failed"] >= 1
+
+        sent = len(server.requests)
+        forced = run_stage("annotate", StageContext(config, run, force=True))
+        assert len(server.requests) == sent  # everything, the recorded failure included, from the cache
+        assert forced.counts["cache_hits"] > 0
+        assert run_stage("annotate", StageContext(config, run)).skipped
+
+
+def test_budget_stop_raises_incomplete_and_a_rerun_completes_without_asking_twice(mixed_config):
+    with ScriptedServer(handler) as server:
+        config = _configure(mixed_config, server, max_requests=4)
+        run = _prepare(config)
+        with pytest.raises(StageIncomplete, match="budget"):
+            run_stage("annotate", StageContext(config, run))
+        assert run.done("annotate") is None and not annotate.labels_path(run, "g0").exists()
+        first = len(server.requests)
+        assert 4 <= first <= 4 * 3  # at most 4 logical requests (with parse retries)
+        config.teacher = server.teacher_config()
+        run_stage("annotate", StageContext(config, run))
+        assert run.done("annotate") is not None
+        answered = Counter(json.dumps(b["messages"]) for b in server.requests
+                           if "this.py" not in b["messages"][-1]["content"])
+        assert max(answered.values()) == 1  # no successful request was paid for twice
+        assert pq.read_table(annotate.labels_path(run, "g0")).num_rows == 8
+
+
+def test_scores_only_mode_and_dry_run_plan(mixed_config):
+    with ScriptedServer(handler) as server:
+        config = _configure(mixed_config, server)
+        config.annotation = AnnotationConfig(records_per_group=4, self_consistency_records=1, rationales=False)
+        run = _prepare(config)
+        lines = annotate.plan(config, run)
+        assert any("g0: 4 records x 3 anchors, 5 requests" in line for line in lines)
+        assert lines[-1].startswith("total: 8 requests") and "no speed figure" in lines[-1]
+        config.teacher.model = "qwen2.5-coder-1.5b"
+        assert " min at 34 tok/s" in annotate.plan(config, run)[-1]
+        assert len(server.requests) == 0  # planning asks nothing
+        run_stage("annotate", StageContext(config, run))
+        assert all("why" not in json.dumps(b["response_format"]) for b in server.requests)
+        rows = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
+        assert all(r["a00__why"] == "" for r in rows if r["ok"])
+        assert max(b["max_tokens"] for b in server.requests) < 100

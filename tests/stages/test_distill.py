@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pytest
+
+from mira.config import ReliabilityConfig, RunConfig
+from mira.rundir import RunDir, atomic_write_json
+from mira.stage import StageContext, run_stage
+from mira.stages.annotate import labels_path, write_labels
+from mira.stages.distill import split
+from mira.students import load_student
+from tests.students.student_data import planted_labels, stdlib_texts
+
+ANCHORS = ["signal", "noise"]
+
+
+def _rows(texts, sources, signal, noise, failed=()):
+    rows = []
+    for i, text in enumerate(texts):
+        ok = i not in failed
+        row = {"record_id": f"{sources[i]}/{i}", "source": sources[i], "text": text, "format": "code",
+               "tokens": len(text) // 4, "ok": ok, "error": None if ok else "invalid JSON"}
+        for name, values in (("signal", signal), ("noise", noise)):
+            row[name] = float(values[i]) if ok else None
+            row[f"{name}__sampled"] = int(round(values[i])) if ok else None
+            row[f"{name}__why"] = "" if ok else None
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def labelled_run(tmp_path):
+    """A run whose group and annotate stages are 'done': groups.json and labels written directly."""
+    run = RunDir(tmp_path / "run")
+    sources = ["stdlib_a", "stdlib_b"]
+    atomic_write_json(run.groups_path, {
+        "k": 1, "chosen_by": "config", "k_scores": {},
+        "groups": [{"id": "g0", "label": "code", "sources": sources, "within_similarity": 1.0, "pinned": False}],
+        "source_to_group": {s: "g0" for s in sources}, "similarity": {"sources": sources, "matrix": [[1, 1], [1, 1]]},
+        "embed_model": "all-MiniLM-L6-v2", "sample_per_source": 8})
+    run.mark_done("group", "group-fp")
+    texts = stdlib_texts(160)
+    signal, noise = planted_labels(texts)
+    row_sources = [sources[i % 2] for i in range(len(texts))]
+    write_labels(labels_path(run, "g0"), _rows(texts, row_sources, signal, noise, failed={3, 7}), ANCHORS)
+    # The teacher's second scoring of 12 records: close on the signal, random on the noise.
+    again = list(range(0, 24, 2))
+    jitter = np.random.default_rng(1).normal(0, 0.5, len(texts))
+    write_labels(labels_path(run, "g0", consistency=True),
+                 _rows([texts[i] for i in again], [row_sources[i] for i in again],
+                       np.clip(signal + jitter, 0, 10)[again], np.random.default_rng(2).uniform(0, 10, 12),
+                       failed=set()), ANCHORS)
+    # Record ids of the consistency rows must match the first scoring's.
+    import pyarrow.parquet as pq
+    table = pq.read_table(labels_path(run, "g0", consistency=True))
+    ids = [f"{row_sources[i]}/{i}" for i in again]
+    pq.write_table(table.set_column(0, "record_id", __import__("pyarrow").array(ids)),
+                   labels_path(run, "g0", consistency=True))
+    run.mark_done("annotate", "annotate-fp")
+    config = RunConfig(name="t", run_dir=str(run.root))
+    return config, run, texts
+
+
+def test_split_is_stratified_seeded_and_keeps_training_rows():
+    ids = [f"r{i}" for i in range(20)]
+    sources = ["a"] * 12 + ["b"] * 6 + ["c"] * 2
+    train, val = split(ids, sources, 0.25, seed=0)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(20))
+    per_source = {s: sum(1 for i in val if sources[i] == s) for s in "abc"}
+    assert per_source == {"a": 3, "b": 2, "c": 1}
+    assert np.array_equal(split(ids, sources, 0.25, seed=0)[1], val)
+    assert not np.array_equal(split(ids, sources, 0.25, seed=1)[1], val)
+    assert split(["x"], ["a"], 0.5, 0)[1].size == 0  # a single row trains
+
+
+def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
+    config, run, texts = labelled_run
+    outcome = run_stage("distill", StageContext(config, run))
+    assert outcome.counts["trained"] == 1
+    metrics = json.loads(run.path("students", "g0", "metrics.json").read_text())
+    assert metrics["student"] == "static" and metrics["anchors"] == ANCHORS
+    assert metrics["regressor"] in ("ridge", "lightgbm") and set(metrics["candidates"]) == {"ridge", "lightgbm"}
+    assert metrics["train_rows"] + metrics["validation_rows"] == 158  # failed rows are ignored
+    assert set(metrics["cells"]) == {"stdlib_a", "stdlib_b"}
+    assert metrics["overall"]["signal"]["spearman"] > 0.6
+    assert metrics["cells"]["stdlib_a"]["signal"]["n"] == metrics["cells"]["stdlib_a"]["noise"]["n"] > 0
+    ceiling = metrics["teacher_consistency"]
+    assert ceiling["n"] == 12 and ceiling["anchors"]["signal"]["spearman"] > 0.9
+    mask = json.loads(run.path("students", "g0", "mask.json").read_text())
+    for source in ("stdlib_a", "stdlib_b"):
+        assert not mask["cells"][source]["signal"]["masked"]
+        assert mask["cells"][source]["noise"]["masked"] and mask["cells"][source]["noise"]["reason"]
+    student = load_student(run, "g0")
+    pred = student.predict(None, texts[:5])
+    assert pred.shape == (5, 2) and student.anchors == ANCHORS
+
+
+def test_new_thresholds_rebuild_the_mask_without_retraining(labelled_run):
+    config, run, _ = labelled_run
+    run_stage("distill", StageContext(config, run))
+    model_file = run.path("students", "g0", "student.json")
+    before = model_file.stat().st_mtime_ns
+    assert run_stage("distill", StageContext(config, run)).skipped
+    config.reliability = ReliabilityConfig(min_spearman=-1.0, max_mae=100.0)
+    outcome = run_stage("distill", StageContext(config, run))
+    assert not outcome.skipped and outcome.counts["trained"] == 0
+    assert model_file.stat().st_mtime_ns == before
+    mask = json.loads(run.path("students", "g0", "mask.json").read_text())
+    assert not mask["cells"]["stdlib_a"]["noise"]["masked"]

@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+
+from mira.config import EmbedConfig, StudentConfig
+from mira.stages.distill import split
+from mira.students import evaluate, load_student, spearman, train
+from mira.rundir import RunDir
+from tests.students.student_data import planted_labels, stdlib_texts
+
+
+@pytest.fixture(scope="module")
+def planted():
+    texts = stdlib_texts(160)
+    signal, noise = planted_labels(texts)
+    sources = ["left" if i % 2 else "right" for i in range(len(texts))]
+    train_idx, val_idx = split([f"r{i}" for i in range(len(texts))], sources, 0.3, seed=0)
+    return texts, np.column_stack([signal, noise]), sources, train_idx, val_idx
+
+
+@pytest.mark.parametrize("regressors", [["ridge"], ["lightgbm"], ["ridge", "lightgbm"]])
+def test_static_student_learns_a_planted_structural_signal(planted, regressors):
+    texts, Y, sources, train_idx, val_idx = planted
+    student, info = train(StudentConfig(regressors=regressors), EmbedConfig(), ["signal", "noise"], texts,
+                          ["code"] * len(texts), Y, train_idx, val_idx)
+    pred = student.predict(None, [texts[i] for i in val_idx])
+    assert pred.shape == (len(val_idx), 2) and pred.min() >= 0 and pred.max() <= 10
+    assert spearman(pred[:, 0], Y[val_idx, 0]) > 0.6
+    assert abs(spearman(pred[:, 1], Y[val_idx, 1]) or 0.0) < 0.4
+    assert info["regressor"] in regressors and set(info["candidates"]) == set(regressors)
+
+
+def test_static_student_saves_without_pickles_and_reloads_identically(planted, tmp_path):
+    texts, Y, sources, train_idx, val_idx = planted
+    run = RunDir(tmp_path / "run")
+    for regressor in ("ridge", "lightgbm"):
+        student, _ = train(StudentConfig(regressors=[regressor]), EmbedConfig(), ["signal", "noise"], texts,
+                           ["code"] * len(texts), Y, train_idx, val_idx)
+        folder = run.path("students", regressor)
+        student.save(folder)
+        assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.joblib"))
+        assert json.loads((folder / "student.json").read_text())["regressor"] == regressor
+        loaded = load_student(run, regressor)
+        batch = [texts[i] for i in val_idx]
+        assert loaded.anchors == ["signal", "noise"]
+        assert np.allclose(loaded.predict(None, batch), student.predict(None, batch), atol=1e-5)
+
+
+def test_evaluate_reports_cells_per_source_and_overall():
+    pred = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 5.0]])
+    target = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [5.0, 4.0]])
+    metrics = evaluate(pred, target, ["a", "a", "b", "b"], ["x", "y"])
+    assert metrics["overall"]["x"] == {"mae": 0.25, "spearman": 1.0, "n": 4}
+    assert metrics["overall"]["y"]["spearman"] is None  # constant predictions: undefined, not 0
+    assert metrics["cells"]["a"]["x"]["n"] == 2 and metrics["cells"]["b"]["x"]["mae"] == 0.5
+    assert metrics["mean_spearman"] == 1.0
