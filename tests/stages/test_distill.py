@@ -93,6 +93,11 @@ def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
     student = load_student(run, "g0")
     pred = student.predict(None, texts[:5])
     assert pred.shape == (5, 2) and student.anchors == ANCHORS
+    import pyarrow.parquet as pq
+
+    held_out = pq.read_table(run.path("students", "g0", "validation.parquet")).to_pylist()
+    assert len(held_out) == metrics["validation_rows"]
+    assert {"record_id", "source", "signal__teacher", "signal__student"} <= set(held_out[0])
 
 
 def test_new_thresholds_rebuild_the_mask_without_retraining(labelled_run):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mira.corpus import stable_rank
-from mira.rundir import RunDir, atomic_write_json, fingerprint as make_fingerprint, hash_files, read_json
+from mira.rundir import RunDir, atomic_path, atomic_write_json, fingerprint as make_fingerprint, hash_files, read_json
 from mira.stage import StageContext
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,9 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
                "train_rows": int(len(train_idx)), "validation_rows": int(len(val_idx)),
                "train_key": key, **{k: v for k, v in info.items() if k not in ("regressor", "candidates")}}
     student.save(folder)
+    if len(val_idx):
+        write_validation(folder / "validation.parquet", [record_ids[i] for i in val_idx],
+                         [sources[i] for i in val_idx], anchors, targets[val_idx], pred)
     atomic_write_json(metrics_path, metrics)
     mask = build_mask(metrics, config.reliability)
     write_mask(run_dir, group, mask)
@@ -145,6 +148,21 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
                      f"{_fmt(validation['mean_spearman'])} (teacher self-consistency {_fmt(ceiling)}), "
                      f"{mask['summary']['masked']}/{mask['summary']['cells']} cells masked")
     return {"trained": 1, "masked_cells": mask["summary"]["masked"]}
+
+
+def write_validation(path: Path, record_ids: list[str], sources: list[str], anchors: list[str],
+                     teacher: np.ndarray, student: np.ndarray) -> None:
+    """Held-out predictions next to the teacher's labels: the report's read-tests show where the
+    two disagree most, on records the student never trained on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, Any] = {"record_id": record_ids, "source": sources}
+    for j, anchor in enumerate(anchors):
+        columns[f"{anchor}__teacher"] = teacher[:, j].astype(np.float64)
+        columns[f"{anchor}__student"] = student[:, j].astype(np.float64)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(columns), tmp)
 
 
 class _Formats(list):
