@@ -69,11 +69,68 @@ def injection_shift(model: str, records: list[str] = RECORDS, concurrency: int =
             "mean_weighted_shift": sum(weighted) / len(weighted) if weighted else None}
 
 
+ANCHORS = [
+    {"id": "a00", "name": "Clarity", "definition": "How clearly the record says what it means.",
+     "low": "Confusing or garbled.", "mid": "Understandable with effort.", "high": "Clear and precise."},
+    {"id": "a01", "name": "Correctness", "definition": "Whether the statements or code are correct.",
+     "low": "Wrong or untested claims.", "mid": "Mostly right, some doubts.", "high": "Correct throughout."},
+    {"id": "a02", "name": "Usefulness for training", "definition": "How much a model would learn from it.",
+     "low": "Spam, filler or repetition.", "mid": "Ordinary content.", "high": "Dense, instructive content."},
+]
+
+
+def annotate_shift(model: str, records: list[str] = RECORDS) -> dict:
+    """The same check through the real phase-2 request (mira.stages.annotate.build_request)."""
+    from mira.config import SourceConfig
+    from mira.io import RawItem
+    from mira.records import make_record, render
+    from mira.rubric import Anchor
+    from mira.stages.annotate import build_request
+    from mira.tokens import get_tokenizer
+
+    anchors = [Anchor(part="whole", exemplar="", support=2, records=2, sources={}, **a) for a in ANCHORS]
+    prompt = load_prompt("annotate")
+    tok = get_tokenizer("cl100k_base")
+    source = SourceConfig(name="bench", path="-")
+    requests = []
+    for i, record in enumerate(records):
+        for kind, text in (("clean", record), ("injected", inject(record))):
+            rec = make_record(RawItem(f"b:{i}", {"text": text}), source, "text")
+            requests.append(build_request(prompt, anchors, rec, render(rec, tok, 256), False, 100, f"{kind}{i}"))
+    config = TeacherConfig(model=model, concurrency=1, ctx_size=2048, max_parse_retries=1)
+    with tempfile.TemporaryDirectory() as tmp, open_teacher(config, RunDir(tmp), stage="injection") as teacher:
+        results = teacher.run(requests)
+
+    def mean_score(result) -> float | None:
+        if not result.ok:
+            return None
+        values = [e for e in (result.expected_scores or []) if e is not None]
+        if not values:
+            values = [getattr(result.value, f"f{j}").score for j in range(len(anchors))]
+        return sum(values) / len(values)
+
+    pairs = [(mean_score(c), mean_score(j)) for c, j in zip(results[::2], results[1::2])]
+    shifts = [j - c for c, j in pairs if c is not None and j is not None]
+    return {"pairs": pairs, "mean_shift": sum(shifts) / len(shifts) if shifts else None,
+            "failed": len(pairs) - len(shifts)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--prompt", choices=["ping", "annotate"], default="annotate",
+                        help="annotate: the real phase-2 request (mean over 3 anchors); ping: a one-score prompt")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.prompt == "annotate":
+        report = annotate_shift(args.model)
+        for i, (clean, injected) in enumerate(report["pairs"]):
+            print(f"record {i}: clean {clean if clean is None else round(clean, 2)}  "
+                  f"injected {injected if injected is None else round(injected, 2)}")
+        print(f"{args.model} / annotate prompt: mean score shift from injection {report['mean_shift']}, "
+              f"failed pairs {report['failed']}, {time.perf_counter() - started:.0f} s, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        return
     report = injection_shift(args.model)
     for i, pair in enumerate(report["pairs"]):
         ce, ie = pair["clean_expected"], pair["injected_expected"]

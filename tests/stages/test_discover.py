@@ -148,7 +148,7 @@ def scripted(body: dict) -> str:
     if schema_name == "Judgment":
         if "source code file" in content:
             dims = [{"name": n, "reason": r, "score": s} for n, r, s in CODE_DIMS]
-        elif "question" in content.split("\n", 1)[0]:
+        elif "The record is a question" in content:
             dims = [{"name": n, "part": p, "reason": r, "score": s} for n, p, r, s in QA_DIMS]
         else:
             dims = [{"name": n, "reason": r, "score": s} for n, r, s in PROSE_DIMS]

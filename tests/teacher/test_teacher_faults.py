@@ -3,7 +3,7 @@
 import logging
 
 import pytest
-from .teacher_helpers import Verdict, answer, requests
+from .teacher_helpers import answer, requests
 
 from mira.rundir import RunDir
 from mira.teacher import TeacherRequest, open_teacher

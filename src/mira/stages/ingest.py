@@ -19,7 +19,7 @@ from typing import Any
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import Rejected, iter_shard_records
 from mira.io import Shard, iter_shard, list_source_files, plan_shards
-from mira.records import Record, detect_source_format, render_sections
+from mira.records import detect_source_format, render_sections
 from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
