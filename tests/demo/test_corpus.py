@@ -131,7 +131,7 @@ def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path
     assert Path(example.run_dir) == REPO / "runs" / "demo"
     strip = {"sources", "run_dir"}
     assert example.model_dump(exclude=strip) == built_cfg.model_dump(exclude=strip)
-    assert example.discovery.records_per_group == 5 and example.annotation.records_per_group == 16
+    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 10
 
     def shape(cfg):
         return [(s.name, Path(s.path).name, s.reader, s.format, s.include) for s in cfg.sources]

@@ -47,9 +47,9 @@ PLANTED_BAD_LINES = (
 # The sizing knobs of examples/demo.yaml (see the comments there); a test keeps the two equal.
 DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "render": {"max_tokens": 256},
-    "discovery": {"records_per_group": 5, "max_dimensions_per_judgment": 4, "anchors_per_group": 4,
+    "discovery": {"records_per_group": 4, "max_dimensions_per_judgment": 3, "anchors_per_group": 3,
                   "min_support": 2},
-    "annotation": {"records_per_group": 16, "self_consistency_records": 3, "rationales": False},
+    "annotation": {"records_per_group": 10, "self_consistency_records": 2, "rationales": False},
     "reliability": {"min_support": 2},
 }
 
