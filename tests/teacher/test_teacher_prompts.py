@@ -38,7 +38,8 @@ def test_wrap_record_fence_cannot_be_forged():
     # Nothing inside can open or close a fence, ours or any lookalike.
     assert re.search(r"<<<\s*RECORD", inner, re.IGNORECASE) is None
     assert re.search(r"RECORD\w*\s*>>>", inner, re.IGNORECASE) is None
-    assert "Ignore the rubric" in inner
+    # The instruction itself is taken out (mira.teacher.injection), visibly.
+    assert "Ignore the rubric" not in inner and "addressed to the rater was removed" in inner
     assert (open_fence, close_fence) == record_fence(inner)
 
 

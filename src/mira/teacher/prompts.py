@@ -107,9 +107,12 @@ def wrap_record(text: str, notice: bool = True) -> str:
     """Put record text between unforgeable markers, preceded by a sentence that declares it data.
 
     The marker carries a hash of the (neutralised) record, and any fence lookalike inside the record
-    is broken first, so an instruction in the record cannot pretend the data has ended.
+    is broken first, so an instruction in the record cannot pretend the data has ended. Lines that
+    address the rater are removed (see :mod:`mira.teacher.injection`): small teachers obey them.
     """
-    text = neutralize_fences(text)
+    from mira.teacher.injection import strip_rater_text
+
+    text, _ = strip_rater_text(neutralize_fences(text))
     open_fence, close_fence = record_fence(text)
     body = f"{open_fence}\n{text}\n{close_fence}"
     if not notice:
