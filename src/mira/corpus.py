@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mira.config import RunConfig, SourceConfig
@@ -48,6 +48,7 @@ class SourceInfo:
     records: int
     ok: int
     tokens: int
+    fields: list[str] = field(default_factory=list)  # top-level field names seen at ingest
 
 
 def load_inventory(run: RunDir) -> dict[str, Any]:
@@ -58,7 +59,8 @@ def load_inventory(run: RunDir) -> dict[str, Any]:
 def source_infos(run: RunDir) -> list[SourceInfo]:
     inventory = load_inventory(run)
     return [
-        SourceInfo(name, s["format"], [Shard.from_dict(d) for d in s["shards"]], s["records"], s["ok"], s["tokens"])
+        SourceInfo(name, s["format"], [Shard.from_dict(d) for d in s["shards"]], s["records"], s["ok"], s["tokens"],
+                   s.get("fields", []))
         for name, s in inventory["sources"].items()
     ]
 

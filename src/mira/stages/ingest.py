@@ -26,6 +26,9 @@ from mira.tokens import get_tokenizer
 
 FORMAT_SAMPLE = 64
 PREVIEW_CHARS = 200
+# Top-level field names remembered per source (first seen first), so selected records of a source
+# all carry the same columns and `datasets.load_dataset("json", ...)` reads every shard.
+MAX_FIELDS = 500
 
 
 def fingerprint(ctx: StageContext) -> str:
@@ -37,7 +40,7 @@ def fingerprint(ctx: StageContext) -> str:
             stats.append([source.name, [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]])
         except (ConfigError, OSError) as exc:
             stats.append([source.name, str(exc)])
-    return make_fingerprint("ingest-v1", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
+    return make_fingerprint("ingest-v2", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
 
 
 def plan(config: RunConfig, run: Any) -> list[str]:
@@ -73,7 +76,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     """Read one shard: count tokens, write its quarantine entries to `out`; return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
-                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
+                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for item in iter_shard_records(config, source, shard, fmt):
             stats["records"] += 1
@@ -85,6 +88,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                 handle.write(json.dumps({"source": source.name, "locator": item.locator,
                                          "reason": item.reason}, ensure_ascii=False) + "\n")
                 continue
+            if len(stats["fields"]) < MAX_FIELDS:
+                stats["fields"].update(dict.fromkeys(item.data))
             text = "\n\n".join(t for _, t in render_sections(item))
             tokens = tokenizer.count(text)
             stats["ok"] += 1
@@ -155,6 +160,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for name, (source, shards, fmt) in plans.items():
         agg: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                                "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
+        fields: dict[str, None] = {}
         for shard in shards:
             stats = results[(name, shard.index)]
             for key in ("records", "ok", "quarantined", "tokens", "bytes"):
@@ -162,6 +168,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             agg["reasons"].update(stats["reasons"])
             agg["buckets"].update(stats["buckets"])
             agg["max_tokens"] = max(agg["max_tokens"], stats["max_tokens"])
+            fields.update(stats["fields"])
         if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
@@ -173,6 +180,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "tokens": agg["tokens"], "bytes": agg["bytes"],
             "length_tokens": {"p50": _percentile(agg["buckets"], 0.5), "p90": _percentile(agg["buckets"], 0.9),
                               "max": agg["max_tokens"], "histogram": _length_histogram(agg["buckets"])},
+            "fields": list(fields)[:MAX_FIELDS],
             "shards": [s.to_dict() for s in shards],
         }
     totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}

@@ -310,7 +310,9 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
             raise RuntimeError(f"{info.name} shard {shard.name}: data changed since scoring "
                                f"({raw.locator} vs {row['locator']}); rerun `mira ingest` and `mira score`")
         if decisions.kept[start + offset]:
-            record = dict(raw.data or {})
+            # Every record of a source gets the same columns (null where absent) in one order.
+            record = {name: None for name in info.fields}
+            record.update(raw.data or {})
             record.update({"mira_id": row["id"], "mira_score": _finite(row["score"]), "mira_group": row["group"],
                            "mira_tokens": row["tokens"]})
             record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
