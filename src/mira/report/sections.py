@@ -75,7 +75,9 @@ def overview(a: Artifacts) -> str:
     for stage in STAGES:
         marker = a.markers.get(stage)
         if not marker:
-            rows.append([text_cell(stage), Cell(badge("not run", "muted"), 0), Cell("—"), Cell("—", -1),
+            # The report's own marker is written after this page, so it is "this page", not "not run".
+            label = badge("this page", "muted") if stage == "report" else badge("not run", "muted")
+            rows.append([text_cell(stage), Cell(label, 0), Cell("—"), Cell("—", -1),
                          Cell(""), Cell("")])
             continue
         seconds = marker.get("seconds")
