@@ -82,6 +82,7 @@ def _load(config_path: str | None, overrides: tuple[str, ...]) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mira")
 @click.option("-v", "--verbose", is_flag=True, help="Log details and show tracebacks.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:

@@ -237,8 +237,19 @@ def _join(sections: list[tuple[str, str]]) -> str:
     return "\n\n".join(f"{label}\n{text}" if label else text for label, text in sections)
 
 
+# A token of cl100k spans at most a few characters in code or prose; 8 is a safe bound, so a
+# window of `size` tokens lies within `size * 8` characters and only those slices are tokenized.
+CHARS_PER_TOKEN_BOUND = 8
+
+
 def window(text: str, budget: int, tokenizer: Tokenizer, windows: int = 3) -> tuple[str, bool]:
-    """Cut `text` to about `budget` tokens as start/middle/end windows with elision marks."""
+    """Cut `text` to about `budget` tokens as start/middle/end windows with elision marks.
+
+    Long texts are windowed on character slices around each window, so the cost is flat in the
+    record's length (a 50k-token file is not tokenized again just to keep 256 of its tokens).
+    """
+    if len(text) > 2 * budget * CHARS_PER_TOKEN_BOUND:
+        return _window_slices(text, budget, tokenizer, windows), True
     tokens = tokenizer.encode(text)
     if len(tokens) <= budget:
         return text, False
@@ -254,6 +265,36 @@ def window(text: str, budget: int, tokenizer: Tokenizer, windows: int = 3) -> tu
         pieces.append(tokenizer.decode(tokens[start:start + size]))
         last_end = start + size
     return "".join(pieces), True
+
+
+def _window_slices(text: str, budget: int, tokenizer: Tokenizer, windows: int) -> str:
+    size = max(1, budget // windows)
+    width = size * CHARS_PER_TOKEN_BOUND
+    starts = [0] + [round((len(text) - width) * i / (windows - 1)) for i in range(1, windows)] if windows > 1 else [0]
+    pieces: list[str] = []
+    last_end = 0
+    for i, start in enumerate(starts):
+        chunk = text[start:start + width]
+        tokens = tokenizer.encode(chunk)
+        if i == 0:
+            kept = tokens[:size]
+        elif i == windows - 1:
+            kept = tokens[-size:]  # the slice may start inside a token; the tail never does
+        else:
+            middle = len(tokens) // 2
+            kept = tokens[max(1, middle - size // 2):max(1, middle - size // 2) + size]
+        piece = tokenizer.decode(kept)
+        at = text.find(piece, last_end) if i else 0
+        begin = at if at >= 0 else start
+        if begin > last_end:
+            gap_tokens = round((begin - last_end) * len(tokens) / max(len(chunk), 1))
+            pieces.append(f"\n[... about {gap_tokens} tokens elided ...]\n")
+        pieces.append(piece)
+        last_end = max(last_end, begin + len(piece))
+    if windows == 1 and last_end < len(text):
+        gap_tokens = round((len(text) - last_end) * len(tokens) / max(len(chunk), 1))
+        pieces.append(f"\n[... about {gap_tokens} tokens elided ...]")
+    return "".join(pieces)
 
 
 def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3) -> Rendering:
