@@ -123,12 +123,22 @@ def test_selected_records_keep_original_fields_and_score_columns(scored, tmp_pat
     assert parquet_rows == len(records)
 
 
+def test_parquet_shards_of_a_source_share_one_schema(scored, tmp_path):
+    config, run = _run(scored, tmp_path, output_formats=["parquet"])
+    _, summary = _select(config)
+    files = sorted((run.root / "selection").glob("docs/*.parquet"))
+    assert len(files) > 1
+    schemas = {str(pq.read_schema(p)) for p in files}
+    assert len(schemas) == 1
+    assert sum(pq.read_metadata(p).num_rows for p in files) == summary["sources"]["docs"]["kept"]
+
+
 def test_load_dataset_reads_the_selection(scored, tmp_path):
     datasets = pytest.importorskip("datasets")
-    config, run = _run(scored, tmp_path)
+    config, run = _run(scored, tmp_path, output_formats=["jsonl", "parquet"])
     _, summary = _select(config)
-    files = [str(p) for p in sorted((run.root / "selection").glob("docs/*.jsonl"))]
-    dataset = datasets.load_dataset("json", data_files=files, split="train")
+    files = [str(p) for p in sorted((run.root / "selection").glob("docs/*.parquet"))]
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     assert len(dataset) == summary["sources"]["docs"]["kept"]
 
 

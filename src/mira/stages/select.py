@@ -282,6 +282,9 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
         _write_shard(config, run, partial, info, shard, decisions, rank_by, start, end)
         task.advance()
     task.close()
+    if "parquet" in config.selection.output_formats:
+        for info in infos:
+            unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
     atomic_write_json(partial / "summary.json", summary)
     # Swap the finished selection in; a killed run leaves the previous selection intact.
     previous = run.path("selection.previous")
@@ -338,6 +341,30 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
         "tokens": pa.array([int(s["tokens"]) for s in scores], pa.int64())})
     with atomic_path(out_root / DECISIONS / info.name / f"{shard.name}.parquet") as tmp:
         pq.write_table(decision_table, str(tmp), compression="zstd")
+
+
+def unify_parquet_schemas(paths: list[Path]) -> None:
+    """Give every Parquet shard of a source one schema (same columns, same order, same types).
+
+    Each shard's schema is inferred from its own rows, so a field that is null throughout one
+    shard comes out typed `null` there and `string` elsewhere; `datasets.load_dataset("parquet")`
+    and most readers refuse such a set. Shards that differ from the unified schema are rewritten.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(paths) < 2:
+        return
+    schemas = [pq.read_schema(p) for p in paths]
+    unified = pa.unify_schemas(schemas, promote_options="permissive")
+    for path, schema in zip(paths, schemas, strict=True):
+        if schema.equals(unified):
+            continue
+        table = pq.read_table(path)
+        columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
+                   else pa.nulls(table.num_rows, f.type) for f in unified]
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.Table.from_arrays(columns, schema=unified), str(tmp), compression="zstd")
 
 
 def _finite(value: Any) -> float | None:
