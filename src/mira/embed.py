@@ -44,6 +44,12 @@ def _offline() -> None:
     # hang on machines without one.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # transformers prints a load report for the bundled MiniLM (an unused `position_ids` buffer):
+    # harmless, and noise in the middle of a progress display.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 @lru_cache(maxsize=2)
