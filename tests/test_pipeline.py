@@ -139,3 +139,40 @@ def test_reselecting_with_another_budget_never_rescores(tmp_path: Path):
     assert {p: p.stat().st_mtime_ns for p in before} == before
     kept_after = json.loads((run / "selection" / "summary.json").read_text())["totals"]["kept_tokens"]
     assert kept_after < kept_before
+
+
+@pytest.mark.real_teacher
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_whole_pipeline_with_the_real_bundled_server(tmp_path: Path):
+    """Every stage against the real local model server (SmolLM2-135M: valid JSON, meaningless
+    judgement). Checks the real protocol end to end and that the run completes and reconciles
+    whatever the small model says, including groups whose rubric ends up empty."""
+    from mira.teacher import local
+
+    try:
+        local.part_paths(local.model_spec("smollm2-135m"))
+    except local.TeacherSetupError as exc:
+        pytest.skip(f"bundled smollm2-135m not installed: {exc}")
+    config = RunConfig.model_validate({
+        "name": "real", "run_dir": str(tmp_path / "run"), "engine": {"workers": 1},
+        "sources": [{"name": "py_code", "path": str(DATA / "py_code.jsonl"), "group": "code"},
+                    {"name": "qa", "path": str(DATA / "qa.jsonl"), "group": "qa"}],
+        "render": {"max_tokens": 192},
+        "grouping": {"sample_per_source": 2},
+        "teacher": {"provider": "local", "model": "smollm2-135m", "concurrency": 2, "ctx_size": 2048,
+                    "timeout_s": 120},
+        "discovery": {"records_per_group": 2, "anchors_per_group": 2, "max_dimensions_per_judgment": 2,
+                      "min_support": 1, "min_records": 1},
+        "annotation": {"records_per_group": 4, "self_consistency_records": 1, "rationales": False},
+        "reliability": {"min_support": 1, "max_mae": 10, "min_spearman": -1},
+    })
+    outcomes = api.run_pipeline(config)
+    assert [o.stage for o in outcomes] == list(api.STAGES)
+    run = Path(config.run_dir)
+    usage = json.loads((run / "usage" / "annotate.json").read_text())
+    assert usage["last"]["requests"] >= 1
+    summary = json.loads((run / "selection" / "summary.json").read_text())["totals"]
+    assert summary["records_in"] == 12 == summary["kept"] + summary["rejected"] + summary["quarantined"]
+    assert (run / "report" / "index.html").exists()
+    assert all(o.skipped for o in api.run_pipeline(config))  # and a rerun pays for nothing

@@ -166,6 +166,10 @@ class SelectionConfig(Section):
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
     output_formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl"])
+    # Records without a score (every anchor of their source masked as unreliable): `random` keeps
+    # the budget's share of each such source by a seeded random draw (the source-preserving random
+    # baseline, strong in the paper) instead of dropping the source; `reject` drops them.
+    unscored: Literal["random", "reject"] = "random"
     # DSIR baseline: a JSONL of target texts, and the number of hashed n-gram buckets.
     dsir_target: str | None = None
     dsir_buckets: int = Field(10_000, ge=16)

@@ -92,7 +92,7 @@ def test_group_mode_meets_each_group_budget_within_one_record(scored, tmp_path):
 
 
 def test_masked_records_are_rejected_with_a_reason_and_counted(scored, tmp_path):
-    config, run = _run(scored, tmp_path)
+    config, run = _run(scored, tmp_path, unscored="reject")
     _, summary = _select(config)
     qa = [d for d in _decisions(run) if d["source"] == "qa"]
     assert len(qa) == 20 and not any(d["kept"] for d in qa)
@@ -103,6 +103,26 @@ def test_masked_records_are_rejected_with_a_reason_and_counted(scored, tmp_path)
     quarantined = [d for d in _decisions(run) if d["reason"].startswith("quarantined:")]
     assert len(quarantined) == 2 and summary["sources"]["docs"]["quarantined"] == 2
     assert any("malformed JSON" in d["reason"] for d in quarantined)
+
+
+def test_unscored_sources_keep_a_random_share_by_default(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=0.5)
+    _, summary = _select(config)
+    qa = [d for d in _decisions(run) if d["source"] == "qa"]
+    kept = [d for d in qa if d["kept"]]
+    qa_tokens = sum(d["tokens"] for d in qa)
+    # The source keeps about half its tokens (within one record), drawn at random, not by score.
+    assert abs(sum(d["tokens"] for d in kept) - 0.5 * qa_tokens) <= max(d["tokens"] for d in qa)
+    assert {d["reason"] for d in kept} == {"kept (unscored: source-preserving random share)"}
+    assert summary["sources"]["qa"]["unscored"] == 20 and summary["sources"]["qa"]["kept"] == len(kept) > 0
+    totals = summary["totals"]
+    assert totals["records_in"] == totals["kept"] + totals["rejected"] + totals["quarantined"]
+    # The unit's budget is still met as a whole: scored records share what the random draw left.
+    for unit in summary["units"].values():
+        assert abs(unit["kept_tokens"] - unit["budget_tokens"]) <= 2 * max(d["tokens"] for d in _decisions(run))
+    again = {d["id"]: d["kept"] for d in _decisions(run)}
+    _select(config)
+    assert {d["id"]: d["kept"] for d in _decisions(run)} == again  # seeded: the same draw every time
 
 
 def test_selected_records_keep_original_fields_and_score_columns(scored, tmp_path):
@@ -181,7 +201,9 @@ def test_source_mode_cuts_each_source_and_global_mode_once(scored, tmp_path):
     for source in ("pycode", "docs"):
         unit = summary["units"][source]
         assert abs(unit["kept_tokens"] - 0.4 * summary["sources"][source]["tokens_in"]) <= _max_tokens(scores, source=source)
-    assert summary["units"]["qa"]["kept_tokens"] == 0  # nothing scorable there
+    qa = summary["units"]["qa"]  # nothing scorable there: the random share stands in
+    assert qa["unscored_share_tokens"] == qa["budget_tokens"]
+    assert abs(qa["kept_tokens"] - 0.4 * summary["sources"]["qa"]["tokens_in"]) <= _max_tokens(scores, source="qa")
 
     config.selection.mode = "global"
     _, summary = _select(config)

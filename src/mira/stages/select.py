@@ -14,9 +14,12 @@ units (groups / sources / everything) in proportion to their tokens. Per-source 
 kept first; records past its cap are rejected whatever their score. Within a unit records are
 taken best first (key descending, then a seeded hash of the id) while the kept tokens stay
 closest to the unit's budget, so a unit misses its budget by less than one record. A unit's
-budget counts all its usable tokens, unscored ones included (they stay in the mixture's size), so
-the budget of a fully masked source is filled by the other sources of its group; a unit with too
-few eligible records keeps them all and reports the shortfall in ``units``.
+budget counts all its usable tokens, unscored ones included. Unscored records (every anchor of
+their source masked as unreliable) are handled by ``selection.unscored``: ``random`` (default)
+keeps the budget's fraction of each such source by a seeded random draw — the source-preserving
+random baseline — and the scored records share the rest; ``reject`` drops them, so their share is
+filled by the scored sources of the unit. A unit with too few eligible records keeps them all and
+reports the shortfall in ``units``.
 
 Baselines (``selection.method``) only change the ranking; see :mod:`mira.baselines`.
 
@@ -41,6 +44,9 @@ from typing import Any
 import numpy as np
 
 from mira.baselines import UNSCORED, Ranking, ranking
+
+UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
+UNSCORED_BELOW = "unscored: outside its random share"
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos, stable_rank
 from mira.io import iter_shard
@@ -157,7 +163,9 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     reason = np.empty(n, dtype=object)
     rank = np.zeros(n, dtype=np.int64)
     reason[table.quarantined] = "quarantined"
-    reason[~table.quarantined & ~rank_by.eligible] = UNSCORED
+    unscored = ~table.quarantined & ~rank_by.eligible
+    reason[unscored] = UNSCORED
+    fraction = sel.budget if sel.budget <= 1 else sel.budget / max(total, 1)
     # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
     order = np.lexsort((table.tie, -rank_by.key, unit_of))
     order = order[rank_by.eligible[order]]
@@ -169,8 +177,10 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         budget = sel.budget * unit_tokens if sel.budget <= 1 else sel.budget * unit_tokens / max(total, 1)
         idx = order[bounds[u]:bounds[u + 1]]
         rank[idx] = np.arange(1, len(idx) + 1)
+        random_share = _random_share(members & unscored, table, fraction, kept, reason) \
+            if sel.unscored == "random" else 0.0
         forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens, cap_tokens)
-        room = budget - tokens[idx[forced]].sum()
+        room = budget - random_share - tokens[idx[forced]].sum()
         candidates = idx[~forced & ~capped]
         taken = _closest_prefix(tokens[candidates], room)
         kept[idx[forced]] = True
@@ -181,10 +191,28 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         reason[idx[capped]] = "source cap"
         cutoff = float(rank_by.key[candidates[taken - 1]]) if taken else None
         units[name] = {"tokens_in": unit_tokens, "budget_tokens": round(budget, 1),
-                       "kept_tokens": int(tokens[idx[forced]].sum() + tokens[candidates[:taken]].sum()),
+                       "unscored_share_tokens": round(random_share, 1),
+                       "kept_tokens": int(tokens[members & kept].sum()),
                        "cutoff": cutoff, "eligible_records": int(len(idx)),
                        "records_in": int(members.sum())}
     return Decisions(kept, reason, rank, units)
+
+
+def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept: np.ndarray,
+                  reason: np.ndarray) -> float:
+    """Keep `fraction` of each source's unscored tokens by a seeded random draw; returns the tokens
+    that takes from the unit's budget (so scored records compete for the rest)."""
+    used = 0.0
+    for s in np.unique(table.source_idx[members]):
+        idx = np.flatnonzero(members & (table.source_idx == s))
+        idx = idx[np.argsort(table.tie[idx], kind="stable")]  # the seeded id hash: a random order
+        share = fraction * float(table.tokens[idx].sum())
+        taken = _closest_prefix(table.tokens[idx], share)
+        kept[idx[:taken]] = True
+        reason[idx[:taken]] = UNSCORED_KEPT
+        reason[idx[taken:]] = UNSCORED_BELOW
+        used += share
+    return used
 
 
 def _floors_and_caps(idx: np.ndarray, source_idx: np.ndarray, tokens: np.ndarray, floor_tokens: np.ndarray,
@@ -223,7 +251,7 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
         kept = members & decisions.kept
         quarantined = members & table.quarantined
         rejected = members & ~decisions.kept & ~table.quarantined
-        unscored = members & (decisions.reason == UNSCORED)
+        unscored = members & np.isin(decisions.reason, (UNSCORED, UNSCORED_KEPT, UNSCORED_BELOW))
         out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
                "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
                "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
