@@ -80,8 +80,13 @@ def build_corpus(out: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     code, docs = _pool(seed)
     demo = []
     for path in sorted(Path("demo-data").glob("*.jsonl"))[:20]:
-        with open(path, encoding="utf-8") as handle:
-            demo.extend(line for _, line in zip(range(2000), handle))
+        # The demo corpus plants broken lines (ingest quarantines them); resample valid ones only.
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for _, line in zip(range(2000), handle):
+                try:
+                    demo.append(json.loads(line))
+                except ValueError:
+                    continue
     with open(out / "code.jsonl", "w", encoding="utf-8") as handle:
         for i in range(n // 2):
             path, lines = rng.choice(code)
@@ -91,7 +96,7 @@ def build_corpus(out: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     with open(out / "docs.jsonl", "w", encoding="utf-8") as handle:
         for i in range(n - n // 2):
             if demo and rng.random() < 0.2:
-                record = json.loads(rng.choice(demo))
+                record = dict(rng.choice(demo))
                 record["id"] = f"docs-{i}"
                 if "text" in record:
                     handle.write(json.dumps(record) + "\n")
