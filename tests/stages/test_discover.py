@@ -336,12 +336,9 @@ def test_group_and_discover_with_the_real_small_model(tmp_path):
     checks the plumbing (schemas the server accepts, files written, cache replay), not quality."""
     from mira.api import run_one
     from mira.rundir import RunDir, read_json
-    from mira.teacher import local
+    from tests.conftest import require_bundled_model
 
-    try:
-        local.part_paths(local.model_spec("smollm2-135m"))
-    except local.TeacherSetupError as exc:
-        pytest.skip(f"bundled smollm2-135m not installed: {exc}")
+    require_bundled_model("smollm2-135m")
     config = RunConfig.model_validate({
         "name": "t", "run_dir": str(tmp_path / "run"), "engine": {"workers": 1},
         # One pinned group keeps the model's work small (3 judgments, at most 3 cards) on a shared CPU.
