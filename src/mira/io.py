@@ -333,17 +333,3 @@ def _relative(path: Path, base: Path) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
-
-
-def jsonl_lines(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    for row in rows:
-        yield (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    from mira.rundir import atomic_write_bytes
-
-    buf = io.BytesIO()
-    for line in jsonl_lines(iter(rows)):
-        buf.write(line)
-    atomic_write_bytes(path, buf.getvalue())

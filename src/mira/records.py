@@ -237,6 +237,11 @@ def _join(sections: list[tuple[str, str]]) -> str:
     return "\n\n".join(f"{label}\n{text}" if label else text for label, text in sections)
 
 
+def full_text(record: Record) -> str:
+    """The whole rendering of a record, unwindowed: what its token count (and training) is of."""
+    return _join(render_sections(record))
+
+
 # A token of cl100k spans at most a few characters in code or prose; 8 is a safe bound, so a
 # window of `size` tokens lies within `size * 8` characters and only those slices are tokenized.
 CHARS_PER_TOKEN_BOUND = 8
@@ -300,7 +305,7 @@ def _window_slices(text: str, budget: int, tokenizer: Tokenizer, windows: int) -
 def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3) -> Rendering:
     """Render a record for judging: every section gets a fair share of the token budget."""
     sections = render_sections(record)
-    full = _join(sections)
+    full = _join(sections)  # = full_text(record); the sections are needed below too
     total = tokenizer.count(full)
     if total <= max_tokens:
         return Rendering(full, total, False)

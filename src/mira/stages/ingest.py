@@ -10,22 +10,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import Rejected, iter_shard_records
 from mira.io import Shard, iter_shard, list_source_files, plan_shards
-from mira.records import detect_source_format, render_sections
+from mira.records import detect_source_format, full_text
 from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
 
 FORMAT_SAMPLE = 64
-PREVIEW_CHARS = 200
 # Top-level field names remembered per source (first seen first), so selected records of a source
 # all carry the same columns and `datasets.load_dataset("json", ...)` reads every shard.
 MAX_FIELDS = 500
@@ -40,7 +39,7 @@ def fingerprint(ctx: StageContext) -> str:
             stats.append([source.name, [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]])
         except (ConfigError, OSError) as exc:
             stats.append([source.name, str(exc)])
-    return make_fingerprint("ingest-v2", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
+    return make_fingerprint("ingest-v3", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
 
 
 def plan(config: RunConfig, run: Any) -> list[str]:
@@ -80,8 +79,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for item in iter_shard_records(config, source, shard, fmt):
             stats["records"] += 1
-            stats["bytes"] += item.nbytes if isinstance(item, Rejected) else 0
             if isinstance(item, Rejected):
+                stats["bytes"] += item.nbytes
                 stats["quarantined"] += 1
                 reason_kind = item.reason.split(" (")[0].split(":")[0]
                 stats["reasons"][reason_kind] += 1
@@ -90,7 +89,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                 continue
             if len(stats["fields"]) < MAX_FIELDS:
                 stats["fields"].update(dict.fromkeys(item.data))
-            text = "\n\n".join(t for _, t in render_sections(item))
+            # The same text `render` counts, so inventory and score/select token totals agree.
+            text = full_text(item)
             tokens = tokenizer.count(text)
             stats["ok"] += 1
             stats["tokens"] += tokens
@@ -183,6 +183,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "fields": list(fields)[:MAX_FIELDS],
             "shards": [s.to_dict() for s in shards],
         }
+    shutil.rmtree(qdir, ignore_errors=True)  # per-shard parts, all merged above
     totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}
     inventory["totals"] = {**totals, "sources": len(inventory["sources"])}
     atomic_write_json(run_dir.inventory_path, inventory)
@@ -195,10 +196,5 @@ def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:
             part = shard_dir / f"{shard.name}.jsonl"
             if part.exists():
                 with open(part, "rb") as src:
-                    while chunk := src.read(1 << 20):
-                        handle.write(chunk)
-                part.unlink()
-    for leftover in islice(shard_dir.glob("*"), 1000):
-        leftover.unlink()
-    if shard_dir.exists():
-        shard_dir.rmdir()
+                    shutil.copyfileobj(src, handle, 1 << 20)
+    shutil.rmtree(shard_dir, ignore_errors=True)
