@@ -222,3 +222,19 @@ def test_sigterm_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path):
     usage = json.loads((run.usage_dir / "annotate.json").read_text())
     assert usage["last"]["answered"] == 3 and usage["last"]["sent"] == 4
     assert run.done("annotate") is None
+
+
+def test_report_read_tests_keep_records_of_two_sources_with_the_same_id_apart():
+    import pyarrow as pa
+
+    from mira.records import record_key
+    from mira.report import readtests
+
+    class Stub:
+        def validation(self, group):
+            return pa.table({"record_id": ["0", "0"], "source": ["alpha", "beta"],
+                             "a00__teacher": [2.0, 8.0], "a00__student": [3.0, 7.0]})
+
+    labels = {record_key(s, "0"): {"record_id": "0", "source": s, "a00": v} for s, v in (("alpha", 2.0), ("beta", 8.0))}
+    preds, _ = readtests._predictions(Stub(), "g0", labels, ["a00"])
+    assert preds == {"alpha/0": {"a00": (2.0, 3.0)}, "beta/0": {"a00": (8.0, 7.0)}}

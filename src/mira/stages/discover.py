@@ -132,7 +132,7 @@ def judge_request(record: Record, text: str, dcfg: DiscoveryConfig) -> TeacherRe
                              parts_rule=parts_rule(parts), record=wrap_record(text))
     return TeacherRequest(messages=messages, schema=judgment_model(parts, dcfg.max_dimensions_per_judgment),
                           prompt_version=prompt.id, max_tokens=40 + 90 * dcfg.max_dimensions_per_judgment,
-                          tag=record.id)
+                          tag=record.key)
 
 
 def card_request(cluster: Cluster, points: list[Point], vectors: np.ndarray) -> TeacherRequest:
