@@ -196,7 +196,8 @@ def test_credentials_and_query_of_base_url_never_reach_config_yaml(tmp_path):
             assert b"hunter2secret" not in path.read_bytes() and b"querysecret42" not in path.read_bytes(), path
 
 
-def test_sigterm_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path, signum):
     config = _corpus(tmp_path)
     lock = {"answered": 0}
 
@@ -213,9 +214,9 @@ def test_sigterm_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path):
         deadline = time.monotonic() + 60
         while len(server.requests) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + signum, err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "interrupted during annotate: 3 new teacher answers" in lines[0]
     assert "teacher_cache.sqlite" in lines[0]

@@ -27,17 +27,14 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
-# Statuses that say "this request is wrong", so the same request would fail again: cacheable.
-REQUEST_FAULT_STATUSES = {400, 413, 422}
 
 
 class RequestRejected(Exception):
-    """A 4xx the server will repeat for this request; `cacheable` when it is about the request."""
+    """A 4xx the server will repeat for this request (not retried now, never cached: the server may be fixed)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"http {status}: {message}")
         self.status = status
-        self.cacheable = status in REQUEST_FAULT_STATUSES
 
 
 class ServiceError(Exception):
