@@ -25,7 +25,8 @@ def _answer(body: dict) -> str | Reply:
     name = body["response_format"]["json_schema"]["name"]
     props = body["response_format"]["json_schema"]["schema"].get("properties", {})
     if name == "Annotation":
-        value = {k: ({"why": f"why {k}", "score": 6} if "why" in json.dumps(body["response_format"]) else {"score": 6}) for k in props}
+        with_why = "why" in json.dumps(body["response_format"])
+        value = {k: ({"why": f"why {k}", "score": 6} if with_why else {"score": 6}) for k in props}
         return Reply(json.dumps(value), score_probs=[{6: 0.5, 7: 0.5}] * len(props))
     if name == "AnchorCard":
         return json.dumps({"name": "Clarity", "definition": "How clear it is.", "is_quality": True,

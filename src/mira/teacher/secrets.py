@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import logging
 import weakref
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 MASK = "[redacted]"
 # Shorter strings (a one-letter password) would blank out ordinary words of an error message;
 # such a secret is not worth protecting by mangling the text.
 MIN_SECRET_CHARS = 4
+MIN_QUERY_SECRET_CHARS = 8
 
 
 def redact_url(url: str | None) -> str | None:
@@ -25,13 +26,19 @@ def redact_url(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = _host(parts)
     if parts.username is not None or parts.password is not None:
         host = f"{MASK}@{host}"
     query = "&".join(f"{k}={MASK}" for k, _ in parse_qsl(parts.query, keep_blank_values=True)) if parts.query else ""
     return urlunsplit((parts.scheme, host if parts.netloc else parts.netloc, parts.path, query, ""))
+
+
+def _host(parts: SplitResult) -> str:
+    """host[:port] without user info (IPv6 literals keep their brackets)."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{parts.port}" if parts.port is not None else host
 
 
 def endpoint_url(base_url: str, path: str) -> str:
@@ -46,9 +53,7 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url, None
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = _host(parts)
     pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     basic = "Basic " + base64.b64encode(pair.encode()).decode()
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), basic
@@ -62,7 +67,9 @@ def url_secrets(url: str | None) -> list[str]:
     found = [parts.password or "", parts.username or "", unquote(parts.password or "")]
     _, basic = split_credentials(url)
     found.append(basic.removeprefix("Basic ") if basic else "")
-    found += [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
+    # Short query values ("?v=2") are usually not secrets, and masking them would mangle ordinary
+    # text of answers; they still never reach config.yaml or the displayed URL.
+    found += [v for _, v in parse_qsl(parts.query, keep_blank_values=True) if len(v) >= MIN_QUERY_SECRET_CHARS]
     return found
 
 
