@@ -89,6 +89,9 @@ class TeacherConfig(Section):
     # only when failures leave a group without anchors (discover) or without enough labels to
     # train a student (annotate); failed rows are kept with ok=false either way.
     max_failed_share: float | None = Field(None, ge=0, le=1)
+    # After this many requests in a row fail at the transport / HTTP level (each after all its
+    # retries), the server is taken as down and the stage's remaining requests are not sent.
+    max_consecutive_failures: int | None = Field(8, ge=1)
     # Local server settings (provider: local).
     ctx_size: int = Field(4_096, ge=512)
     threads: int | None = None

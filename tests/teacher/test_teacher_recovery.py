@@ -150,3 +150,15 @@ def test_echoed_key_and_url_credentials_are_redacted_everywhere(tmp_path, monkey
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
     assert teacher.url.startswith("http://[redacted]@127.0.0.1:") and teacher.url.endswith("/v1?api-key=[redacted]")
+
+
+def test_a_server_that_keeps_failing_is_taken_as_down_and_the_rest_is_not_sent(tmp_path):
+    from mira.teacher.outcome import tally
+
+    many = [TeacherRequest(messages=[{"role": "user", "content": f"r{i}"}], schema=None, tag=f"r{i}")
+            for i in range(20)]
+    with ScriptedServer(script(Fault.status(502))) as server:
+        results, teacher = _run(server, tmp_path, many, concurrency=1, max_retries=0, max_consecutive_failures=3)
+    assert len(server.requests) == 3 and not any(r.ok for r in results)
+    assert tally(results).line(teacher.url) == (f"teacher at {teacher.url} answered 502 on 3 of 3 requests; 17 more "
+                                                "not sent after teacher.max_consecutive_failures in a row")

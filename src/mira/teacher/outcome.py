@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEADLINE_ERROR = "teacher deadline passed"
+UNAVAILABLE_ERROR = "not sent: teacher unavailable"
 BUDGET_ERROR = "budget"
 _KINDS = [
     (re.compile(r"^http (\d{3})"), lambda m: f"http {m.group(1)}"),
@@ -31,6 +32,7 @@ _KINDS = [
     (re.compile(r"^schema violation"), lambda m: "schema-invalid answer"),
     (re.compile(r"^cut off"), lambda m: "answer cut off at max_tokens"),
     (re.compile("^" + DEADLINE_ERROR), lambda m: "deadline passed"),
+    (re.compile("^" + UNAVAILABLE_ERROR), lambda m: "not sent"),
 ]
 
 
@@ -61,13 +63,23 @@ class Failures:
         return self.failed / self.total if self.total else 0.0
 
     def line(self, url: str) -> str:
-        if len(self.kinds) == 1 and next(iter(self.kinds)).startswith("http "):
-            status = next(iter(self.kinds)).removeprefix("http ")
-            return f"teacher at {url} answered {status} on {self.failed} of {self.total} requests"
-        if len(self.kinds) == 1:
-            return f"teacher at {url} failed {self.failed} of {self.total} requests: {next(iter(self.kinds))}"
-        detail = ", ".join(f"{kind}: {n}" for kind, n in self.kinds.most_common())
-        return f"teacher at {url} failed {self.failed} of {self.total} requests ({detail})"
+        kinds = Counter({k: n for k, n in self.kinds.items() if k != "not sent"})
+        failed, total = self.failed - self.not_sent, self.total - self.not_sent
+        if len(kinds) == 1 and next(iter(kinds)).startswith("http "):
+            status = next(iter(kinds)).removeprefix("http ")
+            text = f"teacher at {url} answered {status} on {failed} of {total} requests"
+        elif len(kinds) == 1:
+            text = f"teacher at {url} failed {failed} of {total} requests: {next(iter(kinds))}"
+        else:
+            detail = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common())
+            text = f"teacher at {url} failed {failed} of {total} requests ({detail})"
+        if self.not_sent:
+            text += f"; {self.not_sent} more not sent after teacher.max_consecutive_failures in a row"
+        return text
+
+    @property
+    def not_sent(self) -> int:
+        return self.kinds.get("not sent", 0)
 
 
 def tally(results: Iterable[Any]) -> Failures:

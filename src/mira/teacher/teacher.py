@@ -30,7 +30,7 @@ from mira.rundir import RunDir
 from mira.stage import ProgressFactory, null_progress
 from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
-from mira.teacher.outcome import DEADLINE_ERROR
+from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
 from mira.teacher.scores import expected_scores
 from mira.teacher.usage import Budget, Usage, estimate_cost, write_usage
@@ -82,6 +82,10 @@ class Teacher:
         # Where the user is told the teacher is: never with credentials or query values.
         self.url = self.client.display_url
         self._deadline = time.monotonic() + config.deadline_s
+        # A server that fails request after request is down: stop sending (each request would
+        # otherwise wait out every retry) and let the stage stop with the reason.
+        self._failure_streak = 0
+        self._unavailable: str | None = None
         self._closed = False
 
     @property
@@ -132,6 +136,8 @@ class Teacher:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
                     result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
+                elif self._unavailable is not None:
+                    result = self._fail(request, key, self._unavailable, None, _no_counts(), 0.0)
                 elif self.budget.try_start():
                     try:
                         result = await asyncio.wait_for(self._ask(http, request, key), timeout=left)
@@ -178,7 +184,9 @@ class Teacher:
                                                    self.usage_counters, request.tag)
             except (RequestRejected, ServiceError) as exc:
                 # Never cached: a rerun after the server is fixed asks again.
+                self._note_service_failure(str(exc))
                 return self._fail(request, key, str(exc), raw, counts, latency)
+            self._failure_streak = 0
             counts["prompt_tokens"] += reply.prompt_tokens
             counts["completion_tokens"] += reply.completion_tokens
             self.usage_counters.prompt_tokens += reply.prompt_tokens
@@ -207,6 +215,13 @@ class Teacher:
         self.usage_counters.latency_s += latency
         # An answer that stays invalid is not cached: the next run (or a better server) may answer it.
         return self._fail(request, key, error or "no answer", raw, counts, latency)
+
+    def _note_service_failure(self, error: str) -> None:
+        self._failure_streak += 1
+        limit = self.config.max_consecutive_failures
+        if limit is not None and self._failure_streak >= limit and self._unavailable is None:
+            self._unavailable = f"{UNAVAILABLE_ERROR} after {self._failure_streak} failed requests in a row ({error})"
+            log.warning("teacher %s: %s; not sending the rest", self.stage, self._unavailable)
 
     def _deadline_error(self) -> str:
         return f"{DEADLINE_ERROR} (teacher.deadline_s={self.config.deadline_s:g}) before an answer"
