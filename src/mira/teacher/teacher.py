@@ -136,8 +136,8 @@ class Teacher:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
                     result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
-                elif self._unavailable is not None:
-                    result = self._fail(request, key, self._unavailable, None, _no_counts(), 0.0)
+                elif self._unavailable is not None:  # said once already, in _note_service_failure
+                    result = self._fail(request, key, self._unavailable, None, _no_counts(), 0.0, logging.DEBUG)
                 elif self.budget.try_start():
                     try:
                         result = await asyncio.wait_for(self._ask(http, request, key), timeout=left)
@@ -227,9 +227,9 @@ class Teacher:
         return f"{DEADLINE_ERROR} (teacher.deadline_s={self.config.deadline_s:g}) before an answer"
 
     def _fail(self, request: TeacherRequest, key: str, error: str, raw: str | None, counts: dict[str, int],
-              latency: float) -> TeacherResult:
+              latency: float, level: int = logging.WARNING) -> TeacherResult:
         self.usage_counters.failures += 1
-        log.warning("teacher %s: failed: %s", request.tag or "request", error)
+        log.log(level, "teacher %s: failed: %s", request.tag or "request", error)
         usage = {**counts, "latency_s": round(latency, 3)}
         return TeacherResult(False, None, error, False, None, usage, raw, request.tag, key)
 
