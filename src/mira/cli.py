@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 import click
 
 EXIT_USER_ERROR = 2
-EXIT_INCOMPLETE = 3
+EXIT_INCOMPLETE = 3      # stopped early on purpose (teacher budget, missing input); rerun resumes
+EXIT_TEACHER_FAILED = 4  # the teacher failed too often or its deadline passed; rerun after fixing it
 STAGE_HELP = {
     "ingest": "Read every source, detect formats, count tokens, quarantine bad records.",
     "group": "Embed a sample per source and cluster the sources into groups.",
@@ -37,20 +39,49 @@ def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
     """Turn the errors a user can cause into one line; keep tracebacks for --verbose."""
     from mira.config import ConfigError
     from mira.rundir import StageNotReady
-    from mira.stage import StageIncomplete
+    from mira.stage import StageIncomplete, TeacherFailed
 
     try:
-        return fn()
+        with _terminate_as_interrupt():
+            return fn()
     except (ConfigError, StageNotReady) as exc:
         _fail(str(exc))
+    except TeacherFailed as exc:
+        _fail(f"teacher failed: {exc}", EXIT_TEACHER_FAILED)
     except StageIncomplete as exc:
         _fail(f"stopped early: {exc}", EXIT_INCOMPLETE)
-    except KeyboardInterrupt:
-        _fail("interrupted; finished work is kept, rerun the same command to resume", 130)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", None) or getattr(exc.__cause__, "signum", None) or signal.SIGINT
+        _fail(str(exc) or "interrupted; finished work is kept, rerun the same command to resume", 128 + int(signum))
     except Exception as exc:  # noqa: BLE001 - last line of defence for the CLI only
         if verbose:
             raise
         _fail(f"{type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", 1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so the same cleanup (usage flushed, no marker) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+class _terminate_as_interrupt:  # noqa: N801 - used as a context manager
+    """While a command runs, SIGTERM unwinds like Ctrl-C instead of killing the process silently."""
+
+    def __enter__(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            raise Terminated(signum)
+
+        try:
+            self.previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (e.g. click's test runner in a thread)
+            self.previous = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _progress_factory() -> tuple[Any, Callable[..., Any]]:

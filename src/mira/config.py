@@ -81,6 +81,17 @@ class TeacherConfig(Section):
     # Hard budget per stage; reaching it stops the stage cleanly, a rerun resumes.
     max_requests: int | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, ge=0)
+    # Wall-clock limit on a stage's teacher work: a hanging server would otherwise cost up to
+    # (max_retries + 1) x timeout_s per request. Generous (the bundled 1.5B model on 2 cores
+    # labels the demo in ~20 min) but finite; requests not answered by then stop the stage (exit 4).
+    deadline_s: float = Field(6 * 3600.0, gt=0)
+    # Share of a stage's requests allowed to fail before it stops incomplete (exit 4). Unset: stop
+    # only when failures leave a group without anchors (discover) or without enough labels to
+    # train a student (annotate); failed rows are kept with ok=false either way.
+    max_failed_share: float | None = Field(None, ge=0, le=1)
+    # After this many requests in a row fail at the transport / HTTP level (each after all its
+    # retries), the server is taken as down and the stage's remaining requests are not sent.
+    max_consecutive_failures: int | None = Field(8, ge=1)
     # Local server settings (provider: local).
     ctx_size: int = Field(4_096, ge=512)
     threads: int | None = None
@@ -325,6 +336,15 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML, as saved in the run directory and shown by --dry-run.
+
+    Credentials and query values in ``teacher.base_url`` are masked: they are secrets, and the
+    saved file is documentation, not something mira reads back to run.
+    """
     import yaml
 
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    from mira.teacher.secrets import redact_url
+
+    data = config.model_dump(mode="json")
+    data["teacher"]["base_url"] = redact_url(data["teacher"].get("base_url"))
+    return yaml.safe_dump(data, sort_keys=False)

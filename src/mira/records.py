@@ -48,6 +48,16 @@ class Record:
     locator: str
     parts: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def key(self) -> str:
+        """Unique within a run: ids are only unique within their source."""
+        return record_key(self.source, self.id)
+
+
+def record_key(source: str, record_id: str) -> str:
+    """The run-wide key of a record. Source names cannot contain "/", so the first "/" splits it."""
+    return f"{source}/{record_id}"
+
 
 @dataclass
 class Rendering:

@@ -298,23 +298,45 @@ def test_budget_stops_cleanly_and_a_rerun_resumes(run_dir):
     assert outcome.counts["anchors"] == 7
 
 
-def test_failed_judgments_are_recorded(run_dir):
+def test_failed_judgments_are_recorded_and_stop_the_stage_until_a_rerun_sends_only_them(run_dir):
+    from mira.rundir import RunDir
+    from mira.stage import TeacherFailed
     from mira.teacher.testing import ScriptedServer
+
+    broken = {"on": True}
 
     def handler(body):
         prose = "a text document" in body["messages"][-1]["content"]
-        if body["response_format"]["json_schema"]["name"] == "Judgment" and prose:
+        if broken["on"] and body["response_format"]["json_schema"]["name"] == "Judgment" and prose:
             return '{"dimensions": "not a list"}'
         return scripted(body)
 
     with ScriptedServer(handler) as server:
+        # Schema-invalid answers left group prose without anchors: not done, one line naming the teacher.
+        with pytest.raises(TeacherFailed, match=r"^teacher at http://127\.0\.0\.1:\d+/v1 failed 4 of 12 requests: "
+                                                r"schema-invalid answer; groups prose are left without anchors"):
+            _discover(run_dir, server, teacher_overrides={"max_parse_retries": 0})
+        assert RunDir(run_dir).done("discover") is None
+        judgments = [json.loads(line) for line in (run_dir / "judgments" / "prose.jsonl").read_text().splitlines()]
+        assert len(judgments) == 4 and not any(j["ok"] for j in judgments) and all(j["error"] for j in judgments)
+        assert len(server.requests) == 12  # stopped before paying for anchor cards
+        answered = {json.dumps(b["messages"]) for b in server.requests
+                    if "a text document" not in b["messages"][-1]["content"]}
+
+        broken["on"] = False  # the server recovers: the rerun sends the 4 failed judgments, then the cards
         outcome = _discover(run_dir, server, teacher_overrides={"max_parse_retries": 0})
-    judgments = [json.loads(line) for line in (run_dir / "judgments" / "prose.jsonl").read_text().splitlines()]
-    assert judgments and not any(j["ok"] for j in judgments)
-    assert all(j["error"] for j in judgments)
-    assert (run_dir / "rubrics" / "prose.jsonl").read_text() == ""
-    assert any("group prose has no anchor" in note for note in outcome.notes)
-    assert outcome.counts["judgments_failed"] == 4
+        rerun = [json.dumps(b["messages"]) for b in server.requests[12:]]
+    assert not answered & set(rerun)  # nothing that succeeded was paid for twice
+    assert sum(b["response_format"]["json_schema"]["name"] == "Judgment" for b in server.requests[12:]) == 4
+    assert outcome.counts["anchors"] == 7 and outcome.counts["judgments_failed"] == 0
+
+
+def test_a_group_without_anchors_from_clustering_alone_is_not_a_teacher_failure(run_dir):
+    from mira.teacher.testing import ScriptedServer
+
+    with ScriptedServer(scripted) as server:
+        outcome = _discover(run_dir, server, min_records=5)  # 4 records per group: no cluster survives
+    assert outcome.counts["anchors"] == 0 and any("has no anchor" in n for n in outcome.notes)
 
 
 def test_plan_counts_requests(run_dir):

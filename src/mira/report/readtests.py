@@ -5,6 +5,7 @@ records with the highest and lowest final score, each with its text and the teac
 Student predictions come from ``students/<group>/validation.parquet`` (held-out records) when
 distill wrote it; otherwise labels are joined with the score shards on record id, which mixes in
 training records (said so on the page). All record text is escaped: records are untrusted input.
+Records are keyed by (source, id) (:func:`mira.records.record_key`): ids repeat across sources.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from mira.records import record_key
 from mira.report.artifacts import Artifacts, need
 from mira.report.html import Cell, clipped_text, esc, fmt_float, fmt_int, note, table, text_cell
 from mira.report.sections import group_heading
@@ -59,15 +61,14 @@ def _predictions(a: Artifacts, group: str, labels: dict[str, dict[str, Any]], an
         if pairs and id_col in validation.column_names:
             out = {}
             for row in validation.to_pylist():
-                out[str(row[id_col])] = {x: (_float(row[t]), _float(row[s])) for x, (t, s) in pairs.items()}
+                key = record_key(str(row["source"]), str(row[id_col])) if "source" in row else str(row[id_col])
+                out[key] = {x: (_float(row[t]), _float(row[s])) for x, (t, s) in pairs.items()}
             return out, "held-out validation records (students/%s/validation.parquet)" % group
-    by_source: dict[str, set[str]] = {}
-    for rid, row in labels.items():
-        by_source.setdefault(str(row.get("source")), set()).add(rid)
     out = {}
-    for source, ids in by_source.items():
+    for source, ids in _ids_by_source(labels).items():
         for rid, srow in a.student_scores_for(source, ids, anchors).items():
-            out[rid] = {x: (_float(labels[rid].get(x)), _float(srow.get(x))) for x in anchors}
+            key = record_key(source, rid)
+            out[key] = {x: (_float(labels[key].get(x)), _float(srow.get(x))) for x in anchors}
     return out, "labelled records joined with scores/ (includes the student's training records)"
 
 
@@ -81,7 +82,7 @@ def read_tests(a: Artifacts) -> str:
         anchors = _anchors(a, group, table_)
         names = a.anchor_names(group)
         rows = table_.to_pylist()
-        labels = {str(r["record_id"]): r for r in rows if r.get("ok", True)}
+        labels = {record_key(str(r.get("source")), str(r["record_id"])): r for r in rows if r.get("ok", True)}
         failed = [r for r in rows if not r.get("ok", True)]
         preds, origin = ({}, "") if not a.done("distill") and not a.done("score") else \
             _predictions(a, group, labels, anchors)
@@ -108,13 +109,11 @@ def _final_scores(a: Artifacts, labels: dict[str, dict[str, Any]], anchors: list
                   ) -> tuple[dict[str, float], str, dict[str, dict[str, Any]]]:
     """Final aggregate score of each labelled record (from scores/, with its rows), else the teacher mean."""
     if a.done("score"):
-        by_source: dict[str, set[str]] = {}
-        for rid, row in labels.items():
-            by_source.setdefault(str(row.get("source")), set()).add(rid)
         found, rows = {}, {}
-        for source, ids in by_source.items():
+        for source, ids in _ids_by_source(labels).items():
             for rid, row in a.student_scores_for(source, ids, ["score", *anchors]).items():
-                found[rid], rows[rid] = _float(row.get("score")), row
+                key = record_key(source, rid)
+                found[key], rows[key] = _float(row.get("score")), row
         if found:
             return found, "aggregate from scores/ (student, reliability-masked)", rows
     means = {}
@@ -123,6 +122,14 @@ def _final_scores(a: Artifacts, labels: dict[str, dict[str, Any]], anchors: list
         values = [v for v in values if not math.isnan(v)]
         means[rid] = sum(values) / len(values) if values else math.nan
     return means, "mean teacher label (scores not available yet)", {}
+
+
+def _ids_by_source(labels: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    """The records' own ids per source, for joins with that source's score shards."""
+    by_source: dict[str, set[str]] = {}
+    for row in labels.values():
+        by_source.setdefault(str(row.get("source")), set()).add(str(row["record_id"]))
+    return by_source
 
 
 def _source_block(source: str, ids: list[str], labels: dict[str, dict[str, Any]],
@@ -181,7 +188,7 @@ def _record(rid: str, row: dict[str, Any], headline: str, anchors: list[str], na
         gap = (f'<p class="gap">Largest gap on <b>{esc(names.get(anchor, anchor))}</b>: teacher '
                f'{fmt_float(teacher, 1)}, student {fmt_float(student, 1)}. '
                f'<span class="muted">Teacher:</span> {esc(why) or "<span class=muted>no rationale</span>"}</p>')
-    return (f'<div class="record-card"><div class="rec-head"><code>{esc(rid)}</code>'
+    return (f'<div class="record-card"><div class="rec-head"><code>{esc(row.get("record_id", rid))}</code>'
             f'<span class="pill">{esc(headline)}</span><span class="muted">{esc(row.get("tokens"))} tokens</span>'
             f'</div><div class="ascores"><span class="muted">{legend}:</span> {"".join(chips)}</div>{gap}'
             f'{clipped_text(row.get("text"), TEXT_CHARS)}'

@@ -12,7 +12,10 @@ self-consistency, the ceiling a student can be held to.
 
 Outputs ``labels/<group>.parquet`` and ``labels/<group>.consistency.parquet`` (columns in
 docs/architecture.md). Failed requests are rows with ``ok = false``; a teacher budget stop raises
-StageIncomplete, and a rerun replays finished requests from the teacher cache.
+StageIncomplete, and a rerun replays finished requests from the teacher cache. Failures that leave
+a group without enough labels to train (or exceed ``teacher.max_failed_share``, or the deadline)
+raise TeacherFailed after the labels are written for audit: the stage is not marked done.
+Records are keyed by source and id (:attr:`Record.key`): two sources may both number theirs 0..N.
 """
 
 from __future__ import annotations
@@ -217,6 +220,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     prompt = load_prompt(PROMPT)
     counts: dict[str, Any] = {"groups": 0, "labels": 0, "failed": 0, "consistency": 0, "requests": 0}
     incomplete: list[str] = []
+    all_results: list[Any] = []
+    starved: list[str] = []  # groups the teacher's failures left without enough labels to train
     with open_teacher(config.teacher, run_dir, stage="annotate", progress=ctx.progress) as teacher:
         for group in groups.groups:
             anchors = _load_anchors(run_dir, group.id)
@@ -229,39 +234,51 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 ctx.notes.append(f"annotate: group {group.id} has no usable records")
                 continue
             renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
-            rendered = dict(zip((r.id for r in records), renderings, strict=True))
-            requests = [build_request(prompt, anchors, r, rendered[r.id], cfg.rationales, cfg.rationale_chars, r.id)
+            rendered = dict(zip((r.key for r in records), renderings, strict=True))
+            requests = [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars, r.key)
                         for r in records]
             again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
             orders = [shuffled(anchors, cfg.seed, r.id) for r in again]
-            requests += [build_request(prompt, order, r, rendered[r.id], cfg.rationales, cfg.rationale_chars,
-                                       f"{r.id} (consistency)") for r, order in zip(again, orders, strict=True)]
+            requests += [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
+                                       f"{r.key} (consistency)") for r, order in zip(again, orders, strict=True)]
             results = teacher.run(requests)
             counts["requests"] += len(requests)
             if any(r.error == "budget" for r in results):
                 incomplete.append(group.id)
                 continue
             first, second = results[:len(records)], results[len(records):]
-            rows = [label_row(r, rendered[r.id], ids, ids, res) for r, res in zip(records, first, strict=True)]
-            again_rows = [label_row(r, rendered[r.id], ids, [a.id for a in order], res)
+            all_results += results
+            rows = [label_row(r, rendered[r.key], ids, ids, res) for r, res in zip(records, first, strict=True)]
+            again_rows = [label_row(r, rendered[r.key], ids, [a.id for a in order], res)
                           for r, order, res in zip(again, orders, second, strict=True)]
             write_labels(labels_path(run_dir, group.id), rows, ids)
             write_labels(labels_path(run_dir, group.id, consistency=True), again_rows, ids)
             failed = sum(not row["ok"] for row in rows)
+            if failed and len(rows) - failed < _min_label_rows():
+                starved.append(group.id)
             counts["groups"] += 1
             counts["labels"] += len(rows) - failed
             counts["failed"] += failed + sum(not row["ok"] for row in again_rows)
             counts["consistency"] += sum(row["ok"] for row in again_rows)
             if failed:
                 ctx.notes.append(f"annotate: group {group.id}: {failed} of {len(rows)} records failed "
-                                 f"(kept with ok=false; `mira annotate --force` retries service errors)")
+                                 f"(kept with ok=false; `mira annotate --force` asks only those again)")
         usage = teacher.usage
+        from mira.teacher.outcome import raise_if_failed
+
+        raise_if_failed(teacher, all_results, "annotate", starved, "without enough labels to train a student")
     counts["cache_hits"] = usage.get("cache_hits", 0)
     if incomplete:
         raise StageIncomplete(f"teacher budget reached; groups {', '.join(incomplete)} are not labelled yet. "
                               f"Raise teacher.max_requests / max_tokens and rerun `mira annotate` "
                               f"(answers so far are cached)")
     return counts
+
+
+def _min_label_rows() -> int:
+    from mira.stages.distill import MIN_LABEL_ROWS
+
+    return MIN_LABEL_ROWS
 
 
 def plan(config: RunConfig, run_dir: RunDir) -> list[str]:

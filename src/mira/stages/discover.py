@@ -10,6 +10,10 @@
    may reject a cluster that names a topic instead of a quality. Accepted cards become
    ``rubrics/<group>.jsonl``; everything dropped, and why, goes to ``rubrics/<group>.rejected.jsonl``.
 
+Teacher failures that leave a group without anchors (or exceed ``teacher.max_failed_share``, or
+the deadline) stop the stage with TeacherFailed after the judgments are written for audit; it is
+not marked done, and a rerun sends only the failed requests (answers are cached).
+
 A rubric the user edited is never overwritten silently: ``rubrics/_generated.json`` remembers the
 hash of what discover wrote, and a file that differs from it is kept unless ``--force``.
 """
@@ -44,6 +48,7 @@ from mira.rundir import RunDir, StageNotReady, atomic_write_json, atomic_write_t
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
+from mira.teacher.outcome import FailureTracker
 
 log = logging.getLogger(__name__)
 VERSION = "discover-v1"
@@ -127,7 +132,7 @@ def judge_request(record: Record, text: str, dcfg: DiscoveryConfig) -> TeacherRe
                              parts_rule=parts_rule(parts), record=wrap_record(text))
     return TeacherRequest(messages=messages, schema=judgment_model(parts, dcfg.max_dimensions_per_judgment),
                           prompt_version=prompt.id, max_tokens=40 + 90 * dcfg.max_dimensions_per_judgment,
-                          tag=record.id)
+                          tag=record.key)
 
 
 def card_request(cluster: Cluster, points: list[Point], vectors: np.ndarray) -> TeacherRequest:
@@ -218,7 +223,8 @@ def _points(record: Record, value: Any) -> list[Point]:
         # A record that names the same dimension twice must not count as two supporters.
         if name and reason and (_norm_name(name), part) not in seen:
             seen.add((_norm_name(name), part))
-            out.append(Point(record.id, record.source, record.format, name, part, int(dim.score), reason))
+            # Keyed by source and id: two sources may number their records alike.
+            out.append(Point(record.key, record.source, record.format, name, part, int(dim.score), reason))
     return out
 
 
@@ -255,11 +261,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     counts: Counter[str] = Counter(groups=len(groups.groups), kept_edited=len(kept))
     outputs: dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    tracker = FailureTracker("discover", "without anchors")
+    teacher = None
     if samples:
         from mira.teacher import open_teacher
 
         with open_teacher(config.teacher, run_dir, stage="discover", progress=ctx.progress) as teacher:
-            outputs = _discover(ctx, teacher, samples, counts)
+            outputs = _discover(ctx, teacher, samples, counts, tracker)
 
     for gid, (anchors, judgments, rejected) in outputs.items():
         _write_jsonl(run_dir.path("judgments", f"{gid}.jsonl"), judgments)
@@ -270,6 +278,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              f"raise discovery.records_per_group or write rubrics/{gid}.jsonl by hand")
     atomic_write_json(run_dir.path("rubrics", SIDECAR),
                       {gid: sha for gid, sha in sorted(generated.items()) if gid in groups.ids})
+    if teacher is not None:
+        tracker.check(teacher, [gid for gid, (anchors, _, _) in outputs.items() if not anchors])
     return dict(counts)
 
 
@@ -278,7 +288,8 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Record, str]]],
-              counts: Counter[str]) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
+              counts: Counter[str], tracker: FailureTracker
+              ) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
     from mira.embed import embed_texts
 
     dcfg = ctx.config.discovery
@@ -299,10 +310,18 @@ def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Rec
                             "expected": expected[i] if i < len(expected) else None} for i, p in enumerate(found)],
         })
         points[gid].extend(found)
+        tracker.add(gid, result)
         counts["judgments"] += 1
         counts["judgments_failed"] += 0 if result.ok else 1
         counts["teacher_cached"] += int(result.cached)
 
+    # Stop before paying for anchor cards that a rerun (with more judgment points) would not ask.
+    try:
+        tracker.check(teacher, [gid for gid in samples if not points[gid]])
+    except StageIncomplete:
+        for gid, rows in judgments.items():
+            _write_jsonl(ctx.run.path("judgments", f"{gid}.jsonl"), rows)
+        raise
     texts = [p.text for gid in samples for p in points[gid]]
     counts["points"] = len(texts)
     task = ctx.progress("discover: embed judgment points", len(texts))
@@ -334,6 +353,7 @@ def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Rec
         if teacher.budget_exhausted:
             raise _budget_stop("anchor cards")
         for (gid, part, cluster), result in zip(batch, answers, strict=True):
+            tracker.add(gid, result)
             counts["cards"] += 1
             counts["teacher_cached"] += int(result.cached)
             accepted = state[(gid, part)]["accepted"]

@@ -23,6 +23,8 @@ from mira.stage import StageContext
 
 log = logging.getLogger(__name__)
 VERSION = "distill-v1"
+# Fewer usable label rows than this and a group gets no student (annotate checks it too).
+MIN_LABEL_ROWS = 2
 
 
 def label_files(run: RunDir) -> list[Path]:
@@ -70,9 +72,10 @@ def teacher_consistency(labels: Any, again_path: Path, anchors: list[str]) -> di
     if not again_path.exists():
         return {"mae": None, "spearman": None, "n": 0}
     again, _ = read_labels(again_path)
-    first = {rid: i for i, rid in enumerate(labels["record_id"].to_pylist())}
+    # Keyed by (source, id): ids are unique only within a source.
+    first = {key: i for i, key in enumerate(_keys(labels))}
     pairs_a, pairs_b, per_anchor = [], [], {}
-    rows = [(first[rid], j) for j, rid in enumerate(again["record_id"].to_pylist()) if rid in first]
+    rows = [(first[key], j) for j, key in enumerate(_keys(again)) if key in first]
     for anchor in anchors:
         a = np.array([labels[anchor][i].as_py() for i, _ in rows], dtype=np.float64)
         b = np.array([again[anchor][j].as_py() for _, j in rows], dtype=np.float64)
@@ -86,6 +89,10 @@ def teacher_consistency(labels: Any, again_path: Path, anchors: list[str]) -> di
     return {"mae": round(float(np.mean(np.abs(a - b))), 4) if len(a) else None,
             "spearman": round(rho, 4) if rho is not None else None, "n": len(rows), "pairs": int(len(a)),
             "anchors": per_anchor}
+
+
+def _keys(table: Any) -> list[tuple[str, str]]:
+    return list(zip(table["source"].to_pylist(), table["record_id"].to_pylist(), strict=True))
 
 
 def _train_key(ctx: StageContext, labels_path: Path) -> str:
@@ -107,11 +114,11 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
         if metrics.get("train_key") == key:
             mask = build_mask(metrics, config.reliability)
             write_mask(run_dir, group, mask)
-            return {"trained": 0, "masked_cells": mask["summary"]["masked"]}
+            return {"trained": 0, "reused": 1, "masked_cells": mask["summary"]["masked"]}
 
     labels, anchors = read_labels(labels_path)
     n = labels.num_rows
-    if n < 2 or not anchors:
+    if n < MIN_LABEL_ROWS or not anchors:
         ctx.notes.append(f"distill: group {group} has {n} usable label rows; no student trained")
         return {"trained": 0, "skipped": 1}
     texts = labels["text"].to_pylist()
@@ -188,13 +195,47 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     groups = load_groups(ctx.run)
     counts: dict[str, Any] = {"groups": 0, "trained": 0, "masked_cells": 0}
+    without: list[str] = []
     for group in groups.groups:
         path = ctx.run.path("labels", f"{group.id}.parquet")
         if not path.exists():
-            ctx.notes.append(f"distill: group {group.id} has no labels; no student")
+            without.append(group.id)
             continue
         result = distill_group(ctx, group.id, path)
         counts["groups"] += 1
         counts["trained"] += result.get("trained", 0)
         counts["masked_cells"] += result.get("masked_cells", 0)
+        if not (result.get("trained") or result.get("reused")):
+            without.append(group.id)
+    if without:
+        raise_without_students(ctx.run, without)
     return counts
+
+
+def raise_without_students(run: RunDir, groups: list[str]) -> None:
+    """Stop (no done marker): score cannot run while a group has no student.
+
+    TeacherFailed (exit 4) when failed teacher labels are the cause, else StageIncomplete (exit 3).
+    """
+    import pyarrow.parquet as pq
+
+    from mira.stage import StageIncomplete, TeacherFailed
+
+    parts, errors = [], []
+    for group in groups:
+        path = run.path("labels", f"{group}.parquet")
+        if not path.exists():
+            parts.append(f"{group} (no labels: no rubric or annotate skipped it)")
+            continue
+        table = pq.read_table(path, columns=["ok", "error"])
+        ok = sum(bool(v) for v in table["ok"].to_pylist())
+        errors += [e for e in table["error"].to_pylist() if e]
+        parts.append(f"{group} ({ok} usable of {table.num_rows} label rows, {MIN_LABEL_ROWS} needed)")
+    message = f"no student for groups {', '.join(parts)}; score needs one per group"
+    if errors:
+        from mira.teacher.outcome import error_kind
+
+        raise TeacherFailed(f"{message}; the teacher failed on labels ({error_kind(errors[0])}): fix the server "
+                            "and rerun `mira annotate --force` (only failed requests are sent), then `mira distill`")
+    raise StageIncomplete(f"{message}; write or regenerate the group's rubric (`mira discover --force`), "
+                          "then `mira annotate` and `mira distill`")

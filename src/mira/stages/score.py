@@ -139,7 +139,25 @@ def fingerprint(ctx: StageContext) -> str:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    require_students(ctx.run)
     return score_corpus(ctx.config, ctx.run, force=ctx.force, progress=ctx.progress)
+
+
+def require_students(run: RunDir) -> None:
+    """A one-line StageNotReady, before any work, for a group that has no trained student.
+
+    Distill no longer finishes without one, but a run made by an older version (or a deleted
+    folder) must not end in a FileNotFoundError from a worker.
+    """
+    from mira.groups import load_groups
+    from mira.rundir import StageNotReady
+    from mira.students import student_dir
+
+    groups = load_groups(run)
+    missing = [g.id for g in groups.groups if g.sources and not (student_dir(run, g.id) / "student.json").exists()]
+    if missing:
+        raise StageNotReady(f"no trained student for groups {', '.join(missing)} (students/<group>/ is empty); "
+                            "rerun `mira distill --force`, which says what it lacks")
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:

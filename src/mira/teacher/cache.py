@@ -1,8 +1,9 @@
 """The teacher request cache: ``teacher_cache.sqlite`` in the run directory.
 
 One row per request key (a hash of prompt version, model, sampling parameters, messages and
-schema). It keeps the raw response next to the parsed value or the error, the token usage and
-the latency, so a rerun replays instead of paying twice and every answer stays auditable.
+schema). It keeps the raw response next to the parsed value, the token usage and the latency, so
+a rerun replays instead of paying twice and every answer stays auditable. Only valid answers are
+written (``ok = 1``); rows with ``ok = 0`` written by older versions are treated as absent.
 
 Several processes may share a run directory: the database runs in WAL mode with a generous busy
 timeout, and every write is a single short transaction (``INSERT OR REPLACE``), so concurrent
@@ -89,7 +90,7 @@ class TeacherCache:
                 chunk = keys[i:i + 500]
                 marks = ",".join("?" * len(chunk))
                 found.update(r[0] for r in self._conn.execute(
-                    f"SELECT key FROM responses WHERE key IN ({marks})", chunk))
+                    f"SELECT key FROM responses WHERE ok = 1 AND key IN ({marks})", chunk))
         return found
 
     def put(self, key: str, *, prompt_version: str, model: str, tag: str, ok: bool, raw: str | None,

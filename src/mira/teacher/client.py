@@ -19,23 +19,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from mira.config import TeacherConfig
+from mira.teacher.secrets import (Redactor, endpoint_url, protect_logs, redact_url, split_credentials,
+                                  url_secrets)
 from mira.teacher.usage import Usage
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
-# Statuses that say "this request is wrong", so the same request would fail again: cacheable.
-REQUEST_FAULT_STATUSES = {400, 413, 422}
 
 
 class RequestRejected(Exception):
-    """A 4xx the server will repeat for this request; `cacheable` when it is about the request."""
+    """A 4xx the server will repeat for this request (not retried now, never cached: the server may be fixed)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"http {status}: {message}")
         self.status = status
-        self.cacheable = status in REQUEST_FAULT_STATUSES
 
 
 class ServiceError(Exception):
@@ -72,15 +71,26 @@ class ChatClient:
 
     def __init__(self, config: TeacherConfig, base_url: str, model: str, api_key: str | None) -> None:
         self.config = config
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        # Built with its query string kept (`?api-version=...`); user:pass@ becomes a Basic header
+        # (an API key wins), and only `display_url` may ever be shown or stored.
+        bare, basic = split_credentials(base_url)
+        self.url = endpoint_url(bare, "chat/completions")
+        self.display_url = redact_url(base_url) or ""
         self.model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if basic and not api_key:
+            self._headers = {"Authorization": basic}
+        elif basic:
+            log.warning("teacher.base_url carries user:password and an API key is set; sending the API key")
+        # Servers echo headers and URLs in error bodies; nothing they send reaches mira's files unmasked.
+        self.redact = Redactor([api_key, *url_secrets(base_url)])
+        protect_logs(self.redact)
         # Downgrades learned from this server, remembered for the life of the client.
         self.use_json_schema = True
         self.use_logprobs = config.logprobs
 
     def __repr__(self) -> str:  # never show the headers
-        return f"ChatClient(url={self.url!r}, model={self.model!r})"
+        return f"ChatClient(url={self.display_url!r}, model={self.model!r})"
 
     def body(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, schema_name: str,
              max_tokens: int, temperature: float, seed: int, json_schema: bool, logprobs: bool) -> dict[str, Any]:
@@ -136,7 +146,7 @@ class ChatClient:
     def _reply(self, payload: dict[str, Any], latency: float, asked_logprobs: bool, usage: Usage) -> ChatReply:
         try:
             choice = payload["choices"][0]
-            content = choice["message"].get("content") or ""
+            content = self.redact(choice["message"].get("content") or "") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ServiceError("malformed response: no choices[0].message") from None
         logprobs = choice.get("logprobs") or None
@@ -173,7 +183,7 @@ class ChatClient:
                     reason = f"http {status}"
                     delay = retry_after_seconds(response.headers.get("retry-after"))
                 elif status >= 400:
-                    raise RequestRejected(status, _error_text(response))
+                    raise RequestRejected(status, self.redact(_error_text(response)) or "")
                 else:
                     try:
                         return response.json()

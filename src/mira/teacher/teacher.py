@@ -3,6 +3,11 @@
 ``open_teacher`` is the one entry point. ``Teacher.run`` is synchronous for stage code and runs
 the requests concurrently on an event loop inside. Every request ends as a :class:`TeacherResult`:
 an answer, a recorded failure, or ``error="budget"``; nothing a server does raises out of it.
+
+Only valid answers are cached. Transport errors, 4xx/5xx, timeouts and answers that stay invalid
+after the re-asks are failures of this session only, so a rerun asks exactly those again. A
+cached answer is replayed by parsing its raw text with the same code as a live one, so replay is
+exact for every schema (aliases included) and for caches written by older versions.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -24,6 +30,7 @@ from mira.rundir import RunDir
 from mira.stage import ProgressFactory, null_progress
 from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
+from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
 from mira.teacher.scores import expected_scores
 from mira.teacher.usage import Budget, Usage, estimate_cost, write_usage
@@ -72,6 +79,13 @@ class Teacher:
         self.cache = TeacherCache(run.teacher_cache_path)
         api_key = os.environ.get(config.api_key_env) if config.provider == "openai" else None
         self.client = ChatClient(config, base_url, config.model, api_key)
+        # Where the user is told the teacher is: never with credentials or query values.
+        self.url = self.client.display_url
+        self._deadline = time.monotonic() + config.deadline_s
+        # A server that fails request after request is down: stop sending (each request would
+        # otherwise wait out every retry) and let the stage stop with the reason.
+        self._failure_streak = 0
+        self._unavailable: str | None = None
         self._closed = False
 
     @property
@@ -104,7 +118,7 @@ class Teacher:
             key = self.key(request)
             self.usage_counters.requests += 1
             cached = self.cache.get(key)
-            if cached is not None:
+            if cached is not None and cached.ok:  # failures (older caches stored some) are asked again
                 self.usage_counters.cache_hits += 1
                 results[i] = self._from_cache(request, key, cached)
             else:
@@ -119,8 +133,16 @@ class Teacher:
         async def one(key: str, indices: list[int], http: httpx.AsyncClient) -> None:
             request = requests[indices[0]]
             async with semaphore:
-                if self.budget.try_start():
-                    result = await self._ask(http, request, key)
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
+                elif self._unavailable is not None:  # said once already, in _note_service_failure
+                    result = self._fail(request, key, self._unavailable, None, _no_counts(), 0.0, logging.DEBUG)
+                elif self.budget.try_start():
+                    try:
+                        result = await asyncio.wait_for(self._ask(http, request, key), timeout=left)
+                    except asyncio.TimeoutError:
+                        result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
                 else:
                     self.usage_counters.budget_skipped += 1
                     result = TeacherResult.failure("budget", tag=request.tag, key=key)
@@ -160,11 +182,11 @@ class Teacher:
                 reply = await self.client.complete(http, request.messages, schema, schema_name, max_tokens,
                                                    temperature, self.config.seed + 1009 * attempt,
                                                    self.usage_counters, request.tag)
-            except RequestRejected as exc:
-                return self._fail(request, key, str(exc), raw, counts, latency, cache=exc.cacheable)
-            except ServiceError as exc:
-                # The service, not the request, failed: not cached, so a rerun tries again.
-                return self._fail(request, key, str(exc), raw, counts, latency, cache=False)
+            except (RequestRejected, ServiceError) as exc:
+                # Never cached: a rerun after the server is fixed asks again.
+                self._note_service_failure(str(exc))
+                return self._fail(request, key, str(exc), raw, counts, latency)
+            self._failure_streak = 0
             counts["prompt_tokens"] += reply.prompt_tokens
             counts["completion_tokens"] += reply.completion_tokens
             self.usage_counters.prompt_tokens += reply.prompt_tokens
@@ -177,11 +199,13 @@ class Teacher:
                 scores = expected_scores(reply.content, reply.logprobs, request.score_key) if schema else None
                 self.usage_counters.latency_s += latency
                 usage = {**counts, "latency_s": round(latency, 3)}
-                dumped = value.model_dump(mode="json") if request.schema is not None else value
+                # By alias: the stored value has the answer's own keys (e.g. anchor ids), like `raw`.
+                dumped = value.model_dump(mode="json", by_alias=True) if request.schema is not None else value
                 self.cache.put(key, prompt_version=request.prompt_version, model=self.model_name, tag=request.tag,
                                ok=True, raw=raw, value=dumped, error=None, expected_scores=scores,
                                prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
                                attempts=counts["attempts"], latency_s=latency)
+                self.usage_counters.answered += 1
                 return TeacherResult(True, value, None, False, scores, usage, raw, request.tag, key)
             if attempt < self.config.max_parse_retries:
                 self.usage_counters.parse_retries += 1
@@ -189,33 +213,41 @@ class Teacher:
                 if reply.finish_reason == "length":
                     max_tokens = int(max_tokens * 1.5) + 16  # it ran out of room: give it more
         self.usage_counters.latency_s += latency
-        return self._fail(request, key, error or "no answer", raw, counts, latency, cache=True)
+        # An answer that stays invalid is not cached: the next run (or a better server) may answer it.
+        return self._fail(request, key, error or "no answer", raw, counts, latency)
+
+    def _note_service_failure(self, error: str) -> None:
+        self._failure_streak += 1
+        limit = self.config.max_consecutive_failures
+        if limit is not None and self._failure_streak >= limit and self._unavailable is None:
+            self._unavailable = f"{UNAVAILABLE_ERROR} after {self._failure_streak} failed requests in a row ({error})"
+            log.warning("teacher %s: %s; not sending the rest", self.stage, self._unavailable)
+
+    def _deadline_error(self) -> str:
+        return f"{DEADLINE_ERROR} (teacher.deadline_s={self.config.deadline_s:g}) before an answer"
 
     def _fail(self, request: TeacherRequest, key: str, error: str, raw: str | None, counts: dict[str, int],
-              latency: float, cache: bool) -> TeacherResult:
+              latency: float, level: int = logging.WARNING) -> TeacherResult:
         self.usage_counters.failures += 1
-        log.warning("teacher %s: failed: %s", request.tag or "request", error)
-        if cache:
-            self.cache.put(key, prompt_version=request.prompt_version, model=self.model_name, tag=request.tag,
-                           ok=False, raw=raw, value=None, error=error, expected_scores=None,
-                           prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
-                           attempts=counts["attempts"], latency_s=latency)
+        log.log(level, "teacher %s: failed: %s", request.tag or "request", error)
         usage = {**counts, "latency_s": round(latency, 3)}
         return TeacherResult(False, None, error, False, None, usage, raw, request.tag, key)
 
     def _from_cache(self, request: TeacherRequest, key: str, cached: Any) -> TeacherResult:
         usage = {"prompt_tokens": cached.prompt_tokens, "completion_tokens": cached.completion_tokens,
                  "attempts": cached.attempts, "latency_s": cached.latency_s}
-        if not cached.ok:
-            return TeacherResult(False, None, cached.error, True, None, usage, cached.raw, request.tag, key)
-        value: Any = json.loads(cached.value_json) if cached.value_json is not None else None
-        if request.schema is not None:
-            try:
-                value = request.schema.model_validate(value)
-            except ValidationError as exc:  # only if a model changed without a prompt version bump
-                return TeacherResult(False, None, f"cached answer no longer validates: {exc.errors()[0]['msg']}",
-                                     True, None, usage, cached.raw, request.tag, key)
+        value, error = replay_value(cached, request.schema)
+        if error is not None:  # only if a model changed without a prompt version bump
+            return TeacherResult(False, None, f"cached answer no longer validates: {error}",
+                                 True, None, usage, cached.raw, request.tag, key)
         return TeacherResult(True, value, None, True, cached.expected_scores, usage, cached.raw, request.tag, key)
+
+    def interrupted_line(self) -> str:
+        """What an interruption kept, in one line (for the CLI)."""
+        counters = self.usage_counters
+        return (f"interrupted during {self.stage}: {counters.answered} new teacher answers (plus "
+                f"{counters.cache_hits} replayed) are kept in {self.run_dir.teacher_cache_path.name}, usage in "
+                f"usage/{self.stage}.json; rerun `mira {self.stage}` to resume without paying for them again")
 
     def close(self) -> None:
         if self._closed:
@@ -224,6 +256,33 @@ class Teacher:
         write_usage(self.run_dir.usage_dir / f"{self.stage}.json", self.stage, self.model_name,
                     self.usage_counters, self.budget.exhausted)
         self.cache.close()
+
+
+def replay_value(cached: Any, schema: Any) -> tuple[Any, str | None]:
+    """The cached answer as a live run would have parsed it: from the raw text when there is one.
+
+    Rows of older versions stored field names (``f0``) where the answer had aliases (``a00``);
+    the raw text is what the server said, so parsing it again is exact whatever was stored.
+    """
+    if cached.raw is not None:
+        value, error = parse_answer(cached.raw, schema, "stop")
+        if error is None:
+            return value, None
+    stored: Any = json.loads(cached.value_json) if cached.value_json is not None else None
+    if schema is None:
+        return stored, None
+    try:
+        return schema.model_validate(stored, by_alias=True, by_name=True), None
+    except ValidationError as exc:
+        return None, str(exc.errors()[0]["msg"])
+
+
+def _no_counts() -> dict[str, int]:
+    return {"prompt_tokens": 0, "completion_tokens": 0, "attempts": 0}
+
+
+class TeacherInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during a teacher stage; the message says what was kept."""
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -261,7 +320,11 @@ def open_teacher(config: TeacherConfig, run: RunDir, stage: str,
             base_url = config.base_url or DEFAULT_OPENAI_URL
         teacher = Teacher(config, run, stage, base_url, progress)
         stack.callback(teacher.close)
-        yield teacher
+        try:
+            yield teacher
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the CLI
+            teacher.close()  # usage counters first: they are what the user is told about
+            raise TeacherInterrupted(teacher.interrupted_line()) from exc
 
 
 def sampling_params(config: TeacherConfig) -> dict[str, Any]:

@@ -17,7 +17,8 @@ client, cache and budget. Use it like this::
 timeout. A handler returns the content as a string, a :class:`Reply` (finish reason, synthetic
 logprobs for the ``"score"`` values: ``Reply(text, score_probs=[{7: 0.6, 8: 0.4}])``), or a
 :class:`Fault` (``Fault.delay``, ``Fault.status(429, retry_after=...)``, ``Fault.status(500)``,
-``Fault.truncated``, ``Fault.drop``, ``Fault.garbage``). :func:`script` turns a list of those
+``Fault.truncated``, ``Fault.drop``, ``Fault.garbage``, ``Fault.echo(401)``: an error body that
+repeats the request headers, as careless servers do). :func:`script` turns a list of those
 into a handler that answers them in turn (the last one repeats).
 """
 
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from mira.teacher.scores import score_offsets
 
@@ -74,6 +76,11 @@ class Fault:
     def drop(cls) -> Fault:
         """Close the connection without answering."""
         return cls("drop")
+
+    @classmethod
+    def echo(cls, code: int = 401) -> Fault:
+        """An error whose message repeats the request's headers (Authorization included)."""
+        return cls("echo", status_code=code)
 
     @classmethod
     def garbage(cls) -> Fault:
@@ -226,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, {"error": {"message": "body is not JSON"}})
             return
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+        if urlsplit(self.path).path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send(404, {"error": {"message": "not found"}})
             return
         self.owner._record(body, dict(self.headers.items()))
@@ -237,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if answer.kind == "garbage":
                 self._send(200, None, raw=b'{"choices": [')
+                return
+            if answer.kind == "echo":
+                echoed = "; ".join(f"{k}: {v}" for k, v in self.headers.items())
+                self._send(answer.status_code, {"error": {"message": f"rejected request with headers {echoed}"}})
                 return
             if answer.kind == "status":
                 headers = {"Retry-After": answer.retry_after} if answer.retry_after is not None else {}

@@ -26,6 +26,7 @@ class Usage:
     sent: int = 0               # HTTP requests that reached the wire, retries included
     retries: int = 0            # transport retries (timeouts, connection errors, 429, 5xx)
     parse_retries: int = 0      # re-asks after an invalid / cut-off / out-of-range answer
+    answered: int = 0           # new valid answers, now in the cache
     failures: int = 0
     budget_skipped: int = 0
     prompt_tokens: int = 0

@@ -1,0 +1,241 @@
+"""Issue 10 at stage level: nothing paid for is lost, nothing unfinished is marked done.
+
+A scripted teacher drives annotate (and distill / score after it) through budget stops, failing
+servers, records of two sources with the same ids, SIGTERM and the CLI's exit codes.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import mira
+from mira import api
+from mira.config import AnnotationConfig, RunConfig, dump_config
+from mira.rubric import Anchor, save_rubric
+from mira.rundir import RunDir, StageNotReady, atomic_write_json
+from mira.stage import StageContext, StageIncomplete, TeacherFailed, run_stage
+from mira.stages import annotate
+from mira.teacher.testing import Fault, Reply, ScriptedServer
+
+SRC = Path(mira.__file__).resolve().parents[1]  # the subprocess runs the same sources as this test
+ANCHORS = ["a00", "a01"]
+
+
+def teacher(body: dict) -> Reply:
+    """Scores from the record text: "alpha" records get 2, "beta" records 8, anything else 5."""
+    prompt = json.dumps(body["messages"])
+    score = 2 if "alpha record" in prompt else 8 if "beta record" in prompt else 5
+    props = body["response_format"]["json_schema"]["schema"]["properties"]
+    return Reply(json.dumps({a: {"why": "because", "score": score} for a in props}))
+
+
+def _corpus(tmp_path: Path, n: int = 6) -> RunConfig:
+    """Two sources whose records are both numbered 0..n-1, in one group."""
+    for name in ("alpha", "beta"):
+        lines = [json.dumps({"id": i, "text": f"{name} record number {i}: " + "words of text " * 5}) for i in range(n)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    return RunConfig.model_validate({
+        "name": "t", "run_dir": str(tmp_path / "run"), "tokenizer": {"name": "bytes4"},
+        "sources": [{"name": s, "path": str(tmp_path / f"{s}.jsonl")} for s in ("alpha", "beta")],
+        "annotation": AnnotationConfig(records_per_group=2 * n, self_consistency_records=4).model_dump()})
+
+
+def _prepare(config: RunConfig) -> RunDir:
+    api.run_one("ingest", config)
+    run = RunDir(config.resolved_run_dir())
+    atomic_write_json(run.groups_path, {
+        "k": 1, "chosen_by": "config", "k_scores": {},
+        "groups": [{"id": "g0", "label": "g0", "sources": ["alpha", "beta"], "within_similarity": 1.0,
+                    "pinned": False}],
+        "source_to_group": {"alpha": "g0", "beta": "g0"},
+        "similarity": {"sources": ["alpha", "beta"], "matrix": [[1.0, 1.0], [1.0, 1.0]]}})
+    run.mark_done("group", "group-fp")
+    save_rubric(run, "g0", [Anchor(id=a, name=f"Quality {a}", definition=f"How good the record is at {a}.",
+                                   low="poor", mid="ordinary", high="exemplary") for a in ANCHORS])
+    run.mark_done("discover", "discover-fp")
+    return run
+
+
+def _labels(run: RunDir, consistency: bool = False) -> list[dict]:
+    return pq.read_table(annotate.labels_path(run, "g0", consistency)).to_pylist()
+
+
+def test_same_ids_in_two_sources_keep_their_own_text_and_labels(tmp_path):
+    config = _corpus(tmp_path)
+    with ScriptedServer(teacher) as server:
+        config.teacher = server.teacher_config()
+        run = _prepare(config)
+        run_stage("annotate", StageContext(config, run))
+    rows = _labels(run)
+    assert {(r["source"], r["record_id"]) for r in rows} == {(s, str(i)) for s in ("alpha", "beta") for i in range(6)}
+    for row in rows + _labels(run, consistency=True):
+        assert row["ok"] and row["text"].startswith(f"{row['source']} record number {row['record_id']}:")
+        assert row["a00"] == (2.0 if row["source"] == "alpha" else 8.0)
+    shown = [json.dumps(b["messages"]) for b in server.requests]
+    assert sum("beta record" in s for s in shown) >= 6  # the second source was shown to the teacher
+
+
+def test_teacher_consistency_joins_rows_by_source_and_id(tmp_path):
+    import pyarrow as pa
+
+    from mira.stages.distill import teacher_consistency
+
+    labels = pa.table({"record_id": ["0", "0"], "source": ["alpha", "beta"], "a00": [2.0, 8.0]})
+    again = tmp_path / "again.parquet"
+    pq.write_table(pa.table({"record_id": ["0"], "source": ["alpha"], "ok": [True], "a00": [2.0],
+                             "a00__sampled": [2]}), again)
+    result = teacher_consistency(labels, again, ["a00"])
+    assert result["n"] == 1 and result["mae"] == 0.0  # alpha's second scoring against alpha's first
+
+
+def test_budget_stop_then_resume_loses_no_label(tmp_path):
+    config = _corpus(tmp_path)
+    with ScriptedServer(teacher) as server:
+        config.teacher = server.teacher_config(max_requests=5)
+        run = _prepare(config)
+        with pytest.raises(StageIncomplete, match="budget"):
+            run_stage("annotate", StageContext(config, run))
+        first = len(server.requests)
+        config.teacher = server.teacher_config()
+        outcome = run_stage("annotate", StageContext(config, run))
+    rows, again = _labels(run), _labels(run, consistency=True)
+    assert all(r["ok"] for r in rows + again), [r["error"] for r in rows + again if not r["ok"]]
+    assert outcome.counts["labels"] == 12 and outcome.counts["failed"] == 0
+    assert outcome.counts["cache_hits"] == 5 and len(server.requests) == first + 16 - 5
+
+
+def test_failing_teacher_stops_annotate_and_a_recovered_one_gets_only_the_failed_requests(tmp_path):
+    config = _corpus(tmp_path)
+    broken = {"on": True}
+
+    def handler(body):  # the server fails every request about a beta record, then recovers
+        return Fault.status(500) if broken["on"] and "beta record" in json.dumps(body["messages"]) else teacher(body)
+
+    with ScriptedServer(handler) as server:
+        config.teacher = server.teacher_config(max_retries=0, max_failed_share=0.25)
+        run = _prepare(config)
+        with pytest.raises(TeacherFailed) as failed:
+            run_stage("annotate", StageContext(config, run))
+        message = str(failed.value)
+        assert re.match(r"teacher at http://127\.0\.0\.1:\d+/v1 answered 500 on 8 of 16 requests", message)
+        assert "\n" not in message and run.done("annotate") is None
+        rows = _labels(run)  # written for audit, with the error of each failed row
+        assert sum(not r["ok"] for r in rows) == 6 and all("http 500" in r["error"] for r in rows if not r["ok"])
+        answered = {json.dumps(b["messages"]) for b in server.requests if "beta record" not in json.dumps(b["messages"])}
+        sent = len(server.requests)
+
+        broken["on"] = False
+        outcome = run_stage("annotate", StageContext(config, run))
+        rerun = [json.dumps(b["messages"]) for b in server.requests[sent:]]
+    assert len(rerun) == 8 and all("beta record" in r for r in rerun) and not answered & set(rerun)
+    assert outcome.counts["labels"] == 12 and run.done("annotate") is not None
+
+
+def test_default_policy_stops_when_a_group_cannot_train_and_distill_and_score_refuse(tmp_path):
+    config = _corpus(tmp_path, n=2)
+    with ScriptedServer(lambda body: Fault.status(500)) as server:
+        config.teacher = server.teacher_config(max_retries=0)
+        run = _prepare(config)
+        with pytest.raises(TeacherFailed, match=r"answered 500 on 8 of 8 requests; groups g0 are left without "
+                                                r"enough labels"):
+            run_stage("annotate", StageContext(config, run))
+    assert run.done("annotate") is None
+    # Even if a user marks annotate done by hand, distill does not finish without a student...
+    run.mark_done("annotate", "annotate-fp")
+    with pytest.raises(TeacherFailed, match=r"no student for groups g0 \(0 usable of 4 label rows"):
+        run_stage("distill", StageContext(config, run))
+    assert run.done("distill") is None
+    # ... and score says so in one line instead of a FileNotFoundError.
+    run.mark_done("distill", "distill-fp")
+    with pytest.raises(StageNotReady, match=r"^no trained student for groups g0 .*`mira distill --force`"):
+        run_stage("score", StageContext(config, run))
+
+
+def _write_config(config: RunConfig, tmp_path: Path) -> Path:
+    path = tmp_path / "mira.yaml"
+    path.write_text(dump_config(config))
+    return path
+
+
+def test_cli_exit_code_4_and_one_line_naming_the_teacher(tmp_path):
+    from mira.cli import main
+
+    config = _corpus(tmp_path, n=2)
+    with ScriptedServer(lambda body: Fault.status(503)) as server:
+        config.teacher = server.teacher_config(max_retries=0)
+        _prepare(config)
+        result = CliRunner().invoke(main, ["annotate", str(_write_config(config, tmp_path))])
+        url = server.url
+    assert result.exit_code == 4
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"teacher at {url} answered 503 on 8 of 8 requests" in lines[0]
+
+
+def test_credentials_and_query_of_base_url_never_reach_config_yaml(tmp_path):
+    config = _corpus(tmp_path, n=2)
+    with ScriptedServer(teacher) as server:
+        url = server.url.replace("http://", "http://me:hunter2secret@") + "?key=querysecret42"
+        config.teacher = server.teacher_config(base_url=url)
+        run = _prepare(config)
+        run_stage("annotate", StageContext(config, run))
+        assert server.headers[0]["Authorization"].startswith("Basic ")  # the credentials were used
+    saved = run.config_path.read_text()
+    assert "teacher" in saved and "hunter2secret" not in saved and "querysecret42" not in saved
+    assert "[redacted]@127.0.0.1" in saved and "key=[redacted]" in saved
+    for path in run.root.rglob("*"):
+        if path.is_file():
+            assert b"hunter2secret" not in path.read_bytes() and b"querysecret42" not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path, signum):
+    config = _corpus(tmp_path)
+    lock = {"answered": 0}
+
+    def handler(body):  # three answers, then the server hangs
+        lock["answered"] += 1
+        return teacher(body) if lock["answered"] <= 3 else Fault.delay(60, then=teacher(body))
+
+    with ScriptedServer(handler) as server:
+        config.teacher = server.teacher_config(concurrency=1, timeout_s=120)
+        run = _prepare(config)
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        proc = subprocess.Popen([sys.executable, "-m", "mira", "annotate", str(_write_config(config, tmp_path))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "interrupted during annotate: 3 new teacher answers" in lines[0]
+    assert "teacher_cache.sqlite" in lines[0]
+    usage = json.loads((run.usage_dir / "annotate.json").read_text())
+    assert usage["last"]["answered"] == 3 and usage["last"]["sent"] == 4
+    assert run.done("annotate") is None
+
+
+def test_report_read_tests_keep_records_of_two_sources_with_the_same_id_apart():
+    import pyarrow as pa
+
+    from mira.records import record_key
+    from mira.report import readtests
+
+    class Stub:
+        def validation(self, group):
+            return pa.table({"record_id": ["0", "0"], "source": ["alpha", "beta"],
+                             "a00__teacher": [2.0, 8.0], "a00__student": [3.0, 7.0]})
+
+    labels = {record_key(s, "0"): {"record_id": "0", "source": s, "a00": v} for s, v in (("alpha", 2.0), ("beta", 8.0))}
+    preds, _ = readtests._predictions(Stub(), "g0", labels, ["a00"])
+    assert preds == {"alpha/0": {"a00": (2.0, 3.0)}, "beta/0": {"a00": (8.0, 7.0)}}
