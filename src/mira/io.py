@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import stat
 import zlib
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mira.config import ConfigError, SourceConfig
+from mira.jsonline import decode_json_object
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -193,55 +193,6 @@ def _read_line(handle: BinaryIO, limit: int, digest: Any = None) -> tuple[bytes 
         total += len(chunk)
         if not chunk or chunk.endswith(b"\n"):
             return None, total
-
-
-class _NotJson(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity/-Infinity, which JSON (RFC 8259) does not; a record holding
-    # one would be written back into the selection as a bare NaN that strict parsers reject.
-    raise _NotJson(f"non-finite number {name} is not valid JSON")
-
-
-def decode_json_object(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"not valid UTF-8 (byte {exc.start})"
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except _NotJson as exc:
-        return None, str(exc)
-    except json.JSONDecodeError as exc:
-        return None, f"malformed JSON: {exc.msg} at column {exc.colno}"
-    except RecursionError:
-        return None, "malformed JSON: nested too deeply"
-    if not isinstance(value, dict):
-        return None, f"expected a JSON object, got {type(value).__name__}"
-    # A "\ud800" escape decodes to a lone surrogate, which no UTF-8 writer (teacher request, selection
-    # file) can encode. Only lines with such an escape can hold one, so the walk is rare.
-    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
-        return None, "lone UTF-16 surrogate escape (not encodable as UTF-8)"
-    return value, None
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int | None = None,
