@@ -196,3 +196,17 @@ def test_shard_digest_sees_a_same_size_in_place_edit(tmp_path: Path):
         assert after != before, name
         if len(shards) > 1:  # only the edited shard's fingerprint moves
             assert after[0] == before[0] and after[1] != before[1], name
+
+
+def test_truncated_zstd_is_an_error_item_not_a_quiet_end(tmp_path: Path):
+    # zstandard's stream reader ends quietly at a cut inside a frame: the tail was lost unrecorded.
+    import zstandard
+
+    blob = "".join(json.dumps({"text": f"row {i} " + "x" * 60}) + "\n" for i in range(3000)).encode()
+    frame = zstandard.ZstdCompressor().compress(blob)
+    (tmp_path / "cut.jsonl.zst").write_bytes(frame[: len(frame) // 2])
+    items = _items(tmp_path / "cut.jsonl.zst", 10_000)
+    assert items and items[-1].error == "unreadable data: zstd stream ends inside a frame (truncated file)"
+    assert all(i.data for i in items[:-1])
+    (tmp_path / "two.jsonl.zst").write_bytes(frame + frame)  # concatenated frames are one stream
+    assert len(_items(tmp_path / "two.jsonl.zst", 10_000)) == 6000

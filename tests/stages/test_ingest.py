@@ -207,3 +207,31 @@ def test_cli_dry_run_with_a_missing_path_exits_2(tmp_path):
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 2, command
         assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_duplicate_ids_across_shards_keep_the_first_and_counts_add_up(tmp_path):
+    from mira.corpus import iter_source_records, source_infos
+    from mira.rundir import RunDir
+
+    data = tmp_path / "a.jsonl"
+    ids = ["a", "b", "a", "c", "b", "a", 7, "7"]  # 7 and "7" are the same id once read
+    data.write_text("".join(json.dumps({"id": rid, "text": f"record {i} with id {rid}"}) + "\n"
+                            for i, rid in enumerate(ids)))
+    cfg = make_config(tmp_path, [{"name": "a", "path": str(data)}], ingest=IngestConfig(shard_records=2),
+                      engine={"workers": 2})
+    api.run_one("ingest", cfg)
+    source = _inventory(cfg)["sources"]["a"]
+    assert (source["records"], source["ok"], source["quarantined"]) == (8, 4, 4)
+    (info,) = source_infos(RunDir(Path(cfg.run_dir)))
+    records = list(iter_source_records(cfg, info))
+    assert [(r.id, r.locator) for r in records] == [("a", "a.jsonl:1"), ("b", "a.jsonl:2"), ("c", "a.jsonl:4"),
+                                                    ("7", "a.jsonl:7")]
+    # the tokens of the quarantined duplicates are taken out of the source's total
+    from mira.records import full_text
+    from mira.tokens import get_tokenizer
+
+    tokenizer = get_tokenizer(cfg.tokenizer.name)
+    assert source["tokens"] == sum(tokenizer.count(full_text(r)) for r in records)
+    quarantine = [json.loads(line) for line in (Path(cfg.run_dir) / "quarantine" / "a.jsonl").read_text().splitlines()]
+    assert [(q["locator"], q["first"]) for q in quarantine] == [
+        ("a.jsonl:3", "a.jsonl:1"), ("a.jsonl:5", "a.jsonl:2"), ("a.jsonl:6", "a.jsonl:1"), ("a.jsonl:8", "a.jsonl:7")]
