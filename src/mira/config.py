@@ -2,7 +2,7 @@
 
 A run is described by one YAML file. It is parsed into :class:`RunConfig`, which rejects
 unknown keys (a typo must not be silently ignored) and out-of-range values. CLI overrides use
-dotted paths (``selection.budget=0.3``). Secrets are never part of the config: the teacher's
+dotted paths (``selection.budget_fraction=0.3``). Secrets are never part of the config: the teacher's
 API key is named by an environment variable (``teacher.api_key_env``) and read at call time.
 """
 
