@@ -102,11 +102,21 @@ def test_budget_1_5_names_both_new_keys():
         load_config(None, ["selection.budget=1.5"])
 
 
-def test_two_budget_keys_are_refused():
+def test_two_budget_keys_are_refused(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("selection: {budget_fraction: 0.5, budget_tokens: 100}\n")
     with pytest.raises(ConfigError, match="only one of selection.budget_fraction and selection.budget_tokens"):
-        load_config(None, ["selection.budget_fraction=0.5", "selection.budget_tokens=100"])
+        load_config(path)
+    path.write_text("selection: {budget: 0.5, budget_tokens: 100}\n")
     with pytest.raises(ConfigError, match="only one"):
-        load_config(None, ["selection.budget=0.5", "selection.budget_tokens=100"])
+        load_config(path)
+
+
+def test_a_budget_override_replaces_the_files_budget(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("selection: {budget_fraction: 0.5}\n")
+    assert load_config(path, ["selection.budget_tokens=100"]).selection.budget_unit() == ("tokens", 100)
+    assert load_config(path, ["selection.budget=0.2"]).selection.budget_unit() == ("fraction", 0.2)
 
 
 def test_a_dumped_config_loads_back(tmp_path: Path):

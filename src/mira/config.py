@@ -159,6 +159,7 @@ class ReliabilityConfig(Section):
 
 # Kept share of tokens when no budget key is set.
 DEFAULT_BUDGET_FRACTION = 0.5
+BUDGET_KEYS = ("budget_fraction", "budget_tokens", "budget")
 
 
 class SelectionConfig(Section):
@@ -186,7 +187,7 @@ class SelectionConfig(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> SelectionConfig:
-        given = [k for k in ("budget_fraction", "budget_tokens", "budget") if getattr(self, k) is not None]
+        given = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"set only one of selection.budget_fraction and selection.budget_tokens "
                              f"(got {' and '.join(given)})")
@@ -310,6 +311,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        if path[:-1] == ["selection"] and path[-1] in BUDGET_KEYS:
+            # `--set selection.budget_tokens=...` on a file that says budget_fraction: the override
+            # replaces the file's budget instead of making two budgets.
+            for other in BUDGET_KEYS:
+                node.pop(other, None)
         node[path[-1]] = value
     return data
 
