@@ -406,3 +406,21 @@ def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
     api.run_one("select", config, force=True)
     kept = [json.loads(line) for line in (tmp_path / "run" / "selection" / "docs" / "00000.jsonl").read_text().splitlines()]
     assert kept[0]["text"].startswith(first_text[:6][::-1])
+
+
+def test_records_that_no_longer_line_up_with_their_scores_stop_with_one_line():
+    from mira.corpus import SourceInfo
+    from mira.io import RawItem, Shard
+    from mira.rundir import StageNotReady
+    from mira.stages.select import _aligned
+
+    info = SourceInfo("docs", "text", [], 2, 2, 10)
+    shard = Shard(source="docs", index=0, reader="jsonl", files=("/data/docs.jsonl",))
+    scores = [{"locator": "docs.jsonl:1"}, {"locator": "docs.jsonl:2"}]
+    raw = [RawItem("docs.jsonl:1", {}), RawItem("docs.jsonl:2", {})]
+    assert len(list(_aligned(iter(raw), scores, info, shard))) == 2
+    for items, detail in ((raw[:1], "fewer records"), (raw + [RawItem("docs.jsonl:3", {})], "more records"),
+                          ([raw[1], raw[0]], "docs.jsonl:2 vs docs.jsonl:1")):
+        with pytest.raises(StageNotReady, match=rf"source docs shard 00000 \(docs.jsonl\): input changed "
+                                                rf"since scoring \({detail}.*mira score --force"):
+            list(_aligned(iter(items), scores, info, shard))

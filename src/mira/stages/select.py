@@ -8,8 +8,8 @@ seconds of work and never touches the scores. Retention modes (``selection.mode`
 - ``source`` (MIRA-Source): one cutoff per source;
 - ``global`` (MIRA-Global): one cutoff over everything.
 
-The budget (``selection.budget_fraction`` or ``selection.budget_tokens``; read only through
-``SelectionConfig.budget_share``) is shared among the units (groups / sources / everything) in proportion to their tokens. Per-source ``floor`` and
+The budget (``SelectionConfig.budget_share``: a token fraction or count) is shared among the
+units (groups / sources / everything) in proportion to their tokens. Per-source ``floor`` and
 ``cap`` fractions are applied inside every unit: a source's best records up to its floor are
 kept first; records past its cap are rejected whatever their score. Within a unit records are
 taken best first (key descending, then a seeded hash of the id) while the kept tokens stay
@@ -307,8 +307,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
-    """One line per retention unit whose budget keeps none of its eligible records (a budget below
-    the smallest record: almost always a unit mix-up, e.g. a token count meant as a fraction)."""
+    """A line naming the retention units whose budget keeps none of their eligible records (a budget
+    below the smallest record: almost always a unit mix-up, e.g. a token count meant as a fraction)."""
     empty = [name for name, unit in summary["units"].items() if unit["eligible_records"] and not unit["kept_tokens"]]
     if not empty:
         return []
@@ -365,22 +365,15 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     kept_rows: list[dict[str, Any]] = []
     digest = shard_digest()
     raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest)
-    try:
-        for offset, (raw, row) in enumerate(zip(raw_items, scores, strict=True)):
-            if raw.locator != row["locator"]:
-                raise _changed(info, shard, f"{raw.locator} vs {row['locator']}")
-            if decisions.kept[start + offset]:
-                # Every record of a source gets the same columns (null where absent) in one order.
-                record = {name: None for name in info.fields}
-                record.update(raw.data or {})
-                record.update({"mira_id": row["id"], "mira_score": _finite(row["score"]),
-                               "mira_group": row["group"], "mira_tokens": row["tokens"]})
-                record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
-                kept_rows.append(record)
-    except ValueError as exc:  # zip(strict=True): the shard has more or fewer records than were scored
-        if "zip()" not in str(exc):
-            raise
-        raise _changed(info, shard, "record count differs") from None
+    for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
+        if decisions.kept[start + offset]:
+            # Every record of a source gets the same columns (null where absent) in one order.
+            record = {name: None for name in info.fields}
+            record.update(raw.data or {})
+            record.update({"mira_id": row["id"], "mira_score": _finite(row["score"]), "mira_group": row["group"],
+                           "mira_tokens": row["tokens"]})
+            record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
+            kept_rows.append(record)
     _check_unchanged(run, info, shard, digest.hexdigest())
     source_dir = out_root / info.name
     if kept_rows:
@@ -405,6 +398,20 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
         "tokens": pa.array([int(s["tokens"]) for s in scores], pa.int64())})
     with atomic_path(out_root / DECISIONS / info.name / f"{shard.name}.parquet") as tmp:
         pq.write_table(decision_table, str(tmp), compression="zstd")
+
+
+def _aligned(raw_items: Any, scores: list[dict[str, Any]], info: SourceInfo, shard: Any) -> Any:
+    """(raw item, score row) pairs; stops with a one-line error when they no longer line up."""
+    rows = iter(scores)
+    for raw in raw_items:
+        row = next(rows, None)
+        if row is None:
+            raise _changed(info, shard, "more records than were scored")
+        if raw.locator != row["locator"]:
+            raise _changed(info, shard, f"{raw.locator} vs {row['locator']}")
+        yield raw, row
+    if next(rows, None) is not None:
+        raise _changed(info, shard, "fewer records than were scored")
 
 
 def _changed(info: SourceInfo, shard: Any, detail: str) -> StageNotReady:
