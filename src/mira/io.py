@@ -17,15 +17,13 @@ even when its size and mtime did not change.
 
 from __future__ import annotations
 
-import gzip
-import io
 import stat
-import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mira.compression import open_binary, read_errors
 from mira.config import ConfigError, SourceConfig
 from mira.jsonline import decode_json_object
 
@@ -148,79 +146,6 @@ def _check_reader(source: SourceConfig, reader: str, example: Path) -> str:
 
 # --- opening -------------------------------------------------------------------------------------
 
-def open_binary(path: Path) -> BinaryIO:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if name.endswith(".zst"):
-        # The zstd stream has no readline; a buffered wrapper gives one with bounded memory.
-        return io.BufferedReader(_ZstdStream(open(path, "rb")), buffer_size=_CHUNK)
-    return open(path, "rb")
-
-
-# Compressed bytes fed per decompress call: zstd can expand a block ~40,000x (runs of one byte), so a
-# small feed keeps one call's output, and the memory it takes, bounded (~40 MB) whatever the input.
-_ZSTD_FEED = 1024
-
-
-class _ZstdStream(io.RawIOBase):
-    """Decompressed bytes of a (multi-frame) zstd file that raise EOFError when it is truncated.
-
-    zstandard's stream_reader ends quietly at a cut inside a frame, so a half-downloaded file
-    would lose its tail without a quarantine line; here a frame left unfinished is an error.
-    """
-
-    def __init__(self, raw: BinaryIO) -> None:
-        import zstandard
-
-        self._raw = raw
-        self._new = zstandard.ZstdDecompressor().decompressobj
-        self._dobj = self._new()
-        self._pending = b""
-        self._started = False  # bytes of the current frame have been fed
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            if self._dobj.eof:  # a frame ended; what follows is the next frame
-                rest = self._dobj.unused_data
-                self._dobj, self._started = self._new(), False
-                if rest:
-                    self._feed(rest)
-                    continue
-            chunk = self._raw.read(_ZSTD_FEED)
-            if not chunk:
-                if self._started and not self._dobj.eof:
-                    raise EOFError("zstd stream ends inside a frame (truncated file)")
-                return 0
-            self._feed(chunk)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def _feed(self, data: bytes) -> None:
-        self._started = True
-        self._pending = self._dobj.decompress(data)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-def _read_errors() -> tuple[type[BaseException], ...]:
-    """What a damaged file raises while being read: truncated or corrupt gzip (zlib.error is not
-    an OSError) and corrupt zstd (ZstdError derives from Exception only)."""
-    errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError, zlib.error)
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - zstandard is a dependency; only .zst needs it
-        return errors
-    return (*errors, zstandard.ZstdError)
-
-
 def _is_seekable(path: Path) -> bool:
     return not path.name.lower().endswith((".gz", ".zst"))
 
@@ -260,7 +185,7 @@ def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int
             while count is None or seen < count:
                 try:
                     line, nbytes = _read_line(handle, max_bytes, digest)
-                except _read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
+                except read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
                     yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
                     return
                 if nbytes == 0:
@@ -276,7 +201,7 @@ def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int
                     continue
                 data, error = decode_json_object(line)
                 yield RawItem(locator, data, error, nbytes)
-    except _read_errors() as exc:
+    except read_errors() as exc:
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
 
 
