@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -7,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira.config import ConfigError, SourceConfig
-from mira.io import iter_jsonl, iter_shard, list_source_files, plan_shards, read_text_file
+from mira.io import iter_jsonl, iter_shard, list_source_files, plan_shards, read_text_file, shard_digest
 
 
 def _items(path: Path, max_bytes: int = 1000):
@@ -94,3 +95,118 @@ def test_unknown_format_and_missing_path_are_one_line_errors(data_dir: Path, tmp
         list_source_files(SourceConfig(name="m", path=str(tmp_path / "nope.jsonl")))
     with pytest.raises(ConfigError, match="no files match"):
         list_source_files(SourceConfig(name="g", path=str(tmp_path / "*.jsonl")))
+
+
+# --- hostile input (issue 10) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["corrupt.jsonl.zst", "corrupt.jsonl.gz"])
+def test_corrupt_compressed_file_ends_in_one_error_item(data_dir: Path, name: str):
+    # Corrupt zstd raises ZstdError and corrupt deflate zlib.error: neither is an OSError.
+    items = _items(data_dir / "broken" / name, 10_000)
+    errors = [i for i in items if i.error]
+    assert errors == [items[-1]] and errors[0].error.startswith("unreadable data")
+    assert all(i.data for i in items[:-1])
+
+
+def _hostile(data_dir: Path) -> dict[str, str | None]:
+    items = _items(data_dir / "broken" / "hostile.jsonl", 10_000)
+    assert len(items) == 10
+    return {i.locator: i.error for i in items}
+
+
+def test_nan_and_infinity_literals_are_not_json(data_dir: Path):
+    errors = _hostile(data_dir)
+    assert errors["hostile.jsonl:4"] == "non-finite number NaN is not valid JSON"
+    assert errors["hostile.jsonl:5"] == "non-finite number -Infinity is not valid JSON"
+
+
+def test_lone_surrogate_is_an_error_item_and_a_surrogate_pair_is_text(data_dir: Path):
+    errors = _hostile(data_dir)
+    assert errors["hostile.jsonl:2"].startswith("lone UTF-16 surrogate")
+    assert errors["hostile.jsonl:3"] is None and errors["hostile.jsonl:1"] is None
+    pair = _items(data_dir / "broken" / "hostile.jsonl", 10_000)[2].data["text"]
+    assert "\U0001F600" in pair and pair.encode("utf-8")
+
+
+def test_folder_with_jsonl_and_parquet_reads_each_file_by_its_suffix(tmp_path: Path):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"j{i}"}) + "\n" for i in range(2)))
+    pq.write_table(pa.Table.from_pylist([{"text": f"p{i}"} for i in range(3)]), tmp_path / "b.parquet")
+    source = SourceConfig(name="m", path=str(tmp_path))
+    assert list_source_files(source)[0] == "mixed"
+    shards = plan_shards(source, 100, 1000)
+    assert [s.reader for s in shards] == ["jsonl", "parquet"]
+    items = [i for s in shards for i in iter_shard(s, 1000)]
+    assert [i.data["text"] for i in items] == ["j0", "j1", "p0", "p1", "p2"]
+
+
+def test_a_source_that_resolves_to_nothing_is_an_error(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no files under"):
+        list_source_files(SourceConfig(name="e", path=str(empty)))
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        list_source_files(SourceConfig(name="f", path=str(fifo)))
+    (empty / "README.md").write_text("not code")
+    with pytest.raises(ConfigError, match=r"match include '\*\.py'"):
+        list_source_files(SourceConfig(name="i", path=str(empty), include="*.py"))
+    with pytest.raises(ConfigError, match="no parquet files"):
+        list_source_files(SourceConfig(name="r", path=str(empty), reader="parquet"))
+
+
+def test_glob_with_an_unknown_file_names_it(tmp_path: Path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "a"}) + "\n")
+    (tmp_path / "b.txt").write_text("b")
+    with pytest.raises(ConfigError, match="unknown file format 'b.txt'"):
+        list_source_files(SourceConfig(name="g", path=str(tmp_path / "*")))
+
+
+def _digest(shard) -> str:
+    digest = shard_digest()
+    for _ in iter_shard(shard, 10_000, digest):
+        pass
+    return digest.hexdigest()
+
+
+def _same_size_edit(path: Path, old: bytes, new: bytes) -> None:
+    stat = path.stat()
+    data = path.read_bytes()
+    assert len(old) == len(new) and old in data
+    path.write_bytes(data.replace(old, new, 1))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # size and mtime as before
+
+
+def test_shard_digest_sees_a_same_size_in_place_edit(tmp_path: Path):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(6)))
+    pq.write_table(pa.Table.from_pylist([{"text": f"row {i}"} for i in range(6)]), tmp_path / "b.parquet",
+                   row_group_size=3, compression="none")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "c.py").write_text("x = 1\n")
+    sources = {"a.jsonl": SourceConfig(name="a", path=str(tmp_path / "a.jsonl")),
+               "b.parquet": SourceConfig(name="b", path=str(tmp_path / "b.parquet")),
+               "files/c.py": SourceConfig(name="c", path=str(tmp_path / "files"), include="*.py")}
+    edits = {"a.jsonl": (b"row 4", b"row X"), "b.parquet": (b"row 4", b"row X"), "files/c.py": (b"1", b"2")}
+    for name, source in sources.items():
+        shards = plan_shards(source, 3, 10_000)
+        before = [_digest(s) for s in shards]
+        assert before == [_digest(s) for s in shards]  # stable when nothing changed
+        _same_size_edit(tmp_path / name, *edits[name])
+        after = [_digest(s) for s in shards]
+        assert after != before, name
+        if len(shards) > 1:  # only the edited shard's fingerprint moves
+            assert after[0] == before[0] and after[1] != before[1], name
+
+
+def test_truncated_zstd_is_an_error_item_not_a_quiet_end(tmp_path: Path):
+    # zstandard's stream reader ends quietly at a cut inside a frame: the tail was lost unrecorded.
+    import zstandard
+
+    blob = "".join(json.dumps({"text": f"row {i} " + "x" * 60}) + "\n" for i in range(3000)).encode()
+    frame = zstandard.ZstdCompressor().compress(blob)
+    (tmp_path / "cut.jsonl.zst").write_bytes(frame[: len(frame) // 2])
+    items = _items(tmp_path / "cut.jsonl.zst", 10_000)
+    assert items and items[-1].error == "unreadable data: zstd stream ends inside a frame (truncated file)"
+    assert all(i.data for i in items[:-1])
+    (tmp_path / "two.jsonl.zst").write_bytes(frame + frame)  # concatenated frames are one stream
+    assert len(_items(tmp_path / "two.jsonl.zst", 10_000)) == 6000

@@ -46,6 +46,29 @@ def test_bad_records_raise_a_reason(data, fmt, reason):
         _record(data, fmt)
 
 
+@pytest.mark.parametrize("data, fmt, reason", [
+    ({"text": 42}, "text", "field 'text' must be text, got a number"),
+    ({"text": 1.5}, "auto", "field 'text' must be text, got a number"),
+    ({"text": True}, "text", "field 'text' must be text, got a boolean"),
+    ({"text": ["a", "b"]}, "text", "field 'text' must be text, got a list"),
+    ({"code": [1, 2]}, "code", "field 'code' must be text, got a list"),
+    ({"question": "q", "answer": {"a": 1}}, "qa", "field 'answer' must be text, got an object"),
+    ({"question": 7, "answer": "a"}, "qa", "field 'question' must be text, got a number"),
+    ({"messages": [{"role": "user", "content": {"text": "hi"}}]}, "chat", "message 0 content must be text, got an object"),
+    ({"messages": [{"role": "user", "content": 3}]}, "chat", "message 0 content must be text, got a number"),
+    ({"messages": [{"role": "user", "content": [["nested"]]}]}, "chat", "content part must be text, got a list"),
+])
+def test_text_fields_that_are_not_strings_are_refused(data, fmt, reason):
+    # A number, list or object in a text field is a schema mix-up, not text to judge.
+    with pytest.raises(RecordError, match=reason):
+        _record(data, fmt)
+
+
+def test_openai_content_parts_are_still_text():
+    record = _record({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, "there"]}]})
+    assert record.parts["turns"][0]["content"] == "hi\nthere"
+
+
 def test_field_mapping():
     src = SourceConfig(name="s", path="x", fields={"text": "body_md"})
     assert make_record(RawItem("l", {"body_md": "hi"}), src, "text").parts["text"] == "hi"

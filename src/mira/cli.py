@@ -125,7 +125,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override a config value, e.g. --set selection.budget=0.3")(fn)
+                      help="Override a config value, e.g. --set selection.budget_fraction=0.3")(fn)
     fn = click.option("--force", is_flag=True, help="Redo the stage even if it is done.")(fn)
     fn = click.option("--dry-run", is_flag=True, help="Print the resolved config and the plan; run nothing.")(fn)
     return click.argument("config", type=click.Path(dir_okay=False))(fn)

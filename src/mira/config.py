@@ -2,7 +2,7 @@
 
 A run is described by one YAML file. It is parsed into :class:`RunConfig`, which rejects
 unknown keys (a typo must not be silently ignored) and out-of-range values. CLI overrides use
-dotted paths (``selection.budget=0.3``). Secrets are never part of the config: the teacher's
+dotted paths (``selection.budget_fraction=0.3``). Secrets are never part of the config: the teacher's
 API key is named by an environment variable (``teacher.api_key_env``) and read at call time.
 """
 
@@ -168,10 +168,20 @@ class ReliabilityConfig(Section):
     trim_fraction: float = Field(0.1, ge=0, lt=0.5)
 
 
+# Kept share of tokens when no budget key is set.
+DEFAULT_BUDGET_FRACTION = 0.5
+BUDGET_KEYS = ("budget_fraction", "budget_tokens", "budget")
+
+
 class SelectionConfig(Section):
     mode: Literal["group", "source", "global"] = "group"
-    # A fraction of tokens (0 < budget <= 1) or an absolute token count (> 1).
-    budget: float = Field(0.5, gt=0)
+    # The budget, in exactly one unit: a fraction of the tokens (0 < f <= 1) or a token count.
+    # Unset both to keep DEFAULT_BUDGET_FRACTION. Read only through `budget_share`/`budget_label`.
+    budget_fraction: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    budget_tokens: int | None = Field(None, gt=0)
+    # The older single key, kept where its unit is unambiguous: <= 1 is a fraction, a whole number
+    # > 1 a token count; anything else (1.5) is refused, since it once meant 1.5 tokens silently.
+    budget: float | None = Field(None, gt=0, allow_inf_nan=False)
     method: Literal["mira", "random", "length", "global_rubric", "dsir"] = "mira"
     # Per-source retention bounds, as fractions of the source's tokens.
     floor: dict[str, float] = Field(default_factory=dict)
@@ -188,6 +198,13 @@ class SelectionConfig(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> SelectionConfig:
+        given = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set only one of selection.budget_fraction and selection.budget_tokens "
+                             f"(got {' and '.join(given)})")
+        if self.budget is not None and self.budget > 1 and not float(self.budget).is_integer():
+            raise ValueError(f"selection.budget {self.budget:g} is ambiguous: use selection.budget_fraction "
+                             "(0 < f <= 1) or selection.budget_tokens (a whole number of tokens)")
         for name, fraction in {**self.floor, **self.cap}.items():
             if not 0 <= fraction <= 1:
                 raise ValueError(f"selection floor/cap for {name!r} must be a fraction in [0, 1]")
@@ -197,6 +214,23 @@ class SelectionConfig(Section):
         if self.method == "dsir" and not self.dsir_target:
             raise ValueError("selection.method 'dsir' needs selection.dsir_target (a JSONL of target texts)")
         return self
+
+    def budget_unit(self) -> tuple[Literal["fraction", "tokens"], float]:
+        """The budget as ("fraction", f) or ("tokens", n): the one place its unit is decided."""
+        if self.budget_tokens is not None:
+            return "tokens", float(self.budget_tokens)
+        if self.budget is not None:
+            return ("fraction", self.budget) if self.budget <= 1 else ("tokens", float(self.budget))
+        return "fraction", self.budget_fraction if self.budget_fraction is not None else DEFAULT_BUDGET_FRACTION
+
+    def budget_share(self, total_tokens: float) -> float:
+        """The budget as a share of `total_tokens` (a token budget over a smaller corpus is > 1)."""
+        unit, value = self.budget_unit()
+        return value if unit == "fraction" else value / max(total_tokens, 1)
+
+    def budget_label(self) -> str:
+        unit, value = self.budget_unit()
+        return f"{value:.0%} of tokens" if unit == "fraction" else f"{int(value):,} tokens"
 
 
 class EngineConfig(Section):
@@ -288,6 +322,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        if path[:-1] == ["selection"] and path[-1] in BUDGET_KEYS:
+            # `--set selection.budget_tokens=...` on a file that says budget_fraction: the override
+            # replaces the file's budget instead of making two budgets.
+            for other in BUDGET_KEYS:
+                node.pop(other, None)
         node[path[-1]] = value
     return data
 

@@ -28,9 +28,18 @@ class Rejected:
     nbytes: int = 0
 
 
-def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str) -> Iterator[Record | Rejected]:
-    for raw in iter_shard(shard, config.ingest.max_record_bytes):
-        yield to_record(raw, source, fmt, config.ingest.min_chars)
+DUPLICATE_ID = "duplicate id (an earlier record of the source has it)"
+
+
+def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
+                       digest: Any = None) -> Iterator[Record | Rejected]:
+    """Every item of a shard as a Record or a Rejected with its reason; `digest` as in `iter_shard`."""
+    duplicates = set(shard.duplicates)
+    for raw in iter_shard(shard, config.ingest.max_record_bytes, digest):
+        item = to_record(raw, source, fmt, config.ingest.min_chars)
+        if duplicates and isinstance(item, Record) and item.locator in duplicates:
+            item = Rejected(item.locator, DUPLICATE_ID, raw.nbytes)
+        yield item
 
 
 def to_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int) -> Record | Rejected:

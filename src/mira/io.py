@@ -8,20 +8,24 @@ one error item, so "records read = ok + quarantined" holds even for broken files
 A source is cut into :class:`Shard` s, the unit of parallel work and of recovery. Plain JSONL
 files are split by byte offset every ``shard_records`` lines; compressed files are one shard
 each (they cannot be seeked); Parquet files are split by row group; directories of files by
-chunks of file names.
+chunks of file names. A folder holding both JSONL and Parquet files gets a reader per file.
+
+A shard's input can be fingerprinted while it is read (``iter_shard(..., digest=...)``): score
+records the digest, select recomputes it, so an input edited in place since scoring is noticed
+even when its size and mtime did not change.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mira.compression import open_binary, read_errors
 from mira.config import ConfigError, SourceConfig
+from mira.jsonline import decode_json_object
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -48,6 +52,9 @@ class Shard:
     offset: int = 0  # jsonl: byte offset; parquet: first row group
     count: int | None = None  # jsonl: lines; parquet: row groups; None = to the end
     first_line: int = 1
+    # Locators of records whose id an earlier record of the source already has: ingest finds them
+    # and every stage quarantines them, so ids stay unique within a source.
+    duplicates: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -56,11 +63,12 @@ class Shard:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["files"] = list(self.files)
+        data["duplicates"] = list(self.duplicates)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Shard:
-        return cls(**{**data, "files": tuple(data["files"])})
+        return cls(**{**data, "files": tuple(data["files"]), "duplicates": tuple(data.get("duplicates", ()))})
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -79,7 +87,12 @@ def detect_reader(path: Path) -> str | None:
 
 
 def list_source_files(source: SourceConfig) -> tuple[str, Path, list[Path]]:
-    """Resolve a source to (reader, base folder, files); raise ConfigError with one line if impossible."""
+    """Resolve a source to (reader, base folder, files); raise ConfigError with one line if impossible.
+
+    The reader is "mixed" when an auto-detected folder or glob holds both JSONL and Parquet files:
+    each file then keeps its own reader (see :func:`plan_shards`). A source that resolves to no
+    file at all is an error, never an empty source.
+    """
     raw = source.path
     if any(c in raw for c in "*?["):
         anchor = Path(raw.split("*")[0].split("?")[0].split("[")[0])
@@ -88,28 +101,42 @@ def list_source_files(source: SourceConfig) -> tuple[str, Path, list[Path]]:
         files = sorted(p for p in base.glob(pattern) if p.is_file())
         if not files:
             raise ConfigError(f"source {source.name!r}: no files match {raw}")
-        reader = source.reader if source.reader != "auto" else (detect_reader(files[0]) or "unknown")
-        return _check_reader(source, reader, files[0]), base, files
+        if source.reader != "auto":
+            return _check_reader(source, source.reader, files[0]), base, files
+        unknown = [p for p in files if detect_reader(p) is None]
+        if unknown:
+            _check_reader(source, "unknown", unknown[0])
+        return _data_reader({detect_reader(p) or "" for p in files}), base, files
     path = Path(raw)
     if not path.exists():
         raise ConfigError(f"source {source.name!r}: path does not exist: {raw}")
+    if not path.is_file() and not path.is_dir():
+        kind = "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
+        raise ConfigError(f"source {source.name!r}: {raw} is {kind}; point `path` at a file or a folder")
     if path.is_file():
         reader = source.reader if source.reader != "auto" else (detect_reader(path) or "unknown")
         return _check_reader(source, reader, path), path.parent, [path]
     if source.reader in ("auto", "files"):
-        if source.reader == "auto":
+        if source.reader == "auto" and source.include == "**/*":
             data_files = sorted(p for p in path.rglob("*") if p.is_file() and detect_reader(p) in ("jsonl", "parquet"))
-            kinds = {detect_reader(p) for p in data_files}
-            if data_files and len(kinds) == 1 and source.include == "**/*":
-                return kinds.pop(), path, data_files
+            if data_files:
+                return _data_reader({detect_reader(p) or "" for p in data_files}), path, data_files
         files = sorted(p for p in path.glob(source.include) if p.is_file())
+        if not files:
+            raise ConfigError(f"source {source.name!r}: no files under {raw} match include {source.include!r}")
         return "files", path, files
     files = sorted(p for p in path.rglob("*") if p.is_file() and detect_reader(p) == source.reader)
+    if not files:
+        raise ConfigError(f"source {source.name!r}: no {source.reader} files under {raw}")
     return source.reader, path, files
 
 
+def _data_reader(kinds: set[str]) -> str:
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 def _check_reader(source: SourceConfig, reader: str, example: Path) -> str:
-    if reader not in ("jsonl", "parquet", "files"):
+    if reader not in ("jsonl", "parquet", "files", "mixed"):
         raise ConfigError(
             f"source {source.name!r}: unknown file format {example.name!r}; "
             "use .jsonl/.jsonl.gz/.jsonl.zst/.parquet or set `reader:`"
@@ -119,54 +146,31 @@ def _check_reader(source: SourceConfig, reader: str, example: Path) -> str:
 
 # --- opening -------------------------------------------------------------------------------------
 
-def open_binary(path: Path) -> BinaryIO:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if name.endswith(".zst"):
-        import zstandard
-
-        # The zstd stream has no readline; a buffered wrapper gives one with bounded memory.
-        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.BufferedReader(reader, buffer_size=_CHUNK)  # type: ignore[arg-type]
-    return open(path, "rb")
-
-
 def _is_seekable(path: Path) -> bool:
     return not path.name.lower().endswith((".gz", ".zst"))
 
 
 # --- JSONL ---------------------------------------------------------------------------------------
 
-def _read_line(handle: BinaryIO, limit: int) -> tuple[bytes | None, int]:
+def _read_line(handle: BinaryIO, limit: int, digest: Any = None) -> tuple[bytes | None, int]:
     """Read one line of at most `limit` bytes; an over-long line is consumed and returned as None."""
     line = handle.readline(limit + 1)
+    if digest is not None:
+        digest.update(line)
     if len(line) <= limit or line.endswith(b"\n"):
         return line, len(line)
     total = len(line)
     while True:  # skip the rest of the over-long line without holding it
         chunk = handle.readline(_CHUNK)
+        if digest is not None:
+            digest.update(chunk)
         total += len(chunk)
         if not chunk or chunk.endswith(b"\n"):
             return None, total
 
 
-def decode_json_object(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"not valid UTF-8 (byte {exc.start})"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"malformed JSON: {exc.msg} at column {exc.colno}"
-    if not isinstance(value, dict):
-        return None, f"expected a JSON object, got {type(value).__name__}"
-    return value, None
-
-
 def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int | None = None,
-               first_line: int = 1) -> Iterator[RawItem]:
+               first_line: int = 1, digest: Any = None) -> Iterator[RawItem]:
     try:
         handle = open_binary(path)
     except OSError as exc:
@@ -180,8 +184,8 @@ def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int
                 handle.seek(offset)
             while count is None or seen < count:
                 try:
-                    line, nbytes = _read_line(handle, max_bytes)
-                except (OSError, EOFError, ValueError) as exc:  # truncated gzip, corrupt zstd
+                    line, nbytes = _read_line(handle, max_bytes, digest)
+                except read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
                     yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
                     return
                 if nbytes == 0:
@@ -197,7 +201,7 @@ def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int
                     continue
                 data, error = decode_json_object(line)
                 yield RawItem(locator, data, error, nbytes)
-    except OSError as exc:
+    except read_errors() as exc:
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
 
 
@@ -221,14 +225,18 @@ def jsonl_shards(path: Path, every: int, max_bytes: int) -> Iterator[tuple[int, 
 # --- Parquet -------------------------------------------------------------------------------------
 
 def iter_parquet(path: Path, rel: str, max_bytes: int, first_group: int = 0,
-                 n_groups: int | None = None) -> Iterator[RawItem]:
+                 n_groups: int | None = None, digest: Any = None) -> Iterator[RawItem]:
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
         groups = list(range(first_group, pf.num_row_groups if n_groups is None else first_group + n_groups))
         row = sum(pf.metadata.row_group(g).num_rows for g in range(first_group))
+        if digest is not None:
+            _digest_row_groups(path, pf.metadata, groups, digest)
     except Exception as exc:  # pyarrow raises several types for corrupt files
+        if digest is not None:
+            _digest_whole_file(path, digest)
         yield RawItem(rel, None, f"unreadable Parquet file: {_short(exc)}")
         return
     try:
@@ -245,20 +253,49 @@ def iter_parquet(path: Path, rel: str, max_bytes: int, first_group: int = 0,
         yield RawItem(f"{rel}:row {row}", None, f"unreadable Parquet data: {_short(exc)}")
 
 
+def _digest_row_groups(path: Path, meta: Any, groups: list[int], digest: Any) -> None:
+    """Feed the stored bytes of the shard's row groups (every column chunk) to `digest`."""
+    with open(path, "rb") as handle:
+        for g in groups:
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                start = chunk.data_page_offset
+                if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+                    start = min(start, chunk.dictionary_page_offset)
+                handle.seek(start)
+                digest.update(handle.read(chunk.total_compressed_size))
+
+
+def _digest_whole_file(path: Path, digest: Any) -> None:
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        digest.update(f"<unreadable: {exc}>".encode())
+
+
 def _approx_size(data: dict[str, Any]) -> int:
     return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in data.values())
 
 
 # --- directory of files --------------------------------------------------------------------------
 
-def read_text_file(path: Path, rel: str, max_bytes: int) -> RawItem:
+def read_text_file(path: Path, rel: str, max_bytes: int, digest: Any = None) -> RawItem:
+    if digest is not None:
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
     try:
         size = path.stat().st_size
         if size > max_bytes:
+            if digest is not None:
+                _digest_whole_file(path, digest)
             return RawItem(rel, None, f"record larger than {max_bytes} bytes ({size} bytes)", size)
         raw = path.read_bytes()
     except OSError as exc:
         return RawItem(rel, None, f"unreadable file: {exc.strerror or exc}")
+    if digest is not None:
+        digest.update(raw)
     if b"\x00" in raw[:8192]:
         return RawItem(rel, None, "binary file (NUL bytes)", len(raw))
     try:
@@ -274,53 +311,72 @@ def plan_shards(source: SourceConfig, shard_records: int, max_bytes: int) -> lis
     reader, base, files = list_source_files(source)
     shards: list[Shard] = []
 
-    def add(**kw: Any) -> None:
-        shards.append(Shard(source=source.name, index=len(shards), reader=reader, base=str(base), **kw))
+    def add(file_reader: str, **kw: Any) -> None:
+        shards.append(Shard(source=source.name, index=len(shards), reader=file_reader, base=str(base), **kw))
 
     if reader == "files":
         for i in range(0, len(files), shard_records):
-            add(files=tuple(str(p) for p in files[i:i + shard_records]))
-    elif reader == "jsonl":
-        for path in files:
-            if not _is_seekable(path):
-                add(files=(str(path),))
-                continue
-            try:
-                for offset, count, first in jsonl_shards(path, shard_records, max_bytes):
-                    add(files=(str(path),), offset=offset, count=count, first_line=first)
-            except OSError:
-                add(files=(str(path),))  # the read in the shard reports the error as a record
-    else:
-        import pyarrow.parquet as pq
-
-        for path in files:
-            try:
-                meta = pq.ParquetFile(path).metadata
-            except Exception:
-                add(files=(str(path),))
-                continue
-            start, rows = 0, 0
-            for g in range(meta.num_row_groups):
-                rows += meta.row_group(g).num_rows
-                if rows >= shard_records:
-                    add(files=(str(path),), offset=start, count=g + 1 - start)
-                    start, rows = g + 1, 0
-            if start < meta.num_row_groups or meta.num_row_groups == 0:
-                add(files=(str(path),), offset=start, count=meta.num_row_groups - start)
+            add("files", files=tuple(str(p) for p in files[i:i + shard_records]))
+        return shards
+    for path in files:
+        # A mixed folder: every file is read by the reader its suffix names.
+        file_reader = reader if reader != "mixed" else (detect_reader(path) or "jsonl")
+        if file_reader == "jsonl":
+            _plan_jsonl(path, shard_records, max_bytes, lambda **kw: add("jsonl", **kw))
+        else:
+            _plan_parquet(path, shard_records, lambda **kw: add("parquet", **kw))
     return shards
 
 
-def iter_shard(shard: Shard, max_bytes: int) -> Iterator[RawItem]:
+def _plan_jsonl(path: Path, shard_records: int, max_bytes: int, add: Any) -> None:
+    if not _is_seekable(path):
+        add(files=(str(path),))
+        return
+    try:
+        for offset, count, first in jsonl_shards(path, shard_records, max_bytes):
+            add(files=(str(path),), offset=offset, count=count, first_line=first)
+    except OSError:
+        add(files=(str(path),))  # the read in the shard reports the error as a record
+
+
+def _plan_parquet(path: Path, shard_records: int, add: Any) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:
+        add(files=(str(path),))
+        return
+    start, rows = 0, 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if rows >= shard_records:
+            add(files=(str(path),), offset=start, count=g + 1 - start)
+            start, rows = g + 1, 0
+    if start < meta.num_row_groups or meta.num_row_groups == 0:
+        add(files=(str(path),), offset=start, count=meta.num_row_groups - start)
+
+
+def iter_shard(shard: Shard, max_bytes: int, digest: Any = None) -> Iterator[RawItem]:
+    """The raw items of a shard in order; `digest` (a hashlib object), when given, is fed the
+    shard's input bytes as they are read, so a caller can tell whether the input changed."""
     base = Path(shard.base)
     for name in shard.files:
         path = Path(name)
         rel = _relative(path, base)
         if shard.reader == "files":
-            yield read_text_file(path, rel, max_bytes)
+            yield read_text_file(path, rel, max_bytes, digest)
         elif shard.reader == "jsonl":
-            yield from iter_jsonl(path, rel, max_bytes, shard.offset, shard.count, shard.first_line)
+            yield from iter_jsonl(path, rel, max_bytes, shard.offset, shard.count, shard.first_line, digest)
         else:
-            yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count)
+            yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count, digest)
+
+
+def shard_digest() -> Any:
+    """A fresh digest for :func:`iter_shard`: fast, and 16 bytes make a collision irrelevant."""
+    import hashlib
+
+    return hashlib.blake2b(digest_size=16)
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -103,13 +103,16 @@ def detect_source_format(samples: Iterable[dict[str, Any]]) -> str | None:
 
 
 def _as_text(value: Any, what: str) -> str:
+    # Only a string is text: a number, list or object in a text field is a schema mix-up (a column
+    # read with the wrong meaning); rendering str(value) would score "[1, 2]" or "42" as prose.
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "\n".join(value)
-    raise RecordError(f"field {what!r} must be text, got {type(value).__name__}")
+    raise RecordError(f"field {what!r} must be text, got {_type_name(value)}")
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
 
 
 def _missing(data: dict[str, Any], names: Iterable[str], what: str) -> RecordError:
@@ -161,12 +164,22 @@ def _turn(message: Any, index: int) -> dict[str, Any]:
     role = message.get("role") or message.get("from") or "?"
     content = message.get("content", message.get("value"))
     if isinstance(content, list):  # OpenAI content parts
-        content = "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+        content = "\n".join(_content_part(p, index) for p in content)
+    elif content is not None and not isinstance(content, str):
+        raise RecordError(f"message {index} content must be text, got {_type_name(content)}")
     calls = message.get("tool_calls") or ([{"function": message["function_call"]}] if message.get("function_call") else [])
     if content in (None, "") and not calls:
         raise RecordError(f"message {index} ({role}) has no content and no tool calls")
     return {"role": str(role), "content": "" if content is None else str(content), "tool_calls": calls,
             "name": message.get("name") or message.get("tool_call_id")}
+
+
+def _content_part(part: Any, index: int) -> str:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict) and isinstance(part.get("text", ""), str):
+        return part.get("text", "")
+    raise RecordError(f"message {index} content part must be text, got {_type_name(part)}")
 
 
 def make_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int = 1) -> Record:

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,139 @@ def test_cli_ingest_dry_run_and_status(tmp_path, data_dir):
     assert runner.invoke(main, ["ingest", str(cfg)]).exit_code == 0
     status = runner.invoke(main, ["status", str(tmp_path / "run")])
     assert status.exit_code == 0 and "[x] ingest" in status.output and "[ ] group" in status.output
+
+
+# --- hostile input (issue 10) ----------------------------------------------------------------------
+
+def test_corrupt_compressed_files_are_quarantined_and_the_other_files_still_read(tmp_path, data_dir):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("corrupt.jsonl.zst", "corrupt.jsonl.gz"):
+        shutil.copyfile(data_dir / "broken" / name, folder / name)
+    (folder / "good.jsonl").write_text("".join(json.dumps({"text": f"good record {i}"}) + "\n" for i in range(3)))
+    cfg = make_config(tmp_path, [{"name": "d", "path": str(folder)}])
+    api.run_one("ingest", cfg)
+    source = _inventory(cfg)["sources"]["d"]
+    assert source["records"] == source["ok"] + source["quarantined"]
+    assert source["ok"] == 3 and source["quarantined"] == 2  # one reason line per damaged file
+    quarantine = [json.loads(line) for line in (Path(cfg.run_dir) / "quarantine" / "d.jsonl").read_text().splitlines()]
+    assert sorted(q["locator"].split(":")[0] for q in quarantine) == ["corrupt.jsonl.gz", "corrupt.jsonl.zst"]
+    assert all(q["reason"].startswith("unreadable data") for q in quarantine)
+
+
+def _hostile_run(tmp_path, data_dir):
+    cfg = make_config(tmp_path, [{"name": "h", "path": str(data_dir / "broken" / "hostile.jsonl")}])
+    return cfg, api.run_one("ingest", cfg)
+
+
+def test_hostile_records_are_quarantined_with_reasons_and_counts_add_up(tmp_path, data_dir):
+    cfg, outcome = _hostile_run(tmp_path, data_dir)
+    source = _inventory(cfg)["sources"]["h"]
+    assert (source["records"], source["ok"], source["quarantined"]) == (10, 3, 7)
+    quarantine = {q["locator"]: q for q in map(json.loads, (Path(cfg.run_dir) / "quarantine" / "h.jsonl")
+                                                 .read_text(encoding="utf-8").splitlines())}
+    reasons = {loc.split(":")[1]: q["reason"] for loc, q in quarantine.items()}
+    assert reasons["2"].startswith("lone UTF-16 surrogate")
+    assert "NaN" in reasons["4"] and "Infinity" in reasons["5"]
+    assert reasons["6"].endswith("got a number") and reasons["7"].endswith("got a list")
+    assert reasons["8"].endswith("got an object")
+    assert reasons["9"].startswith("duplicate id") and quarantine["hostile.jsonl:9"]["first"] == "hostile.jsonl:1"
+    assert source["quarantine_reasons"]["duplicate id"] == 1
+    assert any("duplicate" in note for note in outcome.notes)
+
+
+def test_every_stage_sees_the_same_records_and_unique_ids(tmp_path, data_dir):
+    from mira.corpus import iter_source_records, source_infos
+    from mira.rundir import RunDir
+
+    cfg, _ = _hostile_run(tmp_path, data_dir)
+    (info,) = source_infos(RunDir(Path(cfg.run_dir)))
+    records = list(iter_source_records(cfg, info))
+    assert [(r.id, r.locator) for r in records] == [("h1", "hostile.jsonl:1"), ("h3", "hostile.jsonl:3"),
+                                                    ("h9", "hostile.jsonl:10")]
+    assert len(records) == info.ok
+
+
+def test_no_hostile_record_reaches_rendering_or_a_teacher_request(tmp_path, data_dir):
+    # A lone surrogate used to pass ingest and kill annotate with UnicodeEncodeError.
+    from mira.corpus import iter_source_records, source_infos
+    from mira.records import render
+    from mira.rubric import Anchor
+    from mira.rundir import RunDir
+    from mira.stages.annotate import PROMPT, build_request
+    from mira.teacher import load_prompt
+    from mira.tokens import get_tokenizer
+
+    cfg, _ = _hostile_run(tmp_path, data_dir)
+    (info,) = source_infos(RunDir(Path(cfg.run_dir)))
+    prompt, tokenizer = load_prompt(PROMPT), get_tokenizer(cfg.tokenizer.name)
+    anchor = Anchor(id="a00", name="Clarity", definition="How clear the record is.")
+    records = list(iter_source_records(cfg, info))
+    assert records
+    for record in records:
+        rendering = render(record, tokenizer, cfg.render.max_tokens)
+        request = build_request(prompt, [anchor], record, rendering, True, 100, record.id)
+        request.cache_key("m", {})
+        json.dumps(request.messages, ensure_ascii=False).encode("utf-8")
+
+
+def test_mixed_folder_ingests_jsonl_and_parquet_by_suffix(tmp_path):
+    # It used to switch to the files reader: the JSONL became one text record, the Parquet binary.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": f"json line {i}"}) + "\n" for i in range(2)))
+    pq.write_table(pa.Table.from_pylist([{"text": f"parquet row {i}"} for i in range(3)]), folder / "b.parquet")
+    cfg = make_config(tmp_path, [{"name": "m", "path": str(folder)}])
+    api.run_one("ingest", cfg)
+    source = _inventory(cfg)["sources"]["m"]
+    assert source["reader"] == "jsonl+parquet" and source["format"] == "text"
+    assert (source["ok"], source["quarantined"]) == (5, 0)
+
+
+def test_cli_source_resolving_to_nothing_exits_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path}/run\nsources:\n  - {{name: e, path: {tmp_path}/empty}}\n")
+    result = CliRunner().invoke(main, ["ingest", str(cfg)])
+    assert result.exit_code == 2 and "no files under" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_dry_run_with_a_missing_path_exits_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path}/run\nsources:\n  - {{name: m, path: {tmp_path}/missing.jsonl}}\n")
+    for command in (["ingest", str(cfg), "--dry-run"], ["run", str(cfg), "--dry-run"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, command
+        assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_duplicate_ids_across_shards_keep_the_first_and_counts_add_up(tmp_path):
+    from mira.corpus import iter_source_records, source_infos
+    from mira.rundir import RunDir
+
+    data = tmp_path / "a.jsonl"
+    ids = ["a", "b", "a", "c", "b", "a", 7, "7"]  # 7 and "7" are the same id once read
+    data.write_text("".join(json.dumps({"id": rid, "text": f"record {i} with id {rid}"}) + "\n"
+                            for i, rid in enumerate(ids)))
+    cfg = make_config(tmp_path, [{"name": "a", "path": str(data)}], ingest=IngestConfig(shard_records=2),
+                      engine={"workers": 2})
+    api.run_one("ingest", cfg)
+    source = _inventory(cfg)["sources"]["a"]
+    assert (source["records"], source["ok"], source["quarantined"]) == (8, 4, 4)
+    (info,) = source_infos(RunDir(Path(cfg.run_dir)))
+    records = list(iter_source_records(cfg, info))
+    assert [(r.id, r.locator) for r in records] == [("a", "a.jsonl:1"), ("b", "a.jsonl:2"), ("c", "a.jsonl:4"),
+                                                    ("7", "a.jsonl:7")]
+    # the tokens of the quarantined duplicates are taken out of the source's total
+    from mira.records import full_text
+    from mira.tokens import get_tokenizer
+
+    tokenizer = get_tokenizer(cfg.tokenizer.name)
+    assert source["tokens"] == sum(tokenizer.count(full_text(r)) for r in records)
+    quarantine = [json.loads(line) for line in (Path(cfg.run_dir) / "quarantine" / "a.jsonl").read_text().splitlines()]
+    assert [(q["locator"], q["first"]) for q in quarantine] == [
+        ("a.jsonl:3", "a.jsonl:1"), ("a.jsonl:5", "a.jsonl:2"), ("a.jsonl:6", "a.jsonl:1"), ("a.jsonl:8", "a.jsonl:7")]

@@ -285,3 +285,142 @@ def test_dsir_baseline_ranks_by_importance_weight(scored, tmp_path):
     for source in ("docs", "qa", "pycode"):
         decisions = [d for d in _decisions(run) if d["source"] == source and d["key"] is not None]
         assert min(d["key"] for d in decisions if d["kept"]) >= max(d["key"] for d in decisions if not d["kept"])
+
+
+# --- hostile input (issue 10) ----------------------------------------------------------------------
+
+def _score(config):
+    original = score_stage.StageModels
+    score_stage.StageModels = DoubleModels
+    try:
+        prepare_run(config)
+        api.run_one("score", config)
+    finally:
+        score_stage.StageModels = original
+
+
+@pytest.fixture(scope="module")
+def mixed_types(tmp_path_factory):
+    """A scored run whose docs disagree on a field's type (list / string / number / object) within
+    and across shards, and whose qa source is Parquet with NaN and Infinity in a float column."""
+    root = tmp_path_factory.mktemp("mixed_types")
+    corpus = build_corpus(root / "corpus")
+    docs = root / "corpus" / "docs.jsonl"
+    shapes = [["a", "b"], "tag", 7, {"k": "v"}, None]
+    lines = []
+    for i, line in enumerate(docs.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        record["tags"] = shapes[i % len(shapes)]
+        if i % 4 == 0:
+            record["only_lists"] = [i]  # one type throughout: must stay a list column
+        lines.append(json.dumps(record))
+    docs.write_text("\n".join(lines) + "\n")
+    qa_rows = [json.loads(line) for line in (root / "corpus" / "qa.jsonl").read_text().splitlines()]
+    weights = [float("nan"), float("inf"), -float("inf"), 0.5]
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist([{**r, "weight": weights[i % 4]} for i, r in enumerate(qa_rows)]),
+                   root / "corpus" / "qa.parquet", row_group_size=8)
+    corpus[2]["path"] = str(root / "corpus" / "qa.parquet")
+    config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
+    _score(config)
+    return corpus, root / "run"
+
+
+def test_mixed_type_field_becomes_one_json_column_in_parquet(mixed_types, tmp_path):
+    # It used to die with ArrowInvalid ("cannot mix list and non-list") after writing JSONL.
+    config, run = _run(mixed_types, tmp_path, budget_fraction=1.0, output_formats=["jsonl", "parquet"])
+    _, summary = _select(config)
+    assert summary["parquet_json_columns"] == {"docs": ["tags"]}
+    files = sorted((run.root / "selection").glob("docs/*.parquet"))
+    assert len(files) > 1 and len({str(pq.read_schema(p)) for p in files}) == 1
+    table = pq.read_table(files)
+    assert str(table.schema.field("tags").type) == "string"
+    assert str(table.schema.field("only_lists").type).startswith("list")
+    jsonl = [json.loads(line) for f in sorted((run.root / "selection").glob("docs/*.jsonl"))
+             for line in f.read_text().splitlines()]
+    # The JSON texts decode to exactly the original values, in the same order as the JSONL output.
+    decoded = [None if v is None else json.loads(v) for v in table.column("tags").to_pylist()]
+    assert decoded == [r["tags"] for r in jsonl] and {type(v) for v in decoded} == {list, str, int, dict, type(None)}
+    assert table.num_rows == summary["sources"]["docs"]["kept"]
+
+
+def test_selection_jsonl_is_strict_json(mixed_types, tmp_path):
+    config, run = _run(mixed_types, tmp_path, budget_fraction=1.0)
+    _, summary = _select(config)
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in the selection")
+
+    files = sorted((run.root / "selection").glob("[!_]*/*.jsonl"))
+    records = [json.loads(line, parse_constant=refuse) for f in files for line in f.read_text().splitlines()]
+    assert len(records) == summary["totals"]["kept"]
+    weights = [r["weight"] for r in records if "weight" in r]
+    assert weights and None in weights and 0.5 in weights  # NaN and Infinity written as null
+
+
+def test_budget_tokens_and_a_budget_that_keeps_nothing_is_noted(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget_tokens=1, unscored="reject")
+    outcome, summary = _select(config)
+    assert summary["budget_kind"] == "tokens" and summary["budget_label"] == "1 tokens"
+    assert summary["totals"]["kept"] == 0
+    assert any("keeps nothing" in note and "budget_tokens" in note for note in outcome.notes)
+    config, run = _run(scored, tmp_path / "b", budget_fraction=0.5)
+    outcome, _ = _select(config)
+    assert not any("keeps nothing" in note for note in outcome.notes)
+
+
+def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
+    import os
+
+    from mira.rundir import StageNotReady
+
+    corpus = build_corpus(tmp_path / "corpus")
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1),
+                         selection=SelectionConfig(budget_fraction=1.0))
+    _score(config)
+    _select(config)
+    docs = tmp_path / "corpus" / "docs.jsonl"
+    stat, data = docs.stat(), docs.read_bytes()
+    first_text = json.loads(data.splitlines()[0])["text"]
+    edited = data.replace(first_text[:6].encode(), first_text[:6][::-1].encode(), 1)
+    assert len(edited) == len(data) and edited != data
+    docs.write_bytes(edited)
+    os.utime(docs, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and mtime: no stat can tell
+    before = tree_bytes(tmp_path / "run" / "selection")
+    with pytest.raises(StageNotReady, match=r"source docs shard 00000 \(docs.jsonl\): input changed since "
+                                            r"scoring.*mira score --force"):
+        api.run_one("select", config, force=True)
+    assert tree_bytes(tmp_path / "run" / "selection") == before  # the previous selection is intact
+    original = score_stage.StageModels
+    score_stage.StageModels = DoubleModels
+    try:  # what the message says to do
+        api.run_one("ingest", config, force=True)
+        api.run_one("score", config, force=True)
+    finally:
+        score_stage.StageModels = original
+    api.run_one("select", config, force=True)
+    kept = [json.loads(line) for line in (tmp_path / "run" / "selection" / "docs" / "00000.jsonl").read_text().splitlines()]
+    assert kept[0]["text"].startswith(first_text[:6][::-1])
+
+
+def test_records_that_no_longer_line_up_with_their_scores_stop_with_one_line():
+    from mira.corpus import SourceInfo
+    from mira.io import RawItem, Shard
+    from mira.rundir import StageNotReady
+    from mira.stages.select import _aligned
+
+    info = SourceInfo("docs", "text", [], 2, 2, 10)
+    shard = Shard(source="docs", index=0, reader="jsonl", files=("/data/docs.jsonl",))
+    scores = [{"locator": "docs.jsonl:1"}, {"locator": "docs.jsonl:2"}]
+    raw = [RawItem("docs.jsonl:1", {}), RawItem("docs.jsonl:2", {})]
+    assert len(list(_aligned(iter(raw), scores, info, shard))) == 2
+    for items, detail in ((raw[:1], "fewer records"), (raw + [RawItem("docs.jsonl:3", {})], "more records"),
+                          ([raw[1], raw[0]], "docs.jsonl:2 vs docs.jsonl:1")):
+        with pytest.raises(StageNotReady, match=rf"source docs shard 00000 \(docs.jsonl\): input changed "
+                                                rf"since scoring \({detail}.*mira score --force"):
+            list(_aligned(iter(items), scores, info, shard))

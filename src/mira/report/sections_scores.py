@@ -55,8 +55,12 @@ def retention(a: Artifacts) -> str:
     sources = selection_entries(summary, "sources")
     groups = group_selection(a)
     mode, budget = summary.get("mode"), summary.get("budget")
+    # The unit is select's decision (SelectionConfig.budget_unit), recorded in the summary.
+    is_fraction = summary.get("budget_kind", "fraction of tokens") == "fraction of tokens"
+    share = budget if is_fraction else summary.get("budget_share")
+    label = summary.get("budget_label") or (fmt_pct(budget) if is_fraction else fmt_int(budget))
     head = (f"<p>Mode <code>{esc(mode or '?')}</code>, method <code>{esc(summary.get('method') or '?')}</code>, "
-            f"budget {esc(fmt_pct(budget) if isinstance(budget, (int, float)) and budget <= 1 else fmt_int(budget))}"
+            f"budget {esc(label)}"
             f", ranked by <code>{esc(summary.get('key') or 'score')}</code>. Retained share = kept / in, for records "
             "and for tokens.</p>")
     ordered = [s for s in a.sources if s in sources] + [s for s in sources if s not in a.sources]
@@ -64,7 +68,7 @@ def retention(a: Artifacts) -> str:
              ratio(sources[s]["tokens_kept"], sources[s]["tokens_in"]), ratio(sources[s]["kept"],
                                                                                sources[s]["records_in"]))
             for s in ordered]
-    figure = plots.retention_bars(bars, budget if isinstance(budget, (int, float)) else None) if bars else ""
+    figure = plots.retention_bars(bars, share if isinstance(share, (int, float)) else None) if bars else ""
     rows = [_retention_row(s, sources[s], f'group {sources[s].get("group") or a.source_to_group.get(s, "—")}')
             for s in ordered]
     group_rows = [_retention_row(g, c, f"{len(_members(a, g, a.sources))} sources", threshold=True)

@@ -3,11 +3,19 @@
 For every source: resolve its files, cut them into shards, detect the record format, then read
 every record once, counting tokens and quarantining bad records with a reason. The invariant
 ``records == ok + quarantined`` holds per source and is checked before the inventory is written.
+
+Record ids must be unique within a source (scores, labels and decisions are keyed by them): a
+record whose id an earlier record of the source (in shard order) already has is quarantined as a
+duplicate. Ingest finds them and records their locators on the shard, so every later stage
+quarantines the same records.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -16,13 +24,17 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mira.config import ConfigError, RunConfig, SourceConfig
-from mira.corpus import Rejected, iter_shard_records
+from mira.corpus import DUPLICATE_ID, Rejected, iter_shard_records
 from mira.io import Shard, iter_shard, list_source_files, plan_shards
 from mira.records import detect_source_format, full_text
 from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
+
+log = logging.getLogger(__name__)
 
 FORMAT_SAMPLE = 64
 # Top-level field names remembered per source (first seen first), so selected records of a source
@@ -43,20 +55,25 @@ def fingerprint(ctx: StageContext) -> str:
 
 
 def plan(config: RunConfig, run: Any) -> list[str]:
-    lines = []
+    """One line per source; a source the real run would refuse makes the dry run fail the same way."""
+    lines, errors = [], []
     for source in config.sources:
         try:
             reader, _, files = list_source_files(source)
             size = sum(p.stat().st_size for p in files)
             lines.append(f"{source.name}: {len(files)} {reader} file(s), {size / 1e6:.1f} MB")
-        except (ConfigError, OSError) as exc:
-            lines.append(f"{source.name}: ERROR {exc}")
+        except ConfigError as exc:
+            errors.append(str(exc))
+        except OSError as exc:
+            errors.append(f"source {source.name!r}: {exc.strerror or exc}")
+    if errors:
+        raise ConfigError("; ".join(errors))
     return lines
 
 
 def _length_histogram(counts: Counter[int]) -> dict[str, int]:
     """Token-length histogram in power-of-two buckets ("<=64", "<=128", ...)."""
-    return {f"<={2 ** b}": counts[b] for b in sorted(counts)}
+    return {f"<={2 ** b}": counts[b] for b in sorted(counts) if counts[b] > 0}
 
 
 def _percentile(counts: Counter[int], q: float) -> int:
@@ -76,6 +93,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     tokenizer = get_tokenizer(config.tokenizer.name)
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                              "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
+    id_hashes: list[int] = []  # of the usable records, in order: duplicates are found across shards
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for item in iter_shard_records(config, source, shard, fmt):
             stats["records"] += 1
@@ -92,12 +110,66 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             # The same text `render` counts, so inventory and score/select token totals agree.
             text = full_text(item)
             tokens = tokenizer.count(text)
+            id_hashes.append(_id_hash(item.id))
             stats["ok"] += 1
             stats["tokens"] += tokens
             stats["bytes"] += len(text.encode("utf-8", "replace"))
             stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
             stats["max_tokens"] = max(stats["max_tokens"], tokens)
+    stats["id_hashes"] = np.array(id_hashes, dtype=np.uint64)
     return stats
+
+
+def _id_hash(record_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def _quarantine_duplicates(config: RunConfig, source: SourceConfig, shards: list[Shard], fmt: str,
+                           results: dict[tuple[str, int], dict[str, Any]], qdir: Path) -> list[Shard]:
+    """Quarantine every record whose id an earlier record of the source has; returns the shards
+    with their duplicate locators set, after moving those records from `ok` to `quarantined`.
+
+    Workers report 8-byte id hashes; only shards holding a repeated hash are read again, and
+    the ids themselves are compared there, so a hash collision never quarantines a record.
+    """
+    hashes = [results[(source.name, s.index)]["id_hashes"] for s in shards]
+    if not hashes:
+        return shards
+    flat = np.concatenate(hashes)
+    values, counts = np.unique(flat, return_counts=True)
+    repeated = values[counts > 1]
+    if not len(repeated):
+        return shards
+    wanted = {int(v) for v in repeated}
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    first_seen: dict[str, str] = {}
+    updated = list(shards)
+    for i, shard in enumerate(shards):
+        if not np.isin(hashes[i], repeated).any():
+            continue
+        stats = results[(source.name, shard.index)]
+        found: list[str] = []
+        lines = []
+        for item in iter_shard_records(config, source, shard, fmt):
+            if isinstance(item, Rejected) or _id_hash(item.id) not in wanted:
+                continue
+            if item.id not in first_seen:
+                first_seen[item.id] = item.locator
+                continue
+            tokens = tokenizer.count(full_text(item))
+            found.append(item.locator)
+            stats["ok"] -= 1
+            stats["quarantined"] += 1
+            stats["tokens"] -= tokens
+            stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] -= 1
+            stats["reasons"][DUPLICATE_ID.split(" (")[0]] += 1
+            lines.append(json.dumps({"source": source.name, "locator": item.locator, "reason": DUPLICATE_ID,
+                                     "id": item.id, "first": first_seen[item.id]}, ensure_ascii=False) + "\n")
+        if found:
+            with open(qdir / source.name / f"{shard.name}.jsonl", "a", encoding="utf-8") as handle:
+                handle.writelines(lines)
+            updated[i] = dataclasses.replace(shard, duplicates=tuple(found))
+    return updated
 
 
 def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str:
@@ -158,6 +230,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     inventory: dict[str, Any] = {"sources": {}, "totals": {}}
     for name, (source, shards, fmt) in plans.items():
+        shards = _quarantine_duplicates(config, source, shards, fmt, results, qdir)
+        duplicates = sum(len(s.duplicates) for s in shards)
+        if duplicates:
+            ctx.notes.append(f"source {name}: {duplicates} record(s) repeat an earlier record's id; "
+                             "quarantined as duplicates (see quarantine/)")
+            log.warning("source %s: %d duplicate ids quarantined", name, duplicates)
         agg: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                                "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
         fields: dict[str, None] = {}
@@ -173,7 +251,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
         inventory["sources"][name] = {
-            "path": source.path, "reader": shards[0].reader if shards else None, "format": fmt,
+            "path": source.path, "reader": "+".join(sorted({s.reader for s in shards})) or None, "format": fmt,
             "files": len({f for s in shards for f in s.files}),
             "records": agg["records"], "ok": agg["ok"], "quarantined": agg["quarantined"],
             "quarantine_reasons": dict(agg["reasons"].most_common()),

@@ -5,7 +5,8 @@ as the students saw them in training (``config.render``), predicted in batches o
 ``engine.batch_size`` and aggregated with the group's reliability mask. The result is
 ``scores/<source>/<shard>.parquet``: one row per *input* record, in input order, quarantined
 records included (NaN score, 0 tokens, the reason), so later stages can join scores to the data
-by position and every record is accounted for.
+by position and every record is accounted for. The shard's done marker holds a digest of the
+input bytes scored (``input_digest``), which select checks before joining.
 
 The shard is the unit of work and of recovery: its Parquet file is written to a temporary name
 and renamed, then ``<shard>.done.json`` (stage fingerprint + counts) is written last. A rerun
@@ -29,7 +30,7 @@ import numpy as np
 
 from mira.config import ConfigError, RunConfig
 from mira.corpus import Rejected, SourceInfo, iter_shard_records, source_infos
-from mira.io import Shard
+from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, atomic_write_json, read_json
 from mira.rundir import fingerprint as make_fingerprint
@@ -278,7 +279,10 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     with atomic_path(out) as tmp:
         buffer = _RowBuffer(pq.ParquetWriter(str(tmp), schema(loaded.anchors), compression="zstd"),
                             schema(loaded.anchors))
-        items = iter_shard_records(config, source_cfg, shard, fmt)
+        # The input's fingerprint, so select can tell an input edited since scoring (same size and
+        # mtime or not) from the one these scores belong to.
+        digest = shard_digest()
+        items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
             rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source)
             for row in rows:
@@ -293,7 +297,7 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
             buffer.extend(rows)
         buffer.close()
     marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
-              "anchors": loaded.anchors, **counts}
+              "anchors": loaded.anchors, "input_digest": digest.hexdigest(), **counts}
     atomic_write_json(shard_marker_path(run, shard), marker)
     return out
 

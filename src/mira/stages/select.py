@@ -8,7 +8,7 @@ seconds of work and never touches the scores. Retention modes (``selection.mode`
 - ``source`` (MIRA-Source): one cutoff per source;
 - ``global`` (MIRA-Global): one cutoff over everything.
 
-The budget is a fraction of tokens (<= 1) or an absolute token count (> 1), shared among the
+The budget (``SelectionConfig.budget_share``: a token fraction or count) is shared among the
 units (groups / sources / everything) in proportion to their tokens. Per-source ``floor`` and
 ``cap`` fractions are applied inside every unit: a source's best records up to its floor are
 kept first; records past its cap are rejected whatever their score. Within a unit records are
@@ -30,11 +30,18 @@ reason, rank within its unit, key, tokens) so the report can explain every decis
 ``selection/summary.json``: per source and per group records/tokens in, kept, rejected,
 quarantined (checked to add up before writing), plus mode, method, budget and cutoffs. The whole
 selection is built in ``selection.partial/`` and swapped in at the end.
+
+Outputs are strict: JSONL never holds NaN/Infinity (written as null), and a field whose types
+conflict across records (a list here, a string there) becomes a JSON-encoded string column in the
+Parquet output, listed under ``parquet_json_columns`` in the summary. Each shard's input is
+fingerprinted while it is read and compared with the fingerprint score recorded, so an input
+edited since scoring stops the selection instead of pairing new text with old scores.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -49,11 +56,14 @@ UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
 UNSCORED_BELOW = "unscored: outside its random share"
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos, stable_rank
-from mira.io import iter_shard
-from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.io import iter_shard, shard_digest
+from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
+from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_json, hash_files, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
-from mira.stages.score import scores_dir, shard_scores_path
+from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
+
+log = logging.getLogger(__name__)
 
 VERSION = "select-v1"
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
@@ -69,8 +79,8 @@ def fingerprint(ctx: StageContext) -> str:
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
     sel = config.selection
-    budget = f"{sel.budget:.0%} of tokens" if sel.budget <= 1 else f"{int(sel.budget):,} tokens"
-    lines = [f"method: {sel.method}, mode: {sel.mode}, budget: {budget}, outputs: {', '.join(sel.output_formats)}"]
+    lines = [f"method: {sel.method}, mode: {sel.mode}, budget: {sel.budget_label()}, "
+             f"outputs: {', '.join(sel.output_formats)}"]
     summary = scores_dir(run) / "summary.json"
     if summary.exists():
         sources = read_json(summary)["sources"]
@@ -165,7 +175,7 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     reason[table.quarantined] = "quarantined"
     unscored = ~table.quarantined & ~rank_by.eligible
     reason[unscored] = UNSCORED
-    fraction = sel.budget if sel.budget <= 1 else sel.budget / max(total, 1)
+    fraction = sel.budget_share(total)
     # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
     order = np.lexsort((table.tie, -rank_by.key, unit_of))
     order = order[rank_by.eligible[order]]
@@ -174,7 +184,7 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     for u, name in enumerate(unit_names):
         members = unit_of == u
         unit_tokens = int(tokens[members].sum())
-        budget = sel.budget * unit_tokens if sel.budget <= 1 else sel.budget * unit_tokens / max(total, 1)
+        budget = fraction * unit_tokens
         idx = order[bounds[u]:bounds[u + 1]]
         rank[idx] = np.arange(1, len(idx) + 1)
         random_share = _random_share(members & unscored, table, fraction, kept, reason) \
@@ -270,8 +280,10 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
     for key in totals:
         if sum(s[key] for s in per_source.values()) != totals[key]:
             raise RuntimeError("selection bookkeeping error: per-source counts do not add up to the totals")
-    return {"method": sel.method, "mode": rank_by.mode, "key": rank_by.key_name, "budget": sel.budget,
-            "budget_kind": "fraction of tokens" if sel.budget <= 1 else "tokens",
+    budget_unit, budget_value = sel.budget_unit()
+    return {"method": sel.method, "mode": rank_by.mode, "key": rank_by.key_name, "budget": budget_value,
+            "budget_kind": "fraction of tokens" if budget_unit == "fraction" else "tokens",
+            "budget_label": sel.budget_label(), "budget_share": sel.budget_share(int(table.tokens.sum())),
             "floor": dict(sel.floor), "cap": dict(sel.cap), "seed": sel.seed,
             "totals": totals, "sources": per_source, "groups": per_group, "units": decisions.units,
             "source_groups": {s: (table.groups[g] if g >= 0 else None)
@@ -289,7 +301,20 @@ def _first_group(table: ScoreTable) -> list[int]:
 # --- writing ---------------------------------------------------------------------------------
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    return select_corpus(ctx.config, ctx.run, ctx.progress)
+    totals = select_corpus(ctx.config, ctx.run, ctx.progress)
+    ctx.notes.extend(empty_budget_notes(read_json(ctx.run.path("selection") / "summary.json")))
+    return totals
+
+
+def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
+    """A line naming the retention units whose budget keeps none of their eligible records (a budget
+    below the smallest record: almost always a unit mix-up, e.g. a token count meant as a fraction)."""
+    empty = [name for name, unit in summary["units"].items() if unit["eligible_records"] and not unit["kept_tokens"]]
+    if not empty:
+        return []
+    where = "all units" if len(empty) == len(summary["units"]) else f"units {', '.join(empty)}"
+    return [f"budget {summary.get('budget_label', summary['budget'])} keeps nothing in {where}; "
+            "raise selection.budget_fraction or selection.budget_tokens"]
 
 
 def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:
@@ -302,6 +327,8 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     rank_by = ranking(config, table)
     decisions = decide(config, table, rank_by)
     summary = summarize(config, table, decisions, rank_by)
+    for note in empty_budget_notes(summary):
+        log.warning(note)
     final = run.path("selection")
     partial = run.path("selection.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -311,8 +338,9 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
         task.advance()
     task.close()
     if "parquet" in config.selection.output_formats:
-        for info in infos:
-            unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
+        json_columns = {info.name: unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
+                        for info in infos}
+        summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
     atomic_write_json(partial / "summary.json", summary)
     # Swap the finished selection in; a killed run leaves the previous selection intact.
     previous = run.path("selection.previous")
@@ -335,11 +363,9 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}
     anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
     kept_rows: list[dict[str, Any]] = []
-    raw_items = iter_shard(shard, config.ingest.max_record_bytes)
-    for offset, (raw, row) in enumerate(zip(raw_items, scores, strict=True)):
-        if raw.locator != row["locator"]:
-            raise RuntimeError(f"{info.name} shard {shard.name}: data changed since scoring "
-                               f"({raw.locator} vs {row['locator']}); rerun `mira ingest` and `mira score`")
+    digest = shard_digest()
+    raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest)
+    for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
             # Every record of a source gets the same columns (null where absent) in one order.
             record = {name: None for name in info.fields}
@@ -348,15 +374,18 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
                            "mira_tokens": row["tokens"]})
             record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
             kept_rows.append(record)
+    _check_unchanged(run, info, shard, digest.hexdigest())
     source_dir = out_root / info.name
     if kept_rows:
         if "jsonl" in config.selection.output_formats:
             with atomic_path(source_dir / f"{shard.name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
                 for record in kept_rows:
-                    handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                    # allow_nan=False: a NaN the cleaning missed fails here instead of leaving bad JSON.
+                    handle.write(json.dumps(strict_json(record), ensure_ascii=False, default=str,
+                                            allow_nan=False) + "\n")
         if "parquet" in config.selection.output_formats:
             with atomic_path(source_dir / f"{shard.name}.parquet") as tmp:
-                pq.write_table(pa.Table.from_pylist(kept_rows), str(tmp), compression="zstd")
+                pq.write_table(arrow_table(kept_rows), str(tmp), compression="zstd")
     rows = slice(start, end)
     rank = decisions.rank[rows]
     reasons = [r if r != "quarantined" else f"quarantined: {s['quarantine']}"
@@ -371,28 +400,34 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
         pq.write_table(decision_table, str(tmp), compression="zstd")
 
 
-def unify_parquet_schemas(paths: list[Path]) -> None:
-    """Give every Parquet shard of a source one schema (same columns, same order, same types).
+def _aligned(raw_items: Any, scores: list[dict[str, Any]], info: SourceInfo, shard: Any) -> Any:
+    """(raw item, score row) pairs; stops with a one-line error when they no longer line up."""
+    rows = iter(scores)
+    for raw in raw_items:
+        row = next(rows, None)
+        if row is None:
+            raise _changed(info, shard, "more records than were scored")
+        if raw.locator != row["locator"]:
+            raise _changed(info, shard, f"{raw.locator} vs {row['locator']}")
+        yield raw, row
+    if next(rows, None) is not None:
+        raise _changed(info, shard, "fewer records than were scored")
 
-    Each shard's schema is inferred from its own rows, so a field that is null throughout one
-    shard comes out typed `null` there and `string` elsewhere; `datasets.load_dataset("parquet")`
-    and most readers refuse such a set. Shards that differ from the unified schema are rewritten.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if len(paths) < 2:
-        return
-    schemas = [pq.read_schema(p) for p in paths]
-    unified = pa.unify_schemas(schemas, promote_options="permissive")
-    for path, schema in zip(paths, schemas, strict=True):
-        if schema.equals(unified):
-            continue
-        table = pq.read_table(path)
-        columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
-                   else pa.nulls(table.num_rows, f.type) for f in unified]
-        with atomic_path(path) as tmp:
-            pq.write_table(pa.Table.from_arrays(columns, schema=unified), str(tmp), compression="zstd")
+def _changed(info: SourceInfo, shard: Any, detail: str) -> StageNotReady:
+    files = ", ".join(Path(f).name for f in shard.files[:3]) + (" ..." if len(shard.files) > 3 else "")
+    return StageNotReady(f"source {info.name} shard {shard.name} ({files}): input changed since scoring "
+                         f"({detail}); rerun `mira ingest --force` and `mira score --force`, then select")
+
+
+def _check_unchanged(run: RunDir, info: SourceInfo, shard: Any, digest: str) -> None:
+    """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
+    try:
+        scored = read_json(shard_marker_path(run, shard)).get("input_digest")
+    except (OSError, ValueError):
+        scored = None
+    if scored is not None and scored != digest:  # markers of older runs hold no digest
+        raise _changed(info, shard, "content fingerprint differs")
 
 
 def _finite(value: Any) -> float | None:
