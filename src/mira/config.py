@@ -158,6 +158,9 @@ class ReliabilityConfig(Section):
 
 
 class SelectionConfig(Section):
+    # The selection is written to selection/<name>/; by default the name says method, mode and
+    # budget (e.g. "mira-group-50pct"), so selections with other settings coexist.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     mode: Literal["group", "source", "global"] = "group"
     # A fraction of tokens (0 < budget <= 1) or an absolute token count (> 1).
     budget: float = Field(0.5, gt=0)
@@ -242,6 +245,59 @@ class ProxyConfig(Section):
         return self
 
 
+class MethodSpec(Section):
+    """One selection method for `mira compare`: a ranking method and its retention mode."""
+
+    # Checked against `selection.method` when the comparison runs (see mira.compare.method_configs).
+    method: str
+    mode: Literal["group", "source", "global"] = "group"
+
+
+def _default_methods() -> list[MethodSpec]:
+    # MIRA in its three retention modes against the paper's baselines. Length shares MIRA-Group's
+    # units, so a difference between the two is the ranking alone; random is source-preserving
+    # whatever the mode; perplexity and DataMan use one global cutoff, as in the paper.
+    return [MethodSpec(method="mira", mode="group"), MethodSpec(method="mira", mode="source"),
+            MethodSpec(method="mira", mode="global"), MethodSpec(method="random", mode="source"),
+            MethodSpec(method="length", mode="group"), MethodSpec(method="perplexity", mode="global"),
+            MethodSpec(method="dataman", mode="global")]
+
+
+class CompareConfig(Section):
+    """`mira compare`: every method's selection at one budget, side by side."""
+
+    methods: list[MethodSpec] = Field(default_factory=_default_methods, min_length=1)
+    # A fraction of tokens (<= 1) or a token count (> 1); None uses selection.budget.
+    budget: float | None = Field(None, gt=0)
+    # Records the user knows to be good or bad: a record field (true where set and not false/empty,
+    # e.g. the demo's `demo_perturbation`) or a list of record ids.
+    known_good: str | list[str] | None = None
+    known_bad: str | list[str] | None = None
+    # Held-out evaluation sets for proxy training, shaped like `sources` entries and rendered like
+    # records. They must not overlap the corpus.
+    eval_sets: list[SourceConfig] = Field(default_factory=list)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[MethodSpec]) -> list[MethodSpec]:
+        seen = set()
+        for spec in methods:
+            key = (spec.method, spec.mode)
+            if key in seen:
+                raise ValueError(f"compare.methods lists {spec.method} ({spec.mode}) twice")
+            seen.add(key)
+        return methods
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _unique_eval_sets(cls, sets: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sets]
+        if len(set(names)) != len(names):
+            raise ValueError("compare.eval_sets names must be unique")
+        return sets
+
+
 class RunConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     run_dir: str | None = None
@@ -259,6 +315,7 @@ class RunConfig(Section):
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @field_validator("sources")
     @classmethod
@@ -350,7 +407,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
-    for source in config.sources:
+    for source in [*config.sources, *config.compare.eval_sets]:
         if not Path(source.path).is_absolute() and not any(c in source.path for c in "*?["):
             source.path = str((base / source.path).resolve())
         elif not Path(source.path).is_absolute():

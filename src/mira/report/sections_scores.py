@@ -55,7 +55,8 @@ def retention(a: Artifacts) -> str:
     sources = selection_entries(summary, "sources")
     groups = group_selection(a)
     mode, budget = summary.get("mode"), summary.get("budget")
-    head = (f"<p>Mode <code>{esc(mode or '?')}</code>, method <code>{esc(summary.get('method') or '?')}</code>, "
+    shown = f"Selection <code>{esc(summary['name'])}</code> (see Selections). " if summary.get("name") else ""
+    head = (f"<p>{shown}Mode <code>{esc(mode or '?')}</code>, method <code>{esc(summary.get('method') or '?')}</code>, "
             f"budget {esc(fmt_pct(budget) if isinstance(budget, (int, float)) and budget <= 1 else fmt_int(budget))}"
             f", ranked by <code>{esc(summary.get('key') or 'score')}</code>. Retained share = kept / in, for records "
             "and for tokens.</p>")
