@@ -270,6 +270,8 @@ def demo_data(ctx: click.Context, out: str, seed: int, scale: float) -> None:
     summary = _guard(lambda: api.build_demo_data(out, seed, scale), ctx.obj["verbose"])
     for name, info in summary["sources"].items():
         click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']}")
+    for name, info in summary.get("eval_sets", {}).items():
+        click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']} (held out, for compare)")
     for name, why in summary.get("skipped", {}).items():
         click.secho(f"  {name:<16} skipped: {why}", fg="yellow")
     click.echo(f"demo corpus written to {out}/ ({summary['records']} records, {len(summary['sources'])} sources)")
