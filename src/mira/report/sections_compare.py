@@ -74,7 +74,7 @@ def comparison(a: Artifacts) -> str:
                  "both ranked (hover for the count). MIRA's modes share one key: they differ only in cutoffs.</p>")
     parts.append(_matrix_table(c.get("rank_agreement") or {}, names, "float", counts=True))
     for kind in ("known_good", "known_bad"):
-        parts.append(_known(c.get(kind), kind.replace("_", "-"), names))
+        parts.append(_known(c.get(kind), kind.split("_")[1], names))
     if c.get("proxy"):
         parts.append(_proxy(a, c["proxy"], names))
     else:
@@ -90,7 +90,7 @@ def _known(entry: dict[str, Any] | None, label: str, names: list[str]) -> str:
             else f"{fmt_int(entry.get('ids'))} listed ids ({fmt_int(entry.get('missing'))} not found)")
     rows = [[text_cell(n), num(m.get("kept")), num(m.get("record_share"), "pct"), num(m.get("token_share"), "pct"),
              num(m.get("overall_token_share"), "pct")] for n, m in entry.get("methods", {}).items() if n in names]
-    return (f"<h3>Known {esc(label)} records</h3><p>{fmt_int(entry.get('records'))} {what}. Compare the kept share "
+    return (f"<h3>Known-{esc(label)} records</h3><p>{fmt_int(entry.get('records'))} {what}. Compare the kept share "
             "with the method's overall token share: a method that cannot tell them apart keeps about that much.</p>"
             + table(["selection", "kept", "kept share", "kept token share", "overall token share"], rows))
 
