@@ -125,7 +125,9 @@ def test_a_second_compare_reuses_every_selection_and_never_rescores(scored, tmp_
     assert {p: p.stat().st_mtime_ns for p in scores} == scores
     # A new budget is a new set of selections; the old ones stay.
     config.compare.budget = 0.3
+    config.compare.known_good = "no_such_field"
     third = api.compare(config)
+    assert third["known_good"]["records"] == 0 and "check the field name" in third["known_good"]["note"]
     assert [m["name"] for m in third["methods"]] == [n.replace("50pct", "30pct") for n in NAMES]
     assert all(selection_dir(run, n).exists() for n in NAMES)
 

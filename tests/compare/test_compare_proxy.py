@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from mira import api
 from mira.compare.training import result_path
-from mira.config import CompareConfig
+from mira.config import CompareConfig, SourceConfig
 from mira.corpus import iter_source_records, source_infos
 from mira.records import full_text
 from mira.rundir import RunDir
@@ -186,6 +186,10 @@ def test_proxy_needs_eval_sets(scored, tmp_path):
     config.compare.eval_sets = []
     with pytest.raises(ConfigError, match="eval_sets"):
         api.compare(config, proxy_api=StandIn().api)
+    config.compare.eval_sets = [SourceConfig(name="gone", path=str(tmp_path / "missing.jsonl"))]
+    with pytest.raises(ConfigError, match="does not exist"):
+        api.compare(config, proxy_api=StandIn().api)
+    assert not (tmp_path / "run" / "selection").exists()  # it failed before building anything
 
 
 @pytest.mark.slow

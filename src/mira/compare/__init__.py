@@ -120,8 +120,11 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     from mira.selections import selection_dir
 
     run = RunDir(config.resolved_run_dir())
-    if config.compare.proxy.enabled and not config.compare.eval_sets:
-        raise ConfigError("compare.proxy.enabled needs compare.eval_sets (held-out data shaped like `sources`)")
+    eval_sets = None
+    if config.compare.proxy.enabled:
+        from mira.compare.training import read_eval_sets
+
+        eval_sets = read_eval_sets(config)  # a bad eval set fails before any selection is built
     summaries = build_selections(config, run, progress)
     infos = source_infos(run)
     sources = [i.name for i in infos]
@@ -145,10 +148,10 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     }
     task.advance()
     task.close()
-    if config.compare.proxy.enabled:
+    if eval_sets is not None:
         from mira.compare.training import run_proxy
 
-        result["proxy"] = run_proxy(config, run, infos, summaries, decisions, progress, proxy_api)
+        result["proxy"] = run_proxy(config, run, infos, summaries, decisions, eval_sets, progress, proxy_api)
     atomic_write_json(run.path("compare", "summary.json"), result)
     write_report(run)
     return result

@@ -14,6 +14,7 @@ Every selection of a run has one decision row per input record, in the same corp
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo
 from mira.io import iter_shard
 from mira.stages.select import DECISIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,6 +158,9 @@ def known_records(config: RunConfig, infos: list[SourceInfo], decisions: dict[st
     marked &= first.usable
     out: dict[str, Any] = {**described, "records": int(marked.sum()), "tokens": int(first.tokens[marked].sum()),
                            "methods": {}}
+    if not marked.any():
+        out["note"] = "no usable record is marked: check the field name or the ids"
+        log.warning("compare: %s marks no usable record", spec if isinstance(spec, str) else "the id list")
     for name, d in decisions.items():
         kept = marked & d.kept
         overall = _ratio(float(d.tokens[d.kept].sum()), float(d.tokens[d.usable].sum()))

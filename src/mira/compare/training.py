@@ -49,16 +49,15 @@ def result_path(run: RunDir, selection: str, seed: int) -> Path:
 
 
 def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selections: dict[str, dict[str, Any]],
-              decisions: dict[str, Decisions], progress: ProgressFactory = null_progress,
-              api: Any = None) -> dict[str, Any]:
+              decisions: dict[str, Decisions], eval_sets: dict[str, list[str]],
+              progress: ProgressFactory = null_progress, api: Any = None) -> dict[str, Any]:
     """Train (or reuse) every (selection, seed) result; return the table, the verdicts and the plot path.
 
-    `selections` maps a selection name to its summary (method, fingerprint); `api` replaces
-    :mod:`mira.proxy` (tests pass a stand-in trainer).
+    `selections` maps a selection name to its summary (method, fingerprint); `eval_sets` are the
+    texts of :func:`read_eval_sets`; `api` replaces :mod:`mira.proxy` (tests pass a stand-in trainer).
     """
     api = api or proxy_api()
     proxy = config.compare.proxy
-    eval_sets = read_eval_sets(config)
     eval_hash = {name: _hash_texts(texts) for name, texts in eval_sets.items()}
     results: dict[str, list[Any]] = {}
     trained = reused = 0

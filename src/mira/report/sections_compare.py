@@ -90,8 +90,9 @@ def _known(entry: dict[str, Any] | None, label: str, names: list[str]) -> str:
             else f"{fmt_int(entry.get('ids'))} listed ids ({fmt_int(entry.get('missing'))} not found)")
     rows = [[text_cell(n), num(m.get("kept")), num(m.get("record_share"), "pct"), num(m.get("token_share"), "pct"),
              num(m.get("overall_token_share"), "pct")] for n, m in entry.get("methods", {}).items() if n in names]
-    return (f"<h3>Known-{esc(label)} records</h3><p>{fmt_int(entry.get('records'))} {what}. Compare the kept share "
-            "with the method's overall token share: a method that cannot tell them apart keeps about that much.</p>"
+    warning = note(f"<strong>{esc(entry['note'])}</strong>", "bad") if entry.get("note") else ""
+    return (f"<h3>Known-{esc(label)} records</h3>{warning}<p>{fmt_int(entry.get('records'))} {what}. Compare the kept "
+            "share with the method's overall token share: a method that cannot tell them apart keeps about that much.</p>"
             + table(["selection", "kept", "kept share", "kept token share", "overall token share"], rows))
 
 
