@@ -271,7 +271,7 @@ def demo_data(ctx: click.Context, out: str, seed: int, scale: float) -> None:
     for name, info in summary["sources"].items():
         click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']}")
     for name, info in summary.get("eval_sets", {}).items():
-        click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']} (held out, for compare)")
+        click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']} (held out)")
     for name, why in summary.get("skipped", {}).items():
         click.secho(f"  {name:<16} skipped: {why}", fg="yellow")
     click.echo(f"demo corpus written to {out}/ ({summary['records']} records, {len(summary['sources'])} sources)")

@@ -45,7 +45,8 @@ def method_configs(config: RunConfig) -> list[tuple[MethodSpec, RunConfig]]:
         try:
             selection = SelectionConfig.model_validate(data)
         except ValueError as exc:
-            raise ConfigError(f"compare.methods[{index}] ({spec.method}): {str(exc).splitlines()[-1].strip()}") from None
+            reason = str(exc).splitlines()[-1].strip()
+            raise ConfigError(f"compare.methods[{index}] ({spec.method}): {reason}") from None
         method_config = config.model_copy(update={"selection": selection})
         name = selection_name(method_config)
         if name in names:

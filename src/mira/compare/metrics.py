@@ -62,7 +62,8 @@ def load_decisions(path: Path, infos: list[SourceInfo]) -> Decisions:
             parts["kept"].append(table.column("kept").to_numpy(zero_copy_only=False).astype(bool))
             parts["key"].append(key)
             parts["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
-            parts["usable"].append(np.array([not r.startswith("quarantined") for r in table.column("reason").to_pylist()]))
+            reasons = table.column("reason").to_pylist()
+            parts["usable"].append(np.array([not r.startswith("quarantined") for r in reasons], dtype=bool))
             parts["source_idx"].append(np.full(table.num_rows, s_index, dtype=np.int32))
     dtypes = {"ids": object, "kept": bool, "key": np.float64, "tokens": np.int64, "usable": bool,
               "source_idx": np.int32}

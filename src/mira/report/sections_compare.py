@@ -91,8 +91,9 @@ def _known(entry: dict[str, Any] | None, label: str, names: list[str]) -> str:
     rows = [[text_cell(n), num(m.get("kept")), num(m.get("record_share"), "pct"), num(m.get("token_share"), "pct"),
              num(m.get("overall_token_share"), "pct")] for n, m in entry.get("methods", {}).items() if n in names]
     warning = note(f"<strong>{esc(entry['note'])}</strong>", "bad") if entry.get("note") else ""
-    return (f"<h3>Known-{esc(label)} records</h3>{warning}<p>{fmt_int(entry.get('records'))} {what}. Compare the kept "
-            "share with the method's overall token share: a method that cannot tell them apart keeps about that much.</p>"
+    return (f"<h3>Known-{esc(label)} records</h3>{warning}<p>{fmt_int(entry.get('records'))} {what}. Compare the "
+            "kept share with the method's overall token share: a method that cannot tell them apart keeps about "
+            "that much.</p>"
             + table(["selection", "kept", "kept share", "kept token share", "overall token share"], rows))
 
 
@@ -111,8 +112,9 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
             cells.append(Cell(f"{fmt_float(bpb['mean'], 4)}{esc(spread)}", bpb["mean"], "num",
                               ", ".join(fmt_float(v, 4) for v in bpb.get("values", []))))
         rows.append(cells)
-    out = [f"<h3>Proxy training</h3><p>A {fmt_int(settings.get('layers'))}-layer byte-level model trained from scratch on "
-           f"{fmt_compact(settings.get('train_bytes'))} bytes of each selection, {fmt_int(settings.get('seeds'))} seeds; "
+    out = [f"<h3>Proxy training</h3><p>A {fmt_int(settings.get('layers'))}-layer byte-level model trained from "
+           f"scratch on {fmt_compact(settings.get('train_bytes'))} bytes of each selection, "
+           f"{fmt_int(settings.get('seeds'))} seeds; "
            "held-out bits per byte, mean ± standard deviation over seeds (lower is better; hover for each seed). "
            f"{fmt_int(proxy.get('trained'))} runs trained now, {fmt_int(proxy.get('reused'))} reused.</p>",
            table(["selection"] + evals, rows)]
