@@ -111,7 +111,9 @@ def test_a_selection_written_before_names_is_still_read(scored, tmp_path):
     assert render_report(run)[1]["retention"] == "filled"
 
 
-METHODS = [m for m in typing.get_args(SelectionConfig.model_fields["method"].annotation) if m != "dsir"]
+# dsir needs a target file and dataman its own teacher labels; each has its own tests.
+METHODS = [m for m in typing.get_args(SelectionConfig.model_fields["method"].annotation)
+           if m not in ("dsir", "dataman")]
 
 
 @pytest.mark.parametrize("method", METHODS)
