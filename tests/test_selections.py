@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import typing
 from pathlib import Path
 
 import pytest
@@ -111,9 +110,9 @@ def test_a_selection_written_before_names_is_still_read(scored, tmp_path):
     assert render_report(run)[1]["retention"] == "filled"
 
 
-# dsir needs a target file and dataman its own teacher labels; each has its own tests.
-METHODS = [m for m in typing.get_args(SelectionConfig.model_fields["method"].annotation)
-           if m not in ("dsir", "dataman")]
+# The methods that need nothing but the scores (dsir needs a target file, perplexity its reference
+# model, dataman its own teacher labels; their own tests cover them).
+METHODS = ["mira", "random", "length"]
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 ROOT = "selection"
 CURRENT = "_current.json"
 SUMMARY = "summary.json"
-# Methods whose ranking fixes the retention mode whatever `selection.mode` says (see mira.baselines):
-# the default name must say the mode the selection really used. tests/test_selections.py checks
-# that every method's summary agrees with its name.
-FIXED_MODE = {"random": "source", "global_rubric": "global"}
+# Methods whose ranking fixes the retention mode whatever `selection.mode` says (each ranking's
+# `MODE`): the default name must say the mode the selection really used. tests/test_selections.py
+# checks that each method's summary agrees with its name.
+FIXED_MODE = {"random": "source", "global_rubric": "global", "perplexity": "global", "dataman": "global"}
 
 
 def effective_mode(method: str, mode: str) -> str:

@@ -134,7 +134,7 @@ def test_a_second_compare_reuses_every_selection_and_never_rescores(scored, tmp_
 
 def test_unknown_or_duplicate_methods_fail_before_any_work(scored, tmp_path):
     config = _config(scored, tmp_path, methods=[{"method": "mira"}, {"method": "no-such-method"}])
-    with pytest.raises(ConfigError, match=r"compare.methods\[1\]: unknown method 'no-such-method'"):
+    with pytest.raises(ConfigError, match=r"compare.methods\[1\] \(no-such-method\): .*mira"):
         api.compare(config)
     assert not (tmp_path / "run" / "selection").exists()
     config = _config(scored, tmp_path, methods=[{"method": "random", "mode": "group"},
@@ -172,4 +172,9 @@ def test_cli_compare_prints_a_table_and_dry_run_plans(scored, tmp_path):
     data["compare"]["methods"] = [{"method": "nope"}]
     path.write_text(yaml.safe_dump(data))
     bad = runner.invoke(main, ["compare", str(path)])
-    assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "compare.methods[0] (nope)" in bad.output and "Traceback" not in bad.output
+    data["compare"]["methods"] = [{"method": "dsir"}]  # a method without its input (dsir_target)
+    path.write_text(yaml.safe_dump(data))
+    bad = runner.invoke(main, ["compare", str(path)])
+    assert bad.exit_code == 2 and "(dsir): selection.method 'dsir' needs" in bad.output
+    assert bad.output.strip().count("\n") == 0

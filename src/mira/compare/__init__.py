@@ -10,8 +10,9 @@ rerenders the report, whose "Comparison" section reads it.
 from __future__ import annotations
 
 import logging
-import typing
 from typing import Any
+
+from pydantic import ValidationError
 
 from mira.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
 from mira.rundir import RunDir, StageNotReady, atomic_write_json
@@ -22,30 +23,21 @@ log = logging.getLogger(__name__)
 VERSION = "compare-v1"
 
 
-def available_methods() -> tuple[str, ...]:
-    """The ranking methods this build knows (`selection.method`)."""
-    return typing.get_args(SelectionConfig.model_fields["method"].annotation)
-
-
 def method_configs(config: RunConfig) -> list[tuple[MethodSpec, RunConfig]]:
     """One run config per compared method: the user's selection settings with that method, its mode
     and the comparison budget. Checked up front, so a bad entry fails before any work is done."""
     from mira.selections import selection_name
 
-    known = available_methods()
     budget = config.compare.budget or config.selection.budget
     out: list[tuple[MethodSpec, RunConfig]] = []
     names: dict[str, int] = {}
     for index, spec in enumerate(config.compare.methods):
-        if spec.method not in known:
-            raise ConfigError(f"compare.methods[{index}]: unknown method {spec.method!r} "
-                              f"(this build has: {', '.join(known)})")
         data = {**config.selection.model_dump(), "method": spec.method, "mode": spec.mode, "budget": budget,
                 "name": None}
         try:
             selection = SelectionConfig.model_validate(data)
-        except ValueError as exc:
-            reason = str(exc).splitlines()[-1].strip()
+        except ValidationError as exc:  # an unknown method, or one that lacks its inputs (dsir_target)
+            reason = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors()[:2])
             raise ConfigError(f"compare.methods[{index}] ({spec.method}): {reason}") from None
         method_config = config.model_copy(update={"selection": selection})
         name = selection_name(method_config)
@@ -70,12 +62,8 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
         name = selection_name(method_config)
         summary = read_summary(selection_dir(run, name))
         if summary is None or summary.get("fingerprint") != selection_fingerprint(method_config, run):
-            if spec.method == "dataman":
-                # DataMan labels a sample with its own fixed rubric before it can rank (teacher calls,
-                # cached and resumable like annotate).
-                from mira.baselines import prepare_dataman  # type: ignore[attr-defined]
-
-                prepare_dataman(method_config, run, progress)
+            # select_corpus runs the method's own preparation first where it has one (DataMan's
+            # teacher labels, the perplexity model), cached and resumable.
             log.info("compare: selecting %s", name)
             select_corpus(method_config, run, progress)
             summary = read_summary(selection_dir(run, name))
@@ -89,7 +77,7 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
 
 def plan(config: RunConfig) -> list[str]:
     """Dry run: which selections `mira compare` would reuse or build, and the proxy training it would do."""
-    from mira.selections import read_summary, selection_dir, selection_name
+    from mira.selections import effective_mode, read_summary, selection_dir, selection_name
     from mira.stages.select import selection_fingerprint
 
     run = RunDir(config.resolved_run_dir())
@@ -102,7 +90,7 @@ def plan(config: RunConfig) -> list[str]:
             fresh = summary is not None and summary.get("fingerprint") == selection_fingerprint(method_config, run)
         except StageNotReady:
             fresh = False
-        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {method_config.selection.mode})")
+        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {effective_mode(spec.method, spec.mode)})")
     proxy = config.compare.proxy
     if proxy.enabled:
         lines.append(f"proxy training: {len(methods)} selections x {proxy.seeds} seeds, {proxy.train_bytes:,} bytes "
@@ -158,4 +146,4 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     return result
 
 
-__all__ = ["available_methods", "build_selections", "compare", "method_configs", "plan"]
+__all__ = ["build_selections", "compare", "method_configs", "plan"]
