@@ -111,6 +111,13 @@ def test_compare_summary_metrics_match_the_decisions(scored, tmp_path):
 
     page = run.path("report", "index.html").read_text()
     assert 'id="comparison" data-state="filled"' in page and "known-bad" in page.lower()
+    assert "Out of date" not in page
+    # A selection re-made from other settings after the comparison: the report says the numbers are stale.
+    shutil.rmtree(selection_dir(run, "length-group-50pct"))
+    from mira.report import render_report
+
+    page, states = render_report(run)
+    assert states["comparison"] == "filled" and "Out of date:</strong> length-group-50pct" in page
 
 
 def test_a_second_compare_reuses_every_selection_and_never_rescores(scored, tmp_path):

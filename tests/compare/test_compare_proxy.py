@@ -206,3 +206,22 @@ def test_with_the_real_proxy_trainer(scored, tmp_path):
     assert all(isinstance(v["beyond_noise"], bool) for v in first["proxy"]["verdicts"])
     again = api.compare(config)
     assert again["proxy"]["reused"] == 6 and again["proxy"]["table"] == first["proxy"]["table"]
+
+
+def test_a_crash_mid_training_keeps_the_finished_results(scored, tmp_path):
+    config = _config(scored, tmp_path, seeds=2)
+    stand_in = StandIn()
+    train = stand_in.train_proxy
+
+    def crash_on_third(*args, **kwargs):
+        if len(stand_in.calls) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the third training run
+        return train(*args, **kwargs)
+
+    broken = SimpleNamespace(train_proxy=crash_on_third, verdict=stand_in.verdict, ProxyResult=Result)
+    with pytest.raises(KeyboardInterrupt):
+        api.compare(config, proxy_api=broken)
+    run = RunDir(tmp_path / "run")
+    assert sorted(p.name for p in run.path("compare", "proxy").rglob("*") if p.is_file()) == ["seed0.json", "seed1.json"]
+    result = api.compare(config, proxy_api=stand_in.api)
+    assert result["proxy"]["reused"] == 2 and result["proxy"]["trained"] == 4 and len(stand_in.calls) == 6

@@ -42,7 +42,12 @@ def comparison(a: Artifacts) -> str:
     names = [m["name"] for m in c.get("methods", [])]
     random_name = next((m["name"] for m in c.get("methods", []) if m.get("method") == "random"), None)
     overlap = c.get("overlap") or {}
-    parts = [f"<p>{len(names)} selections at budget {esc(_budget_text(c.get('budget')))}, built from the same scores "
+    current = {s["name"]: s for s in a.selections}
+    stale = [m["name"] for m in c.get("methods", [])
+             if m["name"] not in current or _fingerprint(a, m["name"]) != m.get("fingerprint")]
+    parts = [note(f"<strong>Out of date:</strong> {esc(', '.join(stale))} changed or disappeared since this "
+                  "comparison; rerun <code>mira compare</code>.", "bad")] if stale else []
+    parts += [f"<p>{len(names)} selections at budget {esc(_budget_text(c.get('budget')))}, built from the same scores "
              "(nothing was rescored). Token shares count tokens; a good method keeps the known-good and drops the "
              "known-bad records while keeping each source's mixture sensible.</p>"]
     parts.append(table(["selection", "kept tokens", "length ratio (mean)", "overlap with random",
@@ -138,6 +143,13 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
     if others:
         out.append(details("Every other pair", table(headers, rows_of(others))))
     return "".join(out)
+
+
+def _fingerprint(a: Artifacts, name: str) -> str | None:
+    from mira.selections import read_summary, selection_dir
+
+    summary = read_summary(selection_dir(a.run, name))
+    return summary.get("fingerprint") if summary else None
 
 
 def _matrix(block: dict[str, Any], row: str, column: str | None) -> float | None:
