@@ -222,6 +222,7 @@ def test_a_crash_mid_training_keeps_the_finished_results(scored, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         api.compare(config, proxy_api=broken)
     run = RunDir(tmp_path / "run")
-    assert sorted(p.name for p in run.path("compare", "proxy").rglob("*") if p.is_file()) == ["seed0.json", "seed1.json"]
+    stored = sorted(p.name for p in run.path("compare", "proxy").rglob("*") if p.is_file())
+    assert stored == ["seed0.json", "seed1.json"]
     result = api.compare(config, proxy_api=stand_in.api)
     assert result["proxy"]["reused"] == 2 and result["proxy"]["trained"] == 4 and len(stand_in.calls) == 6
