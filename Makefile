@@ -28,7 +28,7 @@ demo: env system-deps
 	$(MIRA) demo-data --out demo-data
 	$(MIRA) run examples/demo.yaml
 	@echo "report:    runs/demo/report/index.html"
-	@echo "selection: runs/demo/selection/ (summary: runs/demo/selection/summary.json)"
+	@echo "selection: runs/demo/selection/mira-group-50pct/ (summary.json inside)"
 
 test: env system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

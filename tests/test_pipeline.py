@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from mira import api
 from mira.cli import main
 from mira.config import RunConfig
+from mira.rundir import RunDir
+from mira.selections import current_selection
 
 DATA = Path(__file__).parent / "data" / "group_discover"
 DIMENSIONS = ["Clarity of explanation", "Correctness of details", "Consistent style", "Useful comments",
@@ -104,7 +106,7 @@ def test_whole_pipeline_with_a_scripted_teacher(tmp_path: Path):
 
     run = Path(config.run_dir)
     inventory = json.loads((run / "inventory.json").read_text())
-    summary = json.loads((run / "selection" / "summary.json").read_text())
+    summary = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())
     totals = summary["totals"]
     assert totals["records_in"] == inventory["totals"]["records"]
     assert totals["records_in"] == totals["kept"] + totals["rejected"] + totals["quarantined"]
@@ -114,7 +116,7 @@ def test_whole_pipeline_with_a_scripted_teacher(tmp_path: Path):
     assert rows == inventory["totals"]["records"]
 
     # Kept records are written with their original fields and the score columns.
-    kept = [json.loads(line) for p in sorted((run / "selection").glob("*/*.jsonl")) for line in p.read_text().splitlines()]
+    kept = [json.loads(line) for p in sorted(current_selection(RunDir(run)).glob("*/*.jsonl")) for line in p.read_text().splitlines()]
     assert len(kept) == totals["kept"] > 0
     assert all("mira_score" in r and "mira_group" in r for r in kept)
     assert (run / "report" / "index.html").stat().st_size > 10_000
@@ -132,12 +134,12 @@ def test_reselecting_with_another_budget_never_rescores(tmp_path: Path):
         api.run_pipeline(config, until="select")
         run = Path(config.run_dir)
         before = {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*.parquet")}
-        kept_before = json.loads((run / "selection" / "summary.json").read_text())["totals"]["kept_tokens"]
+        kept_before = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())["totals"]["kept_tokens"]
         config.selection.budget = 0.2
         outcomes = api.run_pipeline(config, until="select")
     assert [o.stage for o in outcomes if not o.skipped] == ["select"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    kept_after = json.loads((run / "selection" / "summary.json").read_text())["totals"]["kept_tokens"]
+    kept_after = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())["totals"]["kept_tokens"]
     assert kept_after < kept_before
 
 
@@ -169,7 +171,7 @@ def test_whole_pipeline_with_the_real_bundled_server(tmp_path: Path):
     run = Path(config.run_dir)
     usage = json.loads((run / "usage" / "annotate.json").read_text())
     assert usage["last"]["requests"] >= 1
-    summary = json.loads((run / "selection" / "summary.json").read_text())["totals"]
+    summary = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())["totals"]
     assert summary["records_in"] == 12 == summary["kept"] + summary["rejected"] + summary["quarantined"]
     assert (run / "report" / "index.html").exists()
     assert all(o.skipped for o in api.run_pipeline(config))  # and a rerun pays for nothing

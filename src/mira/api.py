@@ -9,7 +9,8 @@ from mira.config import RunConfig, load_config
 from mira.rundir import STAGES, RunDir, read_json
 from mira.stage import ProgressFactory, StageContext, StageOutcome, null_progress, run_stage
 
-__all__ = ["STAGES", "RunConfig", "load_config", "open_run", "run_one", "run_pipeline", "status", "build_demo_data"]
+__all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
+           "status"]
 
 
 def open_run(config: RunConfig) -> RunDir:
@@ -37,8 +38,16 @@ def run_pipeline(config: RunConfig, force: bool = False, until: str | None = Non
     return outcomes
 
 
+def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_api: Any = None) -> dict[str, Any]:
+    """Every method of ``compare.methods`` side by side at one budget (no rescoring); optional proxy
+    training. Writes ``compare/summary.json`` and rerenders the report; returns the summary."""
+    from mira.compare import compare as run_compare
+
+    return run_compare(config, progress, proxy_api)
+
+
 def status(run_dir: str | Path) -> dict[str, Any]:
-    """Which stages are done, with their counts and teacher usage."""
+    """Which stages are done, with their counts, teacher usage and the named selections."""
     run = RunDir(Path(run_dir))
     stages = {}
     for stage in STAGES:
@@ -51,7 +60,11 @@ def status(run_dir: str | Path) -> dict[str, Any]:
                 usage[path.stem] = read_json(path)
             except (OSError, ValueError):
                 usage[path.stem] = {"error": "unreadable usage file"}
-    return {"run_dir": str(run.root), "exists": run.root.exists(), "stages": stages, "teacher_usage": usage}
+    from mira.selections import list_selections
+
+    selections = [{k: v for k, v in s.items() if k != "mtime"} for s in list_selections(run)]
+    return {"run_dir": str(run.root), "exists": run.root.exists(), "stages": stages, "teacher_usage": usage,
+            "selections": selections}
 
 
 def build_demo_data(out_dir: str | Path = "demo-data", seed: int = 0, scale: float = 1.0) -> dict[str, Any]:

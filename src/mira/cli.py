@@ -197,8 +197,12 @@ def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, ove
     click.echo(f"run directory: {run_dir}")
     if (run_dir / "report" / "index.html").exists():
         click.echo(f"report: {run_dir / 'report' / 'index.html'}")
-    if (run_dir / "selection").exists():
-        click.echo(f"selection: {run_dir / 'selection'}")
+    from mira.rundir import RunDir
+    from mira.selections import current_selection
+
+    selection = current_selection(RunDir(run_dir))
+    if selection is not None:
+        click.echo(f"selection: {selection}")
 
 
 @main.command()
@@ -227,6 +231,62 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
             click.echo(f"  [ ] {stage}")
     for stage, usage in info["teacher_usage"].items():
         click.echo(f"  teacher/{stage}: " + ", ".join(f"{k}={v}" for k, v in usage.items() if not isinstance(v, dict)))
+    for selection in info["selections"]:
+        totals = selection["totals"]
+        share = totals.get("kept_tokens", 0) / max(1, totals.get("tokens_in", 0))
+        mark = " (current: the report shows it)" if selection["current"] else ""
+        click.echo(f"  selection {selection['name']}: {selection['method']}/{selection['mode']}, kept "
+                   f"{totals.get('kept', 0):,} records, {share:.1%} of tokens{mark}")
+
+
+@main.command(name="compare")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set compare.proxy.enabled=true")
+@click.option("--dry-run", is_flag=True, help="List the selections it would build or reuse; run nothing.")
+@click.pass_context
+def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
+    """Compare selection methods side by side at one budget (compare section of the config)."""
+    verbose = ctx.obj["verbose"]
+    cfg = _guard(lambda: _load(config, overrides), verbose)
+    if dry_run:
+        from mira.compare import plan
+
+        for line in _guard(lambda: plan(cfg), verbose):
+            click.echo(line)
+        return
+    from mira import api
+
+    progress, task = _progress_factory()
+    with progress:
+        result = _guard(lambda: api.compare(cfg, task), verbose)
+    overlap = result["overlap"]
+    random_names = [m["name"] for m in result["methods"] if m["method"] == "random"]
+    bad = result.get("known_bad") or {}
+    click.echo(f"{'selection':<28} {'kept tokens':>11} {'length x':>8} "
+               f"{'overlap w/ random':>17} {'known-bad kept':>14}")
+    for method in result["methods"]:
+        name = method["name"]
+        kept = result["retention"][name]["totals"]["token_share"]
+        ratio = result["length_bias"][name]["mean_ratio"]
+        row = overlap["methods"].index(name)
+        share = (overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None)
+        known = (bad.get("methods") or {}).get(name, {}).get("record_share")
+        click.echo(f"{name:<28} {_pct(kept):>11} {_num(ratio):>8} {_pct(share):>17} {_pct(known):>14}")
+    for verdict in (result.get("proxy") or {}).get("verdicts", []):
+        if verdict["vs_random"]:
+            click.echo(f"  proxy [{verdict['eval_set']}] {verdict['text']}")
+    run_dir = cfg.resolved_run_dir()
+    click.echo(f"comparison: {run_dir / 'compare' / 'summary.json'}")
+    click.echo(f"report: {run_dir / 'report' / 'index.html'}")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 @main.command(name="demo-data")
@@ -241,6 +301,8 @@ def demo_data(ctx: click.Context, out: str, seed: int, scale: float) -> None:
     summary = _guard(lambda: api.build_demo_data(out, seed, scale), ctx.obj["verbose"])
     for name, info in summary["sources"].items():
         click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']}")
+    for name, info in summary.get("eval_sets", {}).items():
+        click.echo(f"  {name:<16} {info['records']:>6} records  {info['format']:<6} {info['file']} (held out)")
     for name, why in summary.get("skipped", {}).items():
         click.secho(f"  {name:<16} skipped: {why}", fg="yellow")
     click.echo(f"demo corpus written to {out}/ ({summary['records']} records, {len(summary['sources'])} sources)")

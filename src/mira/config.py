@@ -174,6 +174,9 @@ BUDGET_KEYS = ("budget_fraction", "budget_tokens", "budget")
 
 
 class SelectionConfig(Section):
+    # The selection is written to selection/<name>/; by default the name says method, mode and
+    # budget (e.g. "mira-group-50pct"), so selections with other settings coexist.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     mode: Literal["group", "source", "global"] = "group"
     # The budget, in exactly one unit: a fraction of the tokens (0 < f <= 1) or a token count.
     # Unset both to keep DEFAULT_BUDGET_FRACTION. Read only through `budget_share`/`budget_label`.
@@ -242,6 +245,104 @@ class EngineConfig(Section):
     ray_address: str | None = None
 
 
+class ProxyConfig(Section):
+    """Proxy training: does a selection help a model learn? (`compare.proxy`, issue 12).
+
+    A small causal transformer is trained from scratch on the same number of bytes drawn from each
+    selection and evaluated on held-out sets. The model reads raw UTF-8 bytes (vocabulary 256):
+    bits per byte is then exact and comparable across selections with no tokenizer to fit or
+    bundle, and a byte budget is the same budget for every method whatever its text looks like.
+    Defaults are sized so one run takes about 1-2 minutes on a 2-core CPU (measured ~25k
+    training bytes/s at this size, see benchmarks/proxy.py) while still separating clean
+    from junk-diluted data.
+    """
+
+    # Off by default: the quick demo must not pay minutes of training per method and seed.
+    enabled: bool = False
+    # Three seeds is the fewest that gives a spread to compare a difference against.
+    seeds: int = Field(3, ge=1, le=100)
+    # The same training budget (bytes) for every selection; a smaller selection is cycled
+    # (its result records epochs > 1). ~2 MB is about 80 s at the default size on 2 cores.
+    train_bytes: int = Field(2_000_000, ge=1_024)
+    # Bytes of context per training window: enough to see a few lines of code.
+    context: int = Field(128, ge=8, le=4_096)
+    # Model size: 2 layers x 128 wide (~0.48M parameters) is the largest that trains the
+    # budget above in ~1-2 minutes on 2 shared CPU cores and still learns code structure.
+    layers: int = Field(2, ge=1, le=48)
+    d_model: int = Field(128, ge=8, le=4_096)
+    heads: int = Field(4, ge=1, le=64)
+    # Windows per optimizer step (16 x 128 = 2,048 bytes a step, ~1,000 steps at the default).
+    batch_size: int = Field(16, ge=1)
+    # AdamW peak learning rate with warmup and cosine decay; tiny models tolerate a high rate.
+    learning_rate: float = Field(2e-3, gt=0, le=1)
+    # Bytes evaluated per eval set (its first eval_bytes bytes, fixed windows): ~100 KB keeps
+    # the seed-to-seed noise of the estimate well below the gaps the check must see.
+    eval_bytes: int = Field(100_000, ge=256)
+    # "auto" uses CUDA when present, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads for torch; None uses every core.
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ProxyConfig:
+        if self.d_model % self.heads:
+            raise ValueError("proxy.d_model must be a multiple of proxy.heads")
+        return self
+
+
+class MethodSpec(Section):
+    """One selection method for `mira compare`: a ranking method and its retention mode."""
+
+    # Checked against `selection.method` when the comparison runs (see mira.compare.method_configs).
+    method: str
+    mode: Literal["group", "source", "global"] = "group"
+
+
+def _default_methods() -> list[MethodSpec]:
+    # MIRA in its three retention modes against the paper's baselines. Length shares MIRA-Group's
+    # units, so a difference between the two is the ranking alone; random is source-preserving
+    # whatever the mode; perplexity and DataMan use one global cutoff, as in the paper.
+    return [MethodSpec(method="mira", mode="group"), MethodSpec(method="mira", mode="source"),
+            MethodSpec(method="mira", mode="global"), MethodSpec(method="random", mode="source"),
+            MethodSpec(method="length", mode="group"), MethodSpec(method="perplexity", mode="global"),
+            MethodSpec(method="dataman", mode="global")]
+
+
+class CompareConfig(Section):
+    """`mira compare`: every method's selection at one budget, side by side."""
+
+    methods: list[MethodSpec] = Field(default_factory=_default_methods, min_length=1)
+    # A fraction of tokens (<= 1) or a token count (> 1); None uses selection.budget.
+    budget: float | None = Field(None, gt=0)
+    # Records the user knows to be good or bad: a record field (true where set and not false/empty,
+    # e.g. the demo's `demo_perturbation`) or a list of record ids.
+    known_good: str | list[str] | None = None
+    known_bad: str | list[str] | None = None
+    # Held-out evaluation sets for proxy training, shaped like `sources` entries and rendered like
+    # records. They must not overlap the corpus.
+    eval_sets: list[SourceConfig] = Field(default_factory=list)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[MethodSpec]) -> list[MethodSpec]:
+        seen = set()
+        for spec in methods:
+            key = (spec.method, spec.mode)
+            if key in seen:
+                raise ValueError(f"compare.methods lists {spec.method} ({spec.mode}) twice")
+            seen.add(key)
+        return methods
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _unique_eval_sets(cls, sets: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sets]
+        if len(set(names)) != len(names):
+            raise ValueError("compare.eval_sets names must be unique")
+        return sets
+
+
 class RunConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     run_dir: str | None = None
@@ -259,6 +360,7 @@ class RunConfig(Section):
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @field_validator("sources")
     @classmethod
@@ -355,7 +457,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
-    for source in config.sources:
+    for source in [*config.sources, *config.compare.eval_sets]:
         if not Path(source.path).is_absolute() and not any(c in source.path for c in "*?["):
             source.path = str((base / source.path).resolve())
         elif not Path(source.path).is_absolute():

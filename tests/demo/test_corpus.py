@@ -129,8 +129,14 @@ def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path
     built_cfg = corpus.demo_config(out, tmp_path / "run")
     assert example.name == built_cfg.name == "demo"
     assert Path(example.run_dir) == REPO / "runs" / "demo"
-    strip = {"sources", "run_dir"}
+    strip = {"sources": True, "run_dir": True, "compare": {"eval_sets"}}
     assert example.model_dump(exclude=strip) == built_cfg.model_dump(exclude=strip)
+    assert example.compare.known_bad == "demo_perturbation" and not example.compare.proxy.enabled
+
+    def eval_shape(cfg):
+        return [(s.name, Path(s.path).relative_to(Path(s.path).parents[1]), s.format) for s in cfg.compare.eval_sets]
+    assert eval_shape(example) == eval_shape(built_cfg) and len(example.compare.eval_sets) == 2
+    assert all(Path(s.path).parents[1] == REPO / "demo-data" for s in example.compare.eval_sets)
     assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 10
 
     def shape(cfg):
@@ -177,3 +183,28 @@ def test_rst_sections_follow_adornment_levels() -> None:
             "Sub\n~~~\n\ndeep\n\nSecond\n------\n\nbody two\n")
     assert [(lvl, h) for lvl, h, _ in rst_sections(text)] == [(0, "Title"), (1, "First"), (2, "Sub"), (1, "Second")]
     assert rst_sections(text)[1][2] == "body one"
+
+
+def test_eval_sets_are_held_out_from_the_corpus(built: tuple[Path, dict]) -> None:
+    from mira.compare.training import read_eval_sets
+    from mira.demo.evalsets import content_hash
+
+    out, summary = built
+    assert set(summary["eval_sets"]) | set(summary["skipped"]) >= {"heldout_code", "heldout_docs"}
+    corpus_ids: set[str] = set()
+    corpus_hashes: set[str] = set()
+    for path in (out / "stdlib_code.jsonl", out / "python_docs.jsonl"):
+        for row in _jsonl(path) if path.exists() else []:
+            corpus_ids.add(row["id"].split("/", 1)[1])
+            corpus_hashes.add(content_hash(row.get("content") or row.get("text")))
+    for name, entry in summary["eval_sets"].items():
+        rows = _jsonl(out / entry["file"])
+        assert len(rows) == entry["records"] > 0
+        for row in rows:
+            assert row["id"].startswith(f"{name}/") and row["id"].split("/", 1)[1] not in corpus_ids
+            assert content_hash(row.get("content") or row.get("text")) not in corpus_hashes
+    # `mira compare` reads them like sources, through the config demo_config writes.
+    config = corpus.demo_config(out, out / "run")
+    texts = read_eval_sets(config)
+    assert set(texts) == set(summary["eval_sets"]) and all(texts.values())
+    assert "def " in texts["heldout_code"][0] or "class " in texts["heldout_code"][0]

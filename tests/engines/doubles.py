@@ -154,3 +154,22 @@ def prepare_run(config: RunConfig, masked_sources: tuple[str, ...] = ("qa",)) ->
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under `root` (relative path -> bytes): for byte-identical comparisons."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def build_scored_run(root: Path) -> tuple[list[dict[str, Any]], Path]:
+    """The test corpus under `root/corpus`, ingested and scored with the stand-in student (qa masked)
+    in `root/run`; tests copy the run directory. Returns (source configs, run path)."""
+    from mira import api
+    from mira.config import EngineConfig
+    from mira.stages import score as score_stage
+
+    corpus = build_corpus(root / "corpus")
+    config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
+    original = score_stage.StageModels
+    score_stage.StageModels = DoubleModels
+    try:
+        prepare_run(config)
+        api.run_one("score", config)
+    finally:
+        score_stage.StageModels = original
+    return corpus, root / "run"

@@ -51,6 +51,7 @@ ANCHORS = {
            ("Answer correctness", "answer"), ("Trace supports answer", "both"), ("Recovery from errors", "calls")],
 }
 LABELS_PER_SOURCE = 36
+SELECTION = "mira-group-50pct"
 REASONS = ["empty record", "invalid json", "record too large", "undecodable bytes"]
 
 
@@ -330,7 +331,7 @@ def _write_scores(run: RunDir, corpus: dict[str, dict[str, Any]], masks: dict[st
 
 def _write_selection(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Same layout as mira.stages.select: unscored records are counted inside `rejected`."""
-    summary: dict[str, Any] = {"method": "mira", "mode": "group", "key": "score", "budget": 0.5,
+    summary: dict[str, Any] = {"name": SELECTION, "method": "mira", "mode": "group", "key": "score", "budget": 0.5,
                                "budget_kind": "fraction of tokens", "floor": {}, "cap": {}, "seed": 0,
                                "sources": {}, "groups": {}, "units": {}, "source_groups": {}}
 
@@ -378,7 +379,7 @@ def _write_selection(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str
         summary["sources"][n] = counts([(n, j) for j in range(c["n"])], kept)
         summary["source_groups"][n] = c["group"]
         k_idx = [j for j in range(c["n"]) if (n, j) in kept]
-        out = run.path("selection", n, "part-000.jsonl")
+        out = run.path("selection", SELECTION, n, "part-000.jsonl")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps({"id": c["ids"][j], "mira_id": c["ids"][j],
                                            "mira_score": float(c["score"][j]), "mira_group": c["group"],
@@ -386,11 +387,12 @@ def _write_selection(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str
         decisions = pa.table({"id": c["ids"], "locator": c["ids"], "kept": [(n, j) in kept for j in range(c["n"])],
                               "reason": ["kept" if (n, j) in kept else "below cutoff" for j in range(c["n"])],
                               "tokens": c["tokens"].tolist()})
-        path = run.path("selection", "_decisions", n, "part-000.parquet")
+        path = run.path("selection", SELECTION, "_decisions", n, "part-000.parquet")
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(decisions, path)
     summary["totals"] = counts([(n, j) for n, c in corpus.items() for j in range(c["n"])], kept)
-    atomic_write_json(run.path("selection", "summary.json"), summary)
+    atomic_write_json(run.path("selection", SELECTION, "summary.json"), summary)
+    atomic_write_json(run.path("selection", "_current.json"), {"name": SELECTION})
     totals = summary["totals"]
     return {k: totals[k] for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "quarantined",
                                    "unscored")}

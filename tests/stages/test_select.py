@@ -10,24 +10,16 @@ import pytest
 from mira import api
 from mira.config import EngineConfig, SelectionConfig
 from mira.rundir import RunDir
+from mira.selections import current_selection
 from mira.stages import score as score_stage
-from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
+from tests.engines.doubles import (DoubleModels, build_corpus, build_scored_run, make_config, prepare_run,
+                                  tree_bytes)
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """One scored run (stand-in student; qa fully masked); tests copy it."""
-    root = tmp_path_factory.mktemp("scored")
-    corpus = build_corpus(root / "corpus")
-    config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
-    try:
-        prepare_run(config)
-        api.run_one("score", config)
-    finally:
-        score_stage.StageModels = original
-    return corpus, root / "run"
+    return build_scored_run(tmp_path_factory.mktemp("scored"))
 
 
 def _run(scored, tmp_path, **selection):
@@ -39,13 +31,13 @@ def _run(scored, tmp_path, **selection):
 
 def _select(config):
     outcome = api.run_one("select", config)
-    summary = json.loads((Path(config.run_dir) / "selection" / "summary.json").read_text())
+    summary = json.loads((current_selection(RunDir(Path(config.run_dir))) / "summary.json").read_text())
     return outcome, summary
 
 
 def _decisions(run: RunDir) -> list[dict]:
     rows = []
-    for path in sorted((run.root / "selection" / "_decisions").glob("*/*.parquet")):
+    for path in sorted((current_selection(run) / "_decisions").glob("*/*.parquet")):
         for row in pq.read_table(path).to_pylist():
             rows.append({**row, "source": path.parent.name})
     return rows
@@ -128,7 +120,7 @@ def test_unscored_sources_keep_a_random_share_by_default(scored, tmp_path):
 def test_selected_records_keep_original_fields_and_score_columns(scored, tmp_path):
     config, run = _run(scored, tmp_path, output_formats=["jsonl", "parquet"])
     _, summary = _select(config)
-    files = sorted((run.root / "selection").glob("[!_]*/*.jsonl"))
+    files = sorted(current_selection(run).glob("[!_]*/*.jsonl"))
     records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert len(records) == summary["totals"]["kept"]
     doc = next(r for r in records if r["mira_id"].startswith("doc-"))
@@ -139,14 +131,14 @@ def test_selected_records_keep_original_fields_and_score_columns(scored, tmp_pat
     # the same JSON reader `datasets.load_dataset("json", ...)` uses
     table = pj.read_json(files[0])
     assert table.num_rows == len(files[0].read_text().splitlines()) and "mira_score" in table.column_names
-    parquet_rows = sum(pq.read_table(p).num_rows for p in (run.root / "selection").glob("[!_]*/*.parquet"))
+    parquet_rows = sum(pq.read_table(p).num_rows for p in current_selection(run).glob("[!_]*/*.parquet"))
     assert parquet_rows == len(records)
 
 
 def test_parquet_shards_of_a_source_share_one_schema(scored, tmp_path):
     config, run = _run(scored, tmp_path, output_formats=["parquet"])
     _, summary = _select(config)
-    files = sorted((run.root / "selection").glob("docs/*.parquet"))
+    files = sorted(current_selection(run).glob("docs/*.parquet"))
     assert len(files) > 1
     schemas = {str(pq.read_schema(p)) for p in files}
     assert len(schemas) == 1
@@ -157,7 +149,7 @@ def test_load_dataset_reads_the_selection(scored, tmp_path):
     datasets = pytest.importorskip("datasets")
     config, run = _run(scored, tmp_path, output_formats=["jsonl", "parquet"])
     _, summary = _select(config)
-    files = [str(p) for p in sorted((run.root / "selection").glob("docs/*.parquet"))]
+    files = [str(p) for p in sorted(current_selection(run).glob("docs/*.parquet"))]
     dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     assert len(dataset) == summary["sources"]["docs"]["kept"]
 
@@ -173,7 +165,7 @@ def test_a_new_budget_never_touches_scores(scored, tmp_path):
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run.root / "scores").rglob("*") if p.is_file()}
     assert after == before and run.stage_fingerprint("score") == score_fp
     assert api.run_one("score", config).skipped  # the score fingerprint does not see selection settings
-    assert not (run.root / "selection.partial").exists() and not (run.root / "selection.previous").exists()
+    assert not [p for p in (run.root / "selection").iterdir() if p.name.startswith(".")]  # no build leftovers
 
 
 def test_plan_says_no_model_runs(scored, tmp_path):
@@ -182,6 +174,7 @@ def test_plan_says_no_model_runs(scored, tmp_path):
     config, run = _run(scored, tmp_path, budget=0.25)
     lines = select_stage.plan(config, run)
     assert "budget: 25% of tokens" in lines[0] and "no model is run" in lines[1]
+    assert lines[-1].startswith("writes selection/mira-group-25pct/")
 
 
 def test_selection_is_deterministic(scored, tmp_path):
@@ -336,12 +329,12 @@ def test_mixed_type_field_becomes_one_json_column_in_parquet(mixed_types, tmp_pa
     config, run = _run(mixed_types, tmp_path, budget_fraction=1.0, output_formats=["jsonl", "parquet"])
     _, summary = _select(config)
     assert summary["parquet_json_columns"] == {"docs": ["tags"]}
-    files = sorted((run.root / "selection").glob("docs/*.parquet"))
+    files = sorted(current_selection(run).glob("docs/*.parquet"))
     assert len(files) > 1 and len({str(pq.read_schema(p)) for p in files}) == 1
     table = pq.read_table(files)
     assert str(table.schema.field("tags").type) == "string"
     assert str(table.schema.field("only_lists").type).startswith("list")
-    jsonl = [json.loads(line) for f in sorted((run.root / "selection").glob("docs/*.jsonl"))
+    jsonl = [json.loads(line) for f in sorted(current_selection(run).glob("docs/*.jsonl"))
              for line in f.read_text().splitlines()]
     # The JSON texts decode to exactly the original values, in the same order as the JSONL output.
     decoded = [None if v is None else json.loads(v) for v in table.column("tags").to_pylist()]
@@ -356,7 +349,7 @@ def test_selection_jsonl_is_strict_json(mixed_types, tmp_path):
     def refuse(name):
         raise ValueError(f"bare {name} in the selection")
 
-    files = sorted((run.root / "selection").glob("[!_]*/*.jsonl"))
+    files = sorted(current_selection(run).glob("[!_]*/*.jsonl"))
     records = [json.loads(line, parse_constant=refuse) for f in files for line in f.read_text().splitlines()]
     assert len(records) == summary["totals"]["kept"]
     weights = [r["weight"] for r in records if "weight" in r]
@@ -404,7 +397,7 @@ def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
     finally:
         score_stage.StageModels = original
     api.run_one("select", config, force=True)
-    kept = [json.loads(line) for line in (tmp_path / "run" / "selection" / "docs" / "00000.jsonl").read_text().splitlines()]
+    kept = [json.loads(line) for line in (current_selection(RunDir(tmp_path / "run")) / "docs" / "00000.jsonl").read_text().splitlines()]
     assert kept[0]["text"].startswith(first_text[:6][::-1])
 
 

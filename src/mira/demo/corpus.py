@@ -6,6 +6,9 @@ user check the pipeline end to end: three broken lines at the end of ``fortunes.
 must quarantine exactly those) and degraded copies of real agent trajectories, each marked with
 ``demo_perturbation`` (selection should reject them).
 
+Beside the corpus, ``eval/`` holds held-out evaluation sets for `mira compare`'s proxy training:
+more of the same local material, minus everything the corpus took (see :mod:`mira.demo.evalsets`).
+
 The build is deterministic: inputs are sorted before seeded sampling and every writer produces
 identical bytes for identical records (gzip mtime 0, fixed Parquet settings). A finished build
 leaves ``manifest.json`` (written last) with the seed, scale and file hashes; a rerun with the
@@ -28,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from mira.config import RunConfig
-from mira.demo import agent, sources
+from mira.demo import agent, evalsets, sources
 from mira.rundir import atomic_path, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1  # bump when the output of any source changes, so stored corpora are rebuilt
+BUILDER_VERSION = 2  # bump when the output of any source changes, so stored corpora are rebuilt
 MANIFEST = "manifest.json"
 MIN_PER_SOURCE = 5  # even a tiny test build keeps every source (and every perturbation kind) present
 
@@ -51,6 +54,11 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
                   "min_support": 2},
     "annotation": {"records_per_group": 10, "self_consistency_records": 2, "rationales": False},
     "reliability": {"min_support": 2},
+    # Parquet too, so every selection loads with `datasets.load_dataset("parquet", ...)`.
+    "selection": {"output_formats": ["jsonl", "parquet"]},
+    # `mira compare`: the planted agent defects are the known-bad records; eval sets are added by
+    # demo_config (they live in the corpus folder).
+    "compare": {"known_bad": "demo_perturbation"},
 }
 
 
@@ -86,7 +94,11 @@ def _bfcl(rng: random.Random, n: int) -> list[dict]:
 
 
 def _count(source: DemoSource, scale: float) -> int:
-    return max(MIN_PER_SOURCE, round(source.count * scale))
+    return _count_n(source.count, scale)
+
+
+def _count_n(count: int, scale: float) -> int:
+    return max(MIN_PER_SOURCE, round(count * scale))
 
 
 # --- writers -------------------------------------------------------------------------------------
@@ -149,7 +161,7 @@ def _stored(out_dir: Path, seed: int, scale: float) -> dict[str, Any] | None:
         return None
     if (manifest.get("seed"), manifest.get("scale"), manifest.get("version")) != (seed, scale, BUILDER_VERSION):
         return None
-    for entry in manifest.get("sources", {}).values():
+    for entry in [*manifest.get("sources", {}).values(), *manifest.get("eval_sets", {}).values()]:
         path = out_dir / entry["file"]
         if not path.exists() or _digest(path) != entry.get("sha256"):
             return None
@@ -173,7 +185,9 @@ def build(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
     (out_dir / MANIFEST).unlink(missing_ok=True)  # the manifest marks a finished build: remove it first
     started = time.monotonic()
     summary: dict[str, Any] = {"records": 0, "sources": {}, "skipped": {}, "seed": seed, "scale": scale,
-                               "version": BUILDER_VERSION}
+                               "version": BUILDER_VERSION, "eval_sets": {}}
+    taken_ids: set[str] = set()
+    taken_hashes: set[str] = set()
     for source in SOURCES:
         t0 = time.monotonic()
         # One generator per source: adding or skipping a source never changes another one's sample.
@@ -197,6 +211,9 @@ def build(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
             entry["planted_bad_lines"] = len(PLANTED_BAD_LINES)
         else:
             _write_jsonl(path, rows)
+        ids, hashes = evalsets.corpus_keys(rows)
+        taken_ids |= ids
+        taken_hashes |= hashes
         if source.name == "bfcl_agent":
             kinds: dict[str, int] = {}
             for row in rows:
@@ -206,6 +223,16 @@ def build(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
         summary["sources"][source.name] = entry
         summary["records"] += entry["records"]
         log.info("demo source %s: %d records in %.1f s", source.name, entry["records"], time.monotonic() - t0)
+    for eval_set in evalsets.EVAL_SETS:
+        rng = random.Random(f"mira-demo-eval:{seed}:{eval_set.name}")
+        try:
+            rows = eval_set.build(rng, _count_n(eval_set.count, scale), taken_ids, taken_hashes)
+        except sources.SourceMissing as exc:
+            summary["skipped"][eval_set.name] = str(exc)
+            continue
+        _write_jsonl(out_dir / eval_set.file, rows)
+        summary["eval_sets"][eval_set.name] = {"records": len(rows), "format": eval_set.format, "file": eval_set.file,
+                                               "sha256": _digest(out_dir / eval_set.file)}
     atomic_write_bytes(out_dir / MANIFEST, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     log.info("demo corpus: %d records from %d sources in %.1f s", summary["records"], len(summary["sources"]),
              time.monotonic() - started)
@@ -230,5 +257,7 @@ def demo_config(out_dir: Path, run_dir: Path | str) -> RunConfig:
         if source.reader == "files":
             entry.update(reader="files", include=source.include)
         source_list.append(entry)
-    return RunConfig.model_validate({"name": "demo", "run_dir": str(run_dir), "sources": source_list,
-                                     **DEMO_OVERRIDES})
+    eval_sets = [{"name": e.name, "path": str(out_dir / e.file), "format": e.format} for e in evalsets.EVAL_SETS
+                 if e.name not in skipped]
+    overrides = {**DEMO_OVERRIDES, "compare": {**DEMO_OVERRIDES["compare"], "eval_sets": eval_sets}}
+    return RunConfig.model_validate({"name": "demo", "run_dir": str(run_dir), "sources": source_list, **overrides})

@@ -234,6 +234,12 @@ def python_faq(rng: random.Random, n: int) -> list[dict]:
 
 
 def python_docs(rng: random.Random, n: int) -> list[dict]:
+    records = python_doc_chunks()
+    return sorted(rng.sample(records, min(n, len(records))), key=lambda r: r["id"])
+
+
+def python_doc_chunks() -> list[dict]:
+    """Every section-sized chunk of the Python reST docs (the demo samples some; the eval set takes others)."""
     _require(PY_DOCS, "apt-get install python3.11-doc")
     records = []
     for sub in ("library", "tutorial", "howto"):
@@ -255,7 +261,7 @@ def python_docs(rng: random.Random, n: int) -> list[dict]:
                     records.append({"id": f"python_docs/{rel}/{i}", "title": doc_title or rel, "text": text})
     if not records:
         raise SourceMissing(f"no reST sources under {PY_DOCS}")
-    return sorted(rng.sample(records, min(n, len(records))), key=lambda r: r["id"])
+    return records
 
 
 def fortunes(rng: random.Random, n: int) -> list[dict]:

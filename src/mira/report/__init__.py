@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mira.report import readtests, sections, sections_scores
+from mira.report import readtests, sections, sections_compare, sections_scores
 from mira.report.artifacts import Artifacts, NotRun
 from mira.report.html import esc, missing_box, note
 from mira.rundir import RunDir, atomic_write_text
@@ -39,9 +39,11 @@ SECTIONS = (
     Section("rubrics", "Rubric cards", sections.rubric_cards),
     Section("scores", "Score distributions", sections_scores.score_distributions),
     Section("retention", "Retention", sections_scores.retention),
+    Section("selections", "Selections", sections_compare.selections),
     Section("reliability", "Reliability", sections_scores.reliability),
     Section("length", "Score vs record length", sections_scores.length_dependence),
     Section("readtests", "Read-tests", readtests.read_tests),
+    Section("comparison", "Comparison of methods", sections_compare.comparison),
 )
 
 

@@ -114,8 +114,25 @@ class Artifacts:
         return _json(self.run.groups_path)
 
     @cached_property
+    def selection_path(self) -> Path | None:
+        """The selection the report's sections explain (see :func:`mira.selections.current_selection`)."""
+        from mira.selections import current_selection
+
+        return current_selection(self.run)
+
+    @cached_property
     def summary(self) -> dict[str, Any] | None:
-        return _json(self.run.path("selection", "summary.json"))
+        return _json(self.selection_path / "summary.json") if self.selection_path else None
+
+    @cached_property
+    def selections(self) -> list[dict[str, Any]]:
+        from mira.selections import list_selections
+
+        return list_selections(self.run)
+
+    @cached_property
+    def comparison(self) -> dict[str, Any] | None:
+        return _json(self.run.path("compare", "summary.json"))
 
     @cached_property
     def usage(self) -> dict[str, dict[str, Any]]:

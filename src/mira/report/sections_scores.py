@@ -55,11 +55,12 @@ def retention(a: Artifacts) -> str:
     sources = selection_entries(summary, "sources")
     groups = group_selection(a)
     mode, budget = summary.get("mode"), summary.get("budget")
+    shown = f"Selection <code>{esc(summary['name'])}</code> (see Selections). " if summary.get("name") else ""
     # The unit is select's decision (SelectionConfig.budget_unit), recorded in the summary.
     is_fraction = summary.get("budget_kind", "fraction of tokens") == "fraction of tokens"
     share = budget if is_fraction else summary.get("budget_share")
     label = summary.get("budget_label") or (fmt_pct(budget) if is_fraction else fmt_int(budget))
-    head = (f"<p>Mode <code>{esc(mode or '?')}</code>, method <code>{esc(summary.get('method') or '?')}</code>, "
+    head = (f"<p>{shown}Mode <code>{esc(mode or '?')}</code>, method <code>{esc(summary.get('method') or '?')}</code>, "
             f"budget {esc(label)}"
             f", ranked by <code>{esc(summary.get('key') or 'score')}</code>. Retained share = kept / in, for records "
             "and for tokens.</p>")

@@ -23,13 +23,14 @@ reports the shortfall in ``units``.
 
 Baselines (``selection.method``) only change the ranking; see :mod:`mira.baselines`.
 
-Outputs: ``selection/<source>/<shard>.jsonl`` (and/or ``.parquet``): kept records, original
-fields plus ``mira_id``, ``mira_score``, ``mira_group``, ``mira_tokens``, ``mira_<anchor>``;
-``selection/_decisions/<source>/<shard>.parquet``: one row per input record (id, locator, kept,
-reason, rank within its unit, key, tokens) so the report can explain every decision;
-``selection/summary.json``: per source and per group records/tokens in, kept, rejected,
-quarantined (checked to add up before writing), plus mode, method, budget and cutoffs. The whole
-selection is built in ``selection.partial/`` and swapped in at the end.
+Outputs go to the named selection ``selection/<name>/`` (see :mod:`mira.selections`; other
+selections are never touched): ``<source>/<shard>.jsonl`` (and/or ``.parquet``): kept records,
+original fields plus ``mira_id``, ``mira_score``, ``mira_group``, ``mira_tokens``, ``mira_<anchor>``;
+``_decisions/<source>/<shard>.parquet``: one row per input record (id, locator, kept, reason, rank
+within its unit, key, tokens) so the report can explain every decision; ``summary.json``: per
+source and per group records/tokens in, kept, rejected, quarantined (checked to add up before
+writing), plus name, fingerprint, mode, method, budget and cutoffs. The whole selection is built
+in ``selection/.<name>.partial/`` and swapped in at the end.
 
 Outputs are strict: JSONL never holds NaN/Infinity (written as null), and a field whose types
 conflict across records (a list here, a string there) becomes a JSON-encoded string column in the
@@ -60,6 +61,7 @@ from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_json, hash_files, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import StageContext
 from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
 
@@ -70,10 +72,15 @@ DECISIONS = "_decisions"  # source names cannot start with "_", so this never co
 
 
 def fingerprint(ctx: StageContext) -> str:
+    return selection_fingerprint(ctx.config, ctx.run)
+
+
+def selection_fingerprint(config: RunConfig, run: RunDir) -> str:
+    """What one selection is built from; stored in its summary so `mira compare` can reuse it."""
     # Selection config + the score fingerprint only: scores never depend on selection settings.
-    parts: list[Any] = [VERSION, ctx.config.section_hash("selection"), ctx.run.require("score")]
-    if ctx.config.selection.method == "dsir" and ctx.config.selection.dsir_target:
-        parts.append(hash_files([Path(ctx.config.selection.dsir_target)]))
+    parts: list[Any] = [VERSION, config.section_hash("selection"), run.require("score")]
+    if config.selection.method == "dsir" and config.selection.dsir_target:
+        parts.append(hash_files([Path(config.selection.dsir_target)]))
     return make_fingerprint(*parts)
 
 
@@ -88,6 +95,7 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
                      f"({sum(s['tokens'] for s in sources.values()):,} tokens); no model is run")
     else:
         lines.append("scores not computed yet (run `mira score` first)")
+    lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")
     return lines
 
 
@@ -301,9 +309,12 @@ def _first_group(table: ScoreTable) -> list[int]:
 # --- writing ---------------------------------------------------------------------------------
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    totals = select_corpus(ctx.config, ctx.run, ctx.progress)
-    ctx.notes.extend(empty_budget_notes(read_json(ctx.run.path("selection") / "summary.json")))
-    return totals
+    counts = select_corpus(ctx.config, ctx.run, ctx.progress)
+    # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
+    name = selection_name(ctx.config)
+    set_current(ctx.run, name)
+    ctx.notes.extend(empty_budget_notes(read_json(selection_dir(ctx.run, name) / "summary.json")))
+    return counts
 
 
 def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
@@ -318,7 +329,7 @@ def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
 
 
 def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:
-    """Decide from the stored scores and write the selection; returns the totals."""
+    """Decide from the stored scores and write the named selection; returns the totals."""
     from mira.stage import null_progress
 
     progress = progress or null_progress
@@ -329,21 +340,31 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     summary = summarize(config, table, decisions, rank_by)
     for note in empty_budget_notes(summary):
         log.warning(note)
-    final = run.path("selection")
-    partial = run.path("selection.partial")
+    name = selection_name(config)
+    summary = {"name": name, "fingerprint": selection_fingerprint(config, run), **summary}
+    final = selection_dir(run, name)
+    if final.exists() and not (final / "summary.json").exists():
+        raise ConfigError(f"{final} exists but is not a selection; choose another selection.name")
+    partial = final.with_name(f".{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     task = progress("write selection", len(table.shard_rows))
-    for info, shard, start, end in table.shard_rows:
-        _write_shard(config, run, partial, info, shard, decisions, rank_by, start, end)
-        task.advance()
-    task.close()
+    try:
+        for info, shard, start, end in table.shard_rows:
+            _write_shard(config, run, partial, info, shard, decisions, rank_by, start, end)
+            task.advance()
+    except BaseException:
+        # A refused input (changed since scoring) or a crash leaves no half-built selection behind.
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        task.close()
     if "parquet" in config.selection.output_formats:
         json_columns = {info.name: unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
                         for info in infos}
         summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
     atomic_write_json(partial / "summary.json", summary)
     # Swap the finished selection in; a killed run leaves the previous selection intact.
-    previous = run.path("selection.previous")
+    previous = final.with_name(f".{name}.previous")
     shutil.rmtree(previous, ignore_errors=True)
     if final.exists():
         final.rename(previous)

@@ -1,0 +1,191 @@
+"""Report sections about several selections: the named selections of the run, and `mira compare`."""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+from mira.report.artifacts import Artifacts, NotRun
+from mira.report.html import (Cell, badge, details, esc, fmt_compact, fmt_float, fmt_int, fmt_pct, note, num,
+                              table, text_cell)
+
+
+def selections(a: Artifacts) -> str:
+    """Every named selection of the run; the one the other sections explain is marked."""
+    found = a.selections
+    if not found:
+        if a.summary:
+            return note("This run keeps one selection in <code>selection/</code> (written before selections had "
+                        "names); <code>mira select</code> writes named ones beside it.")
+        raise NotRun("select")
+    shown = a.selection_path.name if a.selection_path else None
+    rows = []
+    for s in found:
+        totals = s.get("totals") or {}
+        budget = s.get("budget")
+        mark = " " + badge("shown in this report", "ok") if s["name"] == shown else ""
+        rows.append([Cell(f"<code>{esc(s['name'])}</code>{mark}", s["name"]), text_cell(s.get("method")),
+                     text_cell(s.get("mode")), _budget_cell(budget), num(totals.get("kept")),
+                     num(totals.get("kept_tokens"), "compact"),
+                     num(_share(totals.get("kept_tokens"), totals.get("tokens_in")), "pct")])
+    intro = ("<p>Each selection lives in <code>selection/&lt;name&gt;/</code> with its own <code>summary.json</code> "
+             "and per-record decisions (<code>_decisions/</code>); making one never touches another. The other "
+             "sections explain the selection the last <code>mira select</code> wrote.</p>")
+    return intro + table(["selection", "method", "mode", "budget", "kept records", "kept tokens", "token share"], rows)
+
+
+def comparison(a: Artifacts) -> str:
+    c = a.comparison
+    if not c:
+        raise NotRun("compare")
+    names = [m["name"] for m in c.get("methods", [])]
+    random_name = next((m["name"] for m in c.get("methods", []) if m.get("method") == "random"), None)
+    overlap = c.get("overlap") or {}
+    current = {s["name"]: s for s in a.selections}
+    stale = [m["name"] for m in c.get("methods", [])
+             if m["name"] not in current or _fingerprint(a, m["name"]) != m.get("fingerprint")]
+    parts = [note(f"<strong>Out of date:</strong> {esc(', '.join(stale))} changed or disappeared since this "
+                  "comparison; rerun <code>mira compare</code>.", "bad")] if stale else []
+    parts += [f"<p>{len(names)} selections at budget {esc(_budget_text(c.get('budget')))}, built from the same scores "
+             "(nothing was rescored). Token shares count tokens; a good method keeps the known-good and drops the "
+             "known-bad records while keeping each source's mixture sensible.</p>"]
+    parts.append(table(["selection", "kept tokens", "length ratio (mean)", "overlap with random",
+                        "known-good kept", "known-bad kept"],
+                       [[Cell(f"<code>{esc(n)}</code>", n),
+                         num(c["retention"][n]["totals"]["token_share"], "pct"),
+                         num(c["length_bias"][n].get("mean_ratio"), "float"),
+                         num(_matrix(overlap, n, random_name), "pct"),
+                         num(((c.get("known_good") or {}).get("methods") or {}).get(n, {}).get("record_share"), "pct"),
+                         num(((c.get("known_bad") or {}).get("methods") or {}).get(n, {}).get("record_share"), "pct")]
+                        for n in names]))
+    parts.append("<h3>Retention per source and group (share of tokens kept)</h3>")
+    for level in ("sources", "groups"):
+        keys = sorted({k for n in names for k in c["retention"][n][level]})
+        rows = [[text_cell(k)] + [num(c["retention"][n][level].get(k, {}).get("token_share"), "pct") for n in names]
+                for k in keys]
+        parts.append(table([level[:-1]] + names, rows))
+    parts.append("<h3>Overlap</h3><p>Share of the row selection's kept tokens that the column selection kept too. "
+                 "Two independent random selections at a budget fraction <em>f</em> share about <em>f</em>.</p>")
+    parts.append(_matrix_table(overlap, names, "pct"))
+    parts.append("<h3>Length bias</h3><p>Token length of kept records against all usable input records; a ratio "
+                 "above 1 prefers long records (perplexity and n-gram filters are known to break on length).</p>")
+    parts.append(table(["selection", "input mean", "kept mean", "mean ratio", "input median", "kept median",
+                        "median ratio"],
+                       [[text_cell(n)] + [num(c["length_bias"][n].get(k), "float" if "ratio" in k else "int")
+                                          for k in ("input_mean", "kept_mean", "mean_ratio", "input_median",
+                                                    "kept_median", "median_ratio")] for n in names]))
+    parts.append("<h3>Rank agreement</h3><p>Spearman correlation of two methods' ranking keys over the records "
+                 "both ranked (hover for the count). MIRA's modes share one key: they differ only in cutoffs.</p>")
+    parts.append(_matrix_table(c.get("rank_agreement") or {}, names, "float", counts=True))
+    for kind in ("known_good", "known_bad"):
+        parts.append(_known(c.get(kind), kind.split("_")[1], names))
+    if c.get("proxy"):
+        parts.append(_proxy(a, c["proxy"], names))
+    else:
+        parts.append(note("Proxy training is off: <code>mira compare CONFIG --set compare.proxy.enabled=true</code> "
+                          "trains a small model on each selection and compares held-out bits per byte."))
+    return "".join(parts)
+
+
+def _known(entry: dict[str, Any] | None, label: str, names: list[str]) -> str:
+    if not entry:
+        return ""
+    what = (f"records with field <code>{esc(entry['field'])}</code> set" if "field" in entry
+            else f"{fmt_int(entry.get('ids'))} listed ids ({fmt_int(entry.get('missing'))} not found)")
+    rows = [[text_cell(n), num(m.get("kept")), num(m.get("record_share"), "pct"), num(m.get("token_share"), "pct"),
+             num(m.get("overall_token_share"), "pct")] for n, m in entry.get("methods", {}).items() if n in names]
+    warning = note(f"<strong>{esc(entry['note'])}</strong>", "bad") if entry.get("note") else ""
+    return (f"<h3>Known-{esc(label)} records</h3>{warning}<p>{fmt_int(entry.get('records'))} {what}. Compare the "
+            "kept share with the method's overall token share: a method that cannot tell them apart keeps about "
+            "that much.</p>"
+            + table(["selection", "kept", "kept share", "kept token share", "overall token share"], rows))
+
+
+def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
+    table_data = proxy.get("table") or {}
+    evals = list(proxy.get("eval_sets") or {})
+    settings = proxy.get("settings") or {}
+    rows = []
+    for n in names:
+        if n not in table_data:
+            continue
+        cells: list[Cell | str] = [text_cell(n)]
+        for e in evals:
+            bpb = table_data[n][e]["bpb"]
+            spread = "" if bpb.get("std") is None else f" ± {fmt_float(bpb['std'], 4)}"
+            cells.append(Cell(f"{fmt_float(bpb['mean'], 4)}{esc(spread)}", bpb["mean"], "num",
+                              ", ".join(fmt_float(v, 4) for v in bpb.get("values", []))))
+        rows.append(cells)
+    out = [f"<h3>Proxy training</h3><p>A {fmt_int(settings.get('layers'))}-layer byte-level model trained from "
+           f"scratch on {fmt_compact(settings.get('train_bytes'))} bytes of each selection, "
+           f"{fmt_int(settings.get('seeds'))} seeds; "
+           "held-out bits per byte, mean ± standard deviation over seeds (lower is better; hover for each seed). "
+           f"{fmt_int(proxy.get('trained'))} runs trained now, {fmt_int(proxy.get('reused'))} reused.</p>",
+           table(["selection"] + evals, rows)]
+    plot = a.run.path(proxy.get("plot") or "compare/proxy.png")
+    if plot.exists():
+        data = base64.b64encode(plot.read_bytes()).decode()
+        out.append(f'<figure><img alt="proxy bits per byte per selection" src="data:image/png;base64,{data}">'
+                   "</figure>")
+    verdicts = proxy.get("verdicts") or []
+
+    def rows_of(items: list[dict[str, Any]]) -> list[list[Cell | str]]:
+        return [[text_cell(v["a"]), text_cell(v["b"]), text_cell(v["eval_set"]), num(v.get("diff"), "float", 4),
+                 Cell(badge("beyond noise", "ok") if v.get("beyond_noise") else badge("within noise"),
+                      int(bool(v.get("beyond_noise")))),
+                 text_cell(v.get("better") or "—"), text_cell(v.get("text"), wrap=True)] for v in items]
+
+    headers = ["a", "b", "eval set", "a − b (bpb)", "verdict", "better", "detail"]
+    out.append("<h4>Each selection against source-preserving random</h4>"
+               + table(headers, rows_of([v for v in verdicts if v.get("vs_random")])))
+    others = [v for v in verdicts if not v.get("vs_random")]
+    if others:
+        out.append(details("Every other pair", table(headers, rows_of(others))))
+    return "".join(out)
+
+
+def _fingerprint(a: Artifacts, name: str) -> str | None:
+    from mira.selections import read_summary, selection_dir
+
+    summary = read_summary(selection_dir(a.run, name))
+    return summary.get("fingerprint") if summary else None
+
+
+def _matrix(block: dict[str, Any], row: str, column: str | None) -> float | None:
+    methods = block.get("methods") or []
+    if column is None or row not in methods or column not in methods:
+        return None
+    return block["matrix"][methods.index(row)][methods.index(column)]
+
+
+def _matrix_table(block: dict[str, Any], names: list[str], kind: str, counts: bool = False) -> str:
+    methods = block.get("methods") or []
+    rows = []
+    for n in names:
+        if n not in methods:
+            continue
+        i = methods.index(n)
+        cells: list[Cell | str] = [text_cell(n)]
+        for j, _ in enumerate(methods):
+            value = block["matrix"][i][j]
+            cell = num(value, kind)
+            if counts:
+                cell.title = f"{fmt_int(block['records'][i][j])} records ranked by both"
+            cells.append(cell)
+        rows.append(cells)
+    return table([""] + methods, rows, sortable=False)
+
+
+def _share(part: Any, whole: Any) -> float | None:
+    return part / whole if isinstance(part, (int, float)) and isinstance(whole, (int, float)) and whole else None
+
+
+def _budget_text(budget: Any) -> str:
+    if not isinstance(budget, (int, float)) or (isinstance(budget, float) and math.isnan(budget)):
+        return "?"
+    return fmt_pct(budget) + " of tokens" if budget <= 1 else f"{fmt_int(budget)} tokens"
+
+
+def _budget_cell(budget: Any) -> Cell:
+    return Cell(esc(_budget_text(budget)), budget if isinstance(budget, (int, float)) else None, "num")
