@@ -21,7 +21,7 @@ random baseline — and the scored records share the rest; ``reject`` drops them
 filled by the scored sources of the unit. A unit with too few eligible records keeps them all and
 reports the shortfall in ``units``.
 
-Baselines (``selection.method``) only change the ranking; see :mod:`mira.baselines`.
+Baselines (``selection.method``) only change the ranking; see :mod:`mira.rankings`.
 
 Outputs: ``selection/<source>/<shard>.jsonl`` (and/or ``.parquet``): kept records, original
 fields plus ``mira_id``, ``mira_score``, ``mira_group``, ``mira_tokens``, ``mira_<anchor>``;
@@ -43,28 +43,27 @@ from typing import Any
 
 import numpy as np
 
-from mira.baselines import UNSCORED, Ranking, ranking
-
-UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
-UNSCORED_BELOW = "unscored: outside its random share"
 from mira.config import ConfigError, RunConfig
-from mira.corpus import SourceInfo, source_infos, stable_rank
+from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard
-from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rankings import UNSCORED, Ranking, ranking, ranking_fingerprint
+from mira.rundir import RunDir, atomic_path, atomic_write_json, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.stage import StageContext
 from mira.stages.score import scores_dir, shard_scores_path
 
+UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
+UNSCORED_BELOW = "unscored: outside its random share"
 VERSION = "select-v1"
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
 
 def fingerprint(ctx: StageContext) -> str:
     # Selection config + the score fingerprint only: scores never depend on selection settings.
-    parts: list[Any] = [VERSION, ctx.config.section_hash("selection"), ctx.run.require("score")]
-    if ctx.config.selection.method == "dsir" and ctx.config.selection.dsir_target:
-        parts.append(hash_files([Path(ctx.config.selection.dsir_target)]))
-    return make_fingerprint(*parts)
+    # A ranking that reads files besides the scores (a reference corpus, its own artifacts) adds them.
+    return make_fingerprint(VERSION, ctx.config.section_hash("selection"), ctx.run.require("score"),
+                            ranking_fingerprint(ctx.config, ctx.run))
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
@@ -79,55 +78,6 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     return lines
-
-
-@dataclass
-class ScoreTable:
-    """The columns of every score file selection needs, in corpus order (source, shard, row)."""
-
-    run_root: Path
-    sources: list[str]
-    groups: list[str]
-    source_idx: np.ndarray
-    group_idx: np.ndarray
-    tokens: np.ndarray
-    score: np.ndarray
-    quarantined: np.ndarray
-    tie: np.ndarray  # seeded hash of the id: the deterministic tie-break
-    shard_rows: list[tuple[SourceInfo, Any, int, int]]  # (source, shard, first row, end row)
-
-
-def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
-    import pyarrow.parquet as pq
-
-    groups_of = {name: s["group"] for name, s in read_json(scores_dir(run) / "summary.json")["sources"].items()}
-    group_names = sorted({g for g in groups_of.values() if g is not None})
-    columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}
-    shard_rows = []
-    row = 0
-    for s_index, info in enumerate(infos):
-        group = groups_of.get(info.name)
-        g_index = group_names.index(group) if group is not None else -1
-        for shard in info.shards:
-            table = pq.read_table(shard_scores_path(run, shard), columns=["id", "tokens", "score", "quarantine"])
-            n = table.num_rows
-            columns["source"].append(np.full(n, s_index, dtype=np.int32))
-            columns["group"].append(np.full(n, g_index, dtype=np.int32))
-            columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
-            columns["score"].append(table.column("score").to_numpy().astype(np.float64))
-            columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
-            seed = config.selection.seed
-            columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],
-                                           dtype=np.uint64))
-            shard_rows.append((info, shard, row, row + n))
-            row += n
-
-    def cat(name: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
-
-    return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
-                      cat("tokens", np.int64), cat("score", np.float64), cat("quarantined", bool),
-                      cat("tie", np.uint64), shard_rows)
 
 
 # --- deciding --------------------------------------------------------------------------------
