@@ -46,7 +46,7 @@ import numpy as np
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard
-from mira.rankings import UNSCORED, Ranking, ranking, ranking_fingerprint
+from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint
 from mira.rundir import RunDir, atomic_path, atomic_write_json, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
@@ -247,6 +247,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     from mira.stage import null_progress
 
     progress = progress or null_progress
+    prepare(config, run, progress)  # a method's own corpus pass (perplexity, dataman), with progress bars
     infos = source_infos(run)
     table = load_score_table(config, run, infos)
     rank_by = ranking(config, table)
