@@ -2,7 +2,6 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -138,17 +137,3 @@ def test_dataman_rescores_only_what_a_changed_setting_touches(scored, tmp_path, 
         counts = dataman.prepare_dataman(config, run)
         assert trained == [1] and counts["records_scored"] > 0 and len(server.requests) == asked
 
-
-def test_unknown_and_renamed_methods_are_one_line_errors():
-    from mira.config import ConfigError, load_config
-    from mira.rankings import get_method
-
-    with pytest.raises(ConfigError, match="use `method: mira` with `mode: global`"):
-        load_config(None, ["selection.method=global_rubric"])
-    with pytest.raises(ConfigError) as error:
-        load_config(None, ["selection.method=ppl"])
-    assert "dataman, dsir, length, mira, perplexity, random" in str(error.value)
-    assert "\n" not in str(error.value)
-    with pytest.raises(ConfigError, match="valid methods: dataman, dsir"):
-        get_method("nope")
-    assert get_method("dataman") is dataman and np  # registry resolves lazily to the module

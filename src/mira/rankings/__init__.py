@@ -20,9 +20,11 @@ Methods (one module each; the paper's names in brackets):
 - ``dataman`` — one fixed 14-criterion rubric, teacher-labelled on a sample of the whole corpus
   and distilled into one student, one global cutoff on its overall score [DataMan].
 
-A method module defines ``rank(config, table) -> Ranking`` and, where it reads more than the
+A method module defines ``rank(config, table) -> Ranking``, ``MODE`` where the method fixes its
+retention mode (random: per source; perplexity and dataman: one global cutoff), and, where it reads more than the
 score table, ``fingerprint(config, run) -> str`` (what its ranking depends on, for select's
-fingerprint) and ``prepare(config, run, progress) -> dict`` (a cached pass over the corpus).
+fingerprint), ``prepare(config, run, progress) -> dict`` (a cached pass over the corpus) and
+``plan(config, run) -> list[str]`` (what that pass will cost, for ``--dry-run``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ def ranking_fingerprint(config: RunConfig, run: RunDir) -> str:
     (a reference file, the inputs of its own artifacts); "" when nothing."""
     module = get_method(config.selection.method)
     return module.fingerprint(config, run) if hasattr(module, "fingerprint") else ""
+
+
+def retention_mode(config: RunConfig) -> str:
+    """The retention mode the configured method uses: its own (``MODE`` in its module) or ``selection.mode``."""
+    return getattr(get_method(config.selection.method), "MODE", config.selection.mode)
+
+
+def ranking_plan(config: RunConfig, run: RunDir) -> list[str]:
+    """Dry-run lines for the configured method's own corpus pass ([] when it has none)."""
+    module = get_method(config.selection.method)
+    return module.plan(config, run) if hasattr(module, "plan") else []
 
 
 def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from mira.score_table import ScoreTable
 from mira.stages.score import StageModels
 
 log = logging.getLogger(__name__)
+MODE = "global"  # one cutoff over the corpus, as the paper's source-agnostic filters have
 VERSION = "dataman-v1"
 GROUP = "dataman"  # the one group: every source
 OVERALL = "overall"  # the criterion records are ranked by; the rubric's last card
@@ -78,6 +79,18 @@ def _labels_fingerprint(config: RunConfig, run: RunDir) -> str:
 def fingerprint(config: RunConfig, run: RunDir) -> str:
     """Everything the DataMan scores depend on (labels, student settings); not the selection budget."""
     return make_fingerprint(VERSION, _labels_fingerprint(config, run), config.section_hash("student", "embed"))
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    cfg, a = config.selection.dataman, config.annotation
+    try:
+        if folder(run).is_done(GROUP, fingerprint(config, run)):
+            return ["DataMan: labels, student and scores are cached; no teacher call"]
+    except Exception:  # noqa: BLE001 - ingest not done yet: say what the pass will do
+        pass
+    requests = cfg.records + min(a.self_consistency_records, cfg.records)
+    return [f"DataMan: up to {requests} teacher requests ({cfg.records} records evenly over sources x 14 criteria, "
+            f"cached answers free), one student, then the student scores the whole corpus"]
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -209,7 +222,7 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
             raise RuntimeError(f"{info.name} shard {shard.name}: DataMan scores do not match the scores")
         overall[start:end] = values
     eligible = ~table.quarantined & np.isfinite(overall)
-    return Ranking(np.where(eligible, overall, -np.inf), eligible, "global", "DataMan overall score (student)")
+    return Ranking(np.where(eligible, overall, -np.inf), eligible, MODE, "DataMan overall score (student)")
 
 
 prepare_dataman = prepare

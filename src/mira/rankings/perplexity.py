@@ -29,6 +29,7 @@ from mira.rundir import fingerprint as make_fingerprint
 from mira.score_table import ScoreTable
 
 log = logging.getLogger(__name__)
+MODE = "global"  # one cutoff over the corpus, as the paper's source-agnostic filters have
 VERSION = "perplexity-v1"
 BATCH_TOKENS = 2_000_000  # tokens scored per vectorised batch: ~100 MB of temporaries at order 5
 
@@ -41,6 +42,13 @@ def fingerprint(config: RunConfig, run: RunDir) -> str:
     cfg = config.selection.perplexity
     reference = hash_files([Path(cfg.reference)]) if cfg.reference else "corpus-sample"
     return make_fingerprint(VERSION, cfg.model_dump(mode="json"), reference, run.require("ingest"))
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    cfg = config.selection.perplexity
+    reference = cfg.reference or f"a cross-fitted sample of {cfg.reference_records:,} corpus records"
+    return [f"perplexity: a {cfg.level} {cfg.order}-gram model on {reference} (at most {cfg.reference_tokens:,} "
+            f"tokens), then one CPU pass over the whole corpus (cached per shard)"]
 
 
 def rank(config: RunConfig, table: ScoreTable) -> Ranking:
@@ -60,7 +68,7 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
                                f"rerun with --force")
         loss[start:end] = column
     eligible = ~table.quarantined & np.isfinite(loss)
-    return Ranking(np.where(np.isfinite(loss), -loss, -np.inf), eligible, "global",
+    return Ranking(np.where(np.isfinite(loss), -loss, -np.inf), eligible, MODE,
                    f"-bits per {config.selection.perplexity.level[:-1]} (reference n-gram LM)")
 
 

@@ -9,7 +9,9 @@ from mira.config import RunConfig
 from mira.rankings import Ranking
 from mira.score_table import ScoreTable
 
+MODE = "source"
+
 
 def rank(config: RunConfig, table: ScoreTable) -> Ranking:
     # The tie-break hash is already a seeded uniform draw per record id: use it as the key.
-    return Ranking(-table.tie.astype(np.float64), ~table.quarantined, "source", "seeded random rank")
+    return Ranking(-table.tie.astype(np.float64), ~table.quarantined, MODE, "seeded random rank")

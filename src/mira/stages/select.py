@@ -46,7 +46,7 @@ import numpy as np
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard
-from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint
+from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
 from mira.rundir import RunDir, atomic_path, atomic_write_json, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
@@ -69,15 +69,16 @@ def fingerprint(ctx: StageContext) -> str:
 def plan(config: RunConfig, run: RunDir) -> list[str]:
     sel = config.selection
     budget = f"{sel.budget:.0%} of tokens" if sel.budget <= 1 else f"{int(sel.budget):,} tokens"
-    lines = [f"method: {sel.method}, mode: {sel.mode}, budget: {budget}, outputs: {', '.join(sel.output_formats)}"]
+    lines = [f"method: {sel.method}, mode: {retention_mode(config)}, budget: {budget}, outputs: {', '.join(sel.output_formats)}"]
+    method_lines = ranking_plan(config, run)  # what a method's own corpus pass will cost
     summary = scores_dir(run) / "summary.json"
     if summary.exists():
         sources = read_json(summary)["sources"]
         lines.append(f"reads scores of {sum(s['records'] for s in sources.values()):,} records "
-                     f"({sum(s['tokens'] for s in sources.values()):,} tokens); no model is run")
+                     f"({sum(s['tokens'] for s in sources.values()):,} tokens)" + ("" if method_lines else "; no model is run"))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
-    return lines
+    return lines + method_lines
 
 
 # --- deciding --------------------------------------------------------------------------------
