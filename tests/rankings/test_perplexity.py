@@ -146,7 +146,7 @@ def test_corpus_reference_is_cross_fitted(scored_with_junk, tmp_path):
     records = [r for info in source_infos(run) for r in iter_source_records(config, info)]
     assert {perplexity.fold(seed, r.id) for r in records} == {0, 1}
     for record in records[::5]:
-        ids = [token_ids(record_text(record), "bytes")]
+        ids = [token_ids(record_text(record), config.selection.perplexity.level)]
         own, other = (models[i].bits_per_token(ids)[0] for i in (perplexity.fold(seed, record.id),
                                                                  1 - perplexity.fold(seed, record.id)))
         # Scored by the half that never saw it, which finds it harder than the half that did.
