@@ -181,3 +181,38 @@ def test_user_reference_trains_one_model(scored_with_junk, tmp_path):
     assert summary["totals"]["kept"] > 0
 
 
+
+
+def test_a_crash_mid_pass_resumes_at_the_next_shard(scored_with_junk, tmp_path, monkeypatch):
+    from mira.corpus import source_infos
+
+    corpus, template = scored_with_junk
+    shutil.copytree(template, tmp_path / "run")
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1),
+                         selection=SelectionConfig(method="perplexity", perplexity=PerplexityConfig(bits=14)))
+    run = RunDir(tmp_path / "run")
+    shards = sum(len(i.shards) for i in source_infos(run))
+    real_score_shard = perplexity.score_shard
+    done = []
+
+    def crash_on_third(*args):
+        if len(done) == 2:
+            raise KeyboardInterrupt  # as if killed mid-pass
+        done.append(real_score_shard(*args))
+        return done[-1]
+
+    monkeypatch.setattr(perplexity, "score_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        perplexity.prepare(config, run)
+    monkeypatch.setattr(perplexity, "score_shard", real_score_shard)
+    counts = perplexity.prepare(config, run)
+    assert counts["shards_scored"] == shards - 2  # the finished shards are kept
+
+
+def test_an_empty_reference_is_a_one_line_error(scored_with_junk, tmp_path):
+    from mira.config import ConfigError
+
+    reference = tmp_path / "empty.jsonl"
+    reference.write_text('{"text": 3}\n\n{"title": "no text"}\n')
+    with pytest.raises(ConfigError, match="has no texts"):
+        _select(scored_with_junk, tmp_path, reference=str(reference))
