@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig, TeacherConfig
+from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig
 from mira.rankings import dataman
 from mira.rundir import RunDir
 from mira.stage import StageIncomplete

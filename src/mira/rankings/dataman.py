@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,8 +226,3 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
 
 prepare_dataman = prepare
 
-
-def rubric_path(run: RunDir) -> Path:
-    from mira.rubric import rubric_path as path_of
-
-    return path_of(folder(run), GROUP)
