@@ -168,6 +168,39 @@ class ReliabilityConfig(Section):
     trim_fraction: float = Field(0.1, ge=0, lt=0.5)
 
 
+class PerplexityConfig(Section):
+    """The perplexity baseline's reference language model (a hashed, Kneser-Ney smoothed n-gram
+    model, KenLM-style, trained on CPU in seconds; see mira.rankings.ngram)."""
+
+    # A JSONL of reference texts (a `text` field per line), e.g. Wikipedia-like prose or code you
+    # trust. None: a seeded sample of the corpus itself, cross-fitted so that no record is ever
+    # scored by a model that saw it.
+    reference: str | None = None
+    # Records drawn (evenly over sources) when the reference is the corpus itself.
+    reference_records: int = Field(2_000, ge=2)
+    # The model trains on at most this many tokens of the reference, every text contributing an
+    # equal share at most (long files cannot crowd out the rest); bounds training memory (~40 B/token).
+    reference_tokens: int = Field(4_000_000, ge=1_000)
+    # `words`: \w+ words and single punctuation marks, hashed (KenLM-like tokens; whitespace and
+    # layout are not seen); `bytes`: UTF-8 bytes (sees layout; use order 5). On the demo corpus both
+    # ranked every held-out record above its word-shuffled and its 5%-noised copy; a words 3-gram
+    # scored ~490 docs per CPU-second, a bytes 5-gram ~265 (benchmarks/baselines.py).
+    level: Literal["bytes", "words"] = "words"
+    order: int = Field(3, ge=1, le=8)
+    # Hash buckets per table (2**bits): per order, one uint32 count table and a pair table.
+    bits: int = Field(20, ge=8, le=26)
+    seed: int = 0
+
+
+class DataManConfig(Section):
+    """The DataMan baseline: one fixed rubric (mira/rankings/dataman_rubric.jsonl) for every source."""
+
+    # Records the teacher labels (evenly over all sources) for the one student; the paper's
+    # DataMan used far more, the demo default keeps the teacher cost to a few minutes.
+    records: int = Field(32, ge=2)
+    seed: int = 0
+
+
 # Kept share of tokens when no budget key is set.
 DEFAULT_BUDGET_FRACTION = 0.5
 BUDGET_KEYS = ("budget_fraction", "budget_tokens", "budget")
@@ -185,7 +218,8 @@ class SelectionConfig(Section):
     # The older single key, kept where its unit is unambiguous: <= 1 is a fraction, a whole number
     # > 1 a token count; anything else (1.5) is refused, since it once meant 1.5 tokens silently.
     budget: float | None = Field(None, gt=0, allow_inf_nan=False)
-    method: Literal["mira", "random", "length", "global_rubric", "dsir"] = "mira"
+    # A ranking method of mira.rankings (registry): mira, random, length, dsir, perplexity, dataman.
+    method: str = "mira"
     # Per-source retention bounds, as fractions of the source's tokens.
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
@@ -197,7 +231,21 @@ class SelectionConfig(Section):
     # DSIR baseline: a JSONL of target texts, and the number of hashed n-gram buckets.
     dsir_target: str | None = None
     dsir_buckets: int = Field(10_000, ge=16)
+    perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
+    dataman: DataManConfig = Field(default_factory=DataManConfig)
     seed: int = 0
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from mira.rankings import check_method  # the registry is the one list of method names
+
+        from pydantic_core import PydanticCustomError
+
+        try:
+            return check_method(method)
+        except ConfigError as exc:  # a custom error: no "Value error," prefix in the one-line message
+            raise PydanticCustomError("selection_method", str(exc)) from None
 
     @model_validator(mode="after")
     def _bounds(self) -> SelectionConfig:

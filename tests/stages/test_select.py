@@ -255,8 +255,8 @@ def test_length_baseline_keeps_the_longest(scored, tmp_path):
     assert min(kept) >= max(d["tokens"] for d in decisions if not d["kept"])
 
 
-def test_global_rubric_baseline_uses_one_cutoff_over_scores(scored, tmp_path):
-    config, run = _run(scored, tmp_path, method="global_rubric", mode="group")
+def test_mira_global_uses_one_cutoff_over_scores(scored, tmp_path):
+    config, run = _run(scored, tmp_path, method="mira", mode="global")
     _, summary = _select(config)
     assert summary["mode"] == "global" and list(summary["units"]) == ["all"]
     decisions = {d["id"]: d for d in _decisions(run)}

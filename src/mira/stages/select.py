@@ -21,7 +21,7 @@ random baseline — and the scored records share the rest; ``reject`` drops them
 filled by the scored sources of the unit. A unit with too few eligible records keeps them all and
 reports the shortfall in ``units``.
 
-Baselines (``selection.method``) only change the ranking; see :mod:`mira.baselines`.
+Baselines (``selection.method``) only change the ranking; see :mod:`mira.rankings`.
 
 Outputs go to the named selection ``selection/<name>/`` (see :mod:`mira.selections`; other
 selections are never touched): ``<source>/<shard>.jsonl`` (and/or ``.parquet``): kept records,
@@ -51,22 +51,22 @@ from typing import Any
 
 import numpy as np
 
-from mira.baselines import UNSCORED, Ranking, ranking
-
-UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
-UNSCORED_BELOW = "unscored: outside its random share"
 from mira.config import ConfigError, RunConfig
-from mira.corpus import SourceInfo, source_infos, stable_rank
+from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
-from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
+from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_json, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import StageContext
 from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
 
 log = logging.getLogger(__name__)
 
+UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
+UNSCORED_BELOW = "unscored: outside its random share"
 VERSION = "select-v1"
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
@@ -78,74 +78,25 @@ def fingerprint(ctx: StageContext) -> str:
 def selection_fingerprint(config: RunConfig, run: RunDir) -> str:
     """What one selection is built from; stored in its summary so `mira compare` can reuse it."""
     # Selection config + the score fingerprint only: scores never depend on selection settings.
-    parts: list[Any] = [VERSION, config.section_hash("selection"), run.require("score")]
-    if config.selection.method == "dsir" and config.selection.dsir_target:
-        parts.append(hash_files([Path(config.selection.dsir_target)]))
-    return make_fingerprint(*parts)
+    # A ranking that reads files besides the scores (a reference corpus, its own artifacts) adds them.
+    return make_fingerprint(VERSION, config.section_hash("selection"), run.require("score"),
+                            ranking_fingerprint(config, run))
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
     sel = config.selection
-    lines = [f"method: {sel.method}, mode: {sel.mode}, budget: {sel.budget_label()}, "
+    lines = [f"method: {sel.method}, mode: {retention_mode(config)}, budget: {sel.budget_label()}, "
              f"outputs: {', '.join(sel.output_formats)}"]
+    method_lines = ranking_plan(config, run)  # what a method's own corpus pass will cost
     summary = scores_dir(run) / "summary.json"
     if summary.exists():
         sources = read_json(summary)["sources"]
         lines.append(f"reads scores of {sum(s['records'] for s in sources.values()):,} records "
-                     f"({sum(s['tokens'] for s in sources.values()):,} tokens); no model is run")
+                     f"({sum(s['tokens'] for s in sources.values()):,} tokens)" + ("" if method_lines else "; no model is run"))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")
-    return lines
-
-
-@dataclass
-class ScoreTable:
-    """The columns of every score file selection needs, in corpus order (source, shard, row)."""
-
-    run_root: Path
-    sources: list[str]
-    groups: list[str]
-    source_idx: np.ndarray
-    group_idx: np.ndarray
-    tokens: np.ndarray
-    score: np.ndarray
-    quarantined: np.ndarray
-    tie: np.ndarray  # seeded hash of the id: the deterministic tie-break
-    shard_rows: list[tuple[SourceInfo, Any, int, int]]  # (source, shard, first row, end row)
-
-
-def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
-    import pyarrow.parquet as pq
-
-    groups_of = {name: s["group"] for name, s in read_json(scores_dir(run) / "summary.json")["sources"].items()}
-    group_names = sorted({g for g in groups_of.values() if g is not None})
-    columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}
-    shard_rows = []
-    row = 0
-    for s_index, info in enumerate(infos):
-        group = groups_of.get(info.name)
-        g_index = group_names.index(group) if group is not None else -1
-        for shard in info.shards:
-            table = pq.read_table(shard_scores_path(run, shard), columns=["id", "tokens", "score", "quarantine"])
-            n = table.num_rows
-            columns["source"].append(np.full(n, s_index, dtype=np.int32))
-            columns["group"].append(np.full(n, g_index, dtype=np.int32))
-            columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
-            columns["score"].append(table.column("score").to_numpy().astype(np.float64))
-            columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
-            seed = config.selection.seed
-            columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],
-                                           dtype=np.uint64))
-            shard_rows.append((info, shard, row, row + n))
-            row += n
-
-    def cat(name: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
-
-    return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
-                      cat("tokens", np.int64), cat("score", np.float64), cat("quarantined", bool),
-                      cat("tie", np.uint64), shard_rows)
+    return lines + method_lines
 
 
 # --- deciding --------------------------------------------------------------------------------
@@ -333,6 +284,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     from mira.stage import null_progress
 
     progress = progress or null_progress
+    prepare(config, run, progress)  # a method's own corpus pass (perplexity, dataman), with progress bars
     infos = source_infos(run)
     table = load_score_table(config, run, infos)
     rank_by = ranking(config, table)

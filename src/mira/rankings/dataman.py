@@ -1,0 +1,228 @@
+"""DataMan: one fixed, source-agnostic quality rubric, the paper's "generic rubric" baseline.
+
+DataMan (Peng et al. 2025, arXiv 2502.19363) rates text on 14 quality criteria, the last of them
+an overall score, with one rubric for every source. Here the 14 criteria are anchor cards
+(``dataman_rubric.jsonl`` in this package; DataMan's 1-5 scale becomes our 0-10 anchors), and
+the pipeline is exactly MIRA's phase 2 with a single group: the teacher labels a sample drawn
+evenly from every source (``selection.dataman.records``) with the annotate stage's requests,
+one student is distilled with the distill stage's code, and the student scores the whole corpus
+with the score stage's code. Records are ranked by the predicted overall score with one global
+cutoff; no reliability mask (DataMan has none).
+
+Artifacts form a small run directory of their own, ``baselines/dataman/`` (so the stages' path
+helpers work unchanged): ``rubrics/dataman.jsonl``, ``labels/dataman.parquet`` (+
+``.consistency.parquet``), ``students/dataman/`` (model, ``metrics.json``, ``mask.json``),
+``scores/<source>/<shard>.parquet`` with per-shard done markers, ``_done/{labels,dataman}.json``.
+Teacher answers go through the run's teacher cache (usage: ``usage/dataman.json``), so a rerun
+or a resumed budget stop pays nothing twice.
+
+    from mira.rankings.dataman import prepare_dataman
+    prepare_dataman(config, run, progress)    # label, distill, score (each step cached)
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from mira.config import RunConfig
+from mira.rankings import Ranking
+from mira.rundir import RunDir
+from mira.rundir import fingerprint as make_fingerprint
+from mira.score_table import ScoreTable
+from mira.stages.score import StageModels
+
+log = logging.getLogger(__name__)
+MODE = "global"  # one cutoff over the corpus, as the paper's source-agnostic filters have
+VERSION = "dataman-v1"
+GROUP = "dataman"  # the one group: every source
+OVERALL = "overall"  # the criterion records are ranked by; the rubric's last card
+
+
+def folder(run: RunDir) -> RunDir:
+    """The baseline's own run directory, ``<run>/baselines/dataman``."""
+    return RunDir(run.path("baselines", "dataman"))
+
+
+def rubric_text() -> str:
+    return resources.files("mira.rankings").joinpath("dataman_rubric.jsonl").read_text(encoding="utf-8")
+
+
+def load_dataman_rubric() -> list[Any]:
+    from mira.rubric import parse_rubric
+
+    anchors = parse_rubric(rubric_text(), "mira/rankings/dataman_rubric.jsonl")
+    if anchors[-1].id != OVERALL:
+        raise ValueError(f"the DataMan rubric must end with the {OVERALL!r} criterion")
+    return anchors
+
+
+# --- fingerprints ---------------------------------------------------------------------------------
+
+def _labels_fingerprint(config: RunConfig, run: RunDir) -> str:
+    from mira.stages import annotate
+    from mira.teacher import load_prompt
+
+    a = config.annotation
+    prompt = load_prompt(annotate.PROMPT)
+    # Only the annotation settings that change a request (not MIRA's records_per_group).
+    return make_fingerprint(VERSION, config.selection.dataman.model_dump(mode="json"),
+                            [a.rationales, a.rationale_chars, a.self_consistency_records],
+                            config.section_hash("render", "tokenizer"), annotate._teacher_identity(config),
+                            prompt.id, prompt.system + prompt.user, rubric_text(), run.require("ingest"))
+
+
+def fingerprint(config: RunConfig, run: RunDir) -> str:
+    """Everything the DataMan scores depend on (labels, student settings); not the selection budget."""
+    return make_fingerprint(VERSION, _labels_fingerprint(config, run), config.section_hash("student", "embed"))
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    cfg, a = config.selection.dataman, config.annotation
+    try:
+        if folder(run).is_done(GROUP, fingerprint(config, run)):
+            return ["DataMan: labels, student and scores are cached; no teacher call"]
+    except Exception:  # noqa: BLE001 - ingest not done yet: say what the pass will do
+        pass
+    requests = cfg.records + min(a.self_consistency_records, cfg.records)
+    return [f"DataMan: up to {requests} teacher requests ({cfg.records} records evenly over sources x 14 criteria, "
+            f"cached answers free), one student, then the student scores the whole corpus"]
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:
+    """Label (teacher), distill (one student) and score the corpus; every step is skipped when done.
+
+    Raises ``StageIncomplete`` when the teacher budget stops labelling (a rerun resumes).
+    """
+    from mira.rubric import save_rubric
+    from mira.stage import null_progress
+
+    progress = progress or null_progress
+    fp = fingerprint(config, run)
+    sub = folder(run)
+    if sub.is_done(GROUP, fp):
+        return dict(sub.done(GROUP).get("counts", {}), cached=1)
+    anchors = load_dataman_rubric()
+    save_rubric(sub, GROUP, anchors)
+    counts: dict[str, Any] = {}
+    labels_fp = _labels_fingerprint(config, run)
+    if not sub.is_done("labels", labels_fp):
+        sub.mark_done("labels", labels_fp, _label(config, run, sub, anchors, progress))
+    counts.update(sub.done("labels")["counts"])
+    counts.update(_distill(config, sub, progress))
+    counts.update(_score(config, run, sub, fp, progress))
+    sub.mark_done(GROUP, fp, counts)
+    return counts
+
+
+def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], progress: Any) -> dict[str, Any]:
+    from mira.corpus import sample_stratified, source_infos
+    from mira.records import render
+    from mira.stage import StageIncomplete
+    from mira.stages import annotate
+    from mira.teacher import load_prompt, open_teacher
+    from mira.tokens import get_tokenizer
+
+    cfg, a = config.selection.dataman, config.annotation
+    infos = [info for info in source_infos(run) if info.ok > 0]
+    records = sample_stratified(config, infos, cfg.records, cfg.seed)
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    rendered = {r.id: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records}
+    prompt = load_prompt(annotate.PROMPT)
+    requests = [annotate.build_request(prompt, anchors, r, rendered[r.id], a.rationales, a.rationale_chars, r.id)
+                for r in records]
+    again = annotate.consistency_subset(records, a.self_consistency_records, cfg.seed)
+    orders = [annotate.shuffled(anchors, cfg.seed, r.id) for r in again]
+    requests += [annotate.build_request(prompt, order, r, rendered[r.id], a.rationales, a.rationale_chars,
+                                        f"{r.id} (consistency)") for r, order in zip(again, orders, strict=True)]
+    # The run's teacher cache: the same request as any earlier run is free.
+    with open_teacher(config.teacher, run, stage="dataman", progress=progress) as teacher:
+        results = teacher.run(requests)
+    if any(r.error == "budget" for r in results):
+        raise StageIncomplete("teacher budget reached while labelling the DataMan sample; raise "
+                              "teacher.max_requests / max_tokens and rerun (answers so far are cached)")
+    ids = [anchor.id for anchor in anchors]
+    first, second = results[:len(records)], results[len(records):]
+    rows = [annotate.label_row(r, rendered[r.id], ids, ids, res) for r, res in zip(records, first, strict=True)]
+    again_rows = [annotate.label_row(r, rendered[r.id], ids, [o.id for o in order], res)
+                  for r, order, res in zip(again, orders, second, strict=True)]
+    annotate.write_labels(annotate.labels_path(sub, GROUP), rows, ids)
+    annotate.write_labels(annotate.labels_path(sub, GROUP, consistency=True), again_rows, ids)
+    failed = sum(not row["ok"] for row in rows)
+    if failed:
+        log.warning("DataMan labels: %d of %d records failed (kept with ok=false)", failed, len(rows))
+    return {"labels": len(rows) - failed, "failed": failed, "requests": len(requests)}
+
+
+def _distill(config: RunConfig, sub: RunDir, progress: Any) -> dict[str, Any]:
+    from mira.stage import StageContext
+    from mira.stages import annotate, distill
+
+    # distill_group keeps a trained student whose labels and settings did not change.
+    ctx = StageContext(config, sub, progress=progress)
+    result = distill.distill_group(ctx, GROUP, annotate.labels_path(sub, GROUP))
+    for note in ctx.notes:
+        log.info("%s", note)
+    if not result.get("trained") and not (sub.path("students", GROUP, "student.json")).exists():
+        from mira.config import ConfigError
+
+        raise ConfigError("DataMan: too few usable teacher labels to train a student; "
+                          "raise selection.dataman.records or check the teacher")
+    return {"student_trained": result.get("trained", 0)}
+
+
+class DataManModels(StageModels):
+    """The score stage's models, with the DataMan overall score as the aggregate (no mask)."""
+
+    def aggregate(self, scores: np.ndarray, sources: np.ndarray, mask: Any, config: RunConfig) -> np.ndarray:
+        return np.asarray(scores, dtype=np.float64)[:, -1]  # the rubric's last criterion: overall
+
+
+def _score(config: RunConfig, run: RunDir, sub: RunDir, fp: str, progress: Any) -> dict[str, Any]:
+    from mira.corpus import source_infos
+    from mira.engines import map_tasks
+    from mira.stages import score
+
+    models = DataManModels()
+    tasks = [(config, str(sub.root), shard, info.format, GROUP, fp, models)
+             for info in source_infos(run) for shard in info.shards if not score.shard_done(sub, shard, fp)]
+    task = progress("DataMan: score shards", len(tasks))
+    records = 0
+    for _, marker in map_tasks(config.engine, score._score_shard_task, tasks):
+        records += marker["records"]
+        task.advance()
+    task.close()
+    return {"shards_scored": len(tasks), "records_scored": records}
+
+
+# --- ranking --------------------------------------------------------------------------------------
+
+def rank(config: RunConfig, table: ScoreTable) -> Ranking:
+    import pyarrow.parquet as pq
+
+    from mira.stages import score
+
+    run = RunDir(table.run_root)
+    prepare(config, run)
+    fp = fingerprint(config, run)
+    sub = folder(run)
+    overall = np.full(len(table.tokens), np.nan)
+    for info, shard, start, end in table.shard_rows:
+        if not score.shard_done(sub, shard, fp):
+            raise RuntimeError(f"{info.name} shard {shard.name}: no DataMan scores for this configuration")
+        column = pq.read_table(score.shard_scores_path(sub, shard), columns=["score"]).column("score")
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        if len(values) != end - start:
+            raise RuntimeError(f"{info.name} shard {shard.name}: DataMan scores do not match the scores")
+        overall[start:end] = values
+    eligible = ~table.quarantined & np.isfinite(overall)
+    return Ranking(np.where(eligible, overall, -np.inf), eligible, MODE, "DataMan overall score (student)")
+
+
+prepare_dataman = prepare
+

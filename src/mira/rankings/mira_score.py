@@ -1,0 +1,19 @@
+"""MIRA's own ranking: the reliability-masked aggregate score, under ``selection.mode``.
+
+``mode: group`` is MIRA-Group (the paper's default), ``source`` MIRA-Source and ``global``
+MIRA-Global (one cutoff over all sources, which starves low-scoring groups in the paper).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mira.config import RunConfig
+from mira.rankings import Ranking
+from mira.score_table import ScoreTable
+
+
+def rank(config: RunConfig, table: ScoreTable) -> Ranking:
+    """Records with a NaN score (every anchor of their source masked) are not eligible."""
+    eligible = ~table.quarantined & ~np.isnan(table.score)
+    return Ranking(np.nan_to_num(table.score, nan=-np.inf), eligible, config.selection.mode, "score")

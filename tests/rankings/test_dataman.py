@@ -1,0 +1,140 @@
+import json
+import re
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from mira.selections import current_selection
+from mira import api
+from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig
+from mira.rankings import dataman
+from mira.rundir import RunDir
+from mira.stage import StageIncomplete
+from mira.stages import score as score_stage
+from mira.teacher.testing import Reply, ScriptedServer
+from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run
+
+CRITERIA = [a.id for a in dataman.load_dataman_rubric()]
+
+
+def _record(prompt: str) -> str:
+    return re.search(r"<<<(RECORD_[0-9a-f]{8})\n(.*)\n\1>>>", prompt, re.S).group(2)
+
+
+def teacher(body: dict) -> str | Reply:
+    """A rubric-following teacher: code (a `def`) is good data, prose is mediocre; bisect records break it."""
+    record = _record(body["messages"][-1]["content"])
+    if "bisect" in record:
+        return "not JSON at all"
+    quality = 8 if re.search(r"^\s*def ", record, re.M) else 2
+    order = list(body["response_format"]["json_schema"]["schema"]["properties"])
+    answer = {c: {"score": quality if c == "overall" else (quality + i) % 11} for i, c in enumerate(order)}
+    return Reply(json.dumps(answer))
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataman")
+    corpus = build_corpus(root / "corpus")
+    config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
+    original = score_stage.StageModels
+    score_stage.StageModels = DoubleModels
+    try:
+        prepare_run(config)
+        api.run_one("score", config)
+    finally:
+        score_stage.StageModels = original
+    return corpus, root / "run"
+
+
+def _config(scored, tmp_path, server, records=18, **teacher_overrides):
+    corpus, template = scored
+    if not (tmp_path / "run").exists():
+        shutil.copytree(template, tmp_path / "run")
+    selection = SelectionConfig(method="dataman", budget=0.3, dataman=DataManConfig(records=records))
+    return make_config(corpus, tmp_path / "run", selection=selection, engine=EngineConfig(workers=1),
+                       annotation=AnnotationConfig(rationales=False, self_consistency_records=2),
+                       teacher=server.teacher_config(**teacher_overrides))
+
+
+def test_rubric_is_datamans_fourteen_criteria_ending_with_overall():
+    anchors = dataman.load_dataman_rubric()
+    assert len(anchors) == 14 and anchors[-1].id == "overall"
+    assert all(a.low and a.mid and a.high and a.part == "whole" for a in anchors)
+
+
+def test_dataman_labels_distills_scores_and_selects_with_one_global_cutoff(scored, tmp_path):
+    with ScriptedServer(teacher) as server:
+        config = _config(scored, tmp_path, server)
+        run = RunDir(tmp_path / "run")
+        counts = dataman.prepare_dataman(config, run)
+        asked = len(server.requests)  # 18 + 2 re-scored, plus the parse retries of the broken answers
+        assert counts["requests"] == 20 and asked >= 20
+        # Every request carries the same fixed 14-criterion rubric, whatever the source.
+        for body in server.requests:
+            assert list(body["response_format"]["json_schema"]["schema"]["properties"]) in (
+                CRITERIA, sorted(CRITERIA, key=lambda c: body["messages"][-1]["content"].index(f"[{c}]")))
+        sub = dataman.folder(run)
+        labels = pq.read_table(sub.path("labels", "dataman.parquet")).to_pylist()
+        assert len(labels) == 18 and {r["source"] for r in labels} == {"pycode", "docs", "qa"}
+        failed = [not r["ok"] for r in labels]
+        assert 1 <= sum(failed) < 6 and failed == ["bisect" in r["text"] for r in labels]  # audited rows
+        assert all(r["overall"] == (8 if re.search(r"^\s*def ", r["text"], re.M) else 2) for r in labels if r["ok"])
+        metrics = json.loads(sub.path("students", "dataman", "metrics.json").read_text())
+        assert metrics["anchors"] == CRITERIA and metrics["train_rows"] + metrics["validation_rows"] == 18 - sum(failed)
+        # One score row per input record, quarantined ones included.
+        for source in ("pycode", "docs", "qa"):
+            rows = sum(pq.read_table(p).num_rows for p in sub.path("scores", source).glob("*.parquet"))
+            assert rows == sum(pq.read_table(p).num_rows for p in run.path("scores", source).glob("*.parquet"))
+
+        outcome = api.run_one("select", config)
+        assert not outcome.skipped and len(server.requests) == asked  # prepared already: no new teacher call
+    summary = json.loads((current_selection(run) / "summary.json").read_text())
+    assert summary["method"] == "dataman" and summary["mode"] == "global" and list(summary["units"]) == ["all"]
+    # The student learned the teacher's rubric: code (overall 8) is kept ahead of prose (overall 2).
+    sources = summary["sources"]
+    assert sources["pycode"]["kept_tokens"] / sources["pycode"]["tokens_in"] > \
+        sources["docs"]["kept_tokens"] / max(1, sources["docs"]["tokens_in"])
+    decisions = [row for p in (current_selection(run) / "_decisions").glob("*/*.parquet") for row in pq.read_table(p).to_pylist()]
+    kept = [d["key"] for d in decisions if d["kept"]]
+    assert min(kept) >= max(d["key"] for d in decisions if not d["kept"] and d["key"] is not None)
+
+
+def test_dataman_budget_stop_resumes_from_the_teacher_cache(scored, tmp_path):
+    with ScriptedServer(teacher) as server:
+        config = _config(scored, tmp_path, server, max_requests=7)
+        run = RunDir(tmp_path / "run")
+        with pytest.raises(StageIncomplete, match="budget"):
+            dataman.prepare_dataman(config, run)
+        first = len(server.requests)
+        distinct = {b["messages"][-1]["content"] for b in server.requests}
+        assert len(distinct) <= 7 and not dataman.folder(run).done("dataman")  # 7 requests (+ parse retries)
+        config.teacher = server.teacher_config()
+        dataman.prepare_dataman(config, run)
+        resumed = len(server.requests)
+        fresh = [b["messages"][-1]["content"] for b in server.requests[first:]]
+        done_before = {b["messages"][-1]["content"] for b in server.requests[:first]
+                       if "bisect" not in _record(b["messages"][-1]["content"])}
+        assert not done_before & set(fresh)  # answered requests replayed from the cache
+        again = dataman.prepare_dataman(config, run)
+        assert again["cached"] == 1 and len(server.requests) == resumed
+
+
+def test_dataman_rescores_only_what_a_changed_setting_touches(scored, tmp_path, monkeypatch):
+    with ScriptedServer(teacher) as server:
+        config = _config(scored, tmp_path, server)
+        run = RunDir(tmp_path / "run")
+        dataman.prepare_dataman(config, run)
+        asked = len(server.requests)
+        trained = []
+        import mira.students as students
+
+        original_train = students.train
+        monkeypatch.setattr(students, "train", lambda *a, **k: trained.append(1) or original_train(*a, **k))
+        config.selection.budget = 0.6  # selection settings never touch DataMan's artifacts
+        assert dataman.fingerprint(config, run) == dataman.folder(run).done("dataman")["fingerprint"]
+        config.student.seed = 3  # a student setting retrains and rescores, with no teacher call
+        counts = dataman.prepare_dataman(config, run)
+        assert trained == [1] and counts["records_scored"] > 0 and len(server.requests) == asked
+

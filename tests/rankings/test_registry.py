@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+import pytest
+
+from mira.config import ConfigError, RunConfig, load_config
+from mira.rankings import METHODS, check_method, get_method, method_names, retention_mode
+
+
+def test_unknown_and_renamed_methods_are_one_line_errors():
+    with pytest.raises(ConfigError, match="use `method: mira` with `mode: global`"):
+        load_config(None, ["selection.method=global_rubric"])
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["selection.method=ppl"])
+    assert "valid methods: dataman, dsir, length, mira, perplexity, random" in str(error.value)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="valid methods: dataman, dsir"):
+        get_method("nope")
+
+
+def test_every_registered_method_ranks_and_the_paper_modes_hold():
+    assert method_names() == sorted(METHODS) == ["dataman", "dsir", "length", "mira", "perplexity", "random"]
+    for name in METHODS:
+        assert callable(get_method(check_method(name)).rank)
+    modes = {m: retention_mode(RunConfig(selection={"method": m, "mode": "group", "dsir_target": "t.jsonl"}))
+             for m in METHODS}
+    assert modes == {"mira": "group", "random": "source", "length": "group", "dsir": "group",
+                     "perplexity": "global", "dataman": "global"}
+    assert retention_mode(RunConfig(selection={"method": "mira", "mode": "global"})) == "global"  # MIRA-Global
+
+
+def test_rankings_import_without_select_or_heavy_libraries():
+    # The old baselines <-> stages.select cycle is gone, and nothing heavy loads at import time.
+    code = ("import sys, mira.rankings, mira.baselines; "
+            "assert mira.baselines.ranking is mira.rankings.ranking; "
+            "bad = [m for m in ('mira.stages.select', 'pyarrow', 'torch', 'sklearn') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", "import mira.stages.select as s; assert s.ScoreTable and s.load_score_table"],
+                   check=True)
