@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import re
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import Rejected, iter_shard_records
+from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards
 from mira.records import detect_source_format, full_text
-from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint
+from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint, is_atomic_temp, remove_own_files
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
 
@@ -75,7 +75,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     """Read one shard: count tokens, write its quarantine entries to `out`; return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
-                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
+                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
+    fields: dict[str, None] = {}
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for item in iter_shard_records(config, source, shard, fmt):
             stats["records"] += 1
@@ -87,8 +88,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                 handle.write(json.dumps({"source": source.name, "locator": item.locator,
                                          "reason": item.reason}, ensure_ascii=False) + "\n")
                 continue
-            if len(stats["fields"]) < MAX_FIELDS:
-                stats["fields"].update(dict.fromkeys(item.data))
+            if len(fields) < MAX_FIELDS:
+                fields.update(dict.fromkeys(item.data))
             # The same text `render` counts, so inventory and score/select token totals agree.
             text = full_text(item)
             tokens = tokenizer.count(text)
@@ -97,7 +98,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             stats["bytes"] += len(text.encode("utf-8", "replace"))
             stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
             stats["max_tokens"] = max(stats["max_tokens"], tokens)
-    return stats
+    # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text.
+    return {**stats, "fields": list(fields), "buckets": {str(b): n for b, n in stats["buckets"].items()}}
 
 
 def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str:
@@ -137,23 +139,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
         # A source that cannot be found is a config mistake, not bad data: stop before any work.
         raise ConfigError("; ".join(errors.values()))
 
-    jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
-    task = ctx.progress("ingest shards", len(jobs))
-    workers = max(1, min(config.engine.workers or (os.cpu_count() or 1), len(jobs) or 1))
-    results: dict[tuple[str, int], dict[str, Any]] = {}
     qdir = run_dir.quarantine_dir / "shards"
-    if workers == 1:
-        for name, shard in jobs:
-            source, _, fmt = plans[name]
-            results[(name, shard.index)] = ingest_shard(config, source, shard, fmt, qdir / name / f"{shard.name}.jsonl")
-            task.advance()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {(name, shard.index): pool.submit(ingest_shard, config, plans[name][0], shard, plans[name][2],
-                                                        qdir / name / f"{shard.name}.jsonl") for name, shard in jobs}
-            for key, future in futures.items():
-                results[key] = future.result()
-                task.advance()
+    jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
+    # The engine every stage shares: its start method, bounded submission, Ray, and workers that
+    # die with this process.
+    tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl")
+             for name, shard in jobs]
+    task = ctx.progress("ingest shards", len(jobs))
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for index, stats in map_tasks(config.engine, ingest_shard, tasks):
+        name, shard = jobs[index]
+        results[(name, shard.index)] = stats
+        task.advance()
     task.close()
 
     inventory: dict[str, Any] = {"sources": {}, "totals": {}}
@@ -166,9 +163,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             for key in ("records", "ok", "quarantined", "tokens", "bytes"):
                 agg[key] += stats[key]
             agg["reasons"].update(stats["reasons"])
-            agg["buckets"].update(stats["buckets"])
+            agg["buckets"].update({int(b): n for b, n in stats["buckets"].items()})
             agg["max_tokens"] = max(agg["max_tokens"], stats["max_tokens"])
-            fields.update(stats["fields"])
+            fields.update(dict.fromkeys(stats["fields"]))
         if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
@@ -183,7 +180,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "fields": list(fields)[:MAX_FIELDS],
             "shards": [s.to_dict() for s in shards],
         }
-    shutil.rmtree(qdir, ignore_errors=True)  # per-shard parts, all merged above
+    remove_own_files(qdir, _is_quarantine_part)  # per-shard parts, all merged above
     totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}
     inventory["totals"] = {**totals, "sources": len(inventory["sources"])}
     atomic_write_json(run_dir.inventory_path, inventory)
@@ -197,4 +194,9 @@ def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:
             if part.exists():
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, handle, 1 << 20)
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    remove_own_files(shard_dir, _is_quarantine_part)
+
+
+def _is_quarantine_part(path: PurePosixPath) -> bool:
+    # quarantine/shards/<source>/<shard>.jsonl (and its temporary names), nothing of the user's.
+    return re.fullmatch(r"\d{5}\.jsonl", path.name) is not None or is_atomic_temp(path.name, r"\d{5}\.jsonl")

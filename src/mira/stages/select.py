@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,8 @@ UNSCORED_BELOW = "unscored: outside its random share"
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos, stable_rank
 from mira.io import iter_shard
-from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rundir import (RunDir, atomic_path, atomic_write_json, hash_files, is_atomic_temp, read_json,
+                         remove_own_files, swap_in)
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 from mira.stages.score import scores_dir, shard_scores_path
@@ -304,7 +305,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     summary = summarize(config, table, decisions, rank_by)
     final = run.path("selection")
     partial = run.path("selection.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_own_files(partial, _is_selection_file)  # a killed run's leftovers
     task = progress("write selection", len(table.shard_rows))
     for info, shard, start, end in table.shard_rows:
         _write_shard(config, run, partial, info, shard, decisions, rank_by, start, end)
@@ -315,15 +316,20 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
             unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
     atomic_write_json(partial / "summary.json", summary)
     # Swap the finished selection in; a killed run leaves the previous selection intact.
-    previous = run.path("selection.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if final.exists():
-        final.rename(previous)
-    partial.rename(final)
-    shutil.rmtree(previous, ignore_errors=True)
+    swap_in(partial, final, _is_selection_file)
     totals = summary["totals"]
     return {k: totals[k] for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "quarantined",
                                    "unscored")}
+
+
+def _is_selection_file(path: PurePosixPath) -> bool:
+    """What select writes: summary.json, <source>/<shard>.{jsonl,parquet}, _decisions/<source>/<shard>.parquet."""
+    parts = path.parts
+    if len(parts) == 1:
+        return parts[0] == "summary.json" or is_atomic_temp(parts[0], "summary\\.json")
+    name = parts[-1]
+    shard_file = re.fullmatch(r"\d{5}\.(jsonl|parquet)", name) or is_atomic_temp(name, r"\d{5}\.(jsonl|parquet)")
+    return bool(shard_file) and (len(parts) == 2 or (len(parts) == 3 and parts[0] == DECISIONS))
 
 
 def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Any,
