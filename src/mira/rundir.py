@@ -83,9 +83,10 @@ def is_atomic_temp(name: str, of: str = r".+") -> bool:
     return re.fullmatch(rf"\.(?:{of})\.[a-z0-9_]{{8}}\.tmp", name) is not None
 
 
-def _files_under(folder: Path) -> list[PurePosixPath]:
-    return sorted(PurePosixPath(p.relative_to(folder).as_posix())
-                  for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+def _files_under(folder: Path, empty_dirs: bool = False) -> list[PurePosixPath]:
+    """Files (and, when asked, empty folders) under `folder`, as relative paths."""
+    return sorted(PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.rglob("*")
+                  if p.is_file() or p.is_symlink() or (empty_dirs and p.is_dir() and not any(p.iterdir())))
 
 
 def remove_own_files(folder: Path, is_ours: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
@@ -111,7 +112,7 @@ def move_foreign_files(source: Path, target: Path, is_ours: Callable[[PurePosixP
     """Move the files under `source` that mira did not write to the same place under `target`
     (when that place is free), so replacing a folder of mira's outputs keeps the user's files."""
     moved = []
-    for relative in _files_under(source) if source.is_dir() else []:
+    for relative in _files_under(source, empty_dirs=True) if source.is_dir() else []:
         if is_ours(relative) or (target / relative).exists():
             continue
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -135,10 +136,16 @@ def swap_in(new: Path, final: Path, is_ours: Callable[[PurePosixPath], bool]) ->
 
 
 def _retire(old: Path, final: Path, is_ours: Callable[[PurePosixPath], bool]) -> None:
+    if not old.exists():
+        return
     move_foreign_files(old, final, is_ours)
     kept = remove_own_files(old, is_ours)
     if kept:
         log.warning("left %d file(s) mira did not write in %s", len(kept), old)
+        return
+    for directory in sorted(old.rglob("*"), key=lambda d: -len(d.parts)) + [old]:
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # empty folders only: whatever was the user's has moved
 
 
 def _json_default(value: Any) -> Any:
@@ -226,16 +233,20 @@ class RunDir:
         except (OSError, UnicodeDecodeError):
             return False
 
-    def claim(self) -> bool:
+    def claim(self) -> Path | None:
         """Make sure mira may write here: create and mark the folder, or adopt an empty one or an
-        older run; refuse a file or a folder of someone else's files. True when created now."""
+        older run; refuse a file or a folder of someone else's files. Returns the topmost folder
+        created now (the run directory or a parent of it), None when it existed."""
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"run_dir {self.root} is a file, not a folder; point run_dir at a new or empty folder")
-        created = False
+        created = None
         if not self.root.exists():
+            top = self.root.absolute()
+            while not top.parent.exists() and top.parent != top:
+                top = top.parent
             try:
                 self.root.mkdir(parents=True)
-                created = True
+                created = top
             except FileExistsError:
                 pass  # another mira created it at the same moment; checked below like any folder
             except OSError as exc:
@@ -251,8 +262,9 @@ class RunDir:
                                                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return created
 
-    def remove_if_unused(self) -> bool:
-        """Remove a run directory that holds only mira's bookkeeping (a first stage that failed)."""
+    def remove_if_unused(self, created: Path) -> bool:
+        """Remove a run directory that holds only mira's bookkeeping (its first stage failed), and
+        the empty parents up to `created`, the topmost folder :meth:`claim` made for it."""
         try:
             names = {p.name for p in self.root.iterdir()}
         except OSError:
@@ -262,8 +274,13 @@ class RunDir:
         for name in names:
             with contextlib.suppress(OSError):
                 (self.root / name).unlink()
+        folder = self.root.absolute()
         with contextlib.suppress(OSError):
-            self.root.rmdir()
+            while True:
+                folder.rmdir()  # stops (OSError) at the first folder that is not empty
+                if folder == created or folder.parent == folder:
+                    break
+                folder = folder.parent
         return not self.root.exists()
 
     # --- done markers -----------------------------------------------------------------------

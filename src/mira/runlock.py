@@ -64,8 +64,8 @@ def writing(run: RunDir, wait: bool = False) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if created:
-            run.remove_if_unused()
+        if created is not None:
+            run.remove_if_unused(created)
         raise
     finally:
         del held[key]
@@ -74,7 +74,7 @@ def writing(run: RunDir, wait: bool = False) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _acquire(run: RunDir, wait: bool) -> tuple[int, bool]:
+def _acquire(run: RunDir, wait: bool) -> tuple[int, Path | None]:
     import fcntl
 
     for _ in range(10):
