@@ -285,3 +285,20 @@ def test_dsir_baseline_ranks_by_importance_weight(scored, tmp_path):
     for source in ("docs", "qa", "pycode"):
         decisions = [d for d in _decisions(run) if d["source"] == source and d["key"] is not None]
         assert min(d["key"] for d in decisions if d["kept"]) >= max(d["key"] for d in decisions if not d["kept"])
+
+
+def test_reselecting_never_deletes_files_mira_did_not_write(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=0.5)
+    _select(config)
+    mine = {"important.txt": "keep", "docs/notes.md": "mine", "_decisions/README": "mine too",
+            "docs/.draft.tmp": "half-written notes"}
+    for name, text in mine.items():
+        (run.root / "selection" / name).write_text(text)
+    old_shards = sorted(p.name for p in (run.root / "selection" / "docs").glob("*.jsonl"))
+    config = make_config(scored[0], run.root, selection=SelectionConfig(budget=0.2))
+    outcome, summary = _select(config)
+    for name, text in mine.items():
+        assert (run.root / "selection" / name).read_text() == text, name
+    rows = sum(len(p.read_text().splitlines()) for p in (run.root / "selection").glob("*/*.jsonl"))
+    assert rows == summary["totals"]["kept"] == outcome.counts["kept"] and summary["budget"] == 0.2
+    assert old_shards and not (run.root / "selection.previous").exists()
