@@ -116,6 +116,7 @@ def test_a_second_writer_refuses_at_once_naming_the_holder_and_the_run_stays_con
     assert second.returncode == EXIT_LOCKED, second.stderr
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pid {holder.proc.pid} (mira select" in lines[0] and "--wait" in lines[0]
+    assert "--set selection.budget=..." in lines[0]  # values of --set (keys, URLs) are never recorded
     assert code == 0, err
     kept_small = _consistent_selection(run, 0.3)
     # Once the holder is done the other budget runs, and the run is again consistent.

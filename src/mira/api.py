@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mira.config import RunConfig, load_config
+from mira.config import ConfigError, RunConfig, load_config
 from mira.rundir import STAGES, RunDir, read_json
 from mira.stage import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
 
@@ -36,6 +36,8 @@ def run_pipeline(config: RunConfig, force: bool = False, until: str | None = Non
     """
     from mira.runlock import writing
 
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"unknown stage {until!r}; stages are: {', '.join(STAGES)}")
     stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
     outcomes: list[StageOutcome] = []
     if not force:

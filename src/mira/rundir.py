@@ -253,7 +253,12 @@ class RunDir:
                 raise ConfigError(f"cannot create run_dir {self.root}: {exc.strerror or exc}") from None
         if self.run_marker_path.is_file():
             return created
-        entries = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_FILE)
+        try:
+            # The lock file, and the marker another mira is writing at this very moment, are ours.
+            entries = sorted(p.name for p in self.root.iterdir()
+                             if p.name != LOCK_FILE and not is_atomic_temp(p.name, re.escape(RUN_MARKER)))
+        except OSError as exc:
+            raise ConfigError(f"cannot read run_dir {self.root}: {exc.strerror or exc}") from None
         if entries and not self.is_mira_run():
             shown = ", ".join(repr(name) for name in entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise ConfigError(f"run_dir {self.root} is a folder of other files ({shown}), not a mira run; "

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from mira.config import ConfigError
 from mira.rundir import LOCK_FILE, RunDir
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,12 @@ def _acquire(run: RunDir, wait: bool) -> tuple[int, Path | None]:
     for _ in range(10):
         created = run.claim()
         path = run.root / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            continue  # the folder was removed under us (a first stage failed): claim it again
+        except OSError as exc:
+            raise ConfigError(f"cannot write to run_dir {run.root}: {exc.strerror or exc}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,6 +99,12 @@ def _acquire(run: RunDir, wait: bool) -> tuple[int, Path | None]:
             if _is_current(fd, path):
                 _record_holder(fd)
                 return fd, created
+        except OSError as exc:
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise
+            # e.g. ENOLCK: a network filesystem without locks; two writers could then corrupt a run.
+            raise ConfigError(f"cannot lock {path}: {exc.strerror or exc}; put run_dir on a local disk") from None
         except BaseException:
             os.close(fd)
             raise
@@ -111,10 +123,22 @@ def _is_current(fd: int, path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
 
 
+def _command() -> str:
+    """This process's command line, with the values of `--set` left out (they may hold secrets)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    shown = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--set":
+            arg = arg.split("=", 1)[0] + "=..."
+        elif arg.startswith("--set="):
+            arg = "--set=" + arg.removeprefix("--set=").split("=", 1)[0] + "=..."
+        shown.append(arg)
+    return shlex.join(shown)[:300]
+
+
 def _record_holder(fd: int) -> None:
     # Informational only (the lock is the flock, not this text): who to wait for, or to stop.
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
-    info = {"pid": os.getpid(), "command": shlex.join(argv)[:300],
+    info = {"pid": os.getpid(), "command": _command(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)

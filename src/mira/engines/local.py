@@ -15,7 +15,6 @@ a watchdog thread that notices the parent is gone covers other systems and the f
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -53,10 +52,10 @@ def _set_parent_death_signal() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the running program's symbols include libc's
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    except OSError as exc:  # no libc to load: the watchdog alone has to do
+    except (OSError, AttributeError) as exc:  # no prctl to call: the watchdog alone has to do
         log.debug("no prctl: %s", exc)
 
 
