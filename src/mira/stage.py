@@ -1,4 +1,4 @@
-"""Stage bookkeeping shared by every stage: skip-if-done, force, done markers, progress.
+"""Stage bookkeeping shared by every stage: skip-if-done, force, done markers, the write lock, progress.
 
 Each stage module in :mod:`mira.stages` exposes ``fingerprint(ctx) -> str`` (a hash of the config
 sections it reads and of the fingerprints of the stages it builds on) and ``run(ctx) -> dict``
@@ -101,11 +101,11 @@ def run_stage(stage: str, ctx: StageContext) -> StageOutcome:
         return outcome
     with writing(ctx.run, wait=ctx.wait_for_lock):
         ctx.run.save_config(ctx.config)
-        # Checked again under the lock: a writer we waited for may have finished this stage.
-        outcome = done_already(stage, ctx)
-        if outcome is not None:
-            return outcome
         stage_fp = module.fingerprint(ctx)
+        marker = ctx.run.done(stage)
+        # Checked again under the lock: a writer we waited for may have finished this stage.
+        if not ctx.force and marker and marker.get("fingerprint") == stage_fp:
+            return StageOutcome(stage, True, marker.get("counts", {}), 0.0, [])
         ctx.run.clear_done(stage)
         started = time.time()
         counts = module.run(ctx) or {}
