@@ -169,3 +169,18 @@ def test_swap_in_keeps_files_mira_did_not_write_and_survives_a_kill_mid_swap(tmp
     swap_in(newer, final, ours)
     assert _tree(final) == {"newer.jsonl": b"newer", "src/notes.md": b"mine", "important.txt": b"mine too"}
     assert remove_own_files(final, ours) == [PurePosixPath("important.txt"), PurePosixPath("src/notes.md")]
+
+
+def test_swap_in_keeps_both_copies_of_a_file_of_the_users_found_on_both_sides(tmp_path: Path):
+    final, new = tmp_path / "sel", tmp_path / "sel.partial"
+    for folder, text in ((final, "old notes"), (new, "new notes")):
+        folder.mkdir()
+        (folder / "notes.md").write_text(text)
+        (folder / "00000.jsonl").write_text(text)
+    swap_in(new, final, lambda path: path.suffix == ".jsonl")
+    assert _tree(final) == {"00000.jsonl": b"new notes", "notes.md": b"new notes"}
+    (aside,) = tmp_path.glob("sel.previous.kept-*")
+    assert _tree(aside) == {"notes.md": b"old notes"}
+    new.mkdir()
+    swap_in(new, final, lambda path: path.suffix == ".jsonl")  # and the next swap still works
+    assert _tree(final) == {"notes.md": b"new notes"}

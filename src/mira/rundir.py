@@ -140,12 +140,14 @@ def _retire(old: Path, final: Path, is_ours: Callable[[PurePosixPath], bool]) ->
         return
     move_foreign_files(old, final, is_ours)
     kept = remove_own_files(old, is_ours)
-    if kept:
-        log.warning("left %d file(s) mira did not write in %s", len(kept), old)
-        return
     for directory in sorted(old.rglob("*"), key=lambda d: -len(d.parts)) + [old]:
         with contextlib.suppress(OSError):
             directory.rmdir()  # empty folders only: whatever was the user's has moved
+    if kept and old.exists():
+        # A file of the user's with the same name on both sides: keep both, out of the way.
+        aside = old.with_name(f"{old.name}.kept-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        old.rename(aside)
+        log.warning("kept %d file(s) mira did not write in %s", len(kept), aside)
 
 
 def _json_default(value: Any) -> Any:
