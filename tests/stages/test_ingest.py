@@ -130,3 +130,18 @@ def test_ingest_never_deletes_a_file_mira_did_not_write(mixed_config):
         (run / name).write_text(text)
     api.run_one("ingest", mixed_config, force=True)
     assert {name: (run / name).read_text() for name in mine} == mine
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ingest_on_ray_writes_the_same_inventory_as_inline(tmp_path, data_dir):
+    pytest.importorskip("ray")
+    sources = [{"name": "lines", "path": str(data_dir / "broken" / "broken.jsonl")},
+               {"name": "code", "path": str(data_dir / "mixed" / "code.jsonl")}]
+    ingest = IngestConfig(max_record_bytes=2000, shard_records=2)
+    inline = make_config(tmp_path / "inline", sources, ingest=ingest, engine=EngineConfig(workers=1))
+    on_ray = make_config(tmp_path / "ray", sources, ingest=ingest, engine=EngineConfig(kind="ray", workers=2))
+    for cfg in (inline, on_ray):
+        api.run_one("ingest", cfg)
+    for name in ("inventory.json", "quarantine/lines.jsonl"):
+        assert (Path(inline.run_dir) / name).read_bytes() == (Path(on_ray.run_dir) / name).read_bytes(), name

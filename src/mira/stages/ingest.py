@@ -173,7 +173,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "path": source.path, "reader": shards[0].reader if shards else None, "format": fmt,
             "files": len({f for s in shards for f in s.files}),
             "records": agg["records"], "ok": agg["ok"], "quarantined": agg["quarantined"],
-            "quarantine_reasons": dict(agg["reasons"].most_common()),
+            # Most frequent first, ties by name: the same order whichever engine ran the shards.
+            "quarantine_reasons": dict(sorted(agg["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))),
             "tokens": agg["tokens"], "bytes": agg["bytes"],
             "length_tokens": {"p50": _percentile(agg["buckets"], 0.5), "p90": _percentile(agg["buckets"], 0.9),
                               "max": agg["max_tokens"], "histogram": _length_histogram(agg["buckets"])},
