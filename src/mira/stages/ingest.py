@@ -75,8 +75,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     """Read one shard: count tokens, write its quarantine entries to `out`; return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
-                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
-    fields: dict[str, None] = {}
+                             "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for item in iter_shard_records(config, source, shard, fmt):
             stats["records"] += 1
@@ -88,8 +87,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                 handle.write(json.dumps({"source": source.name, "locator": item.locator,
                                          "reason": item.reason}, ensure_ascii=False) + "\n")
                 continue
-            if len(fields) < MAX_FIELDS:
-                fields.update(dict.fromkeys(item.data))
+            if len(stats["fields"]) < MAX_FIELDS:
+                stats["fields"].update(dict.fromkeys(item.data))
             # The same text `render` counts, so inventory and score/select token totals agree.
             text = full_text(item)
             tokens = tokenizer.count(text)
@@ -99,7 +98,13 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
             stats["max_tokens"] = max(stats["max_tokens"], tokens)
     # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text.
-    return {**stats, "fields": list(fields), "buckets": {str(b): n for b, n in stats["buckets"].items()}}
+    return {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()}}
+
+
+def _from_worker(stats: dict[str, Any]) -> dict[str, Any]:
+    """Undo the JSON-safe form in which `ingest_shard` returns its stats."""
+    return {**stats, "reasons": Counter(stats["reasons"]), "fields": dict.fromkeys(stats["fields"]),
+            "buckets": Counter({int(bucket): n for bucket, n in stats["buckets"].items()})}
 
 
 def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str:
@@ -149,7 +154,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for index, stats in map_tasks(config.engine, ingest_shard, tasks):
         name, shard = jobs[index]
-        results[(name, shard.index)] = stats
+        results[(name, shard.index)] = _from_worker(stats)
         task.advance()
     task.close()
 
@@ -163,9 +168,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             for key in ("records", "ok", "quarantined", "tokens", "bytes"):
                 agg[key] += stats[key]
             agg["reasons"].update(stats["reasons"])
-            agg["buckets"].update({int(b): n for b, n in stats["buckets"].items()})
+            agg["buckets"].update(stats["buckets"])
             agg["max_tokens"] = max(agg["max_tokens"], stats["max_tokens"])
-            fields.update(dict.fromkeys(stats["fields"]))
+            fields.update(stats["fields"])
         if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
