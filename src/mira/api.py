@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mira.config import RunConfig, load_config
+from mira.config import ConfigError, RunConfig, load_config
 from mira.rundir import STAGES, RunDir, read_json
-from mira.stage import ProgressFactory, StageContext, StageOutcome, null_progress, run_stage
+from mira.stage import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
 
 __all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
            "status"]
@@ -18,23 +18,48 @@ def open_run(config: RunConfig) -> RunDir:
 
 
 def run_one(stage: str, config: RunConfig, force: bool = False,
-            progress: ProgressFactory = null_progress) -> StageOutcome:
-    """Run a single stage (skipped if already done with the same fingerprint, unless `force`)."""
-    return run_stage(stage, StageContext(config, open_run(config), force, progress))
+            progress: ProgressFactory = null_progress, *, wait: bool = False) -> StageOutcome:
+    """Run a single stage (skipped if already done with the same fingerprint, unless `force`).
+
+    A stage that writes holds the run directory's lock; if another process holds it, this raises
+    :class:`mira.runlock.RunLocked` naming that process, or waits for it when `wait` is true.
+    """
+    return run_stage(stage, StageContext(config, open_run(config), force, progress, wait_for_lock=wait))
 
 
 def run_pipeline(config: RunConfig, force: bool = False, until: str | None = None,
                  progress: ProgressFactory = null_progress,
-                 on_stage: Any = None) -> list[StageOutcome]:
-    """Run every stage in order up to `until` (inclusive); finished stages are skipped."""
-    outcomes = []
-    for stage in STAGES:
-        outcome = run_one(stage, config, force, progress)
-        outcomes.append(outcome)
-        if on_stage:
-            on_stage(outcome)
-        if stage == until:
-            break
+                 on_stage: Any = None, *, wait: bool = False) -> list[StageOutcome]:
+    """Run every stage in order up to `until` (inclusive); finished stages are skipped.
+
+    The run directory stays locked from the first stage to the last, so no other writer can
+    change an artifact between two stages; a pipeline that is done already takes no lock.
+    """
+    from mira.runlock import writing
+
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"unknown stage {until!r}; stages are: {', '.join(STAGES)}")
+    stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
+    outcomes: list[StageOutcome] = []
+    if not force:
+        for stage in stages:
+            outcome = done_already(stage, StageContext(config, open_run(config)))
+            if outcome is None:
+                break
+            outcomes.append(outcome)
+        if len(outcomes) < len(stages):
+            outcomes = []
+    if outcomes:
+        for outcome in outcomes:
+            if on_stage:
+                on_stage(outcome)
+        return outcomes
+    with writing(open_run(config), wait=wait):
+        for stage in stages:
+            outcome = run_one(stage, config, force, progress, wait=wait)
+            outcomes.append(outcome)
+            if on_stage:
+                on_stage(outcome)
     return outcomes
 
 

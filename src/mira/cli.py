@@ -18,6 +18,8 @@ import click
 EXIT_USER_ERROR = 2
 EXIT_INCOMPLETE = 3      # stopped early on purpose (teacher budget, missing input); rerun resumes
 EXIT_TEACHER_FAILED = 4  # the teacher failed too often or its deadline passed; rerun after fixing it
+# Another mira writes to the same run directory (sysexits' EX_TEMPFAIL: try again later).
+EXIT_LOCKED = 75
 STAGE_HELP = {
     "ingest": "Read every source, detect formats, count tokens, quarantine bad records.",
     "group": "Embed a sample per source and cluster the sources into groups.",
@@ -39,6 +41,7 @@ def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
     """Turn the errors a user can cause into one line; keep tracebacks for --verbose."""
     from mira.config import ConfigError
     from mira.rundir import StageNotReady
+    from mira.runlock import RunLocked
     from mira.stage import StageIncomplete, TeacherFailed
 
     try:
@@ -46,6 +49,8 @@ def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
             return fn()
     except (ConfigError, StageNotReady) as exc:
         _fail(str(exc))
+    except RunLocked as exc:
+        _fail(str(exc), EXIT_LOCKED)
     except TeacherFailed as exc:
         _fail(f"teacher failed: {exc}", EXIT_TEACHER_FAILED)
     except StageIncomplete as exc:
@@ -127,6 +132,8 @@ def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a config value, e.g. --set selection.budget_fraction=0.3")(fn)
     fn = click.option("--force", is_flag=True, help="Redo the stage even if it is done.")(fn)
+    fn = click.option("--wait", is_flag=True,
+                      help="If another mira is writing to the run directory, wait for it instead of exiting.")(fn)
     fn = click.option("--dry-run", is_flag=True, help="Print the resolved config and the plan; run nothing.")(fn)
     return click.argument("config", type=click.Path(dir_okay=False))(fn)
 
@@ -143,7 +150,8 @@ def _make_stage_command(stage: str) -> None:
     @main.command(name=stage, help=STAGE_HELP[stage])
     @_stage_options
     @click.pass_context
-    def command(ctx: click.Context, config: str, dry_run: bool, force: bool, overrides: tuple[str, ...]) -> None:
+    def command(ctx: click.Context, config: str, dry_run: bool, force: bool, wait: bool,
+                overrides: tuple[str, ...]) -> None:
         verbose = ctx.obj["verbose"]
         cfg = _guard(lambda: _load(config, overrides), verbose)
         if dry_run:
@@ -153,7 +161,7 @@ def _make_stage_command(stage: str) -> None:
 
         progress, task = _progress_factory()
         with progress:
-            outcome = _guard(lambda: api.run_one(stage, cfg, force, task), verbose)
+            outcome = _guard(lambda: api.run_one(stage, cfg, force, task, wait=wait), verbose)
         _print_outcome(outcome)
 
 
@@ -176,8 +184,8 @@ def _dry_run(cfg: Any, stages: list[str], verbose: bool) -> None:
 @_stage_options
 @click.option("--until", type=click.Choice(list(STAGE_HELP)), help="Stop after this stage.")
 @click.pass_context
-def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, overrides: tuple[str, ...],
-                until: str | None) -> None:
+def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, wait: bool,
+                overrides: tuple[str, ...], until: str | None) -> None:
     """Run the whole pipeline; finished stages are skipped."""
     verbose = ctx.obj["verbose"]
     cfg = _guard(lambda: _load(config, overrides), verbose)
@@ -192,7 +200,8 @@ def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, ove
     progress, task = _progress_factory()
     with progress:
         _guard(lambda: api.run_pipeline(cfg, force, until, task, on_stage=lambda o: progress.console.print(
-            f"[bold]{o.stage}[/]: " + ("skipped (done)" if o.skipped else f"done in {o.seconds:.1f}s"))), verbose)
+            f"[bold]{o.stage}[/]: " + ("skipped (done)" if o.skipped else f"done in {o.seconds:.1f}s")),
+            wait=wait), verbose)
     run_dir = cfg.resolved_run_dir()
     click.echo(f"run directory: {run_dir}")
     if (run_dir / "report" / "index.html").exists():

@@ -4,6 +4,10 @@ Every artifact is written to a temporary name in the same folder and renamed int
 killed process leaves either the old file or the new one, never half of one. A stage writes its
 done marker (``_done/<stage>.json``: fingerprint + counts) last; a rerun skips a stage whose
 marker holds the same fingerprint and redoes it otherwise.
+
+A run directory is mira's: it is created (or adopted, when empty) with a ``.mira-run`` marker,
+and mira refuses to write into a non-empty folder that is not a run, so a mistyped ``run_dir``
+never overwrites the user's own files. Writers hold ``.mira.lock`` (see :mod:`mira.runlock`).
 """
 
 from __future__ import annotations
@@ -11,17 +15,28 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mira.config import RunConfig, dump_config
+from mira.config import ConfigError, RunConfig, dump_config
+
+log = logging.getLogger(__name__)
 
 STAGES = ("ingest", "group", "discover", "annotate", "distill", "score", "select", "report")
+RUN_MARKER = ".mira-run"
+LOCK_FILE = ".mira.lock"
+CONFIG_HEADER = "# resolved config; fingerprint "
+# What a run directory holds before any stage has written anything: removed again when the
+# first stage of a freshly created run fails (a bad config leaves no empty run behind).
+BOOKKEEPING = frozenset({RUN_MARKER, LOCK_FILE, "config.yaml"})
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,6 +75,80 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def is_atomic_temp(name: str, of: str = r".+") -> bool:
+    """True for a leftover of `atomic_write_bytes` / `atomic_path` (".<name>.<8 mkstemp chars>.tmp")
+    writing a file whose name matches the regex `of`."""
+    return re.fullmatch(rf"\.(?:{of})\.[a-z0-9_]{{8}}\.tmp", name) is not None
+
+
+def _files_under(folder: Path, empty_dirs: bool = False) -> list[PurePosixPath]:
+    """Files (and, when asked, empty folders) under `folder`, as relative paths."""
+    return sorted(PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.rglob("*")
+                  if p.is_file() or p.is_symlink() or (empty_dirs and p.is_dir() and not any(p.iterdir())))
+
+
+def remove_own_files(folder: Path, is_ours: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
+    """Delete the files under `folder` that mira wrote (``is_ours(path relative to folder)``) and
+    the folders that leaves empty; every other file stays where it is. Returns the files kept."""
+    if not folder.is_dir():
+        return []
+    kept = []
+    emptied: set[Path] = set()
+    for relative in _files_under(folder):
+        if is_ours(relative):
+            (folder / relative).unlink(missing_ok=True)
+            emptied.update((folder / relative).parents)
+        else:
+            kept.append(relative)
+    for directory in sorted((d for d in emptied if d == folder or folder in d.parents), key=lambda d: -len(d.parts)):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # succeeds only when nothing else is left inside
+    return kept
+
+
+def move_foreign_files(source: Path, target: Path, is_ours: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
+    """Move the files under `source` that mira did not write to the same place under `target`
+    (when that place is free), so replacing a folder of mira's outputs keeps the user's files."""
+    moved = []
+    for relative in _files_under(source, empty_dirs=True) if source.is_dir() else []:
+        if is_ours(relative) or (target / relative).exists():
+            continue
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source / relative), str(target / relative))
+        moved.append(relative)
+    return moved
+
+
+def swap_in(new: Path, final: Path, is_ours: Callable[[PurePosixPath], bool]) -> None:
+    """Replace the folder `final` by the finished folder `new`, so that a kill at any moment leaves
+    one whole version. Files in `final` that mira did not write (``is_ours`` false) move over to
+    the new folder; only mira's own old files are deleted."""
+    # Hidden, so a kill mid-swap never leaves a second visible copy (e.g. a named selection) behind.
+    previous = final.with_name(f".{final.name}.previous")
+    if previous.exists() and not final.exists():
+        previous.rename(final)  # killed in the middle of the last swap: its old version is whole
+    _retire(previous, final, is_ours)
+    if final.exists():
+        final.rename(previous)
+    new.rename(final)
+    _retire(previous, final, is_ours)
+
+
+def _retire(old: Path, final: Path, is_ours: Callable[[PurePosixPath], bool]) -> None:
+    if not old.exists():
+        return
+    move_foreign_files(old, final, is_ours)
+    kept = remove_own_files(old, is_ours)
+    for directory in sorted(old.rglob("*"), key=lambda d: -len(d.parts)) + [old]:
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # empty folders only: whatever was the user's has moved
+    if kept and old.exists():
+        # A file of the user's with the same name on both sides: keep both, out of the way.
+        aside = old.with_name(f"{old.name}.kept-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        old.rename(aside)
+        log.warning("kept %d file(s) mira did not write in %s", len(kept), aside)
 
 
 def _json_default(value: Any) -> Any:
@@ -129,8 +218,78 @@ class RunDir:
 
     # --- config -----------------------------------------------------------------------------
     def save_config(self, config: RunConfig) -> None:
-        header = f"# resolved config; fingerprint {config.fingerprint()}\n"
+        header = f"{CONFIG_HEADER}{config.fingerprint()}\n"
         atomic_write_text(self.config_path, header + dump_config(config))
+
+    # --- ownership ---------------------------------------------------------------------------
+    @property
+    def run_marker_path(self) -> Path:
+        return self.root / RUN_MARKER
+
+    def is_mira_run(self) -> bool:
+        """Marked by mira, or written by a mira older than the marker (done markers, resolved config)."""
+        if self.run_marker_path.is_file() or (self.root / "_done").is_dir():
+            return True
+        try:
+            with open(self.config_path, encoding="utf-8") as handle:
+                return handle.readline().startswith(CONFIG_HEADER)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def claim(self) -> Path | None:
+        """Make sure mira may write here: create and mark the folder, or adopt an empty one or an
+        older run; refuse a file or a folder of someone else's files. Returns the topmost folder
+        created now (the run directory or a parent of it), None when it existed."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"run_dir {self.root} is a file, not a folder; point run_dir at a new or empty folder")
+        created = None
+        if not self.root.exists():
+            top = self.root.absolute()
+            while not top.parent.exists() and top.parent != top:
+                top = top.parent
+            try:
+                self.root.mkdir(parents=True)
+                created = top
+            except FileExistsError:
+                pass  # another mira created it at the same moment; checked below like any folder
+            except OSError as exc:
+                raise ConfigError(f"cannot create run_dir {self.root}: {exc.strerror or exc}") from None
+        if self.run_marker_path.is_file():
+            return created
+        try:
+            # The lock file, and the marker another mira is writing at this very moment, are ours.
+            entries = sorted(p.name for p in self.root.iterdir()
+                             if p.name != LOCK_FILE and not is_atomic_temp(p.name, re.escape(RUN_MARKER)))
+        except OSError as exc:
+            raise ConfigError(f"cannot read run_dir {self.root}: {exc.strerror or exc}") from None
+        if entries and not self.is_mira_run():
+            shown = ", ".join(repr(name) for name in entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise ConfigError(f"run_dir {self.root} is a folder of other files ({shown}), not a mira run; "
+                              "mira writes only into a new or empty folder, so choose another run_dir")
+        atomic_write_json(self.run_marker_path, {"created_by": "mira", "adopted": bool(entries),
+                                                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return created
+
+    def remove_if_unused(self, created: Path) -> bool:
+        """Remove a run directory that holds only mira's bookkeeping (its first stage failed), and
+        the empty parents up to `created`, the topmost folder :meth:`claim` made for it."""
+        try:
+            names = {p.name for p in self.root.iterdir()}
+        except OSError:
+            return False
+        if not names <= BOOKKEEPING:
+            return False
+        for name in names:
+            with contextlib.suppress(OSError):
+                (self.root / name).unlink()
+        folder = self.root.absolute()
+        with contextlib.suppress(OSError):
+            while True:
+                folder.rmdir()  # stops (OSError) at the first folder that is not empty
+                if folder == created or folder.parent == folder:
+                    break
+                folder = folder.parent
+        return not self.root.exists()
 
     # --- done markers -----------------------------------------------------------------------
     def marker_path(self, stage: str) -> Path:

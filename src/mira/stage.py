@@ -1,4 +1,4 @@
-"""Stage bookkeeping shared by every stage: skip-if-done, force, done markers, progress.
+"""Stage bookkeeping shared by every stage: skip-if-done, force, done markers, the write lock, progress.
 
 Each stage module in :mod:`mira.stages` exposes ``fingerprint(ctx) -> str`` (a hash of the config
 sections it reads and of the fingerprints of the stages it builds on) and ``run(ctx) -> dict``
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mira.config import RunConfig
-from mira.rundir import STAGES, RunDir
+from mira.rundir import STAGES, RunDir, StageNotReady
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class StageContext:
     progress: ProgressFactory = null_progress
     # Free-form notes a stage wants shown to the user after it finishes (one line each).
     notes: list[str] = field(default_factory=list)
+    # Another writer holds the run directory: wait for it (True) or stop at once (mira.runlock).
+    wait_for_lock: bool = False
 
 
 @dataclass
@@ -81,18 +83,39 @@ def stage_module(stage: str) -> Any:
     return importlib.import_module(f"mira.stages.{stage}")
 
 
-def run_stage(stage: str, ctx: StageContext) -> StageOutcome:
-    """Run one stage unless its done marker already holds the current fingerprint."""
-    module = stage_module(stage)
-    ctx.run.root.mkdir(parents=True, exist_ok=True)
-    ctx.run.save_config(ctx.config)
-    stage_fp = module.fingerprint(ctx)
+def done_already(stage: str, ctx: StageContext) -> StageOutcome | None:
+    """The skipped outcome when the stage is done with the current fingerprint; reads only, so a
+    finished stage is answered without waiting for (or taking) the run directory's lock."""
+    if ctx.force or not ctx.run.root.is_dir():
+        return None
+    try:
+        stage_fp = stage_module(stage).fingerprint(ctx)
+    except StageNotReady:
+        return None
     marker = ctx.run.done(stage)
-    if not ctx.force and marker and marker.get("fingerprint") == stage_fp:
+    if marker and marker.get("fingerprint") == stage_fp:
         log.info("%s: done already (fingerprint %s), skipping", stage, stage_fp)
         return StageOutcome(stage, True, marker.get("counts", {}), 0.0, [])
-    ctx.run.clear_done(stage)
-    started = time.time()
-    counts = module.run(ctx) or {}
-    ctx.run.mark_done(stage, stage_fp, counts, started)
+    return None
+
+
+def run_stage(stage: str, ctx: StageContext) -> StageOutcome:
+    """Run one stage unless its done marker already holds the current fingerprint."""
+    from mira.runlock import writing
+
+    module = stage_module(stage)
+    outcome = done_already(stage, ctx)
+    if outcome is not None:
+        return outcome
+    with writing(ctx.run, wait=ctx.wait_for_lock):
+        ctx.run.save_config(ctx.config)
+        stage_fp = module.fingerprint(ctx)
+        marker = ctx.run.done(stage)
+        # Checked again under the lock: a writer we waited for may have finished this stage.
+        if not ctx.force and marker and marker.get("fingerprint") == stage_fp:
+            return StageOutcome(stage, True, marker.get("counts", {}), 0.0, [])
+        ctx.run.clear_done(stage)
+        started = time.time()
+        counts = module.run(ctx) or {}
+        ctx.run.mark_done(stage, stage_fp, counts, started)
     return StageOutcome(stage, False, counts, time.time() - started, list(ctx.notes))

@@ -1,5 +1,10 @@
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +75,95 @@ def test_ray_engine_gives_the_same_scores_as_the_local_engine(tmp_path, monkeypa
         ray.shutdown()
     assert outcome.counts["records"] == 80 and outcome.counts["shards_skipped"] == 0
     assert tree_bytes(tmp_path / "ray" / "scores") == tree_bytes(tmp_path / "local" / "scores")
+
+
+# --- workers die with their driver (issue 10 item 6) ----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and (_stat(int(entry)) or ["", "0"])[1] == str(pid)]
+
+
+def _running(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has exited; only its parent's bookkeeping is left
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.timeout(180)
+def test_workers_of_a_sigkilled_driver_die_within_seconds(tmp_path):
+    corpus = build_corpus(tmp_path / "corpus")
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=2, batch_size=4))
+    run = prepare_run(config)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config.model_dump_json())
+    driver = (
+        "from pathlib import Path\n"
+        "from mira.config import RunConfig\n"
+        "from mira.rundir import RunDir\n"
+        "from mira.stages.score import score_corpus\n"
+        "from tests.engines.doubles import DoubleModels\n"
+        "if __name__ == '__main__':\n"
+        f"    config = RunConfig.model_validate_json(Path({str(config_file)!r}).read_text())\n"
+        "    score_corpus(config, RunDir(Path(config.run_dir)), models=DoubleModels(delay=0.5))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 or not list(run.root.glob("scores/*/*.done.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "scoring did not start"
+            workers = [pid for pid in _children(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: no cleanup code of ours runs
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _running(pid)], "workers outlived their driver"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # survivors of a failed run of this test
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_watchdog_alone_ends_a_worker_whose_parent_is_gone():
+    # No prctl here: the fallback for other systems and for forkserver children.
+    child = ("import os, time\n"
+             "from mira.engines.local import watch_parent\n"
+             "watch_parent(os.getppid(), os.getppid(), 0.1)\n"
+             "print(os.getpid(), flush=True)\n"
+             "time.sleep(60)\n")
+    parent = ("import subprocess, sys\n"
+              f"sys.exit(subprocess.Popen([sys.executable, '-c', {child!r}]).wait())\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), "the watchdog did not start"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _running(int(line)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(int(line))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,5 +1,6 @@
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ from click.testing import CliRunner
 
 from mira import api
 from mira.cli import main
-from mira.config import ConfigError, IngestConfig
+from mira.config import ConfigError, EngineConfig, IngestConfig
 from tests.conftest import make_config
 
 
@@ -99,6 +100,52 @@ def test_cli_ingest_dry_run_and_status(tmp_path, data_dir):
     assert runner.invoke(main, ["ingest", str(cfg)]).exit_code == 0
     status = runner.invoke(main, ["status", str(tmp_path / "run")])
     assert status.exit_code == 0 and "[x] ingest" in status.output and "[ ] group" in status.output
+
+
+def test_ingest_runs_on_the_configured_engine(tmp_path, data_dir, monkeypatch):
+    broken = data_dir / "broken"
+    sources = [{"name": "lines", "path": str(broken / "broken.jsonl")},
+               {"name": "code", "path": str(data_dir / "mixed" / "code.jsonl")},
+               {"name": "files", "path": str(broken / "files"), "include": "*.py"}]
+    inline = make_config(tmp_path / "inline", sources, ingest=IngestConfig(max_record_bytes=2000, shard_records=2),
+                         engine=EngineConfig(workers=1))
+    pooled = make_config(tmp_path / "pooled", sources, ingest=IngestConfig(max_record_bytes=2000, shard_records=2),
+                         engine=EngineConfig(workers=2))
+    for cfg in (inline, pooled):
+        api.run_one("ingest", cfg)
+    read = [(Path(c.run_dir) / "inventory.json").read_text() for c in (inline, pooled)]
+    assert read[0] == read[1] and len(_inventory(inline)["sources"]["lines"]["shards"]) > 2
+    monkeypatch.setitem(sys.modules, "ray", None)  # `engine.kind` is honoured: Ray is asked for
+    ray = make_config(tmp_path / "ray", sources, engine=EngineConfig(kind="ray"))
+    with pytest.raises(ConfigError, match=r"pip install mira\[ray\]"):
+        api.run_one("ingest", ray)
+
+
+def test_ingest_never_deletes_a_file_mira_did_not_write(mixed_config):
+    api.run_one("ingest", mixed_config)
+    run = Path(mixed_config.run_dir)
+    mine = {"quarantine/shards/README": "mine", "quarantine/shards/code/notes.txt": "mine too",
+            "quarantine/notes.md": "mine as well"}
+    for name, text in mine.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    api.run_one("ingest", mixed_config, force=True)
+    assert {name: (run / name).read_text() for name in mine} == mine
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ingest_on_ray_writes_the_same_inventory_as_inline(tmp_path, data_dir):
+    pytest.importorskip("ray")
+    sources = [{"name": "lines", "path": str(data_dir / "broken" / "broken.jsonl")},
+               {"name": "code", "path": str(data_dir / "mixed" / "code.jsonl")}]
+    ingest = IngestConfig(max_record_bytes=2000, shard_records=2)
+    inline = make_config(tmp_path / "inline", sources, ingest=ingest, engine=EngineConfig(workers=1))
+    on_ray = make_config(tmp_path / "ray", sources, ingest=ingest, engine=EngineConfig(kind="ray", workers=2))
+    for cfg in (inline, on_ray):
+        api.run_one("ingest", cfg)
+    for name in ("inventory.json", "quarantine/lines.jsonl"):
+        assert (Path(inline.run_dir) / name).read_bytes() == (Path(on_ray.run_dir) / name).read_bytes(), name
 
 
 # --- hostile input (issue 10) ----------------------------------------------------------------------

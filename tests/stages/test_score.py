@@ -205,3 +205,17 @@ def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
     scored = [r for r in rows if r["quarantine"] is None and r["source"] != "qa"]
     assert all(0 <= r["score"] <= 10 for r in scored) and len({round(r["score"], 6) for r in scored}) > 10
     assert tree_bytes(runs[0].root / "scores") == tree_bytes(runs[1].root / "scores")
+
+
+def test_score_never_deletes_a_file_mira_did_not_write(tmp_path, corpus, doubles):
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
+    run = prepare_run(config)
+    api.run_one("score", config)
+    mine = {"scores/notes.txt": "mine", "scores/docs/.draft.tmp": "mine too", "scores/docs/README": "mine as well"}
+    for name, text in mine.items():
+        (run.root / name).write_text(text)
+    leftover = run.root / "scores" / "docs" / ".00000.parquet.k3j_x9q2.tmp"  # as a killed run leaves it
+    leftover.write_text("half a shard")
+    api.run_one("score", config, force=True)
+    assert {name: (run.root / name).read_text() for name in mine} == mine
+    assert not leftover.exists()

@@ -417,3 +417,21 @@ def test_records_that_no_longer_line_up_with_their_scores_stop_with_one_line():
         with pytest.raises(StageNotReady, match=rf"source docs shard 00000 \(docs.jsonl\): input changed "
                                                 rf"since scoring \({detail}.*mira score --force"):
             list(_aligned(iter(items), scores, info, shard))
+
+
+def test_reselecting_never_deletes_files_mira_did_not_write(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=0.5, name="mine")
+    _select(config)
+    folder = run.root / "selection" / "mine"
+    mine = {"mine/important.txt": "keep", "mine/docs/notes.md": "mine", "mine/_decisions/README": "mine too",
+            "mine/docs/.draft.tmp": "half-written notes", "important.txt": "next to the selections"}
+    for name, text in mine.items():
+        (run.root / "selection" / name).write_text(text)
+    old_shards = sorted(p.name for p in (folder / "docs").glob("*.jsonl"))
+    config = make_config(scored[0], run.root, selection=SelectionConfig(budget=0.2, name="mine"))
+    outcome, summary = _select(config)
+    for name, text in mine.items():
+        assert (run.root / "selection" / name).read_text() == text, name
+    rows = sum(len(p.read_text().splitlines()) for p in folder.glob("*/*.jsonl"))
+    assert rows == summary["totals"]["kept"] == outcome.counts["kept"] and summary["budget"] == 0.2
+    assert old_shards and not [p for p in (run.root / "selection").iterdir() if p.name.startswith(".")]

@@ -5,17 +5,80 @@ inherit the parent's threads (tokenizer, BLAS, torch) in whatever state they wer
 deadlock. So the function and its arguments must be picklable and importable by name. Each
 worker keeps its models in a per-process cache, so a model is loaded once per worker, not once
 per shard. With one worker the tasks run in this process (no start-up cost, same results).
+
+Workers die with the process that started them: a driver killed with SIGKILL runs no cleanup, and
+its workers would otherwise go on writing shards into the run directory (which the driver's lock
+no longer protects) and then idle forever. On Linux the kernel kills them (``PR_SET_PDEATHSIG``);
+a watchdog thread that notices the parent is gone covers other systems and the forkserver.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from mira.config import EngineConfig
 from mira.engines import Task, worker_count
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG_SECONDS = 0.5
+
+
+def die_with_parent(driver_pid: int, start_method: str) -> None:
+    """Worker initializer: end this process as soon as its parent (or the driver) is gone.
+
+    With ``spawn`` the parent is the driver; with ``forkserver`` it is the fork server, which
+    exits when the driver does.
+    """
+    parent = os.getppid()
+    _set_parent_death_signal()
+    # The parent may have died before the signal was armed: then we were already re-parented.
+    if os.getppid() != parent or (start_method == "spawn" and parent != driver_pid) or not _alive(driver_pid):
+        os._exit(1)
+    watch_parent(parent, driver_pid)
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the running program's symbols include libc's
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:  # no prctl to call: the watchdog alone has to do
+        log.debug("no prctl: %s", exc)
+
+
+def watch_parent(parent: int, driver_pid: int, interval: float = WATCHDOG_SECONDS) -> threading.Thread:
+    """Start a daemon thread that ends this process once it is re-parented or the driver is gone."""
+    def watch() -> None:
+        while os.getppid() == parent and _alive(driver_pid):
+            time.sleep(interval)
+        os._exit(1)  # no cleanup on purpose: the driver is gone, nothing would read our results
+
+    thread = threading.Thread(target=watch, name="mira-parent-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def map_local(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[tuple[int, Any]]:
@@ -25,7 +88,8 @@ def map_local(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task
             yield index, fn(*task)
         return
     context = multiprocessing.get_context(engine.start_method)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
+                               initargs=(os.getpid(), engine.start_method))
     try:
         # Keep a bounded number of tasks in flight so the parent never pickles the whole list up
         # front (a million-shard corpus would otherwise sit in the pool's queue).

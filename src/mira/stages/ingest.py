@@ -17,20 +17,20 @@ import hashlib
 import json
 import logging
 import math
-import os
+import re
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import DUPLICATE_ID, Rejected, iter_shard_records
+from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards
 from mira.records import detect_source_format, full_text
-from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint
+from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint, is_atomic_temp, remove_own_files
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
 
@@ -116,8 +116,17 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             stats["bytes"] += len(text.encode("utf-8", "replace"))
             stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
             stats["max_tokens"] = max(stats["max_tokens"], tokens)
-    stats["id_hashes"] = np.array(id_hashes, dtype=np.uint64)
-    return stats
+    # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text,
+    # id hashes as plain ints.
+    return {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()},
+            "id_hashes": id_hashes}
+
+
+def _from_worker(stats: dict[str, Any]) -> dict[str, Any]:
+    """Undo the JSON-safe form in which `ingest_shard` returns its stats."""
+    return {**stats, "reasons": Counter(stats["reasons"]), "fields": dict.fromkeys(stats["fields"]),
+            "buckets": Counter({int(bucket): n for bucket, n in stats["buckets"].items()}),
+            "id_hashes": np.asarray(stats["id_hashes"], dtype=np.uint64)}
 
 
 def _id_hash(record_id: str) -> int:
@@ -209,23 +218,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
         # A source that cannot be found is a config mistake, not bad data: stop before any work.
         raise ConfigError("; ".join(errors.values()))
 
-    jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
-    task = ctx.progress("ingest shards", len(jobs))
-    workers = max(1, min(config.engine.workers or (os.cpu_count() or 1), len(jobs) or 1))
-    results: dict[tuple[str, int], dict[str, Any]] = {}
     qdir = run_dir.quarantine_dir / "shards"
-    if workers == 1:
-        for name, shard in jobs:
-            source, _, fmt = plans[name]
-            results[(name, shard.index)] = ingest_shard(config, source, shard, fmt, qdir / name / f"{shard.name}.jsonl")
-            task.advance()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {(name, shard.index): pool.submit(ingest_shard, config, plans[name][0], shard, plans[name][2],
-                                                        qdir / name / f"{shard.name}.jsonl") for name, shard in jobs}
-            for key, future in futures.items():
-                results[key] = future.result()
-                task.advance()
+    jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
+    # The engine every stage shares: its start method, bounded submission, Ray, and workers that
+    # die with this process.
+    tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl")
+             for name, shard in jobs]
+    task = ctx.progress("ingest shards", len(jobs))
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for index, stats in map_tasks(config.engine, ingest_shard, tasks):
+        name, shard = jobs[index]
+        results[(name, shard.index)] = _from_worker(stats)
+        task.advance()
     task.close()
 
     inventory: dict[str, Any] = {"sources": {}, "totals": {}}
@@ -254,14 +258,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "path": source.path, "reader": "+".join(sorted({s.reader for s in shards})) or None, "format": fmt,
             "files": len({f for s in shards for f in s.files}),
             "records": agg["records"], "ok": agg["ok"], "quarantined": agg["quarantined"],
-            "quarantine_reasons": dict(agg["reasons"].most_common()),
+            # Most frequent first, ties by name: the same order whichever engine ran the shards.
+            "quarantine_reasons": dict(sorted(agg["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))),
             "tokens": agg["tokens"], "bytes": agg["bytes"],
             "length_tokens": {"p50": _percentile(agg["buckets"], 0.5), "p90": _percentile(agg["buckets"], 0.9),
                               "max": agg["max_tokens"], "histogram": _length_histogram(agg["buckets"])},
             "fields": list(fields)[:MAX_FIELDS],
             "shards": [s.to_dict() for s in shards],
         }
-    shutil.rmtree(qdir, ignore_errors=True)  # per-shard parts, all merged above
+    remove_own_files(qdir, _is_quarantine_part)  # per-shard parts, all merged above
     totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}
     inventory["totals"] = {**totals, "sources": len(inventory["sources"])}
     atomic_write_json(run_dir.inventory_path, inventory)
@@ -275,4 +280,9 @@ def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:
             if part.exists():
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, handle, 1 << 20)
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    remove_own_files(shard_dir, _is_quarantine_part)
+
+
+def _is_quarantine_part(path: PurePosixPath) -> bool:
+    # quarantine/shards/<source>/<shard>.jsonl (and its temporary names), nothing of the user's.
+    return re.fullmatch(r"\d{5}\.jsonl", path.name) is not None or is_atomic_temp(path.name, r"\d{5}\.jsonl")

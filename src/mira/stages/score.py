@@ -32,7 +32,7 @@ from mira.config import ConfigError, RunConfig
 from mira.corpus import Rejected, SourceInfo, iter_shard_records, source_infos
 from mira.io import Shard, shard_digest
 from mira.records import Record, render
-from mira.rundir import RunDir, atomic_path, atomic_write_json, read_json
+from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import ProgressFactory, StageContext, null_progress
 
@@ -225,10 +225,12 @@ def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
 
 
 def _remove_partial_files(run: RunDir, infos: list[SourceInfo]) -> None:
-    # Temporary files of a killed run; nothing else writes into scores/ while this stage runs.
+    # Temporary files of a killed run (the run directory's lock keeps other writers out). Only the
+    # names mira's atomic writes use: a file of the user's is never deleted.
     for info in infos:
         for leftover in (scores_dir(run) / info.name).glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+            if is_atomic_temp(leftover.name, r"\d{5}\.(parquet|done\.json)"):
+                leftover.unlink(missing_ok=True)
 
 
 def _summarize(run: RunDir, infos: list[SourceInfo], groups: dict[str, str], markers: dict[tuple[str, int], Any],

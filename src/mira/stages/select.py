@@ -44,9 +44,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,8 @@ from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
-from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_json, read_json
+from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
+                         remove_own_files, swap_in)
 from mira.rundir import fingerprint as make_fingerprint
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
@@ -298,7 +299,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     if final.exists() and not (final / "summary.json").exists():
         raise ConfigError(f"{final} exists but is not a selection; choose another selection.name")
     partial = final.with_name(f".{name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_own_files(partial, _is_selection_file)  # a killed run's leftovers
     task = progress("write selection", len(table.shard_rows))
     try:
         for info, shard, start, end in table.shard_rows:
@@ -306,7 +307,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
             task.advance()
     except BaseException:
         # A refused input (changed since scoring) or a crash leaves no half-built selection behind.
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_own_files(partial, _is_selection_file)
         raise
     finally:
         task.close()
@@ -316,15 +317,20 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
         summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
     atomic_write_json(partial / "summary.json", summary)
     # Swap the finished selection in; a killed run leaves the previous selection intact.
-    previous = final.with_name(f".{name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if final.exists():
-        final.rename(previous)
-    partial.rename(final)
-    shutil.rmtree(previous, ignore_errors=True)
+    swap_in(partial, final, _is_selection_file)
     totals = summary["totals"]
     return {k: totals[k] for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "quarantined",
                                    "unscored")}
+
+
+def _is_selection_file(path: PurePosixPath) -> bool:
+    """What select writes: summary.json, <source>/<shard>.{jsonl,parquet}, _decisions/<source>/<shard>.parquet."""
+    parts = path.parts
+    if len(parts) == 1:
+        return parts[0] == "summary.json" or is_atomic_temp(parts[0], "summary\\.json")
+    name = parts[-1]
+    shard_file = re.fullmatch(r"\d{5}\.(jsonl|parquet)", name) or is_atomic_temp(name, r"\d{5}\.(jsonl|parquet)")
+    return bool(shard_file) and (len(parts) == 2 or (len(parts) == 3 and parts[0] == DECISIONS))
 
 
 def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Any,
