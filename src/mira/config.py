@@ -150,11 +150,28 @@ class StudentConfig(Section):
 
 
 class ReliabilityConfig(Section):
-    max_mae: float = Field(2.5, gt=0)
+    """When a (source, anchor) student cell is trusted; see mira/reliability.py for the rule."""
+
+    # The lower confidence bound of the cell's Spearman must reach this. With `confidence` 0.9 and
+    # 40 validation rows a useless student passes < 1% of the time and one with true Spearman 0.6
+    # passes ~95% (benchmarks/reliability.py; the old point-estimate rule let a useless student
+    # through 11% of the time at n=40 and 50% at n=3).
     min_spearman: float = Field(0.2, ge=-1, le=1)
-    min_support: int = Field(3, ge=1)
+    # One-sided confidence of that lower bound (Fisher z).
+    confidence: float = Field(0.9, gt=0.5, lt=1)
+    # Validation rows a cell needs to be decided at all (fewer: "undecidable", masked). The Fisher
+    # interval is reasonable from ~10 rows; it needs at least 4 whatever this says.
+    min_support: int = Field(10, ge=1)
+    # MAE may exceed the teacher's own self-consistency MAE (two scorings of the same records) by
+    # this much; without a measured self-consistency, `max_mae` is the limit (always a ceiling).
+    mae_margin: float = Field(1.0, ge=0)
+    max_mae: float = Field(2.5, gt=0)
     aggregate: Literal["trimmed_mean", "weighted_mean"] = "trimmed_mean"
+    # Trimmed mean: floor(trim_fraction * m) of a record's m usable anchor scores are cut from each
+    # end, and at least one from `trim_min_anchors` usable scores up (floor() alone cuts nothing
+    # below 10 anchors at 0.1); trim_fraction 0 turns trimming off.
     trim_fraction: float = Field(0.1, ge=0, lt=0.5)
+    trim_min_anchors: int = Field(5, ge=3)
 
 
 class SelectionConfig(Section):

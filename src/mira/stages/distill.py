@@ -1,11 +1,12 @@
 """Distill: train one student per group on the teacher's labels, measure it, and mask what it cannot do.
 
 Per group: the usable label rows (``ok``) are split into train and validation, stratified by source
-and seeded (``student.val_fraction``). The student (``student.kind``) is trained on the train rows;
-on the validation rows every (source, anchor) cell gets MAE / Spearman / n against the teacher
-(``metrics.json``), next to the teacher's own self-consistency, the ceiling. The reliability mask
-(``mask.json``) follows from those cells and ``reliability.*``; changing only the thresholds
-recomputes the mask without retraining.
+and seeded (``student.val_fraction``). The student (``student.kind``) is trained on the train rows,
+and any model choice is a cross-validation inside them; the validation rows play one role only:
+every (source, anchor) cell gets MAE / Spearman / n against the teacher there (``metrics.json``),
+next to the teacher's own self-consistency, the ceiling. The reliability mask (``mask.json``)
+follows from those cells and ``reliability.*`` (confidence bounds, never pooled across sources);
+changing only the thresholds recomputes the mask without retraining.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mira.rundir import RunDir, atomic_path, atomic_write_json, fingerprint as m
 from mira.stage import StageContext
 
 log = logging.getLogger(__name__)
-VERSION = "distill-v1"
+VERSION = "distill-v2"  # v2: model choice by cross-validation inside the training rows
 
 
 def label_files(run: RunDir) -> list[Path]:
@@ -121,7 +122,9 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
     train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
     task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
-    student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx, val_idx)
+    # Three disjoint roles: train rows fit the student and choose its model (cross-validation inside
+    # them); the validation rows only judge reliability.
+    student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx)
     task.close()
     if len(val_idx):
         pred = student.predict(None if config.student.kind == "encoder" else _Formats(formats, val_idx),
@@ -146,7 +149,9 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     ceiling = consistency.get("spearman")
     ctx.notes.append(f"distill: group {group}: {student.kind}/{info['regressor']}, validation mean Spearman "
                      f"{_fmt(validation['mean_spearman'])} (teacher self-consistency {_fmt(ceiling)}), "
-                     f"{mask['summary']['masked']}/{mask['summary']['cells']} cells masked")
+                     f"{mask['summary']['masked']}/{mask['summary']['cells']} cells masked "
+                     f"({mask['summary']['undecidable']} undecidable for lack of labels: fewer than "
+                     f"{mask['needed_rows']} validation rows)")
     return {"trained": 1, "masked_cells": mask["summary"]["masked"]}
 
 
