@@ -99,16 +99,27 @@ class EmbedConfig(Section):
 
 class GroupingConfig(Section):
     sample_per_source: int = Field(32, ge=1)
+    # A fixed number of groups (the paper used k=5 for its 21 sources, KMeans on content); unset,
+    # k is chosen by silhouette over k_min..k_max.
     k: int | None = Field(None, ge=1)
-    k_min: int = Field(2, ge=1)
+    # 1 allows a single group when the sources are near-identical (see `single_group_similarity`).
+    k_min: int = Field(1, ge=1)
     k_max: int = Field(6, ge=1)
     # With two sources silhouette cannot choose k: they share a group when the cosine of their
     # mean embeddings reaches this (MiniLM, measured: Python vs C headers 0.46, code vs
     # changelogs or fortunes 0.06-0.2).
     merge_similarity: float = Field(0.45, gt=0, le=1)
+    # Three or more sources form ONE group when every pair of source means is at least this
+    # similar and the best silhouette is below `weak_silhouette` (Kaufman & Rousseeuw call < 0.5
+    # weak or no structure; six noisy copies of one source reach 0.34): near-identical sources
+    # are not split just because silhouette can only try k >= 2. Needs k_min <= 1.
+    single_group_similarity: float = Field(0.8, gt=0, le=1)
+    weak_silhouette: float = Field(0.5, ge=-1, le=1)
     # Weight of the record format (code/text/qa/chat/agent) next to the content embedding when
-    # clustering sources; 0 groups by content alone (see stages/group.py `with_format`).
-    format_weight: float = Field(1.5, ge=0)
+    # clustering sources. 0 (default) clusters on content alone, as the paper does: with 1.5, 21
+    # sources in 5 content clusters and 3 formats split by format (ARI -0.11, tests/stages/test_group.py).
+    # Raise it (e.g. 1.5) when formats must not share a rubric (see stages/group.py `with_format`).
+    format_weight: float = Field(0.0, ge=0)
     seed: int = 0
 
 
