@@ -23,7 +23,7 @@ from mira.rundir import RunDir, atomic_path, atomic_write_json, fingerprint as m
 from mira.stage import StageContext
 
 log = logging.getLogger(__name__)
-VERSION = "distill-v2"  # v2: model choice by cross-validation inside the training rows
+VERSION = "distill-v1"
 
 
 def label_files(run: RunDir) -> list[Path]:
@@ -89,10 +89,16 @@ def teacher_consistency(labels: Any, again_path: Path, anchors: list[str]) -> di
             "anchors": per_anchor}
 
 
+# How the regressor is chosen is part of what a trained model depends on: students chosen on the
+# validation rows (before this) are retrained.
+MODEL_CHOICE = "cross-validation inside the training rows"
+
+
 def _train_key(ctx: StageContext, labels_path: Path) -> str:
     # What the trained model depends on (not the reliability thresholds): if it matches, only the
     # mask is recomputed.
-    return make_fingerprint(VERSION, ctx.config.section_hash("student", "embed"), hash_files([labels_path]))
+    return make_fingerprint(VERSION, MODEL_CHOICE, ctx.config.section_hash("student", "embed"),
+                            hash_files([labels_path]))
 
 
 def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str, Any]:
