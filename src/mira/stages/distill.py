@@ -89,15 +89,11 @@ def teacher_consistency(labels: Any, again_path: Path, anchors: list[str]) -> di
             "anchors": per_anchor}
 
 
-# How the regressor is chosen is part of what a trained model depends on: students chosen on the
-# validation rows (before this) are retrained.
-MODEL_CHOICE = "cross-validation inside the training rows"
-
-
 def _train_key(ctx: StageContext, labels_path: Path) -> str:
     # What the trained model depends on (not the reliability thresholds): if it matches, only the
-    # mask is recomputed.
-    return make_fingerprint(VERSION, MODEL_CHOICE, ctx.config.section_hash("student", "embed"),
+    # mask is recomputed. The model-choice rule is part of it: students whose regressor was chosen
+    # on the validation rows (before cross-validation inside the training rows) are retrained.
+    return make_fingerprint(VERSION, "model choice: cv in train rows", ctx.config.section_hash("student", "embed"),
                             hash_files([labels_path]))
 
 
