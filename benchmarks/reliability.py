@@ -1,6 +1,6 @@
 """Can the reliability mask tell a real student from noise? A simulation, in seconds.
 
-    .venv/bin/python benchmarks/reliability.py [--trials 2000] [--seed 0]
+    .venv/bin/python benchmarks/reliability.py [--trials 1000] [--seed 0]
 
 For validation sizes n = 3 .. 80 it draws teacher labels (expected scores, mean 6, sd 1.5, on
 0..10) and two students: a *null* student (predictions independent of the labels, spread around
@@ -54,21 +54,26 @@ def old_rule(n: int, mae: float, rho: float | None) -> bool:
     return n >= 3 and mae <= 2.5 and rho is not None and rho >= 0.2
 
 
-def new_rule(n: int, mae: float, rho: float | None, config: ReliabilityConfig) -> bool:
-    return judge({"n": n, "mae": mae, "spearman": rho}, config)["status"] == "reliable"
+def new_rule(n: int, mae: float, rho: float | None, config: ReliabilityConfig,
+             teacher_mae: float | None = None) -> bool:
+    return judge({"n": n, "mae": mae, "spearman": rho}, config, teacher_mae)["status"] == "reliable"
 
 
-def cell_table(trials: int, seed: int, config: ReliabilityConfig) -> None:
+def cell_table(trials: int, seed: int, config: ReliabilityConfig, teacher_mae: float | None = None,
+               sizes: tuple[int, ...] = SIZES) -> None:
     rng = np.random.default_rng(seed)
+    if teacher_mae is not None:
+        print(f"with a measured teacher self-consistency MAE of {teacher_mae} (MAE limit "
+              f"{teacher_mae + config.mae_margin}):")
     print(f"{'n':>4} | {'null masked: old':>17} {'new':>6} | {'rho 0.6 passes: old':>20} {'new':>6} | "
           f"{'undecidable (new)':>17}")
-    for n in SIZES:
+    for n in sizes:
         counts = {"null_old": 0, "null_new": 0, "real_old": 0, "real_new": 0}
         for _ in range(trials):
             for kind, rho_s in (("null", 0.0), ("real", 0.6)):
                 teacher, student = draw(rng, n, rho_s)
                 mae, rho = float(np.mean(np.abs(teacher - student))), ranks_spearman(teacher, student)
-                passed_old, passed_new = old_rule(n, mae, rho), new_rule(n, mae, rho, config)
+                passed_old, passed_new = old_rule(n, mae, rho), new_rule(n, mae, rho, config, teacher_mae)
                 if kind == "null":
                     counts["null_old"] += not passed_old
                     counts["null_new"] += not passed_new
@@ -100,7 +105,7 @@ def pooled_table(trials: int, seed: int, config: ReliabilityConfig) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     config = ReliabilityConfig()
@@ -109,6 +114,7 @@ def main() -> None:
           f"min_support {config.min_support}, max_mae {config.max_mae}; old rule: point Spearman >= 0.2, "
           f"MAE <= 2.5, n >= 3; {args.trials} trials per row")
     cell_table(args.trials, args.seed, config)
+    cell_table(args.trials // 2, args.seed, config, teacher_mae=0.5, sizes=(40,))
     pooled_table(max(200, args.trials // 10), args.seed, config)
     print(f"({time.perf_counter() - start:.1f} s)")
 

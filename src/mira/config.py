@@ -165,7 +165,7 @@ class ReliabilityConfig(Section):
 
     # The lower confidence bound of the cell's Spearman must reach this. With `confidence` 0.9 and
     # 40 validation rows a useless student passes < 1% of the time and one with true Spearman 0.6
-    # passes ~95% (benchmarks/reliability.py; the old point-estimate rule let a useless student
+    # passes ~94% (benchmarks/reliability.py; the old point-estimate rule let a useless student
     # through 11% of the time at n=40 and 50% at n=3).
     min_spearman: float = Field(0.2, ge=-1, le=1)
     # One-sided confidence of that lower bound (Fisher z).
