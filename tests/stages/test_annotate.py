@@ -137,8 +137,8 @@ def split_handler(body: dict) -> str | Reply:
     order = list(body["response_format"]["json_schema"]["schema"]["properties"])
     sampled = {"a00": 7, "a01": 10, "a02": 3}
     probs = {"a00": {7: 0.55, 10: 0.45}, "a01": {10: 0.8, 9: 0.2}, "a02": {3: 0.5, 4: 0.5}}
-    answer = {a: {"why": "w", "score": sampled[a]} for a in order}
-    return Reply(json.dumps(answer), score_probs=[probs[a] for a in order], split_digits=True)
+    answer = {a: {"why": "w", "score": sampled.get(a, 5)} for a in order}  # group g1's anchors: a plain 5
+    return Reply(json.dumps(answer), score_probs=[probs.get(a, {5: 1.0}) for a in order], split_digits=True)
 
 
 def test_digit_split_targets_are_unbiased_and_carry_their_provenance(mixed_config):
