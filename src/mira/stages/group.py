@@ -239,7 +239,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
     pinned = sum(1 for s in config.sources if s.group)
-    k = f"k={config.grouping.k}" if config.grouping.k else \
-        f"k by silhouette over {config.grouping.k_min}..{config.grouping.k_max}"
+    g = config.grouping
+    k = f"k={g.k}" if g.k else (f"k by silhouette over {max(2, g.k_min)}..{g.k_max}"
+                                + (" (or 1 if the sources are near-identical)" if g.k_min <= 1 else ""))
+    k += ", on content" + (f" + format (weight {g.format_weight})" if g.format_weight > 0 else " only")
     return [f"embed {config.grouping.sample_per_source} records x {len(config.sources)} sources "
             f"with {config.embed.model} (~26 texts/s on 2 cores), {k}, {pinned} pinned source(s); no teacher calls"]
