@@ -171,7 +171,7 @@ def prepare_upstream(config: Any, run: Any, kind: str) -> None:
             sample = sample_source(config, info, 96, seed=0)
             texts = [render(r, tokenizer, config.render.max_tokens, config.render.windows).text for r in sample]
             student, _ = train(StudentConfig(regressors=["ridge"]), config.embed, ANCHORS, texts,
-                               [r.format for r in sample], stand_in_labels(texts), np.arange(72), np.arange(72, 96))
+                               [r.format for r in sample], stand_in_labels(texts), np.arange(72))
             student.save(run.path("students", group))
         cell = {a: {"masked": a == "a03", "reason": "bench" if a == "a03" else None, "weight": 1.0} for a in ANCHORS}
         atomic_write_json(run.path("students", group, "mask.json"), {"anchors": ANCHORS, "cells": {"*": cell}})

@@ -172,7 +172,7 @@ def main() -> None:
 
     start = time.perf_counter()
     static, info = train(StudentConfig(), EmbedConfig(), anchors, labelled_texts, ["code"] * len(labelled_texts),
-                         Y, train_idx, val_idx)
+                         Y, train_idx)
     static_fit = time.perf_counter() - start
     static_rho = held_out_spearman(static.predict(None, [labelled_texts[i] for i in val_idx]), Y[val_idx])
     print(f"static student: {info['regressor']} chosen {info['candidates']}; fit {static_fit:.1f} s")
@@ -193,7 +193,7 @@ def main() -> None:
 
     encoder_config = StudentConfig(kind="encoder", encoder_epochs=args.encoder_epochs)
     start = time.perf_counter()
-    encoder, enc_info = train(encoder_config, None, anchors, labelled_texts, [], Y, train_idx, val_idx)
+    encoder, enc_info = train(encoder_config, None, anchors, labelled_texts, [], Y, train_idx)
     encoder_fit = time.perf_counter() - start
     encoder_rho = held_out_spearman(encoder.predict(None, [labelled_texts[i] for i in val_idx]), Y[val_idx])
     sample = stream[:args.encoder_docs]

@@ -1,4 +1,5 @@
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -9,37 +10,105 @@ from mira.reliability import GROUP_CELL, aggregate, build_mask, masked_records
 
 
 def _metrics():
-    good = {"mae": 0.8, "spearman": 0.7, "n": 10}
+    good = {"mae": 0.8, "spearman": 0.7, "n": 40}
     return {
         "anchors": ["good", "noisy", "biased"],
         "cells": {
-            "big": {"good": good, "noisy": {"mae": 2.4, "spearman": 0.05, "n": 10},
-                    "biased": {"mae": 3.5, "spearman": 0.6, "n": 10}},
+            "big": {"good": good, "noisy": {"mae": 2.4, "spearman": 0.05, "n": 40},
+                    "biased": {"mae": 3.5, "spearman": 0.6, "n": 40}},
             "tiny": {"good": {"mae": 5.0, "spearman": -1.0, "n": 2}, "noisy": {"mae": 0.1, "spearman": 1.0, "n": 2},
                      "biased": {"mae": 0.1, "spearman": 1.0, "n": 2}},
         },
-        "overall": {"good": {"mae": 1.0, "spearman": 0.6, "n": 12}, "noisy": {"mae": 2.3, "spearman": 0.08, "n": 12},
-                    "biased": {"mae": 3.0, "spearman": 0.65, "n": 12}},
+        # Pooled over sources: never used by the mask.
+        "overall": {"good": {"mae": 1.0, "spearman": 0.9, "n": 42}, "noisy": {"mae": 2.3, "spearman": 0.9, "n": 42},
+                    "biased": {"mae": 3.0, "spearman": 0.65, "n": 42}},
     }
 
 
 def test_mask_removes_noisy_and_biased_cells_with_reasons():
-    mask = build_mask(_metrics(), ReliabilityConfig(max_mae=2.5, min_spearman=0.2, min_support=3))
+    mask = build_mask(_metrics(), ReliabilityConfig(max_mae=2.5, min_spearman=0.2, min_support=10))
     big = mask["cells"]["big"]
-    assert not big["good"]["masked"] and big["good"]["reason"] is None
-    assert big["noisy"]["masked"] and "Spearman 0.05 < min_spearman 0.2" in big["noisy"]["reason"]
-    assert big["biased"]["masked"] and "MAE 3.50 > max_mae 2.5" in big["biased"]["reason"]
+    assert not big["good"]["masked"] and big["good"]["reason"] is None and big["good"]["status"] == "reliable"
+    assert big["noisy"]["masked"] and "Spearman 0.05, 90% lower bound" in big["noisy"]["reason"]
+    assert big["biased"]["masked"] and "MAE 3.50 > 2.50 (max_mae)" in big["biased"]["reason"]
     assert big["good"]["weight"] == pytest.approx(0.7 / 1.8)
     assert big["noisy"]["weight"] == 0.0
 
 
-def test_small_sources_fall_back_to_the_group_cell_and_say_so():
-    mask = build_mask(_metrics(), ReliabilityConfig(min_support=3))
+def test_small_sources_fall_back_to_the_within_source_group_cell_and_say_so():
+    mask = build_mask(_metrics(), ReliabilityConfig(min_support=10))
     tiny = mask["cells"]["tiny"]
-    # Its own cells (n=2) would say the opposite; the group-wide cell decides.
-    assert not tiny["good"]["masked"] and tiny["good"]["basis"] == GROUP_CELL and "min_support" in tiny["good"]["note"]
-    assert tiny["noisy"]["masked"] and "group-wide" in tiny["noisy"]["reason"]
+    # Its own cells (n=2) would say the opposite; the group cell decides, from within-source
+    # statistics: only "big" has enough rows to carry Fisher weight, so the pooled 0.9 of "noisy"
+    # (in metrics["overall"]) does not rescue it.
+    assert not tiny["good"]["masked"] and tiny["good"]["basis"] == GROUP_CELL and "group cell" in tiny["good"]["note"]
+    assert tiny["noisy"]["masked"] and "group cell" in tiny["noisy"]["reason"]
+    assert mask["cells"][GROUP_CELL]["noisy"]["spearman"] == pytest.approx(0.05, abs=1e-3)
     assert mask["summary"]["fallback_to_group"] == 3
+
+
+def test_a_perfect_student_on_two_rows_is_undecidable_not_undefined():
+    metrics = {"anchors": ["a"], "cells": {"s": {"a": {"mae": 0.0, "spearman": None, "n": 2}}}}
+    mask = build_mask(metrics, ReliabilityConfig())
+    for cell in (mask["cells"]["s"]["a"], mask["cells"][GROUP_CELL]["a"]):
+        assert cell["masked"] and cell["status"] == "undecidable"
+        assert "undecidable for lack of labels (n=2, needs >= 10)" in cell["reason"]
+    assert mask["summary"]["undecidable"] == 1
+
+
+def test_lower_bound_matches_fisher_z_and_grows_with_n():
+    from scipy.stats import norm
+
+    from mira.reliability import spearman_lower_bound
+
+    want = math.tanh(math.atanh(0.6) - norm.ppf(0.9) * math.sqrt(1.06 / 37))
+    assert spearman_lower_bound(0.6, 37, 0.9) == pytest.approx(want)
+    bounds = [spearman_lower_bound(0.6, n - 3, 0.9) for n in (5, 10, 40, 400)]
+    assert bounds == sorted(bounds) and bounds[-1] < 0.6 < 0.6 + 1e-9
+    assert spearman_lower_bound(1.0, 1, 0.9) < 1.0 and spearman_lower_bound(0.5, 0, 0.9) == -1.0
+
+
+def test_group_cell_never_pools_across_sources():
+    """A student that only knows the source: perfect pooled ranking, none within any source."""
+    from mira.reliability import combine_within_sources
+    from mira.students import evaluate
+
+    rng = np.random.default_rng(0)
+    sources = np.repeat([f"s{i}" for i in range(5)], 12)
+    source_mean = np.repeat(np.arange(5) * 2.0, 12)
+    teacher = source_mean + rng.normal(0, 0.8, len(sources))
+    student = source_mean + rng.normal(0, 0.05, len(sources))  # source identity plus noise
+    metrics = {"anchors": ["a"], **evaluate(student[:, None], teacher[:, None], sources, ["a"])}
+    assert metrics["overall"]["a"]["spearman"] > 0.9  # pooled: looks excellent
+    combined = combine_within_sources([metrics["cells"][s]["a"] for s in metrics["cells"]])
+    assert abs(combined["spearman"]) < 0.35 and combined["sources"] == 5 and combined["weight"] == 5 * 9
+    cell = build_mask(metrics, ReliabilityConfig(min_support=20, max_mae=5))["cells"][GROUP_CELL]["a"]
+    assert cell["masked"] and cell["status"] == "unreliable"
+
+
+def test_mae_limit_follows_the_teacher_self_consistency_when_measured():
+    metrics = {"anchors": ["a"], "teacher_consistency": {"mae": 0.5},
+               "cells": {"s": {"a": {"mae": 1.8, "spearman": 0.9, "n": 40}}}}
+    cell = build_mask(metrics, ReliabilityConfig(mae_margin=1.0))["cells"]["s"]["a"]
+    assert cell["masked"] and "MAE 1.80 > 1.50 (teacher self-consistency MAE 0.50 + margin 1.0)" in cell["reason"]
+    metrics["teacher_consistency"] = {"mae": None}
+    assert not build_mask(metrics, ReliabilityConfig(mae_margin=1.0))["cells"]["s"]["a"]["masked"]
+
+
+@pytest.mark.parametrize(("usable", "fraction", "cut"), [
+    (3, 0.1, 0), (4, 0.1, 0), (5, 0.1, 1), (9, 0.1, 1), (10, 0.1, 1), (20, 0.1, 2), (5, 0.0, 0), (7, 0.2, 1),
+    (10, 0.45, 4)])
+def test_trim_count_cuts_from_few_anchors_and_keeps_one(usable, fraction, cut):
+    from mira.reliability import trim_count
+
+    config = ReliabilityConfig(trim_fraction=fraction, trim_min_anchors=5)
+    assert trim_count(np.array([usable]), config)[0] == cut
+
+
+def test_trimmed_mean_trims_with_five_anchors():
+    mask = _mask({"s": ([True] * 5, [1.0] * 5)}, ["a", "b", "c", "d", "e"])
+    out = aggregate(np.array([[0.0, 5.0, 6.0, 7.0, 10.0]]), ["s"], mask, ReliabilityConfig())
+    assert out[0] == pytest.approx(6.0)  # 0 and 10 cut
 
 
 def _mask(cells, anchors=("a", "b", "c", "d")):

@@ -110,16 +110,27 @@ class EmbedConfig(Section):
 
 class GroupingConfig(Section):
     sample_per_source: int = Field(32, ge=1)
+    # A fixed number of groups (the paper used k=5 for its 21 sources, KMeans on content); unset,
+    # k is chosen by silhouette over k_min..k_max.
     k: int | None = Field(None, ge=1)
-    k_min: int = Field(2, ge=1)
+    # 1 allows a single group when the sources are near-identical (see `single_group_similarity`).
+    k_min: int = Field(1, ge=1)
     k_max: int = Field(6, ge=1)
     # With two sources silhouette cannot choose k: they share a group when the cosine of their
     # mean embeddings reaches this (MiniLM, measured: Python vs C headers 0.46, code vs
     # changelogs or fortunes 0.06-0.2).
     merge_similarity: float = Field(0.45, gt=0, le=1)
+    # Three or more sources form ONE group when every pair of source means is at least this
+    # similar and the best silhouette is below `weak_silhouette` (Kaufman & Rousseeuw call < 0.5
+    # weak or no structure; six noisy copies of one source reach 0.34): near-identical sources
+    # are not split just because silhouette can only try k >= 2. Needs k_min <= 1.
+    single_group_similarity: float = Field(0.8, gt=0, le=1)
+    weak_silhouette: float = Field(0.5, ge=-1, le=1)
     # Weight of the record format (code/text/qa/chat/agent) next to the content embedding when
-    # clustering sources; 0 groups by content alone (see stages/group.py `with_format`).
-    format_weight: float = Field(1.5, ge=0)
+    # clustering sources. 0 (default) clusters on content alone, as the paper does: with 1.5, 21
+    # sources in 5 content clusters and 3 formats split by format (ARI -0.11, tests/stages/test_group.py).
+    # Raise it (e.g. 1.5) when formats must not share a rubric (see stages/group.py `with_format`).
+    format_weight: float = Field(0.0, ge=0)
     seed: int = 0
 
 
@@ -161,11 +172,28 @@ class StudentConfig(Section):
 
 
 class ReliabilityConfig(Section):
-    max_mae: float = Field(2.5, gt=0)
+    """When a (source, anchor) student cell is trusted; see mira/reliability.py for the rule."""
+
+    # The lower confidence bound of the cell's Spearman must reach this. With `confidence` 0.9 and
+    # 40 validation rows a useless student passes < 1% of the time and one with true Spearman 0.6
+    # passes ~94% (benchmarks/reliability.py; the old point-estimate rule let a useless student
+    # through 11% of the time at n=40 and 50% at n=3).
     min_spearman: float = Field(0.2, ge=-1, le=1)
-    min_support: int = Field(3, ge=1)
+    # One-sided confidence of that lower bound (Fisher z).
+    confidence: float = Field(0.9, gt=0.5, lt=1)
+    # Validation rows a cell needs to be decided at all (fewer: "undecidable", masked). The Fisher
+    # interval is reasonable from ~10 rows; it needs at least 4 whatever this says.
+    min_support: int = Field(10, ge=1)
+    # MAE may exceed the teacher's own self-consistency MAE (two scorings of the same records) by
+    # this much; without a measured self-consistency, `max_mae` is the limit (always a ceiling).
+    mae_margin: float = Field(1.0, ge=0)
+    max_mae: float = Field(2.5, gt=0)
     aggregate: Literal["trimmed_mean", "weighted_mean"] = "trimmed_mean"
+    # Trimmed mean: floor(trim_fraction * m) of a record's m usable anchor scores are cut from each
+    # end, and at least one from `trim_min_anchors` usable scores up (floor() alone cuts nothing
+    # below 10 anchors at 0.1); trim_fraction 0 turns trimming off.
     trim_fraction: float = Field(0.1, ge=0, lt=0.5)
+    trim_min_anchors: int = Field(5, ge=3)
 
 
 class PerplexityConfig(Section):

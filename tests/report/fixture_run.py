@@ -267,8 +267,9 @@ def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.rand
                 mae = float(np.abs(t - s).mean())
                 rho = float(spearmanr(t, s).statistic)
                 n = len(val) if name != "c_headers" else 2
+                status = "unreliable"
                 if name == "c_headers":
-                    reason = f"n {n} < min_support 3"
+                    reason, status = f"undecidable for lack of labels (n={n}, needs >= 4)", "undecidable"
                 elif name == "fortunes" and k in (1, 3):
                     rho, reason = 0.08 + 0.03 * k, f"spearman {0.08 + 0.03 * k:.2f} < 0.2"
                 elif name == "bfcl_agent" and k == 2:
@@ -277,7 +278,8 @@ def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.rand
                     reason = None
                 cells[name][a] = {"mae": round(mae, 3), "spearman": round(rho, 3), "n": n}
                 mask_cells[name][a] = {"masked": reason is not None, "reason": reason,
-                                       "weight": 0.0 if reason else 1.0}
+                                       "weight": 0.0 if reason else 1.0, "basis": "source", "n": n,
+                                       "status": status if reason else "reliable"}
             for j in val:
                 row = {"record_id": c["ids"][j], "source": name}
                 for k, a in enumerate(anchors):
@@ -293,7 +295,11 @@ def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.rand
                    "candidates": {"ridge": {"mean_spearman": 0.71, "mean_mae": 1.12},
                                   "lightgbm": {"mean_spearman": 0.78, "mean_mae": 0.98}},
                    "teacher_consistency": {"mae": 0.71, "spearman": 0.83, "n": 8}}
-        masks[group] = {"anchors": anchors, "cells": mask_cells}
+        # The group cell: within-source statistics combined (mira.reliability.combine_within_sources).
+        mask_cells["*"] = {a: {"masked": False, "reason": None, "weight": 1.0, "basis": "*", "status": "reliable",
+                               "n": overall[a]["n"], "spearman": overall[a]["spearman"], "mae": overall[a]["mae"]}
+                           for a in anchors}
+        masks[group] = {"anchors": anchors, "cells": mask_cells, "needed_rows": 4}
         atomic_write_json(run.path("students", group, "metrics.json"), metrics)
         atomic_write_json(run.path("students", group, "mask.json"), masks[group])
         if with_validation:

@@ -40,13 +40,15 @@ def test_every_section_is_filled_from_the_fixture(full_page):
     assert 'data-plot="similarity"' in groups and 'data-plot="kscores"' in groups and "chosen by silhouette" in groups
     rubrics = _section(page, "rubrics")
     assert rubrics.count('class="card"') == 16 and "Argument validity" in rubrics
-    assert "n 2 &lt; min_support 3" in rubrics  # masked cells summary with its reason
+    assert "undecidable for lack of labels (n=2, needs &gt;= 4)" in rubrics  # masked cells with their reason
     assert 'data-plot="scores"' in _section(page, "scores")
     retention = _section(page, "retention")
     assert 'data-plot="retention"' in retention and "Counts add up" in retention and "✗" not in retention
     reliability = _section(page, "reliability")
     assert 'title="masked: spearman 0.11 &lt; 0.2"' in reliability and "lightgbm" in reliability
     assert "self-consistency" in reliability
+    assert "5 of 15 cells are undecidable for lack of labels" in reliability  # c_headers: n=2 on 5 anchors
+    assert "group cell (*)" in reliability and "within-source" in reliability
     length = _section(page, "length")
     assert 'data-plot="length"' in length and "Spearman ρ" in length
     readtests = _section(page, "readtests")
@@ -125,3 +127,79 @@ def test_helpers():
     assert spearman([1, 1, 1], [1, 2, 3]) != spearman([1, 1, 1], [1, 2, 3])  # NaN: undefined
     long = clipped_text("<b>" + "x" * 2000)
     assert "<b>" not in long and "show more" in long
+
+
+def _rewrite_scores(run, source, scores, tokens):
+    """Replace one source's score shards with the given aggregates (and token counts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = run / "scores" / source
+    for path in folder.glob("*.parquet"):
+        table = pq.read_table(path)
+        n = table.num_rows
+        table = table.set_column(table.column_names.index("score"), "score",
+                                 pa.array([float(scores(i)) for i in range(n)], pa.float64()))
+        table = table.set_column(table.column_names.index("tokens"), "tokens",
+                                 pa.array([int(tokens(i)) for i in range(n)], pa.int64()))
+        table = table.set_column(table.column_names.index("quarantine"), "quarantine", pa.nulls(n, pa.string()))
+        pq.write_table(table, path)
+
+
+def test_report_warns_on_constant_or_length_driven_aggregates_and_never_calls_few_rows_reliable(tmp_path):
+    from mira.rundir import atomic_write_json
+
+    run = build_fixture_run(tmp_path / "run").root
+    # g0 (code): every record 5.88, like the demo's code group; g1: score = a function of length.
+    for source in ("stdlib_code", "sitepkg_code", "c_headers"):
+        _rewrite_scores(run, source, lambda i: 5.88, lambda i: 100 + i)
+    for source in ("man_pages", "doc_readmes", "fortunes"):
+        _rewrite_scores(run, source, lambda i: (i % 97) / 10, lambda i: 50 + 10 * (i % 97))
+    # An older mask file: an unmasked cell decided on 2 rows with min_support 3 must not show as reliable.
+    mask = json.loads((run / "students" / "g2" / "mask.json").read_text())
+    mask.pop("needed_rows")
+    mask["thresholds"] = {"min_support": 3}
+    for cells in mask["cells"].values():
+        for cell in cells.values():
+            cell.pop("status", None)
+    mask["cells"]["math_qa"]["a00"].update(masked=False, reason=None, n=2)
+    metrics = json.loads((run / "students" / "g2" / "metrics.json").read_text())
+    metrics["cells"]["math_qa"]["a00"]["n"] = 2
+    atomic_write_json(run / "students" / "g2" / "mask.json", mask)
+    atomic_write_json(run / "students" / "g2" / "metrics.json", metrics)
+
+    page, _ = render_report(run)
+    scores = _section(page, "scores")
+    notes = re.findall(r'<div class="box warn"><strong>Group g(\d).*?</div>', scores, re.S)
+    warned = re.findall(r'<div class="box warn"><strong>Group (g\d)(.*?)</div>', scores, re.S)
+    constant = [g[1:] for g, text in warned if "(near-)constant" in text]
+    length = [g[1:] for g, text in warned if "mostly explained by length" in text]
+    assert len(notes) == 2
+    assert constant == ["0"] and "p10 5.88, p90 5.88" in scores
+    assert length == ["1"]
+    reliability = _section(page, "reliability")
+    g2 = reliability[reliability.index("dialogue"):]
+    cell = re.search(r'title="undecidable: undecidable for lack of labels"', g2)
+    assert cell and "1 of 12 cells are undecidable for lack of labels" in g2
+
+
+def test_aggregate_warnings_and_cell_status_rules():
+    import numpy as np
+
+    from mira.report.artifacts import aggregate_warnings
+    from mira.report.sections_scores import cell_status
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(10, 5000, 500).astype(float)
+    spread = rng.uniform(2, 9, 500)
+    assert aggregate_warnings(spread, tokens) == []
+    assert "(near-)constant" in aggregate_warnings(np.full(500, 5.88), tokens)[0]
+    assert "(near-)constant" in aggregate_warnings(rng.choice([6.0, 6.5, 7.0], 500), tokens)[0]  # 3 values
+    assert "length" in aggregate_warnings(np.log(tokens) + rng.normal(0, 0.3, 500), tokens)[0]
+    assert aggregate_warnings(np.array([np.nan, 4.0]), np.array([1.0, 2.0])) == []
+    assert cell_status({"masked": False, "n": 2, "basis": "source"}, None, 3) == "undecidable"
+    assert cell_status({"masked": False, "n": 2, "basis": "*"}, None, 3) == "reliable"  # the group cell decided
+    assert cell_status({"masked": False, "status": "reliable", "n": 12}, None, 10) == "reliable"
+    assert cell_status({"masked": True, "status": "undecidable", "n": 1}, None, 10) == "undecidable"
+    assert cell_status({"masked": True, "reason": "Spearman 0.1 < 0.2", "n": 40}, None, 10) == "unreliable"
+    assert cell_status(None, None, 10) == "unknown"

@@ -77,6 +77,7 @@ def test_annotate_writes_labels_failures_and_consistency_then_replays_from_cache
             for a in ANCHORS["g0"]:
                 assert row[f"{a}__sampled"] == _score(tag, a)
                 assert row[a] == pytest.approx(row[f"{a}__sampled"] + 0.5, abs=1e-3)  # the expected score
+                assert row[f"{a}__target_kind"] == "expected"
                 assert row[f"{a}__why"] == f"reason for {a}"
             assert row["tokens"] > 0 and row["format"] in ("code", "qa")
         again = pq.read_table(annotate.labels_path(run, "g0", consistency=True)).to_pylist()
@@ -130,3 +131,27 @@ def test_scores_only_mode_and_dry_run_plan(mixed_config):
         rows = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
         assert all(r["a00__why"] == "" for r in rows if r["ok"])
         assert max(b["max_tokens"] for b in server.requests) < 100
+
+
+def split_handler(body: dict) -> str | Reply:
+    """A Qwen-like teacher (numbers digit by digit): a00 sampled 7 with 45% on "1"->"0" (unknowable
+    from top_logprobs), a01 sampled 10 (resolved by the "0" position), a02 sampled 3 (plain)."""
+    order = list(body["response_format"]["json_schema"]["schema"]["properties"])
+    sampled = {"a00": 7, "a01": 10, "a02": 3}
+    probs = {"a00": {7: 0.55, 10: 0.45}, "a01": {10: 0.8, 9: 0.2}, "a02": {3: 0.5, 4: 0.5}}
+    answer = {a: {"why": "w", "score": sampled.get(a, 5)} for a in order}  # group g1's anchors: a plain 5
+    return Reply(json.dumps(answer), score_probs=[probs.get(a, {5: 1.0}) for a in order], split_digits=True)
+
+
+def test_digit_split_targets_are_unbiased_and_carry_their_provenance(mixed_config):
+    with ScriptedServer(split_handler) as server:
+        config = _configure(mixed_config, server)
+        run = _prepare(config)
+        run_stage("annotate", StageContext(config, run))
+        rows = [r for r in pq.read_table(annotate.labels_path(run, "g0")).to_pylist() if r["ok"]]
+        again = [r for r in pq.read_table(annotate.labels_path(run, "g0", consistency=True)).to_pylist() if r["ok"]]
+    assert rows and again
+    for row in rows + again:  # the consistency rows asked the anchors in another order
+        assert (row["a00"], row["a00__target_kind"]) == (7.0, "sampled")  # not 4.30
+        assert row["a01"] == pytest.approx(9.8) and row["a01__target_kind"] == "expected"
+        assert row["a02"] == pytest.approx(3.5) and row["a02__target_kind"] == "expected"

@@ -80,6 +80,8 @@ def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
     metrics = json.loads(run.path("students", "g0", "metrics.json").read_text())
     assert metrics["student"] == "static" and metrics["anchors"] == ANCHORS
     assert metrics["regressor"] in ("ridge", "lightgbm") and set(metrics["candidates"]) == {"ridge", "lightgbm"}
+    # Model choice happened inside the training rows; the validation rows only judge reliability.
+    assert metrics["model_choice"] == f"5-fold cross-validation on the {metrics['train_rows']} training rows"
     assert metrics["train_rows"] + metrics["validation_rows"] == 158  # failed rows are ignored
     assert set(metrics["cells"]) == {"stdlib_a", "stdlib_b"}
     assert metrics["overall"]["signal"]["spearman"] > 0.6
@@ -90,6 +92,8 @@ def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
     for source in ("stdlib_a", "stdlib_b"):
         assert not mask["cells"][source]["signal"]["masked"]
         assert mask["cells"][source]["noise"]["masked"] and mask["cells"][source]["noise"]["reason"]
+        assert mask["cells"][source]["signal"]["status"] == "reliable" and mask["cells"][source]["signal"]["lower"] > 0.2
+    assert mask["needed_rows"] == 10 and mask["summary"]["undecidable"] == 0
     student = load_student(run, "g0")
     pred = student.predict(None, texts[:5])
     assert pred.shape == (5, 2) and student.anchors == ANCHORS

@@ -168,3 +168,55 @@ def test_format_weight_separates_formats_with_similar_content():
     assert (content @ content.T)[0, 1] > (content @ content.T)[0, 2]
     assert sim[0, 2] > sim[0, 1]
     assert np.allclose(np.linalg.norm(mixed, axis=1), 1.0)
+
+
+def _planted_sources(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """21 source means in 5 content clusters (within cos ~0.85, across ~0.33, like MiniLM means of
+    related vs unrelated corpora) whose formats cycle independently of content over 3 kinds."""
+    rng = np.random.default_rng(seed)
+    dim = 64
+    common = rng.standard_normal(dim)
+    centres = rng.standard_normal((5, dim))
+    truth = np.arange(21) % 5
+    noise = rng.standard_normal((21, dim))
+    unit = [v / np.linalg.norm(v, axis=-1, keepdims=True) for v in (common, centres, noise)]
+    means = 0.6 * unit[0] + 0.65 * unit[1][truth] + 0.35 * unit[2]
+    return means / np.linalg.norm(means, axis=1, keepdims=True), truth, [("code", "text", "qa")[i % 3] for i in range(21)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_grouping_recovers_content_clusters_not_formats(seed):
+    from sklearn.metrics import adjusted_rand_score
+
+    from mira.config import GroupingConfig
+    from mira.stages.group import with_format
+
+    means, truth, formats = _planted_sources(seed)
+    g = GroupingConfig()
+
+    def cluster(weight: float) -> tuple[np.ndarray, int]:
+        labels, k, _, _ = choose_k(with_format(means, formats, weight), g.k, g.k_min, g.k_max, g.merge_similarity,
+                                   g.seed, g.single_group_similarity, g.weak_silhouette)
+        return labels, k
+
+    labels, k = cluster(g.format_weight)
+    assert k == 5 and adjusted_rand_score(truth, labels) >= 0.9
+    # The old default (format weight 1.5) grouped these by format instead.
+    old, _ = cluster(1.5)
+    assert adjusted_rand_score(truth, old) < 0.5
+    assert adjusted_rand_score([("code", "text", "qa").index(f) for f in formats], old) > 0.9
+
+
+def test_near_identical_sources_share_one_group_and_distinct_ones_do_not():
+    from mira.config import GroupingConfig
+
+    g = GroupingConfig()
+    args = (g.k, g.k_min, g.k_max, g.merge_similarity, g.seed, g.single_group_similarity, g.weak_silhouette)
+    same = _blobs([6], noise=0.05)  # six shards of one corpus
+    labels, k, chosen_by, scores = choose_k(same, *args)
+    assert (k, chosen_by) == (1, "near-identical") and set(labels.tolist()) == {0} and scores
+    # The same sources with k_min 2: the rule is off, silhouette splits them.
+    assert choose_k(same, g.k, 2, g.k_max, g.merge_similarity, g.seed, g.single_group_similarity,
+                    g.weak_silhouette)[1] >= 2
+    # Clearly separated clusters are never merged into one.
+    assert choose_k(_blobs([3, 2, 3]), *args)[1:3] == (3, "silhouette")

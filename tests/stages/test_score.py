@@ -196,7 +196,7 @@ def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
         for group, anchors in ANCHORS.items():
             targets = HashStudent(anchors).predict(None, texts)  # stand-in labels; the model is real
             student, _ = train(StudentConfig(regressors=["ridge"]), config.embed, anchors, texts, [None] * len(texts),
-                               targets, np.arange(36), np.arange(36, 48))
+                               targets, np.arange(36))
             student.save(run.path("students", group))
         outcome = api.run_one("score", config)
         assert outcome.counts["unscored"] == 20 and outcome.counts["scored"] == 58

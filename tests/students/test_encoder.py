@@ -13,7 +13,7 @@ def test_encoder_student_trains_saves_and_reloads(tmp_path):
     config = StudentConfig(kind="encoder", encoder_epochs=1, encoder_max_tokens=32, encoder_batch_size=4)
     idx = np.arange(len(texts))
     student, info = train(config, None, ["signal", "noise"], texts, ["code"] * 12,
-                          np.column_stack([signal, noise]), idx[:9], idx[9:])
+                          np.column_stack([signal, noise]), idx[:9])
     assert len(info["train_loss"]) == 1 and np.isfinite(info["train_loss"][0])
     run = RunDir(tmp_path / "run")
     student.save(run.path("students", "g0"))

@@ -23,12 +23,17 @@ def planted():
 def test_static_student_learns_a_planted_structural_signal(planted, regressors):
     texts, Y, sources, train_idx, val_idx = planted
     student, info = train(StudentConfig(regressors=regressors), EmbedConfig(), ["signal", "noise"], texts,
-                          ["code"] * len(texts), Y, train_idx, val_idx)
+                          ["code"] * len(texts), Y, train_idx)
     pred = student.predict(None, [texts[i] for i in val_idx])
     assert pred.shape == (len(val_idx), 2) and pred.min() >= 0 and pred.max() <= 10
     assert spearman(pred[:, 0], Y[val_idx, 0]) > 0.6
     assert abs(spearman(pred[:, 1], Y[val_idx, 1]) or 0.0) < 0.4
-    assert info["regressor"] in regressors and set(info["candidates"]) == set(regressors)
+    assert info["regressor"] in regressors
+    if len(regressors) > 1:  # chosen by cross-validation inside the training rows
+        assert set(info["candidates"]) == set(regressors) and "training rows" in info["model_choice"]
+        assert all(c["folds"] == 5 for c in info["candidates"].values())
+    else:
+        assert info["candidates"] == {} and info["model_choice"] == "only candidate"
 
 
 def test_static_student_saves_without_pickles_and_reloads_identically(planted, tmp_path):
@@ -36,7 +41,7 @@ def test_static_student_saves_without_pickles_and_reloads_identically(planted, t
     run = RunDir(tmp_path / "run")
     for regressor in ("ridge", "lightgbm"):
         student, _ = train(StudentConfig(regressors=[regressor]), EmbedConfig(), ["signal", "noise"], texts,
-                           ["code"] * len(texts), Y, train_idx, val_idx)
+                           ["code"] * len(texts), Y, train_idx)
         folder = run.path("students", regressor)
         student.save(folder)
         assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.joblib"))

@@ -49,6 +49,7 @@ PLANTED_BAD_LINES = (
 
 # The sizing knobs of examples/demo.yaml (see the comments there); a test keeps the two equal.
 DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
+    "grouping": {"format_weight": 1.5},
     "render": {"max_tokens": 256},
     "discovery": {"records_per_group": 4, "max_dimensions_per_judgment": 3, "anchors_per_group": 3,
                   "min_support": 2},

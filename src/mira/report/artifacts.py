@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 SCORE_BINS = np.linspace(0.0, 10.0, 41)
 SAMPLE_PER_SOURCE = 1_500
+# A group's aggregate is flagged (near-)constant when the spread between its 10th and 90th
+# percentile is below one histogram bin, or it takes fewer than MIN_DISTINCT values: selection
+# inside the group is then decided by the tie-break, not by the score.
+CONSTANT_SPREAD = 0.25
+MIN_DISTINCT = 5
+# ... and flagged as mostly explained by length from this |Spearman(score, tokens)| ("strong").
+LENGTH_RHO = 0.6
 
 
 def _json(path: Path) -> Any:
@@ -259,6 +266,33 @@ class Artifacts:
                 for row in hits.to_pylist():
                     found[str(row["id"])] = row
         return found
+
+
+def aggregate_warnings(scores: np.ndarray, tokens: np.ndarray) -> list[str]:
+    """Plain-text warnings about one group's aggregate scores (a sample of scored records).
+
+    (Near-)constant: p90 - p10 < CONSTANT_SPREAD or fewer than MIN_DISTINCT distinct values.
+    Length-driven: |Spearman(score, tokens)| >= LENGTH_RHO.
+    """
+    from mira.report.html import spearman
+
+    scores, tokens = np.asarray(scores, float), np.asarray(tokens, float)
+    keep = ~np.isnan(scores)
+    scores, tokens = scores[keep], tokens[keep]
+    if len(scores) < 2:
+        return []
+    warnings = []
+    p10, p90 = np.percentile(scores, [10, 90])
+    distinct = len(np.unique(np.round(scores, 6)))
+    if p90 - p10 < CONSTANT_SPREAD or distinct < MIN_DISTINCT:
+        warnings.append(f"the aggregate is (near-)constant: p10 {p10:.2f}, p90 {p90:.2f}, {distinct} distinct "
+                        f"value(s) in {len(scores)} sampled records; selection inside this group is decided by "
+                        "the tie-break, not by quality")
+    rho = spearman(tokens, scores)
+    if rho == rho and abs(rho) >= LENGTH_RHO:
+        warnings.append(f"the aggregate is mostly explained by length: Spearman(score, tokens) = {rho:.2f} "
+                        f"(|ρ| >= {LENGTH_RHO}); selection here is close to a length filter")
+    return warnings
 
 
 def _seed(text: str) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from mira.report import plots
-from mira.report.artifacts import SCORE_BINS, Artifacts, need, selection_entries
+from mira.report.artifacts import SCORE_BINS, Artifacts, aggregate_warnings, need, selection_entries
 from mira.report.html import (Cell, badge, esc, fmt_compact, fmt_float, fmt_int, fmt_pct, note, num, ratio, spearman,
                               table, text_cell)
 from mira.report.sections import group_heading, group_selection
@@ -45,7 +45,12 @@ def score_distributions(a: Artifacts) -> str:
     intro = ("<p>Aggregate score per record (trimmed mean of the unmasked anchor scores), one violin per "
              "source, grouped by group; the bar marks the median. <em>Unscored</em> records have every anchor "
              "of their source masked: their score is NaN, reported here and never silently zero.</p>")
-    return intro + figure + table(["source", "group", "rows", "scored", "unscored", "quarantined", "mean",
+    warnings = []
+    for group, members in _grouped_sources(a, list(scores)):
+        found = aggregate_warnings(np.concatenate([scores[s].sample_scores for s in members]),
+                                   np.concatenate([scores[s].sample_tokens for s in members]))
+        warnings += [note(f"<strong>Group {group_heading(a, group)}:</strong> {esc(w)}.", "warn") for w in found]
+    return intro + "".join(warnings) + figure + table(["source", "group", "rows", "scored", "unscored", "quarantined", "mean",
                                    "p10", "median", "p90"], rows)
 
 
@@ -126,6 +131,7 @@ def reliability(a: Artifacts) -> str:
         names = a.anchor_names(group)
         anchors = metrics.get("anchors") or sorted({k for c in metrics.get("cells", {}).values() for k in c})
         ceiling = metrics.get("teacher_consistency") or {}
+        needed = _needed_rows(mask)
         parts.append(
             f"<h3>{group_heading(a, group)}</h3>"
             f'<p>Student <code>{esc(metrics.get("student"))}</code>, regressor <code>{esc(metrics.get("regressor"))}'
@@ -133,40 +139,94 @@ def reliability(a: Artifacts) -> str:
             'Teacher self-consistency ceiling '
             f'(same records scored twice): MAE {fmt_float(ceiling.get("mae"))}, Spearman '
             f'{fmt_float(ceiling.get("spearman"))}, n {fmt_int(ceiling.get("n"))}. Cells show '
-            "<b>Spearman</b> / MAE / n; struck-through cells are masked (hover for the reason).</p>")
+            "<b>Spearman</b> / MAE / n on held-out validation rows; struck-through cells are masked, "
+            "<em>undecidable</em> cells had too few rows to judge (hover for the reason). "
+            f"A cell needs at least {fmt_int(needed)} validation rows to be judged at all.</p>")
         headers = ["source"] + [Cell(f"{esc(x)}<small>{esc(names.get(x, ''))}</small>") for x in anchors]
-        rows = []
+        rows, statuses = [], []
         cells = metrics.get("cells") or {}
+        mask_cells = mask.get("cells") or {}
         for source in sorted(cells, key=lambda s: (s == "*", s)):
             row = [text_cell("all sources (*)" if source == "*" else source)]
             for anchor in anchors:
-                masked = (mask.get("cells") or {}).get(source, {}).get(anchor)
-                row.append(_metric_cell(cells[source].get(anchor), masked))
+                metric, cell = cells[source].get(anchor), mask_cells.get(source, {}).get(anchor)
+                status = cell_status(cell, metric, needed)
+                statuses.append(status)
+                row.append(_metric_cell(metric, cell, status))
             rows.append(row)
-        overall = metrics.get("overall") or {}
-        foot = [Cell("<strong>overall</strong>")] + [_metric_cell(overall.get(x), None) for x in anchors]
+        parts.append(_undecidable_note(statuses, needed))
+        group_cells = mask_cells.get("*")
+        if group_cells:  # the mask's group cell: within-source statistics combined, never pooled
+            foot = [Cell("<strong>group cell (*)</strong><div class='sub muted'>within-source, combined</div>")] + [
+                _metric_cell(group_cells.get(x), group_cells.get(x), cell_status(group_cells.get(x), None, needed))
+                for x in anchors]
+        else:
+            overall = metrics.get("overall") or {}
+            foot = [Cell("<strong>pooled</strong><div class='sub muted'>across sources; not a reliability "
+                         "test</div>")] + [_metric_cell(overall.get(x), None, "pooled") for x in anchors]
         parts.append(table(headers, rows, cls="reliability", foot=foot))
     return "".join(parts)
 
 
+def _needed_rows(mask: dict[str, Any]) -> int:
+    """Validation rows a cell needs before its rule can decide (older masks: their min_support)."""
+    needed = mask.get("needed_rows") or (mask.get("thresholds") or {}).get("min_support") or 1
+    return int(needed)
+
+
+def cell_status(cell: dict[str, Any] | None, metric: dict[str, Any] | None, needed: int) -> str:
+    """reliable | unreliable | undecidable | unknown for one mask cell.
+
+    Never "reliable" on fewer rows than the rule needs: a cell judged on its own rows (basis
+    ``source``) with n < `needed` is undecidable whatever an older mask file says.
+    """
+    if cell is None:
+        return "unknown"
+    n = int(cell.get("n") or (metric or {}).get("n") or 0)
+    own = cell.get("basis", "source") == "source"
+    status = cell.get("status") or ("unreliable" if cell.get("masked") else "reliable")
+    if status == "reliable" and (cell.get("masked") or (own and n < needed)):
+        return "undecidable" if n < needed else "unreliable"
+    return status
+
+
+def _undecidable_note(statuses: list[str], needed: int) -> str:
+    judged = [s for s in statuses if s != "unknown"]
+    undecidable = judged.count("undecidable")
+    reliable = judged.count("reliable")
+    if not undecidable:
+        return note(f"{fmt_int(reliable)} of {fmt_int(len(judged))} cells are reliable; every cell had enough "
+                    "validation rows to be judged.", "ok" if reliable else "warn")
+    return note(f"<strong>{fmt_int(undecidable)} of {fmt_int(len(judged))} cells are undecidable for lack of "
+                f"labels</strong>: fewer than {fmt_int(needed)} validation rows, on their own and in the group "
+                "cell. They are masked, not called reliable; a source with every anchor masked is unscored "
+                f"(selected at random or rejected, <code>selection.unscored</code>). {fmt_int(reliable)} cells "
+                "are reliable. More labels per source (<code>annotation.records_per_group</code>) decide them.",
+                "warn")
+
+
 def _candidates(metrics: dict[str, Any]) -> str:
-    """The regressors distill compared on validation data, so the choice is visible."""
+    """The regressors distill compared (cross-validation inside the training rows)."""
     candidates = metrics.get("candidates") or {}
     shown = [f"{esc(name)} ρ {fmt_float(c.get('mean_spearman'))}" for name, c in candidates.items()
              if isinstance(c, dict)]
     return f" (chosen from: {', '.join(shown)})" if len(shown) > 1 else ""
 
 
-def _metric_cell(metric: dict[str, Any] | None, cell: dict[str, Any] | None) -> Cell:
+def _metric_cell(metric: dict[str, Any] | None, cell: dict[str, Any] | None, status: str = "unknown") -> Cell:
     if not metric:
         return Cell("—", None, "num muted")
     rho = metric.get("spearman")
-    body = (f'<b>{fmt_float(rho)}</b><span class="sub">{fmt_float(metric.get("mae"))} · '
-            f'n {fmt_int(metric.get("n"))}</span>')
-    masked = bool(cell and cell.get("masked"))
+    via = ' · via <span title="judged by the group cell">*</span>' if cell and cell.get("basis") == "*" \
+        and cell is not metric else ""
+    tag = ' <span class="badge muted">undecidable</span>' if status == "undecidable" else ""
+    body = (f'<b>{fmt_float(rho)}</b>{tag}<span class="sub">{fmt_float(metric.get("mae"))} · '
+            f'n {fmt_int(metric.get("n"))}{via}</span>')
+    masked = bool(cell and cell.get("masked")) or status in ("undecidable", "unreliable")
     heat = "" if rho is None or (isinstance(rho, float) and math.isnan(rho)) else \
         f" heat{min(4, max(0, int(float(rho) * 5)))}"
-    title = f"masked: {cell.get('reason') or 'no reason given'}" if masked else None
+    reason = (cell or {}).get("reason") or ("undecidable for lack of labels" if status == "undecidable" else None)
+    title = f"{status if status != 'unreliable' else 'masked'}: {reason or 'no reason given'}" if masked else None
     return Cell(body, rho if rho is not None else -2, "num metric" + (" masked" if masked else heat), title)
 
 

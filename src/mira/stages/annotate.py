@@ -4,7 +4,7 @@ Per group, a sample stratified by source is rendered (start/middle/end windows, 
 students will see) and scored in ONE request per record: a JSON object with one entry per anchor
 id, each a 0-10 score (an ``enum``, validated again) and, unless ``annotation.rationales`` is off, a
 short reason before it. The training target is the probability-weighted expected score where the
-server returns logprobs, else the sampled integer.
+server's logprobs determine it, else the sampled integer; ``<anchor>__target_kind`` says which.
 
 A few records are scored a second time with the anchor cards in a shuffled order (a different
 request, so not a cache hit): the agreement between the two scorings is the teacher's
@@ -119,6 +119,7 @@ def label_row(record: Record, rendering: Rendering, anchor_ids: list[str], asked
     if not result.ok:
         for aid in anchor_ids:
             row[aid], row[f"{aid}__sampled"], row[f"{aid}__why"] = None, None, None
+            row[f"{aid}__target_kind"] = None
         return row
     answer = result.value.model_dump(by_alias=True)
     expected: dict[str, float | None] = {}
@@ -128,6 +129,9 @@ def label_row(record: Record, rendering: Rendering, anchor_ids: list[str], asked
         sampled = int(answer[aid]["score"])
         target = expected.get(aid)
         row[aid] = float(target) if target is not None else float(sampled)
+        # Provenance: an expectation, or the sampled integer where logprobs were missing or did
+        # not determine the expectation (teacher/scores.py).
+        row[f"{aid}__target_kind"] = "expected" if target is not None else "sampled"
         row[f"{aid}__sampled"] = sampled
         row[f"{aid}__why"] = answer[aid].get("why", "")
     return row
@@ -142,7 +146,7 @@ def write_labels(path: Path, rows: list[dict[str, Any]], anchor_ids: list[str]) 
               pa.field("error", pa.string())]
     for aid in anchor_ids:
         fields += [pa.field(aid, pa.float64()), pa.field(f"{aid}__sampled", pa.int64()),
-                   pa.field(f"{aid}__why", pa.string())]
+                   pa.field(f"{aid}__why", pa.string()), pa.field(f"{aid}__target_kind", pa.string())]
     schema = pa.schema(fields)
     table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_path(path) as tmp:

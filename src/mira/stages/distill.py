@@ -1,11 +1,12 @@
 """Distill: train one student per group on the teacher's labels, measure it, and mask what it cannot do.
 
 Per group: the usable label rows (``ok``) are split into train and validation, stratified by source
-and seeded (``student.val_fraction``). The student (``student.kind``) is trained on the train rows;
-on the validation rows every (source, anchor) cell gets MAE / Spearman / n against the teacher
-(``metrics.json``), next to the teacher's own self-consistency, the ceiling. The reliability mask
-(``mask.json``) follows from those cells and ``reliability.*``; changing only the thresholds
-recomputes the mask without retraining.
+and seeded (``student.val_fraction``). The student (``student.kind``) is trained on the train rows,
+and any model choice is a cross-validation inside them; the validation rows play one role only:
+every (source, anchor) cell gets MAE / Spearman / n against the teacher there (``metrics.json``),
+next to the teacher's own self-consistency, the ceiling. The reliability mask (``mask.json``)
+follows from those cells and ``reliability.*`` (confidence bounds, never pooled across sources);
+changing only the thresholds recomputes the mask without retraining.
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ def _keys(table: Any) -> list[tuple[str, str]]:
 
 def _train_key(ctx: StageContext, labels_path: Path) -> str:
     # What the trained model depends on (not the reliability thresholds): if it matches, only the
-    # mask is recomputed.
-    return make_fingerprint(VERSION, ctx.config.section_hash("student", "embed"), hash_files([labels_path]))
+    # mask is recomputed. The model-choice rule is part of it: students whose regressor was chosen
+    # on the validation rows (before cross-validation inside the training rows) are retrained.
+    return make_fingerprint(VERSION, "model choice: cv in train rows", ctx.config.section_hash("student", "embed"),
+                            hash_files([labels_path]))
 
 
 def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str, Any]:
@@ -128,7 +131,9 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
     train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
     task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
-    student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx, val_idx)
+    # Three disjoint roles: train rows fit the student and choose its model (cross-validation inside
+    # them); the validation rows only judge reliability.
+    student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx)
     task.close()
     if len(val_idx):
         pred = student.predict(None if config.student.kind == "encoder" else _Formats(formats, val_idx),
@@ -153,7 +158,9 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     ceiling = consistency.get("spearman")
     ctx.notes.append(f"distill: group {group}: {student.kind}/{info['regressor']}, validation mean Spearman "
                      f"{_fmt(validation['mean_spearman'])} (teacher self-consistency {_fmt(ceiling)}), "
-                     f"{mask['summary']['masked']}/{mask['summary']['cells']} cells masked")
+                     f"{mask['summary']['masked']}/{mask['summary']['cells']} cells masked "
+                     f"({mask['summary']['undecidable']} undecidable for lack of labels: fewer than "
+                     f"{mask['needed_rows']} validation rows)")
     return {"trained": 1, "masked_cells": mask["summary"]["masked"]}
 
 

@@ -1,9 +1,12 @@
 """Group: cluster sources by what their records look like, so similar sources share a rubric.
 
 A seeded sample of every source is rendered (the same text the teacher sees), embedded with
-MiniLM and averaged into one unit vector per source. The source means are clustered with
-KMeans; k is chosen by silhouette (cosine) over ``k_min..min(k_max, n-1)`` unless
-``grouping.k`` is set. Sources pinned with ``SourceConfig.group`` skip the clustering and go
+MiniLM and averaged into one unit vector per source. The source means are clustered on content
+(the paper's method; ``grouping.format_weight`` adds the record format as an option) with KMeans;
+k is chosen by silhouette (cosine) over ``max(2, k_min)..min(k_max, n-1)`` unless ``grouping.k``
+is set. Silhouette cannot score k=1, so a single group is chosen by a rule: with ``k_min <= 1``,
+when every pair of sources is at least ``single_group_similarity`` alike and the best silhouette
+is below ``weak_silhouette``, the sources are near-identical and share one group. Sources pinned with ``SourceConfig.group`` skip the clustering and go
 to their named group. The whole similarity matrix and the silhouette scores are written to
 ``groups.json``, so a user can see why k came out as it did.
 """
@@ -24,7 +27,7 @@ from mira.rundir import RunDir, atomic_write_json, fingerprint as make_fingerpri
 from mira.stage import StageContext
 
 log = logging.getLogger(__name__)
-VERSION = "group-v1"
+VERSION = "group-v2"  # v2: content-only default, k=1 for near-identical sources
 GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 AUTO_ID_RE = re.compile(r"^g\d+$")
 
@@ -51,10 +54,12 @@ def source_means(vectors: np.ndarray, owners: list[int], n_sources: int) -> np.n
 def with_format(means: np.ndarray, formats: list[str], weight: float) -> np.ndarray:
     """Append a scaled one-hot of each source's record format, then renormalise.
 
-    Content embeddings alone group by *topic*: Python code lands with Python prose docs and C
-    headers with man pages (measured on the demo corpus). Sources of different formats need
-    different rubrics (a trace, a tool call, a file), so the format is part of the grouping signal.
-    With weight w, same-format sources move to (cos + w^2) / (1 + w^2), others to cos / (1 + w^2).
+    An option (``grouping.format_weight``, default 0: content only, as in the paper). Content
+    embeddings alone group by *topic*: on the demo corpus Python code lands with Python prose docs
+    and C headers with man pages. Where formats must not share a rubric (a trace, a tool call, a
+    file), a weight makes the format part of the grouping signal: same-format sources move to
+    (cos + w^2) / (1 + w^2), others to cos / (1 + w^2). Too strong, it groups by format alone
+    (w=1.5: 5 content clusters x 3 formats come out as the 3 formats).
     """
     if weight <= 0:
         return means
@@ -67,8 +72,12 @@ def with_format(means: np.ndarray, formats: list[str], weight: float) -> np.ndar
 
 
 def choose_k(means: np.ndarray, k: int | None, k_min: int, k_max: int, merge_similarity: float,
-             seed: int) -> tuple[np.ndarray, int, str, dict[str, float]]:
-    """Cluster `means` (one row per source): (labels, k, chosen_by, silhouette score per tried k)."""
+             seed: int, single_group_similarity: float = 1.0,
+             weak_silhouette: float = -1.0) -> tuple[np.ndarray, int, str, dict[str, float]]:
+    """Cluster `means` (one row per source): (labels, k, chosen_by, silhouette score per tried k).
+
+    ``chosen_by`` is ``near-identical`` when the single-group rule (module docstring) applied.
+    """
     n = len(means)
     if n == 0:
         return np.zeros(0, dtype=int), 0, "none", {}
@@ -104,6 +113,10 @@ def choose_k(means: np.ndarray, k: int | None, k_min: int, k_max: int, merge_sim
         if best is None or score > best[0] + 1e-9:
             best = (score, candidate, labels)
     assert best is not None
+    if k_min <= 1 and best[0] < weak_silhouette:
+        sim = means @ means.T
+        if float(sim[np.triu_indices(n, 1)].min()) >= single_group_similarity:
+            return np.zeros(n, dtype=int), 1, "near-identical", scores
     return best[2], best[1], "silhouette", scores
 
 
@@ -187,7 +200,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     formats = {i.name: i.format for i in usable}
     features = with_format(means, [formats[n] for n in names], gcfg.format_weight)
     labels, k, chosen_by, k_scores = choose_k(features[free], gcfg.k, gcfg.k_min, gcfg.k_max,
-                                              gcfg.merge_similarity, gcfg.seed)
+                                              gcfg.merge_similarity, gcfg.seed, gcfg.single_group_similarity,
+                                              gcfg.weak_silhouette)
     if not free:
         chosen_by = "pinned"
     source_to_group = assign_ids(labels.tolist(), [names[i] for i in free])
@@ -225,7 +239,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
     pinned = sum(1 for s in config.sources if s.group)
-    k = f"k={config.grouping.k}" if config.grouping.k else \
-        f"k by silhouette over {config.grouping.k_min}..{config.grouping.k_max}"
+    g = config.grouping
+    k = f"k={g.k}" if g.k else (f"k by silhouette over {max(2, g.k_min)}..{g.k_max}"
+                                + (" (or 1 if the sources are near-identical)" if g.k_min <= 1 else ""))
+    k += ", on content" + (f" + format (weight {g.format_weight})" if g.format_weight > 0 else " only")
     return [f"embed {config.grouping.sample_per_source} records x {len(config.sources)} sources "
             f"with {config.embed.model} (~26 texts/s on 2 cores), {k}, {pinned} pinned source(s); no teacher calls"]

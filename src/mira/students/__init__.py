@@ -53,16 +53,20 @@ def load_student(run: RunDir, group: str) -> Student:
 
 
 def train(config: StudentConfig, embed: EmbedConfig, anchors: list[str], texts: Sequence[str],
-          formats: Sequence[str | None], targets: np.ndarray, train_idx: np.ndarray,
-          val_idx: np.ndarray) -> tuple[Student, dict[str, Any]]:
-    """Train a student of ``config.kind`` on the `train_idx` rows (validation rows may pick a model)."""
+          formats: Sequence[str | None], targets: np.ndarray,
+          train_idx: np.ndarray) -> tuple[Student, dict[str, Any]]:
+    """Train a student of ``config.kind`` on the `train_idx` rows only.
+
+    Any model choice happens by cross-validation inside those rows: the held-out validation rows
+    judge reliability (mira.reliability) and must not also have picked the model they judge.
+    """
     if config.kind == "encoder":
         from mira.students.encoder import EncoderStudent
 
         return EncoderStudent.fit(anchors, texts, targets, train_idx, config)
     from mira.students.static import StaticStudent
 
-    return StaticStudent.fit(anchors, texts, formats, targets, train_idx, val_idx, config, embed)
+    return StaticStudent.fit(anchors, texts, formats, targets, train_idx, config, embed)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:

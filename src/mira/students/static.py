@@ -1,9 +1,11 @@
 """The default student: static embedding + structural features -> multi-output regressor.
 
-Two regressors compete on the validation split (``student.regressors``): a ridge regression
-(multi-output, one penalty per anchor chosen by efficient leave-one-out) and LightGBM (one small
-booster per anchor). The one with the higher mean validation Spearman wins; the validation
-figures of every candidate are kept in ``metrics.json``.
+Two regressors compete (``student.regressors``): a ridge regression (multi-output, one penalty per
+anchor chosen by efficient leave-one-out) and LightGBM (one small booster per anchor). The one
+with the higher mean out-of-fold Spearman in a K-fold cross-validation *inside the training rows*
+wins and is refit on all of them; the validation rows are never seen, so they stay an honest test
+of the chosen model (mira.reliability). The cross-validation figures of every candidate are kept
+in ``metrics.json`` (``candidates``).
 
 Saved without pickles: ``student.json`` (kind, anchors, feature settings), ``ridge.npz`` (scaler and
 coefficients) or ``lgbm/<anchor index>.txt`` (LightGBM's own text format).
@@ -24,6 +26,8 @@ from mira.students.features import FEATURE_VERSION, Featurizer, formats_of
 
 log = logging.getLogger(__name__)
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
+# Folds of the cross-validation that chooses the regressor inside the training rows.
+CV_FOLDS = 5
 _FEATURIZERS: dict[tuple[str, ...], Featurizer] = {}
 
 
@@ -40,6 +44,16 @@ def mean_spearman(pred: np.ndarray, target: np.ndarray) -> float:
 
     values = [spearman(pred[:, j], target[:, j]) for j in range(target.shape[1])]
     return float(np.mean([v if v is not None else 0.0 for v in values])) if values else 0.0
+
+
+def cv_folds(n: int, seed: int, k: int = CV_FOLDS) -> list[np.ndarray]:
+    """Seeded K-fold partition of range(n) (positions); [] when n is too small to hold out 2 rows
+    per fold (Spearman needs a few rows, and a one-row fold says nothing about ranking)."""
+    k = min(k, n // 2)
+    if k < 2:
+        return []
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, k)]
 
 
 # --- regressors ----------------------------------------------------------------------------------
@@ -148,33 +162,43 @@ class StaticStudent:
 
     @classmethod
     def fit(cls, anchors: list[str], texts: Sequence[str], formats: Sequence[str | None], targets: np.ndarray,
-            train_idx: np.ndarray, val_idx: np.ndarray, config: StudentConfig,
-            embed: EmbedConfig) -> tuple[StaticStudent, dict[str, Any]]:
-        """Fit every candidate regressor on `train_idx`, keep the best on `val_idx`.
+            train_idx: np.ndarray, config: StudentConfig, embed: EmbedConfig) -> tuple[StaticStudent, dict[str, Any]]:
+        """Fit the candidate regressors on `train_idx`, keep the best by cross-validation there.
 
-        Returns the student and ``{"regressor", "candidates": {name: {"mean_spearman", "mean_mae"}}}``.
+        Returns the student and ``{"regressor", "candidates": {name: {"mean_spearman", "mean_mae",
+        "folds"}}, "model_choice"}``.
         """
         features = featurizer(embed, config.embed_chars)
         X = features(texts, formats)
         Y = np.asarray(targets, dtype=np.float64)
+        train_idx = np.asarray(train_idx, dtype=np.int64)
         column_means = np.nanmean(np.where(np.isfinite(Y[train_idx]), Y[train_idx], np.nan), axis=0)
         Y = np.where(np.isfinite(Y), Y, np.nan_to_num(column_means, nan=5.0))  # rare missing anchor scores
+        names = list(dict.fromkeys(config.regressors))
+        folds = cv_folds(len(train_idx), config.seed)
         candidates: dict[str, dict[str, float]] = {}
-        fitted: dict[str, Any] = {}
-        for name in dict.fromkeys(config.regressors):
-            model = REGRESSORS[name].fit(X[train_idx], Y[train_idx], config.seed, features.embedder.dim)
-            fitted[name] = model
-            if len(val_idx):
-                pred = np.clip(model.predict(X[val_idx]), 0, 10)
-                candidates[name] = {"mean_spearman": round(mean_spearman(pred, Y[val_idx]), 4),
-                                    "mean_mae": round(float(np.mean(np.abs(pred - Y[val_idx]))), 4)}
-        if candidates:
+        if len(names) > 1 and folds:
+            for name in names:
+                pred = np.zeros((len(train_idx), Y.shape[1]))
+                for held in folds:
+                    fit_rows = np.setdiff1d(np.arange(len(train_idx)), held)
+                    model = REGRESSORS[name].fit(X[train_idx[fit_rows]], Y[train_idx[fit_rows]], config.seed,
+                                                 features.embedder.dim)
+                    pred[held] = np.clip(model.predict(X[train_idx[held]]), 0, 10)
+                candidates[name] = {"mean_spearman": round(mean_spearman(pred, Y[train_idx]), 4),
+                                    "mean_mae": round(float(np.mean(np.abs(pred - Y[train_idx]))), 4),
+                                    "folds": len(folds)}
             # Ranking is what selection uses, so Spearman decides; MAE breaks near-ties.
             best = max(candidates, key=lambda k: (round(candidates[k]["mean_spearman"], 2), -candidates[k]["mean_mae"]))
+            selection = f"{len(folds)}-fold cross-validation on the {len(train_idx)} training rows"
         else:
-            best = next(iter(fitted))
-        log.info("static student: %s chosen (%s)", best, candidates)
-        return cls(anchors, embed, config.embed_chars, fitted[best]), {"regressor": best, "candidates": candidates}
+            best = names[0]
+            selection = ("only candidate" if len(names) == 1
+                         else f"first candidate ({len(train_idx)} training rows are too few to cross-validate)")
+        model = REGRESSORS[best].fit(X[train_idx], Y[train_idx], config.seed, features.embedder.dim)
+        log.info("static student: %s chosen by %s (%s)", best, selection, candidates)
+        return (cls(anchors, embed, config.embed_chars, model),
+                {"regressor": best, "candidates": candidates, "model_choice": selection})
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

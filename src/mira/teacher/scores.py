@@ -1,20 +1,51 @@
-"""Probability-weighted scores from token logprobs (G-Eval style).
+"""Probability-weighted scores from token logprobs (G-Eval style), exact across tokenisers.
 
 A small judge's argmax score is coarse (it likes 8). The expectation over the score tokens it
 considered is finer and steadier: at the token where a score's digits start, take every
-alternative in ``top_logprobs`` that reads as an integer 0..10, renormalise, and average.
+alternative in ``top_logprobs`` that reads as a value on the 0..10 scale, renormalise, and average.
 
-Tokenisers split numbers differently: SmolLM has "10" as one token, Qwen writes "1" then "0". When
-the sampled score starts with "1", the next position tells how the "1" mass splits between 1 and
-10; otherwise a bare "1" alternative is counted as 1 (10 is rare by construction of our rubrics).
+Multi-token numerals. Tokenisers split numbers differently: SmolLM has "10" as one token, Qwen
+writes "1" then "0". An alternative is *complete* when its digits end visibly inside the token
+("7", "1,", "10") or when no value of the scale extends them (a leading 2-9 or 0 cannot grow
+into another value of 0..10). Only a bare "1" is *open*: it is 1 or 10 depending on the next
+token. The rule for an open "1":
+
+- it is the sampled token: the next position's alternatives are its continuation distribution,
+  so the "1" mass splits exactly as p("0" next) : p(non-digit next) (digits 1-9 next would be
+  11-19, off the scale, and are dropped with the rest of the off-scale mass);
+- the tokeniser evidently writes whole numbers (some token of the answer, or an alternative,
+  holds two digits in a row, e.g. "10"): then 10 is a token of its own and a bare "1" is 1 ("1"
+  then "0" is a non-canonical encoding a model practically never emits);
+- otherwise the continuation after an unsampled "1" is not in ``top_logprobs`` at all (the next
+  position is conditioned on the sampled token). The expectation is then only known to lie in
+  [E with the mass read as 1, E with it read as 10], an interval 9 x p("1") wide. If that width
+  is at most ``AMBIGUITY_TOLERANCE`` the midpoint is used (error at most half of it); otherwise
+  the score is reported unknown (None) and callers fall back to the sampled value, recording
+  that the target is a fallback (annotate's ``<anchor>__target_kind``).
+
+Reading the unsampled "1" as 1 (the old rule) turned p(7)=0.55, p("1"->10)=0.45 into 4.30
+instead of 8.35; guessing 10 would be as wrong for a genuinely low record. The only exact
+alternative is a second request that continues the answer after "1"; a sampled fallback costs
+nothing and says what it is.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 _DIGITS = "0123456789"
+_TWO_DIGITS = re.compile(r"[0-9]{2}")
+# The score scale (the ``Score`` enum of mira.teacher.request).
+SCALE_MAX = 10
+# Widest interval (in score points) whose midpoint still counts as the expected score when the
+# 1-vs-10 split of an unsampled "1" is unknown: an error of at most 0.25 point, finer than the
+# integer the sampled value gives. Wider intervals fall back to the sampled value.
+AMBIGUITY_TOLERANCE = 0.5
+# Part of the teacher cache key of logprob requests: cached expectations computed by an older
+# rule are re-asked instead of replayed (v1 read an unsampled "1" as 1 and biased targets low).
+SCORES_VERSION = "expected-v2"
 
 
 def score_offsets(text: str, key: str = "score") -> list[tuple[int, int]]:
@@ -65,47 +96,82 @@ def _number_prefix(text: str) -> tuple[str, bool]:
     return text[:k], k < len(text)
 
 
-def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str) -> float | None:
+def _is_open(digits: str, ends: bool) -> bool:
+    """True when `digits` may still grow into another value of the scale (only "1" -> "10")."""
+    return not ends and any(str(v).startswith(digits) and str(v) != digits for v in range(SCALE_MAX + 1))
+
+
+def _continuation_share(tokens: list[dict[str, Any]], index: int) -> float | None:
+    """Share of the sampled open prefix that continues to a longer value ("1" -> "10")."""
+    if index + 1 >= len(tokens):
+        return None
+    longer = ended = 0.0
+    for alt in tokens[index + 1].get("top_logprobs") or [tokens[index + 1]]:
+        token, logprob = alt.get("token") or "", alt.get("logprob")
+        if logprob is None:
+            continue
+        if token[:1] == "0":
+            longer += math.exp(logprob)
+        elif token[:1] not in _DIGITS:
+            ended += math.exp(logprob)
+        # "1" then 1-9 would be 11-19: off the scale, dropped like any off-scale value.
+    return longer / (longer + ended) if longer + ended > 0 else None
+
+
+def _writes_whole_numbers(tokens: list[dict[str, Any]]) -> bool:
+    """True when any token of the answer, or any alternative, holds two digits in a row: the
+    tokeniser merges digits (Qwen never does), so "10" is a token of its own."""
+    for t in tokens:
+        for alt in [t, *(t.get("top_logprobs") or [])]:
+            if _TWO_DIGITS.search(alt.get("token") or ""):
+                return True
+    return False
+
+
+def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_numbers: bool) -> float | None:
     chosen = tokens[index]
     alternatives = list(chosen.get("top_logprobs") or [])
     if not any(alt.get("token") == chosen.get("token") for alt in alternatives):
         alternatives.append({"token": chosen.get("token"), "logprob": chosen.get("logprob")})
-    chosen_digits, chosen_ends = _number_prefix(chosen["token"][len(prefix):])
-    one_to_ten = None  # share of a bare "1" that continues to "10"
-    if chosen_digits == "1" and not chosen_ends and index + 1 < len(tokens):
-        zero = other = 0.0
-        for alt in tokens[index + 1].get("top_logprobs") or [tokens[index + 1]]:
-            p = math.exp(alt.get("logprob", -math.inf))
-            if alt.get("token", "")[:1] == "0":
-                zero += p
-            elif alt.get("token", "")[:1] not in _DIGITS:
-                other += p
-        one_to_ten = zero / (zero + other) if zero + other > 0 else None
-    mass: dict[int, float] = {}
+    chosen_digits, chosen_ends = _number_prefix((chosen.get("token") or "")[len(prefix):])
+    parsed = []
     for alt in alternatives:
         token = alt.get("token") or ""
         if not token.startswith(prefix) or alt.get("logprob") is None:
             continue
         digits, ends = _number_prefix(token[len(prefix):])
-        if not digits:
-            continue
-        p = math.exp(alt["logprob"])
-        if digits == "1" and not ends and one_to_ten is not None:
-            mass[10] = mass.get(10, 0.0) + p * one_to_ten
-            mass[1] = mass.get(1, 0.0) + p * (1 - one_to_ten)
-        elif int(digits) <= 10 and (len(digits) == 1 or digits[0] != "0"):
+        if digits and (len(digits) == 1 or digits[0] != "0"):  # "07" is not a JSON integer
+            parsed.append((digits, ends, math.exp(alt["logprob"])))
+    mass: dict[int, float] = {}
+    open_mass = 0.0  # mass of unsampled open prefixes whose continuation is unknown
+    for digits, ends, p in parsed:
+        if _is_open(digits, ends) and not whole_numbers:
+            share = _continuation_share(tokens, index) if digits == chosen_digits and not chosen_ends else None
+            if share is None:
+                open_mass += p
+                continue
+            longer = int(digits + "0")
+            mass[longer] = mass.get(longer, 0.0) + p * share
+            mass[int(digits)] = mass.get(int(digits), 0.0) + p * (1 - share)
+        elif int(digits) <= SCALE_MAX:
             mass[int(digits)] = mass.get(int(digits), 0.0) + p
-    total = sum(mass.values())
+    total = sum(mass.values()) + open_mass
     if total <= 0:
         return None
-    return sum(value * p for value, p in mass.items()) / total
+    known = sum(value * p for value, p in mass.items())
+    low, high = (known + open_mass * 1) / total, (known + open_mass * SCALE_MAX) / total
+    if high - low > AMBIGUITY_TOLERANCE:
+        return None
+    return (low + high) / 2
 
 
 def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str = "score") -> list[float | None] | None:
     """Expected value of each `key` score in `content` (order of appearance); None where unknown.
 
     Returns None when `content` has no such scores; a list of Nones when it has scores but the
-    logprobs are missing or do not line up with the content.
+    logprobs are missing or do not line up with the content. A single None marks a score whose
+    expectation the logprobs do not determine (an open "1" whose continuation is unseen, see the
+    module docstring): callers use the sampled value and record it as a fallback.
     """
     wanted = score_offsets(content, key)
     if not wanted:
@@ -124,7 +190,7 @@ def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str = "s
         starts.append(pos)
         pos += len(t.get("token") or "")
     results: list[float | None] = []
-    token_index = 0
+    token_index, whole_numbers = 0, _writes_whole_numbers(tokens)
     for offset, value in located:
         if value < 0 or value > 10:
             results.append(None)
@@ -132,5 +198,5 @@ def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str = "s
         while token_index + 1 < len(tokens) and starts[token_index + 1] <= offset:
             token_index += 1
         prefix = tokens[token_index]["token"][: offset - starts[token_index]]
-        results.append(_expected_at(tokens, token_index, prefix))
+        results.append(_expected_at(tokens, token_index, prefix, whole_numbers))
     return results

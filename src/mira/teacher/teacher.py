@@ -32,7 +32,7 @@ from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
 from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
-from mira.teacher.scores import expected_scores
+from mira.teacher.scores import SCORES_VERSION, expected_scores
 from mira.teacher.usage import Budget, Usage, estimate_cost, write_usage
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,11 @@ def open_teacher(config: TeacherConfig, run: RunDir, stage: str,
 
 
 def sampling_params(config: TeacherConfig) -> dict[str, Any]:
-    return {"temperature": config.temperature, "seed": config.seed, "logprobs": config.logprobs}
+    params: dict[str, Any] = {"temperature": config.temperature, "seed": config.seed, "logprobs": config.logprobs}
+    if config.logprobs:
+        # The cache stores expectations, not logprobs: a new expectation rule must re-ask, not replay.
+        params["expected"] = SCORES_VERSION
+    return params
 
 
 def request_key(config: TeacherConfig, request: TeacherRequest) -> str:
