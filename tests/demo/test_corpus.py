@@ -131,7 +131,7 @@ def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path
     assert Path(example.run_dir) == REPO / "runs" / "demo"
     strip = {"sources", "run_dir"}
     assert example.model_dump(exclude=strip) == built_cfg.model_dump(exclude=strip)
-    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 10
+    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 12
 
     def shape(cfg):
         return [(s.name, Path(s.path).name, s.reader, s.format, s.include) for s in cfg.sources]
@@ -177,3 +177,13 @@ def test_rst_sections_follow_adornment_levels() -> None:
             "Sub\n~~~\n\ndeep\n\nSecond\n------\n\nbody two\n")
     assert [(lvl, h) for lvl, h, _ in rst_sections(text)] == [(0, "Title"), (1, "First"), (2, "Sub"), (1, "Second")]
     assert rst_sections(text)[1][2] == "body one"
+
+
+def test_the_fuller_demo_profile_is_the_demo_with_larger_knobs() -> None:
+    demo = load_config(REPO / "examples" / "demo.yaml")
+    full = load_config(REPO / "examples" / "demo-full.yaml")
+    assert [(s.name, s.path, s.format) for s in full.sources] == [(s.name, s.path, s.format) for s in demo.sources]
+    assert Path(full.run_dir) == REPO / "runs" / "demo-full"
+    assert full.annotation.records_per_group > demo.annotation.records_per_group
+    assert full.discovery.anchors_per_group > demo.discovery.anchors_per_group
+    assert full.render == demo.render and full.teacher == demo.teacher
