@@ -82,6 +82,16 @@ def test_the_qa_editors_and_ides_card_is_rejected():
 def test_general_cards_are_not_mistaken_for_one_records_content():
     notes = NOTES + [("r5", "Documentation: no docstring at all")]
     assert single_record_content(GOOD, notes) is None
+    # Two words from one judge's note among many general words: still a general card.
+    borrowing = card("Documentation", "How well docstrings and comments explain parameters and returns.",
+                     "Missing docstrings; nothing explains the parameters.",
+                     "Docstrings on some functions, terse comments elsewhere.",
+                     "Thorough docstrings describe parameters, returns, exceptions and side effects; "
+                     "comments explain intent.")
+    notes = notes + [("r6", "Documentation: docstrings list parameters and returns"),
+                     ("r7", "Documentation: docstrings are missing for most functions"),
+                     ("r8", "Comments: intent is explained in comments")]
+    assert single_record_content(borrowing, notes) is None
     # A single record in the group: there is nothing to tell distinctive words from shared ones.
     assert single_record_content(CONSISTENCY, [("r1", CIRCLE)]) is None
 

@@ -20,6 +20,8 @@ from typing import Protocol
 GUIDE_SIMILARITY = 0.85
 # A card that reuses this many words found in one record's notes only has copied that record.
 DISTINCTIVE_WORDS = 2
+# ... and they make up at least this share of its content words (those not in GENERAL_WORDS).
+DISTINCTIVE_SHARE = 0.3
 
 _WORD_RE = re.compile(r"[a-z][a-z0-9_+#-]*")
 # Length, format and topic: what cheap features measure already, or what no record can have more
@@ -109,9 +111,11 @@ def single_record_content(card: _Card, notes: Iterable[tuple[str, str]],
     if len({r for ids in by_word.values() for r in ids}) < 2:
         return None  # one record in the group: nothing to compare against
     card_words = set(_words(" ".join((card.name, card.definition, card.low, card.mid, card.high))))
-    distinctive = sorted(w for w in card_words - GENERAL_WORDS
-                         if len(w) >= 4 and len(by_word.get(w, ())) == 1)
-    if len(distinctive) >= min_words:
+    content = {w for w in card_words - GENERAL_WORDS if len(w) >= 4}
+    distinctive = sorted(w for w in content if len(by_word.get(w, ())) == 1)
+    # A general card may borrow a word or two from one judge's note among many general ones;
+    # a copied card is made of that record's words.
+    if len(distinctive) >= min_words and len(distinctive) >= DISTINCTIVE_SHARE * len(content):
         record = next(iter(by_word[distinctive[0]]))
         return (f"names the content of one record ({', '.join(distinctive[:4])} appear only in the notes "
                 f"on {record}), not a quality records share")
