@@ -3,7 +3,8 @@
 On the same records of two demo groups, each record is scored twice per protocol: once with the
 anchors in rubric order and once shuffled (v1: a new order per record, as annotate_v1 did; v2: one
 order per group, so the re-scoring prefix is cached as well). Requests go one at a time to the
-bundled llama.cpp server, alternating protocols record by record so outside CPU load hits both alike.
+bundled llama.cpp server in blocks of records per (group, protocol), originals then re-scorings as
+the annotate stage sends them; protocols alternate which goes first so outside load hits both alike.
 Printed per protocol:
 
 - seconds per label (one label = one record scored on every anchor; wall time of the request),
@@ -124,7 +125,11 @@ def summarize(rows: dict[str, dict[str, list[dict[str, Any]]]], ids: dict[str, l
                 rhos.append(0.0 if rho is None else rho)  # a constant anchor agrees on nothing
                 rho_s = _spearman(sampled, [p["second"][f"{aid}__sampled"] for p in ok])
                 rhos_sampled.append(0.0 if rho_s is None else rho_s)
-        first_calls = [c for g in by_group.values() for pair in g for c in pair["calls"][:1]]
+        # A prompt the server had processed in full before (prompt_n <= 1: an identical earlier
+        # request, e.g. from an interrupted run) is a replay the teacher cache would serve anyway.
+        calls = [c for c in calls if (c["prompt_n"] or 0) > 1] or calls
+        first_calls = [c for g in by_group.values() for pair in g for c in pair["calls"][:1]
+                       if (c["prompt_n"] or 0) > 1]
         out[proto] = {
             "records": sum(len(g) for g in by_group.values()),
             "failed": sum(not c["ok"] for c in calls),
@@ -148,7 +153,16 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=25.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw rows and summary here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--block", type=int, default=4, help="records per (group, protocol) block")
+    parser.add_argument("--summarize", type=Path, default=None, help="print the table of a saved --json run")
     args = parser.parse_args()
+    if args.summarize:
+        saved = json.loads(args.summarize.read_text())
+        rows = saved["rows"]
+        ids = {g: [a.id for a in ANCHORS[g]] for g in GROUPS}
+        print(f"records per group done: { {g: len(rows['v1'][g]) for g in GROUPS} } (from {args.summarize})")
+        _table(summarize(rows, ids))
+        return
 
     import httpx
 
@@ -177,46 +191,58 @@ def main() -> None:
         started = time.monotonic()
         with local_server(teacher) as server, httpx.Client() as http:
             client = ChatClient(teacher, server.url, teacher.model, None)
-            queue = [(g, r) for i in range(args.records) for g in GROUPS if i < len(records[g])
-                     for r in [records[g][i]]]
-            for n, (group, record) in enumerate(queue):
+            # Blocks of records per (group, protocol): originals first, then their re-scorings, as
+            # the annotate stage sends them, so the server's prompt cache sees what it would see
+            # there. Protocols alternate which goes first, so outside load hits both alike.
+            blocks = [(g, records[g][i:i + args.block]) for i in range(0, args.records, args.block)
+                      for g in GROUPS if records[g][i:i + args.block]]
+            for n, (group, block) in enumerate(blocks):
                 if time.monotonic() - started > args.max_minutes * 60:
-                    print(f"budget reached after {n} records", flush=True)
+                    print(f"budget reached after {n} of {len(blocks)} blocks", flush=True)
                     break
-                rendering = render(record, tokenizer, config.render.max_tokens, config.render.windows)
                 anchors = ANCHORS[group]
-                order = {"v1": annotate.shuffled(anchors, args.seed, record.id),
-                         "v2": annotate.shuffled(anchors, args.seed, group)}
-                protos = list(prompts) if n % 2 == 0 else list(reversed(prompts))
-                for proto in protos:
-                    calls, labels = [], []
-                    for cards in (anchors, order[proto]):
-                        request = annotate.build_request(prompts[proto], cards, record, rendering, False, 100, record.id)
-                        call = _ask(http, client, server.url, request)
-                        labels.append(annotate.label_row(record, rendering, ids[group], [a.id for a in cards],
-                                                         call.pop("result")))
-                        call["ok"] = labels[-1]["ok"]
-                        calls.append(call)
-                    rows[proto][group].append({"record": record.id, "calls": calls,
-                                               "first": labels[0], "second": labels[1]})
-                    if args.json:  # after every record, so a run cut short still leaves its figures
+                rendered = {r.id: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in block}
+                for proto in (list(prompts) if n % 2 == 0 else list(reversed(prompts))):
+                    def order(record: Any, which: int) -> list[Any]:
+                        if which == 0:
+                            return anchors
+                        key = record.id if proto == "v1" else group  # v1: per record, v2: per group
+                        return annotate.shuffled(anchors, args.seed, key)
+                    done: dict[str, list[Any]] = {r.id: [] for r in block}
+                    for which in (0, 1):
+                        for record in block:
+                            cards = order(record, which)
+                            request = annotate.build_request(prompts[proto], cards, record, rendered[record.id],
+                                                             False, 100, record.id)
+                            call = _ask(http, client, server.url, request)
+                            label = annotate.label_row(record, rendered[record.id], ids[group],
+                                                       [a.id for a in cards], call.pop("result"))
+                            call["ok"] = label["ok"]
+                            done[record.id].append((call, label))
+                            print(f"{group} {proto} {'shuffled' if which else 'original'} {record.id}: "
+                                  f"{call['seconds']:.1f}s prompt {call['prompt_n']} (+{call['cache_n']} cached) "
+                                  f"out {call['completion']} scores {[label[f'{a}__sampled'] for a in ids[group]]}",
+                                  flush=True)
+                    for record in block:
+                        (c1, l1), (c2, l2) = done[record.id]
+                        rows[proto][group].append({"record": record.id, "calls": [c1, c2], "first": l1, "second": l2})
+                    if args.json:  # after every block, so a run cut short still leaves its figures
                         _dump(args.json, rows, ids)
-                    print(f"{n + 1}/{len(queue)} {group} {proto}: "
-                          + " | ".join(f"{c['seconds']:.1f}s prompt {c['prompt_n']} (+{c['cache_n']} cached) "
-                                       f"out {c['completion']}" for c in calls)
-                          + f"  scores {[labels[0][f'{a}__sampled'] for a in ids[group]]}"
-                          f" / {[labels[1][f'{a}__sampled'] for a in ids[group]]}", flush=True)
         summary = summarize(rows, ids)
     print(f"\nrecords per group done: { {g: len(rows['v1'][g]) for g in GROUPS} }, elapsed "
           f"{(time.monotonic() - started) / 60:.1f} min")
+    _table(summary)
+    if args.json:
+        _dump(args.json, rows, ids)
+
+
+def _table(summary: dict[str, Any]) -> None:
     keys = ["records", "failed", "s_per_label", "s_per_label_first", "prompt_processed", "prompt_cached",
             "output_tokens", "label_std", "modal_share", "self_consistency", "self_consistency_sampled"]
     print(f"{'':26}" + "".join(f"{p:>10}" for p in summary))
     for key in keys:
         cells = [summary[p][key] for p in summary]
         print(f"{key:26}" + "".join(f"{'-':>10}" if c is None else f"{c:>10.2f}" for c in cells))
-    if args.json:
-        _dump(args.json, rows, ids)
 
 
 def _dump(path: Path, rows: dict[str, dict[str, list[dict[str, Any]]]], ids: dict[str, list[str]]) -> None:
