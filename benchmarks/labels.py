@@ -154,13 +154,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the raw rows and summary here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block", type=int, default=4, help="records per (group, protocol) block")
-    parser.add_argument("--summarize", type=Path, default=None, help="print the table of a saved --json run")
+    parser.add_argument("--summarize", type=Path, nargs="+", default=None,
+                        help="print the table of saved --json runs (pooled, e.g. runs with different --seed)")
     args = parser.parse_args()
     if args.summarize:
-        saved = json.loads(args.summarize.read_text())
-        rows = saved["rows"]
+        rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for path in args.summarize:
+            for proto, by_group in json.loads(path.read_text())["rows"].items():
+                for group, pairs in by_group.items():
+                    rows.setdefault(proto, {}).setdefault(group, []).extend(pairs)
         ids = {g: [a.id for a in ANCHORS[g]] for g in GROUPS}
-        print(f"records per group done: { {g: len(rows['v1'][g]) for g in GROUPS} } (from {args.summarize})")
+        print(f"records per group done: { {g: len(rows['v1'][g]) for g in GROUPS} } "
+              f"(from {', '.join(map(str, args.summarize))})")
         _table(summarize(rows, ids))
         return
 
@@ -184,7 +189,7 @@ def main() -> None:
         tokenizer = get_tokenizer(config.tokenizer.name)
         prompts = {"v1": load_prompt("annotate", 1), "v2": load_prompt("annotate", 2)}
         ids = {g: [a.id for a in ANCHORS[g]] for g in GROUPS}
-        rows: dict[str, dict[str, list[dict[str, Any]]]] = {p: {g: [] for g in GROUPS} for p in prompts}
+        rows = {p: {g: [] for g in GROUPS} for p in prompts}
         print(f"sizes: {len(GROUPS)} groups x {args.records} records (asked), 3 anchors, each record scored "
               f"twice per protocol; budget {args.max_minutes:.0f} min", flush=True)
         teacher = TeacherConfig()
