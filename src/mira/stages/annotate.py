@@ -2,13 +2,15 @@
 
 Per group, a sample stratified by source is rendered (start/middle/end windows, the same text the
 students will see) and scored in ONE request per record: a JSON object with one entry per anchor
-id, each a 0-10 score (an ``enum``, validated again) and, unless ``annotation.rationales`` is off, a
-short reason before it. The training target is the probability-weighted expected score where the
-server returns logprobs, else the sampled integer.
+id, each a 0-10 score (an ``enum``, validated again). With ``annotation.rationales`` on, each entry
+is ``{"why", "score"}`` (a short reason first); off, the answer is flat, ``{"a00": 7, "a01": 5}``
+(prompt ``annotate_v2``; the cheapest answer). The training target is the probability-weighted
+expected score where the server returns logprobs, else the sampled integer.
 
 A few records are scored a second time with the anchor cards in a shuffled order (a different
 request, so not a cache hit): the agreement between the two scorings is the teacher's
-self-consistency, the ceiling a student can be held to.
+self-consistency, the ceiling a student can be held to. The shuffled order is one per group, so
+these requests share their prompt prefix in the server's cache like the first scorings do.
 
 Outputs ``labels/<group>.parquet`` and ``labels/<group>.consistency.parquet`` (columns in
 docs/architecture.md). Failed requests are rows with ``ok = false``; a teacher budget stop raises
@@ -41,10 +43,11 @@ KIND = {"text": "a text document", "code": "a source code file", "qa": "a questi
 PART = {"whole": "the whole record", "question": "the question", "trace": "the reasoning trace",
         "answer": "the final answer", "both": "the reasoning trace and the answer together",
         "calls": "the tool calls and their arguments", "results": "the tool results and how they are used"}
-# Output tokens per anchor, for the budget of one answer and the dry-run estimate: v1's
-# `"a00": {"score": 7},` pretty-printed (measured ~14 on Qwen2.5), v2's flat `"a00": 7,` (~6).
+# Output tokens per anchor, for the budget of one answer and the dry-run estimate. Qwen2.5
+# pretty-prints and splits digits: v1's `"a00": {"score": 7},` took 43 tokens for 3 anchors,
+# v2's flat `"a00": 7,` 34 (benchmarks/labels.py); the cap leaves room for longer whitespace.
 TOKENS_PER_SCORE = 12
-TOKENS_PER_FLAT_SCORE = 8
+TOKENS_PER_FLAT_SCORE = 10
 
 
 def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
