@@ -26,6 +26,9 @@ DIMENSIONS = ["Clarity of explanation", "Correctness of details", "Consistent st
               "Complete coverage", "Precise wording"]
 
 
+GUIDES = {"low": "Missing or wrong.", "mid": "Partly present, with gaps.", "high": "Complete, clear and correct."}
+
+
 def _record_text(body: dict) -> str:
     return body["messages"][-1]["content"]
 
@@ -62,6 +65,8 @@ def _instance(schema: dict, defs: dict, text: str, path: str = "") -> object:
         if path.endswith("name"):
             digest = int(hashlib.md5((text + path).encode()).hexdigest(), 16)
             value = DIMENSIONS[digest % len(DIMENSIONS)]
+        elif path.rsplit(".", 1)[-1] in GUIDES:  # anchor-card guides must differ (mira.cards)
+            value = GUIDES[path.rsplit(".", 1)[-1]]
         else:
             value = "A short reason grounded in the record."
         return value[: schema.get("maxLength", len(value))]

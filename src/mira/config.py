@@ -153,6 +153,10 @@ class AnnotationConfig(Section):
     # per anchor is capped at this many characters, or switched off.
     rationales: bool = True
     rationale_chars: int = Field(100, ge=10, le=1_000)
+    # Validation rows each source should get (after student.val_fraction of its labels go to
+    # validation), so every (source, anchor) cell can be judged; the dry run names the sources
+    # that cannot reach it with the current records_per_group. 0 turns the check off.
+    min_validation_per_source: int = Field(10, ge=0)
     seed: int = 0
 
 

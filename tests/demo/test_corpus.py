@@ -137,7 +137,7 @@ def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path
         return [(s.name, Path(s.path).relative_to(Path(s.path).parents[1]), s.format) for s in cfg.compare.eval_sets]
     assert eval_shape(example) == eval_shape(built_cfg) and len(example.compare.eval_sets) == 2
     assert all(Path(s.path).parents[1] == REPO / "demo-data" for s in example.compare.eval_sets)
-    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 10
+    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 12
 
     def shape(cfg):
         return [(s.name, Path(s.path).name, s.reader, s.format, s.include) for s in cfg.sources]
@@ -208,3 +208,13 @@ def test_eval_sets_are_held_out_from_the_corpus(built: tuple[Path, dict]) -> Non
     texts = read_eval_sets(config)
     assert set(texts) == set(summary["eval_sets"]) and all(texts.values())
     assert "def " in texts["heldout_code"][0] or "class " in texts["heldout_code"][0]
+
+
+def test_the_fuller_demo_profile_is_the_demo_with_larger_knobs() -> None:
+    demo = load_config(REPO / "examples" / "demo.yaml")
+    full = load_config(REPO / "examples" / "demo-full.yaml")
+    assert [(s.name, s.path, s.format) for s in full.sources] == [(s.name, s.path, s.format) for s in demo.sources]
+    assert Path(full.run_dir) == REPO / "runs" / "demo-full"
+    assert full.annotation.records_per_group > demo.annotation.records_per_group
+    assert full.discovery.anchors_per_group > demo.discovery.anchors_per_group
+    assert full.render == demo.render and full.teacher == demo.teacher

@@ -390,3 +390,46 @@ def test_group_and_discover_with_the_real_small_model(tmp_path):
     assert usage["last"]["requests"] >= 3
     run_one("discover", config, force=True)
     assert read_json(run.usage_dir / "discover.json")["last"]["sent"] == 0   # replayed from the cache
+
+
+# Code judgments with five dimensions; the teacher writes a degenerate card for two of them.
+REFILL_DIMS = [("Documentation", "Comments and docstrings explain what the functions are for.", 5),
+               ("Error handling", "Errors and edge cases are handled deliberately.", 6),
+               ("Length", "The file is long, with many lines of code.", 7),
+               ("Naming", "Variables and functions have descriptive names.", 6),
+               ("Readability", "The code is easy to read, with clear names and short functions.", 7)]
+
+
+def refill_scripted(body: dict) -> str:
+    schema_name = body["response_format"]["json_schema"]["name"]
+    content = body["messages"][-1]["content"]
+    if schema_name == "Judgment":
+        if "The record is a question" in content:  # Q&A dimensions name their part; other groups keep anchors too
+            return json.dumps({"dimensions": [{"name": n, "part": p, "reason": r, "score": s} for n, p, r, s in QA_DIMS]})
+        dims = REFILL_DIMS if "source code file" in content else PROSE_DIMS[:1]
+        return json.dumps({"dimensions": [{"name": n, "reason": r, "score": s} for n, r, s in dims]})
+    name = re.search(r"^- ([^:]+):", content, re.MULTILINE).group(1)
+    same = "The code does what the sentence says."
+    guides = ([same] * 3 if name == "Documentation" else ["Poor.", "Ordinary.", "Excellent."])
+    return json.dumps({"name": name, "definition": f"How the record does on {name.lower()}.", "is_quality": True,
+                       "low": guides[0], "mid": guides[1], "high": guides[2]})
+
+
+def test_cards_that_cannot_discriminate_are_rejected_with_a_reason_and_their_slots_refilled(run_dir):
+    from mira.report.artifacts import Artifacts
+    from mira.report.sections import rubric_cards
+    from mira.rundir import RunDir
+    from mira.teacher.testing import ScriptedServer
+
+    with ScriptedServer(refill_scripted) as server:
+        _discover(run_dir, server, max_dimensions_per_judgment=5)
+    run = RunDir(run_dir)
+    # The first round asks the three best clusters; Documentation (identical guides) and Length
+    # (a length measure) are rejected, and the next clusters take their slots.
+    assert sorted(a.name for a in load_rubric(run, "code")) == ["Error handling", "Naming", "Readability"]
+    rejected = {r["name"]: r["reason"]
+                for r in map(json.loads, (run_dir / "rubrics" / "code.rejected.jsonl").read_text().splitlines())}
+    assert "near-identical" in rejected["Documentation"]
+    assert "length, format or topic" in rejected["Length"]
+    html = rubric_cards(Artifacts(run))
+    assert "rejected, and why" in html and "near-identical" in html and "Length" in html

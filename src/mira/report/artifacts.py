@@ -181,6 +181,11 @@ class Artifacts:
         path = self.run.path("rubrics", f"{group}.jsonl")
         return _jsonl(path) if path.exists() else []
 
+    def rubric_rejected(self, group: str) -> list[dict[str, Any]]:
+        """Candidate anchors discover dropped, each with its `reason` (rubrics/<group>.rejected.jsonl)."""
+        path = self.run.path("rubrics", f"{group}.rejected.jsonl")
+        return _jsonl(path) if path.exists() else []
+
     def anchor_names(self, group: str) -> dict[str, str]:
         return {a.get("id"): a.get("name") or a.get("id") for a in self.rubric(group)}
 

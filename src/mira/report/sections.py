@@ -219,7 +219,18 @@ def rubric_cards(a: Artifacts) -> str:
         for anchor in anchors:
             parts.append(_card(anchor, masked.get(anchor.get("id"), [])))
         parts.append("</div>")
+        parts.append(_rejected(a.rubric_rejected(group)))
     return "".join(parts)
+
+
+def _rejected(entries: list[dict[str, Any]]) -> str:
+    """Why discover dropped the other candidate anchors (a reader judges the rubric by them too)."""
+    if not entries:
+        return ""
+    rows = [[str(e.get("name") or ""), str(e.get("part") or "whole"), fmt_int(e.get("support")),
+             fmt_int(e.get("records")), str(e.get("reason") or "")] for e in entries]
+    return (f'<details class="more"><summary>{len(entries)} candidate anchor(s) rejected, and why</summary>'
+            + table(["candidate", "part", "points", "records", "reason"], rows) + "</details>")
 
 
 def _card(anchor: dict[str, Any], masked: list[tuple[str, str]]) -> str:

@@ -2,13 +2,15 @@
 
 Per group, a sample stratified by source is rendered (start/middle/end windows, the same text the
 students will see) and scored in ONE request per record: a JSON object with one entry per anchor
-id, each a 0-10 score (an ``enum``, validated again) and, unless ``annotation.rationales`` is off, a
-short reason before it. The training target is the probability-weighted expected score where the
-server's logprobs determine it, else the sampled integer; ``<anchor>__target_kind`` says which.
+id, each a 0-10 score (an ``enum``, validated again). With ``annotation.rationales`` on, each entry
+is ``{"why", "score"}`` (a short reason first); off, the answer is flat, ``{"a00": 7, "a01": 5}``
+(prompt ``annotate_v2``; the cheapest answer). The training target is the probability-weighted
+expected score where the server returns logprobs, else the sampled integer. ``<anchor>__target_kind`` says which.
 
 A few records are scored a second time with the anchor cards in a shuffled order (a different
 request, so not a cache hit): the agreement between the two scorings is the teacher's
-self-consistency, the ceiling a student can be held to.
+self-consistency, the ceiling a student can be held to. The shuffled order is one per group, so
+these requests share their prompt prefix in the server's cache like the first scorings do.
 
 Outputs ``labels/<group>.parquet`` and ``labels/<group>.consistency.parquet`` (columns in
 docs/architecture.md). Failed requests are rows with ``ok = false``; a teacher budget stop raises
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,15 +39,18 @@ from mira.rundir import RunDir, atomic_path, fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
 
 log = logging.getLogger(__name__)
-VERSION = "annotate-v1"
+VERSION = "annotate-v2"
 PROMPT = "annotate"
 KIND = {"text": "a text document", "code": "a source code file", "qa": "a question with its answer",
         "chat": "a chat conversation", "agent": "an agent trajectory with tool calls"}
 PART = {"whole": "the whole record", "question": "the question", "trace": "the reasoning trace",
         "answer": "the final answer", "both": "the reasoning trace and the answer together",
         "calls": "the tool calls and their arguments", "results": "the tool results and how they are used"}
-# Output tokens per anchor, for the budget of one answer and the dry-run estimate.
+# Output tokens per anchor, for the budget of one answer and the dry-run estimate. Qwen2.5
+# pretty-prints and splits digits: v1's `"a00": {"score": 7},` took 43 tokens for 3 anchors,
+# v2's flat `"a00": 7,` 34 (benchmarks/labels.py); the cap leaves room for longer whitespace.
 TOKENS_PER_SCORE = 12
+TOKENS_PER_FLAT_SCORE = 10
 
 
 def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
@@ -53,12 +59,21 @@ def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
 
 # --- prompt and schema ---------------------------------------------------------------------------
 
-def answer_schema(anchor_ids: Sequence[str], rationales: bool, rationale_chars: int) -> type[BaseModel]:
+def flat_protocol(prompt: Any, rationales: bool) -> bool:
+    """annotate_v2 without rationales answers ``{"a00": 7, "a01": 5}``; otherwise one object per anchor."""
+    return prompt.version >= 2 and not rationales
+
+
+def answer_schema(anchor_ids: Sequence[str], rationales: bool, rationale_chars: int,
+                  flat: bool = False) -> type[BaseModel]:
     """A pydantic model with one required property per anchor id, in the given order."""
     from mira.teacher import Score
 
     strict = ConfigDict(extra="forbid")
-    if rationales:
+    item: Any
+    if flat:
+        item = Score
+    elif rationales:
         item = create_model("AnchorJudgment", __config__=strict,
                             why=(str, Field(max_length=rationale_chars)), score=(Score, ...))
     else:
@@ -78,23 +93,38 @@ def anchor_card(anchor: Any) -> str:
     return "\n".join(lines)
 
 
+def answer_shape(ids: Sequence[str], rationales: bool, rationale_chars: int, flat: bool) -> str:
+    if flat:
+        # The literal keys in order: a weak teacher copies a template better than it follows prose.
+        return "Answer with this JSON object, each <score> an integer 0-10: {" + ", ".join(
+            f'"{aid}": <score>' for aid in ids) + "}"
+    if rationales:
+        return (f"Answer with a JSON object with one key per dimension id, in the order listed "
+                f"({', '.join(ids)}); each value is {{\"why\": a reason of at most {rationale_chars} characters, "
+                f"\"score\": an integer 0-10}}.")
+    return (f"Answer with a JSON object with one key per dimension id, in the order listed "
+            f"({', '.join(ids)}); each value is {{\"score\": an integer 0-10}}. No reasons.")
+
+
+def output_tokens(n_anchors: int, rationales: bool, rationale_chars: int, flat: bool) -> int:
+    """The answer's token budget (also the dry-run estimate's output size)."""
+    if flat:
+        return 16 + TOKENS_PER_FLAT_SCORE * n_anchors
+    return 32 + (TOKENS_PER_SCORE + (rationale_chars // 3 if rationales else 0)) * n_anchors
+
+
 def build_request(prompt: Any, anchors: Sequence[Any], record: Record, rendering: Rendering, rationales: bool,
                   rationale_chars: int, tag: str) -> Any:
     from mira.teacher import TeacherRequest, wrap_record
 
     ids = [a.id for a in anchors]
-    if rationales:
-        shape = (f"Answer with a JSON object with one key per dimension id, in the order listed "
-                 f"({', '.join(ids)}); each value is {{\"why\": a reason of at most {rationale_chars} characters, "
-                 f"\"score\": an integer 0-10}}.")
-    else:
-        shape = (f"Answer with a JSON object with one key per dimension id, in the order listed "
-                 f"({', '.join(ids)}); each value is {{\"score\": an integer 0-10}}. No reasons.")
+    flat = flat_protocol(prompt, rationales)
     messages = prompt.render(kind=KIND.get(record.format, "a record"), anchors="\n\n".join(anchor_card(a) for a in anchors),
-                             answer_shape=shape, record=wrap_record(rendering.text))
-    per_anchor = TOKENS_PER_SCORE + (rationale_chars // 3 if rationales else 0)
-    return TeacherRequest(messages=messages, schema=answer_schema(ids, rationales, rationale_chars),
-                          prompt_version=prompt.id, max_tokens=32 + per_anchor * len(ids), tag=tag)
+                             answer_shape=answer_shape(ids, rationales, rationale_chars, flat),
+                             record=wrap_record(rendering.text))
+    return TeacherRequest(messages=messages, schema=answer_schema(ids, rationales, rationale_chars, flat),
+                          prompt_version=prompt.id, max_tokens=output_tokens(len(ids), rationales, rationale_chars, flat),
+                          tag=tag, score_key=tuple(ids) if flat else "score")
 
 
 def _answer_order(raw: str | None, fallback: list[str]) -> list[str]:
@@ -126,14 +156,15 @@ def label_row(record: Record, rendering: Rendering, anchor_ids: list[str], asked
     if result.expected_scores and len(result.expected_scores) == len(anchor_ids):
         expected = dict(zip(_answer_order(result.raw, asked_order), result.expected_scores, strict=True))
     for aid in anchor_ids:
-        sampled = int(answer[aid]["score"])
+        item = answer[aid]  # flat protocol: the score itself; else {"score": ..., "why"?: ...}
+        sampled = int(item["score"] if isinstance(item, dict) else item)
         target = expected.get(aid)
         row[aid] = float(target) if target is not None else float(sampled)
         # Provenance: an expectation, or the sampled integer where logprobs were missing or did
         # not determine the expectation (teacher/scores.py).
         row[f"{aid}__target_kind"] = "expected" if target is not None else "sampled"
         row[f"{aid}__sampled"] = sampled
-        row[f"{aid}__why"] = answer[aid].get("why", "")
+        row[f"{aid}__why"] = item.get("why", "") if isinstance(item, dict) else ""
     return row
 
 
@@ -168,17 +199,61 @@ def consistency_subset(records: list[Record], n: int, seed: int) -> list[Record]
     return out
 
 
-def shuffled(anchors: list[Any], seed: int, record_id: str) -> list[Any]:
+def shuffled(anchors: list[Any], seed: int, key: str) -> list[Any]:
     """The anchors in a seeded order that differs from the original (when there are two or more)."""
     order = list(anchors)
     if len(order) < 2:
         return order
-    rng = random.Random(f"{seed}:{record_id}")
+    rng = random.Random(f"{seed}:{key}")
     for _ in range(8):
         rng.shuffle(order)
         if [a.id for a in order] != [a.id for a in anchors]:
             return order
     return list(reversed(anchors))
+
+
+def source_quotas(available: dict[str, int], n: int) -> dict[str, int]:
+    """Records per source in a group sample of `n`: the even spread of ``sample_stratified``.
+
+    The spread is water-filling (small sources give what they have, the rest share the remainder),
+    which already maximises the smallest source's share: if any split of `n` gives every source
+    its minimum, this one does. So the minimum below is a check and a hint, not another sampler.
+    """
+    quotas = dict.fromkeys(available, 0)
+    left = n
+    while left > 0 and any(quotas[k] < available[k] for k in quotas):
+        for name in quotas:
+            if left and quotas[name] < available[name]:
+                quotas[name] += 1
+                left -= 1
+    return quotas
+
+
+def validation_rows(n: int, val_fraction: float) -> int:
+    """Validation rows distill takes from a source with `n` labels (see distill.split)."""
+    return 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+
+
+def short_sources(config: RunConfig, members: list[SourceInfo]) -> list[str]:
+    """Sources of a group that get fewer than annotation.min_validation_per_source validation rows, and why."""
+    wanted, vf = config.annotation.min_validation_per_source, config.student.val_fraction
+    if wanted <= 0 or not members:
+        return []
+    available = {i.name: i.ok for i in members}
+    need = max(2, math.ceil(wanted / vf))
+    while validation_rows(need, vf) < wanted:
+        need += 1
+    enough = sum(min(a, need) for a in available.values())  # the sample that reaches it where possible
+    out = []
+    for name, quota in source_quotas(available, config.annotation.records_per_group).items():
+        got = validation_rows(quota, vf)
+        if got >= wanted:
+            continue
+        if available[name] < need:
+            out.append(f"{name} {got} (only {available[name]} usable records)")
+        else:
+            out.append(f"{name} {got} (annotation.records_per_group {enough} would give {wanted})")
+    return out
 
 
 def _group_infos(infos: dict[str, SourceInfo], sources: list[str]) -> list[SourceInfo]:
@@ -233,6 +308,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 ctx.notes.append(f"annotate: group {group.id} has no rubric; no labels written")
                 continue
             ids = [a.id for a in anchors]
+            short = short_sources(config, _group_infos(infos, group.sources))
+            if short:
+                ctx.notes.append(f"annotate: group {group.id}: validation rows below "
+                                 f"annotation.min_validation_per_source={cfg.min_validation_per_source}: "
+                                 + ", ".join(short))
             records = sample_stratified(config, _group_infos(infos, group.sources), cfg.records_per_group, cfg.seed)
             if not records:
                 ctx.notes.append(f"annotate: group {group.id} has no usable records")
@@ -242,7 +322,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             requests = [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars, r.key)
                         for r in records]
             again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
-            orders = [shuffled(anchors, cfg.seed, r.id) for r in again]
+            # One shuffled order per group, not per record: every anchor still moves, and the
+            # re-scoring requests share their prefix, so the server's prompt cache serves it.
+            orders = [shuffled(anchors, cfg.seed, group.id)] * len(again)
             requests += [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
                                        f"{r.key} (consistency)") for r, order in zip(again, orders, strict=True)]
             results = teacher.run(requests)
@@ -287,6 +369,7 @@ def _min_label_rows() -> int:
 
 def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     """Requests and a token/time estimate, from the inventory and rubrics (no corpus pass)."""
+    from mira.teacher import load_prompt
     from mira.teacher.usage import CHARS_PER_TOKEN, MODEL_SPEEDS
 
     cfg = config.annotation
@@ -298,7 +381,7 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     groups = load_groups(run_dir)
     infos = {info.name: info for info in source_infos(run_dir)}
     lines, total_requests, total_prompt, total_completion = [], 0, 0, 0
-    per_anchor = TOKENS_PER_SCORE + (cfg.rationale_chars // 3 if cfg.rationales else 0)
+    flat = flat_protocol(load_prompt(PROMPT), cfg.rationales)
     for group in groups.groups:
         try:
             anchors = _load_anchors(run_dir, group.id)
@@ -316,9 +399,13 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
         record_tokens = min(mean_tokens, config.render.max_tokens)
         cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
         total_prompt += int(requests * (record_tokens + cards + 250))
-        total_completion += requests * (16 + per_anchor * len(anchors))
+        total_completion += requests * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
         total_requests += requests
         lines.append(f"{group.id}: {n} records x {len(anchors)} anchors, {requests} requests")
+        short = short_sources(config, members)
+        if short:
+            lines.append(f"  {group.id}: sources below {cfg.min_validation_per_source} validation rows: "
+                         + ", ".join(short))
     speeds = MODEL_SPEEDS.get(config.teacher.model)
     time_line = f" (no speed figure for model {config.teacher.model!r})"
     if speeds:

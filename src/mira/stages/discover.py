@@ -7,7 +7,9 @@
    clusters are merged, clusters without enough support (points and distinct records) dropped,
    and the point nearest each centre is the cluster's exemplar.
 3. The teacher writes an anchor card (name, definition, low/mid/high) per surviving cluster, and
-   may reject a cluster that names a topic instead of a quality. Accepted cards become
+   may reject a cluster that names a topic instead of a quality; :mod:`mira.cards` rejects cards
+   that cannot discriminate (near-identical guides, one record's content, length/format/topic,
+   one record behind it), and the next cluster takes the slot. Accepted cards become
    ``rubrics/<group>.jsonl``; everything dropped, and why, goes to ``rubrics/<group>.rejected.jsonl``.
 
 Teacher failures that leave a group without anchors (or exceed ``teacher.max_failed_share``, or
@@ -41,6 +43,7 @@ from mira.anchors import (  # noqa: F401 - re-exported for tests and users
     candidate_clusters,
     card_points,
 )
+from mira.cards import card_problem
 from mira.config import DiscoveryConfig, RunConfig
 from mira.records import Record
 from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
@@ -335,6 +338,7 @@ def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Rec
     # Candidates per (group, part); cards are asked in rounds, each round only for the anchors
     # still missing, so a rejected topic cluster is replaced by the next-best candidate.
     rejected: dict[str, list[dict[str, Any]]] = {gid: [] for gid in samples}
+    notes = {gid: [(p.record_id, p.text) for p in points[gid]] for gid in samples}
     state: dict[tuple[str, str], dict[str, Any]] = {}
     for gid in samples:
         candidates, quota, dropped = candidate_clusters(points[gid], vectors[gid], dcfg)
@@ -363,6 +367,8 @@ def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Rec
                 why, card = "teacher: names a topic or kind of content, not a quality", result.value
             elif any(_norm_name(c.name) == _norm_name(result.value.name) for _, c in accepted):
                 why, card = "same name as an anchor already accepted for this part", result.value
+            elif problem := card_problem(result.value, cluster.records, notes[gid]):
+                why, card = problem, result.value  # the slot goes to the next cluster in the next round
             else:
                 accepted.append((cluster, result.value))
                 continue

@@ -27,8 +27,8 @@ class TeacherRequest:
     prompt_version: str = "unversioned"
     max_tokens: int = 512
     tag: str = ""
-    # JSON key whose integer values get probability-weighted expectations (see scores.py).
-    score_key: str = "score"
+    # JSON key(s) whose integer values get probability-weighted expectations (see scores.py).
+    score_key: str | tuple[str, ...] = "score"
 
     def json_schema(self) -> dict[str, Any] | None:
         return self.schema.model_json_schema() if self.schema is not None else None

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from typing import Any
 
 _DIGITS = "0123456789"
@@ -48,12 +49,16 @@ AMBIGUITY_TOLERANCE = 0.5
 SCORES_VERSION = "expected-v2"
 
 
-def score_offsets(text: str, key: str = "score") -> list[tuple[int, int]]:
+def score_offsets(text: str, key: str | Collection[str] = "score") -> list[tuple[int, int]]:
     """(offset, value) of every integer value of `key` in the JSON text, in order of appearance.
+
+    `key` may be several names: the flat annotate answer ``{"a00": 7, "a01": 5}`` has one key per
+    anchor id.
 
     A tiny scanner instead of a regex, so that ``"score": 7`` quoted inside a rationale string is
     not mistaken for a field. Values that are not plain integers are reported as value -1.
     """
+    keys = {key} if isinstance(key, str) else set(key)
     found: list[tuple[int, int]] = []
     i, n = text.find("{"), len(text)
     if i < 0:
@@ -73,7 +78,7 @@ def score_offsets(text: str, key: str = "score") -> list[tuple[int, int]]:
             last_string = "".join(buf)
             i = j + 1
             continue
-        if ch == ":" and last_string == key:
+        if ch == ":" and last_string in keys:
             j = i + 1
             while j < n and text[j] in " \t\r\n":
                 j += 1
@@ -165,7 +170,7 @@ def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_nu
     return (low + high) / 2
 
 
-def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str = "score") -> list[float | None] | None:
+def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str | Collection[str] = "score") -> list[float | None] | None:
     """Expected value of each `key` score in `content` (order of appearance); None where unknown.
 
     Returns None when `content` has no such scores; a list of Nones when it has scores but the

@@ -199,7 +199,8 @@ class Teacher:
                 scores = expected_scores(reply.content, reply.logprobs, request.score_key) if schema else None
                 self.usage_counters.latency_s += latency
                 usage = {**counts, "latency_s": round(latency, 3)}
-                # By alias: the stored value has the answer's own keys (e.g. anchor ids), like `raw`.
+                # By alias: the cache stores the answer as the server wrote it, and a schema whose
+                # fields have aliases (annotate's anchor ids) validates only that form on replay.
                 dumped = value.model_dump(mode="json", by_alias=True) if request.schema is not None else value
                 self.cache.put(key, prompt_version=request.prompt_version, model=self.model_name, tag=request.tag,
                                ok=True, raw=raw, value=dumped, error=None, expected_scores=scores,

@@ -46,6 +46,8 @@ class Reply:
     score_probs: list[dict[int, float]] | None = None
     # Tokenise numbers digit by digit, like Qwen ("10" -> "1", "0"), instead of whole.
     split_digits: bool = False
+    # The JSON key(s) whose values `score_probs` describes (flat annotate answers: the anchor ids).
+    score_key: str | tuple[str, ...] = "score"
 
 
 @dataclass
@@ -113,7 +115,7 @@ def synthetic_logprobs(reply: Reply) -> dict[str, Any]:
     for p in pieces:
         starts.append(pos)
         pos += len(p)
-    for n, (offset, value) in enumerate(score_offsets(reply.content)):
+    for n, (offset, value) in enumerate(score_offsets(reply.content, reply.score_key)):
         if not reply.score_probs or n >= len(reply.score_probs) or offset not in starts:
             continue
         probs = dict(reply.score_probs[n])

@@ -1,0 +1,104 @@
+"""Card checks (mira.cards) on hand-made cards, including the real failures of the 20-minute demo."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mira.cards import card_problem, guide_similarity, identical_guides, single_record_content, surface_measure
+
+
+def card(name: str, definition: str, low: str, mid: str, high: str) -> SimpleNamespace:
+    return SimpleNamespace(name=name, definition=definition, low=low, mid=mid, high=high)
+
+
+GOOD = card("Documentation", "How well comments and docstrings explain what the code does.",
+            "No comments or docstrings.", "Some functions have docstrings, others none.",
+            "Every public function has a clear docstring; tricky lines are commented.")
+# The demo's agent card: the same sentence three times, copied from one trajectory.
+CIRCLE = "The result is inconsistent with the expected result, providing an incorrect area of the circle."
+CONSISTENCY = card("Consistency", "Whether the tool results agree with the expected result.", CIRCLE, CIRCLE,
+                   CIRCLE)
+NOTES = [("r1", "Consistency: the tool returned an incorrect area of the circle for radius 5"),
+         ("r1", "Correctness: calculate_area was called with the wrong radius"),
+         ("r2", "Correctness: the weather call uses the right city"),
+         ("r3", "Clarity: the final answer restates the tool result clearly"),
+         ("r4", "Documentation: the docstring explains each argument")]
+
+
+def test_identical_low_mid_high_guides_are_rejected():
+    assert "near-identical" in identical_guides(CONSISTENCY)
+    # One word changed is still the same guide.
+    almost = card("Consistency", "d", CIRCLE, CIRCLE.replace("incorrect", "wrong"), CIRCLE)
+    assert identical_guides(almost)
+    # Case, spacing and punctuation do not make guides different.
+    assert guide_similarity("No DOCSTRINGS, at all.", "no docstrings at all") == 1.0
+
+
+def test_guides_that_differ_in_their_key_words_pass():
+    assert identical_guides(GOOD) is None
+    graded = card("Error handling", "How errors are handled.", "Errors are ignored.",
+                  "Common errors are handled.", "Every error path is handled and reported.")
+    assert identical_guides(graded) is None
+    assert identical_guides(card("x", "d", "", "", "")) is None  # empty guides: nothing to compare
+
+
+@pytest.mark.parametrize("bad", [
+    card("Length", "How long the text is.", "Very short.", "Medium length.", "Long and detailed."),
+    card("Code formatting", "Whether the code follows a consistent layout.", "Messy.", "Mostly tidy.", "Tidy."),
+    card("Topic relevance", "Whether the topic is Python.", "Other topic.", "Partly Python.", "All Python."),
+    card("Detail", "The number of lines in the file.", "Few lines.", "Some lines.", "Many lines."),
+])
+def test_length_format_and_topic_cards_are_rejected(bad):
+    assert "length, format or topic" in surface_measure(bad)
+
+
+def test_quality_names_that_merely_contain_similar_letters_pass():
+    assert surface_measure(GOOD) is None
+    # "format" in a definition is a correctness matter for tool calls; only the name is held to it.
+    calls = card("Argument validity", "Whether arguments have the format the tool's schema expects.",
+                 "Invalid arguments.", "Mostly valid.", "All arguments valid.")
+    assert surface_measure(calls) is None
+    assert surface_measure(card("Informativeness", "Useful facts per paragraph.", "a", "b", "c")) is None
+
+
+def test_a_card_copied_from_one_record_is_rejected():
+    reason = single_record_content(CONSISTENCY, NOTES)
+    assert reason and "area" in reason and "circle" in reason and "r1" in reason
+
+
+def test_the_qa_editors_and_ides_card_is_rejected():
+    notes = [("q1", "Consistency: answers about different editors and IDEs disagree on shortcuts"),
+             ("q2", "Accuracy: the answer names the correct module"),
+             ("q3", "Accuracy: the answer explains the error message")]
+    ides = card("Consistency", "Whether the answer is consistent across different editors and IDEs.",
+                "Advice differs between editors.", "Mostly the same in editors and IDEs.",
+                "Consistent advice for all editors and IDEs.")
+    reason = single_record_content(ides, notes)
+    assert reason and "editors" in reason and "ides" in reason
+
+
+def test_general_cards_are_not_mistaken_for_one_records_content():
+    notes = NOTES + [("r5", "Documentation: no docstring at all")]
+    assert single_record_content(GOOD, notes) is None
+    # Two words from one judge's note among many general words: still a general card.
+    borrowing = card("Documentation", "How well docstrings and comments explain parameters and returns.",
+                     "Missing docstrings; nothing explains the parameters.",
+                     "Docstrings on some functions, terse comments elsewhere.",
+                     "Thorough docstrings describe parameters, returns, exceptions and side effects; "
+                     "comments explain intent.")
+    notes = notes + [("r6", "Documentation: docstrings list parameters and returns"),
+                     ("r7", "Documentation: docstrings are missing for most functions"),
+                     ("r8", "Comments: intent is explained in comments")]
+    assert single_record_content(borrowing, notes) is None
+    # A single record in the group: there is nothing to tell distinctive words from shared ones.
+    assert single_record_content(CONSISTENCY, [("r1", CIRCLE)]) is None
+
+
+def test_card_problem_combines_the_checks_and_requires_two_records():
+    assert "1 record" in card_problem(GOOD, records=1, notes=NOTES)
+    assert card_problem(GOOD, records=3, notes=NOTES) is None
+    assert "near-identical" in card_problem(CONSISTENCY, records=2, notes=NOTES)
+    odd = card("Lisibilité ✓", "Qualité du code, 可读性", "mauvais", "moyen", "excellent")
+    assert card_problem(odd, records=2, notes=[("r1", "可读性 ✓"), ("r2", "ok")]) is None
