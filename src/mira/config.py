@@ -197,6 +197,51 @@ class EngineConfig(Section):
     ray_address: str | None = None
 
 
+class ProxyConfig(Section):
+    """Proxy training: does a selection help a model learn? (`compare.proxy`, issue 12).
+
+    A small causal transformer is trained from scratch on the same number of bytes drawn from each
+    selection and evaluated on held-out sets. The model reads raw UTF-8 bytes (vocabulary 256):
+    bits per byte is then exact and comparable across selections with no tokenizer to fit or
+    bundle, and a byte budget is the same budget for every method whatever its text looks like.
+    Defaults are sized so one run takes about 1-2 minutes on a 2-core CPU (measured ~25k
+    training bytes/s at this size, see benchmarks/proxy.py) while still separating clean
+    from junk-diluted data.
+    """
+
+    # Off by default: the quick demo must not pay minutes of training per method and seed.
+    enabled: bool = False
+    # Three seeds is the fewest that gives a spread to compare a difference against.
+    seeds: int = Field(3, ge=1, le=100)
+    # The same training budget (bytes) for every selection; a smaller selection is cycled
+    # (its result records epochs > 1). ~2 MB is about 80 s at the default size on 2 cores.
+    train_bytes: int = Field(2_000_000, ge=1_024)
+    # Bytes of context per training window: enough to see a few lines of code.
+    context: int = Field(128, ge=8, le=4_096)
+    # Model size: 2 layers x 128 wide (~0.48M parameters) is the largest that trains the
+    # budget above in ~1-2 minutes on 2 shared CPU cores and still learns code structure.
+    layers: int = Field(2, ge=1, le=48)
+    d_model: int = Field(128, ge=8, le=4_096)
+    heads: int = Field(4, ge=1, le=64)
+    # Windows per optimizer step (16 x 128 = 2,048 bytes a step, ~1,000 steps at the default).
+    batch_size: int = Field(16, ge=1)
+    # AdamW peak learning rate with warmup and cosine decay; tiny models tolerate a high rate.
+    learning_rate: float = Field(2e-3, gt=0, le=1)
+    # Bytes evaluated per eval set (its first eval_bytes bytes, fixed windows): ~100 KB keeps
+    # the seed-to-seed noise of the estimate well below the gaps the check must see.
+    eval_bytes: int = Field(100_000, ge=256)
+    # "auto" uses CUDA when present, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads for torch; None uses every core.
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ProxyConfig:
+        if self.d_model % self.heads:
+            raise ValueError("proxy.d_model must be a multiple of proxy.heads")
+        return self
+
+
 class RunConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     run_dir: str | None = None
