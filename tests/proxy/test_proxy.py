@@ -101,13 +101,17 @@ def test_same_seed_same_result_and_other_seed_differs(code):
 def test_caller_torch_state_is_left_alone(code):
     import torch
 
-    threads = torch.get_num_threads()
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    train_proxy(code["train"][:1], {"h": code["heldout"][:1]}, TINY.model_copy(update={"threads": 2}), seed=0)
-    assert torch.equal(torch.rand(3), expected)
-    assert torch.get_num_threads() == threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the run uses 1 (TINY), and must put 2 back
+    try:
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        train_proxy(code["train"][:1], {"h": code["heldout"][:1]}, TINY, seed=0)
+        assert torch.equal(torch.rand(3), expected)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 class _NextByteModel:
@@ -249,5 +253,4 @@ def test_instrument_clean_beats_heavily_diluted(code):
     clean_bpb = [train_proxy(clean, sets, TINY, seed=s).eval["heldout"].bpb for s in range(3)]
     diluted_bpb = [train_proxy(diluted, sets, TINY, seed=s).eval["heldout"].bpb for s in range(3)]
     out = verdict(clean_bpb, diluted_bpb)
-    print(clean_bpb, diluted_bpb)
     assert out["diff"] < 0 and out["beyond_noise"], out["text"]
