@@ -193,6 +193,8 @@ def test_user_errors_are_one_line(code):
         train_proxy(code["train"][:1], {"oops": "a single string"}, TINY, seed=0)  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match="no text"):
         train_proxy([], {"h": code["heldout"]}, TINY, seed=0)
+    with pytest.raises(ValueError, match="seed must be"):
+        train_proxy(code["train"][:1], {"h": code["heldout"]}, TINY, seed=-1)
     with pytest.raises(ValidationError, match="multiple of"):
         ProxyConfig(d_model=30, heads=4)
     import torch

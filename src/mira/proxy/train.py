@@ -30,11 +30,11 @@ WEIGHT_DECAY = 0.1
 BETAS = (0.9, 0.95)
 GRAD_CLIP = 1.0
 FINAL_LOSS_SHARE = 0.05  # final_train_loss averages this last share of the steps
-EVAL_BATCH_FACTOR = 4
+EVAL_BATCH_FACTOR = 4  # eval needs no gradients, so larger batches fit
 # Training draws sample pieces of this many windows: 4 KB at the default context, small enough
 # that a budget holds hundreds of them (a seed's draw then mirrors the selection's mix), large
 # enough that most windows keep their file's context.
-PIECE_WINDOWS = 32  # eval needs no gradients, so larger batches fit
+PIECE_WINDOWS = 32
 
 
 def train_proxy(train_texts: Iterable[str], eval_sets: Mapping[str, Sequence[str]], config: ProxyConfig,
@@ -42,8 +42,8 @@ def train_proxy(train_texts: Iterable[str], eval_sets: Mapping[str, Sequence[str
     """Train a byte-level causal LM from scratch on ``config.train_bytes`` bytes of ``train_texts``
     and evaluate it on the first ``config.eval_bytes`` bytes of each eval set.
 
-    The training bytes are a seeded random draw of whole documents (cycled, reshuffled, when the
-    selection is smaller than the budget), cut into non-overlapping ``config.context`` windows that
+    The training bytes are a seeded random draw of document pieces (32 windows each; cycled,
+    reshuffled, when the selection is smaller than the budget), cut into non-overlapping ``config.context`` windows that
     are visited in a seeded order; the budget is rounded down to whole windows. Given the seed the
     result is deterministic on the CPU for a fixed thread count (CUDA kernels may differ in the last
     bits). The caller's global torch RNG state and thread count are left as they were.
@@ -53,6 +53,8 @@ def train_proxy(train_texts: Iterable[str], eval_sets: Mapping[str, Sequence[str
 
     from mira.proxy.model import ByteLM
 
+    if seed < 0:
+        raise ValueError(f"proxy seed must be >= 0, not {seed}")
     device = _device(config.device)
     started = time.perf_counter()
     context = config.context
@@ -66,7 +68,7 @@ def train_proxy(train_texts: Iterable[str], eval_sets: Mapping[str, Sequence[str
     steps = math.ceil(len(train) / config.batch_size)
     eval_batch = config.batch_size * EVAL_BATCH_FACTOR
     eval_steps = sum(len(_eval_batches(data, context, eval_batch)) for data in evals.values())
-    threads = _threads(config, device)
+    threads = _threads(config)
     task = (progress or _null_progress)(f"proxy training, seed {seed}", steps + eval_steps)
     try:
         with _torch_threads(threads), torch.random.fork_rng(devices=[]):
@@ -191,7 +193,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _threads(config: ProxyConfig, device: torch.device) -> int:
+def _threads(config: ProxyConfig) -> int:
     if config.threads:
         return config.threads
     try:
