@@ -204,9 +204,9 @@ class ProxyConfig(Section):
     selection and evaluated on held-out sets. The model reads raw UTF-8 bytes (vocabulary 256):
     bits per byte is then exact and comparable across selections with no tokenizer to fit or
     bundle, and a byte budget is the same budget for every method whatever its text looks like.
-    Defaults are sized so one run takes about 1-2 minutes on a 2-core CPU (measured ~25k
-    training bytes/s at this size, see benchmarks/proxy.py) while still separating clean
-    from junk-diluted data.
+    Defaults are sized so one run takes about 1-2 minutes on an idle 2-core CPU (~26k training
+    bytes/s measured for a 2 x 128 byte transformer, 2 threads, at an idle moment of this machine); when the CPU
+    is shared it is many times slower (benchmarks/proxy.py prints the figure for the machine).
     """
 
     # Off by default: the quick demo must not pay minutes of training per method and seed.
@@ -232,7 +232,9 @@ class ProxyConfig(Section):
     eval_bytes: int = Field(100_000, ge=256)
     # "auto" uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # CPU threads for torch; None uses every core.
+    # CPU threads for torch; None uses every core. On a CPU busy with other work use 1: OpenMP
+    # threads spin at every barrier, and on this 2-core machine at load ~10 two threads trained
+    # at ~700 bytes/s against ~11k for one.
     threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
