@@ -332,9 +332,10 @@ class ProxyConfig(Section):
     selection and evaluated on held-out sets. The model reads raw UTF-8 bytes (vocabulary 256):
     bits per byte is then exact and comparable across selections with no tokenizer to fit or
     bundle, and a byte budget is the same budget for every method whatever its text looks like.
-    Defaults are sized so one run takes about 1-2 minutes on a 2-core CPU (measured ~25k
-    training bytes/s at this size, see benchmarks/proxy.py) while still separating clean
-    from junk-diluted data.
+    Defaults are sized so one run takes about 1-2 minutes on a quiet 2-core CPU (measured on this
+    machine, 1 thread: 18-24k training bytes/s, 86-116 s per run) and separate clean from 50%
+    junk-diluted code beyond seed noise (3 seeds: 2.419 vs 2.473 bits/byte, Welch p=0.002).
+    A CPU shared with other work is many times slower (benchmarks/proxy.py prints the figures).
     """
 
     # Off by default: the quick demo must not pay minutes of training per method and seed.
@@ -360,7 +361,9 @@ class ProxyConfig(Section):
     eval_bytes: int = Field(100_000, ge=256)
     # "auto" uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # CPU threads for torch; None uses every core.
+    # CPU threads for torch; None uses every core. On a CPU busy with other work use 1: OpenMP
+    # threads spin at every barrier, and on this 2-core machine at load ~10 two threads trained
+    # at ~700 bytes/s against ~11k for one.
     threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
