@@ -90,7 +90,14 @@ class _terminate_as_interrupt:  # noqa: N801 - used as a context manager
 
 
 def _progress_factory() -> tuple[Any, Callable[..., Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
@@ -234,7 +241,8 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
     click.echo(f"run: {info['run_dir']}")
     for stage, marker in info["stages"].items():
         if marker.get("fingerprint"):
-            counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items() if not isinstance(v, (dict, list)))
+            counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items()
+                               if not isinstance(v, (dict, list)))
             click.echo(f"  [x] {stage:<9} {marker.get('finished_at', '')}  {counts}")
         else:
             click.echo(f"  [ ] {stage}")
