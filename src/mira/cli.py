@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,7 +134,30 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """mira: select the best part of a heterogeneous LLM training mixture (MIRA)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not verbose:
+        _quiet_third_party()
     ctx.obj = {"verbose": verbose}
+
+
+# Categories that libraries use for notes to their own users (API renames, plotting edge cases),
+# not to ours. mira itself reports through logging, never through `warnings`.
+_QUIET_CATEGORIES = (UserWarning, FutureWarning, DeprecationWarning)
+
+
+def _quiet_third_party() -> None:
+    """Keep other libraries' progress bars and warnings out of normal output; --verbose shows them.
+
+    Set here rather than in library code so that the Python API leaves the caller's settings alone.
+    The environment carries the same settings to spawned workers, which do not inherit warnings
+    filters, and tqdm reads TQDM_DISABLE when it is first imported (model2vec's distillation bar).
+    A user's own TQDM_DISABLE, PYTHONWARNINGS or ``python -W`` win.
+    """
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if sys.warnoptions:  # PYTHONWARNINGS or -W: the user chose
+        return
+    os.environ["PYTHONWARNINGS"] = ",".join(f"ignore::{c.__name__}" for c in _QUIET_CATEGORIES)
+    for category in _QUIET_CATEGORIES:
+        warnings.filterwarnings("ignore", category=category)
 
 
 def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
