@@ -78,3 +78,17 @@ def test_embedding_nothing_uses_no_deprecated_api():
         warnings.simplefilter("error")
         out = embed_texts([], config)
     assert out.shape == (0, embed_texts(["one text"], config).shape[1]) and out.dtype == np.float32
+
+
+def test_in_process_cli_leaves_the_callers_settings_alone(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mira.cli import main
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    before = list(warnings.filters)
+    result = CliRunner().invoke(main, ["status", str(tmp_path / "no-run")])
+    assert result.exit_code != 0 and "no run directory" in result.output
+    assert "TQDM_DISABLE" not in os.environ and "PYTHONWARNINGS" not in os.environ
+    assert warnings.filters == before

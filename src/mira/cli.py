@@ -135,7 +135,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not verbose:
-        _quiet_third_party()
+        ctx.call_on_close(_quiet_third_party())
     ctx.obj = {"verbose": verbose}
 
 
@@ -144,20 +144,33 @@ def main(ctx: click.Context, verbose: bool) -> None:
 _QUIET_CATEGORIES = (UserWarning, FutureWarning, DeprecationWarning)
 
 
-def _quiet_third_party() -> None:
+def _quiet_third_party() -> Callable[[], None]:
     """Keep other libraries' progress bars and warnings out of normal output; --verbose shows them.
 
     Set here rather than in library code so that the Python API leaves the caller's settings alone.
     The environment carries the same settings to spawned workers, which do not inherit warnings
     filters, and tqdm reads TQDM_DISABLE when it is first imported (model2vec's distillation bar).
-    A user's own TQDM_DISABLE, PYTHONWARNINGS or ``python -W`` win.
+    A user's own TQDM_DISABLE, PYTHONWARNINGS or ``python -W`` win. Returns the undo, for callers
+    that run the CLI inside a longer-lived process (tests).
     """
+    saved = {name: os.environ.get(name) for name in ("TQDM_DISABLE", "PYTHONWARNINGS")}
+    filters = warnings.catch_warnings()
+    filters.__enter__()
     os.environ.setdefault("TQDM_DISABLE", "1")
-    if sys.warnoptions:  # PYTHONWARNINGS or -W: the user chose
-        return
-    os.environ["PYTHONWARNINGS"] = ",".join(f"ignore::{c.__name__}" for c in _QUIET_CATEGORIES)
-    for category in _QUIET_CATEGORIES:
-        warnings.filterwarnings("ignore", category=category)
+    if not sys.warnoptions:  # otherwise PYTHONWARNINGS or -W: the user chose
+        os.environ["PYTHONWARNINGS"] = ",".join(f"ignore::{c.__name__}" for c in _QUIET_CATEGORIES)
+        for category in _QUIET_CATEGORIES:
+            warnings.filterwarnings("ignore", category=category)
+
+    def undo() -> None:
+        filters.__exit__(None, None, None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    return undo
 
 
 def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
