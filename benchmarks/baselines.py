@@ -72,7 +72,7 @@ def main() -> int:
             models = [NgramModel.load(perplexity.folder(run) / f"model.{i}.npz") for i in (0, 1)]
             other = np.array([1 - perplexity.fold(config.selection.perplexity.seed, r.id) for r in held_records])
 
-            def loss(docs: list[str]) -> np.ndarray:
+            def loss(docs: list[str], models=models, other=other, level=level) -> np.ndarray:
                 out = np.full(len(docs), np.nan)
                 for m, model in enumerate(models):
                     rows = np.flatnonzero(other == m)

@@ -75,7 +75,8 @@ def _template(config: Any) -> Path:
     run = RunDir(config.resolved_run_dir())
     atomic_write_json(run.groups_path, {
         "k": 1, "chosen_by": "config", "k_scores": {},
-        "groups": [{"id": "g0", "label": "g0", "sources": ["alpha", "beta"], "within_similarity": 1.0, "pinned": False}],
+        "groups": [{"id": "g0", "label": "g0", "sources": ["alpha", "beta"], "within_similarity": 1.0,
+                    "pinned": False}],
         "source_to_group": {"alpha": "g0", "beta": "g0"},
         "similarity": {"sources": ["alpha", "beta"], "matrix": [[1.0, 1.0], [1.0, 1.0]]}})
     run.mark_done("group", "group-fp")
@@ -172,8 +173,8 @@ def main() -> None:
               "server recovers and the README's rerun command is run;\n"
               "failing: requests that failed in the 1st run (hash-chosen); paid: HTTP requests over both runs, "
               "retries included")
-        header = f"{'fault':<15}{'policy':<9}{'failing':>8}{'paid':>6}{'repeated':>10}{'lost':>6}  {'exit 1st -> 2nd':<17}" \
-                 f"{'done w/ failed rows':<21}{'1st run s':>9}"
+        header = f"{'fault':<15}{'policy':<9}{'failing':>8}{'paid':>6}{'repeated':>10}{'lost':>6}  " \
+                 f"{'exit 1st -> 2nd':<17}{'done w/ failed rows':<21}{'1st run s':>9}"
         print(header)
         print("-" * len(header))
         for kind in args.kinds.split(","):

@@ -60,7 +60,7 @@ def main() -> None:
         for path in (jsonl, parquet):
             shards = plan_shards(SourceConfig(name="b", path=str(path)), 5_000, 1_000_000)
 
-            def read(with_digest: bool) -> None:
+            def read(with_digest: bool, shards=shards) -> None:
                 for shard in shards:
                     for _ in iter_shard(shard, 1_000_000, shard_digest() if with_digest else None):
                         pass

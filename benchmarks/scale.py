@@ -163,7 +163,7 @@ def prepare_upstream(config: Any, run: Any, kind: str) -> None:
                    for g, s in groups.items()],
         "source_to_group": {s: g for g, s in groups.items()}})
     tokenizer = get_tokenizer(config.tokenizer.name)
-    for (group, source), info in zip(groups.items(), infos, strict=True):
+    for (group, _source), info in zip(groups.items(), infos, strict=True):
         if kind == "static":
             from mira.config import StudentConfig
             from mira.students import train
@@ -259,7 +259,8 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000", help="comma-separated record counts, e.g. 10000,100000,1000000")
+    parser.add_argument("--sizes", default="10000,100000",
+                        help="comma-separated record counts, e.g. 10000,100000,1000000")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--student", choices=["auto", "static", "standin"], default="auto")

@@ -120,7 +120,8 @@ def teacher_seconds(measure: int, records: list[str]) -> tuple[float, str]:
     prompt = load_prompt("annotate")
     requests = []
     for i, text in enumerate(records[:max(measure, 1)]):
-        record = Record(f"r{i}", "bench", "code", {}, f"bench:{i}", {"code": text, "path": "x.py", "language": "python"})
+        record = Record(f"r{i}", "bench", "code", {}, f"bench:{i}",
+                        {"code": text, "path": "x.py", "language": "python"})
         requests.append(build_request(prompt, anchors, record, Rendering(text, len(text) // 4, False),
                                       config.annotation.rationales, config.annotation.rationale_chars, f"r{i}"))
     if measure:

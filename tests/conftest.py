@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,58 @@ import pytest
 from mira.config import RunConfig, SourceConfig
 
 DATA = Path(__file__).parent / "data"
+
+
+def _copy_models(source: Path, target: Path) -> None:
+    """Copy each complete static model (``config.json`` present) that `target` lacks, atomically."""
+    if not source.is_dir():
+        return
+    for model in source.iterdir():
+        if model.name.startswith(".") or not (model / "config.json").is_file() or (target / model.name).exists():
+            continue
+        tmp = None
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target, prefix=f".{model.name}."))
+            shutil.copytree(model, tmp, dirs_exist_ok=True)
+            os.replace(tmp, target / model.name)
+        except OSError:  # a read-only or full cache only costs a later distillation
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mira_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``MIRA_CACHE_DIR`` for the whole session: a fresh temp dir unless the user set one.
+
+    What lives where, and why:
+    - ``$MIRA_CACHE_DIR/static`` (mira.embed) holds the model2vec models distilled from the bundled
+      MiniLM. Tests get their own copy so that no test sees another session's (or the user's)
+      leftovers and a test may damage it freely. Distilling costs ~20 s on an idle 2-core machine
+      (2 min 41 s measured with the CPU shared), so the session starts from copies of the complete
+      models in the user's cache (``~/.cache/mira/static``; a model there appears by atomic rename,
+      so a present ``config.json`` means a whole model, and distillation is a pure function of the
+      installed wheel and the config), and a model this session had to distill is copied back for
+      the next session. Only speed depends on that cache: an empty or unwritable one costs one
+      distillation per session.
+    - The teacher's GGUF cache (``~/.cache/mira/models``, mira.teacher.local) is not under
+      ``MIRA_CACHE_DIR`` and stays shared: the 1.1 GB file assembled from the wheel parts is checked
+      against its pinned sha256 before use, so sharing it is safe, and re-assembling per session
+      would cost minutes and a gigabyte of disk. The local server's state and lease files next to it
+      are shared by design (one server per model per machine, leased by every mira process).
+    """
+    if os.environ.get("MIRA_CACHE_DIR"):
+        yield Path(os.environ["MIRA_CACHE_DIR"])
+        return
+    from mira.embed import cache_root
+
+    user_static = cache_root() / "static"  # the default location: MIRA_CACHE_DIR is not set here
+    root = tmp_path_factory.mktemp("mira-cache")
+    _copy_models(user_static, root / "static")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MIRA_CACHE_DIR", str(root))
+        yield root
+    _copy_models(root / "static", user_static)
 
 
 @pytest.fixture

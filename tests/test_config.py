@@ -77,7 +77,8 @@ def test_budget_unit_is_decided_in_one_place(selection, unit):
 
 
 def test_budget_labels():
-    assert RunConfig.model_validate({"selection": {"budget_fraction": 0.25}}).selection.budget_label() == "25% of tokens"
+    fraction = RunConfig.model_validate({"selection": {"budget_fraction": 0.25}})
+    assert fraction.selection.budget_label() == "25% of tokens"
     assert RunConfig.model_validate({"selection": {"budget_tokens": 12000}}).selection.budget_label() == "12,000 tokens"
 
 

@@ -53,7 +53,8 @@ def _instance(schema: dict, defs: dict, text: str, path: str = "") -> object:
         return values[int(hashlib.md5((text + path).encode()).hexdigest(), 16) % len(values)]
     kind = schema.get("type")
     if kind == "object":
-        return {name: _instance(sub, defs, text, f"{path}.{name}") for name, sub in schema.get("properties", {}).items()}
+        return {name: _instance(sub, defs, text, f"{path}.{name}")
+                for name, sub in schema.get("properties", {}).items()}
     if kind == "array":
         count = max(schema.get("minItems", 1), min(schema.get("maxItems", 2), 2))
         return [_instance(schema["items"], defs, text, f"{path}[{i}]") for i in range(count)]
@@ -121,7 +122,8 @@ def test_whole_pipeline_with_a_scripted_teacher(tmp_path: Path):
     assert rows == inventory["totals"]["records"]
 
     # Kept records are written with their original fields and the score columns.
-    kept = [json.loads(line) for p in sorted(current_selection(RunDir(run)).glob("*/*.jsonl")) for line in p.read_text().splitlines()]
+    kept = [json.loads(line) for p in sorted(current_selection(RunDir(run)).glob("*/*.jsonl"))
+            for line in p.read_text().splitlines()]
     assert len(kept) == totals["kept"] > 0
     assert all("mira_score" in r and "mira_group" in r for r in kept)
     assert (run / "report" / "index.html").stat().st_size > 10_000

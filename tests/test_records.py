@@ -54,7 +54,8 @@ def test_bad_records_raise_a_reason(data, fmt, reason):
     ({"code": [1, 2]}, "code", "field 'code' must be text, got a list"),
     ({"question": "q", "answer": {"a": 1}}, "qa", "field 'answer' must be text, got an object"),
     ({"question": 7, "answer": "a"}, "qa", "field 'question' must be text, got a number"),
-    ({"messages": [{"role": "user", "content": {"text": "hi"}}]}, "chat", "message 0 content must be text, got an object"),
+    ({"messages": [{"role": "user", "content": {"text": "hi"}}]}, "chat",
+     "message 0 content must be text, got an object"),
     ({"messages": [{"role": "user", "content": 3}]}, "chat", "message 0 content must be text, got a number"),
     ({"messages": [{"role": "user", "content": [["nested"]]}]}, "chat", "content part must be text, got a list"),
 ])
@@ -77,7 +78,8 @@ def test_field_mapping():
 def test_agent_rendering_shows_calls_and_results():
     rec = _record({"messages": [
         {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "tool_calls": [{"function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "assistant",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
         {"role": "tool", "name": "get_weather", "content": "18C"},
         {"role": "assistant", "content": "18 degrees."}]})
     text = render(rec, TOK, 1000).text

@@ -21,8 +21,8 @@ import pytest
 from mira import api
 from mira.config import EngineConfig, dump_config
 from mira.rundir import RunDir
-from mira.selections import current_selection
 from mira.runlock import RunLocked, writing
+from mira.selections import current_selection
 from mira.stages import score as score_stage
 from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run
 

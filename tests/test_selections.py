@@ -12,8 +12,14 @@ from mira.cli import main
 from mira.config import ConfigError, SelectionConfig
 from mira.report import render_report
 from mira.rundir import RunDir
-from mira.selections import (budget_label, current_selection, default_name, list_selections, selection_dir,
-                             selection_name)
+from mira.selections import (
+    budget_label,
+    current_selection,
+    default_name,
+    list_selections,
+    selection_dir,
+    selection_name,
+)
 from mira.stages.select import select_corpus
 from tests.engines.doubles import build_scored_run, make_config, tree_bytes
 

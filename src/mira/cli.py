@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,7 +92,14 @@ class _terminate_as_interrupt:  # noqa: N801 - used as a context manager
 
 
 def _progress_factory() -> tuple[Any, Callable[..., Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
@@ -125,7 +134,43 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """mira: select the best part of a heterogeneous LLM training mixture (MIRA)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not verbose:
+        ctx.call_on_close(_quiet_third_party())
     ctx.obj = {"verbose": verbose}
+
+
+# Categories that libraries use for notes to their own users (API renames, plotting edge cases),
+# not to ours. mira itself reports through logging, never through `warnings`.
+_QUIET_CATEGORIES = (UserWarning, FutureWarning, DeprecationWarning)
+
+
+def _quiet_third_party() -> Callable[[], None]:
+    """Keep other libraries' progress bars and warnings out of normal output; --verbose shows them.
+
+    Set here rather than in library code so that the Python API leaves the caller's settings alone.
+    The environment carries the same settings to spawned workers, which do not inherit warnings
+    filters, and tqdm reads TQDM_DISABLE when it is first imported (model2vec's distillation bar).
+    A user's own TQDM_DISABLE, PYTHONWARNINGS or ``python -W`` win. Returns the undo, for callers
+    that run the CLI inside a longer-lived process (tests).
+    """
+    saved = {name: os.environ.get(name) for name in ("TQDM_DISABLE", "PYTHONWARNINGS")}
+    filters = warnings.catch_warnings()
+    filters.__enter__()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if not sys.warnoptions:  # otherwise PYTHONWARNINGS or -W: the user chose
+        os.environ["PYTHONWARNINGS"] = ",".join(f"ignore::{c.__name__}" for c in _QUIET_CATEGORIES)
+        for category in _QUIET_CATEGORIES:
+            warnings.filterwarnings("ignore", category=category)
+
+    def undo() -> None:
+        filters.__exit__(None, None, None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    return undo
 
 
 def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -234,7 +279,8 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
     click.echo(f"run: {info['run_dir']}")
     for stage, marker in info["stages"].items():
         if marker.get("fingerprint"):
-            counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items() if not isinstance(v, (dict, list)))
+            counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items()
+                               if not isinstance(v, (dict, list)))
             click.echo(f"  [x] {stage:<9} {marker.get('finished_at', '')}  {counts}")
         else:
             click.echo(f"  [ ] {stage}")

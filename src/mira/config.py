@@ -270,9 +270,9 @@ class SelectionConfig(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        from mira.rankings import check_method  # the registry is the one list of method names
-
         from pydantic_core import PydanticCustomError
+
+        from mira.rankings import check_method  # the registry is the one list of method names
 
         try:
             return check_method(method)

@@ -75,7 +75,9 @@ def embed_texts(texts: Sequence[str], config: EmbedConfig,
         if on_batch:
             on_batch(len(batch))
     if not out:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        # sentence-transformers 5 renamed the method (the old name warns); 3.x and 4.x only have the old one.
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return np.zeros((0, dimension()), dtype=np.float32)
     return np.vstack(out).astype(np.float32)
 
 

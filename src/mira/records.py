@@ -127,12 +127,14 @@ def _parts(data: dict[str, Any], fmt: str) -> dict[str, Any]:
         name, value = _first(data, TEXT_FIELDS)
         if name is None:
             raise _missing(data, TEXT_FIELDS, "text")
-        return {"text": _as_text(value, name), "title": data.get("title") if isinstance(data.get("title"), str) else None}
+        return {"text": _as_text(value, name),
+                "title": data.get("title") if isinstance(data.get("title"), str) else None}
     if fmt == "code":
         name, value = _first(data, CODE_FIELDS)
         if name is None:
             raise _missing(data, CODE_FIELDS, "code")
-        path = next((data[k] for k in ("path", "filename", "file_path", "repo_path") if isinstance(data.get(k), str)), None)
+        path = next((data[k] for k in ("path", "filename", "file_path", "repo_path")
+                     if isinstance(data.get(k), str)), None)
         lang = data.get("language") or data.get("lang") or (
             CODE_EXTENSIONS.get(PurePath(path).suffix.lower()) if path else None)
         return {"code": _as_text(value, name), "path": path, "language": lang}
@@ -167,7 +169,8 @@ def _turn(message: Any, index: int) -> dict[str, Any]:
         content = "\n".join(_content_part(p, index) for p in content)
     elif content is not None and not isinstance(content, str):
         raise RecordError(f"message {index} content must be text, got {_type_name(content)}")
-    calls = message.get("tool_calls") or ([{"function": message["function_call"]}] if message.get("function_call") else [])
+    calls = message.get("tool_calls") or (
+        [{"function": message["function_call"]}] if message.get("function_call") else [])
     if content in (None, "") and not calls:
         raise RecordError(f"message {index} ({role}) has no content and no tool calls")
     return {"role": str(role), "content": "" if content is None else str(content), "tool_calls": calls,

@@ -7,8 +7,8 @@ approximation for users who only need rough budgets.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any, Protocol
 
 

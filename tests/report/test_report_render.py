@@ -1,5 +1,6 @@
 import json
 import re
+
 import pytest
 
 from mira.report import SECTIONS, render_report, write_report

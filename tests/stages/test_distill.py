@@ -92,7 +92,8 @@ def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
     for source in ("stdlib_a", "stdlib_b"):
         assert not mask["cells"][source]["signal"]["masked"]
         assert mask["cells"][source]["noise"]["masked"] and mask["cells"][source]["noise"]["reason"]
-        assert mask["cells"][source]["signal"]["status"] == "reliable" and mask["cells"][source]["signal"]["lower"] > 0.2
+        signal = mask["cells"][source]["signal"]
+        assert signal["status"] == "reliable" and signal["lower"] > 0.2
     assert mask["needed_rows"] == 10 and mask["summary"]["undecidable"] == 0
     student = load_student(run, "g0")
     pred = student.predict(None, texts[:5])

@@ -181,7 +181,8 @@ def _planted_sources(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     noise = rng.standard_normal((21, dim))
     unit = [v / np.linalg.norm(v, axis=-1, keepdims=True) for v in (common, centres, noise)]
     means = 0.6 * unit[0] + 0.65 * unit[1][truth] + 0.35 * unit[2]
-    return means / np.linalg.norm(means, axis=1, keepdims=True), truth, [("code", "text", "qa")[i % 3] for i in range(21)]
+    formats = [("code", "text", "qa")[i % 3] for i in range(21)]
+    return means / np.linalg.norm(means, axis=1, keepdims=True), truth, formats
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -42,7 +42,8 @@ def test_broken_inputs_are_quarantined_with_reasons_and_counts_add_up(tmp_path, 
     assert (lines["ok"], lines["quarantined"]) == (2, 7)
     assert inv["sources"]["pq"]["quarantined"] == 1 and inv["sources"]["pq"]["ok"] == 0
     assert inv["sources"]["files"]["ok"] == 1 and inv["sources"]["files"]["quarantined"] == 3
-    quarantine = [json.loads(line) for line in (Path(cfg.run_dir) / "quarantine" / "lines.jsonl").read_text().splitlines()]
+    quarantine = [json.loads(line)
+                  for line in (Path(cfg.run_dir) / "quarantine" / "lines.jsonl").read_text().splitlines()]
     assert len(quarantine) == 7 and all(q["reason"] and q["locator"].startswith("broken.jsonl:") for q in quarantine)
     reasons = " | ".join(q["reason"] for q in quarantine)
     for fragment in ("malformed JSON", "not valid UTF-8", "missing text field", "empty record", "empty line",

@@ -37,8 +37,10 @@ def test_structural_features_read_comments_indentation_and_tool_calls(featurizer
     prose = "This is a plain paragraph of prose.\nIt has two lines.\n"
     good = ("[user]\nweather in Paris?\n\n[assistant]\n-> tool call: get_weather({\"city\": \"Paris\"})\n\n"
             "[tool get_weather]\n{\"temp\": 21}\n\n[assistant]\nIt is 21 degrees.")
-    bad = ("[user]\nweather in Paris?\n\n[assistant]\n-> tool call: get_weather({\"city\": \"Paris\"}{\"unit\": \"C\"})\n\n"
-           "[tool get_weather]\nerror: invalid arguments\n\n[assistant]\n-> tool call: get_weather({\"city\": \"Paris\"}{\"unit\": \"C\"})\n\n"
+    bad = ("[user]\nweather in Paris?\n\n[assistant]\n"
+           "-> tool call: get_weather({\"city\": \"Paris\"}{\"unit\": \"C\"})\n\n"
+           "[tool get_weather]\nerror: invalid arguments\n\n[assistant]\n"
+           "-> tool call: get_weather({\"city\": \"Paris\"}{\"unit\": \"C\"})\n\n"
            "[tool get_weather]\nerror: invalid arguments\n\n[assistant]\nIt is 30 degrees.")
     X = featurizer([code, prose, good, bad], ["code", "text", "agent", "agent"])
     f = {name: X[:, X.shape[1] - len(STRUCTURAL_NAMES) + i] for i, name in enumerate(STRUCTURAL_NAMES)}

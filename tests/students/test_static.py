@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from mira.config import EmbedConfig, StudentConfig
+from mira.rundir import RunDir
 from mira.stages.distill import split
 from mira.students import evaluate, load_student, spearman, train
-from mira.rundir import RunDir
 from tests.students.student_data import planted_labels, stdlib_texts
 
 

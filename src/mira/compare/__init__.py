@@ -60,7 +60,7 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
     methods = method_configs(config)
     summaries: dict[str, dict[str, Any]] = {}
     task = progress("compare: selections", len(methods))
-    for spec, method_config in methods:
+    for _spec, method_config in methods:
         name = selection_name(method_config)
         summary = read_summary(selection_dir(run, name))
         if summary is None or summary.get("fingerprint") != selection_fingerprint(method_config, run):
@@ -92,7 +92,8 @@ def plan(config: RunConfig) -> list[str]:
             fresh = summary is not None and summary.get("fingerprint") == selection_fingerprint(method_config, run)
         except StageNotReady:
             fresh = False
-        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {effective_mode(spec.method, spec.mode)})")
+        mode = effective_mode(spec.method, spec.mode)
+        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode})")
     proxy = config.compare.proxy
     if proxy.enabled:
         lines.append(f"proxy training: {len(methods)} selections x {proxy.seeds} seeds, {proxy.train_bytes:,} bytes "

@@ -193,7 +193,7 @@ def length_scatter(panels: Sequence[tuple[str, int, Sequence[tuple[str, np.ndarr
         ax.set_xlabel("record tokens (log)")
         ax.grid(color=GRID)
         ax.set_axisbelow(True)
-        if members:
+        if any(len(tokens) for _, tokens, _ in members):  # a group with nothing scored has no points to name
             ax.legend(fontsize=7, markerscale=2.5, frameon=False, loc="lower right")
     for ax in axes[:, 0]:
         ax.set_ylabel("aggregate score")

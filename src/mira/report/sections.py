@@ -12,8 +12,22 @@ import numpy as np
 
 from mira.report import plots
 from mira.report.artifacts import Artifacts, need, selection_entries, usage_totals
-from mira.report.html import (Cell, badge, esc, fmt_compact, fmt_int, fmt_pct, fmt_seconds,
-                              missing_box, num, ratio, sparkbars, stat_tiles, table, text_cell)
+from mira.report.html import (
+    Cell,
+    badge,
+    esc,
+    fmt_compact,
+    fmt_int,
+    fmt_pct,
+    fmt_seconds,
+    missing_box,
+    num,
+    ratio,
+    sparkbars,
+    stat_tiles,
+    table,
+    text_cell,
+)
 from mira.rundir import STAGES
 
 

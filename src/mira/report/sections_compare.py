@@ -7,8 +7,20 @@ import math
 from typing import Any
 
 from mira.report.artifacts import Artifacts, NotRun
-from mira.report.html import (Cell, badge, details, esc, fmt_compact, fmt_float, fmt_int, fmt_pct, note, num,
-                              table, text_cell)
+from mira.report.html import (
+    Cell,
+    badge,
+    details,
+    esc,
+    fmt_compact,
+    fmt_float,
+    fmt_int,
+    fmt_pct,
+    note,
+    num,
+    table,
+    text_cell,
+)
 
 
 def selections(a: Artifacts) -> str:

@@ -9,8 +9,21 @@ import numpy as np
 
 from mira.report import plots
 from mira.report.artifacts import SCORE_BINS, Artifacts, aggregate_warnings, need, selection_entries
-from mira.report.html import (Cell, badge, esc, fmt_compact, fmt_float, fmt_int, fmt_pct, note, num, ratio, spearman,
-                              table, text_cell)
+from mira.report.html import (
+    Cell,
+    badge,
+    esc,
+    fmt_compact,
+    fmt_float,
+    fmt_int,
+    fmt_pct,
+    note,
+    num,
+    ratio,
+    spearman,
+    table,
+    text_cell,
+)
 from mira.report.sections import group_heading, group_selection
 
 
@@ -50,8 +63,8 @@ def score_distributions(a: Artifacts) -> str:
         found = aggregate_warnings(np.concatenate([scores[s].sample_scores for s in members]),
                                    np.concatenate([scores[s].sample_tokens for s in members]))
         warnings += [note(f"<strong>Group {group_heading(a, group)}:</strong> {esc(w)}.", "warn") for w in found]
-    return intro + "".join(warnings) + figure + table(["source", "group", "rows", "scored", "unscored", "quarantined", "mean",
-                                   "p10", "median", "p90"], rows)
+    return intro + "".join(warnings) + figure + table(["source", "group", "rows", "scored", "unscored", "quarantined",
+                                                       "mean", "p10", "median", "p90"], rows)
 
 
 def retention(a: Artifacts) -> str:

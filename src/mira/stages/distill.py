@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from mira.corpus import stable_rank
-from mira.rundir import RunDir, atomic_path, atomic_write_json, fingerprint as make_fingerprint, hash_files, read_json
+from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,10 @@ MiniLM and averaged into one unit vector per source. The source means are cluste
 k is chosen by silhouette (cosine) over ``max(2, k_min)..min(k_max, n-1)`` unless ``grouping.k``
 is set. Silhouette cannot score k=1, so a single group is chosen by a rule: with ``k_min <= 1``,
 when every pair of sources is at least ``single_group_similarity`` alike and the best silhouette
-is below ``weak_silhouette``, the sources are near-identical and share one group. Sources pinned with ``SourceConfig.group`` skip the clustering and go
-to their named group. The whole similarity matrix and the silhouette scores are written to
-``groups.json``, so a user can see why k came out as it did.
+is below ``weak_silhouette``, the sources are near-identical and share one group. Sources pinned
+with ``SourceConfig.group`` skip the clustering and go to their named group. The whole similarity
+matrix and the silhouette scores are written to ``groups.json``, so a user can see why k came out
+as it did.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, sample_source, source_infos
 from mira.records import render
-from mira.rundir import RunDir, atomic_write_json, fingerprint as make_fingerprint
+from mira.rundir import RunDir, atomic_write_json
+from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 
 log = logging.getLogger(__name__)

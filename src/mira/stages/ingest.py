@@ -30,7 +30,8 @@ from mira.corpus import DUPLICATE_ID, Rejected, iter_shard_records
 from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards
 from mira.records import detect_source_format, full_text
-from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint, is_atomic_temp, remove_own_files
+from mira.rundir import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
+from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
 

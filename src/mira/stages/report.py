@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from mira.config import RunConfig
-from mira.rundir import STAGES, RunDir, fingerprint as make_fingerprint, hash_files
+from mira.rundir import STAGES, RunDir, hash_files
+from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 
 VERSION = "report-v1"

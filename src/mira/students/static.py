@@ -215,5 +215,6 @@ class StaticStudent:
             raise ValueError(f"student in {folder} was trained on {meta.get('feature_version')}, this mira computes "
                              f"{FEATURE_VERSION}; run `mira distill --force`")
         name = meta["regressor"]
-        regressor = RidgeRegressor.load(folder) if name == "ridge" else LightGBMRegressor.load(folder, len(meta["anchors"]))
+        regressor = (RidgeRegressor.load(folder) if name == "ridge"
+                     else LightGBMRegressor.load(folder, len(meta["anchors"])))
         return cls(meta["anchors"], EmbedConfig(**meta["embed"]), int(meta["max_chars"]), regressor)
