@@ -404,8 +404,9 @@ def refill_scripted(body: dict) -> str:
     schema_name = body["response_format"]["json_schema"]["name"]
     content = body["messages"][-1]["content"]
     if schema_name == "Judgment":
-        if "The record is a question" in content:  # Q&A dimensions name their part; other groups keep anchors too
-            return json.dumps({"dimensions": [{"name": n, "part": p, "reason": r, "score": s} for n, p, r, s in QA_DIMS]})
+        if "The record is a question" in content:  # Q&A dimensions name their part (the group keeps anchors)
+            qa = [{"name": n, "part": p, "reason": r, "score": s} for n, p, r, s in QA_DIMS]
+            return json.dumps({"dimensions": qa})
         dims = REFILL_DIMS if "source code file" in content else PROSE_DIMS[:1]
         return json.dumps({"dimensions": [{"name": n, "reason": r, "score": s} for n, r, s in dims]})
     name = re.search(r"^- ([^:]+):", content, re.MULTILINE).group(1)
