@@ -65,13 +65,14 @@ def load_dataman_rubric() -> list[Any]:
 def _labels_fingerprint(config: RunConfig, run: RunDir) -> str:
     from mira.stages import annotate
     from mira.teacher import load_prompt
+    from mira.teacher.identity import teacher_identity
 
     a = config.annotation
     prompt = load_prompt(annotate.PROMPT)
     # Only the annotation settings that change a request (not MIRA's records_per_group).
     return make_fingerprint(VERSION, config.selection.dataman.model_dump(mode="json"),
                             [a.rationales, a.rationale_chars, a.self_consistency_records],
-                            config.section_hash("render", "tokenizer"), annotate._teacher_identity(config),
+                            config.section_hash("render", "tokenizer"), teacher_identity(config.teacher),
                             prompt.id, prompt.system + prompt.user, rubric_text(), run.require("ingest"))
 
 
