@@ -196,12 +196,59 @@ def test_a_discover_rerun_that_writes_the_same_rubrics_leaves_annotate_done(fini
     assert {p.name: p.read_bytes() for p in (Path(config.run_dir) / "rubrics").glob("*.jsonl")} == rubrics
 
     # Different rubrics do rerun annotate.
-    path = sorted((Path(config.run_dir) / "rubrics").glob("*.jsonl"))[0]
+    path = min((Path(config.run_dir) / "rubrics").glob("*.jsonl"))
     lines = path.read_text().splitlines()
     card = json.loads(lines[0])
     card["definition"] += " Edited."
+    original = path.read_text()
     path.write_text("\n".join([json.dumps(card), *lines[1:]]) + "\n")
     assert done_already("annotate", StageContext(config, RunDir(Path(config.run_dir)))) is None
+    path.write_text(original)  # the module's finished run is shared
+
+
+def _unscored(run: Path) -> int:
+    summary = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())
+    return sum(g["unscored"] for g in summary["groups"].values())
+
+
+@pytest.mark.slow
+def test_reliability_changes_reselect_without_loading_a_student_or_rescoring(finished, monkeypatch, tmp_path):
+    import yaml
+
+    from mira import students
+    from mira.stages import score
+
+    config, _server = finished
+    run = Path(config.run_dir)
+
+    def no_student(*args, **kwargs):
+        raise AssertionError("a student was loaded")
+
+    monkeypatch.setattr(students, "load_student", no_student)
+    score_fp = score.fingerprint(StageContext(config, RunDir(run)))
+    scores_before = {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*")}
+    before = _unscored(run)  # records whose every anchor is masked under the fixture's thresholds
+
+    strict = config.model_copy(deep=True)
+    strict.reliability.min_spearman = 0.99  # no student of this tiny run reaches it
+    assert score.fingerprint(StageContext(strict, RunDir(run))) == score_fp
+    outcomes = api.run_pipeline(strict, until="select")
+    assert [o.stage for o in outcomes if not o.skipped] == ["distill", "select"]  # distill: masks only
+    assert _unscored(run) > before
+    assert {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*")} == scores_before
+
+    # `mira select --set reliability.…` applies the thresholds by itself (masks rebuilt from metrics.json).
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    result = CliRunner().invoke(main, ["select", str(path)])
+    assert result.exit_code == 0, result.output
+    assert _unscored(run) == before
+    result = CliRunner().invoke(main, ["select", str(path), "--set", "reliability.min_spearman=0.99"])
+    assert result.exit_code == 0, result.output
+    assert _unscored(run) > before
+    result = CliRunner().invoke(main, ["select", str(path), "--set", "reliability.aggregate=weighted_mean"])
+    assert result.exit_code == 0 and "select: done" in result.output, result.output
+    assert {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*")} == scores_before
 
 
 @pytest.mark.real_teacher

@@ -212,6 +212,34 @@ def load_mask(run: RunDir, group: str) -> dict[str, Any]:
     return read_json(mask_path(run, group))
 
 
+def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any]:
+    """The group's mask under `config`: the one place selection and the report get a mask from.
+
+    ``mask.json`` when distill built it under these thresholds (or it records none: written by
+    hand); otherwise rebuilt from ``metrics.json`` (cheap, no student is loaded), so changing a
+    threshold re-selects without rerunning distill or score.
+    """
+    mask = load_mask(run, group) if mask_path(run, group).exists() else None
+    if mask is not None and mask.get("thresholds") in (None, config.model_dump(mode="json")):
+        return mask
+    metrics = run.path("students", group, "metrics.json")
+    if metrics.exists():
+        return build_mask(read_json(metrics), config)
+    if mask is None:
+        from mira.rundir import StageNotReady
+
+        raise StageNotReady(f"group {group} has no students/{group}/mask.json or metrics.json; rerun `mira distill`")
+    return mask
+
+
+def mask_inputs(run: RunDir) -> list[Path]:
+    """The files :func:`current_mask` reads, for the fingerprints of what depends on masks."""
+    folder = run.path("students")
+    if not folder.exists():
+        return []
+    return sorted(p for name in ("mask.json", "metrics.json") for p in folder.glob(f"*/{name}"))
+
+
 def _source_tables(mask: dict[str, Any], sources: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keep (n, A) bool, weight (n, A), index of each record's source row) via unique sources."""
     anchors = mask["anchors"]

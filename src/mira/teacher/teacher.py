@@ -30,9 +30,9 @@ from mira.rundir import RunDir
 from mira.stage import ProgressFactory, null_progress
 from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
+from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
-from mira.teacher.identity import sampling_params, teacher_identity  # noqa: F401 - sampling_params re-exported
 from mira.teacher.scores import expected_scores
 from mira.teacher.usage import Budget, Usage, estimate_cost, write_usage
 
