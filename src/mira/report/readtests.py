@@ -121,7 +121,8 @@ def _final_scores(a: Artifacts, labels: dict[str, dict[str, Any]], anchors: list
                 key = record_key(source, rid)
                 found[key], rows[key] = _float(value), row
         if found:
-            return found, "aggregate from scores/ (student, reliability-masked)", rows
+            origin = "aggregate of the student scores under the current reliability mask, as select computes it"
+            return found, origin, rows
     means = {}
     for rid, row in labels.items():
         values = [_float(row.get(x)) for x in anchors]
