@@ -257,13 +257,15 @@ def _source_tables(mask: dict[str, Any], sources: np.ndarray) -> tuple[np.ndarra
     return keep, weight, inverse.reshape(-1)
 
 
-def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: ReliabilityConfig) -> np.ndarray:
+def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: ReliabilityConfig, *,
+              warn: bool = True) -> np.ndarray:
     """One score per record from its unmasked anchor scores; NaN where none is usable.
 
     `scores` is (n, len(mask["anchors"])) in the mask's anchor order; `sources` holds each record's
     source name. NaN inputs (e.g. quarantined rows) count as missing. ``trimmed_mean`` cuts
     :func:`trim_count` scores from each end of a record's m usable scores; ``weighted_mean``
     weights each cell by ``max(Spearman, 0)/(1+MAE)`` (equal weights if every usable weight is zero).
+    `warn` False: the caller counts NaN results itself (a join over many shards warns once).
     """
     scores = np.asarray(scores, dtype=np.float64)
     n = scores.shape[0]
@@ -291,7 +293,7 @@ def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: Re
             out = (csum[rows, usable - cut] - csum[rows, cut]) / kept
     out = np.where(usable > 0, out, np.nan)
     missing = int((usable == 0).sum())
-    if missing:
+    if missing and warn:
         log.warning("%d of %d records have every anchor masked or missing: aggregate is NaN", missing, n)
     return out
 

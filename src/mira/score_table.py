@@ -12,6 +12,7 @@ re-selects in seconds: no student is loaded and no record is read again.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from mira.config import ReliabilityConfig, RunConfig
 from mira.corpus import SourceInfo, stable_rank
 from mira.rundir import RunDir, read_json
 from mira.stages.score import scores_dir, shard_scores_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,7 +59,7 @@ def aggregate_scores(table: Any, mask: dict[str, Any] | None, reliability: Relia
         scores = np.column_stack([table.column(a).to_numpy(zero_copy_only=False).astype(np.float64)
                                   for a in mask["anchors"]])
         sources = np.asarray(table.column("source").to_pylist(), dtype=object)
-        out[ok] = aggregate(scores[ok], sources[ok], mask, reliability)
+        out[ok] = aggregate(scores[ok], sources[ok], mask, reliability, warn=False)
     return out
 
 
@@ -98,6 +101,11 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
     def cat(name: str, dtype: Any) -> np.ndarray:
         return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
 
+    score, quarantined = cat("score", np.float64), cat("quarantined", bool)
+    unscored = int((np.isnan(score) & ~quarantined).sum())
+    if unscored:
+        log.warning("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
+                    unscored, len(score))
     return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
-                      cat("tokens", np.int64), cat("score", np.float64), cat("quarantined", bool),
+                      cat("tokens", np.int64), score, quarantined,
                       cat("tie", np.uint64), shard_rows)
