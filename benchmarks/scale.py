@@ -11,8 +11,8 @@ with the local engine, timed separately.
 The student is the real static student (mira.students: model2vec features + ridge) trained on
 stand-in labels when the distilled static model is present (`--student auto`, the default);
 otherwise a stand-in that still featurizes every rendering (character statistics, hashed word
-counts) so the cost of reading and rendering is real. Either way the reliability mask and the
-aggregate are the real `mira.reliability` ones.
+counts) so the cost of reading and rendering is real. The reliability mask and the aggregate are
+applied at select time (mira.score_table), so they are not part of the score time measured here.
 
 Peak RSS: the driver's from getrusage(RUSAGE_SELF); the workers' from a sampler thread that reads
 VmHWM (the kernel's own peak-RSS counter) of every descendant process from /proc. RUSAGE_CHILDREN

@@ -20,6 +20,7 @@ from mira.cli import main
 from mira.config import RunConfig
 from mira.rundir import RunDir
 from mira.selections import current_selection
+from mira.stage import StageContext, done_already
 
 DATA = Path(__file__).parent / "data" / "group_discover"
 DIMENSIONS = ["Clarity of explanation", "Correctness of details", "Consistent style", "Useful comments",
@@ -148,6 +149,114 @@ def test_reselecting_with_another_budget_never_rescores(tmp_path: Path):
     assert {p: p.stat().st_mtime_ns for p in before} == before
     kept_after = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())["totals"]["kept_tokens"]
     assert kept_after < kept_before
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished scripted run (until select) and its still-running scripted server."""
+    from mira.teacher.testing import ScriptedServer
+
+    with ScriptedServer(schema_teacher) as server:
+        config = _config(tmp_path_factory.mktemp("finished"), server.teacher_config())
+        api.run_pipeline(config, until="select")
+        yield config, server
+
+
+@pytest.mark.slow
+def test_teacher_settings_that_never_change_an_answer_leave_every_stage_done(finished):
+    """Timeouts, concurrency, budgets, retries, the deadline, failure limits, local-server knobs and
+    the server address (credentials included) decide whether an answer comes, never which one."""
+    config, server = finished
+    sent = len(server.requests)
+    url = config.teacher.base_url
+    changes = {"timeout_s": 5.0, "concurrency": 7, "max_requests": 1, "max_tokens": 10, "max_retries": 0,
+               "max_parse_retries": 0, "backoff_s": 3.0, "deadline_s": 60.0, "max_failed_share": 0.5,
+               "max_consecutive_failures": 2, "threads": 3, "port": 9, "ctx_size": 8192,
+               "base_url": url.replace("http://", "http://user:secret@") + "?key=abc"}
+    for field, value in changes.items():
+        changed = config.model_copy(deep=True)
+        setattr(changed.teacher, field, value)
+        # (The report is left out: it shows the resolved config, so it re-renders on any change.)
+        outcomes = api.run_pipeline(changed, until="select")
+        assert [o.stage for o in outcomes if not o.skipped] == [], field
+    assert len(server.requests) == sent
+
+    # A sampling setting does change answers: the teacher stages (and what follows) rerun.
+    changed = config.model_copy(deep=True)
+    changed.teacher.seed = 1
+    context = StageContext(changed, RunDir(Path(config.run_dir)))
+    assert done_already("ingest", context) is not None and done_already("discover", context) is None
+
+
+@pytest.mark.slow
+def test_a_discover_rerun_that_writes_the_same_rubrics_leaves_annotate_done(finished, monkeypatch):
+    from mira.stages import discover
+
+    config, server = finished
+    # A new discover fingerprint (as a new mira version would give it) whose answers all replay.
+    monkeypatch.setattr(discover, "VERSION", discover.VERSION + "-next")
+    sent = len(server.requests)
+    rubrics = {p.name: p.read_bytes() for p in (Path(config.run_dir) / "rubrics").glob("*.jsonl")}
+    outcomes = api.run_pipeline(config, until="select")
+    assert [o.stage for o in outcomes if not o.skipped] == ["discover"]
+    assert len(server.requests) == sent  # replayed from the cache
+    assert {p.name: p.read_bytes() for p in (Path(config.run_dir) / "rubrics").glob("*.jsonl")} == rubrics
+
+    # Different rubrics do rerun annotate.
+    path = min((Path(config.run_dir) / "rubrics").glob("*.jsonl"))
+    lines = path.read_text().splitlines()
+    card = json.loads(lines[0])
+    card["definition"] += " Edited."
+    original = path.read_text()
+    path.write_text("\n".join([json.dumps(card), *lines[1:]]) + "\n")
+    assert done_already("annotate", StageContext(config, RunDir(Path(config.run_dir)))) is None
+    path.write_text(original)  # the module's finished run is shared
+
+
+def _unscored(run: Path) -> int:
+    summary = json.loads((current_selection(RunDir(run)) / "summary.json").read_text())
+    return sum(g["unscored"] for g in summary["groups"].values())
+
+
+@pytest.mark.slow
+def test_reliability_changes_reselect_without_loading_a_student_or_rescoring(finished, monkeypatch, tmp_path):
+    import yaml
+
+    from mira import students
+    from mira.stages import score
+
+    config, _server = finished
+    run = Path(config.run_dir)
+    api.run_pipeline(config, until="select")  # up to date whatever the module's other tests did
+
+    def no_student(*args, **kwargs):
+        raise AssertionError("a student was loaded")
+
+    monkeypatch.setattr(students, "load_student", no_student)
+    score_fp = score.fingerprint(StageContext(config, RunDir(run)))
+    scores_before = {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*")}
+    before = _unscored(run)  # records whose every anchor is masked under the fixture's thresholds
+
+    strict = config.model_copy(deep=True)
+    strict.reliability.min_spearman = 0.99  # no student of this tiny run reaches it
+    assert score.fingerprint(StageContext(strict, RunDir(run))) == score_fp
+    outcomes = api.run_pipeline(strict, until="select")
+    assert [o.stage for o in outcomes if not o.skipped] == ["distill", "select"]  # distill: masks only
+    assert _unscored(run) > before
+    assert {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*")} == scores_before
+
+    # `mira select --set reliability.…` applies the thresholds by itself (masks rebuilt from metrics.json).
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    result = CliRunner().invoke(main, ["select", str(path)])
+    assert result.exit_code == 0, result.output
+    assert _unscored(run) == before
+    result = CliRunner().invoke(main, ["select", str(path), "--set", "reliability.min_spearman=0.99"])
+    assert result.exit_code == 0, result.output
+    assert _unscored(run) > before
+    result = CliRunner().invoke(main, ["select", str(path), "--set", "reliability.aggregate=weighted_mean"])
+    assert result.exit_code == 0 and "select: done" in result.output, result.output
+    assert {p: p.stat().st_mtime_ns for p in (run / "scores").rglob("*")} == scores_before
 
 
 @pytest.mark.real_teacher

@@ -159,3 +159,25 @@ def test_aggregate_rejects_misaligned_scores_and_handles_empty_input():
     with pytest.raises(ValueError):
         aggregate(np.zeros((2, 3)), ["s", "s"], mask, ReliabilityConfig())
     assert aggregate(np.zeros((0, 4)), np.array([], dtype=str), mask, ReliabilityConfig()).shape == (0,)
+
+
+def test_current_mask_follows_the_current_thresholds_without_a_student(tmp_path):
+    from mira.reliability import current_mask, mask_inputs, write_mask
+    from mira.rundir import RunDir, StageNotReady, atomic_write_json
+
+    run = RunDir(tmp_path)
+    distilled = ReliabilityConfig(min_spearman=0.2, min_support=10)
+    atomic_write_json(run.path("students", "g0", "metrics.json"), _metrics())
+    write_mask(run, "g0", build_mask(_metrics(), distilled))
+    assert current_mask(run, "g0", distilled) == build_mask(_metrics(), distilled)  # mask.json as written
+    stricter = ReliabilityConfig(min_spearman=0.95, min_support=10)
+    rebuilt = current_mask(run, "g0", stricter)
+    assert rebuilt == build_mask(_metrics(), stricter)
+    assert rebuilt["summary"]["masked"] > build_mask(_metrics(), distilled)["summary"]["masked"]
+    assert [p.name for p in mask_inputs(run)] == ["mask.json", "metrics.json"]
+
+    # A mask written by hand (no thresholds) is taken as it is; no mask and no metrics: one line.
+    write_mask(run, "g1", {"anchors": ["a"], "cells": {"*": {"a": {"masked": False, "weight": 1.0}}}})
+    assert current_mask(run, "g1", stricter)["cells"]["*"]["a"]["masked"] is False
+    with pytest.raises(StageNotReady, match="rerun `mira distill`"):
+        current_mask(run, "g2", stricter)

@@ -212,6 +212,34 @@ def load_mask(run: RunDir, group: str) -> dict[str, Any]:
     return read_json(mask_path(run, group))
 
 
+def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any]:
+    """The group's mask under `config`: the one place selection and the report get a mask from.
+
+    ``mask.json`` when distill built it under these thresholds (or it records none: written by
+    hand); otherwise rebuilt from ``metrics.json`` (cheap, no student is loaded), so changing a
+    threshold re-selects without rerunning distill or score.
+    """
+    mask = load_mask(run, group) if mask_path(run, group).exists() else None
+    if mask is not None and mask.get("thresholds") in (None, config.model_dump(mode="json")):
+        return mask
+    metrics = run.path("students", group, "metrics.json")
+    if metrics.exists():
+        return build_mask(read_json(metrics), config)
+    if mask is None:
+        from mira.rundir import StageNotReady
+
+        raise StageNotReady(f"group {group} has no students/{group}/mask.json or metrics.json; rerun `mira distill`")
+    return mask
+
+
+def mask_inputs(run: RunDir) -> list[Path]:
+    """The files :func:`current_mask` reads, for the fingerprints of what depends on masks."""
+    folder = run.path("students")
+    if not folder.exists():
+        return []
+    return sorted(p for name in ("mask.json", "metrics.json") for p in folder.glob(f"*/{name}"))
+
+
 def _source_tables(mask: dict[str, Any], sources: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keep (n, A) bool, weight (n, A), index of each record's source row) via unique sources."""
     anchors = mask["anchors"]
@@ -229,13 +257,15 @@ def _source_tables(mask: dict[str, Any], sources: np.ndarray) -> tuple[np.ndarra
     return keep, weight, inverse.reshape(-1)
 
 
-def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: ReliabilityConfig) -> np.ndarray:
+def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: ReliabilityConfig, *,
+              warn: bool = True) -> np.ndarray:
     """One score per record from its unmasked anchor scores; NaN where none is usable.
 
     `scores` is (n, len(mask["anchors"])) in the mask's anchor order; `sources` holds each record's
     source name. NaN inputs (e.g. quarantined rows) count as missing. ``trimmed_mean`` cuts
     :func:`trim_count` scores from each end of a record's m usable scores; ``weighted_mean``
     weights each cell by ``max(Spearman, 0)/(1+MAE)`` (equal weights if every usable weight is zero).
+    `warn` False: the caller counts NaN results itself (a join over many shards warns once).
     """
     scores = np.asarray(scores, dtype=np.float64)
     n = scores.shape[0]
@@ -263,7 +293,7 @@ def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: Re
             out = (csum[rows, usable - cut] - csum[rows, cut]) / kept
     out = np.where(usable > 0, out, np.nan)
     missing = int((usable == 0).sum())
-    if missing:
+    if missing and warn:
         log.warning("%d of %d records have every anchor masked or missing: aggregate is NaN", missing, n)
     return out
 

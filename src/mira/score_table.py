@@ -3,20 +3,28 @@
 Selection (:mod:`mira.stages.select`) and every ranking (:mod:`mira.rankings`) read the corpus
 through this one table, so they agree on the row order (source, shard, row within the shard) and
 on the seeded tie-break. It owns no model call: it is a join over ``scores/``.
+
+The aggregate is computed here, at join time, from the per-anchor scores with the group's mask
+under the current ``reliability`` config (:func:`mira.reliability.current_mask`) and
+:func:`aggregate_scores`, the one function the report uses too. So a new threshold or aggregator
+re-selects in seconds: no student is loaded and no record is read again.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mira.config import RunConfig
+from mira.config import ReliabilityConfig, RunConfig
 from mira.corpus import SourceInfo, stable_rank
 from mira.rundir import RunDir, read_json
 from mira.stages.score import scores_dir, shard_scores_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,10 +37,37 @@ class ScoreTable:
     source_idx: np.ndarray
     group_idx: np.ndarray
     tokens: np.ndarray
-    score: np.ndarray
+    score: np.ndarray  # the reliability-masked aggregate (NaN: quarantined or every anchor masked)
     quarantined: np.ndarray
     tie: np.ndarray  # seeded hash of the id: the deterministic tie-break
     shard_rows: list[tuple[SourceInfo, Any, int, int]]  # (source, shard, first row, end row)
+
+
+def aggregate_scores(table: Any, mask: dict[str, Any] | None, reliability: ReliabilityConfig) -> np.ndarray:
+    """The aggregate of every row of a score file (a pyarrow table with ``source``, ``quarantine``
+    and the mask's anchor columns): NaN for quarantined rows and where every anchor is masked."""
+    from mira.reliability import aggregate
+
+    out = np.full(table.num_rows, np.nan)
+    if mask is None or table.num_rows == 0:
+        return out
+    missing = [a for a in mask["anchors"] if a not in table.column_names]
+    if missing:
+        raise RuntimeError(f"score file lacks anchors {', '.join(missing)} of the mask; rerun `mira score`")
+    ok = ~table.column("quarantine").is_valid().to_numpy(zero_copy_only=False)
+    if ok.any():
+        scores = np.column_stack([table.column(a).to_numpy(zero_copy_only=False).astype(np.float64)
+                                  for a in mask["anchors"]])
+        sources = np.asarray(table.column("source").to_pylist(), dtype=object)
+        out[ok] = aggregate(scores[ok], sources[ok], mask, reliability, warn=False)
+    return out
+
+
+def current_masks(config: RunConfig, run: RunDir, groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Each group's mask under the current reliability config (see :func:`mira.reliability.current_mask`)."""
+    from mira.reliability import current_mask
+
+    return {group: current_mask(run, group, config.reliability) for group in groups}
 
 
 def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
@@ -40,6 +75,7 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
 
     groups_of = {name: s["group"] for name, s in read_json(scores_dir(run) / "summary.json")["sources"].items()}
     group_names = sorted({g for g in groups_of.values() if g is not None})
+    masks = current_masks(config, run, group_names)
     columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}
     shard_rows = []
     row = 0
@@ -47,12 +83,14 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
         group = groups_of.get(info.name)
         g_index = group_names.index(group) if group is not None else -1
         for shard in info.shards:
-            table = pq.read_table(shard_scores_path(run, shard), columns=["id", "tokens", "score", "quarantine"])
+            anchors = masks[group]["anchors"] if group is not None else []
+            table = pq.read_table(shard_scores_path(run, shard), columns=["id", "source", "tokens", "quarantine",
+                                                                        *anchors])
             n = table.num_rows
             columns["source"].append(np.full(n, s_index, dtype=np.int32))
             columns["group"].append(np.full(n, g_index, dtype=np.int32))
             columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
-            columns["score"].append(table.column("score").to_numpy().astype(np.float64))
+            columns["score"].append(aggregate_scores(table, masks.get(group), config.reliability))
             columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
             seed = config.selection.seed
             columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],
@@ -63,6 +101,11 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
     def cat(name: str, dtype: Any) -> np.ndarray:
         return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
 
+    score, quarantined = cat("score", np.float64), cat("quarantined", bool)
+    unscored = int((np.isnan(score) & ~quarantined).sum())
+    if unscored:
+        log.warning("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
+                    unscored, len(score))
     return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
-                      cat("tokens", np.int64), cat("score", np.float64), cat("quarantined", bool),
+                      cat("tokens", np.int64), score, quarantined,
                       cat("tie", np.uint64), shard_rows)

@@ -59,7 +59,7 @@ class HashStudent:
 
 
 class DoubleModels(StageModels):
-    """Groups from the real groups.json; the stand-in student; mean of unmasked anchors."""
+    """Groups from the real groups.json and the stand-in student (select aggregates with the real mask)."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
@@ -67,18 +67,6 @@ class DoubleModels(StageModels):
     def load_student(self, run: RunDir, group: str) -> HashStudent:
         spec = read_json(run.path("students", group, "student.json"))
         return HashStudent(spec["anchors"], self.delay)
-
-    def load_mask(self, run: RunDir, group: str) -> dict[str, Any]:
-        return read_json(run.path("students", group, "mask.json"))
-
-    def aggregate(self, scores: np.ndarray, sources: np.ndarray, mask: Any, config: RunConfig) -> np.ndarray:
-        out = np.full(len(scores), np.nan)
-        for i, source in enumerate(sources):
-            cells = mask["cells"].get(source, mask["cells"].get("*", {}))
-            keep = [j for j, a in enumerate(mask["anchors"]) if not cells.get(a, {}).get("masked", False)]
-            if keep:
-                out[i] = float(np.mean(scores[i, keep]))
-        return out
 
 
 def _docstrings() -> list[tuple[str, str, str]]:

@@ -219,7 +219,7 @@ def test_no_hostile_record_reaches_rendering_or_a_teacher_request(tmp_path, data
     for record in records:
         rendering = render(record, tokenizer, cfg.render.max_tokens)
         request = build_request(prompt, [anchor], record, rendering, True, 100, record.id)
-        request.cache_key("m", {})
+        request.cache_key({"provider": "local", "model": "m", "sampling": {}})
         json.dumps(request.messages, ensure_ascii=False).encode("utf-8")
 
 

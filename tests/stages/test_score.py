@@ -34,7 +34,7 @@ def doubles(monkeypatch):
     monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
 
 
-def test_one_row_per_input_record_in_order_with_quarantine_and_masks(tmp_path, corpus, doubles):
+def test_one_row_per_input_record_in_order_with_quarantine_per_anchor_scores_only(tmp_path, corpus, doubles):
     config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1, batch_size=5))
     run = prepare_run(config)
     outcome = api.run_one("score", config)
@@ -50,18 +50,17 @@ def test_one_row_per_input_record_in_order_with_quarantine_and_masks(tmp_path, c
             group = {"pycode": "g0", "docs": "g1", "qa": "g1"}[info.name]
             for row, item in zip(rows, items, strict=True):
                 assert row["source"] == info.name and row["group"] == group
-                assert set(ANCHORS[group]) <= set(row)
+                # No aggregate: the mask is applied at join time, so thresholds never rescore.
+                assert set(row) == {"id", "locator", "source", "group", "tokens", "quarantine", *ANCHORS[group]}
                 if isinstance(item, Rejected):
-                    assert row["quarantine"] == item.reason and row["tokens"] == 0 and math.isnan(row["score"])
+                    assert row["quarantine"] == item.reason and row["tokens"] == 0
+                    assert all(math.isnan(row[a]) for a in ANCHORS[group])
                     continue
                 assert row["id"] == item.id and row["quarantine"] is None
                 # tokens of the full rendering, not of the windowed text the student saw
                 assert row["tokens"] == render(item, tokenizer, config.render.max_tokens).tokens
-                if info.name == "qa":  # every anchor of qa is masked: NaN, never a silent zero
-                    assert math.isnan(row["score"]) and not math.isnan(row[ANCHORS[group][0]])
-                else:
-                    assert 0 <= row["score"] <= 10
-    assert outcome.counts["unscored"] == 20
+                assert all(0 <= row[a] <= 10 for a in ANCHORS[group])
+    assert outcome.counts["scored"] == 78
     summary = json.loads((run.root / "scores" / "summary.json").read_text())
     assert summary["groups"]["g0"]["anchors"] == ANCHORS["g0"]
     assert summary["sources"]["docs"]["quarantined"] == 2
@@ -179,7 +178,9 @@ def test_wrong_student_output_shape_fails_loudly(tmp_path, corpus, monkeypatch):
 
 
 def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
-    """The real upstream contract: mira.students.load_student, mira.reliability.load_mask/aggregate."""
+    """The real upstream contract: mira.students.load_student, then mira.reliability's mask/aggregate at join time."""
+    from mira.score_table import load_score_table
+
     pytest.importorskip("model2vec")
     from mira.config import EmbedConfig, StudentConfig
     from mira.embed import static_model_dir
@@ -199,11 +200,13 @@ def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
                                targets, np.arange(36))
             student.save(run.path("students", group))
         outcome = api.run_one("score", config)
-        assert outcome.counts["unscored"] == 20 and outcome.counts["scored"] == 58
+        assert outcome.counts["scored"] == 78
         runs.append(run)
-    rows = [r for path in sorted((runs[0].root / "scores").glob("*/*.parquet")) for r in pq.read_table(path).to_pylist()]
-    scored = [r for r in rows if r["quarantine"] is None and r["source"] != "qa"]
-    assert all(0 <= r["score"] <= 10 for r in scored) and len({round(r["score"], 6) for r in scored}) > 10
+    # The aggregate, at join time: qa's anchors are all masked (NaN), the others in 0..10 and spread.
+    table = load_score_table(config, runs[0], source_infos(runs[0]))
+    finite = table.score[np.isfinite(table.score)]
+    assert int((~table.quarantined & np.isnan(table.score)).sum()) == 20 and len(finite) == 58
+    assert ((finite >= 0) & (finite <= 10)).all() and len(set(np.round(finite, 6))) > 10
     assert tree_bytes(runs[0].root / "scores") == tree_bytes(runs[1].root / "scores")
 
 

@@ -44,9 +44,18 @@ def _decisions(run: RunDir) -> list[dict]:
 
 
 def _scores(run: RunDir) -> list[dict]:
+    """Score rows with the aggregate select computes at join time (default reliability config)."""
+    from mira.config import ReliabilityConfig
+    from mira.reliability import current_mask
+    from mira.score_table import aggregate_scores
+
     rows = []
     for path in sorted((run.root / "scores").glob("*/*.parquet")):
-        rows.extend(pq.read_table(path).to_pylist())
+        table = pq.read_table(path)
+        group = next((g for g in table.column("group").to_pylist() if g), None)
+        mask = current_mask(run, group, ReliabilityConfig()) if group else None
+        for row, score in zip(table.to_pylist(), aggregate_scores(table, mask, ReliabilityConfig()), strict=True):
+            rows.append({**row, "score": float(score)})
     return rows
 
 

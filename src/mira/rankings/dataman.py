@@ -65,13 +65,14 @@ def load_dataman_rubric() -> list[Any]:
 def _labels_fingerprint(config: RunConfig, run: RunDir) -> str:
     from mira.stages import annotate
     from mira.teacher import load_prompt
+    from mira.teacher.identity import teacher_identity
 
     a = config.annotation
     prompt = load_prompt(annotate.PROMPT)
     # Only the annotation settings that change a request (not MIRA's records_per_group).
     return make_fingerprint(VERSION, config.selection.dataman.model_dump(mode="json"),
                             [a.rationales, a.rationale_chars, a.self_consistency_records],
-                            config.section_hash("render", "tokenizer"), annotate._teacher_identity(config),
+                            config.section_hash("render", "tokenizer"), teacher_identity(config.teacher),
                             prompt.id, prompt.system + prompt.user, rubric_text(), run.require("ingest"))
 
 
@@ -176,19 +177,12 @@ def _distill(config: RunConfig, sub: RunDir, progress: Any) -> dict[str, Any]:
     return {"student_trained": result.get("trained", 0)}
 
 
-class DataManModels(StageModels):
-    """The score stage's models, with the DataMan overall score as the aggregate (no mask)."""
-
-    def aggregate(self, scores: np.ndarray, sources: np.ndarray, mask: Any, config: RunConfig) -> np.ndarray:
-        return np.asarray(scores, dtype=np.float64)[:, -1]  # the rubric's last criterion: overall
-
-
 def _score(config: RunConfig, run: RunDir, sub: RunDir, fp: str, progress: Any) -> dict[str, Any]:
     from mira.corpus import source_infos
     from mira.engines import map_tasks
     from mira.stages import score
 
-    models = DataManModels()
+    models = StageModels()
     tasks = [(config, str(sub.root), shard, info.format, GROUP, fp, models)
              for info in source_infos(run) for shard in info.shards if not score.shard_done(sub, shard, fp)]
     task = progress("DataMan: score shards", len(tasks))
@@ -215,7 +209,8 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
     for info, shard, start, end in table.shard_rows:
         if not score.shard_done(sub, shard, fp):
             raise RuntimeError(f"{info.name} shard {shard.name}: no DataMan scores for this configuration")
-        column = pq.read_table(score.shard_scores_path(sub, shard), columns=["score"]).column("score")
+        # The rubric's last criterion, overall, ranks (no mask, no aggregate: DataMan has none).
+        column = pq.read_table(score.shard_scores_path(sub, shard), columns=[OVERALL]).column(OVERALL)
         values = column.to_numpy(zero_copy_only=False).astype(np.float64)
         if len(values) != end - start:
             raise RuntimeError(f"{info.name} shard {shard.name}: DataMan scores do not match the scores")

@@ -195,6 +195,48 @@ class Artifacts:
     def mask(self, group: str) -> dict[str, Any] | None:
         return _json(self.run.path("students", group, "mask.json"))
 
+    @cached_property
+    def reliability(self) -> Any:
+        """The run's reliability config (from config.yaml): what the last selection aggregated with."""
+        from pydantic import ValidationError
+
+        from mira.config import ReliabilityConfig
+
+        try:
+            return ReliabilityConfig.model_validate(self.config.get("reliability") or {})
+        except ValidationError:
+            return ReliabilityConfig()
+
+    @cached_property
+    def _current_masks(self) -> dict[str, Any]:
+        return {}
+
+    def current_mask(self, group: str) -> dict[str, Any] | None:
+        """The group's mask under the run's reliability config, as select uses it (None if unknown)."""
+        from mira.reliability import current_mask
+
+        if group not in self._current_masks:
+            try:
+                self._current_masks[group] = current_mask(self.run, group, self.reliability)
+            except (OSError, ValueError, KeyError, RuntimeError):  # RuntimeError: StageNotReady
+                self._current_masks[group] = None
+        return self._current_masks[group]
+
+    def aggregates(self, table: Any) -> np.ndarray:
+        """Each row's aggregate score, computed as select computes it (mira.score_table.aggregate_scores).
+
+        Score files written before the aggregate moved to select (score-v1) carry it as `score`.
+        """
+        from mira.score_table import aggregate_scores
+
+        if "score" in table.column_names:
+            return np.array([math.nan if v is None else v for v in table.column("score").to_pylist()], float)
+        groups = [g for g in table.column("group").to_pylist() if g] if "group" in table.column_names else []
+        mask = self.current_mask(groups[0]) if groups else None
+        if mask is None or any(a not in table.column_names for a in mask["anchors"]):
+            return np.full(table.num_rows, math.nan)
+        return aggregate_scores(table, mask, self.reliability)
+
     def judgments(self, group: str) -> list[dict[str, Any]]:
         path = self.run.path("judgments", f"{group}.jsonl")
         return _jsonl(path) if path.exists() else []
@@ -213,6 +255,7 @@ class Artifacts:
     @cached_property
     def scores(self) -> dict[str, SourceScores]:
         """One streaming pass over every score shard: histogram + seeded sample per source."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         result: dict[str, SourceScores] = {}
@@ -228,12 +271,11 @@ class Artifacts:
             rate = min(1.0, SAMPLE_PER_SOURCE / max(1, _expected_rows(self, source)))
             for path in files:
                 handle = pq.ParquetFile(path)
-                names = set(handle.schema_arrow.names)
-                columns = [c for c in ("tokens", "score", "quarantine") if c in names]
+                columns = [c for c in handle.schema_arrow.names if c not in ("id", "locator")]
                 for batch in handle.iter_batches(columns=columns, batch_size=65_536):
                     data = batch.to_pydict()
                     n = batch.num_rows
-                    score = np.array([math.nan if v is None else v for v in data.get("score", [None] * n)], float)
+                    score = self.aggregates(pa.Table.from_batches([batch]))
                     tokens = np.array([0 if v is None else v for v in data.get("tokens", [0] * n)], float)
                     quarantined = np.array([q is not None for q in data.get("quarantine", [None] * n)])
                     ok = ~np.isnan(score)
@@ -251,8 +293,9 @@ class Artifacts:
             result[source] = stats
         return result
 
-    def student_scores_for(self, source: str, ids: set[str], columns: list[str]) -> dict[str, dict[str, Any]]:
-        """Rows of this source's score shards whose id is in `ids` (a small set: labelled records)."""
+    def student_scores_for(self, source: str, ids: set[str], columns: list[str] | None) -> dict[str, dict[str, Any]]:
+        """Rows of this source's score shards whose id is in `ids` (a small set: labelled records);
+        `columns` None: every column."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -264,7 +307,7 @@ class Artifacts:
             names = set(handle.schema_arrow.names)
             if "id" not in names:
                 continue
-            cols = ["id"] + [c for c in columns if c in names and c != "id"]
+            cols = ["id"] + [c for c in (columns if columns is not None else sorted(names)) if c in names and c != "id"]
             for batch in handle.iter_batches(columns=cols, batch_size=65_536):
                 table = pa.Table.from_batches([batch])
                 hits = table.filter(pc.is_in(table["id"], value_set=wanted))

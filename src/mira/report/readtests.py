@@ -108,14 +108,21 @@ def read_tests(a: Artifacts) -> str:
 def _final_scores(a: Artifacts, labels: dict[str, dict[str, Any]], anchors: list[str]
                   ) -> tuple[dict[str, float], str, dict[str, dict[str, Any]]]:
     """Final aggregate score of each labelled record (from scores/, with its rows), else the teacher mean."""
+    import pyarrow as pa
+
     if a.done("score"):
         found, rows = {}, {}
         for source, ids in _ids_by_source(labels).items():
-            for rid, row in a.student_scores_for(source, ids, ["score", *anchors]).items():
+            hits = a.student_scores_for(source, ids, None)
+            if not hits:
+                continue
+            aggregates = a.aggregates(pa.Table.from_pylist(list(hits.values())))
+            for (rid, row), value in zip(hits.items(), aggregates, strict=True):
                 key = record_key(source, rid)
-                found[key], rows[key] = _float(row.get("score")), row
+                found[key], rows[key] = _float(value), row
         if found:
-            return found, "aggregate from scores/ (student, reliability-masked)", rows
+            origin = "aggregate of the student scores under the current reliability mask, as select computes it"
+            return found, origin, rows
     means = {}
     for rid, row in labels.items():
         values = [_float(row.get(x)) for x in anchors]

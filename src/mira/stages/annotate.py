@@ -262,21 +262,19 @@ def _group_infos(infos: dict[str, SourceInfo], sources: list[str]) -> list[Sourc
 
 # --- stage protocol ------------------------------------------------------------------------------
 
-def _teacher_identity(config: RunConfig) -> dict[str, Any]:
-    # Budget, concurrency and timeouts do not change an answer, so they stay out of the fingerprint.
-    t = config.teacher
-    return {"provider": t.provider, "model": t.model, "base_url": t.base_url, "temperature": t.temperature,
-            "seed": t.seed, "logprobs": t.logprobs}
-
-
 def fingerprint(ctx: StageContext) -> str:
     from mira.rubric import rubric_fingerprint
     from mira.teacher import load_prompt
+    from mira.teacher.identity import teacher_identity
 
     prompt = load_prompt(PROMPT)
+    # What annotate reads from discover is the rubric files, so their content hash stands for
+    # discover (not its fingerprint): a discover rerun that writes the same rubrics (replayed from
+    # the cache, or under settings that do not change them) leaves the labels done.
+    ctx.run.require("discover")
     return make_fingerprint(VERSION, ctx.config.section_hash("annotation", "render", "tokenizer"),
-                            _teacher_identity(ctx.config), prompt.id, prompt.system + prompt.user,
-                            ctx.run.require("group"), ctx.run.require("discover"), rubric_fingerprint(ctx.run))
+                            teacher_identity(ctx.config.teacher), prompt.id, prompt.system + prompt.user,
+                            ctx.run.require("group"), rubric_fingerprint(ctx.run))
 
 
 def _load_anchors(run: RunDir, group: str) -> list[Any] | None:

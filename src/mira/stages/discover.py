@@ -51,6 +51,7 @@ from mira.rundir import RunDir, StageNotReady, atomic_write_json, atomic_write_t
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
+from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import FailureTracker
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,10 @@ PART_WORDS = {"question": "the question", "trace": "the reasoning trace", "answe
 
 def fingerprint(ctx: StageContext) -> str:
     prompts = [load_prompt(JUDGE_PROMPT).id, load_prompt(CARD_PROMPT).id]
-    sections = ctx.config.section_hash("discovery", "teacher", "render", "tokenizer", "embed")
-    return make_fingerprint(VERSION, prompts, sections, ctx.run.require("group"))
+    sections = ctx.config.section_hash("discovery", "render", "tokenizer", "embed")
+    # The teacher identity, not the whole teacher section: timeouts, concurrency, budgets and the
+    # server address never change an answer (mira.teacher.identity).
+    return make_fingerprint(VERSION, prompts, sections, teacher_identity(ctx.config.teacher), ctx.run.require("group"))
 
 
 # --- what the teacher answers -----------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Score: every record of the corpus gets its group's per-anchor student scores and one aggregate.
+"""Score: every record of the corpus gets its group's per-anchor student scores.
 
 For each shard of each source (from ``inventory.json``) records are streamed, rendered exactly
-as the students saw them in training (``config.render``), predicted in batches of
-``engine.batch_size`` and aggregated with the group's reliability mask. The result is
-``scores/<source>/<shard>.parquet``: one row per *input* record, in input order, quarantined
-records included (NaN score, 0 tokens, the reason), so later stages can join scores to the data
+as the students saw them in training (``config.render``) and predicted in batches of
+``engine.batch_size``. The result is ``scores/<source>/<shard>.parquet``: one row per *input*
+record, in input order, quarantined records included (NaN anchors, 0 tokens, the reason). The
+reliability mask and the aggregate are applied later, at join time (:mod:`mira.score_table`), so
+changing a threshold or the aggregator re-selects without scoring again. Later stages join scores to the data
 by position and every record is accounted for. The shard's done marker holds a digest of the
 input bytes scored (``input_digest``), which select checks before joining.
 
@@ -15,7 +16,7 @@ no timestamps, fixed row-group size independent of the batch size or engine), so
 resumed run ends with the same bytes as an uninterrupted one.
 
 :func:`score_shard` is a pure function of (config, run directory, shard) usable by any engine;
-students and masks are loaded once per worker process and cached.
+students are loaded once per worker process and cached.
 """
 
 from __future__ import annotations
@@ -38,17 +39,17 @@ from mira.stage import ProgressFactory, StageContext, null_progress
 
 log = logging.getLogger(__name__)
 
-VERSION = "score-v1"
+VERSION = "score-v2"  # v2: per-anchor scores only, no aggregate column
 # Rows per Parquet row group. A constant (not the batch size) so that the bytes of a shard do not
 # depend on how it was batched, which engine ran it, or whether the run was resumed.
 ROW_GROUP_ROWS = 4_096
-BASE_COLUMNS = ("id", "locator", "source", "group", "tokens", "score")
+BASE_COLUMNS = ("id", "locator", "source", "group", "tokens")
 
 
 # --- models ------------------------------------------------------------------------------------
 
 class StageModels:
-    """Where scoring gets groups, students and masks: the upstream stages' public functions.
+    """Where scoring gets groups and students: the upstream stages' public functions.
 
     A picklable seam: tests and benchmarks pass a subclass with stand-in students; workers of
     any engine receive it with their task and call the same methods.
@@ -64,22 +65,11 @@ class StageModels:
 
         return load_student(run, group)
 
-    def load_mask(self, run: RunDir, group: str) -> Any:
-        from mira.reliability import load_mask
-
-        return load_mask(run, group)
-
-    def aggregate(self, scores: np.ndarray, sources: np.ndarray, mask: Any, config: RunConfig) -> np.ndarray:
-        from mira.reliability import aggregate
-
-        return aggregate(scores, sources, mask, config.reliability)
-
 
 @dataclass
 class _Loaded:
     student: Any
     anchors: list[str]
-    mask: Any
 
 
 # Per-process cache: a worker loads a group's student once, whatever number of shards it scores.
@@ -90,7 +80,7 @@ def _models_for(models: StageModels, run: RunDir, group: str, stage_fp: str) -> 
     key = (type(models).__module__, type(models).__qualname__, str(run.root), group, stage_fp)
     if key not in _MODELS:
         student = models.load_student(run, group)
-        _MODELS[key] = _Loaded(student, list(student.anchors), models.load_mask(run, group))
+        _MODELS[key] = _Loaded(student, list(student.anchors))
     return _MODELS[key]
 
 
@@ -124,7 +114,7 @@ def schema(anchors: list[str]) -> Any:
     import pyarrow as pa
 
     fields = [pa.field("id", pa.string()), pa.field("locator", pa.string()), pa.field("source", pa.string()),
-              pa.field("group", pa.string()), pa.field("tokens", pa.int64()), pa.field("score", pa.float64())]
+              pa.field("group", pa.string()), pa.field("tokens", pa.int64())]
     fields += [pa.field(anchor, pa.float64()) for anchor in anchors]
     fields.append(pa.field("quarantine", pa.string()))
     return pa.schema(fields)
@@ -134,9 +124,27 @@ def schema(anchors: list[str]) -> Any:
 
 def fingerprint(ctx: StageContext) -> str:
     # The engine, worker count and batch size are deliberately absent: they never change a score.
-    # Selection settings are absent too, so a new budget never invalidates the scores.
-    return make_fingerprint(VERSION, ctx.config.section_hash("tokenizer", "render", "reliability"),
-                            ctx.run.require("ingest"), ctx.run.require("group"), ctx.run.require("distill"))
+    # Selection and reliability settings are absent too: a new budget, threshold or aggregator never
+    # invalidates the scores (select applies the mask). Of distill's output only the trained students
+    # matter, so their train keys stand for distill: a mask-only distill rerun leaves scores done.
+    ingest, group = ctx.run.require("ingest"), ctx.run.require("group")
+    ctx.run.require("distill")
+    return make_fingerprint(VERSION, ctx.config.section_hash("tokenizer", "render"), ingest, group,
+                            student_keys(ctx.run))
+
+
+def student_keys(run: RunDir) -> dict[str, Any]:
+    """Per group, what its trained student depends on (``metrics.json`` ``train_key``), else the
+    hash of its model description (a student written by an older distill has no train key)."""
+    from mira.rundir import hash_files
+
+    folder = run.path("students")
+    keys: dict[str, Any] = {}
+    for metrics in sorted(folder.glob("*/metrics.json")) if folder.exists() else []:
+        group = metrics.parent
+        keys[group.name] = read_json(metrics).get("train_key") or hash_files(
+            [p for p in group.rglob("*") if p.is_file() and p.name != "mask.json"])
+    return keys
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -235,7 +243,7 @@ def _remove_partial_files(run: RunDir, infos: list[SourceInfo]) -> None:
 
 def _summarize(run: RunDir, infos: list[SourceInfo], groups: dict[str, str], markers: dict[tuple[str, int], Any],
                stage_fp: str, skipped: int) -> dict[str, Any]:
-    keys = ("records", "scored", "unscored", "quarantined", "tokens")
+    keys = ("records", "scored", "quarantined", "tokens")
     per_source: dict[str, Any] = {}
     anchors: dict[str, list[str]] = {}
     for info in infos:
@@ -273,11 +281,11 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     run = RunDir(Path(run_dir))
     models = models or StageModels()
     stage_fp = stage_fp or fingerprint(StageContext(config, run))
-    loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [], None)
+    loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [])
     tokenizer = get_tokenizer(config.tokenizer.name)
     source_cfg = config.source(shard.source)
     out = shard_scores_path(run, shard)
-    counts = {"records": 0, "scored": 0, "unscored": 0, "quarantined": 0, "tokens": 0}
+    counts = {"records": 0, "scored": 0, "quarantined": 0, "tokens": 0}
     with atomic_path(out) as tmp:
         buffer = _RowBuffer(pq.ParquetWriter(str(tmp), schema(loaded.anchors), compression="zstd"),
                             schema(loaded.anchors))
@@ -292,8 +300,6 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
                 counts["tokens"] += row["tokens"]
                 if row["quarantine"] is not None:
                     counts["quarantined"] += 1
-                elif np.isnan(row["score"]):
-                    counts["unscored"] += 1
                 else:
                     counts["scored"] += 1
             buffer.extend(rows)
@@ -327,18 +333,16 @@ def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageM
         if per_anchor.shape != (len(records), n_anchors):
             raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
                                f"expected {(len(records), n_anchors)}")
-        sources = np.array([r.source for r in records], dtype=object)
-        aggregate = np.asarray(models.aggregate(per_anchor, sources, loaded.mask, config), dtype=np.float64)
     rows: list[dict[str, Any]] = []
     position = 0
     for item in batch:
         if isinstance(item, Rejected):
             rows.append({"id": f"{source}/{item.locator}", "locator": item.locator, "source": source, "group": group,
-                         "tokens": 0, "score": float("nan"), "anchors": [float("nan")] * n_anchors,
+                         "tokens": 0, "anchors": [float("nan")] * n_anchors,
                          "quarantine": item.reason})
             continue
         rows.append({"id": item.id, "locator": item.locator, "source": source, "group": group,
-                     "tokens": int(renderings[position].tokens), "score": float(aggregate[position]),
+                     "tokens": int(renderings[position].tokens),
                      "anchors": per_anchor[position].tolist(), "quarantine": None})
         position += 1
     return rows

@@ -58,7 +58,7 @@ from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
 from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
                          remove_own_files, swap_in)
-from mira.rundir import fingerprint as make_fingerprint
+from mira.rundir import fingerprint as make_fingerprint, hash_files
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import StageContext
@@ -80,8 +80,12 @@ def selection_fingerprint(config: RunConfig, run: RunDir) -> str:
     """What one selection is built from; stored in its summary so `mira compare` can reuse it."""
     # Selection config + the score fingerprint only: scores never depend on selection settings.
     # A ranking that reads files besides the scores (a reference corpus, its own artifacts) adds them.
-    return make_fingerprint(VERSION, config.section_hash("selection"), run.require("score"),
-                            ranking_fingerprint(config, run))
+    # Reliability settings and the masks' inputs too: the aggregate is computed at join time
+    # (mira.score_table), so a new threshold or aggregator re-selects without rescoring.
+    from mira.reliability import mask_inputs
+
+    return make_fingerprint(VERSION, config.section_hash("selection", "reliability"), run.require("score"),
+                            hash_files(mask_inputs(run)), ranking_fingerprint(config, run))
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
@@ -303,7 +307,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
     task = progress("write selection", len(table.shard_rows))
     try:
         for info, shard, start, end in table.shard_rows:
-            _write_shard(config, run, partial, info, shard, decisions, rank_by, start, end)
+            _write_shard(config, run, partial, info, shard, decisions, rank_by, table.score, start, end)
             task.advance()
     except BaseException:
         # A refused input (changed since scoring) or a crash leaves no half-built selection behind.
@@ -334,12 +338,12 @@ def _is_selection_file(path: PurePosixPath) -> bool:
 
 
 def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Any,
-                 decisions: Decisions, rank_by: Ranking, start: int, end: int) -> None:
+                 decisions: Decisions, rank_by: Ranking, aggregates: np.ndarray, start: int, end: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     scores = pq.read_table(shard_scores_path(run, shard)).to_pylist()
-    fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}
+    fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}  # ("score": files of score-v1)
     anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
     kept_rows: list[dict[str, Any]] = []
     digest = shard_digest()
@@ -349,7 +353,8 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
             # Every record of a source gets the same columns (null where absent) in one order.
             record = {name: None for name in info.fields}
             record.update(raw.data or {})
-            record.update({"mira_id": row["id"], "mira_score": _finite(row["score"]), "mira_group": row["group"],
+            record.update({"mira_id": row["id"], "mira_score": _finite(aggregates[start + offset]),
+                           "mira_group": row["group"],
                            "mira_tokens": row["tokens"]})
             record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
             kept_rows.append(record)

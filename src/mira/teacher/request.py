@@ -33,15 +33,20 @@ class TeacherRequest:
     def json_schema(self) -> dict[str, Any] | None:
         return self.schema.model_json_schema() if self.schema is not None else None
 
-    def cache_key(self, model: str, sampling: dict[str, Any]) -> str:
+    def cache_key(self, identity: dict[str, Any]) -> str:
+        """The key of this request asked of the teacher `identity` (:func:`mira.teacher.identity.teacher_identity`)."""
         payload = {
             "prompt_version": self.prompt_version,
-            "model": model,
-            "sampling": sampling,
+            "model": identity["model"],
+            "sampling": identity["sampling"],
             "max_tokens": self.max_tokens,
             "messages": self.messages,
             "schema": self.json_schema(),
         }
+        # The provider joins the key only when it is not the default, so the caches written before
+        # it was part of the identity (all with the bundled local server) still replay.
+        if identity.get("provider", "local") != "local":
+            payload["provider"] = identity["provider"]
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

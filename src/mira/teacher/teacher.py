@@ -30,9 +30,10 @@ from mira.rundir import RunDir
 from mira.stage import ProgressFactory, null_progress
 from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
+from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
-from mira.teacher.scores import SCORES_VERSION, expected_scores
+from mira.teacher.scores import expected_scores
 from mira.teacher.usage import Budget, Usage, estimate_cost, write_usage
 
 log = logging.getLogger(__name__)
@@ -328,17 +329,9 @@ def open_teacher(config: TeacherConfig, run: RunDir, stage: str,
             raise TeacherInterrupted(teacher.interrupted_line()) from exc
 
 
-def sampling_params(config: TeacherConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"temperature": config.temperature, "seed": config.seed, "logprobs": config.logprobs}
-    if config.logprobs:
-        # The cache stores expectations, not logprobs: a new expectation rule must re-ask, not replay.
-        params["expected"] = SCORES_VERSION
-    return params
-
-
 def request_key(config: TeacherConfig, request: TeacherRequest) -> str:
-    """The cache key of `request` under `config` (prompt version, model, sampling, messages, schema)."""
-    return request.cache_key(config.model, sampling_params(config))
+    """The cache key of `request` under `config`: the request itself and the teacher identity."""
+    return request.cache_key(teacher_identity(config))
 
 
 def estimate(config: TeacherConfig, run: RunDir, requests: list[TeacherRequest]) -> dict[str, Any]:
