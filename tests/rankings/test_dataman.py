@@ -28,8 +28,10 @@ def teacher(body: dict) -> str | Reply:
     if "bisect" in record:
         return "not JSON at all"
     quality = 8 if re.search(r"^\s*def ", record, re.M) else 2
-    order = list(body["response_format"]["json_schema"]["schema"]["properties"])
-    answer = {c: {"score": quality if c == "overall" else (quality + i) % 11} for i, c in enumerate(order)}
+    properties = body["response_format"]["json_schema"]["schema"]["properties"]
+    flat = all(p.get("type") == "integer" for p in properties.values())  # annotate_v2 scores-only answers
+    scores = {c: quality if c == "overall" else (quality + i) % 11 for i, c in enumerate(properties)}
+    answer = {c: s if flat else {"score": s} for c, s in scores.items()}
     return Reply(json.dumps(answer))
 
 
