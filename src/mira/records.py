@@ -325,11 +325,17 @@ def _window_slices(text: str, budget: int, tokenizer: Tokenizer, windows: int) -
     return "".join(pieces)
 
 
-def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3) -> Rendering:
-    """Render a record for judging: every section gets a fair share of the token budget."""
+def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3, *,
+           total: int | None = None) -> Rendering:
+    """Render a record for judging: every section gets a fair share of the token budget.
+
+    `total` is the token count of :func:`full_text`, when the caller has it already (score
+    reuses ingest's, :mod:`mira.shard_tokens`): a record that fits is then not tokenized at all.
+    """
     sections = render_sections(record)
     full = _join(sections)  # = full_text(record); the sections are needed below too
-    total = tokenizer.count(full)
+    if total is None:
+        total = tokenizer.count(full)
     if total <= max_tokens:
         return Rendering(full, total, False)
     if record.format in ("chat", "agent") or len(sections) == 1:

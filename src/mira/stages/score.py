@@ -34,6 +34,7 @@ from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.shard_tokens import ShardTokens, read_shard_tokens
 from mira.stage import ProgressFactory, StageContext, null_progress
 
 log = logging.getLogger(__name__)
@@ -266,8 +267,6 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
 
     `group` is None only for a source without a usable record (every row is quarantined).
     """
-    import pyarrow.parquet as pq
-
     from mira.tokens import get_tokenizer
 
     run = RunDir(Path(run_dir))
@@ -275,8 +274,29 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     stage_fp = stage_fp or fingerprint(StageContext(config, run))
     loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [], None)
     tokenizer = get_tokenizer(config.tokenizer.name)
-    source_cfg = config.source(shard.source)
     out = shard_scores_path(run, shard)
+    # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
+    known = read_shard_tokens(run, shard, ingest_fingerprint=run.require("ingest"), tokenizer=tokenizer.name)
+    counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, known)
+    if known is not None and digest != known.input_digest:
+        # The bytes changed since ingest counted them: its counts may belong to other records.
+        # Score again, counting, so the output is what it would have been without the reuse.
+        log.warning("source %s shard %s changed since ingest; scoring it again without ingest's token counts "
+                    "(rerun `mira ingest`)", shard.source, shard.name)
+        counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, None)
+    marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
+              "anchors": loaded.anchors, "input_digest": digest, **counts}
+    atomic_write_json(shard_marker_path(run, shard), marker)
+    return out
+
+
+def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, loaded: _Loaded,
+                  models: StageModels, tokenizer: Any, out: Path,
+                  known: ShardTokens | None) -> tuple[dict[str, int], str]:
+    """Score the shard into `out` (atomically); return the counts and the input bytes' digest."""
+    import pyarrow.parquet as pq
+
+    source_cfg = config.source(shard.source)
     counts = {"records": 0, "scored": 0, "unscored": 0, "quarantined": 0, "tokens": 0}
     with atomic_path(out) as tmp:
         buffer = _RowBuffer(pq.ParquetWriter(str(tmp), schema(loaded.anchors), compression="zstd"),
@@ -286,7 +306,8 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
         digest = shard_digest()
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
-            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source)
+            totals = _known_totals(known, counts["records"], len(batch))
+            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source, totals)
             for row in rows:
                 counts["records"] += 1
                 counts["tokens"] += row["tokens"]
@@ -298,10 +319,16 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
                     counts["scored"] += 1
             buffer.extend(rows)
         buffer.close()
-    marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
-              "anchors": loaded.anchors, "input_digest": digest.hexdigest(), **counts}
-    atomic_write_json(shard_marker_path(run, shard), marker)
-    return out
+    return counts, digest.hexdigest()
+
+
+def _known_totals(known: ShardTokens | None, start: int, n: int) -> list[int | None]:
+    """Ingest's counts of items start..start+n (None where it has none: a record rejected at
+    ingest, or past the end of a shard that has grown; the digest check catches both)."""
+    if known is None:
+        return [None] * n
+    part = known.counts[start:start + n].tolist()
+    return [t if t >= 0 else None for t in part] + [None] * (n - len(part))
 
 
 def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Record | Rejected]]:
@@ -316,13 +343,16 @@ def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Rec
 
 
 def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageModels, config: RunConfig,
-                 tokenizer: Any, group: str | None, source: str) -> list[dict[str, Any]]:
+                 tokenizer: Any, group: str | None, source: str,
+                 totals: list[int | None] | None = None) -> list[dict[str, Any]]:
     records = [item for item in batch if isinstance(item, Record)]
     n_anchors = len(loaded.anchors)
     if records and loaded.student is None:
         raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
     if records:
-        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
+        known = [t for item, t in zip(batch, totals or [None] * len(batch), strict=True) if isinstance(item, Record)]
+        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=t)
+                      for r, t in zip(records, known, strict=True)]
         per_anchor = np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64)
         if per_anchor.shape != (len(records), n_anchors):
             raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
