@@ -29,6 +29,8 @@ def corpus(tmp_path_factory):
         handle.write(json.dumps({"id": "long-odd", "text": odd * 300}) + "\n")
         handle.write(json.dumps({"id": "short-odd", "text": "👩‍👩‍👧" * 30}) + "\n")  # few chars, many tokens
         handle.write(json.dumps({"id": "short", "text": "fits easily"}) + "\n")
+        handle.write(json.dumps({"id": "surrogate", "text": "lone \ud800 half " * 60}) + "\n")
+        handle.write(json.dumps({"id": "medium", "title": "ZWJ", "text": "a👩‍👩‍👧b " * 40}) + "\n")
     with open(root / "qa.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"id": "qa-long", "question": "Why? " * 50, "reasoning": odd * 80,
                                  "answer": "Because. " * 40}) + "\n")
@@ -53,14 +55,18 @@ def test_ingest_writes_one_count_per_input_item(tmp_path, corpus):
     config = _config(corpus, tmp_path / "run")
     run = prepare_run(config)
     tokenizer = get_tokenizer(config.tokenizer.name)
+    windowed = 0
     for info in source_infos(run):
         for shard in info.shards:
             with np.load(tokens_path(run, shard), allow_pickle=False) as data:
                 counts = data["counts"].tolist()
+                windowed_here = data["window_items"].tolist()
             # Ingest's pass has no duplicates marked; score's pass sees the same items in the same order.
             items = list(iter_shard_records(config, config.source(info.name), shard, info.format))
             assert counts == [NOT_A_RECORD if isinstance(i, Rejected) else tokenizer.count(full_text(i))
                               for i in items]
+            windowed += len(windowed_here)
+    assert windowed >= 3  # long records windowed as one sequence have their window spans recorded
 
 
 def test_reused_counts_give_byte_identical_scores(tmp_path, corpus, doubles, monkeypatch):
@@ -103,6 +109,28 @@ def test_records_that_fit_are_not_tokenized_again(tmp_path, corpus, doubles, mon
     recounted = fitting.intersection(counted)
     # Without the reuse (the old path) every record is counted again: the assertion has teeth.
     assert (not recounted) if reuse else recounted == fitting
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_long_records_windowed_whole_are_not_tokenized_again(tmp_path, corpus, doubles, monkeypatch, reuse):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    recorded = set()
+    for info in source_infos(run):
+        for shard in info.shards:
+            with np.load(tokens_path(run, shard), allow_pickle=False) as data:
+                positions = set(data["window_items"].tolist())
+            items = iter_shard_records(config, config.source(info.name), shard, info.format)
+            recorded |= {full_text(item) for i, item in enumerate(items) if i in positions}
+    assert recorded
+    if not reuse:
+        _without_reuse(monkeypatch)
+    encoded: list[str] = []
+    original = TiktokenTokenizer.encode
+    monkeypatch.setattr(TiktokenTokenizer, "encode", lambda self, text: encoded.append(text) or original(self, text))
+    api.run_one("score", config)
+    again = recorded.intersection(encoded)
+    assert (not again) if reuse else again == recorded
 
 
 def _same_size_same_mtime_edit(path, old: str, new: str) -> None:
@@ -148,6 +176,21 @@ def test_counts_of_another_ingest_are_not_trusted(tmp_path, corpus, doubles, mon
     api.run_one("score", config)
     _without_reuse(monkeypatch)
     fresh = _config(corpus, tmp_path / "fresh")
+    prepare_run(fresh)
+    api.run_one("score", fresh)
+    assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
+
+
+def test_windows_cut_for_other_render_settings_are_not_used(tmp_path, corpus, doubles, monkeypatch):
+    ingested = _config(corpus, tmp_path / "run")  # windows recorded for max_tokens=96
+    run = prepare_run(ingested)
+    config = make_config(corpus, tmp_path / "run", render=RenderConfig(max_tokens=160, windows=2),
+                         engine=EngineConfig(workers=1, batch_size=5))
+    assert api.run_one("ingest", config).skipped  # render settings are not ingest's
+    api.run_one("score", config)
+    _without_reuse(monkeypatch)
+    fresh = make_config(corpus, tmp_path / "fresh", render=RenderConfig(max_tokens=160, windows=2),
+                        engine=EngineConfig(workers=1, batch_size=5))
     prepare_run(fresh)
     api.run_one("score", fresh)
     assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")

@@ -31,7 +31,7 @@ from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
 from mira.records import detect_source_format, full_text
 from mira.rundir import atomic_path, atomic_write_json, fingerprint as make_fingerprint, is_atomic_temp, remove_own_files
-from mira.shard_tokens import NOT_A_RECORD, tokens_path, write_shard_tokens
+from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
 
@@ -95,6 +95,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     is given, every item's token count there (:mod:`mira.shard_tokens`); return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     counts: list[int] = []  # per input item, for score to reuse
+    windows: dict[int, list[tuple[int, int]]] = {}  # item position -> byte spans of its render windows
     digest = shard_digest()
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                              "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
@@ -115,8 +116,10 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                 stats["fields"].update(dict.fromkeys(item.data))
             # The same text `render` counts, so inventory and score/select token totals agree.
             text = full_text(item)
-            tokens = tokenizer.count(text)
+            tokens, spans = count_record(item, text, tokenizer, config.render.max_tokens, config.render.windows)
             counts.append(tokens)
+            if spans is not None:
+                windows[len(counts) - 1] = spans
             id_hashes.append(_id_hash(item.id))
             stats["ok"] += 1
             stats["tokens"] += tokens
@@ -124,8 +127,8 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
             stats["max_tokens"] = max(stats["max_tokens"], tokens)
     if tokens_out is not None:
-        write_shard_tokens(tokens_out, counts, ingest_fingerprint=ingest_fingerprint, tokenizer=tokenizer.name,
-                           input_digest=digest.hexdigest())
+        write_shard_tokens(tokens_out, counts, windows, ingest_fingerprint=ingest_fingerprint,
+                           tokenizer=tokenizer.name, input_digest=digest.hexdigest(), render=render_settings(config))
     # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text,
     # id hashes as plain ints.
     return {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()},

@@ -34,7 +34,7 @@ from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
-from mira.shard_tokens import ShardTokens, read_shard_tokens
+from mira.shard_tokens import ShardTokens, read_shard_tokens, render_settings
 from mira.stage import ProgressFactory, StageContext, null_progress
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,8 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     tokenizer = get_tokenizer(config.tokenizer.name)
     out = shard_scores_path(run, shard)
     # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
-    known = read_shard_tokens(run, shard, ingest_fingerprint=run.require("ingest"), tokenizer=tokenizer.name)
+    known = read_shard_tokens(run, shard, ingest_fingerprint=run.require("ingest"), tokenizer=tokenizer.name,
+                              render=render_settings(config))
     counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, known)
     if known is not None and digest != known.input_digest:
         # The bytes changed since ingest counted them: its counts may belong to other records.
@@ -306,7 +307,7 @@ def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, 
         digest = shard_digest()
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
-            totals = _known_totals(known, counts["records"], len(batch))
+            totals = _known(known, counts["records"], len(batch))
             rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source, totals)
             for row in rows:
                 counts["records"] += 1
@@ -322,13 +323,15 @@ def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, 
     return counts, digest.hexdigest()
 
 
-def _known_totals(known: ShardTokens | None, start: int, n: int) -> list[int | None]:
-    """Ingest's counts of items start..start+n (None where it has none: a record rejected at
-    ingest, or past the end of a shard that has grown; the digest check catches both)."""
+def _known(known: ShardTokens | None, start: int, n: int) -> list[tuple[int | None, Any]]:
+    """Ingest's (count, window byte spans) of items start..start+n; (None, None) where it has no
+    count: a record rejected at ingest, or past the end of a shard that has grown (the digest
+    check catches both)."""
     if known is None:
-        return [None] * n
+        return [(None, None)] * n
     part = known.counts[start:start + n].tolist()
-    return [t if t >= 0 else None for t in part] + [None] * (n - len(part))
+    out = [(t, known.windows.get(start + i)) if t >= 0 else (None, None) for i, t in enumerate(part)]
+    return out + [(None, None)] * (n - len(part))
 
 
 def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Record | Rejected]]:
@@ -344,15 +347,16 @@ def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Rec
 
 def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageModels, config: RunConfig,
                  tokenizer: Any, group: str | None, source: str,
-                 totals: list[int | None] | None = None) -> list[dict[str, Any]]:
+                 known: list[tuple[int | None, Any]] | None = None) -> list[dict[str, Any]]:
     records = [item for item in batch if isinstance(item, Record)]
     n_anchors = len(loaded.anchors)
     if records and loaded.student is None:
         raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
     if records:
-        known = [t for item, t in zip(batch, totals or [None] * len(batch), strict=True) if isinstance(item, Record)]
-        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=t)
-                      for r, t in zip(records, known, strict=True)]
+        reused = [k for item, k in zip(batch, known or [(None, None)] * len(batch), strict=True)
+                  if isinstance(item, Record)]
+        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=t, window_bytes=w)
+                      for r, (t, w) in zip(records, reused, strict=True)]
         per_anchor = np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64)
         if per_anchor.shape != (len(records), n_anchors):
             raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
