@@ -6,7 +6,9 @@ whether a record fits the render budget. Tokenizing twice dominated whole-corpus
 ingest keeps the counts: ``inventory/tokens/<source>/<shard>.npz`` holds one int64 per *input
 item* of the shard, in stream order (-1 for an item ingest rejected), with what they were counted
 against: the ingest fingerprint (sources, ingest and tokenizer settings, input sizes and
-mtimes), the tokenizer's name and the digest of the shard's input bytes.
+mtimes), the tokenizer's name and the digest of the shard's input bytes. For a long record that
+render windows as one token sequence, ingest (which had to tokenize it whole) also keeps the UTF-8
+byte spans of the kept windows, valid for the render settings recorded with them.
 
 A reader trusts the counts only when the fingerprint and tokenizer match; the input digest is
 compared by score after it has read the shard (the digest is only known at the end of the

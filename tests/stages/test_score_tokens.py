@@ -194,3 +194,15 @@ def test_windows_cut_for_other_render_settings_are_not_used(tmp_path, corpus, do
     prepare_run(fresh)
     api.run_one("score", fresh)
     assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
+
+
+def test_ingest_removes_its_killed_temporaries_and_nothing_else(tmp_path, corpus):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    folder = run.path("inventory", "tokens", "docs")
+    leftover = folder / ".00000.npz.k3j9x_q2.tmp"  # what a kill -9 mid-write leaves
+    leftover.write_bytes(b"partial")
+    mine = folder / "notes.txt"
+    mine.write_text("the user's", encoding="utf-8")
+    api.run_one("ingest", config, force=True)
+    assert not leftover.exists() and mine.read_text(encoding="utf-8") == "the user's"

@@ -2,7 +2,9 @@
 
 For each shard of each source (from ``inventory.json``) records are streamed, rendered exactly
 as the students saw them in training (``config.render``), predicted in batches of
-``engine.batch_size`` and aggregated with the group's reliability mask. The result is
+``engine.batch_size`` and aggregated with the group's reliability mask. Token counts (and the
+window spans of long records) come from ingest (:mod:`mira.shard_tokens`), so scoring tokenizes
+almost nothing; the output is the same bytes as with counting. The result is
 ``scores/<source>/<shard>.parquet``: one row per *input* record, in input order, quarantined
 records included (NaN score, 0 tokens, the reason), so later stages can join scores to the data
 by position and every record is accounted for. The shard's done marker holds a digest of the
