@@ -27,7 +27,8 @@ def corpus(tmp_path_factory):
     odd = "naïve café 東京 ❤️ 👩‍👩‍👧 e\u0301 \u200b\U0001f600 "
     with open(root / "docs.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"id": "long-odd", "text": odd * 300}) + "\n")
-        handle.write(json.dumps({"id": "short-odd", "text": "👩‍👩‍👧" * 30}) + "\n")  # few chars, many tokens
+        # few characters, many tokens
+        handle.write(json.dumps({"id": "short-odd", "text": "👩‍👩‍👧" * 30}) + "\n")
         handle.write(json.dumps({"id": "short", "text": "fits easily"}) + "\n")
         handle.write(json.dumps({"id": "surrogate", "text": "lone \ud800 half " * 60}) + "\n")
         handle.write(json.dumps({"id": "medium", "title": "ZWJ", "text": "a👩‍👩‍👧b " * 40}) + "\n")
@@ -196,7 +197,7 @@ def test_windows_cut_for_other_render_settings_are_not_used(tmp_path, corpus, do
     assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
 
 
-def test_ingest_removes_its_killed_temporaries_and_nothing_else(tmp_path, corpus):
+def test_ingest_removes_its_killed_temporaries_and_stale_counts_and_nothing_else(tmp_path, corpus):
     config = _config(corpus, tmp_path / "run")
     run = prepare_run(config)
     folder = run.path("inventory", "tokens", "docs")
@@ -204,5 +205,8 @@ def test_ingest_removes_its_killed_temporaries_and_nothing_else(tmp_path, corpus
     leftover.write_bytes(b"partial")
     mine = folder / "notes.txt"
     mine.write_text("the user's", encoding="utf-8")
+    stale = folder / "00999.npz"  # a shard the source no longer has
+    stale.write_bytes((folder / "00000.npz").read_bytes())
     api.run_one("ingest", config, force=True)
-    assert not leftover.exists() and mine.read_text(encoding="utf-8") == "the user's"
+    assert not leftover.exists() and not stale.exists() and (folder / "00000.npz").exists()
+    assert mine.read_text(encoding="utf-8") == "the user's"

@@ -237,7 +237,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # die with this process.
     # Token counts are stamped with this ingest's fingerprint, so score never reuses another's.
     ingest_fp = fingerprint(ctx)
-    remove_own_files(run_dir.path("inventory", "tokens"), _is_tokens_temp)
+    tokens_dir = run_dir.path("inventory", "tokens")
+    current = {tokens_path(run_dir, shard).relative_to(tokens_dir).as_posix() for _, shard in jobs}
+    remove_own_files(tokens_dir, lambda path: _is_stale_tokens(path, current))
     tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl",
               tokens_path(run_dir, shard), ingest_fp) for name, shard in jobs]
     task = ctx.progress("ingest shards", len(jobs))
@@ -299,9 +301,12 @@ def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:
     remove_own_files(shard_dir, _is_quarantine_part)
 
 
-def _is_tokens_temp(path: PurePosixPath) -> bool:
-    # A temporary file of a killed ingest (inventory/tokens/<source>/.<shard>.npz.<...>.tmp).
-    return is_atomic_temp(path.name, r"\d{5}\.npz")
+def _is_stale_tokens(path: PurePosixPath, current: set[str]) -> bool:
+    # A temporary file of a killed ingest (inventory/tokens/<source>/.<shard>.npz.<...>.tmp), or the
+    # counts of a shard this ingest no longer has; nothing of the user's.
+    if is_atomic_temp(path.name, r"\d{5}\.npz"):
+        return True
+    return len(path.parts) == 2 and re.fullmatch(r"\d{5}\.npz", path.name) is not None and str(path) not in current
 
 
 def _is_quarantine_part(path: PurePosixPath) -> bool:

@@ -309,8 +309,8 @@ def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, 
         digest = shard_digest()
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
-            totals = _known(known, counts["records"], len(batch))
-            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source, totals)
+            reused = _known(known, counts["records"], len(batch))
+            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source, reused)
             for row in rows:
                 counts["records"] += 1
                 counts["tokens"] += row["tokens"]
