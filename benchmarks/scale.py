@@ -1,6 +1,7 @@
 """Whole-corpus scoring at scale: docs/s and peak RSS for growing synthetic-from-real corpora.
 
-    .venv/bin/python benchmarks/scale.py --sizes 10000,100000 [--workers 2] [--student auto|static|standin]
+    .venv/bin/python benchmarks/scale.py [--sizes 10000,100000] [--million] [--workers 2]
+        [--student auto|static|standin] [--without-token-counts]
 
 For each size a corpus is built by resampling real text on this machine: slices of Python
 stdlib files (a `code` source) and slices of /usr/share/doc READMEs and changelogs (a `docs`
@@ -13,6 +14,12 @@ stand-in labels when the distilled static model is present (`--student auto`, th
 otherwise a stand-in that still featurizes every rendering (character statistics, hashed word
 counts) so the cost of reading and rendering is real. The reliability mask and the aggregate are
 applied at select time (mira.score_table), so they are not part of the score time measured here.
+
+Whole-corpus docs/s is set against student-alone docs/s measured in the same run: every predict
+call is timed in the worker that makes it, and student-alone is the rate those processes would
+reach doing nothing but predict. Their ratio (goal >= 0.8) is the share of the scoring time the
+student itself takes. `--without-token-counts` scores as before ingest kept per-record token
+counts (every record tokenized again), for a before/after comparison on the same machine.
 
 Peak RSS: the driver's from getrusage(RUSAGE_SELF); the workers' from a sampler thread that reads
 VmHWM (the kernel's own peak-RSS counter) of every descendant process from /proc. RUSAGE_CHILDREN
@@ -29,6 +36,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -138,14 +146,66 @@ def stand_in_labels(texts: list[str]) -> np.ndarray:
     return StandInStudent(ANCHORS).predict(None, texts)
 
 
-def _models(kind: str) -> Any:
-    from mira.stages.score import StageModels
+class TimedStudent:
+    """A student whose predict calls are timed: each appends (rows, seconds) to a per-process file,
+    so the driver learns how much of the workers' time the student itself took."""
 
-    class BenchModels(StageModels):
-        def load_student(self, run: Any, group: str) -> Any:
-            return StandInStudent(ANCHORS) if kind == "standin" else super().load_student(run, group)
+    def __init__(self, inner: Any, log_dir: Path) -> None:
+        self.inner = inner
+        self.anchors = inner.anchors
+        self.log_dir = log_dir
 
-    return BenchModels() if kind == "standin" else StageModels()
+    def predict(self, records: Any, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        out = self.inner.predict(records, texts)
+        seconds = time.perf_counter() - started
+        with open(self.log_dir / f"{os.getpid()}.tsv", "a", encoding="utf-8") as handle:
+            handle.write(f"{len(texts)}\t{seconds}\n")
+        return out
+
+
+class BenchModels:
+    """`mira.stages.score.StageModels` with timed students (and the stand-in when asked).
+
+    Delegates instead of subclassing, so the class exists at module level without importing
+    mira at import time, and spawned workers can unpickle it.
+    """
+
+    def __init__(self, kind: str, log_dir: Path) -> None:
+        self.kind = kind
+        self.log_dir = log_dir
+
+    @staticmethod
+    def _real() -> Any:
+        from mira.stages.score import StageModels
+
+        return StageModels()
+
+    def source_to_group(self, run: Any) -> dict[str, str]:
+        return self._real().source_to_group(run)
+
+    def load_student(self, run: Any, group: str) -> Any:
+        student = StandInStudent(ANCHORS) if self.kind == "standin" else self._real().load_student(run, group)
+        # The embedding model loads on the first call (seconds, once per process): a fixed cost
+        # that the whole-corpus time keeps but the student's throughput should not.
+        student.predict(None, ["warm up"])
+        return TimedStudent(student, self.log_dir)
+
+    def load_mask(self, run: Any, group: str) -> Any:
+        return self._real().load_mask(run, group)
+
+    def aggregate(self, *args: Any) -> np.ndarray:
+        return self._real().aggregate(*args)
+
+
+def student_seconds(log_dir: Path) -> tuple[int, float]:
+    """(rows predicted, seconds in predict) summed over every process that scored."""
+    rows, seconds = 0, 0.0
+    for path in log_dir.glob("*.tsv"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            n, s = line.split("\t")
+            rows, seconds = rows + int(n), seconds + float(s)
+    return rows, seconds
 
 
 def prepare_upstream(config: Any, run: Any, kind: str) -> None:
@@ -227,9 +287,10 @@ class WorkerPeakRss:
 
 # --- one size, in its own process --------------------------------------------------------------
 
-def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int) -> dict[str, Any]:
+def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse_counts: bool = True) -> dict[str, Any]:
     from mira import api
     from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
+    from mira.engines import worker_count
     from mira.rundir import RunDir
     from mira.stages.score import score_corpus
 
@@ -244,14 +305,28 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int) -> di
     ingest_s = time.time() - t0
     run = RunDir(Path(config.run_dir))
     prepare_upstream(config, run, kind)
+    if not reuse_counts:  # the path before ingest kept token counts: score tokenizes every record
+        shutil.rmtree(run.path("inventory", "tokens"))
+    log_dir = root / f"student-times-{n}"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    models = BenchModels(kind, log_dir)
     rss_before_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.time()
     with WorkerPeakRss() as workers_rss:
-        counts = score_corpus(config, run, force=True, models=_models(kind))
+        counts = score_corpus(config, run, force=True, models=models)
     score_s = time.time() - t0
+    # Student-alone: the rate the same workers reach doing nothing but predict (their summed
+    # predict time shared over the processes that scored). whole / student-alone is then the share
+    # of the workers' time the student takes; 1.0 would mean reading and rendering cost nothing.
+    predicted, predict_s = student_seconds(log_dir)
+    used = worker_count(config.engine, counts["shards"])
+    whole = counts["records"] / score_s
+    alone = predicted / (predict_s / used) if predict_s else float("nan")
     return {"records": counts["records"], "tokens": counts["tokens"], "shards": counts["shards"],
             "build_s": round(built, 1), "ingest_s": round(ingest_s, 1), "score_s": round(score_s, 1),
-            "docs_per_s": round(counts["records"] / score_s, 1),
+            "docs_per_s": round(whole, 1), "student_docs_per_s": round(alone, 1),
+            "ratio": round(whole / alone, 2), "score_processes": used,
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "driver_rss_before_score_mb": round(rss_before_score / 1024, 1),
             "worker_peak_rss_mb": workers_rss.max_mb}
@@ -259,11 +334,13 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000",
-                        help="comma-separated record counts, e.g. 10000,100000,1000000")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated record counts, e.g. 10000,100000")
+    parser.add_argument("--million", action="store_true", help="also run 1,000,000 records (long: hours on 2 cores)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--student", choices=["auto", "static", "standin"], default="auto")
+    parser.add_argument("--without-token-counts", action="store_true",
+                        help="score without ingest's token counts (the path before they were kept), for comparison")
     parser.add_argument("--root", default="/tmp/mira-bench-scale")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,26 +352,32 @@ def main() -> None:
         kind = "static" if (static_model_dir(EmbedConfig()) / "config.json").exists() else "standin"
     root = Path(args.root)
     if args.child:
-        print(json.dumps(run_size(args.child, args.workers, kind, root, args.batch_size)))
+        print(json.dumps(run_size(args.child, args.workers, kind, root, args.batch_size,
+                                  reuse_counts=not args.without_token_counts)))
         return
-    sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"student: {kind}, workers: {args.workers}, batch size: {args.batch_size}, cpus: {os.cpu_count()}")
+    sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
+    print(f"student: {kind}, workers: {args.workers}, batch size: {args.batch_size}, cpus: {os.cpu_count()}, "
+          f"token counts from ingest: {not args.without_token_counts}")
     print(f"{'records':>9} {'tokens':>12} {'shards':>6} {'ingest s':>9} {'score s':>8} {'docs/s':>8} "
-          f"{'driver MB':>10} {'worker MB':>10}")
+          f"{'student/s':>10} {'ratio':>6} {'driver MB':>10} {'worker MB':>10}")
     results = []
     for n in sizes:
         # A fresh process per size: getrusage peaks are per process, and nothing is shared between sizes.
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--workers", str(args.workers),
-                              "--batch-size", str(args.batch_size), "--student", kind, "--root", str(root)],
+        command = [sys.executable, __file__, "--child", str(n), "--workers", str(args.workers),
+                   "--batch-size", str(args.batch_size), "--student", kind, "--root", str(root)]
+        out = subprocess.run(command + (["--without-token-counts"] if args.without_token_counts else []),
                              check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
         print(f"{r['records']:>9,} {r['tokens']:>12,} {r['shards']:>6} {r['ingest_s']:>9} {r['score_s']:>8} "
-              f"{r['docs_per_s']:>8} {r['driver_peak_rss_mb']:>10} {r['worker_peak_rss_mb']:>10}", flush=True)
+              f"{r['docs_per_s']:>8} {r['student_docs_per_s']:>10} {r['ratio']:>6} {r['driver_peak_rss_mb']:>10} "
+              f"{r['worker_peak_rss_mb']:>10}", flush=True)
+    print("docs/s: whole-corpus scoring (read, render, student, mask, write); student/s: the same processes "
+          "predicting only (their summed predict time); ratio = docs/s / student/s (goal >= 0.8)")
     if len(results) > 1:
         for key in ("worker_peak_rss_mb", "driver_peak_rss_mb"):
             values = [r[key] for r in results]
-            spread = (max(values) - min(values)) / min(values)
+            spread = (max(values) - min(values)) / min(values) if min(values) else float("nan")
             print(f"{key}: {min(values)}..{max(values)} MB, spread {spread:.0%} "
                   f"({'within' if spread <= 0.2 else 'OUTSIDE'} +-20%)")
 

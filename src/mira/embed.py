@@ -40,11 +40,15 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def _offline() -> None:
+def _offline(loads_transformers: bool = True) -> None:
     # Everything we load is on disk; without this, huggingface_hub may try the network first and
     # hang on machines without one.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not loads_transformers:
+        # A cached static model needs no transformers: importing it only to quiet it took ~10 s
+        # of every scoring worker's start on 2 cores.
+        return
     # transformers prints a load report for the bundled MiniLM (an unused `position_ids` buffer):
     # harmless, and noise in the middle of a progress display.
     from transformers.utils import logging as hf_logging
@@ -95,9 +99,10 @@ def _load_static(path: str) -> Any:
 
 def static_model(config: EmbedConfig) -> Any:
     """The model2vec static model for `config`, distilled and cached on first use."""
-    _offline()
     target = static_model_dir(config)
-    if not (target / "config.json").exists():
+    cached = (target / "config.json").exists()
+    _offline(loads_transformers=not cached)
+    if not cached:
         from model2vec.distill import distill
 
         log.info("distilling static embeddings from %s (once, cached in %s)", config.model, target)

@@ -284,18 +284,41 @@ def window(text: str, budget: int, tokenizer: Tokenizer, windows: int = 3) -> tu
     tokens = tokenizer.encode(text)
     if len(tokens) <= budget:
         return text, False
+    ranges = window_ranges(len(tokens), budget, windows)
+    return join_windows(len(tokens), ranges, [tokenizer.decode(tokens[a:b]) for a, b in ranges]), True
+
+
+def window_ranges(n_tokens: int, budget: int, windows: int) -> list[tuple[int, int]]:
+    """The token ranges :func:`window` keeps of an `n_tokens`-token text longer than `budget`."""
     if windows == 1:
-        return tokenizer.decode(tokens[:budget]) + f"\n[... {len(tokens) - budget} tokens elided ...]", True
+        return [(0, budget)]
     size = max(1, budget // windows)
-    starts = [0] + [round((len(tokens) - size) * i / (windows - 1)) for i in range(1, windows)]
-    pieces, last_end = [], 0
+    starts = [0] + [round((n_tokens - size) * i / (windows - 1)) for i in range(1, windows)]
+    ranges, last_end = [], 0
     for start in starts:
         start = max(start, last_end)
-        if start > last_end:
-            pieces.append(f"\n[... {start - last_end} tokens elided ...]\n")
-        pieces.append(tokenizer.decode(tokens[start:start + size]))
+        ranges.append((start, min(start + size, n_tokens)))
         last_end = start + size
-    return "".join(pieces), True
+    return ranges
+
+
+def join_windows(n_tokens: int, ranges: list[tuple[int, int]], pieces: list[str]) -> str:
+    """The windowed text: the kept pieces (decoded `ranges`) with elision marks between them."""
+    if len(ranges) == 1:
+        return pieces[0] + f"\n[... {n_tokens - ranges[0][1]} tokens elided ...]"
+    out, last_end = [], 0
+    for (start, end), piece in zip(ranges, pieces, strict=True):
+        if start > last_end:
+            out.append(f"\n[... {start - last_end} tokens elided ...]\n")
+        out.append(piece)
+        last_end = end
+    return "".join(out)
+
+
+def windows_whole(record: Record, sections: list[tuple[str, str]], full: str, max_tokens: int) -> bool:
+    """True when :func:`render` windows `full` as one token sequence (not by section, not by slices)."""
+    return (record.format in ("chat", "agent") or len(sections) == 1) and \
+        len(full) <= 2 * max_tokens * CHARS_PER_TOKEN_BOUND
 
 
 def _window_slices(text: str, budget: int, tokenizer: Tokenizer, windows: int) -> str:
@@ -328,13 +351,26 @@ def _window_slices(text: str, budget: int, tokenizer: Tokenizer, windows: int) -
     return "".join(pieces)
 
 
-def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3) -> Rendering:
-    """Render a record for judging: every section gets a fair share of the token budget."""
+def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3, *,
+           total: int | None = None, window_bytes: list[tuple[int, int]] | None = None) -> Rendering:
+    """Render a record for judging: every section gets a fair share of the token budget.
+
+    `total` is the token count of :func:`full_text`, when the caller has it already (score
+    reuses ingest's, :mod:`mira.shard_tokens`): a record that fits is then not tokenized at all.
+    `window_bytes`, the UTF-8 byte spans of the :func:`window_ranges` tokens of the full text
+    (recorded by ingest, which tokenized it anyway), spares tokenizing a long one again: a token
+    range decodes to exactly the bytes it spans, decoded with errors="replace" as tiktoken does.
+    """
     sections = render_sections(record)
     full = _join(sections)  # = full_text(record); the sections are needed below too
-    total = tokenizer.count(full)
+    if total is None:
+        total = tokenizer.count(full)
     if total <= max_tokens:
         return Rendering(full, total, False)
+    if window_bytes is not None and windows_whole(record, sections, full, max_tokens):
+        data = full.encode("utf-8")
+        pieces = [data[a:b].decode("utf-8", "replace") for a, b in window_bytes]
+        return Rendering(join_windows(total, window_ranges(total, max_tokens, windows), pieces), total, True)
     if record.format in ("chat", "agent") or len(sections) == 1:
         # A trajectory is judged as one sequence: its start, middle and end.
         cut, _ = window(full, max_tokens, tokenizer, windows)

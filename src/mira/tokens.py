@@ -37,6 +37,11 @@ class TiktokenTokenizer:
     def decode(self, tokens: list[int]) -> str:
         return self._enc.decode(tokens)
 
+    def byte_offsets(self, tokens: list[int], positions: Sequence[int]) -> list[int]:
+        """UTF-8 byte offset, in the encoded text, of each token position (tokens concatenate to
+        the text's bytes; a position may fall inside a character)."""
+        return [len(self._enc.decode_bytes(tokens[:p])) for p in positions]
+
 
 class Bytes4Tokenizer:
     """Approximate: one token per 4 UTF-8 bytes; its 'tokens' are 4-character pieces."""

@@ -28,10 +28,11 @@ import numpy as np
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import DUPLICATE_ID, Rejected, iter_shard_records
 from mira.engines import map_tasks
-from mira.io import Shard, iter_shard, list_source_files, plan_shards
+from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
 from mira.records import detect_source_format, full_text
 from mira.rundir import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint
+from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
 from mira.stage import StageContext
 from mira.tokens import get_tokenizer
 
@@ -89,16 +90,22 @@ def _percentile(counts: Counter[int], q: float) -> int:
     return 2 ** max(counts)
 
 
-def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str, out: Path) -> dict[str, Any]:
-    """Read one shard: count tokens, write its quarantine entries to `out`; return its stats."""
+def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str, out: Path,
+                 tokens_out: Path | None = None, ingest_fingerprint: str = "") -> dict[str, Any]:
+    """Read one shard: count tokens, write its quarantine entries to `out` and, when `tokens_out`
+    is given, every item's token count there (:mod:`mira.shard_tokens`); return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
+    counts: list[int] = []  # per input item, for score to reuse
+    windows: dict[int, list[tuple[int, int]]] = {}  # item position -> byte spans of its render windows
+    digest = shard_digest()
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                              "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
     id_hashes: list[int] = []  # of the usable records, in order: duplicates are found across shards
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for item in iter_shard_records(config, source, shard, fmt):
+        for item in iter_shard_records(config, source, shard, fmt, digest):
             stats["records"] += 1
             if isinstance(item, Rejected):
+                counts.append(NOT_A_RECORD)
                 stats["bytes"] += item.nbytes
                 stats["quarantined"] += 1
                 reason_kind = item.reason.split(" (")[0].split(":")[0]
@@ -110,13 +117,19 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                 stats["fields"].update(dict.fromkeys(item.data))
             # The same text `render` counts, so inventory and score/select token totals agree.
             text = full_text(item)
-            tokens = tokenizer.count(text)
+            tokens, spans = count_record(item, text, tokenizer, config.render.max_tokens, config.render.windows)
+            counts.append(tokens)
+            if spans is not None:
+                windows[len(counts) - 1] = spans
             id_hashes.append(_id_hash(item.id))
             stats["ok"] += 1
             stats["tokens"] += tokens
             stats["bytes"] += len(text.encode("utf-8", "replace"))
             stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] += 1
             stats["max_tokens"] = max(stats["max_tokens"], tokens)
+    if tokens_out is not None:
+        write_shard_tokens(tokens_out, counts, windows, ingest_fingerprint=ingest_fingerprint,
+                           tokenizer=tokenizer.name, input_digest=digest.hexdigest(), render=render_settings(config))
     # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text,
     # id hashes as plain ints.
     return {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()},
@@ -223,8 +236,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
     # The engine every stage shares: its start method, bounded submission, Ray, and workers that
     # die with this process.
-    tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl")
-             for name, shard in jobs]
+    # Token counts are stamped with this ingest's fingerprint, so score never reuses another's.
+    ingest_fp = fingerprint(ctx)
+    tokens_dir = run_dir.path("inventory", "tokens")
+    current = {tokens_path(run_dir, shard).relative_to(tokens_dir).as_posix() for _, shard in jobs}
+    remove_own_files(tokens_dir, lambda path: _is_stale_tokens(path, current))
+    tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl",
+              tokens_path(run_dir, shard), ingest_fp) for name, shard in jobs]
     task = ctx.progress("ingest shards", len(jobs))
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for index, stats in map_tasks(config.engine, ingest_shard, tasks):
@@ -282,6 +300,14 @@ def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, handle, 1 << 20)
     remove_own_files(shard_dir, _is_quarantine_part)
+
+
+def _is_stale_tokens(path: PurePosixPath, current: set[str]) -> bool:
+    # A temporary file of a killed ingest (inventory/tokens/<source>/.<shard>.npz.<...>.tmp), or the
+    # counts of a shard this ingest no longer has; nothing of the user's.
+    if is_atomic_temp(path.name, r"\d{5}\.npz"):
+        return True
+    return len(path.parts) == 2 and re.fullmatch(r"\d{5}\.npz", path.name) is not None and str(path) not in current
 
 
 def _is_quarantine_part(path: PurePosixPath) -> bool:

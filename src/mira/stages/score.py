@@ -2,10 +2,12 @@
 
 For each shard of each source (from ``inventory.json``) records are streamed, rendered exactly
 as the students saw them in training (``config.render``) and predicted in batches of
-``engine.batch_size``. The result is ``scores/<source>/<shard>.parquet``: one row per *input*
-record, in input order, quarantined records included (NaN anchors, 0 tokens, the reason). The
-reliability mask and the aggregate are applied later, at join time (:mod:`mira.score_table`), so
-changing a threshold or the aggregator re-selects without scoring again. Later stages join scores to the data
+``engine.batch_size``. Token counts (and the window spans of long records) come from ingest
+(:mod:`mira.shard_tokens`), so scoring tokenizes almost nothing; the output is the same bytes as
+with counting. The result is ``scores/<source>/<shard>.parquet``: one row per *input* record, in
+input order, quarantined records included (NaN anchors, 0 tokens, the reason). The reliability
+mask and the aggregate are applied later, at join time (:mod:`mira.score_table`), so changing a
+threshold or the aggregator re-selects without scoring again. Later stages join scores to the data
 by position and every record is accounted for. The shard's done marker holds a digest of the
 input bytes scored (``input_digest``), which select checks before joining.
 
@@ -35,6 +37,7 @@ from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.shard_tokens import ShardTokens, read_shard_tokens, render_settings
 from mira.stage import ProgressFactory, StageContext, null_progress
 
 log = logging.getLogger(__name__)
@@ -274,8 +277,6 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
 
     `group` is None only for a source without a usable record (every row is quarantined).
     """
-    import pyarrow.parquet as pq
-
     from mira.tokens import get_tokenizer
 
     run = RunDir(Path(run_dir))
@@ -283,8 +284,30 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     stage_fp = stage_fp or fingerprint(StageContext(config, run))
     loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [])
     tokenizer = get_tokenizer(config.tokenizer.name)
-    source_cfg = config.source(shard.source)
     out = shard_scores_path(run, shard)
+    # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
+    known = read_shard_tokens(run, shard, ingest_fingerprint=run.require("ingest"), tokenizer=tokenizer.name,
+                              render=render_settings(config))
+    counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, known)
+    if known is not None and digest != known.input_digest:
+        # The bytes changed since ingest counted them: its counts may belong to other records.
+        # Score again, counting, so the output is what it would have been without the reuse.
+        log.warning("source %s shard %s changed since ingest; scoring it again without ingest's token counts "
+                    "(rerun `mira ingest`)", shard.source, shard.name)
+        counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, None)
+    marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
+              "anchors": loaded.anchors, "input_digest": digest, **counts}
+    atomic_write_json(shard_marker_path(run, shard), marker)
+    return out
+
+
+def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, loaded: _Loaded,
+                  models: StageModels, tokenizer: Any, out: Path,
+                  known: ShardTokens | None) -> tuple[dict[str, int], str]:
+    """Score the shard into `out` (atomically); return the counts and the input bytes' digest."""
+    import pyarrow.parquet as pq
+
+    source_cfg = config.source(shard.source)
     counts = {"records": 0, "scored": 0, "quarantined": 0, "tokens": 0}
     with atomic_path(out) as tmp:
         buffer = _RowBuffer(pq.ParquetWriter(str(tmp), schema(loaded.anchors), compression="zstd"),
@@ -294,7 +317,8 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
         digest = shard_digest()
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
-            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source)
+            reused = _known(known, counts["records"], len(batch))
+            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source, reused)
             for row in rows:
                 counts["records"] += 1
                 counts["tokens"] += row["tokens"]
@@ -304,10 +328,18 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
                     counts["scored"] += 1
             buffer.extend(rows)
         buffer.close()
-    marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
-              "anchors": loaded.anchors, "input_digest": digest.hexdigest(), **counts}
-    atomic_write_json(shard_marker_path(run, shard), marker)
-    return out
+    return counts, digest.hexdigest()
+
+
+def _known(known: ShardTokens | None, start: int, n: int) -> list[tuple[int | None, Any]]:
+    """Ingest's (count, window byte spans) of items start..start+n; (None, None) where it has no
+    count: a record rejected at ingest, or past the end of a shard that has grown (the digest
+    check catches both)."""
+    if known is None:
+        return [(None, None)] * n
+    part = known.counts[start:start + n].tolist()
+    out = [(t, known.windows.get(start + i)) if t >= 0 else (None, None) for i, t in enumerate(part)]
+    return out + [(None, None)] * (n - len(part))
 
 
 def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Record | Rejected]]:
@@ -322,13 +354,17 @@ def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Rec
 
 
 def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageModels, config: RunConfig,
-                 tokenizer: Any, group: str | None, source: str) -> list[dict[str, Any]]:
+                 tokenizer: Any, group: str | None, source: str,
+                 known: list[tuple[int | None, Any]] | None = None) -> list[dict[str, Any]]:
     records = [item for item in batch if isinstance(item, Record)]
     n_anchors = len(loaded.anchors)
     if records and loaded.student is None:
         raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
     if records:
-        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
+        reused = [k for item, k in zip(batch, known or [(None, None)] * len(batch), strict=True)
+                  if isinstance(item, Record)]
+        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=t, window_bytes=w)
+                      for r, (t, w) in zip(records, reused, strict=True)]
         per_anchor = np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64)
         if per_anchor.shape != (len(records), n_anchors):
             raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "

@@ -1,0 +1,212 @@
+"""Score reuses ingest's per-record token counts (mira.shard_tokens) and stays byte-identical."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from mira import api
+from mira.config import EngineConfig, RenderConfig
+from mira.corpus import Rejected, iter_shard_records, source_infos
+from mira.records import full_text
+from mira.shard_tokens import NOT_A_RECORD, tokens_path
+from mira.stages import score as score_stage
+from mira.tokens import TiktokenTokenizer, get_tokenizer
+from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
+
+MAX_TOKENS = 96
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The shared test corpus plus long records with odd Unicode: windowed text and qa sections."""
+    root = tmp_path_factory.mktemp("corpus")
+    sources = build_corpus(root)
+    odd = "naïve café 東京 ❤️ 👩‍👩‍👧 e\u0301 \u200b\U0001f600 "
+    with open(root / "docs.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "long-odd", "text": odd * 300}) + "\n")
+        # few characters, many tokens
+        handle.write(json.dumps({"id": "short-odd", "text": "👩‍👩‍👧" * 30}) + "\n")
+        handle.write(json.dumps({"id": "short", "text": "fits easily"}) + "\n")
+        handle.write(json.dumps({"id": "surrogate", "text": "lone \ud800 half " * 60}) + "\n")
+        handle.write(json.dumps({"id": "medium", "title": "ZWJ", "text": "a👩‍👩‍👧b " * 40}) + "\n")
+    with open(root / "qa.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "qa-long", "question": "Why? " * 50, "reasoning": odd * 80,
+                                 "answer": "Because. " * 40}) + "\n")
+    return sources
+
+
+@pytest.fixture
+def doubles(monkeypatch):
+    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+
+
+def _config(corpus, run_dir, **engine):
+    return make_config(corpus, run_dir, render=RenderConfig(max_tokens=MAX_TOKENS),
+                       engine=EngineConfig(workers=1, batch_size=5, **engine))
+
+
+def _without_reuse(monkeypatch):
+    monkeypatch.setattr(score_stage, "read_shard_tokens", lambda *a, **k: None)
+
+
+def test_ingest_writes_one_count_per_input_item(tmp_path, corpus):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    windowed = 0
+    for info in source_infos(run):
+        for shard in info.shards:
+            with np.load(tokens_path(run, shard), allow_pickle=False) as data:
+                counts = data["counts"].tolist()
+                windowed_here = data["window_items"].tolist()
+            # Ingest's pass has no duplicates marked; score's pass sees the same items in the same order.
+            items = list(iter_shard_records(config, config.source(info.name), shard, info.format))
+            assert counts == [NOT_A_RECORD if isinstance(i, Rejected) else tokenizer.count(full_text(i))
+                              for i in items]
+            windowed += len(windowed_here)
+    assert windowed >= 3  # long records windowed as one sequence have their window spans recorded
+
+
+def test_reused_counts_give_byte_identical_scores(tmp_path, corpus, doubles, monkeypatch):
+    fast = _config(corpus, tmp_path / "fast")
+    prepare_run(fast)
+    api.run_one("score", fast)
+    _without_reuse(monkeypatch)
+    slow = _config(corpus, tmp_path / "slow")
+    prepare_run(slow)
+    api.run_one("score", slow)
+    fast_bytes = tree_bytes(tmp_path / "fast" / "scores")
+    assert fast_bytes == tree_bytes(tmp_path / "slow" / "scores") and len(fast_bytes) > 3
+
+
+def _counted_texts(monkeypatch):
+    counted: list[str] = []
+    original = TiktokenTokenizer.count
+
+    def count(self, text):
+        counted.append(text)
+        return original(self, text)
+
+    monkeypatch.setattr(TiktokenTokenizer, "count", count)
+    return counted
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_records_that_fit_are_not_tokenized_again(tmp_path, corpus, doubles, monkeypatch, reuse):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    fitting = {full_text(item) for info in source_infos(run) for shard in info.shards
+               for item in iter_shard_records(config, config.source(info.name), shard, info.format)
+               if not isinstance(item, Rejected) and tokenizer.count(full_text(item)) <= MAX_TOKENS}
+    assert len(fitting) > 20
+    if not reuse:
+        _without_reuse(monkeypatch)
+    counted = _counted_texts(monkeypatch)
+    api.run_one("score", config)
+    recounted = fitting.intersection(counted)
+    # Without the reuse (the old path) every record is counted again: the assertion has teeth.
+    assert (not recounted) if reuse else recounted == fitting
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_long_records_windowed_whole_are_not_tokenized_again(tmp_path, corpus, doubles, monkeypatch, reuse):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    recorded = set()
+    for info in source_infos(run):
+        for shard in info.shards:
+            with np.load(tokens_path(run, shard), allow_pickle=False) as data:
+                positions = set(data["window_items"].tolist())
+            items = iter_shard_records(config, config.source(info.name), shard, info.format)
+            recorded |= {full_text(item) for i, item in enumerate(items) if i in positions}
+    assert recorded
+    if not reuse:
+        _without_reuse(monkeypatch)
+    encoded: list[str] = []
+    original = TiktokenTokenizer.encode
+    monkeypatch.setattr(TiktokenTokenizer, "encode", lambda self, text: encoded.append(text) or original(self, text))
+    api.run_one("score", config)
+    again = recorded.intersection(encoded)
+    assert (not again) if reuse else again == recorded
+
+
+def _same_size_same_mtime_edit(path, old: str, new: str) -> None:
+    assert len(old.encode()) == len(new.encode())
+    stat = path.stat()
+    data = path.read_text(encoding="utf-8")
+    assert old in data
+    path.write_text(data.replace(old, new, 1), encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_input_edited_since_ingest_is_scored_with_fresh_counts(tmp_path, doubles, monkeypatch, caplog):
+    corpus = build_corpus(tmp_path / "corpus")
+    docs = tmp_path / "corpus" / "docs.jsonl"
+    with open(docs, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "edited", "text": "plain words here " * 3}) + "\n")
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    # Same size, same mtime: ingest's fingerprint cannot see it, only the bytes' digest can.
+    _same_size_same_mtime_edit(docs, "plain words here " * 3, "x9 q7 z3 k1 w8 j2 " * 2 + "v5 b4 m6 f0 a1 ")
+    assert api.run_one("ingest", config).skipped
+    with caplog.at_level(logging.WARNING, logger="mira.stages.score"):
+        api.run_one("score", config)
+    assert any("changed since ingest" in r.getMessage() for r in caplog.records)
+    _without_reuse(monkeypatch)
+    fresh = _config(corpus, tmp_path / "fresh")
+    prepare_run(fresh)
+    api.run_one("score", fresh)
+    assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
+
+
+def test_counts_of_another_ingest_are_not_trusted(tmp_path, corpus, doubles, monkeypatch):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    for info in source_infos(run):
+        for shard in info.shards:  # wrong counts under a foreign fingerprint: must be ignored
+            path = tokens_path(run, shard)
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                counts = data["counts"] + 1
+            meta["fingerprint"] = "another-ingest"
+            np.savez(path, counts=counts, meta=np.asarray(json.dumps(meta)))
+    api.run_one("score", config)
+    _without_reuse(monkeypatch)
+    fresh = _config(corpus, tmp_path / "fresh")
+    prepare_run(fresh)
+    api.run_one("score", fresh)
+    assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
+
+
+def test_windows_cut_for_other_render_settings_are_not_used(tmp_path, corpus, doubles, monkeypatch):
+    ingested = _config(corpus, tmp_path / "run")  # windows recorded for max_tokens=96
+    run = prepare_run(ingested)
+    config = make_config(corpus, tmp_path / "run", render=RenderConfig(max_tokens=160, windows=2),
+                         engine=EngineConfig(workers=1, batch_size=5))
+    assert api.run_one("ingest", config).skipped  # render settings are not ingest's
+    api.run_one("score", config)
+    _without_reuse(monkeypatch)
+    fresh = make_config(corpus, tmp_path / "fresh", render=RenderConfig(max_tokens=160, windows=2),
+                        engine=EngineConfig(workers=1, batch_size=5))
+    prepare_run(fresh)
+    api.run_one("score", fresh)
+    assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
+
+
+def test_ingest_removes_its_killed_temporaries_and_stale_counts_and_nothing_else(tmp_path, corpus):
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    folder = run.path("inventory", "tokens", "docs")
+    leftover = folder / ".00000.npz.k3j9x_q2.tmp"  # what a kill -9 mid-write leaves
+    leftover.write_bytes(b"partial")
+    mine = folder / "notes.txt"
+    mine.write_text("the user's", encoding="utf-8")
+    stale = folder / "00999.npz"  # a shard the source no longer has
+    stale.write_bytes((folder / "00000.npz").read_bytes())
+    api.run_one("ingest", config, force=True)
+    assert not leftover.exists() and not stale.exists() and (folder / "00000.npz").exists()
+    assert mine.read_text(encoding="utf-8") == "the user's"
