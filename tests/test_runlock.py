@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from mira import api
 from mira.config import EngineConfig, dump_config
 from mira.rundir import RunDir
 from mira.runlock import RunLocked, writing
 from mira.selections import current_selection
-from mira.stages import score as score_stage
-from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run
+from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_LOCKED = 75
@@ -84,13 +82,7 @@ def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("locked")
     corpus = build_corpus(root / "corpus")
     config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
-    try:
-        prepare_run(config)
-        api.run_one("score", config)
-    finally:
-        score_stage.StageModels = original
+    score_with_doubles(config)
     path = root / "config.yaml"
     path.write_text(dump_config(config))
     return path, RunDir(root / "run")

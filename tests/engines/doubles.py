@@ -144,20 +144,28 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def build_scored_run(root: Path) -> tuple[list[dict[str, Any]], Path]:
-    """The test corpus under `root/corpus`, ingested and scored with the stand-in student (qa masked)
-    in `root/run`; tests copy the run directory. Returns (source configs, run path)."""
+def score_with_doubles(config: RunConfig, *stages: str, prepare: bool = True) -> None:
+    """Run `stages` (default: score) with the stand-in students; with `prepare`, build the upstream
+    artifacts first (prepare_run). StageModels is restored even when a stage fails."""
     from mira import api
-    from mira.config import EngineConfig
     from mira.stages import score as score_stage
 
-    corpus = build_corpus(root / "corpus")
-    config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
     original = score_stage.StageModels
     score_stage.StageModels = DoubleModels
     try:
-        prepare_run(config)
-        api.run_one("score", config)
+        if prepare:
+            prepare_run(config)
+        for stage in stages or ("score",):
+            api.run_one(stage, config, force=not prepare)
     finally:
         score_stage.StageModels = original
+
+
+def build_scored_run(root: Path) -> tuple[list[dict[str, Any]], Path]:
+    """The test corpus under `root/corpus`, ingested and scored with the stand-in student (qa masked)
+    in `root/run`; tests copy the run directory. Returns (source configs, run path)."""
+    from mira.config import EngineConfig
+
+    corpus = build_corpus(root / "corpus")
+    score_with_doubles(make_config(corpus, root / "run", engine=EngineConfig(workers=1)))
     return corpus, root / "run"

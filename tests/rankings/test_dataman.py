@@ -11,9 +11,8 @@ from mira.config import AnnotationConfig, DataManConfig, EngineConfig, Selection
 from mira.rankings import dataman
 from mira.rundir import RunDir
 from mira.stage import StageIncomplete
-from mira.stages import score as score_stage
 from mira.teacher.testing import Reply, ScriptedServer
-from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run
+from tests.engines.doubles import score_with_doubles, build_corpus, make_config
 
 CRITERIA = [a.id for a in dataman.load_dataman_rubric()]
 
@@ -40,13 +39,7 @@ def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataman")
     corpus = build_corpus(root / "corpus")
     config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
-    try:
-        prepare_run(config)
-        api.run_one("score", config)
-    finally:
-        score_stage.StageModels = original
+    score_with_doubles(config)
     return corpus, root / "run"
 
 

@@ -15,8 +15,7 @@ from mira.config import EngineConfig, PerplexityConfig, SelectionConfig
 from mira.rankings import perplexity
 from mira.rankings.ngram import NgramModel, token_ids
 from mira.rundir import RunDir
-from mira.stages import score as score_stage
-from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run
+from tests.engines.doubles import score_with_doubles, build_corpus, make_config
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAIN = ["argparse.py", "ast.py", "calendar.py", "csv.py", "dataclasses.py", "difflib.py", "enum.py",
@@ -92,13 +91,7 @@ def scored_with_junk(tmp_path_factory):
         for row in lines:
             handle.write(json.dumps({"id": "junk-" + row["id"], "text": _shuffled_words(row["text"], 1)}) + "\n")
     config = make_config(corpus, root / "run", engine=EngineConfig(workers=1))
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
-    try:
-        prepare_run(config)
-        api.run_one("score", config)
-    finally:
-        score_stage.StageModels = original
+    score_with_doubles(config)
     return corpus, root / "run"
 
 

@@ -11,9 +11,7 @@ from mira import api
 from mira.config import EngineConfig, SelectionConfig
 from mira.rundir import RunDir
 from mira.selections import current_selection
-from mira.stages import score as score_stage
-from tests.engines.doubles import (DoubleModels, build_corpus, build_scored_run, make_config, prepare_run,
-                                  tree_bytes)
+from tests.engines.doubles import build_corpus, build_scored_run, make_config, score_with_doubles, tree_bytes
 
 
 @pytest.fixture(scope="module")
@@ -292,13 +290,7 @@ def test_dsir_baseline_ranks_by_importance_weight(scored, tmp_path):
 # --- hostile input (issue 10) ----------------------------------------------------------------------
 
 def _score(config):
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
-    try:
-        prepare_run(config)
-        api.run_one("score", config)
-    finally:
-        score_stage.StageModels = original
+    score_with_doubles(config)
 
 
 @pytest.fixture(scope="module")
@@ -398,13 +390,7 @@ def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
                                             r"scoring.*mira score --force"):
         api.run_one("select", config, force=True)
     assert tree_bytes(tmp_path / "run" / "selection") == before  # the previous selection is intact
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
-    try:  # what the message says to do
-        api.run_one("ingest", config, force=True)
-        api.run_one("score", config, force=True)
-    finally:
-        score_stage.StageModels = original
+    score_with_doubles(config, "ingest", "score", prepare=False)  # what the message says to do
     api.run_one("select", config, force=True)
     kept = [json.loads(line) for line in (current_selection(RunDir(tmp_path / "run")) / "docs" / "00000.jsonl").read_text().splitlines()]
     assert kept[0]["text"].startswith(first_text[:6][::-1])

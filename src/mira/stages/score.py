@@ -286,8 +286,10 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     tokenizer = get_tokenizer(config.tokenizer.name)
     out = shard_scores_path(run, shard)
     # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
-    known = read_shard_tokens(run, shard, ingest_fingerprint=run.require("ingest"), tokenizer=tokenizer.name,
-                              render=render_settings(config))
+    # (A run dir without an ingest marker, e.g. the DataMan baseline's mini run, counts as before.)
+    ingest_fp = run.stage_fingerprint("ingest")
+    known = None if ingest_fp is None else read_shard_tokens(run, shard, ingest_fingerprint=ingest_fp,
+                                                             tokenizer=tokenizer.name, render=render_settings(config))
     counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, known)
     if known is not None and digest != known.input_digest:
         # The bytes changed since ingest counted them: its counts may belong to other records.
