@@ -212,7 +212,7 @@ def load_mask(run: RunDir, group: str) -> dict[str, Any]:
     return read_json(mask_path(run, group))
 
 
-def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any]:
+def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any] | None:
     """The group's mask under `config`: the one place selection and the report get a mask from.
 
     ``mask.json`` when distill built it under these thresholds (or it records none: written by
@@ -226,7 +226,11 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
     if metrics.exists():
         return build_mask(read_json(metrics), config)
     if mask is None:
+        from mira.rubric import rubric_is_empty
         from mira.rundir import StageNotReady
+
+        if rubric_is_empty(run, group):
+            return None  # discover left the group without a rubric: its records are unscored
 
         raise StageNotReady(f"group {group} has no students/{group}/mask.json or metrics.json; rerun `mira distill`")
     return mask

@@ -54,6 +54,14 @@ def rubric_path(run: RunDir, group: str) -> Path:
     return run.path("rubrics", f"{group}.jsonl")
 
 
+def rubric_is_empty(run: RunDir, group: str) -> bool:
+    """True when discover wrote the group's rubric without anchors (every candidate rejected, see
+    ``<group>.rejected.jsonl``): its sources are then unscored (``selection.unscored``) rather than
+    a reason to stop the run. A missing file is not "empty": that stage simply has not run."""
+    path = rubric_path(run, group)
+    return path.exists() and not path.read_text(encoding="utf-8").strip()
+
+
 def rubric_files(run: RunDir) -> list[Path]:
     """The rubric files of a run (the audit files of rejected clusters are not rubrics)."""
     folder = run.path("rubrics")

@@ -63,7 +63,7 @@ def aggregate_scores(table: Any, mask: dict[str, Any] | None, reliability: Relia
     return out
 
 
-def current_masks(config: RunConfig, run: RunDir, groups: list[str]) -> dict[str, dict[str, Any]]:
+def current_masks(config: RunConfig, run: RunDir, groups: list[str]) -> dict[str, dict[str, Any] | None]:
     """Each group's mask under the current reliability config (see :func:`mira.reliability.current_mask`)."""
     from mira.reliability import current_mask
 
@@ -83,7 +83,8 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
         group = groups_of.get(info.name)
         g_index = group_names.index(group) if group is not None else -1
         for shard in info.shards:
-            anchors = masks[group]["anchors"] if group is not None else []
+            mask = masks.get(group) if group is not None else None
+            anchors = mask["anchors"] if mask is not None else []
             table = pq.read_table(shard_scores_path(run, shard), columns=["id", "source", "tokens", "quarantine",
                                                                         *anchors])
             n = table.num_rows

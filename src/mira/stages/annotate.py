@@ -278,9 +278,9 @@ def fingerprint(ctx: StageContext) -> str:
 
 
 def _load_anchors(run: RunDir, group: str) -> list[Any] | None:
-    from mira.rubric import load_rubric, rubric_path
+    from mira.rubric import load_rubric, rubric_is_empty, rubric_path
 
-    if not rubric_path(run, group).exists():
+    if not rubric_path(run, group).exists() or rubric_is_empty(run, group):
         return None  # discover found no anchor for this group; a malformed edit still raises
     return load_rubric(run, group)
 

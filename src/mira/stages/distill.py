@@ -200,12 +200,19 @@ def _fmt(value: float | None) -> str:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from mira.groups import load_groups
+    from mira.rubric import rubric_is_empty
 
     groups = load_groups(ctx.run)
     counts: dict[str, Any] = {"groups": 0, "trained": 0, "masked_cells": 0}
     without: list[str] = []
     for group in groups.groups:
         path = ctx.run.path("labels", f"{group.id}.parquet")
+        if not path.exists() and rubric_is_empty(ctx.run, group.id):
+            # Discover found no anchor (its reasons are in rubrics/<group>.rejected.jsonl): nothing to
+            # learn, so the group's sources stay unscored and select treats them by selection.unscored.
+            ctx.notes.append(f"distill: group {group.id} has no rubric; its sources are unscored")
+            counts["no_rubric"] = counts.get("no_rubric", 0) + 1
+            continue
         if not path.exists():
             without.append(group.id)
             continue

@@ -82,8 +82,13 @@ _MODELS: dict[tuple[Any, ...], _Loaded] = {}
 def _models_for(models: StageModels, run: RunDir, group: str, stage_fp: str) -> _Loaded:
     key = (type(models).__module__, type(models).__qualname__, str(run.root), group, stage_fp)
     if key not in _MODELS:
-        student = models.load_student(run, group)
-        _MODELS[key] = _Loaded(student, list(student.anchors))
+        from mira.rubric import rubric_is_empty
+
+        if rubric_is_empty(run, group):  # no rubric, no student: the group's records get no anchor scores
+            _MODELS[key] = _Loaded(None, [])
+        else:
+            student = models.load_student(run, group)
+            _MODELS[key] = _Loaded(student, list(student.anchors))
     return _MODELS[key]
 
 
@@ -162,11 +167,13 @@ def require_students(run: RunDir) -> None:
     folder) must not end in a FileNotFoundError from a worker.
     """
     from mira.groups import load_groups
+    from mira.rubric import rubric_is_empty
     from mira.rundir import StageNotReady
     from mira.students import student_dir
 
     groups = load_groups(run)
-    missing = [g.id for g in groups.groups if g.sources and not (student_dir(run, g.id) / "student.json").exists()]
+    missing = [g.id for g in groups.groups if g.sources and not rubric_is_empty(run, g.id)
+               and not (student_dir(run, g.id) / "student.json").exists()]
     if missing:
         raise StageNotReady(f"no trained student for groups {', '.join(missing)} (students/<group>/ is empty); "
                             "rerun `mira distill --force`, which says what it lacks")
@@ -360,14 +367,15 @@ def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageM
                  known: list[tuple[int | None, Any]] | None = None) -> list[dict[str, Any]]:
     records = [item for item in batch if isinstance(item, Record)]
     n_anchors = len(loaded.anchors)
-    if records and loaded.student is None:
+    if records and group is None:
         raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
     if records:
         reused = [k for item, k in zip(batch, known or [(None, None)] * len(batch), strict=True)
                   if isinstance(item, Record)]
         renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=t, window_bytes=w)
                       for r, (t, w) in zip(records, reused, strict=True)]
-        per_anchor = np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64)
+        per_anchor = (np.zeros((len(records), 0)) if loaded.student is None  # a group without a rubric
+                      else np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64))
         if per_anchor.shape != (len(records), n_anchors):
             raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
                                f"expected {(len(records), n_anchors)}")
