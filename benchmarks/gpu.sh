@@ -27,4 +27,4 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
     | tee -a "$OUT/gpu.txt"
 python3 benchmarks/student.py --encoder-only --docs "${DOCS:-8192}" --encoder-docs "${CPU_DOCS:-512}" \
     2>&1 | tee "$OUT/student.txt"
-python3 benchmarks/proxy.py --seeds "${SEEDS:-3}" 2>&1 | tee "$OUT/proxy.txt"
+python3 benchmarks/proxy.py ${PROXY_ARGS:---skip-check} 2>&1 | tee "$OUT/proxy.txt"
