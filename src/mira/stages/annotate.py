@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mira.config import RunConfig
-from mira.corpus import SourceInfo, sample_stratified, source_infos, stable_rank
+from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos, stable_rank
 from mira.records import Record, Rendering, render
 from mira.rundir import RunDir, atomic_path, fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
@@ -296,6 +296,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tokenizer = get_tokenizer(config.tokenizer.name)
     prompt = load_prompt(PROMPT)
     counts: dict[str, Any] = {"groups": 0, "labels": 0, "failed": 0, "consistency": 0, "requests": 0}
+    note = index_note([i for g in groups.groups for s in g.sources if (i := infos.get(s))], cfg.seed)
+    if note:
+        ctx.notes.append(f"annotate: {note}")
     incomplete: list[str] = []
     all_results: list[Any] = []
     starved: list[str] = []  # groups the teacher's failures left without enough labels to train

@@ -240,7 +240,7 @@ def _budget_stop(what: str) -> StageIncomplete:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from mira.corpus import sample_stratified, source_infos
+    from mira.corpus import index_note, sample_stratified, source_infos
     from mira.groups import load_groups
     from mira.records import render
     from mira.tokens import get_tokenizer
@@ -253,6 +253,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     infos = {info.name: info for info in source_infos(run_dir)}
     tokenizer = get_tokenizer(config.tokenizer.name)
 
+    note = index_note([i for g in groups.groups if g.id not in kept for s in g.sources if (i := infos.get(s))],
+                      dcfg.seed)
+    if note:
+        ctx.notes.append(f"discover: {note}")
     samples: dict[str, list[tuple[Record, str]]] = {}
     task = ctx.progress("discover: sample records", len(groups.groups) - len(kept))
     for group in groups.groups:
