@@ -238,7 +238,8 @@ def measured_speed(run: RunDir, stage: str) -> tuple[float, str] | None:
     teacher = marker.get("teacher") or (usage or {}).get("last") or {}
     answered = int(teacher.get("answered") or 0)
     if marker.get("seconds") and answered > 0:
-        return float(marker["seconds"]) / answered, f"its last run took {marker['seconds']:.0f} s for {answered} new answers"
+        seconds = float(marker["seconds"])
+        return seconds / answered, f"its last run took {seconds:.0f} s for {answered} new answers"
     total = (usage or {}).get("total") or {}
     if total.get("answered") and total.get("latency_s"):
         per = float(total["latency_s"]) / int(total["answered"])
@@ -283,12 +284,12 @@ def _total(plans: list[StagePlan]) -> str:
     running = [p for p in plans if p.will_run]
     if not running:
         return "nothing to run: every stage is done"
-    known = [p for p in running if p.estimate and p.estimate.seconds is not None]
-    text = (f"will run: {', '.join(p.stage for p in running)}; time: about "
-            f"{_minutes(sum(p.estimate.seconds for p in known if p.estimate and p.estimate.seconds))}")
-    unknown = [p.stage for p in running if p not in known]
+    known = [p.estimate.seconds for p in running if p.estimate and p.estimate.seconds is not None]
+    unknown = [p.stage for p in running if not p.estimate or p.estimate.seconds is None]
+    text = f"will run: {', '.join(p.stage for p in running)}; time: "
+    text += f"about {_minutes(sum(known))}" if known else "unknown"
     if unknown:
-        text += f" plus {', '.join(unknown)} (not measured yet)"
+        text += f"{' plus' if known else ''} {', '.join(unknown)} (not measured yet)"
     if any(p.state == MAY_RUN for p in running):
         text += "; counts the stages that may run"
     return text
