@@ -52,6 +52,12 @@ def test_a_network_setting_reruns_nothing_but_the_report(finished):
     sent = len(server.requests)
     assert _reruns(changed) == ["report"] and len(server.requests) == sent
     assert _named(explain(changed, list(STAGES))) == []
+    # Credentials in the server address never reach the plan's words.
+    changed.teacher.base_url = config.teacher.base_url.replace("http://", "http://user:s3cret@") + "?key=k3y"
+    plans = {p.stage: p for p in explain(changed, list(STAGES))}
+    assert _named(plans.values()) == ["report"]
+    assert plans["report"].reasons[0].startswith("config changed: teacher.base_url")
+    assert "s3cret" not in str(plans["report"].reasons) and "k3y" not in str(plans["report"].reasons)
 
 
 @pytest.mark.slow

@@ -154,10 +154,11 @@ def _changed_settings(stage: str, config: RunConfig, run: RunDir, marker: dict[s
     old = marker.get("config") or _saved_config(run)
     if not old:
         return []
-    new = config_record(config)
+    # Compared as shown (secrets masked, as the marker keeps them); tested on the real settings.
+    shown, plain = config_record(config), config.model_dump(mode="json")
     reasons = []
-    for path, before, after in _differences(old, new):
-        changed = _with(new, path, before)
+    for path, before, after in _differences(old, shown):
+        changed = _with(plain, path, before)
         try:
             reverted = RunConfig.model_validate(changed)
             fp = stage_fingerprint(stage, StageContext(reverted, _PlannedRun(run.root, dict(pending), set())))
