@@ -32,9 +32,16 @@ def _sources(tmp_path: Path) -> list[dict]:
     lines[4] = "{not json"
     lines[7] = ""
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    # zstd, with ids in odd Unicode (combining marks, an emoji, a lone surrogate escape) and numbers.
+    import zstandard
+
+    odd = ["e\u0301", "\U0001F600", "\\ud800", 7, "7", "a\u2028b", "tab\tid", "" ]
+    blob = "".join(json.dumps({"id": rid, "text": f"odd record {i}"}) + "\n" for i, rid in enumerate(odd * 2))
+    (tmp_path / "odd.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(blob.encode()))
     mixed, broken = DATA / "mixed", DATA / "broken"
     return [{"name": "faq", "path": str(tmp_path / "faq.parquet")},
             {"name": "docs", "path": str(tmp_path / "docs.jsonl")},
+            {"name": "odd", "path": str(tmp_path / "odd.jsonl.zst")},
             {"name": "code", "path": str(mixed / "code.jsonl")},
             {"name": "agent", "path": str(mixed / "agent.jsonl.gz")},
             {"name": "py", "path": str(DATA / "group_discover" / "py_code.jsonl")},
@@ -60,6 +67,9 @@ def test_indexed_samples_are_the_streamed_samples(tmp_path, monkeypatch, floor):
                 chosen = [r.locator for r in sample_source(config, info, n, seed)]
                 assert chosen == _streamed(config, info, n, seed), (info.name, n, seed)
                 assert len(chosen) == min(n, info.ok)
+    odd = next(i for i in infos if i.name == "odd")
+    # Six distinct ids ("7" and 7 are one) whose repeats are duplicates, and two empty ids (their locators).
+    assert odd.ok == 8 and len(sample_source(config, odd, 100, 0)) == 8
     docs = next(i for i in infos if i.name == "docs")
     assert docs.ok == 9 and all(len({r.id for r in sample_source(config, docs, n, 0)}) == min(n, 9) for n in (3, 12))
 
