@@ -181,3 +181,18 @@ def test_an_input_edited_in_place_is_sampled_from_what_it_holds_now(tmp_path):
     chosen = sample_source(config, info, 5, 0)
     assert [r.locator for r in chosen] == _streamed(config, info, 5, 0)
     assert all(r.id.startswith("b") for r in chosen)
+
+
+def test_ingest_removes_its_killed_temporaries_and_indexes_of_gone_sources_and_nothing_else(tmp_path):
+    sources = [{"name": n, "path": str(DATA / "group_discover" / f"{n}.jsonl")} for n in ("py_code", "qa")]
+    config = make_config(tmp_path, sources, engine=EngineConfig(workers=1))
+    api.run_one("ingest", config)
+    folder = RunDir(Path(config.run_dir)).path("inventory", "sample")
+    leftover = folder / ".qa.json.k3j9x_q2.tmp"  # what a kill -9 mid-write leaves
+    leftover.write_text("{")
+    mine = folder / "notes.txt"
+    mine.write_text("the user's", encoding="utf-8")
+    config.sources = config.sources[:1]  # qa is no longer a source
+    api.run_one("ingest", config)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "py_code.json"]
+    assert mine.read_text(encoding="utf-8") == "the user's"
