@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mira.config import RunConfig
+from mira.corpus import stable_rank
 from mira.rundir import RunDir, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ class ShardCandidates:
         self.usable = 0
 
     def add(self, record_id: str, position: int, offset: int, locator: str) -> None:
-        from mira.corpus import stable_rank
-
         self.usable += 1
         for seed, heap in self.heaps.items():
             item = (-stable_rank(seed, record_id), position, offset, locator)
