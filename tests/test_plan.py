@@ -131,3 +131,15 @@ def test_without_measurements_the_estimate_says_it_uses_constants(tmp_path):
     assert all(p.state == "runs" and p.reasons == ["not run yet"] for p in plans.values())
     assert "constants for qwen2.5-coder-1.5b (nothing measured in this run)" in plans["annotate"].estimate.basis
     assert plans["ingest"].estimate.seconds is None and plans["ingest"].estimate.basis == "not measured yet"
+
+
+@pytest.mark.slow
+def test_a_stage_rerun_alone_is_named_downstream(finished):
+    config, _ = finished
+    api.run_pipeline(config)
+    changed = config.model_copy(deep=True)
+    changed.annotation.self_consistency_records += 2
+    api.run_one("annotate", changed)  # `mira annotate --set ...`, the rest left as it was
+    plans = {p.stage: p for p in explain(changed, list(STAGES))}
+    assert plans["annotate"].state == "done"
+    assert (plans["distill"].state, plans["distill"].reasons) == ("runs", ["upstream stage annotate was rerun since"])

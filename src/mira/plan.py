@@ -129,8 +129,9 @@ def _explain_stage(stage: str, config: RunConfig, run: RunDir, pending: dict[str
 def _own_changes(stage: str, config: RunConfig, run: RunDir, marker: dict[str, Any],
                  pending: dict[str, str], planned: str) -> list[str]:
     """Why the stage's own inputs differ from its done marker's: settings, artifacts, upstream reruns."""
+    reads: set[str] = set()
     try:
-        current = stage_fingerprint(stage, StageContext(config, run))
+        current = stage_fingerprint(stage, StageContext(config, _PlannedRun(run.root, {}, reads)))
     except StageNotReady:
         return []
     if current == marker.get("fingerprint"):
@@ -142,7 +143,7 @@ def _own_changes(stage: str, config: RunConfig, run: RunDir, marker: dict[str, A
         now = module.reads(StageContext(config, run))
         reasons += [f"upstream artifact changed: {name}" for name in sorted(now) if now[name] != recorded.get(name)]
     for name, fp in (marker.get("upstream") or {}).items():
-        if fp is not None and run.stage_fingerprint(name) not in (fp, None) and name not in pending:
+        if name in reads and fp is not None and run.stage_fingerprint(name) not in (fp, None):
             reasons.append(f"upstream stage {name} was rerun since")
     return reasons
 
