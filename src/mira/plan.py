@@ -221,7 +221,7 @@ def estimate(stage: str, config: RunConfig, run: RunDir, assume_new: bool) -> Es
         speed = measured_speed(run, stage)
         if speed is not None:
             per_answer, basis = speed
-            return Estimate(new * per_answer, f"{what} x {per_answer:.1f} s (measured: {basis})")
+            return Estimate(new * per_answer, f"{what} x {per_answer:.3g} s (measured: {basis})")
         constant = _constant_seconds(config, work)
         if constant is not None:
             return Estimate(constant, f"{what}; constants for {config.teacher.model} (nothing measured in this run)")
