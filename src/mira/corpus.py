@@ -20,8 +20,8 @@ from mira.rundir import RunDir, read_json
 
 
 @dataclass
-class Rejected:
-    """A raw item that could not become a record, with the reason."""
+class Quarantined:
+    """A raw item that could not become a record, with the reason: it goes to quarantine/, never silently dropped."""
 
     locator: str
     reason: str
@@ -32,21 +32,21 @@ DUPLICATE_ID = "duplicate id (an earlier record of the source has it)"
 
 
 def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
-                       digest: Any = None) -> Iterator[Record | Rejected]:
-    """Every item of a shard as a Record or a Rejected with its reason; `digest` as in `iter_shard`."""
+                       digest: Any = None) -> Iterator[Record | Quarantined]:
+    """Every item of a shard as a Record or a Quarantined with its reason; `digest` as in `iter_shard`."""
     duplicates = set(shard.duplicates)
     for raw in iter_shard(shard, config.ingest.max_record_bytes, digest):
         item = to_record(raw, source, fmt, config.ingest.min_chars)
         if duplicates and isinstance(item, Record) and item.locator in duplicates:
-            item = Rejected(item.locator, DUPLICATE_ID, raw.nbytes)
+            item = Quarantined(item.locator, DUPLICATE_ID, raw.nbytes)
         yield item
 
 
-def to_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int) -> Record | Rejected:
+def to_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int) -> Record | Quarantined:
     try:
         return make_record(raw, source, fmt, min_chars)
     except RecordError as exc:
-        return Rejected(raw.locator, str(exc), raw.nbytes)
+        return Quarantined(raw.locator, str(exc), raw.nbytes)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mira.config import ConfigError, RunConfig
-from mira.corpus import Rejected, SourceInfo, iter_shard_records, source_infos
+from mira.corpus import Quarantined, SourceInfo, iter_shard_records, source_infos
 from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, read_json
@@ -351,8 +351,8 @@ def _known(known: ShardTokens | None, start: int, n: int) -> list[tuple[int | No
     return out + [(None, None)] * (n - len(part))
 
 
-def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Record | Rejected]]:
-    batch: list[Record | Rejected] = []
+def _batches(items: Iterator[Record | Quarantined], size: int) -> Iterator[list[Record | Quarantined]]:
+    batch: list[Record | Quarantined] = []
     for item in items:
         batch.append(item)
         if len(batch) >= size:
@@ -362,7 +362,7 @@ def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Rec
         yield batch
 
 
-def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageModels, config: RunConfig,
+def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, models: StageModels, config: RunConfig,
                  tokenizer: Any, group: str | None, source: str,
                  known: list[tuple[int | None, Any]] | None = None) -> list[dict[str, Any]]:
     records = [item for item in batch if isinstance(item, Record)]
@@ -382,7 +382,7 @@ def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageM
     rows: list[dict[str, Any]] = []
     position = 0
     for item in batch:
-        if isinstance(item, Rejected):
+        if isinstance(item, Quarantined):
             rows.append({"id": f"{source}/{item.locator}", "locator": item.locator, "source": source, "group": group,
                          "tokens": 0, "anchors": [float("nan")] * n_anchors,
                          "quarantine": item.reason})
