@@ -55,7 +55,8 @@ from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
-from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
+from mira.artifacts.selection import UNSCORED_REASONS, DecisionReason
+from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
 from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
                          remove_own_files, swap_in)
 from mira.rundir import fingerprint as make_fingerprint, hash_files
@@ -66,8 +67,9 @@ from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
 
 log = logging.getLogger(__name__)
 
-UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
-UNSCORED_BELOW = "unscored: outside its random share"
+# Old names of two decision reasons (mira.artifacts.selection.DecisionReason owns them now).
+UNSCORED_KEPT = DecisionReason.UNSCORED_KEPT
+UNSCORED_BELOW = DecisionReason.UNSCORED_BELOW
 VERSION = "select-v1"
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
@@ -109,7 +111,7 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
 @dataclass
 class Decisions:
     kept: np.ndarray
-    reason: np.ndarray  # object array of str
+    reason: np.ndarray  # object array of DecisionReason
     rank: np.ndarray  # int64, 0 where the record was not ranked (not eligible)
     units: dict[str, dict[str, Any]]
 
@@ -136,9 +138,9 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     kept = np.zeros(n, dtype=bool)
     reason = np.empty(n, dtype=object)
     rank = np.zeros(n, dtype=np.int64)
-    reason[table.quarantined] = "quarantined"
+    reason[table.quarantined] = DecisionReason.QUARANTINED
     unscored = ~table.quarantined & ~rank_by.eligible
-    reason[unscored] = UNSCORED
+    reason[unscored] = DecisionReason.UNSCORED
     fraction = sel.budget_share(total)
     # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
     order = np.lexsort((table.tie, -rank_by.key, unit_of))
@@ -159,10 +161,10 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         taken = _closest_prefix(tokens[candidates], room)
         kept[idx[forced]] = True
         kept[candidates[:taken]] = True
-        reason[idx[forced]] = "kept (source floor)"
-        reason[candidates[:taken]] = "kept"
-        reason[candidates[taken:]] = "below cutoff"
-        reason[idx[capped]] = "source cap"
+        reason[idx[forced]] = DecisionReason.KEPT_FLOOR
+        reason[candidates[:taken]] = DecisionReason.KEPT
+        reason[candidates[taken:]] = DecisionReason.BELOW_CUTOFF
+        reason[idx[capped]] = DecisionReason.SOURCE_CAP
         cutoff = float(rank_by.key[candidates[taken - 1]]) if taken else None
         units[name] = {"tokens_in": unit_tokens, "budget_tokens": round(budget, 1),
                        "unscored_share_tokens": round(random_share, 1),
@@ -183,8 +185,8 @@ def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept:
         share = fraction * float(table.tokens[idx].sum())
         taken = _closest_prefix(table.tokens[idx], share)
         kept[idx[:taken]] = True
-        reason[idx[:taken]] = UNSCORED_KEPT
-        reason[idx[taken:]] = UNSCORED_BELOW
+        reason[idx[:taken]] = DecisionReason.UNSCORED_KEPT
+        reason[idx[taken:]] = DecisionReason.UNSCORED_BELOW
         used += share
     return used
 
@@ -225,7 +227,7 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
         kept = members & decisions.kept
         quarantined = members & table.quarantined
         rejected = members & ~decisions.kept & ~table.quarantined
-        unscored = members & np.isin(decisions.reason, (UNSCORED, UNSCORED_KEPT, UNSCORED_BELOW))
+        unscored = members & np.isin(decisions.reason, UNSCORED_REASONS)
         out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
                "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
                "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
@@ -372,7 +374,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
                 pq.write_table(arrow_table(kept_rows), str(tmp), compression="zstd")
     rows = slice(start, end)
     rank = decisions.rank[rows]
-    reasons = [r if r != "quarantined" else f"quarantined: {s['quarantine']}"
+    reasons = [str(r) if r != DecisionReason.QUARANTINED else f"{DecisionReason.QUARANTINED}: {s['quarantine']}"
                for r, s in zip(decisions.reason[rows], scores, strict=True)]
     decision_table = pa.table({
         "id": [s["id"] for s in scores], "locator": [s["locator"] for s in scores],
