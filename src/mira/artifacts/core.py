@@ -186,9 +186,10 @@ class Artifact:
         return f"opaque (`{self.owner}`)" if self.owner else "opaque"
 
 
-def dump(model: BaseModel) -> dict[str, Any]:
-    """A model as the JSON it is stored as: by alias, extra fields kept."""
-    return model.model_dump(mode="json", by_alias=True)
+def dump(model: BaseModel, as_read: bool = False) -> dict[str, Any]:
+    """A model as the JSON it is stored as: by alias, extra fields kept. `as_read`: only the fields
+    the file held (a validated view of an older file, without the defaults of newer fields)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=as_read)
 
 
 def check_columns(schema: Any, expected: Any) -> None:

@@ -3,13 +3,17 @@ kept records, one decision per input record and a summary whose counts add up.""
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from mira.artifacts.core import Artifact
 from mira.artifacts.run import Document
+
+log = logging.getLogger(__name__)
 
 
 class DecisionReason(StrEnum):
@@ -113,3 +117,16 @@ SELECTION_SUMMARY = Artifact(
 CURRENT_SELECTION = Artifact(
     "current_selection", "selection/_current.json", "select", "`{\"name\": ...}`: the selection the last "
     "`mira select` wrote (the report's)", model=CurrentSelection)
+
+
+def read_selection_summary(folder: Path) -> SelectionSummary | None:
+    """The summary of the selection in `folder` (``selection/<name>/``, or ``selection/`` itself for
+    a run written before selections had names); None when it is missing or does not validate."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return SELECTION_SUMMARY.parse(path)
+    except (OSError, ValueError) as exc:
+        log.warning("not a selection summary: %s: %s", path, str(exc).splitlines()[0] if str(exc) else exc)
+        return None

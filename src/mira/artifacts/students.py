@@ -64,7 +64,8 @@ class Metrics(Document):
 
 class MaskCell(Document):
     masked: bool
-    status: Literal["reliable", "unreliable", "undecidable"] = "reliable"
+    # Absent in masks written before the status existed: the report derives it from n.
+    status: Literal["reliable", "unreliable", "undecidable"] | None = None
     reason: str | None = None
     weight: float = 0.0
     basis: str = "source"  # "source" or "*" (the group cell decided)
