@@ -310,15 +310,14 @@ class RunDir:
 
     def mark_done(self, stage: str, stage_fingerprint: str, counts: dict[str, Any] | None = None,
                   started: float | None = None) -> dict[str, Any]:
-        marker = {
-            "stage": stage,
-            "fingerprint": stage_fingerprint,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(time.time() - started, 3) if started else None,
-            "counts": counts or {},
-        }
-        atomic_write_json(self.marker_path(stage), marker)
-        return marker
+        from mira.artifacts.core import dump
+        from mira.artifacts.run import DONE, DoneMarker  # the marker's owner (imports this module)
+
+        marker = DoneMarker(stage=stage, fingerprint=stage_fingerprint,
+                            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            seconds=round(time.time() - started, 3) if started else None, counts=counts or {})
+        DONE.save(self, marker, stage=stage)
+        return dump(marker)
 
     def clear_done(self, stage: str) -> None:
         with contextlib.suppress(FileNotFoundError):

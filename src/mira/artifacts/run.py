@@ -45,7 +45,7 @@ def parse_config(path: Path) -> SavedConfig:
 class DoneMarker(Document):
     """``_done/<stage>.json``: written last by a finished stage (``mira.rundir.RunDir.mark_done``)."""
 
-    stage: str
+    stage: str = ""
     fingerprint: str
     finished_at: str | None = None
     seconds: float | None = None
