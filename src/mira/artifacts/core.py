@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_json, atomic_write_text
+from mira.rundir import RunDir, StageNotReady, _json_default, atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,10 @@ class Artifact:
 def dump(model: BaseModel, as_read: bool = False) -> dict[str, Any]:
     """A model as the JSON it is stored as: by alias, extra fields kept. `as_read`: only the fields
     the file held (a validated view of an older file, without the defaults of newer fields)."""
-    return model.model_dump(mode="json", by_alias=True, exclude_unset=as_read)
+    # Python mode, then JSON with the run directory's encoder: counts a stage returns may hold
+    # numpy scalars or paths, which pydantic's JSON mode refuses inside `Any` fields.
+    value = model.model_dump(by_alias=True, exclude_unset=as_read)
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def check_columns(schema: Any, expected: Any) -> None:
