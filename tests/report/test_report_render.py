@@ -144,20 +144,25 @@ def test_helpers():
 
 
 def _rewrite_scores(run, source, scores, tokens):
-    """Replace one source's score shards with the given aggregates (and token counts)."""
+    """Replace one source's score shards so that each record's aggregate is `scores(i)`: every
+    anchor scores it that (any mean of equal values is that value), with the given token counts."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    folder = run / "scores" / source
-    for path in folder.glob("*.parquet"):
-        table = pq.read_table(path)
+    from mira.artifacts import CATALOGUE
+    from mira.artifacts.scores import anchor_columns
+    from mira.rundir import RunDir
+
+    shards = CATALOGUE["scores"]
+    for keys in shards.instances(RunDir(run), source=source):
+        table = shards.load(RunDir(run), **keys)
         n = table.num_rows
-        table = table.set_column(table.column_names.index("score"), "score",
-                                 pa.array([float(scores(i)) for i in range(n)], pa.float64()))
+        values = pa.array([float(scores(i)) for i in range(n)], pa.float64())
+        for anchor in anchor_columns(table.column_names):
+            table = table.set_column(table.column_names.index(anchor), anchor, values)
         table = table.set_column(table.column_names.index("tokens"), "tokens",
                                  pa.array([int(tokens(i)) for i in range(n)], pa.int64()))
         table = table.set_column(table.column_names.index("quarantine"), "quarantine", pa.nulls(n, pa.string()))
-        pq.write_table(table, path)
+        shards.save(RunDir(run), table, **keys)
 
 
 def test_report_warns_on_constant_or_length_driven_aggregates_and_never_calls_few_rows_reliable(tmp_path):
