@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from mira.config import ReliabilityConfig
-from mira.rundir import RunDir, atomic_write_json, read_json
+from mira.rundir import RunDir, read_json
 
 log = logging.getLogger(__name__)
 GROUP_CELL = "*"
@@ -205,7 +205,9 @@ def build_mask(metrics: dict[str, Any], config: ReliabilityConfig) -> dict[str, 
 
 
 def write_mask(run: RunDir, group: str, mask: dict[str, Any]) -> None:
-    atomic_write_json(mask_path(run, group), mask)
+    from mira.artifacts.students import MASK
+
+    MASK.save(run, mask, group=group)
 
 
 def load_mask(run: RunDir, group: str) -> dict[str, Any]:

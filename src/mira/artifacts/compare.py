@@ -59,6 +59,9 @@ COMPARE_SUMMARY = Artifact(
 PROXY_RESULT = Artifact(
     "proxy_result", "compare/proxy/{selection}/seed{seed}.json", "compare", "one proxy-training result "
     "(resumable), see below", model=ProxyRecord)
+PROXY_PLOT = Artifact(
+    "proxy_plot", "compare/proxy.png", "compare", "bits per byte of each selection's proxy model per eval set "
+    "(the report embeds it)", kind="opaque", owner="mira.compare.training")
 PERPLEXITY = Artifact(
     "perplexity", "baselines/perplexity/", "select (`method: perplexity`)", "reference n-gram model(s) + "
     "`reference.json`, `scores/<source>/<shard>.parquet` (`id, bits_per_token, tokens`) + `.done.json`",

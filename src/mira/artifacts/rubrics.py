@@ -90,6 +90,9 @@ RUBRIC = Artifact(
 RUBRIC_REJECTED = Artifact(
     "rubric_rejected", "rubrics/{group}.rejected.jsonl", "discover", "candidate anchors discover dropped, "
     "each with its reason (shown under the group's cards)", kind="jsonl", model=RejectedCandidate)
+RUBRIC_BACKUP = Artifact(
+    "rubric_backup", "rubrics/{group}.jsonl.bak", "discover (`--force`)", "a hand-edited rubric saved before "
+    "`--force` regenerated it (kept as the user wrote it)", kind="opaque", owner="mira.stages.discover")
 RUBRIC_GENERATED = Artifact(
     "rubric_generated", "rubrics/_generated.json", "discover", "the hash of each rubric as discover wrote "
     "it: a rerun keeps a hand-edited file", model=GeneratedHashes)

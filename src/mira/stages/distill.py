@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from mira.artifacts.students import METRICS
 from mira.corpus import stable_rank
-from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rundir import RunDir, atomic_path, hash_files, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 
@@ -153,7 +154,7 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     if len(val_idx):
         write_validation(folder / "validation.parquet", [record_ids[i] for i in val_idx],
                          [sources[i] for i in val_idx], anchors, targets[val_idx], pred)
-    atomic_write_json(metrics_path, metrics)
+    METRICS.save(run_dir, metrics, group=group)
     mask = build_mask(metrics, config.reliability)
     write_mask(run_dir, group, mask)
     ceiling = consistency.get("spearman")

@@ -55,7 +55,8 @@ from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
-from mira.artifacts.selection import UNSCORED_REASONS, DecisionReason
+from mira.artifacts.core import dump
+from mira.artifacts.selection import UNSCORED_REASONS, DecisionReason, SelectionSummary
 from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
 from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
                          remove_own_files, swap_in)
@@ -321,7 +322,8 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
         json_columns = {info.name: unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
                         for info in infos}
         summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
-    atomic_write_json(partial / "summary.json", summary)
+    # Validated by its catalogue schema; written into the partial folder swapped in below.
+    atomic_write_json(partial / "summary.json", dump(SelectionSummary.model_validate(summary)))
     # Swap the finished selection in; a killed run leaves the previous selection intact.
     swap_in(partial, final, _is_selection_file)
     totals = summary["totals"]
