@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from mira.config import ReliabilityConfig
-from mira.rundir import RunDir, read_json
+from mira.rundir import RunDir
 
 log = logging.getLogger(__name__)
 GROUP_CELL = "*"
@@ -211,7 +211,19 @@ def write_mask(run: RunDir, group: str, mask: dict[str, Any]) -> None:
 
 
 def load_mask(run: RunDir, group: str) -> dict[str, Any]:
-    return read_json(mask_path(run, group))
+    """``mask.json`` as stored, validated by its catalogue schema (``mira.artifacts.students.Mask``)."""
+    from mira.artifacts.core import dump
+    from mira.artifacts.students import MASK
+
+    return dump(MASK.load(run, group=group), as_read=True)
+
+
+def load_metrics(run: RunDir, group: str) -> dict[str, Any]:
+    """``metrics.json`` as stored, validated by its catalogue schema (``mira.artifacts.students.Metrics``)."""
+    from mira.artifacts.core import dump
+    from mira.artifacts.students import METRICS
+
+    return dump(METRICS.load(run, group=group), as_read=True)
 
 
 def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any] | None:
@@ -226,7 +238,7 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
         return mask
     metrics = run.path("students", group, "metrics.json")
     if metrics.exists():
-        return build_mask(read_json(metrics), config)
+        return build_mask(load_metrics(run, group), config)
     if mask is None:
         from mira.rubric import rubric_is_empty
         from mira.rundir import StageNotReady

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mira.config import ConfigError
 from mira.rundir import RunDir, StageNotReady, _json_default, atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ class ArtifactMissing(StageNotReady):
     """The artifact's file is not there: its stage has not run (one line naming the command)."""
 
 
-class ArtifactInvalid(ValueError):
-    """The artifact's file is there but does not match its schema (one line naming the file)."""
+class ArtifactInvalid(ConfigError):
+    """The artifact's file is there but does not match its schema (one line naming the file and
+    field). A ConfigError, like a bad rubric edit: the CLI shows the line and exits 2."""
 
 
 @dataclass(frozen=True)

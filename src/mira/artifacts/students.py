@@ -48,7 +48,7 @@ class CellMetrics(Document):
 class Metrics(Document):
     """``students/<group>/metrics.json``: validation metrics per source x anchor (never training rows)."""
 
-    student: str
+    student: str = ""  # the student kind (static, encoder)
     regressor: str = ""
     anchors: list[str]
     cells: dict[str, dict[str, CellMetrics]] = Field(default_factory=dict)  # source -> anchor

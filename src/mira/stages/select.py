@@ -56,15 +56,15 @@ from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.artifacts.core import dump
-from mira.artifacts.selection import UNSCORED_REASONS, DecisionReason, SelectionSummary
+from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
+from mira.artifacts.selection import SELECTION_SUMMARY, UNSCORED_REASONS, DecisionReason, SelectionSummary
 from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
-from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
-                         remove_own_files, swap_in)
+from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files, swap_in)
 from mira.rundir import fingerprint as make_fingerprint, hash_files
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import StageContext
-from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
+from mira.stages.score import shard_scores_path
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,11 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     lines = [f"method: {sel.method}, mode: {retention_mode(config)}, budget: {sel.budget_label()}, "
              f"outputs: {', '.join(sel.output_formats)}"]
     method_lines = ranking_plan(config, run)  # what a method's own corpus pass will cost
-    summary = scores_dir(run) / "summary.json"
-    if summary.exists():
-        sources = read_json(summary)["sources"]
-        lines.append(f"reads scores of {sum(s['records'] for s in sources.values()):,} records "
-                     f"({sum(s['tokens'] for s in sources.values()):,} tokens)" + ("" if method_lines else "; no model is run"))
+    summary = SCORES_SUMMARY.read(run)
+    if summary is not None:
+        sources = summary.sources.values()
+        lines.append(f"reads scores of {sum(s.records for s in sources):,} records "
+                     f"({sum(s.tokens for s in sources):,} tokens)" + ("" if method_lines else "; no model is run"))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")
@@ -272,7 +272,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
     name = selection_name(ctx.config)
     set_current(ctx.run, name)
-    ctx.notes.extend(empty_budget_notes(read_json(selection_dir(ctx.run, name) / "summary.json")))
+    ctx.notes.extend(empty_budget_notes(dump(SELECTION_SUMMARY.load(ctx.run, name=name))))
     return counts
 
 
@@ -410,10 +410,8 @@ def _changed(info: SourceInfo, shard: Any, detail: str) -> StageNotReady:
 
 def _check_unchanged(run: RunDir, info: SourceInfo, shard: Any, digest: str) -> None:
     """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
-    try:
-        scored = read_json(shard_marker_path(run, shard)).get("input_digest")
-    except (OSError, ValueError):
-        scored = None
+    marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
+    scored = marker.input_digest if marker is not None else None
     if scored is not None and scored != digest:  # markers of older runs hold no digest
         raise _changed(info, shard, "content fingerprint differs")
 
