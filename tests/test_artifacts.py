@@ -16,6 +16,7 @@ from mira import api
 from mira.artifacts import CATALOGUE, ArtifactInvalid, ArtifactMissing
 from mira.artifacts.core import dump
 from mira.artifacts.selection import DecisionReason
+from mira.config import ConfigError
 from mira.rundir import RunDir, StageNotReady
 from tests.report.fixture_run import build_fixture_run
 
@@ -116,7 +117,7 @@ def test_a_missing_artifact_names_the_command_and_an_invalid_one_the_file(tmp_pa
                                            "source_to_group": {}}))
     with pytest.raises(ArtifactInvalid, match=r"groups.json: field 'k'") as invalid:
         CATALOGUE["groups"].load(run)
-    assert "\n" not in str(invalid.value)
+    assert "\n" not in str(invalid.value) and isinstance(invalid.value, ConfigError)  # CLI: one line, exit 2
     assert CATALOGUE["groups"].read(run) is None
     bad_line = CATALOGUE["rubric"].path(run, group="g0")
     bad_line.parent.mkdir()
