@@ -159,6 +159,9 @@ def test_done_markers_keep_numpy_counts(tmp_path):
     assert marker["counts"] == {"records": 3, "share": 0.5, "path": str(tmp_path)}
     assert CATALOGUE["done"].load(run, stage="ingest").counts == marker["counts"]
     assert run.is_done("ingest", "f00")
+    # Fields the runner adds (what a stage read, for the dry run) are kept, not dropped by the schema.
+    run.mark_done("group", "f01", {}, reads={"inventory.json": "abc"})
+    assert CATALOGUE["done"].load(run, stage="group").model_extra == {"reads": {"inventory.json": "abc"}}
 
 
 def test_status_reads_markers_and_usage_through_the_catalogue(tmp_path):

@@ -309,13 +309,15 @@ class RunDir:
         return bool(marker) and marker.get("fingerprint") == stage_fingerprint
 
     def mark_done(self, stage: str, stage_fingerprint: str, counts: dict[str, Any] | None = None,
-                  started: float | None = None) -> dict[str, Any]:
+                  started: float | None = None, **extra: Any) -> dict[str, Any]:
+        """Write the done marker (through its catalogue owner); `extra` fields are kept in it."""
         from mira.artifacts.core import dump
         from mira.artifacts.run import DONE, DoneMarker  # the marker's owner (imports this module)
 
         marker = DoneMarker(stage=stage, fingerprint=stage_fingerprint,
                             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            seconds=round(time.time() - started, 3) if started else None, counts=counts or {})
+                            seconds=round(time.time() - started, 3) if started else None, counts=counts or {},
+                            **extra)
         DONE.save(self, marker, stage=stage)
         return dump(marker)
 

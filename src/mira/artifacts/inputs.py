@@ -46,6 +46,20 @@ class Inventory(Document):
     totals: InventoryTotals = Field(default_factory=InventoryTotals)
 
 
+class SeedSample(Document):
+    complete: bool = False  # every usable record of the source is in `entries`
+    entries: list[list[Any]] = Field(default_factory=list)  # [rank, shard, position, offset, locator], by rank
+
+
+class SampleIndex(Document):
+    """``inventory/sample/<source>.json`` (``mira.sample_index``): read only when `fingerprint` is the
+    done ingest's."""
+
+    fingerprint: str
+    usable: int = 0
+    seeds: dict[str, SeedSample] = Field(default_factory=dict)
+
+
 class QuarantineEntry(Document):
     source: str
     locator: str
@@ -65,6 +79,11 @@ SHARD_TOKENS = Artifact(
     "render: {max_tokens, windows}}`. Score reuses the counts when fingerprint and tokenizer match, the spans "
     "only for the same render settings, and scores a shard again with counting when its input digest differs",
     kind="opaque", owner="mira.shard_tokens")
+SAMPLE_INDEX = Artifact(
+    "sample_index", "inventory/sample/{source}.json", "ingest", "per seed of grouping/discovery/annotation, the "
+    "usable records with the smallest `stable_rank` (at least `INDEX_FLOOR` = 1,024, or the largest sample a stage "
+    "asks for), sorted, duplicates left out, exact up to its length (`complete`: every usable record); read only "
+    "when `fingerprint` is the done ingest's", model=SampleIndex)
 QUARANTINE = Artifact(
     "quarantine", "quarantine/{source}.jsonl", "ingest",
     "`{source, locator, reason}` per bad record (duplicates add `id`, `first`); a corrupt compressed file ends "
