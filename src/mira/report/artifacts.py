@@ -15,13 +15,17 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from mira.rundir import STAGES, RunDir, read_json
 
+if TYPE_CHECKING:
+    from mira.config import ReliabilityConfig
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCORE_BINS = np.linspace(0.0, 10.0, 41)
 SAMPLE_PER_SOURCE = 1_500
@@ -151,7 +155,7 @@ class Artifacts:
     def group_ids(self) -> list[str]:
         if self.groups and self.groups.get("groups"):
             return [g["id"] for g in self.groups["groups"]]
-        found = set()
+        found: set[str] = set()
         for folder in ("rubrics", "labels", "students"):
             base = self.run.path(folder)
             if base.exists():
@@ -187,7 +191,8 @@ class Artifacts:
         return _jsonl(path) if path.exists() else []
 
     def anchor_names(self, group: str) -> dict[str, str]:
-        return {a.get("id"): a.get("name") or a.get("id") for a in self.rubric(group)}
+        # An entry without an id could never be looked up by anchor id, so it is left out.
+        return {a["id"]: a.get("name") or a["id"] for a in self.rubric(group) if a.get("id")}
 
     def metrics(self, group: str) -> dict[str, Any] | None:
         return _json(self.run.path("students", group, "metrics.json"))
@@ -196,7 +201,7 @@ class Artifacts:
         return _json(self.run.path("students", group, "mask.json"))
 
     @cached_property
-    def reliability(self) -> Any:
+    def reliability(self) -> ReliabilityConfig:
         """The run's reliability config (from config.yaml): what the last selection aggregated with."""
         from pydantic import ValidationError
 
@@ -380,13 +385,14 @@ class NotRun(Exception):
         self.finished = finished  # the stage ran, but what this section reads is missing
 
 
-def need(artifacts: Artifacts, stage: str, value: Any = True, artifact: str = "") -> None:
-    """A section's guard: its stage has finished and the artifact it reads is there."""
+def need(artifacts: Artifacts, stage: str, value: T | None, artifact: str = "") -> T:
+    """A section's guard: its stage has finished and the artifact it reads is there (returned, not None)."""
     if not artifacts.done(stage):
         raise NotRun(stage)
     if value is None or value is False:
         raise NotRun(stage, f"`mira {stage}` is marked done, but {artifact or 'its artifacts'} could not be found "
                             f"or read; rerun `mira {stage} --force`.", finished=True)
+    return value
 
 
 def usage_totals(entry: dict[str, Any]) -> dict[str, Any]:
