@@ -73,11 +73,10 @@ def answer_schema(anchor_ids: Sequence[str], rationales: bool, rationale_chars: 
     item: Any
     if flat:
         item = Score
-    elif rationales:
-        item = create_model("AnchorJudgment", __config__=strict,
-                            why=(str, Field(max_length=rationale_chars)), score=(Score, ...))
-    else:
-        item = create_model("AnchorScore", __config__=strict, score=(Score, ...))
+    else:  # a single create_model assignment: mypy reads a second one to `item` as redefining a class
+        why: dict[str, Any] = {"why": (str, Field(max_length=rationale_chars))} if rationales else {}
+        item = create_model("AnchorJudgment" if rationales else "AnchorScore", __config__=strict, **why,
+                            score=(Score, ...))
     # Field names are positional (f0, f1, ...) and the anchor id is the alias: ids need not be
     # Python identifiers, and grammar-constrained decoding emits the properties in this order.
     fields: dict[str, Any] = {f"f{i}": (item, Field(alias=aid)) for i, aid in enumerate(anchor_ids)}

@@ -103,7 +103,7 @@ def judgment_model(parts: tuple[str, ...], max_dimensions: int) -> type[BaseMode
     """
     fields: dict[str, Any] = {"name": (str, Field(min_length=2, max_length=48))}
     if parts != ("whole",):
-        fields["part"] = (Literal[parts], ...)  # type: ignore[valid-type]
+        fields["part"] = (Literal[parts], ...)
     fields["reason"] = (str, Field(min_length=3, max_length=200))  # one sentence; caps a rambling model
     fields["score"] = (Score, ...)
     dimension = create_model("Dimension", __config__=ConfigDict(extra="forbid"), **fields)

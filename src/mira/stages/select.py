@@ -351,7 +351,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
             # Every record of a source gets the same columns (null where absent) in one order.
-            record = {name: None for name in info.fields}
+            record: dict[str, Any] = {name: None for name in info.fields}
             record.update(raw.data or {})
             record.update({"mira_id": row["id"], "mira_score": _finite(aggregates[start + offset]),
                            "mira_group": row["group"],
