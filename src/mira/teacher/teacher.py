@@ -175,7 +175,8 @@ class Teacher:
         schema = request.json_schema()
         schema_name = request.schema.__name__ if request.schema is not None else "answer"
         max_tokens, counts = request.max_tokens, {"prompt_tokens": 0, "completion_tokens": 0, "attempts": 0}
-        latency, error, raw = 0.0, "no answer", None
+        latency, raw = 0.0, None
+        error: str | None = "no answer"
         for attempt in range(self.config.max_parse_retries + 1):
             counts["attempts"] += 1
             temperature = self.config.temperature if attempt == 0 else max(self.config.temperature, REASK_TEMPERATURE)
