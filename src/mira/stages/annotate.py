@@ -28,7 +28,7 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -37,6 +37,10 @@ from mira.corpus import SourceInfo, sample_stratified, source_infos, stable_rank
 from mira.records import Record, Rendering, render
 from mira.rundir import RunDir, atomic_path, fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
+
+if TYPE_CHECKING:  # the teacher layer is imported where it is used: importing annotate stays cheap
+    from mira.rubric import Anchor
+    from mira.teacher import Prompt, TeacherRequest
 
 log = logging.getLogger(__name__)
 VERSION = "annotate-v2"
@@ -59,7 +63,7 @@ def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
 
 # --- prompt and schema ---------------------------------------------------------------------------
 
-def flat_protocol(prompt: Any, rationales: bool) -> bool:
+def flat_protocol(prompt: Prompt, rationales: bool) -> bool:
     """annotate_v2 without rationales answers ``{"a00": 7, "a01": 5}``; otherwise one object per anchor."""
     return prompt.version >= 2 and not rationales
 
@@ -83,7 +87,7 @@ def answer_schema(anchor_ids: Sequence[str], rationales: bool, rationale_chars: 
     return create_model("Annotation", __config__=strict, **fields)
 
 
-def anchor_card(anchor: Any) -> str:
+def anchor_card(anchor: Anchor) -> str:
     lines = [f"[{anchor.id}] {anchor.name} (look at: {PART.get(anchor.part, anchor.part)})",
              f"  Definition: {anchor.definition}"]
     for label, guide in (("0-3", anchor.low), ("4-6", anchor.mid), ("7-10", anchor.high)):
@@ -112,8 +116,8 @@ def output_tokens(n_anchors: int, rationales: bool, rationale_chars: int, flat: 
     return 32 + (TOKENS_PER_SCORE + (rationale_chars // 3 if rationales else 0)) * n_anchors
 
 
-def build_request(prompt: Any, anchors: Sequence[Any], record: Record, rendering: Rendering, rationales: bool,
-                  rationale_chars: int, tag: str) -> Any:
+def build_request(prompt: Prompt, anchors: Sequence[Anchor], record: Record, rendering: Rendering, rationales: bool,
+                  rationale_chars: int, tag: str) -> TeacherRequest:
     from mira.teacher import TeacherRequest, wrap_record
 
     ids = [a.id for a in anchors]
@@ -198,7 +202,7 @@ def consistency_subset(records: list[Record], n: int, seed: int) -> list[Record]
     return out
 
 
-def shuffled(anchors: list[Any], seed: int, key: str) -> list[Any]:
+def shuffled(anchors: list[Anchor], seed: int, key: str) -> list[Anchor]:
     """The anchors in a seeded order that differs from the original (when there are two or more)."""
     order = list(anchors)
     if len(order) < 2:
@@ -276,7 +280,7 @@ def fingerprint(ctx: StageContext) -> str:
                             ctx.run.require("group"), rubric_fingerprint(ctx.run))
 
 
-def _load_anchors(run: RunDir, group: str) -> list[Any] | None:
+def _load_anchors(run: RunDir, group: str) -> list[Anchor] | None:
     from mira.rubric import load_rubric, rubric_is_empty, rubric_path
 
     if not rubric_path(run, group).exists() or rubric_is_empty(run, group):

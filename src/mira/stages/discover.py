@@ -27,7 +27,7 @@ import logging
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -53,6 +53,9 @@ from mira.stage import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import FailureTracker
+
+if TYPE_CHECKING:
+    from mira.teacher import Teacher
 
 log = logging.getLogger(__name__)
 VERSION = "discover-v1"
@@ -293,7 +296,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Record, str]]],
+def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[Record, str]]],
               counts: Counter[str], tracker: FailureTracker
               ) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
     from mira.embed import embed_texts

@@ -30,7 +30,7 @@ from mira.corpus import DUPLICATE_ID, Rejected, iter_shard_records
 from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
 from mira.records import detect_source_format, full_text
-from mira.rundir import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
+from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint
 from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
 from mira.stage import StageContext
@@ -56,7 +56,7 @@ def fingerprint(ctx: StageContext) -> str:
     return make_fingerprint("ingest-v3", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
 
 
-def plan(config: RunConfig, run: Any) -> list[str]:
+def plan(config: RunConfig, run: RunDir) -> list[str]:
     """One line per source; a source the real run would refuse makes the dry run fail the same way."""
     lines, errors = [], []
     for source in config.sources:

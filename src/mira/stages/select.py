@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -53,7 +54,7 @@ import numpy as np
 
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
-from mira.io import iter_shard, shard_digest
+from mira.io import RawItem, Shard, iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
 from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
@@ -61,7 +62,7 @@ from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, 
 from mira.rundir import fingerprint as make_fingerprint, hash_files
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
-from mira.stage import StageContext
+from mira.stage import ProgressFactory, StageContext
 from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
             "raise selection.budget_fraction or selection.budget_tokens"]
 
 
-def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:
+def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Decide from the stored scores and write the named selection; returns the totals."""
     from mira.stage import null_progress
 
@@ -337,7 +338,7 @@ def _is_selection_file(path: PurePosixPath) -> bool:
     return bool(shard_file) and (len(parts) == 2 or (len(parts) == 3 and parts[0] == DECISIONS))
 
 
-def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Any,
+def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Shard,
                  decisions: Decisions, rank_by: Ranking, aggregates: np.ndarray, start: int, end: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -384,7 +385,8 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
         pq.write_table(decision_table, str(tmp), compression="zstd")
 
 
-def _aligned(raw_items: Any, scores: list[dict[str, Any]], info: SourceInfo, shard: Any) -> Any:
+def _aligned(raw_items: Iterable[RawItem], scores: list[dict[str, Any]], info: SourceInfo,
+             shard: Shard) -> Iterator[tuple[RawItem, dict[str, Any]]]:
     """(raw item, score row) pairs; stops with a one-line error when they no longer line up."""
     rows = iter(scores)
     for raw in raw_items:
@@ -398,13 +400,13 @@ def _aligned(raw_items: Any, scores: list[dict[str, Any]], info: SourceInfo, sha
         raise _changed(info, shard, "fewer records than were scored")
 
 
-def _changed(info: SourceInfo, shard: Any, detail: str) -> StageNotReady:
+def _changed(info: SourceInfo, shard: Shard, detail: str) -> StageNotReady:
     files = ", ".join(Path(f).name for f in shard.files[:3]) + (" ..." if len(shard.files) > 3 else "")
     return StageNotReady(f"source {info.name} shard {shard.name} ({files}): input changed since scoring "
                          f"({detail}); rerun `mira ingest --force` and `mira score --force`, then select")
 
 
-def _check_unchanged(run: RunDir, info: SourceInfo, shard: Any, digest: str) -> None:
+def _check_unchanged(run: RunDir, info: SourceInfo, shard: Shard, digest: str) -> None:
     """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
     try:
         scored = read_json(shard_marker_path(run, shard)).get("input_digest")
