@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from mira.config import RunConfig
 from mira.corpus import SourceInfo, sample_stratified, source_infos, stable_rank
 from mira.records import Record, Rendering, render
-from mira.rundir import RunDir, atomic_path, fingerprint as make_fingerprint
+from mira.rundir import RunDir, atomic_path
+from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
 
 if TYPE_CHECKING:  # the teacher layer is imported where it is used: importing annotate stays cheap
@@ -122,11 +123,13 @@ def build_request(prompt: Prompt, anchors: Sequence[Anchor], record: Record, ren
 
     ids = [a.id for a in anchors]
     flat = flat_protocol(prompt, rationales)
-    messages = prompt.render(kind=KIND.get(record.format, "a record"), anchors="\n\n".join(anchor_card(a) for a in anchors),
+    messages = prompt.render(kind=KIND.get(record.format, "a record"),
+                             anchors="\n\n".join(anchor_card(a) for a in anchors),
                              answer_shape=answer_shape(ids, rationales, rationale_chars, flat),
                              record=wrap_record(rendering.text))
     return TeacherRequest(messages=messages, schema=answer_schema(ids, rationales, rationale_chars, flat),
-                          prompt_version=prompt.id, max_tokens=output_tokens(len(ids), rationales, rationale_chars, flat),
+                          prompt_version=prompt.id,
+                          max_tokens=output_tokens(len(ids), rationales, rationale_chars, flat),
                           tag=tag, score_key=tuple(ids) if flat else "score")
 
 

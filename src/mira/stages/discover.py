@@ -33,15 +33,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mira.anchors import (  # noqa: F401 - re-exported for tests and users
-    Point,
     Cluster,
-    make_cluster,
-    kmeans_clusters,
-    merge_near_duplicates,
+    Point,
     allocate_quota,
-    rank_key,
     candidate_clusters,
     card_points,
+    kmeans_clusters,
+    make_cluster,
+    merge_near_duplicates,
+    rank_key,
 )
 from mira.cards import card_problem
 from mira.config import DiscoveryConfig, RunConfig

@@ -57,9 +57,18 @@ from mira.corpus import SourceInfo, source_infos
 from mira.io import RawItem, Shard, iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
-from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
-                         remove_own_files, swap_in)
-from mira.rundir import fingerprint as make_fingerprint, hash_files
+from mira.rundir import (
+    RunDir,
+    StageNotReady,
+    atomic_path,
+    atomic_write_json,
+    hash_files,
+    is_atomic_temp,
+    read_json,
+    remove_own_files,
+    swap_in,
+)
+from mira.rundir import fingerprint as make_fingerprint
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import ProgressFactory, StageContext
@@ -98,7 +107,8 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     if summary.exists():
         sources = read_json(summary)["sources"]
         lines.append(f"reads scores of {sum(s['records'] for s in sources.values()):,} records "
-                     f"({sum(s['tokens'] for s in sources.values()):,} tokens)" + ("" if method_lines else "; no model is run"))
+                     f"({sum(s['tokens'] for s in sources.values()):,} tokens)"
+                     + ("" if method_lines else "; no model is run"))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")

@@ -128,7 +128,8 @@ class Teacher:
         task = self.progress(f"teacher {self.stage} ({hits} cached)", len(requests))
         task.advance(hits)
         semaphore = asyncio.Semaphore(self.config.concurrency)
-        limits = httpx.Limits(max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency)
+        limits = httpx.Limits(max_connections=self.config.concurrency,
+                              max_keepalive_connections=self.config.concurrency)
         timeout = httpx.Timeout(self.config.timeout_s, connect=min(10.0, self.config.timeout_s))
 
         async def one(key: str, indices: list[int], http: httpx.AsyncClient) -> None:
@@ -142,7 +143,7 @@ class Teacher:
                 elif self.budget.try_start():
                     try:
                         result = await asyncio.wait_for(self._ask(http, request, key), timeout=left)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
                 else:
                     self.usage_counters.budget_skipped += 1
