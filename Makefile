@@ -32,6 +32,7 @@ demo: env system-deps
 
 lint: env
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -216,7 +216,9 @@ def main() -> None:
                 anchors = ANCHORS[group]
                 rendered = {r.id: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in block}
                 for proto in (list(prompts) if n % 2 == 0 else list(reversed(prompts))):
-                    def order(record: Any, which: int) -> list[Any]:
+                    # Loop values bound as defaults (B023), though order() is only called in this iteration.
+                    def order(record: Any, which: int, anchors: list[Any] = anchors, proto: str = proto,
+                              group: str = group) -> list[Any]:
                         if which == 0:
                             return anchors
                         key = record.id if proto == "v1" else group  # v1: per record, v2: per group

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def run_one(stage: str, config: RunConfig, force: bool = False,
 
 def run_pipeline(config: RunConfig, force: bool = False, until: str | None = None,
                  progress: ProgressFactory = null_progress,
-                 on_stage: Any = None, *, wait: bool = False) -> list[StageOutcome]:
+                 on_stage: Callable[[StageOutcome], object] | None = None, *,
+                 wait: bool = False) -> list[StageOutcome]:
     """Run every stage in order up to `until` (inclusive); finished stages are skipped.
 
     The run directory stays locked from the first stage to the last, so no other writer can

@@ -163,7 +163,7 @@ class AnnotationConfig(Section):
 class StudentConfig(Section):
     kind: Literal["static", "encoder"] = "static"
     val_fraction: float = Field(0.25, gt=0, lt=1)
-    regressors: list[Literal["ridge", "lightgbm"]] = Field(default_factory=lambda: ["ridge", "lightgbm"])
+    regressors: list[Literal["ridge", "lightgbm"]] = ["ridge", "lightgbm"]  # pydantic copies list defaults
     encoder_model: str = "all-MiniLM-L6-v2"
     encoder_epochs: int = Field(3, ge=1)
     encoder_max_tokens: int = Field(256, ge=16)
@@ -257,7 +257,7 @@ class SelectionConfig(Section):
     # Per-source retention bounds, as fractions of the source's tokens.
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
-    output_formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl"])
+    output_formats: list[Literal["jsonl", "parquet"]] = ["jsonl"]
     # Records without a score (every anchor of their source masked as unreliable): `random` keeps
     # the budget's share of each such source by a seeded random draw (the source-preserving random
     # baseline, strong in the paper) instead of dropping the source; `reject` drops them.

@@ -306,7 +306,7 @@ class RunDir:
 
     def is_done(self, stage: str, stage_fingerprint: str) -> bool:
         marker = self.done(stage)
-        return bool(marker) and marker.get("fingerprint") == stage_fingerprint
+        return marker is not None and marker.get("fingerprint") == stage_fingerprint
 
     def mark_done(self, stage: str, stage_fingerprint: str, counts: dict[str, Any] | None = None,
                   started: float | None = None, **extra: Any) -> dict[str, Any]:

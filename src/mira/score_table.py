@@ -92,7 +92,7 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
             columns["source"].append(np.full(n, s_index, dtype=np.int32))
             columns["group"].append(np.full(n, g_index, dtype=np.int32))
             columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
-            columns["score"].append(aggregate_scores(table, masks.get(group), config.reliability))
+            columns["score"].append(aggregate_scores(table, mask, config.reliability))
             columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
             seed = config.selection.seed
             columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mira.config import RunConfig
 from mira.rundir import STAGES, RunDir, StageNotReady
@@ -77,10 +77,24 @@ class StageOutcome:
     notes: list[str]
 
 
-def stage_module(stage: str) -> Any:
+class StageModule(Protocol):
+    """What every module in :mod:`mira.stages` defines (a ``plan(config, run) -> list[str]`` is optional)."""
+
+    def fingerprint(self, ctx: StageContext) -> str: ...
+    def run(self, ctx: StageContext) -> dict[str, Any]: ...
+
+
+if TYPE_CHECKING:  # lets mypy check each stage module against StageModule (never imported at run time here)
+    from mira.stages import annotate, discover, distill, group, ingest, report, score, select
+
+    _STAGE_MODULES: tuple[StageModule, ...] = (ingest, group, discover, annotate, distill, score, select, report)
+
+
+def stage_module(stage: str) -> StageModule:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
-    return importlib.import_module(f"mira.stages.{stage}")
+    # import_module returns a plain ModuleType; _STAGE_MODULES above is where the shape is checked.
+    return cast(StageModule, importlib.import_module(f"mira.stages.{stage}"))
 
 
 def stage_fingerprint(stage: str, ctx: StageContext) -> str:

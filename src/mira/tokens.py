@@ -34,7 +34,7 @@ class TiktokenTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
 
-    def decode(self, tokens: list[int]) -> str:
+    def decode(self, tokens: Sequence[int]) -> str:
         return self._enc.decode(tokens)
 
     def byte_offsets(self, tokens: list[int], positions: Sequence[int]) -> list[int]:

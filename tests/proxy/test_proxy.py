@@ -133,7 +133,7 @@ class _NextByteModel:
 def test_eval_loss_and_bpb_are_exact(length):
     import torch
 
-    from mira.proxy.train import _NullTask, _evaluate
+    from mira.proxy.train import _evaluate, _NullTask
 
     counting = bytes(i % 256 for i in range(length + 1))  # each next byte is the previous + 1
     score = _evaluate(_NextByteModel(), counting, 32, 4, torch.device("cpu"), _NullTask())

@@ -5,14 +5,14 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from mira.selections import current_selection
 from mira import api
 from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig
 from mira.rankings import dataman
 from mira.rundir import RunDir
+from mira.selections import current_selection
 from mira.stage import StageIncomplete
 from mira.teacher.testing import Reply, ScriptedServer
-from tests.engines.doubles import score_with_doubles, build_corpus, make_config
+from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 
 CRITERIA = [a.id for a in dataman.load_dataman_rubric()]
 
@@ -91,7 +91,8 @@ def test_dataman_labels_distills_scores_and_selects_with_one_global_cutoff(score
     sources = summary["sources"]
     assert sources["pycode"]["kept_tokens"] / sources["pycode"]["tokens_in"] > \
         sources["docs"]["kept_tokens"] / max(1, sources["docs"]["tokens_in"])
-    decisions = [row for p in (current_selection(run) / "_decisions").glob("*/*.parquet") for row in pq.read_table(p).to_pylist()]
+    decisions = [row for p in (current_selection(run) / "_decisions").glob("*/*.parquet")
+                 for row in pq.read_table(p).to_pylist()]
     kept = [d["key"] for d in decisions if d["kept"]]
     assert min(kept) >= max(d["key"] for d in decisions if not d["kept"] and d["key"] is not None)
 

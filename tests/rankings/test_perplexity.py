@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mira.selections import current_selection
 from mira import api
 from mira.config import EngineConfig, PerplexityConfig, SelectionConfig
 from mira.rankings import perplexity
 from mira.rankings.ngram import NgramModel, token_ids
 from mira.rundir import RunDir
-from tests.engines.doubles import score_with_doubles, build_corpus, make_config
+from mira.selections import current_selection
+from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAIN = ["argparse.py", "ast.py", "calendar.py", "csv.py", "dataclasses.py", "difflib.py", "enum.py",

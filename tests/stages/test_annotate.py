@@ -45,7 +45,8 @@ def _prepare(config):
     sources = [s for g in GROUPS.values() for s in g]
     atomic_write_json(run.groups_path, {
         "k": 2, "chosen_by": "config", "k_scores": {},
-        "groups": [{"id": g, "label": g, "sources": s, "within_similarity": 1.0, "pinned": False} for g, s in GROUPS.items()],
+        "groups": [{"id": g, "label": g, "sources": s, "within_similarity": 1.0, "pinned": False}
+                   for g, s in GROUPS.items()],
         "source_to_group": {s: g for g, ss in GROUPS.items() for s in ss},
         "similarity": {"sources": sources, "matrix": [[1.0] * 3] * 3}})
     run.mark_done("group", "group-fp")

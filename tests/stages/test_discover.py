@@ -19,8 +19,8 @@ from mira.stages.discover import (
     allocate_quota,
     candidate_clusters,
     judgment_model,
-    merge_near_duplicates,
     kmeans_clusters,
+    merge_near_duplicates,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"

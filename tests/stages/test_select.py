@@ -200,7 +200,8 @@ def test_source_mode_cuts_each_source_and_global_mode_once(scored, tmp_path):
     assert set(summary["units"]) == {"pycode", "docs", "qa"}
     for source in ("pycode", "docs"):
         unit = summary["units"][source]
-        assert abs(unit["kept_tokens"] - 0.4 * summary["sources"][source]["tokens_in"]) <= _max_tokens(scores, source=source)
+        assert (abs(unit["kept_tokens"] - 0.4 * summary["sources"][source]["tokens_in"])
+                <= _max_tokens(scores, source=source))
     qa = summary["units"]["qa"]  # nothing scorable there: the random share stands in
     assert qa["unscored_share_tokens"] == qa["budget_tokens"]
     assert abs(qa["kept_tokens"] - 0.4 * summary["sources"]["qa"]["tokens_in"]) <= _max_tokens(scores, source="qa")
@@ -392,7 +393,8 @@ def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
     assert tree_bytes(tmp_path / "run" / "selection") == before  # the previous selection is intact
     score_with_doubles(config, "ingest", "score", prepare=False)  # what the message says to do
     api.run_one("select", config, force=True)
-    kept = [json.loads(line) for line in (current_selection(RunDir(tmp_path / "run")) / "docs" / "00000.jsonl").read_text().splitlines()]
+    shard = current_selection(RunDir(tmp_path / "run")) / "docs" / "00000.jsonl"
+    kept = [json.loads(line) for line in shard.read_text().splitlines()]
     assert kept[0]["text"].startswith(first_text[:6][::-1])
 
 

@@ -130,7 +130,8 @@ def test_failing_teacher_stops_annotate_and_a_recovered_one_gets_only_the_failed
         assert "\n" not in message and run.done("annotate") is None
         rows = _labels(run)  # written for audit, with the error of each failed row
         assert sum(not r["ok"] for r in rows) == 6 and all("http 500" in r["error"] for r in rows if not r["ok"])
-        answered = {json.dumps(b["messages"]) for b in server.requests if "beta record" not in json.dumps(b["messages"])}
+        answered = {json.dumps(b["messages"]) for b in server.requests
+                    if "beta record" not in json.dumps(b["messages"])}
         sent = len(server.requests)
 
         broken["on"] = False

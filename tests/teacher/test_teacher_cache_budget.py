@@ -5,12 +5,12 @@ import subprocess
 import sys
 import threading
 
-from .teacher_helpers import answer, requests
-
 from mira.rundir import RunDir
 from mira.teacher import estimate, open_teacher
 from mira.teacher.cache import TeacherCache
 from mira.teacher.testing import ScriptedServer, script
+
+from .teacher_helpers import answer, requests
 
 
 def test_rerun_sends_zero_requests_and_replays_everything(tmp_path):

@@ -3,11 +3,12 @@
 import logging
 
 import pytest
-from .teacher_helpers import answer, requests
 
 from mira.rundir import RunDir
 from mira.teacher import TeacherRequest, open_teacher
 from mira.teacher.testing import Fault, Reply, ScriptedServer, script
+
+from .teacher_helpers import answer, requests
 
 
 def run_one(server, tmp_path, handler_requests=None, **overrides):

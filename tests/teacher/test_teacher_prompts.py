@@ -8,7 +8,8 @@ from mira.teacher.prompts import record_fence
 
 def test_load_highest_version_and_render(tmp_path):
     (tmp_path / "judge_v1.md").write_text("<!-- user -->\nold {{record}}\n")
-    (tmp_path / "judge_v2.md").write_text("notes\n<!-- system -->\nBe strict.\n<!-- user -->\nRate {{ record }} {\"json\": 1}\n")
+    (tmp_path / "judge_v2.md").write_text("notes\n<!-- system -->\nBe strict.\n<!-- user -->\n"
+                                          "Rate {{ record }} {\"json\": 1}\n")
     prompt = load_prompt("judge", directory=tmp_path)
     assert (prompt.id, prompt.version) == ("judge_v2", 2)
     messages = prompt.render(record="R")

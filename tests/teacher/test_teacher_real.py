@@ -1,12 +1,13 @@
 """End to end against the real bundled SmolLM2-135M server (valid JSON, meaningless judgement)."""
 
 import pytest
-from .teacher_helpers import Verdict
 
 from mira.config import TeacherConfig
 from mira.rundir import RunDir
 from mira.teacher import TeacherRequest, load_prompt, open_teacher, wrap_record
 from mira.teacher.local import _alive, local_server
+
+from .teacher_helpers import Verdict
 
 pytestmark = [pytest.mark.real_teacher, pytest.mark.timeout(240)]
 

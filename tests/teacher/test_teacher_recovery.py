@@ -84,7 +84,8 @@ def test_caches_written_by_older_versions_still_replay(tmp_path):
         from_value, _ = _run(server, tmp_path, _kinds()[:1])
     assert len(server.requests) == 1
     assert _dump(from_raw[0]) == _dump(first[0])
-    assert from_value[0].ok and from_value[0].value.model_dump(by_alias=True) == first[0].value.model_dump(by_alias=True)
+    assert from_value[0].ok
+    assert from_value[0].value.model_dump(by_alias=True) == first[0].value.model_dump(by_alias=True)
 
 
 @pytest.mark.parametrize("fault", [Fault.status(500), Fault.status(429), Fault.garbage(), Fault.drop(),
@@ -95,14 +96,16 @@ def test_failures_are_never_cached_and_a_recovered_server_gets_only_them(tmp_pat
     broken = {"on": True}
 
     def handler(body):
-        failing = "judge a document" in body["messages"][-1]["content"] or "free text" in body["messages"][-1]["content"]
+        last = body["messages"][-1]["content"]
+        failing = "judge a document" in last or "free text" in last
         return fault if broken["on"] and failing else _answer(body)
 
     with ScriptedServer(handler) as server:
         first, _ = _run(server, tmp_path, _kinds(), max_retries=1, max_parse_retries=1)
         failed = [r.tag for r in first if not r.ok]
         assert "judge a document" in failed
-        ok_bodies = {json.dumps(b, sort_keys=True) for b in server.requests if not any(t in json.dumps(b) for t in failed)}
+        ok_bodies = {json.dumps(b, sort_keys=True) for b in server.requests
+                     if not any(t in json.dumps(b) for t in failed)}
         sent = len(server.requests)
         broken["on"] = False
         again, _ = _run(server, tmp_path, _kinds(), max_retries=1, max_parse_retries=1)

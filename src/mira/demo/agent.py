@@ -147,9 +147,10 @@ def trajectory(question: dict[str, Any], answer: dict[str, Any]) -> dict[str, An
     if turns and isinstance(turns[0], list):  # BFCL nests the turns of the first (only) conversation
         turns = turns[0]
     user = next(str(m["content"]) for m in turns if m.get("role") == "user")
-    tools = [{"type": "function", "function": {"name": f["name"], "description": f.get("description", ""),
-                                               "parameters": _schema(f.get("parameters") or {})}}
-             for f in question.get("function") or []]
+    tools: list[dict[str, Any]] = [
+        {"type": "function", "function": {"name": f["name"], "description": f.get("description", ""),
+                                          "parameters": _schema(f.get("parameters") or {})}}
+        for f in question.get("function") or []]
     listing = "\n".join(f"- {t['function']['name']}: {t['function']['description']}" for t in tools)
     result, final = RESULTS.get(question["id"], ({"status": "ok"}, f"The call to {name} completed."))
     arguments = json.dumps(_arguments(spec if isinstance(spec, dict) else {}), ensure_ascii=False)

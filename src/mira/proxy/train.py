@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -203,7 +203,7 @@ def _threads(config: ProxyConfig) -> int:
 
 
 @contextmanager
-def _torch_threads(threads: int):
+def _torch_threads(threads: int) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
@@ -214,7 +214,7 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-def _autocast(device: torch.device):
+def _autocast(device: torch.device) -> torch.autocast:
     import torch
 
     # bfloat16 on CUDA (tensor cores, several times faster); the CPU stays in float32, where bf16

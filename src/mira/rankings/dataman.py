@@ -107,14 +107,14 @@ def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, A
     fp = fingerprint(config, run)
     sub = folder(run)
     if sub.is_done(GROUP, fp):
-        return dict(sub.done(GROUP).get("counts", {}), cached=1)
+        return dict((sub.done(GROUP) or {}).get("counts", {}), cached=1)
     anchors = load_dataman_rubric()
     save_rubric(sub, GROUP, anchors)
     counts: dict[str, Any] = {}
     labels_fp = _labels_fingerprint(config, run)
     if not sub.is_done("labels", labels_fp):
         sub.mark_done("labels", labels_fp, _label(config, run, sub, anchors, progress))
-    counts.update(sub.done("labels")["counts"])
+    counts.update((sub.done("labels") or {}).get("counts", {}))
     counts.update(_distill(config, sub, progress))
     counts.update(_score(config, run, sub, fp, progress))
     sub.mark_done(GROUP, fp, counts)

@@ -14,7 +14,7 @@ import logging
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -25,7 +25,11 @@ from mira.artifacts.selection import SelectionCounts, SelectionSummary
 from mira.report.score_stream import SCORE_BINS, SourceScores, aggregate_warnings, rows_with_ids, stream_scores
 from mira.rundir import STAGES, RunDir
 
+if TYPE_CHECKING:
+    from mira.config import ReliabilityConfig
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["SCORE_BINS", "Artifacts", "NotRun", "SourceScores", "aggregate_warnings", "need", "selection_counts",
            "selection_entries", "usage_totals"]
@@ -173,11 +177,12 @@ class Artifacts:
         return group
 
     def anchor_names(self, group: str) -> dict[str, str]:
-        return {a.get("id"): a.get("name") or a.get("id") for a in self.rubric(group)}
+        # An entry without an id could never be looked up by anchor id, so it is left out.
+        return {a["id"]: a.get("name") or a["id"] for a in self.rubric(group) if a.get("id")}
 
     # --- scores -----------------------------------------------------------------------------
     @cached_property
-    def reliability(self) -> Any:
+    def reliability(self) -> ReliabilityConfig:
         """The run's reliability config (from config.yaml): what the last selection aggregated with."""
         from pydantic import ValidationError
 
@@ -241,10 +246,10 @@ class NotRun(Exception):
         self.finished = finished  # the stage ran, but what this section reads is missing
 
 
-def need(artifacts: Artifacts, stage: str, value: Any = True, artifact: str = "") -> None:
-    """A section's guard: its stage has finished and the artifact it reads is there and valid.
-
-    A file that does not match its schema raises ArtifactInvalid: the section shows the error."""
+def need(artifacts: Artifacts, stage: str, value: T | None, artifact: str = "") -> T:
+    """A section's guard: its stage has finished and the artifact it reads is there and valid
+    (returned, not None). A file that does not match its schema raises ArtifactInvalid: the
+    section shows the error."""
     if not artifacts.done(stage):
         raise NotRun(stage)
     if value is None or value is False:
@@ -253,6 +258,7 @@ def need(artifacts: Artifacts, stage: str, value: Any = True, artifact: str = ""
             raise ArtifactInvalid(invalid)
         raise NotRun(stage, f"`mira {stage}` is marked done, but {artifact or 'its artifacts'} could not be found "
                             f"or read; rerun `mira {stage} --force`.", finished=True)
+    return value
 
 
 def usage_totals(entry: Usage) -> dict[str, Any]:

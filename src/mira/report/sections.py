@@ -110,7 +110,8 @@ def _usage_table(a: Artifacts) -> str:
     if not a.usage:
         return ('<div class="box missing">No teacher usage recorded yet (<code>usage/*.json</code> is written by '
                 "<code>mira discover</code> and <code>mira annotate</code>).</div>")
-    rows, total = [], {}
+    rows: list[list[Cell]] = []
+    total: dict[str, int] = {}
     keys = ("requests", "cache_hits", "sent", "failures", "retries", "prompt_tokens", "completion_tokens")
     for stage, entry in a.usage.items():
         t = usage_totals(entry)
@@ -134,9 +135,9 @@ def _usage_table(a: Artifacts) -> str:
 
 
 def inventory(a: Artifacts) -> str:
-    need(a, "ingest", a.inventory, "inventory.json")
+    inventory = need(a, "ingest", a.inventory, "inventory.json")
     rows = []
-    sources = a.inventory.get("sources", {})
+    sources = inventory.get("sources", {})
     for name in [s for s in a.sources if s in sources]:
         s = sources[name]
         reasons = s.get("quarantine_reasons") or {}
@@ -160,7 +161,7 @@ def inventory(a: Artifacts) -> str:
                           + f'<div class="sub muted">{esc(spread)}</div>', length.get("p50"), "spark-cell"),
                      Cell("✓" if adds_up else "✗", int(adds_up), "ok" if adds_up else "bad",
                           "records = ok + quarantined")])
-    totals = a.inventory.get("totals", {})
+    totals = inventory.get("totals", {})
     foot = [Cell("<strong>total</strong>"), num(totals.get("records")), num(totals.get("ok")),
             num(totals.get("quarantined")), Cell(""), num(totals.get("tokens"), "compact"), Cell(""), Cell("")]
     intro = (f"<p>{fmt_int(len(sources))} sources, {fmt_int(totals.get('records'))} records, "
@@ -172,8 +173,7 @@ def inventory(a: Artifacts) -> str:
 
 
 def group_map(a: Artifacts) -> str:
-    need(a, "group", a.groups, "groups.json")
-    g = a.groups
+    g = need(a, "group", a.groups, "groups.json")
     parts = []
     chosen = g.get("k")
     tiles = [("chosen k", str(chosen), f"chosen by {g.get('chosen_by', '?')}"),
@@ -229,7 +229,7 @@ def rubric_cards(a: Artifacts) -> str:
         if not anchors:
             parts.append(missing_box("discover", f"No rubric for group {group}."))
         for anchor in anchors:
-            parts.append(_card(anchor, masked.get(anchor.get("id"), [])))
+            parts.append(_card(anchor, masked.get(anchor.get("id", ""), [])))
         parts.append("</div>")
         parts.append(_rejected(a.rubric_rejected(group)))
     return "".join(parts)

@@ -68,8 +68,7 @@ def score_distributions(a: Artifacts) -> str:
 
 
 def retention(a: Artifacts) -> str:
-    need(a, "select", a.summary, "selection/summary.json")
-    summary = a.summary
+    summary = need(a, "select", a.summary, "selection/summary.json")
     sources = selection_entries(summary, "sources")
     groups = group_selection(a)
     mode, budget = summary.mode, summary.budget

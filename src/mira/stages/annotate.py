@@ -28,7 +28,7 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -36,8 +36,13 @@ from mira.artifacts.students import labels_schema
 from mira.config import RunConfig
 from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos, stable_rank
 from mira.records import Record, Rendering, render
-from mira.rundir import RunDir, StageNotReady, atomic_path, fingerprint as make_fingerprint
+from mira.rundir import RunDir, StageNotReady, atomic_path
+from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
+
+if TYPE_CHECKING:  # the teacher layer is imported where it is used: importing annotate stays cheap
+    from mira.rubric import Anchor
+    from mira.teacher import Prompt, TeacherRequest
 
 log = logging.getLogger(__name__)
 VERSION = "annotate-v2"
@@ -60,7 +65,7 @@ def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
 
 # --- prompt and schema ---------------------------------------------------------------------------
 
-def flat_protocol(prompt: Any, rationales: bool) -> bool:
+def flat_protocol(prompt: Prompt, rationales: bool) -> bool:
     """annotate_v2 without rationales answers ``{"a00": 7, "a01": 5}``; otherwise one object per anchor."""
     return prompt.version >= 2 and not rationales
 
@@ -74,18 +79,17 @@ def answer_schema(anchor_ids: Sequence[str], rationales: bool, rationale_chars: 
     item: Any
     if flat:
         item = Score
-    elif rationales:
-        item = create_model("AnchorJudgment", __config__=strict,
-                            why=(str, Field(max_length=rationale_chars)), score=(Score, ...))
-    else:
-        item = create_model("AnchorScore", __config__=strict, score=(Score, ...))
+    else:  # a single create_model assignment: mypy reads a second one to `item` as redefining a class
+        why: dict[str, Any] = {"why": (str, Field(max_length=rationale_chars))} if rationales else {}
+        item = create_model("AnchorJudgment" if rationales else "AnchorScore", __config__=strict, **why,
+                            score=(Score, ...))
     # Field names are positional (f0, f1, ...) and the anchor id is the alias: ids need not be
     # Python identifiers, and grammar-constrained decoding emits the properties in this order.
     fields: dict[str, Any] = {f"f{i}": (item, Field(alias=aid)) for i, aid in enumerate(anchor_ids)}
     return create_model("Annotation", __config__=strict, **fields)
 
 
-def anchor_card(anchor: Any) -> str:
+def anchor_card(anchor: Anchor) -> str:
     lines = [f"[{anchor.id}] {anchor.name} (look at: {PART.get(anchor.part, anchor.part)})",
              f"  Definition: {anchor.definition}"]
     for label, guide in (("0-3", anchor.low), ("4-6", anchor.mid), ("7-10", anchor.high)):
@@ -114,17 +118,19 @@ def output_tokens(n_anchors: int, rationales: bool, rationale_chars: int, flat: 
     return 32 + (TOKENS_PER_SCORE + (rationale_chars // 3 if rationales else 0)) * n_anchors
 
 
-def build_request(prompt: Any, anchors: Sequence[Any], record: Record, rendering: Rendering, rationales: bool,
-                  rationale_chars: int, tag: str) -> Any:
+def build_request(prompt: Prompt, anchors: Sequence[Anchor], record: Record, rendering: Rendering, rationales: bool,
+                  rationale_chars: int, tag: str) -> TeacherRequest:
     from mira.teacher import TeacherRequest, wrap_record
 
     ids = [a.id for a in anchors]
     flat = flat_protocol(prompt, rationales)
-    messages = prompt.render(kind=KIND.get(record.format, "a record"), anchors="\n\n".join(anchor_card(a) for a in anchors),
+    messages = prompt.render(kind=KIND.get(record.format, "a record"),
+                             anchors="\n\n".join(anchor_card(a) for a in anchors),
                              answer_shape=answer_shape(ids, rationales, rationale_chars, flat),
                              record=wrap_record(rendering.text))
     return TeacherRequest(messages=messages, schema=answer_schema(ids, rationales, rationale_chars, flat),
-                          prompt_version=prompt.id, max_tokens=output_tokens(len(ids), rationales, rationale_chars, flat),
+                          prompt_version=prompt.id,
+                          max_tokens=output_tokens(len(ids), rationales, rationale_chars, flat),
                           tag=tag, score_key=tuple(ids) if flat else "score")
 
 
@@ -194,7 +200,7 @@ def consistency_subset(records: list[Record], n: int, seed: int) -> list[Record]
     return out
 
 
-def shuffled(anchors: list[Any], seed: int, key: str) -> list[Any]:
+def shuffled(anchors: list[Anchor], seed: int, key: str) -> list[Anchor]:
     """The anchors in a seeded order that differs from the original (when there are two or more)."""
     order = list(anchors)
     if len(order) < 2:
@@ -272,7 +278,7 @@ def fingerprint(ctx: StageContext) -> str:
                             ctx.run.require("group"), rubric_fingerprint(ctx.run))
 
 
-def _load_anchors(run: RunDir, group: str) -> list[Any] | None:
+def _load_anchors(run: RunDir, group: str) -> list[Anchor] | None:
     from mira.rubric import load_rubric, rubric_is_empty, rubric_path
 
     if not rubric_path(run, group).exists() or rubric_is_empty(run, group):
@@ -388,17 +394,17 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     cfg = config.annotation
     if assume_new or not run_dir.done("group") or not run_dir.done("discover"):
         groups = _group_count(config, run_dir)
-        requests = groups * (cfg.records_per_group + cfg.self_consistency_records)
-        prompt_tokens = requests * (config.render.max_tokens + 600)  # rubric cards and instructions
-        completion = requests * output_tokens(config.discovery.anchors_per_group, cfg.rationales, cfg.rationale_chars,
+        n_requests = groups * (cfg.records_per_group + cfg.self_consistency_records)
+        prompt_tokens = n_requests * (config.render.max_tokens + 600)  # rubric cards and instructions
+        completion = n_requests * output_tokens(config.discovery.anchors_per_group, cfg.rationales, cfg.rationale_chars,
                                               flat_protocol(load_prompt(PROMPT), cfg.rationales)) // 2
-        return {"requests": requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
+        return {"requests": n_requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
                 "completion_tokens_est": completion}
     from mira.groups import load_groups
 
     prompt, tokenizer = load_prompt(PROMPT), get_tokenizer(config.tokenizer.name)
     infos = {info.name: info for info in source_infos(run_dir)}
-    requests: list[Any] = []
+    requests: list[TeacherRequest] = []
     for group in load_groups(run_dir).groups:
         anchors = _load_anchors(run_dir, group.id)
         if anchors:

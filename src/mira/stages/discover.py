@@ -25,21 +25,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mira.anchors import (  # noqa: F401 - re-exported for tests and users
-    Point,
     Cluster,
-    make_cluster,
-    kmeans_clusters,
-    merge_near_duplicates,
+    Point,
     allocate_quota,
-    rank_key,
     candidate_clusters,
     card_points,
+    kmeans_clusters,
+    make_cluster,
+    merge_near_duplicates,
+    rank_key,
 )
 from mira.artifacts.rubrics import JUDGMENTS, RUBRIC_GENERATED, RUBRIC_REJECTED
 from mira.cards import card_problem
@@ -52,6 +52,9 @@ from mira.stage import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import FailureTracker
+
+if TYPE_CHECKING:
+    from mira.teacher import Teacher
 
 log = logging.getLogger(__name__)
 VERSION = "discover-v1"
@@ -102,7 +105,7 @@ def judgment_model(parts: tuple[str, ...], max_dimensions: int) -> type[BaseMode
     """
     fields: dict[str, Any] = {"name": (str, Field(min_length=2, max_length=48))}
     if parts != ("whole",):
-        fields["part"] = (Literal[parts], ...)  # type: ignore[valid-type]
+        fields["part"] = (Literal[parts], ...)
     fields["reason"] = (str, Field(min_length=3, max_length=200))  # one sentence; caps a rambling model
     fields["score"] = (Score, ...)
     dimension = create_model("Dimension", __config__=ConfigDict(extra="forbid"), **fields)
@@ -291,7 +294,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return dict(counts)
 
 
-def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Record, str]]],
+def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[Record, str]]],
               counts: Counter[str], tracker: FailureTracker
               ) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
     from mira.embed import embed_texts

@@ -186,7 +186,7 @@ def write_validation(path: Path, record_ids: list[str], sources: list[str], anch
         pq.write_table(pa.table(columns), tmp)
 
 
-class _Formats(list):
+class _Formats(list["_F"]):
     """Stand-in records for predict(): only the format is read."""
 
     def __init__(self, formats: list[str], rows: np.ndarray) -> None:

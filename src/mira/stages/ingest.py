@@ -30,7 +30,7 @@ from mira.corpus import DUPLICATE_ID, Quarantined, iter_positioned, iter_shard_r
 from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
 from mira.records import detect_source_format, full_text
-from mira.rundir import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
+from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint
 from mira.sample_index import ShardCandidates, build_index, index_seeds, index_size, write_index
 from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
@@ -57,7 +57,7 @@ def fingerprint(ctx: StageContext) -> str:
     return make_fingerprint("ingest-v3", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
 
 
-def plan(config: RunConfig, run: Any) -> list[str]:
+def plan(config: RunConfig, run: RunDir) -> list[str]:
     """One line per source; a source the real run would refuse makes the dry run fail the same way."""
     lines, errors = [], []
     for source in config.sources:
@@ -279,10 +279,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
-        index = build_index(shards, {s.index: results[(name, s.index)]["sample"] for s in shards}, index_size(config))
-        if index["usable"] != agg["ok"]:
+        sample_index = build_index(shards, {s.index: results[(name, s.index)]["sample"] for s in shards},
+                                   index_size(config))
+        if sample_index["usable"] != agg["ok"]:
             raise RuntimeError(f"ingest bookkeeping error in source {name}: sample index does not add up")
-        write_index(run_dir, name, index, ingest_fp)
+        write_index(run_dir, name, sample_index, ingest_fp)
         inventory["sources"][name] = {
             "path": source.path, "reader": "+".join(sorted({s.reader for s in shards})) or None, "format": fmt,
             "files": len({f for s in shards for f in s.files}),

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from mira.rundir import RunDir, atomic_path, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.shard_tokens import ShardTokens, read_shard_tokens, render_settings
 from mira.stage import ProgressFactory, StageContext, null_progress
+
+if TYPE_CHECKING:  # imported where a student is loaded, as before
+    from mira.students import Student
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class StageModels:
 
         return dict(load_groups(run).source_to_group)
 
-    def load_student(self, run: RunDir, group: str) -> Any:
+    def load_student(self, run: RunDir, group: str) -> Student:
         from mira.students import load_student
 
         return load_student(run, group)
@@ -72,7 +75,7 @@ class StageModels:
 
 @dataclass
 class _Loaded:
-    student: Any
+    student: Student | None
     anchors: list[str]
 
 

@@ -45,25 +45,35 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from mira.config import ConfigError, RunConfig
-from mira.corpus import SourceInfo, source_infos
-from mira.io import iter_shard, shard_digest
-from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.artifacts.core import dump
 from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
 from mira.artifacts.selection import SELECTION_SUMMARY, UNSCORED_REASONS, DecisionReason, SelectionSummary
+from mira.config import ConfigError, RunConfig
+from mira.corpus import SourceInfo, source_infos
+from mira.io import RawItem, Shard, iter_shard, shard_digest
+from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
-from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files, swap_in)
-from mira.rundir import fingerprint as make_fingerprint, hash_files
+from mira.rundir import (
+    RunDir,
+    StageNotReady,
+    atomic_path,
+    atomic_write_json,
+    hash_files,
+    is_atomic_temp,
+    remove_own_files,
+    swap_in,
+)
+from mira.rundir import fingerprint as make_fingerprint
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
-from mira.stage import StageContext
+from mira.stage import ProgressFactory, StageContext
 from mira.stages.score import shard_scores_path
 
 log = logging.getLogger(__name__)
@@ -100,7 +110,8 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     if summary is not None:
         sources = summary.sources.values()
         lines.append(f"reads scores of {sum(s.records for s in sources):,} records "
-                     f"({sum(s.tokens for s in sources):,} tokens)" + ("" if method_lines else "; no model is run"))
+                     f"({sum(s.tokens for s in sources):,} tokens)"
+                     + ("" if method_lines else "; no model is run"))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")
@@ -287,7 +298,7 @@ def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
             "raise selection.budget_fraction or selection.budget_tokens"]
 
 
-def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, Any]:
+def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Decide from the stored scores and write the named selection; returns the totals."""
     from mira.stage import null_progress
 
@@ -341,7 +352,7 @@ def _is_selection_file(path: PurePosixPath) -> bool:
     return bool(shard_file) and (len(parts) == 2 or (len(parts) == 3 and parts[0] == DECISIONS))
 
 
-def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Any,
+def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Shard,
                  decisions: Decisions, rank_by: Ranking, aggregates: np.ndarray, start: int, end: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -355,7 +366,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
             # Every record of a source gets the same columns (null where absent) in one order.
-            record = {name: None for name in info.fields}
+            record: dict[str, Any] = {name: None for name in info.fields}
             record.update(raw.data or {})
             record.update({"mira_id": row["id"], "mira_score": _finite(aggregates[start + offset]),
                            "mira_group": row["group"],
@@ -388,7 +399,8 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
         pq.write_table(decision_table, str(tmp), compression="zstd")
 
 
-def _aligned(raw_items: Any, scores: list[dict[str, Any]], info: SourceInfo, shard: Any) -> Any:
+def _aligned(raw_items: Iterable[RawItem], scores: list[dict[str, Any]], info: SourceInfo,
+             shard: Shard) -> Iterator[tuple[RawItem, dict[str, Any]]]:
     """(raw item, score row) pairs; stops with a one-line error when they no longer line up."""
     rows = iter(scores)
     for raw in raw_items:
@@ -402,13 +414,13 @@ def _aligned(raw_items: Any, scores: list[dict[str, Any]], info: SourceInfo, sha
         raise _changed(info, shard, "fewer records than were scored")
 
 
-def _changed(info: SourceInfo, shard: Any, detail: str) -> StageNotReady:
+def _changed(info: SourceInfo, shard: Shard, detail: str) -> StageNotReady:
     files = ", ".join(Path(f).name for f in shard.files[:3]) + (" ..." if len(shard.files) > 3 else "")
     return StageNotReady(f"source {info.name} shard {shard.name} ({files}): input changed since scoring "
                          f"({detail}); rerun `mira ingest --force` and `mira score --force`, then select")
 
 
-def _check_unchanged(run: RunDir, info: SourceInfo, shard: Any, digest: str) -> None:
+def _check_unchanged(run: RunDir, info: SourceInfo, shard: Shard, digest: str) -> None:
     """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
     marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
     scored = marker.input_digest if marker is not None else None

@@ -92,10 +92,10 @@ def _cell(pred: np.ndarray, target: np.ndarray) -> dict[str, Any]:
 
 def evaluate(pred: np.ndarray, target: np.ndarray, sources: Sequence[str], anchors: list[str]) -> dict[str, Any]:
     """Per (source, anchor) and group-wide validation MAE / Spearman / n, plus the mean Spearman."""
-    sources = np.asarray(sources, dtype=object)
+    source_of_row = np.asarray(sources, dtype=object)
     cells = {}
-    for source in sorted(set(sources.tolist())):
-        rows = sources == source
+    for source in sorted(set(source_of_row.tolist())):
+        rows = source_of_row == source
         cells[source] = {a: _cell(pred[rows, j], target[rows, j]) for j, a in enumerate(anchors)}
     overall = {a: _cell(pred[:, j], target[:, j]) for j, a in enumerate(anchors)}
     rhos = [c["spearman"] for c in overall.values() if c["spearman"] is not None]

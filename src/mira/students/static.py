@@ -135,7 +135,8 @@ class LightGBMRegressor:
                     for j in range(n_anchors)])
 
 
-REGRESSORS = {"ridge": RidgeRegressor, "lightgbm": LightGBMRegressor}
+REGRESSORS: dict[str, type[RidgeRegressor] | type[LightGBMRegressor]] = {"ridge": RidgeRegressor,
+                                                                         "lightgbm": LightGBMRegressor}
 
 
 # --- the student ---------------------------------------------------------------------------------

@@ -34,12 +34,20 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from mira.teacher.local import MODELS
-    from mira.teacher.prompts import Prompt, PromptError, load_prompt, wrap_record
-    from mira.teacher.request import Score, TeacherRequest, TeacherResult
-    from mira.teacher.scores import expected_scores
-    from mira.teacher.teacher import Teacher, estimate, open_teacher, request_key
+if TYPE_CHECKING:  # "x as x": an explicit re-export for type checkers (the runtime list is _EXPORTS)
+    from mira.teacher.local import MODELS as MODELS
+    from mira.teacher.prompts import Prompt as Prompt
+    from mira.teacher.prompts import PromptError as PromptError
+    from mira.teacher.prompts import load_prompt as load_prompt
+    from mira.teacher.prompts import wrap_record as wrap_record
+    from mira.teacher.request import Score as Score
+    from mira.teacher.request import TeacherRequest as TeacherRequest
+    from mira.teacher.request import TeacherResult as TeacherResult
+    from mira.teacher.scores import expected_scores as expected_scores
+    from mira.teacher.teacher import Teacher as Teacher
+    from mira.teacher.teacher import estimate as estimate
+    from mira.teacher.teacher import open_teacher as open_teacher
+    from mira.teacher.teacher import request_key as request_key
 
 
 def __getattr__(name: str) -> Any:

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mira.config import TeacherConfig
-from mira.teacher.secrets import (Redactor, endpoint_url, protect_logs, redact_url, split_credentials,
-                                  url_secrets)
+from mira.teacher.secrets import Redactor, endpoint_url, protect_logs, redact_url, split_credentials, url_secrets
 from mira.teacher.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -173,7 +172,7 @@ class ChatClient:
                 # httpx's read timeout is per chunk; wait_for bounds the whole exchange.
                 response = await asyncio.wait_for(http.post(self.url, json=body, headers=self._headers),
                                                   timeout=self.config.timeout_s)
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx.TimeoutException):
                 reason = f"timeout after {self.config.timeout_s:g} s"
             except httpx.TransportError as exc:
                 reason = f"connection error ({type(exc).__name__})"

@@ -22,7 +22,8 @@ _PATTERNS = [
     r"(?:instructions?|rubric|rules|guidelines|criteria|prompt|directions)",
     r"\b(?:note|message|instructions?|memo)\s+(?:to|for)\s+(?:the\s+|any\s+)?(?:judge|grader|rater|evaluator|annotator|"
     r"reviewer|scorer|assessor|model|assistant|ai|llm)s?\b",
-    r"\b(?:you|the model)\s+(?:must|should|shall|will|have to|are required to)\s+(?:give|rate|score|assign|award|grade)\b",
+    r"\b(?:you|the model)\s+(?:must|should|shall|will|have to|are required to)\s+"
+    r"(?:give|rate|score|assign|award|grade)\b",
     r"\b(?:judges?|graders?|raters?|evaluators?)\s+(?:must|should|shall|will|have to)\s+(?:rate|score|assign|award)\s+"
     r"(?:it|this)\b",
     r"\b(?:give|assign|award|rate|score|grade|mark)\s+(?:it|this|the)?\s*(?:record|text|document|answer|code|response|sample)?\s*"

@@ -90,7 +90,7 @@ def part_paths(spec: ModelSpec) -> list[Path]:
         data = [f for f in dist.files or [] if f.suffix in (".bin", ".gguf")]
         if len(data) != 1:
             raise TeacherSetupError(f"model {spec.name}: wheel {dist_name} holds no single model part")
-        paths.append(Path(dist.locate_file(data[0])))
+        paths.append(Path(str(dist.locate_file(data[0]))))
     return paths
 
 

@@ -170,7 +170,8 @@ def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_nu
     return (low + high) / 2
 
 
-def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str | Collection[str] = "score") -> list[float | None] | None:
+def expected_scores(content: str, logprobs: dict[str, Any] | None,
+                    key: str | Collection[str] = "score") -> list[float | None] | None:
     """Expected value of each `key` score in `content` (order of appearance); None where unknown.
 
     Returns None when `content` has no such scores; a list of Nones when it has scores but the

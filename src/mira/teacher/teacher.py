@@ -128,7 +128,8 @@ class Teacher:
         task = self.progress(f"teacher {self.stage} ({hits} cached)", len(requests))
         task.advance(hits)
         semaphore = asyncio.Semaphore(self.config.concurrency)
-        limits = httpx.Limits(max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency)
+        limits = httpx.Limits(max_connections=self.config.concurrency,
+                              max_keepalive_connections=self.config.concurrency)
         timeout = httpx.Timeout(self.config.timeout_s, connect=min(10.0, self.config.timeout_s))
 
         async def one(key: str, indices: list[int], http: httpx.AsyncClient) -> None:
@@ -142,7 +143,7 @@ class Teacher:
                 elif self.budget.try_start():
                     try:
                         result = await asyncio.wait_for(self._ask(http, request, key), timeout=left)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
                 else:
                     self.usage_counters.budget_skipped += 1
@@ -175,7 +176,8 @@ class Teacher:
         schema = request.json_schema()
         schema_name = request.schema.__name__ if request.schema is not None else "answer"
         max_tokens, counts = request.max_tokens, {"prompt_tokens": 0, "completion_tokens": 0, "attempts": 0}
-        latency, error, raw = 0.0, "no answer", None
+        latency, raw = 0.0, None
+        error: str | None = "no answer"
         for attempt in range(self.config.max_parse_retries + 1):
             counts["attempts"] += 1
             temperature = self.config.temperature if attempt == 0 else max(self.config.temperature, REASK_TEMPERATURE)
