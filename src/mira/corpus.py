@@ -35,7 +35,7 @@ def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fm
                        digest: Any = None) -> Iterator[Record | Rejected]:
     """Every item of a shard as a Record or a Rejected with its reason; `digest` as in `iter_shard`."""
     duplicates = set(shard.duplicates)
-    for raw in iter_shard(shard, config.ingest.max_record_bytes, digest):
+    for raw in iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage):
         item = to_record(raw, source, fmt, config.ingest.min_chars)
         if duplicates and isinstance(item, Record) and item.locator in duplicates:
             item = Rejected(item.locator, DUPLICATE_ID, raw.nbytes)

@@ -347,7 +347,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
     kept_rows: list[dict[str, Any]] = []
     digest = shard_digest()
-    raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest)
+    raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
             # Every record of a source gets the same columns (null where absent) in one order.
