@@ -14,6 +14,7 @@ that carries credentials (``user:pass@``) is refused at config load, and URLs ar
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -109,6 +110,9 @@ def list_url(url: str, storage: Storage, include: str | None = None) -> tuple[st
     endpoint) propagate as the backend raised them.
     """
     fs, path = filesystem(url, storage)
+    # fsspec caches listings per filesystem instance (one per process): an object rewritten since
+    # the last listing must show its new ETag, or ingest would take the old data for unchanged.
+    fs.invalidate_cache()
     if any(c in path for c in GLOB_CHARS):
         kind = "glob"
         base = path[:min(path.find(c) for c in GLOB_CHARS if c in path)].rsplit("/", 1)[0]
@@ -129,7 +133,10 @@ def open_input(name: str | Path, storage: Storage) -> BinaryIO:
     if not is_url(name):
         return open(name, "rb")
     fs, path = filesystem(str(name), storage)
-    return fs.open(path, "rb", block_size=BLOCK_SIZE, cache_type="readahead")
+    raw = fs.open(path, "rb", block_size=BLOCK_SIZE, cache_type="readahead")
+    # fsspec files have no readline(limit), which the JSONL reader needs to skip an over-long line
+    # without holding it; a standard buffered reader over them has.
+    return io.BufferedReader(raw, buffer_size=1 << 16)
 
 
 def file_size(name: str | Path, storage: Storage) -> int:
