@@ -44,6 +44,7 @@ bench: env
 	$(PY) benchmarks/student.py
 	$(PY) benchmarks/teacher_client.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/object_storage.py
 
 clean-demo:
 	rm -rf demo-data runs/demo
