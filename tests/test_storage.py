@@ -164,3 +164,15 @@ def test_an_unset_credential_variable_is_named_in_one_line(s3, monkeypatch):
     monkeypatch.delenv("MIRA_TEST_S3_SECRET")
     with pytest.raises(ConfigError, match="environment variable MIRA_TEST_S3_SECRET is not set"):
         list_source_files(SourceConfig(name="a", path=s3.url("a.jsonl")), _storage(s3))
+
+
+def test_object_names_with_spaces_and_non_ascii_keep_their_locators(s3, tmp_path):
+    path = tmp_path / "x.jsonl"
+    lines = [json.dumps({"text": "héllo wörld ✓"}, ensure_ascii=False), json.dumps({"text": "two"})]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    s3.upload(path, "odd/naïve données 1.jsonl")
+    storage = _storage(s3)
+    shards = plan_shards(SourceConfig(name="o", path=s3.url("odd/")), 1, 1000, storage)
+    items = [i for s in shards for i in iter_shard(s, 1000, storage=storage)]
+    assert [i.locator for i in items] == ["naïve données 1.jsonl:1", "naïve données 1.jsonl:2"]
+    assert items[0].data == {"text": "héllo wörld ✓"}
