@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 from mira.compression import open_binary, read_errors
 from mira.config import ConfigError, SourceConfig
 from mira.jsonline import decode_json_object
-from mira.storage import RemoteFile, Storage, file_size, is_url, list_url, open_input, relative, shown
+from mira.storage import RemoteFile, Storage, describe_error, file_size, is_url, list_url, open_input, relative, shown
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -157,8 +157,8 @@ def _list_url_source(source: SourceConfig, storage: Storage) -> tuple[str, str, 
     except ConfigError:
         raise
     except Exception as exc:  # the backend's own errors: refused credentials, unreachable endpoint, ...
-        raise ConfigError(f"source {source.name!r}: cannot list {shown(url)}: {type(exc).__name__}: "
-                          f"{_short(exc)}") from None
+        raise ConfigError(f"source {source.name!r}: cannot list {shown(url)}: {describe_error(exc, storage)}") \
+            from None
     if kind == "file":
         reader = source.reader if source.reader != "auto" else (detect_reader(files[0]) or "unknown")
         return _check_reader(source, reader, files[0]), base, files

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mira.config import ConfigError
-from mira.storage import Storage, filesystem, is_url, short_error, shown
+from mira.storage import Storage, describe_error, filesystem, is_url, shown
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ def check_output(output: str, storage: Storage) -> None:
     except ConfigError:
         raise
     except Exception as exc:  # refused credentials, unreachable endpoint: the backend's own errors
-        raise ConfigError(f"selection.output: cannot reach {shown(output)}: {type(exc).__name__}: "
-                          f"{short_error(exc)}") from None
+        raise ConfigError(f"selection.output: cannot reach {shown(output)}: {describe_error(exc, storage)}") from None
 
 
 def publish_selection(local: Path, output: str, name: str, storage: Storage,
@@ -93,9 +92,8 @@ def publish_selection(local: Path, output: str, name: str, storage: Storage,
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"selection.output: publishing to {shown(url)} failed ({type(exc).__name__}: "
-                          f"{short_error(exc)}); the selection is complete in {local}; rerun `mira select` "
-                          "to publish it again") from None
+        raise ConfigError(f"selection.output: publishing to {shown(url)} failed ({describe_error(exc, storage)}); "
+                          f"the selection is complete in {local}; rerun `mira select` to publish it again") from None
     log.info("published selection %s to %s (%d files, %s last)", name, shown(url), len(files), SUMMARY)
     return url
 

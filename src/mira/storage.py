@@ -152,6 +152,16 @@ def relative(name: str, base: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name.rstrip("/").rsplit("/", 1)[-1]
 
 
+def describe_error(exc: BaseException, storage: Storage) -> str:
+    """"Type: first line" of a backend's error, with every credential named in the config masked
+    (a backend may echo a key id back)."""
+    from mira.teacher.secrets import Redactor
+
+    secrets = [os.environ.get(variable) for settings in (storage or {}).values()
+               for variable in settings.options_from_env.values()]
+    return Redactor(secrets)(f"{type(exc).__name__}: {short_error(exc)}") or ""
+
+
 def short_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
