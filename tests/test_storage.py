@@ -31,7 +31,8 @@ def _corpus(folder: Path, data_dir: Path) -> Path:
     folder.mkdir()
     shutil.copy(data_dir / "mixed" / "code.jsonl", folder / "code.jsonl")
     shutil.copy(data_dir / "mixed" / "agent.jsonl.gz", folder / "agent.jsonl.gz")
-    shutil.copy(data_dir / "broken" / "broken.jsonl", folder / "broken.jsonl")
+    for name in ("broken.jsonl", "truncated.jsonl.gz", "corrupt.jsonl.gz", "corrupt.jsonl.zst"):
+        shutil.copy(data_dir / "broken" / name, folder / name)  # bad data: quarantined, as on disk
     rows = pq.read_table(data_dir / "mixed" / "faq.parquet").to_pylist()
     pq.write_table(pa.Table.from_pylist(rows), folder / "faq.parquet", row_group_size=2)
     return folder
@@ -59,7 +60,7 @@ def test_a_bucket_prefix_is_sharded_and_read_exactly_like_the_same_folder(s3, tm
 
     local_shards = plan_shards(SourceConfig(name="c", path=str(local)), 3, 1000)
     remote_shards = plan_shards(remote_source, 3, 1000, storage)
-    assert len(remote_shards) == len(local_shards) > 6  # byte ranges and row groups, not whole files
+    assert len(remote_shards) == len(local_shards) > 9  # byte ranges and row groups, not whole files
     assert {s.reader for s in remote_shards} == {"jsonl", "parquet"}
     assert all(f.startswith("s3://") for s in remote_shards for f in s.files)
     local_items, remote_items = _read(local_shards), _read(remote_shards, storage)
@@ -176,3 +177,28 @@ def test_object_names_with_spaces_and_non_ascii_keep_their_locators(s3, tmp_path
     items = [i for s in shards for i in iter_shard(s, 1000, storage=storage)]
     assert [i.locator for i in items] == ["naïve données 1.jsonl:1", "naïve données 1.jsonl:2"]
     assert items[0].data == {"text": "héllo wörld ✓"}
+
+
+def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining(s3, tmp_path, data_dir):
+    """A passing network failure must not become quarantined (lost) records: the stage stops
+    unfinished (exit 3) and a rerun reads the shard again."""
+    import s3fs
+
+    from mira.stage import StageIncomplete
+
+    storage = _storage(s3)
+    corpus = _corpus(tmp_path / "corpus", data_dir)
+    for name in ("code.jsonl", "faq.parquet"):
+        s3.upload(corpus / name, f"c/{name}")
+    shards = plan_shards(SourceConfig(name="c", path=s3.url("c/")), 3, 1000, storage)
+    before = _read(shards, storage)
+
+    def reset(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(s3fs.core.S3File, "_fetch_range", reset)
+        for shard in (shards[0], shards[-1]):  # a JSONL byte range, a Parquet row group
+            with pytest.raises(StageIncomplete, match=r"reading s3://.* failed \(ConnectionResetError: .*rerun"):
+                list(iter_shard(shard, 1000, storage=storage))
+    assert _read(shards, storage) == before  # the rerun reads every record

@@ -31,7 +31,18 @@ from typing import Any, BinaryIO
 from mira.compression import open_binary, read_errors
 from mira.config import ConfigError, SourceConfig
 from mira.jsonline import decode_json_object
-from mira.storage import RemoteFile, Storage, describe_error, file_size, is_url, list_url, open_input, relative, shown
+from mira.storage import (
+    RemoteFile,
+    Storage,
+    check_transport,
+    describe_error,
+    file_size,
+    is_url,
+    list_url,
+    open_input,
+    relative,
+    shown,
+)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -225,6 +236,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
     try:
         handle = open_binary(path, lambda name: open_input(name, storage))
     except OSError as exc:
+        check_transport(exc, path, storage)
         yield RawItem(f"{rel}", None, f"unreadable file: {exc.strerror or exc}")
         return
     line_no = first_line
@@ -237,6 +249,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                 try:
                     line, nbytes = _read_line(handle, max_bytes, digest)
                 except read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
+                    check_transport(exc, path, storage)
                     yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
                     return
                 if nbytes == 0:
@@ -253,6 +266,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                 data, error = decode_json_object(line)
                 yield RawItem(locator, data, error, nbytes)
     except read_errors() as exc:
+        check_transport(exc, path, storage)
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
 
 
@@ -294,6 +308,7 @@ def _iter_parquet(stack: contextlib.ExitStack, path: Path | str, rel: str, max_b
         if digest is not None:
             _digest_row_groups(path, pf.metadata, groups, digest, storage)
     except Exception as exc:  # pyarrow raises several types for corrupt files
+        check_transport(exc, path, storage)
         if digest is not None:
             _digest_whole_file(path, digest, storage)
         yield RawItem(rel, None, f"unreadable Parquet file: {_short(exc)}")
@@ -309,6 +324,7 @@ def _iter_parquet(stack: contextlib.ExitStack, path: Path | str, rel: str, max_b
                 else:
                     yield RawItem(locator, data, None, nbytes)
     except Exception as exc:
+        check_transport(exc, path, storage)
         yield RawItem(f"{rel}:row {row}", None, f"unreadable Parquet data: {_short(exc)}")
 
 
@@ -354,6 +370,7 @@ def read_text_file(path: Path | str, rel: str, max_bytes: int, digest: Any = Non
         with open_input(path, storage) as handle:
             raw = handle.read()
     except OSError as exc:
+        check_transport(exc, path, storage)
         return RawItem(rel, None, f"unreadable file: {exc.strerror or exc}")
     if digest is not None:
         digest.update(raw)
@@ -397,7 +414,8 @@ def _plan_jsonl(path: str, shard_records: int, max_bytes: int, storage: Storage,
     try:
         for offset, count, first in jsonl_shards(path, shard_records, max_bytes, storage):
             add(files=(path,), offset=offset, count=count, first_line=first)
-    except OSError:
+    except OSError as exc:
+        check_transport(exc, path, storage)
         add(files=(path,))  # the read in the shard reports the error as a record
 
 

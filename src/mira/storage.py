@@ -152,6 +152,21 @@ def relative(name: str, base: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name.rstrip("/").rsplit("/", 1)[-1]
 
 
+def check_transport(exc: BaseException, name: str | Path, storage: Storage) -> None:
+    """Raise StageIncomplete when `exc`, met reading the URL `name`, is the network's fault rather
+    than the data's (a reset connection, a timeout): a quarantine line would turn a passing outage
+    into lost records. Corrupt data (bad gzip, truncated zstd, a bad Parquet footer) and an object
+    that is gone are the data's, and quarantined as they are for local files."""
+    import gzip
+
+    from mira.stage import StageIncomplete
+
+    if not is_url(name) or not isinstance(exc, OSError) or isinstance(exc, (gzip.BadGzipFile, FileNotFoundError)):
+        return
+    raise StageIncomplete(f"reading {shown(str(name))} failed ({describe_error(exc, storage)}); "
+                          "rerun the same command to resume") from exc
+
+
 def describe_error(exc: BaseException, storage: Storage) -> str:
     """"Type: first line" of a backend's error, with every credential named in the config masked
     (a backend may echo a key id back)."""
