@@ -6,7 +6,8 @@
 Prints, on 2 KB records built from real Python files (stdlib + site-packages):
 - the default (static) student's docs/s end to end (featurize + predict), one process and
   `--workers` processes, on texts it has never seen (its chunk cache warmed on other files);
-- the MiniLM encoder student's docs/s (predict, CPU);
+- the MiniLM encoder student's docs/s (predict), on the CPU and, when torch sees one, on CUDA
+  (`--encoder-only` skips the static student, e.g. on a GPU machine without model2vec);
 - the teacher's seconds per annotate request: estimated from the measured speeds of the bundled
   1.5B model (DESIGN.md: 34 tokens/s generation, 160 tokens/s prompt) for the real request the
   annotate stage builds, or measured with `--measure-teacher N` (starts the local model server);
@@ -18,6 +19,7 @@ Prints, on 2 KB records built from real Python files (stdlib + site-packages):
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import site
@@ -145,6 +147,84 @@ def teacher_seconds(measure: int, records: list[str]) -> tuple[float, str]:
                      f"(DESIGN.md's measurements of {config.teacher.model} on this 2-core machine)")
 
 
+def static_part(args: argparse.Namespace, anchors: list[str], labelled_texts: list[str], Y: np.ndarray,
+                train_idx: np.ndarray, val_idx: np.ndarray, stream: list[str], warm: list[str]) -> float:
+    from mira.config import EmbedConfig, StudentConfig
+    from mira.rundir import RunDir
+    from mira.students import train
+
+    start = time.perf_counter()
+    static, info = train(StudentConfig(), EmbedConfig(), anchors, labelled_texts, ["code"] * len(labelled_texts),
+                         Y, train_idx)
+    static_fit = time.perf_counter() - start
+    static_rho = held_out_spearman(static.predict(None, [labelled_texts[i] for i in val_idx]), Y[val_idx])
+    print(f"static student: {info['regressor']} chosen {info['candidates']}; fit {static_fit:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        static.save(RunDir(Path(tmp)).path("students", "bench"))
+        one = static_throughput(tmp, warm, stream, 1)
+        many = static_throughput(tmp, warm, stream, args.workers) if args.workers > 1 else one
+    print(f"static student (default)  : {one:8.0f} docs/s in 1 process, {many:8.0f} docs/s in {args.workers} "
+          f"processes on {len(stream)} unseen 2 KB records (goal >= 3,000 on 2 cores)")
+    print(f"  held-out Spearman {anchors}: {static_rho} mean {np.mean(static_rho):.3f} (fit {static_fit:.0f} s)")
+    return many
+
+
+def encoder_throughput(folder: Path, device: str, texts: list[str], batch_size: int) -> float:
+    """Predict docs/s of the saved encoder student on `device` (warmed up; synchronised on CUDA)."""
+    import torch
+
+    from mira.students.encoder import EncoderStudent
+
+    student = EncoderStudent.load(folder, json.loads((folder / "student.json").read_text()), device=device)
+    student.batch_size = batch_size
+    student.predict(None, texts[:batch_size])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    student.predict(None, texts)  # returns numpy: every batch was copied back, so the GPU is done
+    return len(texts) / (time.perf_counter() - start)
+
+
+def encoder_part(args: argparse.Namespace, anchors: list[str], labelled_texts: list[str], Y: np.ndarray,
+                 train_idx: np.ndarray, val_idx: np.ndarray, stream: list[str], static_dps: float) -> None:
+    import torch
+
+    from mira.config import StudentConfig
+    from mira.students import train
+
+    encoder_config = StudentConfig(kind="encoder", encoder_epochs=args.encoder_epochs)
+    start = time.perf_counter()
+    encoder, enc_info = train(encoder_config, None, anchors, labelled_texts, [], Y, train_idx)
+    encoder_fit = time.perf_counter() - start
+    encoder_rho = held_out_spearman(encoder.predict(None, [labelled_texts[i] for i in val_idx]), Y[val_idx])
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    speeds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder.save(Path(tmp))
+        for device in devices:
+            count = args.encoder_docs if device == "cpu" else len(stream)
+            batch = 64 if device == "cpu" else args.gpu_batch
+            speeds[device] = encoder_throughput(Path(tmp), device, stream[:count], batch)
+    teacher_s, teacher_source = teacher_seconds(args.measure_teacher, stream)
+
+    print()
+    print(f"records: {len(stream)} x {RECORD_CHARS} chars")
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if "cuda" in speeds else ", no GPU"
+    for device, dps in speeds.items():
+        where = f"torch threads {torch.get_num_threads()}" if device == "cpu" else f"batch {args.gpu_batch}"
+        print(f"encoder student (MiniLM)  : {dps:8.1f} docs/s on {device} ({where}, "
+              f"{encoder_config.encoder_max_tokens} tokens{gpu if device == 'cuda' else ''})")
+    if "cuda" in speeds:
+        print(f"  GPU / CPU = {speeds['cuda'] / speeds['cpu']:.1f}x on this machine ({os.cpu_count()} CPUs)")
+    print(f"teacher (1 request/record): {teacher_s:8.1f} s/record = {1 / teacher_s:.3f} docs/s; {teacher_source}")
+    if static_dps:
+        print(f"ratios: static / encoder(cpu) = {static_dps / speeds['cpu']:,.0f}x (goal >= 50x); "
+              f"static / teacher = {static_dps * teacher_s:,.0f}x (goal >= 10,000x)")
+    print(f"held-out Spearman {anchors}:")
+    print(f"  encoder : {encoder_rho} mean {np.mean(encoder_rho):.3f} (fit {encoder_fit:.0f} s, "
+          f"{args.encoder_epochs} epochs on {enc_info['device']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=8_192)
@@ -154,12 +234,12 @@ def main() -> None:
     parser.add_argument("--encoder-docs", type=int, default=256)
     parser.add_argument("--measure-teacher", type=int, default=0, metavar="N")
     parser.add_argument("--static-only", action="store_true", help="skip the encoder student (e.g. no MiniLM here)")
+    parser.add_argument("--encoder-only", action="store_true",
+                        help="skip the static student (e.g. on a GPU machine without model2vec)")
+    parser.add_argument("--gpu-batch", type=int, default=256, help="encoder batch size on CUDA")
     args = parser.parse_args()
 
-    from mira.config import EmbedConfig, StudentConfig
-    from mira.rundir import RunDir
     from mira.stages.distill import split
-    from mira.students import train
 
     files = python_files()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {len(files)} Python files")
@@ -171,51 +251,14 @@ def main() -> None:
     print(f"labelled set: {len(labelled_texts)} real 2 KB windows, planted labels {anchors}, "
           f"{len(train_idx)} train / {len(val_idx)} held out")
 
-    start = time.perf_counter()
-    static, info = train(StudentConfig(), EmbedConfig(), anchors, labelled_texts, ["code"] * len(labelled_texts),
-                         Y, train_idx)
-    static_fit = time.perf_counter() - start
-    static_rho = held_out_spearman(static.predict(None, [labelled_texts[i] for i in val_idx]), Y[val_idx])
-    print(f"static student: {info['regressor']} chosen {info['candidates']}; fit {static_fit:.1f} s")
-
     stream, _ = windows(files[3::7], args.docs)  # files the labelled set never saw
     warm, _ = windows(files[5::7], 1_024)
-    with tempfile.TemporaryDirectory() as tmp:
-        static.save(RunDir(Path(tmp)).path("students", "bench"))
-        one = static_throughput(tmp, warm, stream, 1)
-        many = static_throughput(tmp, warm, stream, args.workers) if args.workers > 1 else one
-
-    print(f"static student (default)  : {one:8.0f} docs/s in 1 process, {many:8.0f} docs/s in {args.workers} "
-          f"processes on {len(stream)} unseen 2 KB records (goal >= 3,000 on 2 cores)")
-    print(f"  held-out Spearman {anchors}: {static_rho} mean {np.mean(static_rho):.3f}")
+    many = 0.0
+    if not args.encoder_only:
+        many = static_part(args, anchors, labelled_texts, Y, train_idx, val_idx, stream, warm)
     if args.static_only:
         return
-    import torch
-
-    encoder_config = StudentConfig(kind="encoder", encoder_epochs=args.encoder_epochs)
-    start = time.perf_counter()
-    encoder, enc_info = train(encoder_config, None, anchors, labelled_texts, [], Y, train_idx)
-    encoder_fit = time.perf_counter() - start
-    encoder_rho = held_out_spearman(encoder.predict(None, [labelled_texts[i] for i in val_idx]), Y[val_idx])
-    sample = stream[:args.encoder_docs]
-    encoder.predict(None, sample[:8])
-    start = time.perf_counter()
-    encoder.predict(None, sample)
-    encoder_dps = len(sample) / (time.perf_counter() - start)
-
-    teacher_s, teacher_source = teacher_seconds(args.measure_teacher, stream)
-
-    print()
-    print(f"records: {len(stream)} x {RECORD_CHARS} chars, batches of {BATCH}")
-    print(f"encoder student (MiniLM)  : {encoder_dps:8.1f} docs/s ({enc_info['device']}, torch threads "
-          f"{torch.get_num_threads()}, {encoder_config.encoder_max_tokens} tokens)")
-    print(f"teacher (1 request/record): {teacher_s:8.1f} s/record = {1 / teacher_s:.3f} docs/s; {teacher_source}")
-    print(f"ratios: static / encoder = {many / encoder_dps:,.0f}x (goal >= 50x); "
-          f"static / teacher = {many * teacher_s:,.0f}x (goal >= 10,000x)")
-    print(f"held-out Spearman {anchors}:")
-    print(f"  static  : {static_rho} mean {np.mean(static_rho):.3f} (fit {static_fit:.0f} s)")
-    print(f"  encoder : {encoder_rho} mean {np.mean(encoder_rho):.3f} (fit {encoder_fit:.0f} s, "
-          f"{args.encoder_epochs} epochs on {enc_info['device']})")
+    encoder_part(args, anchors, labelled_texts, Y, train_idx, val_idx, stream, many)
     sys.stdout.flush()
 
 

@@ -202,3 +202,21 @@ def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining
             with pytest.raises(StageIncomplete, match=r"reading s3://.* failed \(ConnectionResetError: .*rerun"):
                 list(iter_shard(shard, 1000, storage=storage))
     assert _read(shards, storage) == before  # the rerun reads every record
+
+
+def test_sampled_reads_of_url_shards_match_streaming(s3, tmp_path, data_dir):
+    """read_items (the sample index's reader) seeks into objects as into files."""
+    from mira.io import read_items
+
+    local = _corpus(tmp_path / "corpus", data_dir)
+    for path in sorted(local.iterdir()):
+        s3.upload(path, f"corpus/{path.name}")
+    storage = _storage(s3)
+    for shard in plan_shards(SourceConfig(name="c", path=s3.url("corpus/")), 3, 1000, storage):
+        items, offsets, offset = list(iter_shard(shard, 1000, storage=storage)), {}, shard.offset
+        for position, item in enumerate(items):
+            offsets[position] = offset
+            offset += item.nbytes
+        wanted = {p: offsets[p] for p in range(0, len(items), 2) if items[p].data is not None}  # as indexed
+        got = list(read_items(shard, wanted, 1000, storage))
+        assert [(p, i.locator, i.data) for p, i in got] == [(p, items[p].locator, items[p].data) for p in wanted]

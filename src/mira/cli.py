@@ -200,7 +200,7 @@ def _make_stage_command(stage: str) -> None:
         verbose = ctx.obj["verbose"]
         cfg = _guard(lambda: _load(config, overrides), verbose)
         if dry_run:
-            _dry_run(cfg, [stage], verbose)
+            _dry_run(cfg, [stage], verbose, force)
             return
         from mira import api
 
@@ -214,14 +214,14 @@ for _stage in STAGE_HELP:
     _make_stage_command(_stage)
 
 
-def _dry_run(cfg: Any, stages: list[str], verbose: bool) -> None:
+def _dry_run(cfg: Any, stages: list[str], verbose: bool, force: bool = False) -> None:
     from mira.config import dump_config
     from mira.plan import plan
 
     click.echo(f"# resolved config (fingerprint {cfg.fingerprint()})")
     click.echo(dump_config(cfg))
     click.echo("# plan")
-    for line in _guard(lambda: plan(cfg, stages), verbose):
+    for line in _guard(lambda: plan(cfg, stages, force), verbose):
         click.echo(line)
 
 
@@ -238,7 +238,7 @@ def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, wai
 
     stages = list(STAGES[: STAGES.index(until) + 1]) if until else list(STAGES)
     if dry_run:
-        _dry_run(cfg, stages, verbose)
+        _dry_run(cfg, stages, verbose, force)
         return
     from mira import api
 

@@ -170,6 +170,8 @@ class StudentConfig(Section):
     encoder_max_tokens: int = Field(256, ge=16)
     encoder_batch_size: int = Field(16, ge=1)
     encoder_learning_rate: float = Field(5e-5, gt=0)
+    # Where the encoder student trains and predicts: "auto" takes a CUDA GPU when torch sees one.
+    encoder_device: Literal["auto", "cpu", "cuda"] = "auto"
     # The static student reads at most this many characters of a rendering (start and end):
     # featurization cost stays flat in record length.
     embed_chars: int = Field(2_048, ge=128)

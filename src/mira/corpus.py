@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from mira.config import RunConfig, SourceConfig
 from mira.io import RawItem, Shard, iter_shard
 from mira.records import Record, RecordError, make_record
 from mira.rundir import RunDir, read_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,12 +37,28 @@ DUPLICATE_ID = "duplicate id (an earlier record of the source has it)"
 def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
                        digest: Any = None) -> Iterator[Record | Rejected]:
     """Every item of a shard as a Record or a Rejected with its reason; `digest` as in `iter_shard`."""
-    duplicates = set(shard.duplicates)
-    for raw in iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage):
-        item = to_record(raw, source, fmt, config.ingest.min_chars)
-        if duplicates and isinstance(item, Record) and item.locator in duplicates:
-            item = Rejected(item.locator, DUPLICATE_ID, raw.nbytes)
+    for _, _, item in iter_positioned(config, source, shard, fmt, digest):
         yield item
+
+
+def iter_positioned(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
+                    digest: Any = None) -> Iterator[tuple[int, int, Record | Rejected]]:
+    """(position in the shard's stream, byte offset, item) for every item of a shard; the offset
+    is where a plain JSONL item starts (what :func:`mira.io.read_items` seeks to)."""
+    duplicates = set(shard.duplicates)
+    offset = shard.offset if shard.reader == "jsonl" else 0
+    for position, raw in enumerate(iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)):
+        item = _checked(raw, source, fmt, config, duplicates)
+        yield position, offset, item
+        offset += raw.nbytes
+
+
+def _checked(raw: RawItem, source: SourceConfig, fmt: str, config: RunConfig,
+             duplicates: set[str]) -> Record | Rejected:
+    item = to_record(raw, source, fmt, config.ingest.min_chars)
+    if duplicates and isinstance(item, Record) and item.locator in duplicates:
+        item = Rejected(item.locator, DUPLICATE_ID, raw.nbytes)
+    return item
 
 
 def to_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int) -> Record | Rejected:
@@ -58,6 +77,7 @@ class SourceInfo:
     ok: int
     tokens: int
     fields: list[str] = field(default_factory=list)  # top-level field names seen at ingest
+    run: RunDir | None = None  # where its sample index is (mira.sample_index)
 
 
 def load_inventory(run: RunDir) -> dict[str, Any]:
@@ -69,7 +89,7 @@ def source_infos(run: RunDir) -> list[SourceInfo]:
     inventory = load_inventory(run)
     return [
         SourceInfo(name, s["format"], [Shard.from_dict(d) for d in s["shards"]], s["records"], s["ok"], s["tokens"],
-                   s.get("fields", []))
+                   s.get("fields", []), run)
         for name, s in inventory["sources"].items()
     ]
 
@@ -90,11 +110,16 @@ def stable_rank(seed: int, record_id: str) -> int:
 
 def sample_source(config: RunConfig, info: SourceInfo, n: int, seed: int,
                   exclude: set[str] | None = None) -> list[Record]:
-    """A seeded sample of `n` usable records of a source, in one streaming pass (bounded memory).
+    """A seeded sample of `n` usable records of a source.
 
     The sample is the `n` records with the smallest seeded hash rank, so it does not depend on
-    shard order or worker count, and growing `n` keeps the earlier records.
+    shard order or worker count, and growing `n` keeps the earlier records. They are read from
+    ingest's sample index (only the sampled records are parsed) where it covers the sample, else
+    found in one streaming pass over the source (bounded memory).
     """
+    indexed = _from_index(config, info, n + len(exclude or ()), seed)
+    if indexed is not None:
+        return [r for r in indexed if not exclude or r.id not in exclude][:n]
     heap: list[tuple[int, int, Record]] = []
     for i, record in enumerate(iter_source_records(config, info)):
         if exclude and record.id in exclude:
@@ -125,3 +150,47 @@ def sample_stratified(config: RunConfig, infos: list[SourceInfo], n: int, seed: 
         if quotas[info.name]:
             out.extend(sample_source(config, info, quotas[info.name], seed, exclude))
     return out
+
+
+def _from_index(config: RunConfig, info: SourceInfo, n: int, seed: int) -> list[Record] | None:
+    """The sample read from the sample index, or None when the index does not cover it."""
+    from mira.io import read_items
+    from mira.sample_index import load_index
+
+    index = load_index(info.run, info.name) if info.run is not None and n > 0 else None
+    entries = index.take(seed, n) if index is not None else None
+    if entries is None:
+        return None
+    source = config.source(info.name)
+    shards = {s.index: s for s in info.shards}
+    found: dict[tuple[int, int], Record] = {}
+    for shard_index in sorted({e.shard for e in entries}):
+        shard = shards[shard_index]
+        wanted = {e.position: e.offset for e in entries if e.shard == shard_index}
+        for position, raw in read_items(shard, wanted, config.ingest.max_record_bytes, config.storage):
+            item = _checked(raw, source, info.format, config, set(shard.duplicates))
+            if isinstance(item, Record):
+                found[(shard_index, position)] = item
+    records = [found.get((e.shard, e.position)) for e in entries]
+    # An input edited in place since ingest (same size and mtime) would hand back other records.
+    if any(r is None or stable_rank(seed, r.id) != e.rank for r, e in zip(records, entries, strict=True)):
+        log.warning("source %s changed since ingest; sampling streams it (`mira ingest --force` indexes it again)",
+                    info.name)
+        return None
+    return [r for r in records if r is not None]
+
+
+def index_note(infos: list[SourceInfo], seed: int) -> str | None:
+    """A one-line note naming the sources whose samples must stream every record (no index for
+    this seed: ingested by an older mira, or another seed), None when every source has one."""
+    from mira.sample_index import load_index
+
+    missing = []
+    for info in infos:
+        index = load_index(info.run, info.name) if info.run is not None and info.ok else None
+        if info.ok and (index is None or str(seed) not in index.seeds):
+            missing.append(info.name)
+    if not missing:
+        return None
+    return (f"no sample index for {', '.join(missing)} (seed {seed}): sampling reads every record of "
+            "them; `mira ingest --force` writes the index (nothing else reruns)")

@@ -257,17 +257,19 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                 seen += 1
                 locator = f"{rel}:{line_no}"
                 line_no += 1
-                if line is None:
-                    yield RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
-                    continue
-                if not line.strip():
-                    yield RawItem(locator, None, "empty line", nbytes)
-                    continue
-                data, error = decode_json_object(line)
-                yield RawItem(locator, data, error, nbytes)
+                yield _line_item(locator, line, nbytes, max_bytes)
     except read_errors() as exc:
         check_transport(exc, path, storage)
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
+
+
+def _line_item(locator: str, line: bytes | None, nbytes: int, max_bytes: int) -> RawItem:
+    if line is None:
+        return RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
+    if not line.strip():
+        return RawItem(locator, None, "empty line", nbytes)
+    data, error = decode_json_object(line)
+    return RawItem(locator, data, error, nbytes)
 
 
 def jsonl_shards(path: Path | str, every: int, max_bytes: int,
@@ -454,6 +456,85 @@ def iter_shard(shard: Shard, max_bytes: int, digest: Any = None, storage: Storag
             yield from iter_jsonl(path, rel, max_bytes, shard.offset, shard.count, shard.first_line, digest, storage)
         else:
             yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count, digest, storage)
+
+
+def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
+               storage: Storage = None) -> Iterator[tuple[int, RawItem]]:
+    """The items at some stream positions of a shard, as :func:`iter_shard` would yield them
+    (same locators), in position order; every other item is skipped without being parsed.
+
+    `wanted` maps a position to the item's byte offset, which a plain JSONL shard seeks to; a
+    compressed one is read line by line up to the last wanted position, a Parquet shard reads only
+    the row groups holding a wanted row, a folder shard only the wanted files. `storage` as in
+    :func:`iter_shard`.
+    """
+    positions = sorted(wanted)
+    if not positions:
+        return
+
+    def located(name: str) -> tuple[Path | str, str]:
+        if is_url(name):
+            return name, relative(name, shard.base)
+        return Path(name), _relative(Path(name), Path(shard.base))
+
+    if shard.reader == "files":
+        for pos in positions:
+            path, rel = located(shard.files[pos])
+            yield pos, read_text_file(path, rel, max_bytes, storage=storage)
+        return
+    path, rel = located(shard.files[0])
+    if shard.reader == "parquet":
+        yield from _parquet_rows(path, rel, shard, positions, max_bytes, storage)
+        return
+    with open_binary(path, lambda name: open_input(name, storage)) as handle:
+        if _is_seekable(path):
+            for pos in positions:
+                handle.seek(wanted[pos])
+                line, nbytes = _read_line(handle, max_bytes)
+                yield pos, _line_item(f"{rel}:{shard.first_line + pos}", line, nbytes, max_bytes)
+            return
+        if shard.offset:
+            handle.seek(shard.offset)
+        todo = set(positions)
+        pos = 0
+        while todo:
+            line, nbytes = _read_line(handle, max_bytes)
+            if nbytes == 0:
+                return
+            if pos in todo:
+                todo.discard(pos)
+                yield pos, _line_item(f"{rel}:{shard.first_line + pos}", line, nbytes, max_bytes)
+            pos += 1
+
+
+def _parquet_rows(path: Path | str, rel: str, shard: Shard, positions: list[int],
+                  max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
+    with contextlib.ExitStack() as stack:
+        yield from _parquet_rows_from(stack, path, rel, shard, positions, max_bytes, storage)
+
+
+def _parquet_rows_from(stack: contextlib.ExitStack, path: Path | str, rel: str, shard: Shard, positions: list[int],
+                       max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(stack.enter_context(open_input(path, storage)) if is_url(path) else path)
+    meta = pf.metadata
+    first_row = sum(meta.row_group(g).num_rows for g in range(shard.offset))
+    last = pf.num_row_groups if shard.count is None else shard.offset + shard.count
+    start, todo = 0, list(positions)
+    for g in range(shard.offset, last):
+        rows = meta.row_group(g).num_rows
+        mine = [p for p in todo if start <= p < start + rows]
+        if mine:
+            table = pf.read_row_group(g).take([p - start for p in mine])
+            for pos, data in zip(mine, table.to_pylist(), strict=True):
+                nbytes = _approx_size(data)
+                locator = f"{rel}:row {first_row + pos}"
+                if nbytes > max_bytes:
+                    yield pos, RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
+                else:
+                    yield pos, RawItem(locator, data, None, nbytes)
+        start += rows
 
 
 def shard_digest() -> Any:

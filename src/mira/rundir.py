@@ -309,13 +309,16 @@ class RunDir:
         return bool(marker) and marker.get("fingerprint") == stage_fingerprint
 
     def mark_done(self, stage: str, stage_fingerprint: str, counts: dict[str, Any] | None = None,
-                  started: float | None = None) -> dict[str, Any]:
+                  started: float | None = None, **extra: Any) -> dict[str, Any]:
+        """Write the done marker; `extra` adds what the dry run explains and estimates from
+        (mira.stage.run_stage: the config, upstream fingerprints and artifacts read, teacher work)."""
         marker = {
             "stage": stage,
             "fingerprint": stage_fingerprint,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.time() - started, 3) if started else None,
             "counts": counts or {},
+            **extra,
         }
         atomic_write_json(self.marker_path(stage), marker)
         return marker

@@ -83,13 +83,19 @@ def stage_module(stage: str) -> Any:
     return importlib.import_module(f"mira.stages.{stage}")
 
 
+def stage_fingerprint(stage: str, ctx: StageContext) -> str:
+    """The one fingerprint of a stage: what the runner compares with its done marker, and what the
+    dry run (:mod:`mira.plan`) predicts, so the two never disagree on whether a stage is done."""
+    return stage_module(stage).fingerprint(ctx)
+
+
 def done_already(stage: str, ctx: StageContext) -> StageOutcome | None:
     """The skipped outcome when the stage is done with the current fingerprint; reads only, so a
     finished stage is answered without waiting for (or taking) the run directory's lock."""
     if ctx.force or not ctx.run.root.is_dir():
         return None
     try:
-        stage_fp = stage_module(stage).fingerprint(ctx)
+        stage_fp = stage_fingerprint(stage, ctx)
     except StageNotReady:
         return None
     marker = ctx.run.done(stage)
@@ -103,19 +109,61 @@ def run_stage(stage: str, ctx: StageContext) -> StageOutcome:
     """Run one stage unless its done marker already holds the current fingerprint."""
     from mira.runlock import writing
 
-    module = stage_module(stage)
     outcome = done_already(stage, ctx)
     if outcome is not None:
         return outcome
     with writing(ctx.run, wait=ctx.wait_for_lock):
         ctx.run.save_config(ctx.config)
-        stage_fp = module.fingerprint(ctx)
+        stage_fp = stage_fingerprint(stage, ctx)
         marker = ctx.run.done(stage)
         # Checked again under the lock: a writer we waited for may have finished this stage.
         if not ctx.force and marker and marker.get("fingerprint") == stage_fp:
             return StageOutcome(stage, True, marker.get("counts", {}), 0.0, [])
         ctx.run.clear_done(stage)
+        sessions = _teacher_sessions(ctx.run, stage)
         started = time.time()
-        counts = module.run(ctx) or {}
-        ctx.run.mark_done(stage, stage_fp, counts, started)
+        counts = stage_module(stage).run(ctx) or {}
+        ctx.run.mark_done(stage, stage_fp, counts, started, **marker_record(stage, ctx, sessions))
     return StageOutcome(stage, False, counts, time.time() - started, list(ctx.notes))
+
+
+def marker_record(stage: str, ctx: StageContext, sessions_before: int) -> dict[str, Any]:
+    """What a done marker keeps besides fingerprint, counts and seconds, for the dry run to say
+    why a stage would rerun and how long it takes: the config it ran under (secrets masked), the
+    fingerprints of the stages before it, the digests of the artifacts it declares it reads
+    (``reads(ctx)``, optional), and the teacher work of its session (new answers, cache hits)."""
+    record: dict[str, Any] = {"config": config_record(ctx.config),
+                              "upstream": {s: ctx.run.stage_fingerprint(s) for s in STAGES[:STAGES.index(stage)]}}
+    module = stage_module(stage)
+    if hasattr(module, "reads"):
+        record["reads"] = module.reads(ctx)
+    usage = _teacher_usage(ctx.run, stage)
+    if usage and int(usage.get("sessions", 0)) > sessions_before:
+        last = usage.get("last", {})
+        record["teacher"] = {k: last.get(k) for k in ("requests", "answered", "cache_hits", "failures",
+                                                      "prompt_tokens", "completion_tokens", "latency_s")}
+    return record
+
+
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """The resolved config as JSON-safe data, with the secrets of ``teacher.base_url`` masked as in
+    the saved ``config.yaml`` (api keys come from the environment and are never in the config)."""
+    from mira.teacher.secrets import redact_url
+
+    data = config.model_dump(mode="json")
+    data["teacher"]["base_url"] = redact_url(data["teacher"].get("base_url"))
+    return data
+
+
+def _teacher_usage(run: RunDir, stage: str) -> dict[str, Any] | None:
+    from mira.rundir import read_json
+
+    try:
+        return read_json(run.usage_dir / f"{stage}.json")
+    except (OSError, ValueError):
+        return None
+
+
+def _teacher_sessions(run: RunDir, stage: str) -> int:
+    usage = _teacher_usage(run, stage)
+    return int(usage.get("sessions", 0)) if usage else 0

@@ -346,7 +346,7 @@ def test_plan_counts_requests(run_dir):
     lines = plan(_config(run_dir), RunDir(run_dir))
     assert "groups: 3 (from groups.json)" in lines[0]
     assert "12 judgments" in lines[1] and "9 anchor cards" in lines[1]
-    assert "min with qwen2.5-coder-1.5b" in lines[2]
+    assert len(lines) == 2  # the time is the dry run's estimate (mira.plan), from measured speeds
 
 
 # --- the real bundled model -----------------------------------------------------------------------

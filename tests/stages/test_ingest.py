@@ -96,7 +96,7 @@ def test_cli_ingest_dry_run_and_status(tmp_path, data_dir):
     cfg.write_text(f"run_dir: {tmp_path}/run\nsources:\n  - {{name: code, path: {data_dir}/mixed/code.jsonl}}\n")
     runner = CliRunner()
     dry = runner.invoke(main, ["ingest", str(cfg), "--dry-run"])
-    assert dry.exit_code == 0 and "fingerprint" in dry.output and "ingest (to do)" in dry.output
+    assert dry.exit_code == 0 and "fingerprint" in dry.output and "ingest (runs): not run yet" in dry.output
     assert not (tmp_path / "run" / "inventory.json").exists()
     assert runner.invoke(main, ["ingest", str(cfg)]).exit_code == 0
     status = runner.invoke(main, ["status", str(tmp_path / "run")])

@@ -33,9 +33,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mira.config import RunConfig
-from mira.corpus import SourceInfo, sample_stratified, source_infos, stable_rank
+from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos, stable_rank
 from mira.records import Record, Rendering, render
-from mira.rundir import RunDir, atomic_path, fingerprint as make_fingerprint
+from mira.rundir import RunDir, StageNotReady, atomic_path, fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tokenizer = get_tokenizer(config.tokenizer.name)
     prompt = load_prompt(PROMPT)
     counts: dict[str, Any] = {"groups": 0, "labels": 0, "failed": 0, "consistency": 0, "requests": 0}
+    note = index_note([i for g in groups.groups for s in g.sources if (i := infos.get(s))], cfg.seed)
+    if note:
+        ctx.notes.append(f"annotate: {note}")
     incomplete: list[str] = []
     all_results: list[Any] = []
     starved: list[str] = []  # groups the teacher's failures left without enough labels to train
@@ -311,20 +314,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 ctx.notes.append(f"annotate: group {group.id}: validation rows below "
                                  f"annotation.min_validation_per_source={cfg.min_validation_per_source}: "
                                  + ", ".join(short))
-            records = sample_stratified(config, _group_infos(infos, group.sources), cfg.records_per_group, cfg.seed)
+            records, rendered, again, orders, requests = group_requests(config, prompt, tokenizer, anchors, group.id,
+                                                                        _group_infos(infos, group.sources))
             if not records:
                 ctx.notes.append(f"annotate: group {group.id} has no usable records")
                 continue
-            renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
-            rendered = dict(zip((r.key for r in records), renderings, strict=True))
-            requests = [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars, r.key)
-                        for r in records]
-            again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
-            # One shuffled order per group, not per record: every anchor still moves, and the
-            # re-scoring requests share their prefix, so the server's prompt cache serves it.
-            orders = [shuffled(anchors, cfg.seed, group.id)] * len(again)
-            requests += [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
-                                       f"{r.key} (consistency)") for r, order in zip(again, orders, strict=True)]
             results = teacher.run(requests)
             counts["requests"] += len(requests)
             if any(r.error == "budget" for r in results):
@@ -359,6 +353,75 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return counts
 
 
+def group_requests(config: RunConfig, prompt: Any, tokenizer: Any, anchors: list[Any], group: str,
+                   members: list[SourceInfo]) -> tuple[list[Record], dict[str, Rendering], list[Record],
+                                                       list[list[Any]], list[Any]]:
+    """A group's sample, its renderings, the re-scored subset with its anchor orders, and every
+    request (first scorings, then re-scorings): what `run` sends and the dry run prices."""
+    cfg = config.annotation
+    records = sample_stratified(config, members, cfg.records_per_group, cfg.seed)
+    renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
+    rendered = dict(zip((r.key for r in records), renderings, strict=True))
+    requests = [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars, r.key)
+                for r in records]
+    again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
+    # One shuffled order per group, not per record: every anchor still moves, and the
+    # re-scoring requests share their prefix, so the server's prompt cache serves it.
+    orders = [shuffled(anchors, cfg.seed, group)] * len(again)
+    requests += [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
+                               f"{r.key} (consistency)") for r, order in zip(again, orders, strict=True)]
+    return records, rendered, again, orders, requests
+
+
+def reads(ctx: StageContext) -> dict[str, str]:
+    """Digests of the artifacts annotate reads (its done marker keeps them; the dry run names a change)."""
+    from mira.rubric import rubric_fingerprint
+
+    return {"rubrics": rubric_fingerprint(ctx.run)}
+
+
+def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -> dict[str, Any]:
+    """The requests a run would send and how many the teacher cache answers already (dry run).
+
+    Built exactly as `run` builds them (the sample is read through the sample index), so a larger
+    ``records_per_group`` counts only the records not labelled yet. With `assume_new` (groups or
+    rubrics are rewritten first) or before discover, every request counts as new, from the config.
+    """
+    from mira.teacher import estimate, load_prompt
+    from mira.tokens import get_tokenizer
+
+    cfg = config.annotation
+    if assume_new or not run_dir.done("group") or not run_dir.done("discover"):
+        groups = _group_count(config, run_dir)
+        requests = groups * (cfg.records_per_group + cfg.self_consistency_records)
+        prompt_tokens = requests * (config.render.max_tokens + 600)  # rubric cards and instructions
+        completion = requests * output_tokens(config.discovery.anchors_per_group, cfg.rationales, cfg.rationale_chars,
+                                              flat_protocol(load_prompt(PROMPT), cfg.rationales)) // 2
+        return {"requests": requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
+                "completion_tokens_est": completion}
+    from mira.groups import load_groups
+
+    prompt, tokenizer = load_prompt(PROMPT), get_tokenizer(config.tokenizer.name)
+    infos = {info.name: info for info in source_infos(run_dir)}
+    requests: list[Any] = []
+    for group in load_groups(run_dir).groups:
+        anchors = _load_anchors(run_dir, group.id)
+        if anchors:
+            requests += group_requests(config, prompt, tokenizer, anchors, group.id,
+                                       _group_infos(infos, group.sources))[-1]
+    return estimate(config.teacher, run_dir, requests)
+
+
+def _group_count(config: RunConfig, run_dir: RunDir) -> int:
+    from mira.groups import load_groups
+
+    try:
+        return len(load_groups(run_dir).groups)
+    except (StageNotReady, OSError, ValueError):
+        return (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1))) + \
+            len({s.group for s in config.sources if s.group})
+
+
 def _min_label_rows() -> int:
     from mira.stages.distill import MIN_LABEL_ROWS
 
@@ -368,7 +431,7 @@ def _min_label_rows() -> int:
 def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     """Requests and a token/time estimate, from the inventory and rubrics (no corpus pass)."""
     from mira.teacher import load_prompt
-    from mira.teacher.usage import CHARS_PER_TOKEN, MODEL_SPEEDS
+    from mira.teacher.usage import CHARS_PER_TOKEN
 
     cfg = config.annotation
     if not run_dir.done("group") or not run_dir.done("discover"):
@@ -404,11 +467,6 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
         if short:
             lines.append(f"  {group.id}: sources below {cfg.min_validation_per_source} validation rows: "
                          + ", ".join(short))
-    speeds = MODEL_SPEEDS.get(config.teacher.model)
-    time_line = f" (no speed figure for model {config.teacher.model!r})"
-    if speeds:
-        seconds = total_completion / speeds[0] + total_prompt / speeds[1]
-        time_line = f", about {seconds / 60:.1f} min at {speeds[0]:.0f} tok/s generation (cached requests are free)"
-    lines.append(f"total: {total_requests} requests, ~{total_prompt:,} prompt + ~{total_completion:,} output tokens"
-                 + time_line)
+    # The time is the dry run's (mira.plan.estimate: measured speeds, cached requests free).
+    lines.append(f"total: {total_requests} requests, ~{total_prompt:,} prompt + ~{total_completion:,} output tokens")
     return lines

@@ -240,7 +240,7 @@ def _budget_stop(what: str) -> StageIncomplete:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from mira.corpus import sample_stratified, source_infos
+    from mira.corpus import index_note, sample_stratified, source_infos
     from mira.groups import load_groups
     from mira.records import render
     from mira.tokens import get_tokenizer
@@ -253,6 +253,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     infos = {info.name: info for info in source_infos(run_dir)}
     tokenizer = get_tokenizer(config.tokenizer.name)
 
+    note = index_note([i for g in groups.groups if g.id not in kept for s in g.sources if (i := infos.get(s))],
+                      dcfg.seed)
+    if note:
+        ctx.notes.append(f"discover: {note}")
     samples: dict[str, list[tuple[Record, str]]] = {}
     task = ctx.progress("discover: sample records", len(groups.groups) - len(kept))
     for group in groups.groups:
@@ -409,19 +413,43 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
         n_groups += len({s.group for s in config.sources if s.group})
         where, judgments = "estimated; run `mira group` for the real number", n_groups * dcfg.records_per_group
     cards = n_groups * dcfg.anchors_per_group
-    # DESIGN.md: 8-14 s per free-form judgment with the 1.5B teacher on 2 cores; an anchor card
-    # is about half the output. Other local models scale with their generation speed.
-    from mira.teacher.usage import MODEL_SPEEDS
+    # The time is the dry run's (mira.plan.estimate: measured speeds, cached answers free).
+    return [f"groups: {n_groups} ({where})",
+            f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
+            f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
 
-    scale = 34.0 / MODEL_SPEEDS[config.teacher.model][0] if config.teacher.model in MODEL_SPEEDS else 1.0
-    low = (judgments * 8 + cards * 4) * scale / 60
-    high = (judgments * 14 + cards * 7) * scale / 60
-    lines = [f"groups: {n_groups} ({where})",
-             f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
-             f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
-    if config.teacher.provider == "local":
-        lines.append(f"time: about {low:.0f}-{high:.0f} min with {config.teacher.model} on this machine "
-                     "(cached answers are free)")
-    else:
-        lines.append("time: depends on the server; cached answers are free")
-    return lines
+
+def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> dict[str, Any]:
+    """The judgments a run would ask, built as `run` builds them, with the cache's answers (dry
+    run); plus the anchor cards, which count as new unless every judgment is cached (the
+    clusters, and so the cards asked, follow from the judgments)."""
+    from mira.corpus import sample_stratified, source_infos
+    from mira.groups import load_groups
+    from mira.records import render
+    from mira.teacher import estimate
+    from mira.tokens import get_tokenizer
+
+    dcfg = config.discovery
+    try:
+        groups = load_groups(run).groups
+    except StageNotReady:
+        groups = []
+    if assume_new or not groups:
+        n_groups = len(groups) or (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
+        requests = n_groups * (dcfg.records_per_group + dcfg.anchors_per_group)
+        return {"requests": requests, "cached": 0, "prompt_tokens_est": requests * (config.render.max_tokens + 400),
+                "completion_tokens_est": requests * 200}
+    infos = {info.name: info for info in source_infos(run)}
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    asked = []
+    for group in groups:
+        members = [infos[s] for s in group.sources if s in infos]
+        for record in sample_stratified(config, members, dcfg.records_per_group, dcfg.seed):
+            text = render(record, tokenizer, config.render.max_tokens, config.render.windows).text
+            asked.append(judge_request(record, text, dcfg))
+    work = estimate(config.teacher, run, asked)
+    cards = len(groups) * dcfg.anchors_per_group
+    new_cards = 0 if work["cached"] == work["requests"] else cards
+    return {**work, "requests": work["requests"] + cards, "cached": work["cached"] + cards - new_cards,
+            "prompt_tokens_est": work["prompt_tokens_est"] + new_cards * 400,
+            "completion_tokens_est": work["completion_tokens_est"] + new_cards * 100}

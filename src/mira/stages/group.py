@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mira.config import ConfigError, RunConfig
-from mira.corpus import SourceInfo, sample_source, source_infos
+from mira.corpus import SourceInfo, index_note, sample_source, source_infos
 from mira.records import render
 from mira.rundir import RunDir, atomic_write_json
 from mira.rundir import fingerprint as make_fingerprint
@@ -181,6 +181,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not usable:
         raise ConfigError("no source has a usable record; check `mira status` and the quarantine files")
 
+    note = index_note(usable, gcfg.seed)
+    if note:
+        ctx.notes.append(f"group: {note}")
     tokenizer = get_tokenizer(config.tokenizer.name)
     texts: list[str] = []
     owners: list[int] = []

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from mira.config import ConfigError, RunConfig, SourceConfig
-from mira.corpus import DUPLICATE_ID, Rejected, iter_shard_records
+from mira.corpus import DUPLICATE_ID, Rejected, iter_positioned, iter_shard_records
 from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
 from mira.records import detect_source_format, full_text
 from mira.rundir import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint
+from mira.sample_index import ShardCandidates, build_index, index_seeds, index_size, write_index
 from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
 from mira.stage import StageContext
 from mira.storage import RemoteFile
@@ -110,8 +111,10 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                              "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
     id_hashes: list[int] = []  # of the usable records, in order: duplicates are found across shards
+    # The records later samples draw (mira.sample_index): found now, so they are never searched for again.
+    candidates = ShardCandidates(index_seeds(config), index_size(config))
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for item in iter_shard_records(config, source, shard, fmt, digest):
+        for position, offset, item in iter_positioned(config, source, shard, fmt, digest):
             stats["records"] += 1
             if isinstance(item, Rejected):
                 counts.append(NOT_A_RECORD)
@@ -131,6 +134,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             if spans is not None:
                 windows[len(counts) - 1] = spans
             id_hashes.append(_id_hash(item.id))
+            candidates.add(item.id, position, offset, item.locator)
             stats["ok"] += 1
             stats["tokens"] += tokens
             stats["bytes"] += len(text.encode("utf-8", "replace"))
@@ -142,7 +146,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text,
     # id hashes as plain ints.
     return {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()},
-            "id_hashes": id_hashes}
+            "id_hashes": id_hashes, "sample": candidates.to_json()}
 
 
 def _from_worker(stats: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +254,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tokens_dir = run_dir.path("inventory", "tokens")
     current = {tokens_path(run_dir, shard).relative_to(tokens_dir).as_posix() for _, shard in jobs}
     remove_own_files(tokens_dir, lambda path: _is_stale_tokens(path, current))
+    sample_dir = run_dir.path("inventory", "sample")
+    remove_own_files(sample_dir, lambda path: _is_stale_index(path, set(plans)))
     tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl",
               tokens_path(run_dir, shard), ingest_fp) for name, shard in jobs]
     task = ctx.progress("ingest shards", len(jobs))
@@ -282,6 +288,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
+        index = build_index(shards, {s.index: results[(name, s.index)]["sample"] for s in shards}, index_size(config))
+        if index["usable"] != agg["ok"]:
+            raise RuntimeError(f"ingest bookkeeping error in source {name}: sample index does not add up")
+        write_index(run_dir, name, index, ingest_fp)
         inventory["sources"][name] = {
             "path": source.path, "reader": "+".join(sorted({s.reader for s in shards})) or None, "format": fmt,
             "files": len({f for s in shards for f in s.files}),
@@ -317,6 +327,13 @@ def _is_stale_tokens(path: PurePosixPath, current: set[str]) -> bool:
     if is_atomic_temp(path.name, r"\d{5}\.npz"):
         return True
     return len(path.parts) == 2 and re.fullmatch(r"\d{5}\.npz", path.name) is not None and str(path) not in current
+
+
+def _is_stale_index(path: PurePosixPath, sources: set[str]) -> bool:
+    # inventory/sample/<source>.json of a source no longer configured, or a killed write's temporary.
+    if is_atomic_temp(path.name, r".+\.json"):
+        return True
+    return len(path.parts) == 1 and path.suffix == ".json" and path.stem not in sources
 
 
 def _is_quarantine_part(path: PurePosixPath) -> bool:

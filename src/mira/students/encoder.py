@@ -21,10 +21,16 @@ from mira.rundir import atomic_path, atomic_write_json
 log = logging.getLogger(__name__)
 
 
-def _device() -> str:
+def _device(preference: str = "auto") -> str:
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from mira.config import ConfigError
+
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("student.encoder_device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    if preference == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return preference
 
 
 class EncoderStudent:
@@ -70,7 +76,7 @@ class EncoderStudent:
 
         _offline()
         torch.manual_seed(config.seed)
-        device = _device()
+        device = _device(config.encoder_device)
         path = resolve_model(config.encoder_model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path).to(device)
@@ -117,14 +123,14 @@ class EncoderStudent:
                                                     "regressor": "linear-head", "max_tokens": self.max_tokens})
 
     @classmethod
-    def load(cls, folder: Path, meta: dict[str, Any]) -> EncoderStudent:
+    def load(cls, folder: Path, meta: dict[str, Any], device: str = "auto") -> EncoderStudent:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         from mira.embed import _offline
 
         _offline()
-        device = _device()
+        device = _device(device)
         tokenizer = AutoTokenizer.from_pretrained(str(folder / "encoder"))
         encoder = AutoModel.from_pretrained(str(folder / "encoder")).to(device).eval()
         with np.load(folder / "head.npz", allow_pickle=False) as data:

@@ -1,0 +1,154 @@
+"""The sample index: where the records that later stages sample are, found once at ingest.
+
+group, discover and annotate each take a seeded sample of a source: the `n` usable records with
+the smallest stable rank (:func:`mira.corpus.stable_rank` of the seed and the record id). Finding
+them by streaming every record of the source made each of those stages parse the whole corpus.
+Ingest reads every record anyway, so it keeps, per source and per configured seed, the records
+with the smallest ranks and where they are: the shard, the position in the shard's stream and
+(plain JSONL) the byte offset. ``inventory/sample/<source>.json``::
+
+    {"fingerprint": <ingest's>, "usable": 500,
+     "seeds": {"0": {"complete": true, "entries": [[rank, shard, position, offset, locator], ...]}}}
+
+Entries are sorted by rank, duplicates (quarantined ids) are left out, and the list is exact: it
+holds the smallest ranks of the source's usable records (``complete``: all of them). A sample of
+`n` is its first `n` entries, read with :func:`mira.io.read_items`: the same records the streaming
+sampler chooses. The index keeps at least ``INDEX_FLOOR`` records per source (or the largest
+sample any stage asks for, if larger), so raising a sample size later is still served by it; a
+larger sample, another seed, or a run ingested by an older mira (no index) falls back to
+streaming, with a note naming ``mira ingest --force``, which writes the index and changes nothing
+else (the ingest fingerprint stays the same).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mira.config import RunConfig
+from mira.corpus import stable_rank
+from mira.rundir import RunDir, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+# Records kept per source and seed at least. 1,024 entries of a few dozen bytes each: a small file,
+# and any sample size up to it (annotation.records_per_group is 40 by default) needs no new ingest.
+INDEX_FLOOR = 1_024
+
+
+def index_seeds(config: RunConfig) -> list[int]:
+    """The seeds the sampling stages draw with (one list of ranks per seed)."""
+    return sorted({config.grouping.seed, config.discovery.seed, config.annotation.seed})
+
+
+def index_size(config: RunConfig) -> int:
+    """Records per source and seed the index keeps: the largest sample a stage asks of one source
+    (a group's whole sample, in the worst case, comes from one source), at least INDEX_FLOOR."""
+    return max(INDEX_FLOOR, config.grouping.sample_per_source, config.discovery.records_per_group,
+               config.annotation.records_per_group)
+
+
+def index_path(run: RunDir, source: str) -> Path:
+    return run.path("inventory", "sample", f"{source}.json")
+
+
+class ShardCandidates:
+    """The `size` smallest-ranked usable records of one shard, per seed (an ingest worker's share)."""
+
+    def __init__(self, seeds: list[int], size: int) -> None:
+        self.size = size
+        self.heaps: dict[int, list[tuple[int, int, int, str]]] = {seed: [] for seed in seeds}
+        self.usable = 0
+
+    def add(self, record_id: str, position: int, offset: int, locator: str) -> None:
+        self.usable += 1
+        for seed, heap in self.heaps.items():
+            item = (-stable_rank(seed, record_id), position, offset, locator)
+            if len(heap) < self.size:
+                heapq.heappush(heap, item)
+            elif item[0] > heap[0][0]:
+                heapq.heapreplace(heap, item)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe (the Ray engine returns worker results as JSON)."""
+        return {"usable": self.usable, "truncated": self.usable > self.size,
+                "seeds": {str(seed): sorted([-r, p, o, loc] for r, p, o, loc in heap)
+                          for seed, heap in self.heaps.items()}}
+
+
+def build_index(shards: list[Any], candidates: dict[int, dict[str, Any]], size: int) -> dict[str, Any]:
+    """Merge the shards' candidates of one source (shard index -> `ShardCandidates.to_json()`)
+    into its index, leaving out the duplicates ingest found (``Shard.duplicates``)."""
+    usable = 0
+    seeds: dict[str, Any] = {}
+    names = sorted({seed for c in candidates.values() for seed in c["seeds"]}, key=int)
+    for seed in names:
+        entries, cutoff = [], None
+        for shard in shards:
+            found = candidates.get(shard.index)
+            if found is None:
+                continue
+            dropped = set(shard.duplicates)
+            kept = [[rank, shard.index, pos, off, loc] for rank, pos, off, loc in found["seeds"][seed]
+                    if loc not in dropped]
+            entries += kept
+            if found["truncated"] and found["seeds"][seed]:
+                # Beyond this shard's largest kept rank, records of the shard are missing.
+                top = found["seeds"][seed][-1][0]
+                cutoff = top if cutoff is None else min(cutoff, top)
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        if cutoff is not None:
+            entries = [e for e in entries if e[0] <= cutoff]
+        seeds[seed] = {"complete": cutoff is None, "entries": entries[:size] if cutoff is not None else entries}
+    for shard in shards:
+        found = candidates.get(shard.index)
+        usable += (found["usable"] if found else 0) - len(shard.duplicates)
+    return {"usable": usable, "seeds": seeds}
+
+
+def write_index(run: RunDir, source: str, index: dict[str, Any], ingest_fingerprint: str) -> None:
+    atomic_write_json(index_path(run, source), {"fingerprint": ingest_fingerprint, **index})
+
+
+@dataclass(frozen=True)
+class Entry:
+    rank: int
+    shard: int
+    position: int
+    offset: int
+    locator: str
+
+
+@dataclass
+class SampleIndex:
+    source: str
+    seeds: dict[str, Any]
+
+    def take(self, seed: int, n: int) -> list[Entry] | None:
+        """The first `n` entries for `seed` (fewer when the source has fewer records), or None
+        when the index cannot say which records a sample of `n` holds."""
+        ranks = self.seeds.get(str(seed))
+        if ranks is None:
+            return None
+        entries = ranks["entries"]
+        if n > len(entries) and not ranks["complete"]:
+            return None
+        return [Entry(*e) for e in entries[:n]]
+
+
+def load_index(run: RunDir, source: str) -> SampleIndex | None:
+    """The source's index when it was written by the ingest that is done now, else None."""
+    path = index_path(run, source)
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("sample index of %s unreadable (%s); sampling streams the source", source, exc)
+        return None
+    if data.get("fingerprint") != run.stage_fingerprint("ingest"):
+        return None
+    return SampleIndex(source, data.get("seeds", {}))
