@@ -147,8 +147,11 @@ def test_storage_config_keeps_credentials_out_of_the_file(tmp_path):
     assert "abc123" not in str(info.value)
     with pytest.raises(ConfigError, match="aws_secret_access_key is a credential"):
         load_config(overrides=["storage.s3.options.client_kwargs={aws_secret_access_key: abc}"])
-    with pytest.raises(ConfigError, match="carries credentials"):
-        load_config(overrides=["sources=[{name: a, path: 's3://user:pw@bucket/a.jsonl'}]"])
+    with pytest.raises(ConfigError, match="sources.0.path: .*no credentials") as info:
+        load_config(overrides=["sources=[{name: a, path: 's3://user:pw1234@bucket/a.jsonl'}]"])
+    assert "pw1234" not in str(info.value)
+    with pytest.raises(ValueError, match="no credentials"):  # the Python API too, not only the YAML
+        RunConfig.model_validate({"selection": {"output": "s3://bucket/out?X-Amz-Signature=abc"}})
     with pytest.raises(ConfigError, match="run_dir must be a local folder"):
         load_config(overrides=["run_dir=s3://bucket/run"])
     # Non-secret options and names of variables are fine; URLs are not resolved against the YAML's folder.

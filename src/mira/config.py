@@ -28,6 +28,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _no_credentials(value: str | None) -> str | None:
+    """A URL (source, selection.output) must not carry secrets: the config is saved with the run."""
+    from urllib.parse import urlsplit
+
+    if value and _URL.match(value):
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError("a URL here must carry no credentials or query; put credentials in the environment "
+                             "(see storage.<protocol>.options_from_env)")
+    return value
+
+
 class SourceConfig(Section):
     """One input source: a file, a glob, or a directory; local or a URL (``s3://bucket/prefix/``)."""
 
@@ -41,6 +56,8 @@ class SourceConfig(Section):
     fields: dict[str, str] = Field(default_factory=dict)
     # Pin this source to a named group instead of letting grouping decide.
     group: str | None = None
+
+    _path_has_no_credentials = field_validator("path")(_no_credentials)
 
 
 class IngestConfig(Section):
@@ -273,6 +290,8 @@ class SelectionConfig(Section):
     perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
     dataman: DataManConfig = Field(default_factory=DataManConfig)
     seed: int = 0
+
+    _output_has_no_credentials = field_validator("output")(_no_credentials)
 
     @field_validator("method")
     @classmethod
