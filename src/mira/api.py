@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mira.config import ConfigError, RunConfig, load_config
-from mira.rundir import STAGES, RunDir, read_json
+from mira.rundir import STAGES, RunDir
 from mira.stage import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
 
 __all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
@@ -72,21 +72,25 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:
-    """Which stages are done, with their counts, teacher usage and the named selections."""
+    """Which stages are done, with their counts, teacher usage and the named selections.
+
+    Every file is read through the artifact catalogue (:mod:`mira.artifacts`): a damaged done
+    marker is "not done", as for the runner; an unreadable usage file is reported as such."""
+    from mira.artifacts import CATALOGUE, ArtifactInvalid, ArtifactMissing
+    from mira.artifacts.core import dump
+    from mira.selections import list_selections
+
     run = RunDir(Path(run_dir))
     stages = {}
     for stage in STAGES:
-        marker = run.done(stage)
-        stages[stage] = marker or {"stage": stage, "done": False}
-    usage = {}
-    if run.usage_dir.exists():
-        for path in sorted(run.usage_dir.glob("*.json")):
-            try:
-                usage[path.stem] = read_json(path)
-            except (OSError, ValueError):
-                usage[path.stem] = {"error": "unreadable usage file"}
-    from mira.selections import list_selections
-
+        marker = CATALOGUE["done"].read(run, stage=stage)
+        stages[stage] = dump(marker, as_read=True) if marker else {"stage": stage, "done": False}
+    usage: dict[str, Any] = {}
+    for keys in CATALOGUE["usage"].instances(run):
+        try:
+            usage[keys["stage"]] = dump(CATALOGUE["usage"].load(run, **keys), as_read=True)
+        except (ArtifactMissing, ArtifactInvalid):
+            usage[keys["stage"]] = {"error": "unreadable usage file"}
     selections = [{k: v for k, v in s.items() if k != "mtime"} for s in list_selections(run)]
     return {"run_dir": str(run.root), "exists": run.root.exists(), "stages": stages, "teacher_usage": usage,
             "selections": selections}

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Rejected:
-    """A raw item that could not become a record, with the reason."""
+class Quarantined:
+    """A raw item that could not become a record, with the reason: it goes to quarantine/, never silently dropped."""
 
     locator: str
     reason: str
@@ -35,14 +35,14 @@ DUPLICATE_ID = "duplicate id (an earlier record of the source has it)"
 
 
 def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
-                       digest: Any = None) -> Iterator[Record | Rejected]:
-    """Every item of a shard as a Record or a Rejected with its reason; `digest` as in `iter_shard`."""
+                       digest: Any = None) -> Iterator[Record | Quarantined]:
+    """Every item of a shard as a Record or a Quarantined with its reason; `digest` as in `iter_shard`."""
     for _, _, item in iter_positioned(config, source, shard, fmt, digest):
         yield item
 
 
 def iter_positioned(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
-                    digest: Any = None) -> Iterator[tuple[int, int, Record | Rejected]]:
+                    digest: Any = None) -> Iterator[tuple[int, int, Record | Quarantined]]:
     """(position in the shard's stream, byte offset, item) for every item of a shard; the offset
     is where a plain JSONL item starts (what :func:`mira.io.read_items` seeks to)."""
     duplicates = set(shard.duplicates)
@@ -54,18 +54,18 @@ def iter_positioned(config: RunConfig, source: SourceConfig, shard: Shard, fmt: 
 
 
 def _checked(raw: RawItem, source: SourceConfig, fmt: str, config: RunConfig,
-             duplicates: set[str]) -> Record | Rejected:
+             duplicates: set[str]) -> Record | Quarantined:
     item = to_record(raw, source, fmt, config.ingest.min_chars)
     if duplicates and isinstance(item, Record) and item.locator in duplicates:
-        item = Rejected(item.locator, DUPLICATE_ID, raw.nbytes)
+        item = Quarantined(item.locator, DUPLICATE_ID, raw.nbytes)
     return item
 
 
-def to_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int) -> Record | Rejected:
+def to_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int) -> Record | Quarantined:
     try:
         return make_record(raw, source, fmt, min_chars)
     except RecordError as exc:
-        return Rejected(raw.locator, str(exc), raw.nbytes)
+        return Quarantined(raw.locator, str(exc), raw.nbytes)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mira.rundir import RunDir, read_json
+from mira.rundir import RunDir
 
 
 @dataclass
@@ -68,5 +68,8 @@ class Groups:
 
 def load_groups(run: RunDir) -> Groups:
     """The groups of a run; raises StageNotReady (one line) if `mira group` has not finished."""
+    from mira.artifacts.core import dump
+    from mira.artifacts.rubrics import GROUPS
+
     run.require("group")
-    return Groups.from_dict(read_json(run.groups_path))
+    return Groups.from_dict(dump(GROUPS.load(run)))

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from mira.config import ReliabilityConfig
-from mira.rundir import RunDir, atomic_write_json, read_json
+from mira.rundir import RunDir
 
 log = logging.getLogger(__name__)
 GROUP_CELL = "*"
@@ -205,11 +205,25 @@ def build_mask(metrics: dict[str, Any], config: ReliabilityConfig) -> dict[str, 
 
 
 def write_mask(run: RunDir, group: str, mask: dict[str, Any]) -> None:
-    atomic_write_json(mask_path(run, group), mask)
+    from mira.artifacts.students import MASK
+
+    MASK.save(run, mask, group=group)
 
 
 def load_mask(run: RunDir, group: str) -> dict[str, Any]:
-    return read_json(mask_path(run, group))
+    """``mask.json`` as stored, validated by its catalogue schema (``mira.artifacts.students.Mask``)."""
+    from mira.artifacts.core import dump
+    from mira.artifacts.students import MASK
+
+    return dump(MASK.load(run, group=group), as_read=True)
+
+
+def load_metrics(run: RunDir, group: str) -> dict[str, Any]:
+    """``metrics.json`` as stored, validated by its catalogue schema (``mira.artifacts.students.Metrics``)."""
+    from mira.artifacts.core import dump
+    from mira.artifacts.students import METRICS
+
+    return dump(METRICS.load(run, group=group), as_read=True)
 
 
 def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any] | None:
@@ -224,7 +238,7 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
         return mask
     metrics = run.path("students", group, "metrics.json")
     if metrics.exists():
-        return build_mask(read_json(metrics), config)
+        return build_mask(load_metrics(run, group), config)
     if mask is None:
         from mira.rubric import rubric_is_empty
         from mira.rundir import StageNotReady

@@ -310,18 +310,16 @@ class RunDir:
 
     def mark_done(self, stage: str, stage_fingerprint: str, counts: dict[str, Any] | None = None,
                   started: float | None = None, **extra: Any) -> dict[str, Any]:
-        """Write the done marker; `extra` adds what the dry run explains and estimates from
-        (mira.stage.run_stage: the config, upstream fingerprints and artifacts read, teacher work)."""
-        marker = {
-            "stage": stage,
-            "fingerprint": stage_fingerprint,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(time.time() - started, 3) if started else None,
-            "counts": counts or {},
-            **extra,
-        }
-        atomic_write_json(self.marker_path(stage), marker)
-        return marker
+        """Write the done marker (through its catalogue owner); `extra` fields are kept in it."""
+        from mira.artifacts.core import dump
+        from mira.artifacts.run import DONE, DoneMarker  # the marker's owner (imports this module)
+
+        marker = DoneMarker(stage=stage, fingerprint=stage_fingerprint,
+                            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            seconds=round(time.time() - started, 3) if started else None, counts=counts or {},
+                            **extra)
+        DONE.save(self, marker, stage=stage)
+        return dump(marker)
 
     def clear_done(self, stage: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from mira.artifacts.scores import SCORES_SUMMARY
 from mira.config import ReliabilityConfig, RunConfig
 from mira.corpus import SourceInfo, stable_rank
-from mira.rundir import RunDir, read_json
-from mira.stages.score import scores_dir, shard_scores_path
+from mira.rundir import RunDir
+from mira.stages.score import shard_scores_path
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def current_masks(config: RunConfig, run: RunDir, groups: list[str]) -> dict[str
 def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
     import pyarrow.parquet as pq
 
-    groups_of = {name: s["group"] for name, s in read_json(scores_dir(run) / "summary.json")["sources"].items()}
+    groups_of = {name: s.group for name, s in SCORES_SUMMARY.load(run).sources.items()}
     group_names = sorted({g for g in groups_of.values() if g is not None})
     masks = current_masks(config, run, group_names)
     columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mira.config import ConfigError, RunConfig
-from mira.rundir import RunDir, atomic_write_json, read_json
+from mira.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,13 @@ def selection_dir(run: RunDir, name: str) -> Path:
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
-    try:
-        value = read_json(path / SUMMARY)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+    """The summary of the selection folder `path` as stored JSON, validated by its catalogue schema
+    (:class:`mira.artifacts.selection.SelectionSummary`); None when missing or invalid."""
+    from mira.artifacts.core import dump
+    from mira.artifacts.selection import read_selection_summary
+
+    summary = read_selection_summary(path)
+    return None if summary is None else dump(summary)
 
 
 def list_selections(run: RunDir) -> list[dict[str, Any]]:
@@ -92,11 +94,10 @@ def list_selections(run: RunDir) -> list[dict[str, Any]]:
 
 
 def current_name(run: RunDir) -> str | None:
-    try:
-        name = read_json(selection_root(run) / CURRENT).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return name if isinstance(name, str) else None
+    from mira.artifacts.selection import CURRENT_SELECTION
+
+    current = CURRENT_SELECTION.read(run)
+    return None if current is None else current.name
 
 
 def current_selection(run: RunDir) -> Path | None:
@@ -117,7 +118,9 @@ def current_selection(run: RunDir) -> Path | None:
 
 
 def set_current(run: RunDir, name: str) -> None:
-    atomic_write_json(selection_root(run) / CURRENT, {"name": name})
+    from mira.artifacts.selection import CURRENT_SELECTION, CurrentSelection
+
+    CURRENT_SELECTION.save(run, CurrentSelection(name=name))
 
 
 def require_selection(run: RunDir, name: str) -> Path:

@@ -1,10 +1,12 @@
-"""A synthetic run directory that follows every artifact contract of docs/architecture.md.
+"""A synthetic run directory, written through the artifact catalogue (:mod:`mira.artifacts`).
 
-The numbers are invented but consistent with each other the way a real run's are: labelled
-records appear in the score shards under the same id, student predictions sit near the teacher's
-labels, the aggregate is the trimmed mean of unmasked anchors, the selection keeps the best
-records per group under a 50 % token budget, and every summary count adds up.
-``build_fixture_run(root, stages=("ingest", "group"))`` writes a partial run.
+Every artifact is a typed object saved with the catalogue's ``save``, so the fixture follows the
+same schemas as the stages and cannot drift from them. The numbers are invented but consistent
+with each other the way a real run's are: labelled records appear in the score shards under the
+same id, student predictions sit near the teacher's labels, the aggregate is the one select
+computes (``mira.score_table.aggregate_scores`` under the run's reliability config), the
+selection keeps the best records per group under a 50 % token budget, and every summary count
+adds up. ``build_fixture_run(root, stages=("ingest", "group"))`` writes a partial run.
 """
 
 from __future__ import annotations
@@ -18,10 +20,25 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mira.config import RunConfig, SourceConfig
-from mira.rundir import STAGES, RunDir, atomic_write_json, fingerprint
+from mira.artifacts import CATALOGUE
+from mira.artifacts.inputs import Inventory, InventoryTotals, LengthTokens, SourceInventory
+from mira.artifacts.rubrics import Dimension, GroupEntry, GroupsFile, Judgment, Similarity
+from mira.artifacts.run import Usage
+from mira.artifacts.scores import GroupAnchors, ScoresSummary, ShardDone, SourceScoreCounts, score_fixed
+from mira.artifacts.selection import (
+    CurrentSelection,
+    DecisionReason,
+    RetentionUnit,
+    SelectionCounts,
+    SelectionSummary,
+    decisions_schema,
+)
+from mira.artifacts.students import CellMetrics, Mask, MaskCell, Metrics, labels_schema
+from mira.config import ReliabilityConfig, RunConfig, SourceConfig
+from mira.rubric import Anchor
+from mira.rundir import STAGES, RunDir, fingerprint
+from mira.score_table import aggregate_scores
 
 INJECTION = "<script>alert(1)</script>"
 INJECTION_WHY = '<img src=x onerror="alert(2)">'
@@ -74,14 +91,6 @@ def _text(fmt: str, source: str, i: int, quality: float, tokens: int) -> str:
     return body + "\n" + filler
 
 
-def _trimmed_mean(values: np.ndarray, trim: float = 0.1) -> float:
-    values = np.sort(values[~np.isnan(values)])
-    if not len(values):
-        return math.nan
-    cut = int(len(values) * trim)
-    return float(values[cut: len(values) - cut].mean()) if len(values) > 2 * cut else float(values.mean())
-
-
 def build_fixture_run(root: Path, stages: Iterable[str] = STAGES[:-1], seed: int = 0,
                       with_validation: bool = True) -> RunDir:
     """Write a run directory holding the artifacts of `stages` (default: all but report)."""
@@ -116,12 +125,12 @@ def build_fixture_run(root: Path, stages: Iterable[str] = STAGES[:-1], seed: int
     if "discover" in stages:
         counts["discover"] = _write_rubrics(run)
     if "annotate" in stages:
-        counts["annotate"] = _write_labels(run, corpus, rng)
-    masks: dict[str, dict[str, Any]] = {}
+        counts["annotate"] = _write_labels(run, corpus)
+    masks: dict[str, Mask] = {}
     if "distill" in stages:
-        counts["distill"], masks = _write_students(run, corpus, rng, with_validation)
+        counts["distill"], masks = _write_students(run, corpus, with_validation)
     if "score" in stages:
-        counts["score"] = _write_scores(run, corpus, masks)
+        counts["score"] = _write_scores(run, corpus, masks, config.reliability)
     if "select" in stages:
         counts["select"] = _write_selection(run, corpus)
     if "discover" in stages or "annotate" in stages:
@@ -133,7 +142,7 @@ def build_fixture_run(root: Path, stages: Iterable[str] = STAGES[:-1], seed: int
 
 
 def _write_inventory(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    inventory: dict[str, Any] = {"sources": {}, "totals": {}}
+    sources = {}
     for name, c in corpus.items():
         ok = ~c["quarantined"]
         toks = c["tokens"][ok]
@@ -143,20 +152,18 @@ def _write_inventory(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str
         for r in c["reasons"]:
             if r:
                 reasons[r] = reasons.get(r, 0) + 1
-        inventory["sources"][name] = {
-            "path": f"/data/{name}.jsonl", "reader": "jsonl", "format": c["fmt"], "files": 1 + c["n"] // 500,
-            "records": c["n"], "ok": int(ok.sum()), "quarantined": int(c["quarantined"].sum()),
-            "quarantine_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-            "tokens": int(toks.sum()), "bytes": int(toks.sum() * 4),
-            "length_tokens": {"p50": int(2 ** np.ceil(np.log2(np.median(toks)))),
-                              "p90": int(2 ** np.ceil(np.log2(np.quantile(toks, 0.9)))),
-                              "max": int(toks.max()), "histogram": hist},
-            "shards": [],
-        }
-    totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}
-    inventory["totals"] = {**totals, "sources": len(corpus)}
-    atomic_write_json(run.inventory_path, inventory)
-    return inventory["totals"]
+        sources[name] = SourceInventory(
+            path=f"/data/{name}.jsonl", reader="jsonl", format=c["fmt"], files=1 + c["n"] // 500,
+            records=c["n"], ok=int(ok.sum()), quarantined=int(c["quarantined"].sum()),
+            quarantine_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            tokens=int(toks.sum()), bytes=int(toks.sum() * 4),
+            length_tokens=LengthTokens(p50=int(2 ** np.ceil(np.log2(np.median(toks)))),
+                                       p90=int(2 ** np.ceil(np.log2(np.quantile(toks, 0.9)))),
+                                       max=int(toks.max()), histogram=hist))
+    totals = InventoryTotals(sources=len(corpus), **{k: sum(getattr(s, k) for s in sources.values())
+                                                     for k in ("records", "ok", "quarantined", "tokens")})
+    CATALOGUE["inventory"].save(run, Inventory(sources=sources, totals=totals))
+    return totals.model_dump()
 
 
 def _write_groups(run: RunDir, rng: np.random.Generator) -> dict[str, Any]:
@@ -168,15 +175,13 @@ def _write_groups(run: RunDir, rng: np.random.Generator) -> dict[str, Any]:
             base = GROUPS[group_of[a]][1] if group_of[a] == group_of[b] else 0.32
             matrix[i, j] = 1.0 if i == j else base + rng.normal(0, 0.04)
     matrix = np.round((matrix + matrix.T) / 2, 3)
-    groups = {
-        "k": 3, "chosen_by": "silhouette", "k_scores": {"2": 0.41, "3": 0.57, "4": 0.49, "5": 0.44},
-        "groups": [{"id": g, "label": label, "sources": sorted(s for s in names if group_of[s] == g),
-                    "within_similarity": sim, "pinned": False} for g, (label, sim) in GROUPS.items()],
-        "source_to_group": group_of,
-        "similarity": {"sources": names, "matrix": matrix.tolist()},
-        "embed_model": "all-MiniLM-L6-v2", "sample_per_source": 32,
-    }
-    atomic_write_json(run.groups_path, groups)
+    groups = GroupsFile(
+        k=3, chosen_by="silhouette", k_scores={"2": 0.41, "3": 0.57, "4": 0.49, "5": 0.44},
+        groups=[GroupEntry(id=g, label=label, sources=sorted(s for s in names if group_of[s] == g),
+                           within_similarity=sim) for g, (label, sim) in GROUPS.items()],
+        source_to_group=group_of, similarity=Similarity(sources=names, matrix=matrix.tolist()),
+        embed_model="all-MiniLM-L6-v2", sample_per_source=32)
+    CATALOGUE["groups"].save(run, groups)
     return {"k": 3, "sources": len(names)}
 
 
@@ -184,29 +189,22 @@ def _write_rubrics(run: RunDir) -> dict[str, Any]:
     total = 0
     for group, anchors in ANCHORS.items():
         group_sources = [s[0] for s in SOURCES if s[2] == group]
-        lines = []
-        for i, (name, part) in enumerate(anchors):
-            lines.append({
-                "id": f"a{i:02d}", "name": name, "part": part,
-                "definition": f"How well the record shows {name.lower()}; "
-                              "a property any record can have more or less of.",
-                "low": f"No {name.lower()} at all, or actively misleading.",
-                "mid": f"Some {name.lower()}, with gaps a reader must fill.",
-                "high": f"Exemplary {name.lower()}; a reader learns from it.",
-                "exemplar": f"({name}: the record is a good example of {name.lower()})",
-                "support": 9 - i, "records": 6 - i // 2,
-                "sources": {s: max(1, 5 - i - k) for k, s in enumerate(group_sources)},
-            })
-            total += 1
-        path = run.path("rubrics", f"{group}.jsonl")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        judgments = [{"record_id": f"{group_sources[0]}/part-000.jsonl/{j}", "source": group_sources[0],
-                      "dimensions": [{"name": anchors[j % len(anchors)][0], "score": 6, "reason": "clear"}]}
+        cards = [Anchor(id=f"a{i:02d}", name=name, part=part,
+                        definition=f"How well the record shows {name.lower()}; "
+                                   "a property any record can have more or less of.",
+                        low=f"No {name.lower()} at all, or actively misleading.",
+                        mid=f"Some {name.lower()}, with gaps a reader must fill.",
+                        high=f"Exemplary {name.lower()}; a reader learns from it.",
+                        exemplar=f"({name}: the record is a good example of {name.lower()})",
+                        support=9 - i, records=6 - i // 2,
+                        sources={s: max(1, 5 - i - k) for k, s in enumerate(group_sources)})
+                 for i, (name, part) in enumerate(anchors)]
+        total += len(cards)
+        CATALOGUE["rubric"].save(run, cards, group=group)
+        judgments = [Judgment(record_id=f"{group_sources[0]}/part-000.jsonl/{j}", source=group_sources[0],
+                              dimensions=[Dimension(name=anchors[j % len(anchors)][0], score=6, reason="clear")])
                      for j in range(6)]
-        jpath = run.path("judgments", f"{group}.jsonl")
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        jpath.write_text("".join(json.dumps(j) + "\n" for j in judgments))
+        CATALOGUE["judgments"].save(run, judgments, group=group)
     return {"anchors": total, "groups": len(ANCHORS)}
 
 
@@ -215,7 +213,7 @@ def _labelled(corpus_entry: dict[str, Any]) -> list[int]:
     return ok[:LABELS_PER_SOURCE].tolist()
 
 
-def _write_labels(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
+def _write_labels(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows_total = 0
     for group in GROUPS:
         anchors = _anchor_ids(group)
@@ -237,25 +235,24 @@ def _write_labels(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.random
                     value = float(c["teacher"][j, k])
                     row[a] = None if failed else round(value, 3)
                     row[f"{a}__sampled"] = None if failed else int(round(value))
+                    row[f"{a}__target_kind"] = None if failed else "expected"
                     why = f"{ANCHORS[group][k][0]}: {'strong' if value > 6 else 'weak'} in this record"
                     row[f"{a}__why"] = INJECTION_WHY if INJECTION in text and k == 0 else why
                 rows.append(row)
-        path = run.path("labels", f"{group}.parquet")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows), path)
+        CATALOGUE["labels"].save(run, pa.Table.from_pylist(rows, schema=labels_schema(anchors)), group=group)
         rows_total += len(rows)
     return {"labels": rows_total}
 
 
-def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.random.Generator,
-                    with_validation: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]],
+                    with_validation: bool) -> tuple[dict[str, Any], dict[str, Mask]]:
     from scipy.stats import spearmanr
 
-    masks: dict[str, Any] = {}
+    masks: dict[str, Mask] = {}
     for group in GROUPS:
         anchors = _anchor_ids(group)
-        cells: dict[str, Any] = {}
-        mask_cells: dict[str, Any] = {}
+        cells: dict[str, dict[str, CellMetrics]] = {}
+        mask_cells: dict[str, dict[str, MaskCell]] = {}
         val_rows: list[dict[str, Any]] = []
         for name, c in corpus.items():
             if c["group"] != group:
@@ -276,78 +273,88 @@ def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]], rng: np.rand
                     mae, reason = 3.1, "mae 3.10 > 2.5"
                 else:
                     reason = None
-                cells[name][a] = {"mae": round(mae, 3), "spearman": round(rho, 3), "n": n}
-                mask_cells[name][a] = {"masked": reason is not None, "reason": reason,
-                                       "weight": 0.0 if reason else 1.0, "basis": "source", "n": n,
-                                       "status": status if reason else "reliable"}
+                cells[name][a] = CellMetrics(mae=round(mae, 3), spearman=round(rho, 3), n=n)
+                mask_cells[name][a] = MaskCell(masked=reason is not None, reason=reason,
+                                               weight=0.0 if reason else 1.0, basis="source", n=n,
+                                               status=status if reason else "reliable")
             for j in val:
                 row = {"record_id": c["ids"][j], "source": name}
                 for k, a in enumerate(anchors):
                     row[f"{a}__teacher"] = round(float(c["teacher"][j, k]), 3)
                     row[f"{a}__student"] = round(float(c["student"][j, k]), 3)
                 val_rows.append(row)
-        overall = {a: {"mae": round(float(np.mean([cells[s][a]["mae"] for s in cells])), 3),
-                       "spearman": round(float(np.mean([cells[s][a]["spearman"] for s in cells])), 3),
-                       "n": int(sum(cells[s][a]["n"] for s in cells))} for a in anchors}
-        metrics = {"student": "static", "regressor": "lightgbm" if group != "g1" else "ridge", "anchors": anchors,
-                   "cells": cells, "overall": overall,
-                   "mean_spearman": round(float(np.mean([o["spearman"] for o in overall.values()])), 3),
-                   "candidates": {"ridge": {"mean_spearman": 0.71, "mean_mae": 1.12},
-                                  "lightgbm": {"mean_spearman": 0.78, "mean_mae": 0.98}},
-                   "teacher_consistency": {"mae": 0.71, "spearman": 0.83, "n": 8}}
+        overall = {a: CellMetrics(mae=round(float(np.mean([cells[s][a].mae for s in cells])), 3),
+                                  spearman=round(float(np.mean([cells[s][a].spearman for s in cells])), 3),
+                                  n=int(sum(cells[s][a].n for s in cells))) for a in anchors}
+        metrics = Metrics(student="static", regressor="lightgbm" if group != "g1" else "ridge", anchors=anchors,
+                          cells=cells, overall=overall,
+                          mean_spearman=round(float(np.mean([o.spearman for o in overall.values()])), 3),
+                          candidates={"ridge": {"mean_spearman": 0.71, "mean_mae": 1.12},
+                                      "lightgbm": {"mean_spearman": 0.78, "mean_mae": 0.98}},
+                          teacher_consistency=CellMetrics(mae=0.71, spearman=0.83, n=8))
         # The group cell: within-source statistics combined (mira.reliability.combine_within_sources).
-        mask_cells["*"] = {a: {"masked": False, "reason": None, "weight": 1.0, "basis": "*", "status": "reliable",
-                               "n": overall[a]["n"], "spearman": overall[a]["spearman"], "mae": overall[a]["mae"]}
-                           for a in anchors}
-        masks[group] = {"anchors": anchors, "cells": mask_cells, "needed_rows": 4}
-        atomic_write_json(run.path("students", group, "metrics.json"), metrics)
-        atomic_write_json(run.path("students", group, "mask.json"), masks[group])
+        mask_cells["*"] = {a: MaskCell(masked=False, weight=1.0, basis="*", status="reliable", n=overall[a].n,
+                                       spearman=overall[a].spearman, mae=overall[a].mae) for a in anchors}
+        # No `thresholds`: a mask used as is under any reliability config (mira.reliability.current_mask).
+        masks[group] = Mask(anchors=anchors, cells=mask_cells, needed_rows=4)
+        CATALOGUE["metrics"].save(run, metrics, group=group)
+        CATALOGUE["mask"].save(run, masks[group], group=group)
         if with_validation:
-            pq.write_table(pa.Table.from_pylist(val_rows), run.path("students", group, "validation.parquet"))
+            CATALOGUE["validation"].save(run, pa.Table.from_pylist(val_rows), group=group)
     return {"students": len(GROUPS)}, masks
 
 
-def _write_scores(run: RunDir, corpus: dict[str, dict[str, Any]], masks: dict[str, Any]) -> dict[str, Any]:
+def _write_scores(run: RunDir, corpus: dict[str, dict[str, Any]], masks: dict[str, Mask],
+                  reliability: ReliabilityConfig) -> dict[str, Any]:
     scored = 0
+    summary = ScoresSummary(fingerprint=fingerprint("fixture", "score"))
     for name, c in corpus.items():
         anchors = c["anchors"]
-        cells = masks.get(c["group"], {}).get("cells", {}).get(name, {})
-        keep = np.array([not cells.get(a, {}).get("masked", False) for a in anchors])
-        scores = np.array([_trimmed_mean(row[keep]) if keep.any() else math.nan for row in c["student"]])
-        scores[c["quarantined"]] = math.nan
-        c["score"] = scores
+        shards, c["score"] = [], np.full(c["n"], math.nan)
         for start in range(0, c["n"], 500):
             idx = range(start, min(start + 500, c["n"]))
             rows = []
             for j in idx:
                 row = {"id": c["ids"][j], "locator": c["ids"][j], "source": name, "group": c["group"],
                        "tokens": 0 if c["quarantined"][j] else int(c["tokens"][j]),
-                       "score": None if math.isnan(scores[j]) else float(scores[j]),
                        "quarantine": c["reasons"][j]}
                 for k, a in enumerate(anchors):
-                    row[a] = None if c["quarantined"][j] else round(float(c["student"][j, k]), 3)
+                    row[a] = math.nan if c["quarantined"][j] else round(float(c["student"][j, k]), 3)
                 rows.append(row)
-            path = run.path("scores", name, f"part-{start // 500:03d}.parquet")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pylist(rows), path)
-            atomic_write_json(path.with_suffix(".done.json"), {"rows": len(rows)})
-        scored += int((~np.isnan(scores)).sum())
+            schema = pa.schema(list(score_fixed()) + [pa.field(a, pa.float64()) for a in anchors])
+            table = pa.Table.from_pylist(rows, schema=schema)
+            shard = f"{start // 500:05d}"
+            CATALOGUE["scores"].save(run, table, source=name, shard=shard)
+            # The aggregate as select computes it (mask + aggregator at join time).
+            mask = masks.get(c["group"])
+            if mask is not None:
+                c["score"][start:start + len(rows)] = aggregate_scores(table, mask.model_dump(), reliability)
+            ok = ~np.isnan(c["score"][start:start + len(rows)])
+            done = ShardDone(fingerprint=summary.fingerprint, source=name, shard=shard, group=c["group"],
+                             anchors=anchors, records=len(rows), scored=int(ok.sum()),
+                             quarantined=int(c["quarantined"][start:start + len(rows)].sum()),
+                             tokens=int(table.column("tokens").to_numpy().sum()))
+            CATALOGUE["scores_done"].save(run, done, source=name, shard=shard)
+            shards.append(done)
+        summary.sources[name] = SourceScoreCounts(group=c["group"], shards=len(shards),
+                                                  **{k: sum(getattr(d, k) for d in shards)
+                                                     for k in ("records", "scored", "quarantined", "tokens")})
+        summary.groups.setdefault(c["group"], GroupAnchors(anchors=anchors))
+        scored += int((~np.isnan(c["score"])).sum())
+    CATALOGUE["scores_summary"].save(run, summary)
     return {"scored": scored}
 
 
 def _write_selection(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Same layout as mira.stages.select: unscored records are counted inside `rejected`."""
-    summary: dict[str, Any] = {"name": SELECTION, "method": "mira", "mode": "group", "key": "score", "budget": 0.5,
-                               "budget_kind": "fraction of tokens", "floor": {}, "cap": {}, "seed": 0,
-                               "sources": {}, "groups": {}, "units": {}, "source_groups": {}}
+    """Same books as mira.stages.select: unscored records are counted inside `rejected`."""
 
-    def counts(entries: list[tuple[str, int]], kept: set[tuple[str, int]]) -> dict[str, int]:
+    def counts(entries: list[tuple[str, int]], kept: set[tuple[str, int]]) -> SelectionCounts:
         out = dict.fromkeys(("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "rejected_tokens",
                              "quarantined", "unscored", "unscored_tokens"), 0)
         for n, j in entries:
-            c, tokens = corpus[n], int(corpus[n]["tokens"][j])
+            c = corpus[n]
             # Quarantined records count 0 tokens in scores/, as the score stage writes them.
-            tokens = 0 if c["quarantined"][j] else tokens
+            tokens = 0 if c["quarantined"][j] else int(c["tokens"][j])
             out["records_in"] += 1
             out["tokens_in"] += tokens
             if c["quarantined"][j]:
@@ -361,47 +368,57 @@ def _write_selection(run: RunDir, corpus: dict[str, dict[str, Any]]) -> dict[str
                 if math.isnan(c["score"][j]):
                     out["unscored"] += 1
                     out["unscored_tokens"] += tokens
-        return out
+        return SelectionCounts(**out)
 
     kept: set[tuple[str, int]] = set()
+    rank: dict[tuple[str, int], int] = {}
+    groups: dict[str, SelectionCounts] = {}
+    units: dict[str, RetentionUnit] = {}
     for group in GROUPS:
         members = [n for n, c in corpus.items() if c["group"] == group]
         pool = sorted(((corpus[n]["score"][j], n, j) for n in members for j in range(corpus[n]["n"])
                        if not math.isnan(corpus[n]["score"][j])), key=lambda t: -t[0])
         budget = 0.5 * sum(int(corpus[n]["tokens"][~corpus[n]["quarantined"]].sum()) for n in members)
         used, cutoff = 0, None
-        for score, n, j in pool:
+        for position, (score, n, j) in enumerate(pool, start=1):
+            rank[(n, j)] = position
             if used >= budget:
-                break
+                continue
             kept.add((n, j))
             used += int(corpus[n]["tokens"][j])
             cutoff = float(score)
         entries = [(n, j) for n in members for j in range(corpus[n]["n"])]
-        summary["groups"][group] = counts(entries, kept)
-        summary["units"][group] = {"tokens_in": summary["groups"][group]["tokens_in"], "budget_tokens": budget,
-                                   "kept_tokens": used, "cutoff": cutoff, "eligible_records": len(pool),
-                                   "records_in": len(entries)}
+        groups[group] = counts(entries, kept)
+        units[group] = RetentionUnit(tokens_in=groups[group].tokens_in, budget_tokens=budget, kept_tokens=used,
+                                     cutoff=cutoff, eligible_records=len(pool), records_in=len(entries))
+    sources = {n: counts([(n, j) for j in range(c["n"])], kept) for n, c in corpus.items()}
     for n, c in corpus.items():
-        summary["sources"][n] = counts([(n, j) for j in range(c["n"])], kept)
-        summary["source_groups"][n] = c["group"]
         k_idx = [j for j in range(c["n"]) if (n, j) in kept]
-        out = run.path("selection", SELECTION, n, "part-000.jsonl")
+        # Kept records are the selection's output (owned by mira.stages.select, opaque to the catalogue).
+        out = CATALOGUE["selected"].path(run, name=SELECTION, source=n, shard="00000", ext="jsonl")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps({"id": c["ids"][j], "mira_id": c["ids"][j],
                                            "mira_score": float(c["score"][j]), "mira_group": c["group"],
                                            "mira_tokens": int(c["tokens"][j])}) + "\n" for j in k_idx))
+        reasons = [f"{DecisionReason.QUARANTINED}: {c['reasons'][j]}" if c["quarantined"][j] else
+                   DecisionReason.UNSCORED if math.isnan(c["score"][j]) else
+                   DecisionReason.KEPT if (n, j) in kept else DecisionReason.BELOW_CUTOFF for j in range(c["n"])]
         decisions = pa.table({"id": c["ids"], "locator": c["ids"], "kept": [(n, j) in kept for j in range(c["n"])],
-                              "reason": ["kept" if (n, j) in kept else "below cutoff" for j in range(c["n"])],
-                              "tokens": c["tokens"].tolist()})
-        path = run.path("selection", SELECTION, "_decisions", n, "part-000.parquet")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(decisions, path)
-    summary["totals"] = counts([(n, j) for n, c in corpus.items() for j in range(c["n"])], kept)
-    atomic_write_json(run.path("selection", SELECTION, "summary.json"), summary)
-    atomic_write_json(run.path("selection", "_current.json"), {"name": SELECTION})
-    totals = summary["totals"]
-    return {k: totals[k] for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "quarantined",
-                                   "unscored")}
+                              "reason": [str(r) for r in reasons],
+                              "rank": pa.array([rank.get((n, j)) for j in range(c["n"])], pa.int64()),
+                              "key": pa.array([None if math.isnan(v) else float(v) for v in c["score"]], pa.float64()),
+                              "tokens": c["tokens"].tolist()}, schema=decisions_schema())
+        CATALOGUE["decisions"].save(run, decisions, name=SELECTION, source=n, shard="00000")
+    summary = SelectionSummary(
+        name=SELECTION, fingerprint=fingerprint("fixture", "selection"), method="mira", mode="group", key="score",
+        budget=0.5, budget_kind="fraction of tokens", budget_label="50%", budget_share=0.5, seed=0,
+        totals=counts([(n, j) for n, c in corpus.items() for j in range(c["n"])], kept), sources=sources,
+        groups=groups, units=units, source_groups={n: c["group"] for n, c in corpus.items()})
+    CATALOGUE["selection_summary"].save(run, summary, name=SELECTION)
+    CATALOGUE["current_selection"].save(run, CurrentSelection(name=SELECTION))
+    totals = summary.totals
+    return {k: getattr(totals, k) for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected",
+                                            "quarantined", "unscored")}
 
 
 def _write_usage(run: RunDir, stages: set[str]) -> None:
@@ -412,7 +429,8 @@ def _write_usage(run: RunDir, stages: set[str]) -> None:
                 "parse_retries": 2, "failures": 1, "budget_skipped": 0, "prompt_tokens": requests * 610,
                 "completion_tokens": requests * 180, "latency_s": requests * 9.1, "degraded": [],
                 "mean_latency_s": 9.1}
-        atomic_write_json(run.usage_dir / f"{stage}.json", {
-            "stage": stage, "model": "qwen2.5-coder-1.5b", "updated_at": "2026-11-27T10:00:00Z",
-            "budget_exhausted": False, "sessions": 1, "last": last,
-            "total": {k: v for k, v in last.items() if isinstance(v, (int, float)) and k != "mean_latency_s"}})
+        CATALOGUE["usage"].save(run, Usage(
+            stage=stage, model="qwen2.5-coder-1.5b", updated_at="2026-11-27T10:00:00Z", budget_exhausted=False,
+            sessions=1, last=last,
+            total={k: v for k, v in last.items() if isinstance(v, (int, float)) and k != "mean_latency_s"}),
+            stage=stage)

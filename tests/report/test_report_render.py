@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from mira.artifacts.selection import SelectionCounts
 from mira.report import SECTIONS, render_report, write_report
 from mira.report.artifacts import selection_counts
 from mira.report.html import clipped_text, esc, fmt_compact, spearman
@@ -112,13 +113,25 @@ def test_broken_artifact_only_breaks_its_section(tmp_path):
     assert states["inventory"] == "filled"
 
 
-def test_selection_counts_accept_both_unscored_conventions():
-    inside = selection_counts({"records_in": 10, "kept": 4, "rejected": 5, "quarantined": 1, "unscored": 2,
-                               "kept_tokens": 40, "tokens_in": 100})
-    assert inside["adds_up"] is True and inside["unscored_separate"] is False and inside["tokens_kept"] == 40
-    separate = selection_counts({"records": {"in": 10, "kept": 4, "rejected": 3, "quarantined": 1, "unscored": 2}})
-    assert separate["adds_up"] is True and separate["unscored_separate"] is True
-    assert selection_counts({"records_in": 10, "kept": 4, "rejected": 3, "quarantined": 1})["adds_up"] is False
+def test_selection_counts_follow_the_one_convention_select_writes():
+    # Select counts unscored records inside `rejected` (or `kept`): in = kept + rejected + quarantined.
+    counts = selection_counts(SelectionCounts(records_in=10, tokens_in=100, kept=4, kept_tokens=40, rejected=5,
+                                              quarantined=1, unscored=2))
+    assert counts["adds_up"] is True and counts["tokens_kept"] == 40 and counts["unscored"] == 2
+    off = SelectionCounts(records_in=10, tokens_in=100, kept=4, kept_tokens=40, rejected=3, quarantined=1)
+    assert selection_counts(off)["adds_up"] is False
+
+
+def test_a_summary_in_spellings_no_writer_produces_is_not_guessed_at(tmp_path):
+    run = build_fixture_run(tmp_path / "run")
+    path = run.path("selection", "mira-group-50pct", "summary.json")
+    summary = json.loads(path.read_text())
+    for level in ("sources", "groups"):
+        for name, entry in summary[level].items():
+            summary[level][name] = {"records": {"in": entry["records_in"], "kept": entry["kept"]}}
+    path.write_text(json.dumps(summary))
+    page, states = render_report(run)
+    assert states["retention"] == "empty" and "mira-group-50pct" not in _section(page, "retention")
 
 
 def test_helpers():
@@ -131,20 +144,25 @@ def test_helpers():
 
 
 def _rewrite_scores(run, source, scores, tokens):
-    """Replace one source's score shards with the given aggregates (and token counts)."""
+    """Replace one source's score shards so that each record's aggregate is `scores(i)`: every
+    anchor scores it that (any mean of equal values is that value), with the given token counts."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    folder = run / "scores" / source
-    for path in folder.glob("*.parquet"):
-        table = pq.read_table(path)
+    from mira.artifacts import CATALOGUE
+    from mira.artifacts.scores import anchor_columns
+    from mira.rundir import RunDir
+
+    shards = CATALOGUE["scores"]
+    for keys in shards.instances(RunDir(run), source=source):
+        table = shards.load(RunDir(run), **keys)
         n = table.num_rows
-        table = table.set_column(table.column_names.index("score"), "score",
-                                 pa.array([float(scores(i)) for i in range(n)], pa.float64()))
+        values = pa.array([float(scores(i)) for i in range(n)], pa.float64())
+        for anchor in anchor_columns(table.column_names):
+            table = table.set_column(table.column_names.index(anchor), anchor, values)
         table = table.set_column(table.column_names.index("tokens"), "tokens",
                                  pa.array([int(tokens(i)) for i in range(n)], pa.int64()))
         table = table.set_column(table.column_names.index("quarantine"), "quarantine", pa.nulls(n, pa.string()))
-        pq.write_table(table, path)
+        shards.save(RunDir(run), table, **keys)
 
 
 def test_report_warns_on_constant_or_length_driven_aggregates_and_never_calls_few_rows_reliable(tmp_path):

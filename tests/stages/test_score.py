@@ -13,7 +13,7 @@ import pytest
 
 from mira import api
 from mira.config import EngineConfig
-from mira.corpus import Rejected, iter_shard_records, source_infos
+from mira.corpus import Quarantined, iter_shard_records, source_infos
 from mira.records import render
 from mira.rundir import RunDir
 from mira.stages import score as score_stage
@@ -52,7 +52,7 @@ def test_one_row_per_input_record_in_order_with_quarantine_per_anchor_scores_onl
                 assert row["source"] == info.name and row["group"] == group
                 # No aggregate: the mask is applied at join time, so thresholds never rescore.
                 assert set(row) == {"id", "locator", "source", "group", "tokens", "quarantine", *ANCHORS[group]}
-                if isinstance(item, Rejected):
+                if isinstance(item, Quarantined):
                     assert row["quarantine"] == item.reason and row["tokens"] == 0
                     assert all(math.isnan(row[a]) for a in ANCHORS[group])
                     continue

@@ -9,7 +9,7 @@ import pytest
 
 from mira import api
 from mira.config import EngineConfig, RenderConfig
-from mira.corpus import Rejected, iter_shard_records, source_infos
+from mira.corpus import Quarantined, iter_shard_records, source_infos
 from mira.records import full_text
 from mira.shard_tokens import NOT_A_RECORD, tokens_path
 from mira.stages import score as score_stage
@@ -64,7 +64,7 @@ def test_ingest_writes_one_count_per_input_item(tmp_path, corpus):
                 windowed_here = data["window_items"].tolist()
             # Ingest's pass has no duplicates marked; score's pass sees the same items in the same order.
             items = list(iter_shard_records(config, config.source(info.name), shard, info.format))
-            assert counts == [NOT_A_RECORD if isinstance(i, Rejected) else tokenizer.count(full_text(i))
+            assert counts == [NOT_A_RECORD if isinstance(i, Quarantined) else tokenizer.count(full_text(i))
                               for i in items]
             windowed += len(windowed_here)
     assert windowed >= 3  # long records windowed as one sequence have their window spans recorded
@@ -101,7 +101,7 @@ def test_records_that_fit_are_not_tokenized_again(tmp_path, corpus, doubles, mon
     tokenizer = get_tokenizer(config.tokenizer.name)
     fitting = {full_text(item) for info in source_infos(run) for shard in info.shards
                for item in iter_shard_records(config, config.source(info.name), shard, info.format)
-               if not isinstance(item, Rejected) and tokenizer.count(full_text(item)) <= MAX_TOKENS}
+               if not isinstance(item, Quarantined) and tokenizer.count(full_text(item)) <= MAX_TOKENS}
     assert len(fitting) > 20
     if not reuse:
         _without_reuse(monkeypatch)

@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mira.artifacts.compare import COMPARE_SUMMARY
 from mira.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
-from mira.rundir import RunDir, StageNotReady, atomic_write_json
+from mira.rundir import RunDir, StageNotReady
 from mira.stage import ProgressFactory, null_progress
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         from mira.compare.training import run_proxy
 
         result["proxy"] = run_proxy(config, run, infos, summaries, decisions, eval_sets, progress, proxy_api)
-    atomic_write_json(run.path("compare", "summary.json"), result)
+    COMPARE_SUMMARY.save(run, result)
     write_report(run)
     return result
 

@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mira.artifacts.selection import DecisionReason
 from mira.config import ConfigError, RunConfig
 
 if TYPE_CHECKING:
     from mira.rundir import RunDir
     from mira.score_table import ScoreTable
 
-UNSCORED = "unscored (all anchors masked)"
+UNSCORED = DecisionReason.UNSCORED
 
 # name -> module holding rank() (and fingerprint()/prepare() where the method needs them).
 METHODS: dict[str, str] = {

@@ -79,7 +79,7 @@ def render_report(run_dir: str | Path | RunDir) -> tuple[str, dict[str, str]]:
                    f'title="{hint}"></span></a></li>')
         body.append(f'<section id="{section.id}" data-state="{state}"><h2><span class="num">{number}</span>'
                     f"{esc(section.title)}</h2>{html}</section>")
-    name = artifacts.config.get("name") or run.root.name
+    name = artifacts.run_name
     page = _resource("template.html")
     script = re.search(r"<script>(.*?)</script>", page, re.S)
     if script:

@@ -1,85 +1,34 @@
-"""Read every artifact of a run directory for the report, tolerating whatever is missing.
+"""Every artifact of a run directory as the report reads it: through the catalogue
+(:mod:`mira.artifacts`), tolerating whatever is missing.
 
-The report must render for a partial run, so each reader returns ``None`` (or an empty mapping)
-instead of raising when a stage has not run. Large artifacts (score shards) are streamed once,
-column-pruned, into bounded summaries: histograms and a seeded sample per source, never the
-whole table in memory.
+The report must render for a partial run, so a missing artifact is ``None`` (or an empty
+mapping) and the section that needs it shows its "not run yet" box (:func:`need`). A file that is
+there but does not match its schema is not guessed at: it is logged, and the sections that need it
+say it could not be read. Large artifacts (score shards) are streamed once by
+:mod:`mira.report.score_stream`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mira.rundir import STAGES, RunDir, read_json
+from mira.artifacts import CATALOGUE, Artifact, ArtifactInvalid, ArtifactMissing
+from mira.artifacts.core import dump
+from mira.artifacts.run import DoneMarker, SavedConfig, Usage
+from mira.artifacts.selection import SelectionCounts, SelectionSummary
+from mira.report.score_stream import SCORE_BINS, SourceScores, aggregate_warnings, rows_with_ids, stream_scores
+from mira.rundir import STAGES, RunDir
 
 log = logging.getLogger(__name__)
 
-SCORE_BINS = np.linspace(0.0, 10.0, 41)
-SAMPLE_PER_SOURCE = 1_500
-# A group's aggregate is flagged (near-)constant when the spread between its 10th and 90th
-# percentile is below one histogram bin, or it takes fewer than MIN_DISTINCT values: selection
-# inside the group is then decided by the tie-break, not by the score.
-CONSTANT_SPREAD = 0.25
-MIN_DISTINCT = 5
-# ... and flagged as mostly explained by length from this |Spearman(score, tokens)| ("strong").
-LENGTH_RHO = 0.6
-
-
-def _json(path: Path) -> Any:
-    if not path.exists():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        log.warning("report: cannot read %s: %s", path, exc)
-        return None
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                log.warning("report: skipping a malformed line in %s", path)
-    return rows
-
-
-@dataclass
-class SourceScores:
-    """Streaming summary of one source's score shards."""
-
-    rows: int = 0
-    scored: int = 0
-    unscored: int = 0
-    quarantined: int = 0
-    hist: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1, dtype=np.int64))
-    sample_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    sample_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    total: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.scored if self.scored else math.nan
-
-    def quantile(self, q: float) -> float:
-        """Approximate quantile from the histogram (bin resolution 0.25)."""
-        if not self.scored:
-            return math.nan
-        cum = np.cumsum(self.hist)
-        idx = int(np.searchsorted(cum, q * cum[-1]))
-        return float((SCORE_BINS[idx] + SCORE_BINS[idx + 1]) / 2)
+__all__ = ["SCORE_BINS", "Artifacts", "NotRun", "SourceScores", "aggregate_warnings", "need", "selection_counts",
+           "selection_entries", "usage_totals"]
 
 
 class Artifacts:
@@ -87,39 +36,94 @@ class Artifacts:
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
+        # artifact key -> "path: why" of files that are there but do not match their schema
+        self.invalid: dict[str, str] = {}
+        self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
-    # --- small JSON artifacts ---------------------------------------------------------------
+    def _get(self, key: str, **keys: str) -> Any:
+        """The validated artifact, or None when it is missing or invalid (recorded in `invalid`)."""
+        cache_key = (key, tuple(sorted(keys.items())))
+        if cache_key not in self._cache:
+            self._cache[cache_key] = self._load(CATALOGUE[key], **keys)
+        return self._cache[cache_key]
+
+    def _load(self, artifact: Artifact, **keys: str) -> Any:
+        try:
+            return artifact.load(self.run, **keys)
+        except ArtifactMissing:
+            return None
+        except ArtifactInvalid as exc:
+            log.warning("report: cannot read %s", exc)
+            self.invalid.setdefault(artifact.key, str(exc))
+            return None
+
+    def invalid_of(self, stage: str) -> str | None:
+        """Why an artifact `stage` writes could not be read (None if none failed)."""
+        return next((why for key, why in self.invalid.items() if CATALOGUE[key].writer == stage), None)
+
+    def _document(self, key: str, **keys: str) -> dict[str, Any] | None:
+        model = self._get(key, **keys)
+        return None if model is None else dump(model, as_read=True)
+
+    # --- bookkeeping ------------------------------------------------------------------------
     @cached_property
-    def markers(self) -> dict[str, dict[str, Any]]:
-        return {stage: marker for stage in STAGES if (marker := self.run.done(stage))}
+    def markers(self) -> dict[str, DoneMarker]:
+        return {stage: marker for stage in STAGES if (marker := self._get("done", stage=stage))}
 
     def done(self, stage: str) -> bool:
         return stage in self.markers
 
     @cached_property
-    def config(self) -> dict[str, Any]:
-        import yaml
+    def config(self) -> SavedConfig:
+        """The resolved config and its fingerprint, as ``mira.rundir.RunDir.save_config`` wrote them."""
+        return self._get("config") or SavedConfig()
 
-        path = self.run.config_path
-        if not path.exists():
-            return {}
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
-            data = {}
-        match = re.search(r"fingerprint\s+([0-9a-f]+)", text.splitlines()[0] if text else "")
-        data["_fingerprint"] = match.group(1) if match else None
-        return data
+    @property
+    def run_name(self) -> str:
+        return str(self.config.values.get("name") or self.run.root.name)
 
     @cached_property
+    def usage(self) -> dict[str, Usage]:
+        return {keys["stage"]: usage for keys in CATALOGUE["usage"].instances(self.run)
+                if (usage := self._get("usage", **keys))}
+
+    # --- stage documents (validated by their schema, read as the stored JSON) ---------------
+    @cached_property
     def inventory(self) -> dict[str, Any] | None:
-        return _json(self.run.inventory_path)
+        return self._document("inventory")
 
     @cached_property
     def groups(self) -> dict[str, Any] | None:
-        return _json(self.run.groups_path)
+        return self._document("groups")
 
+    @cached_property
+    def comparison(self) -> dict[str, Any] | None:
+        return self._document("compare_summary")
+
+    def metrics(self, group: str) -> dict[str, Any] | None:
+        return self._document("metrics", group=group)
+
+    def mask(self, group: str) -> dict[str, Any] | None:
+        return self._document("mask", group=group)
+
+    def rubric(self, group: str) -> list[dict[str, Any]]:
+        return [dump(a, as_read=True) for a in self._get("rubric", group=group) or []]
+
+    def rubric_rejected(self, group: str) -> list[dict[str, Any]]:
+        """Candidate anchors discover dropped, each with its `reason` (rubrics/<group>.rejected.jsonl)."""
+        return [dump(r, as_read=True) for r in self._get("rubric_rejected", group=group) or []]
+
+    def judgments(self, group: str) -> list[dict[str, Any]]:
+        return [dump(j, as_read=True) for j in self._get("judgments", group=group) or []]
+
+    def labels(self, group: str) -> Any:
+        """The group's teacher labels as a pyarrow Table (labelled samples are small), or None."""
+        return self._get("labels", group=group)
+
+    def validation(self, group: str) -> Any:
+        return self._get("validation", group=group)
+
+    # --- selections -------------------------------------------------------------------------
     @cached_property
     def selection_path(self) -> Path | None:
         """The selection the report's sections explain (see :func:`mira.selections.current_selection`)."""
@@ -128,8 +132,12 @@ class Artifacts:
         return current_selection(self.run)
 
     @cached_property
-    def summary(self) -> dict[str, Any] | None:
-        return _json(self.selection_path / "summary.json") if self.selection_path else None
+    def summary(self) -> SelectionSummary | None:
+        if self.selection_path is None:
+            return None
+        from mira.artifacts.selection import read_selection_summary
+
+        return read_selection_summary(self.selection_path)
 
     @cached_property
     def selections(self) -> list[dict[str, Any]]:
@@ -137,26 +145,13 @@ class Artifacts:
 
         return list_selections(self.run)
 
-    @cached_property
-    def comparison(self) -> dict[str, Any] | None:
-        return _json(self.run.path("compare", "summary.json"))
-
-    @cached_property
-    def usage(self) -> dict[str, dict[str, Any]]:
-        if not self.run.usage_dir.exists():
-            return {}
-        return {p.stem: data for p in sorted(self.run.usage_dir.glob("*.json")) if (data := _json(p))}
-
+    # --- groups and sources -----------------------------------------------------------------
     @cached_property
     def group_ids(self) -> list[str]:
         if self.groups and self.groups.get("groups"):
             return [g["id"] for g in self.groups["groups"]]
-        found = set()
-        for folder in ("rubrics", "labels", "students"):
-            base = self.run.path(folder)
-            if base.exists():
-                found.update(p.stem.split(".")[0] if p.is_file() else p.name for p in base.iterdir()
-                             if not p.name.startswith("."))
+        found = {keys["group"] for key in ("rubric", "labels", "metrics", "mask")
+                 for keys in CATALOGUE[key].instances(self.run)}
         return sorted(found)
 
     @cached_property
@@ -167,7 +162,7 @@ class Artifacts:
     def sources(self) -> list[str]:
         """Every source name, ordered by group then name, so plots and tables agree."""
         names = set((self.inventory or {}).get("sources", {})) | set(self.source_to_group)
-        names |= {p.name for p in self.run.path("scores").glob("*") if p.is_dir()}
+        names |= {keys["source"] for keys in CATALOGUE["scores"].instances(self.run)}
         order = {g: i for i, g in enumerate(self.group_ids)}
         return sorted(names, key=lambda s: (order.get(self.source_to_group.get(s, ""), len(order)), s))
 
@@ -177,24 +172,10 @@ class Artifacts:
                 return str(g.get("label") or group)
         return group
 
-    def rubric(self, group: str) -> list[dict[str, Any]]:
-        path = self.run.path("rubrics", f"{group}.jsonl")
-        return _jsonl(path) if path.exists() else []
-
-    def rubric_rejected(self, group: str) -> list[dict[str, Any]]:
-        """Candidate anchors discover dropped, each with its `reason` (rubrics/<group>.rejected.jsonl)."""
-        path = self.run.path("rubrics", f"{group}.rejected.jsonl")
-        return _jsonl(path) if path.exists() else []
-
     def anchor_names(self, group: str) -> dict[str, str]:
         return {a.get("id"): a.get("name") or a.get("id") for a in self.rubric(group)}
 
-    def metrics(self, group: str) -> dict[str, Any] | None:
-        return _json(self.run.path("students", group, "metrics.json"))
-
-    def mask(self, group: str) -> dict[str, Any] | None:
-        return _json(self.run.path("students", group, "mask.json"))
-
+    # --- scores -----------------------------------------------------------------------------
     @cached_property
     def reliability(self) -> Any:
         """The run's reliability config (from config.yaml): what the last selection aggregated with."""
@@ -203,7 +184,7 @@ class Artifacts:
         from mira.config import ReliabilityConfig
 
         try:
-            return ReliabilityConfig.model_validate(self.config.get("reliability") or {})
+            return ReliabilityConfig.model_validate(self.config.values.get("reliability") or {})
         except ValidationError:
             return ReliabilityConfig()
 
@@ -237,137 +218,17 @@ class Artifacts:
             return np.full(table.num_rows, math.nan)
         return aggregate_scores(table, mask, self.reliability)
 
-    def judgments(self, group: str) -> list[dict[str, Any]]:
-        path = self.run.path("judgments", f"{group}.jsonl")
-        return _jsonl(path) if path.exists() else []
-
-    # --- parquet artifacts ------------------------------------------------------------------
-    def labels(self, group: str) -> Any:
-        """The group's teacher labels as a pyarrow Table (labelled samples are small), or None."""
-        return _parquet(self.run.path("labels", f"{group}.parquet"))
-
-    def validation(self, group: str) -> Any:
-        return _parquet(self.run.path("students", group, "validation.parquet"))
-
     def score_files(self, source: str) -> list[Path]:
-        return sorted(self.run.path("scores", source).glob("*.parquet"))
+        scores = CATALOGUE["scores"]
+        return [scores.path(self.run, **keys) for keys in scores.instances(self.run, source=source)]
 
     @cached_property
     def scores(self) -> dict[str, SourceScores]:
         """One streaming pass over every score shard: histogram + seeded sample per source."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        result: dict[str, SourceScores] = {}
-        for source in self.sources:
-            files = self.score_files(source)
-            if not files:
-                continue
-            stats = SourceScores()
-            kept_tokens: list[np.ndarray] = []
-            kept_scores: list[np.ndarray] = []
-            rng = np.random.default_rng(_seed(source))
-            # Bernoulli sample sized so that about SAMPLE_PER_SOURCE rows survive overall.
-            rate = min(1.0, SAMPLE_PER_SOURCE / max(1, _expected_rows(self, source)))
-            for path in files:
-                handle = pq.ParquetFile(path)
-                columns = [c for c in handle.schema_arrow.names if c not in ("id", "locator")]
-                for batch in handle.iter_batches(columns=columns, batch_size=65_536):
-                    data = batch.to_pydict()
-                    n = batch.num_rows
-                    score = self.aggregates(pa.Table.from_batches([batch]))
-                    tokens = np.array([0 if v is None else v for v in data.get("tokens", [0] * n)], float)
-                    quarantined = np.array([q is not None for q in data.get("quarantine", [None] * n)])
-                    ok = ~np.isnan(score)
-                    stats.rows += n
-                    stats.quarantined += int(quarantined.sum())
-                    stats.unscored += int((~ok & ~quarantined).sum())
-                    stats.scored += int(ok.sum())
-                    stats.total += float(score[ok].sum())
-                    stats.hist += np.histogram(np.clip(score[ok], 0, 10), SCORE_BINS)[0]
-                    pick = ok & (rng.random(n) < rate)
-                    kept_tokens.append(tokens[pick])
-                    kept_scores.append(score[pick])
-            stats.sample_tokens = np.concatenate(kept_tokens) if kept_tokens else np.zeros(0)
-            stats.sample_scores = np.concatenate(kept_scores) if kept_scores else np.zeros(0)
-            result[source] = stats
-        return result
+        return stream_scores(self)
 
     def student_scores_for(self, source: str, ids: set[str], columns: list[str] | None) -> dict[str, dict[str, Any]]:
-        """Rows of this source's score shards whose id is in `ids` (a small set: labelled records);
-        `columns` None: every column."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        found: dict[str, dict[str, Any]] = {}
-        wanted = pa.array(sorted(ids), pa.string())
-        for path in self.score_files(source):
-            handle = pq.ParquetFile(path)
-            names = set(handle.schema_arrow.names)
-            if "id" not in names:
-                continue
-            cols = ["id"] + [c for c in (columns if columns is not None else sorted(names)) if c in names and c != "id"]
-            for batch in handle.iter_batches(columns=cols, batch_size=65_536):
-                table = pa.Table.from_batches([batch])
-                hits = table.filter(pc.is_in(table["id"], value_set=wanted))
-                for row in hits.to_pylist():
-                    found[str(row["id"])] = row
-        return found
-
-
-def aggregate_warnings(scores: np.ndarray, tokens: np.ndarray) -> list[str]:
-    """Plain-text warnings about one group's aggregate scores (a sample of scored records).
-
-    (Near-)constant: p90 - p10 < CONSTANT_SPREAD or fewer than MIN_DISTINCT distinct values.
-    Length-driven: |Spearman(score, tokens)| >= LENGTH_RHO.
-    """
-    from mira.report.html import spearman
-
-    scores, tokens = np.asarray(scores, float), np.asarray(tokens, float)
-    keep = ~np.isnan(scores)
-    scores, tokens = scores[keep], tokens[keep]
-    if len(scores) < 2:
-        return []
-    warnings = []
-    p10, p90 = np.percentile(scores, [10, 90])
-    distinct = len(np.unique(np.round(scores, 6)))
-    if p90 - p10 < CONSTANT_SPREAD or distinct < MIN_DISTINCT:
-        warnings.append(f"the aggregate is (near-)constant: p10 {p10:.2f}, p90 {p90:.2f}, {distinct} distinct "
-                        f"value(s) in {len(scores)} sampled records; selection inside this group is decided by "
-                        "the tie-break, not by quality")
-    rho = spearman(tokens, scores)
-    if rho == rho and abs(rho) >= LENGTH_RHO:
-        warnings.append(f"the aggregate is mostly explained by length: Spearman(score, tokens) = {rho:.2f} "
-                        f"(|ρ| >= {LENGTH_RHO}); selection here is close to a length filter")
-    return warnings
-
-
-def _seed(text: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
-
-
-def _expected_rows(artifacts: Artifacts, source: str) -> int:
-    info = (artifacts.inventory or {}).get("sources", {}).get(source)
-    if info and info.get("records"):
-        return int(info["records"])
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in artifacts.score_files(source))
-
-
-def _parquet(path: Path) -> Any:
-    if not path.exists():
-        return None
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path)
-    except (OSError, ValueError) as exc:
-        log.warning("report: cannot read %s: %s", path, exc)
-        return None
+        return rows_with_ids(self, source, ids, columns)
 
 
 class NotRun(Exception):
@@ -381,76 +242,44 @@ class NotRun(Exception):
 
 
 def need(artifacts: Artifacts, stage: str, value: Any = True, artifact: str = "") -> None:
-    """A section's guard: its stage has finished and the artifact it reads is there."""
+    """A section's guard: its stage has finished and the artifact it reads is there and valid.
+
+    A file that does not match its schema raises ArtifactInvalid: the section shows the error."""
     if not artifacts.done(stage):
         raise NotRun(stage)
     if value is None or value is False:
+        invalid = artifacts.invalid_of(stage)
+        if invalid:
+            raise ArtifactInvalid(invalid)
         raise NotRun(stage, f"`mira {stage}` is marked done, but {artifact or 'its artifacts'} could not be found "
                             f"or read; rerun `mira {stage} --force`.", finished=True)
 
 
-def usage_totals(entry: dict[str, Any]) -> dict[str, Any]:
+def usage_totals(entry: Usage) -> dict[str, Any]:
     """Counters over every session of a stage (``total``), else the last session's."""
-    totals = dict(entry.get("last") or {})
-    totals.update(entry.get("total") or {})
+    totals = dict(entry.last)
+    totals.update(entry.total)
     return totals
 
 
-# selection/summary.json is read tolerantly: flat keys ("records_in", "tokens_kept") or nested
-# ({"records": {"in": ..}, "tokens": {"kept": ..}}), with the common spellings of each count.
-_ALIASES = {
-    "records_in": ("records_in", "records", "in", "n_in", "records.in"),
-    "kept": ("kept", "records_kept", "kept_records", "records.kept"),
-    "rejected": ("rejected", "records_rejected", "rejected_records", "records.rejected"),
-    "quarantined": ("quarantined", "records_quarantined", "records.quarantined"),
-    "unscored": ("unscored", "records_unscored", "nan", "records.unscored"),
-    "tokens_in": ("tokens_in", "tokens", "tokens.in", "in_tokens"),
-    "tokens_kept": ("kept_tokens", "tokens_kept", "tokens.kept"),
-    "tokens_rejected": ("tokens_rejected", "rejected_tokens", "tokens.rejected"),
-}
+def selection_counts(counts: SelectionCounts, group: str | None = None,
+                     threshold: float | None = None) -> dict[str, Any]:
+    """One summary entry (source, group or totals) as the counts the report shows. Select counts
+    unscored records inside `rejected` (or `kept`: their random share), so the books are
+    ``records_in = kept + rejected + quarantined``."""
+    return {"records_in": counts.records_in, "kept": counts.kept, "rejected": counts.rejected,
+            "quarantined": counts.quarantined, "unscored": counts.unscored, "tokens_in": counts.tokens_in,
+            "tokens_kept": counts.kept_tokens, "tokens_rejected": counts.rejected_tokens,
+            "group": group, "threshold": threshold, "adds_up": counts.adds_up}
 
 
-def _lookup(entry: dict[str, Any], key: str) -> Any:
-    value: Any = entry
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def selection_counts(entry: dict[str, Any]) -> dict[str, Any]:
-    """One summary entry (source, group or totals) as the counts the report shows."""
-    out: dict[str, Any] = {}
-    for name, keys in _ALIASES.items():
-        out[name] = next((v for k in keys if (v := _lookup(entry, k)) is not None), None)
-    out["group"] = entry.get("group")
-    out["threshold"] = entry.get("threshold")
-    parts = [out[k] or 0 for k in ("kept", "rejected", "quarantined")]
-    total_in = out["records_in"]
-    if total_in is None:
-        out["adds_up"] = None
-    elif sum(parts) + (out["unscored"] or 0) == total_in:
-        out["adds_up"], out["unscored_separate"] = True, True
-    else:
-        # Some writers count unscored records inside `rejected`.
-        out["adds_up"], out["unscored_separate"] = sum(parts) == total_in, False
-    return out
-
-
-def selection_entries(summary: dict[str, Any], level: str) -> dict[str, dict[str, Any]]:
-    """``level`` is "sources" or "groups"; values are normalised by :func:`selection_counts`."""
-    block = summary.get(level) or {}
-    if isinstance(block, list):  # a list of entries with a name / id field
-        block = {str(e.get("source") or e.get("group") or e.get("id") or e.get("name")): e for e in block}
-    out = {name: selection_counts(entry) for name, entry in block.items() if isinstance(entry, dict)}
-    source_groups = summary.get("source_groups") or {}
-    units = summary.get("units") or {}
-    for name, counts in out.items():
-        if level == "sources" and counts["group"] is None:
-            counts["group"] = source_groups.get(name)
-        # The select stage records each unit's cutoff (the key of the last record kept).
-        unit = units.get(name) if isinstance(units, dict) else None
-        if counts["threshold"] is None and isinstance(unit, dict) and summary.get("mode") == level.rstrip("s"):
-            counts["threshold"] = unit.get("cutoff")
+def selection_entries(summary: SelectionSummary, level: str) -> dict[str, dict[str, Any]]:
+    """``level`` is "sources" or "groups"; values as :func:`selection_counts` shows them, with each
+    unit's cutoff (the key of the last record kept) where the selection's mode is that level."""
+    block = summary.sources if level == "sources" else summary.groups
+    out = {}
+    for name, counts in block.items():
+        unit = summary.units.get(name) if summary.mode == level.rstrip("s") else None
+        group = summary.source_groups.get(name) if level == "sources" else None
+        out[name] = selection_counts(counts, group, unit.cutoff if unit else None)
     return out

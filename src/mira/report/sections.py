@@ -55,11 +55,9 @@ def group_selection(a: Artifacts) -> dict[str, dict[str, Any]]:
 
 
 def overview(a: Artifacts) -> str:
-    config = a.config
-    name = config.get("name") or a.run.root.name
     done = [s for s in STAGES if a.done(s)]
-    tiles = [("run", str(name), str(a.run.root)),
-             ("config fingerprint", config.get("_fingerprint") or "—", "hash of the resolved config"),
+    tiles = [("run", a.run_name, str(a.run.root)),
+             ("config fingerprint", a.config.fingerprint or "—", "hash of the resolved config"),
              ("stages done", f"{len(done)} / {len(STAGES)}", ", ".join(done) or "none yet")]
     inv = (a.inventory or {}).get("totals", {})
     groups = group_selection(a) if a.done("select") else {}
@@ -84,7 +82,7 @@ def overview(a: Artifacts) -> str:
     else:
         parts.append(missing_box("select"))
     parts.append("<h3>Stage timings</h3>")
-    longest = max([m.get("seconds") or 0 for m in a.markers.values()] + [1e-9])
+    longest = max([m.seconds or 0 for m in a.markers.values()] + [1e-9])
     rows = []
     for stage in STAGES:
         marker = a.markers.get(stage)
@@ -94,14 +92,14 @@ def overview(a: Artifacts) -> str:
             rows.append([text_cell(stage), Cell(label, 0), Cell("—"), Cell("—", -1),
                          Cell(""), Cell("")])
             continue
-        seconds = marker.get("seconds")
+        seconds = marker.seconds
         bar = f'<span class="bar" style="width:{100 * (seconds or 0) / longest:.0f}%"></span>'
         counts = ", ".join(f"{k}={fmt_int(v) if isinstance(v, (int, float)) else v}"
-                           for k, v in (marker.get("counts") or {}).items() if not isinstance(v, (dict, list)))
-        finished = str(marker.get("finished_at") or "").replace("T", " ").rstrip("Z")[:16]
-        rows.append([text_cell(stage), Cell(badge("done", "ok"), 1), text_cell(finished, marker.get("finished_at")),
+                           for k, v in marker.counts.items() if not isinstance(v, (dict, list)))
+        finished = str(marker.finished_at or "").replace("T", " ").rstrip("Z")[:16]
+        rows.append([text_cell(stage), Cell(badge("done", "ok"), 1), text_cell(finished, marker.finished_at),
                      Cell(f'{fmt_seconds(seconds)}<div class="barbox">{bar}</div>', seconds or 0, "num"),
-                     text_cell(counts, wrap=True), Cell(f"<code>{esc(marker.get('fingerprint'))}</code>")])
+                     text_cell(counts, wrap=True), Cell(f"<code>{esc(marker.fingerprint)}</code>")])
     parts.append(table(["stage", "status", "finished", "duration", "counts", "fingerprint"], rows))
     parts.append("<h3>Teacher usage</h3>")
     parts.append(_usage_table(a))
@@ -120,15 +118,15 @@ def _usage_table(a: Artifacts) -> str:
             total[key] = total.get(key, 0) + (t.get(key) or 0)
         answered = (t.get("requests") or 0) - (t.get("cache_hits") or 0) - (t.get("budget_skipped") or 0)
         latency = ratio(t.get("latency_s"), answered) if answered > 0 else None
-        exhausted = badge("budget reached", "warn") if entry.get("budget_exhausted") else badge("within", "ok")
-        sub = f"{entry.get('model') or '?'} · {entry.get('sessions', '?')} session(s)"
+        exhausted = badge("budget reached", "warn") if entry.budget_exhausted else badge("within", "ok")
+        sub = f"{entry.model or '?'} · {entry.sessions} session(s)"
         rows.append([Cell(f'{esc(stage)}<div class="sub muted">{esc(sub)}</div>', stage), num(t.get("requests")),
                      Cell(f"{fmt_int(t.get('cache_hits'))} <span class='muted'>"
                           f"({fmt_pct(ratio(t.get('cache_hits'), t.get('requests')), 0)})</span>",
                           t.get("cache_hits") or 0, "num"),
                      num(t.get("sent")), num(t.get("failures")), num(t.get("retries")),
                      num(t.get("prompt_tokens"), "compact"), num(t.get("completion_tokens"), "compact"),
-                     num(latency, "float", 1), Cell(exhausted, int(bool(entry.get("budget_exhausted"))))])
+                     num(latency, "float", 1), Cell(exhausted, int(entry.budget_exhausted))])
     foot = [Cell("<strong>all</strong>")] + [num(total[k], "compact" if "tokens" in k else "int")
                                             for k in keys] + [Cell(""), Cell("")]
     return table(["stage", "requests", "cache hits", "sent", "failures", "retries", "prompt tok",

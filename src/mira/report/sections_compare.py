@@ -158,10 +158,11 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
 
 
 def _fingerprint(a: Artifacts, name: str) -> str | None:
-    from mira.selections import read_summary, selection_dir
+    from mira.artifacts.selection import read_selection_summary
+    from mira.selections import selection_dir
 
-    summary = read_summary(selection_dir(a.run, name))
-    return summary.get("fingerprint") if summary else None
+    summary = read_selection_summary(selection_dir(a.run, name))
+    return summary.fingerprint if summary else None
 
 
 def _matrix(block: dict[str, Any], row: str, column: str | None) -> float | None:

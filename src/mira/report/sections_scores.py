@@ -72,15 +72,15 @@ def retention(a: Artifacts) -> str:
     summary = a.summary
     sources = selection_entries(summary, "sources")
     groups = group_selection(a)
-    mode, budget = summary.get("mode"), summary.get("budget")
-    shown = f"Selection <code>{esc(summary['name'])}</code> (see Selections). " if summary.get("name") else ""
+    mode, budget = summary.mode, summary.budget
+    shown = f"Selection <code>{esc(summary.name)}</code> (see Selections). " if summary.name else ""
     # The unit is select's decision (SelectionConfig.budget_unit), recorded in the summary.
-    is_fraction = summary.get("budget_kind", "fraction of tokens") == "fraction of tokens"
-    share = budget if is_fraction else summary.get("budget_share")
-    label = summary.get("budget_label") or (fmt_pct(budget) if is_fraction else fmt_int(budget))
-    head = (f"<p>{shown}Mode <code>{esc(mode or '?')}</code>, method <code>{esc(summary.get('method') or '?')}</code>, "
+    is_fraction = summary.budget_kind == "fraction of tokens"
+    share = budget if is_fraction else summary.budget_share
+    label = summary.budget_label or (fmt_pct(budget) if is_fraction else fmt_int(budget))
+    head = (f"<p>{shown}Mode <code>{esc(mode)}</code>, method <code>{esc(summary.method)}</code>, "
             f"budget {esc(label)}"
-            f", ranked by <code>{esc(summary.get('key') or 'score')}</code>. Retained share = kept / in, for records "
+            f", ranked by <code>{esc(summary.key)}</code>. Retained share = kept / in, for records "
             "and for tokens.</p>")
     ordered = [s for s in a.sources if s in sources] + [s for s in sources if s not in a.sources]
     bars = [(s, _group_index(a, sources[s].get("group") or a.source_to_group.get(s)),
@@ -94,9 +94,8 @@ def retention(a: Artifacts) -> str:
                   for g, c in groups.items()]
     bad = [s for s, c in sources.items() if c["adds_up"] is False] + [g for g, c in groups.items()
                                                                         if c.get("adds_up") is False]
-    separate = any(c.get("unscored_separate") and c.get("unscored") for c in sources.values())
-    rule = ("in = kept + rejected + quarantined + unscored" if separate else
-            "in = kept + rejected + quarantined (unscored records, every anchor masked, are counted as rejected)")
+    rule = ("in = kept + rejected + quarantined (unscored records, every anchor masked, are counted as rejected, "
+            "or as kept in their random share)")
     check = (note(f"<strong>Counts do not add up</strong> for: {esc(', '.join(bad))} (expected {esc(rule)}).",
                   "bad") if bad else
              note(f"<strong>Counts add up</strong> for all {len(sources)} sources and {len(groups)} groups: "
@@ -110,11 +109,9 @@ def retention(a: Artifacts) -> str:
 def _retention_row(name: str, c: dict[str, Any], second: str, threshold: bool = False) -> list[Cell]:
     adds = c.get("adds_up")
     if "adds_up" not in c:  # group counts summed from sources
-        total = sum(c.get(k) or 0 for k in ("kept", "rejected", "quarantined", "unscored"))
-        adds = total == c.get("records_in") or total - (c.get("unscored") or 0) == c.get("records_in")
+        adds = sum(c.get(k) or 0 for k in ("kept", "rejected", "quarantined")) == c.get("records_in")
     equation = (f"{fmt_int(c.get('records_in'))} = {fmt_int(c.get('kept'))} + {fmt_int(c.get('rejected'))} + "
-                f"{fmt_int(c.get('quarantined'))}" + (f" + {fmt_int(c.get('unscored'))}"
-                                                      if c.get("unscored_separate", True) else ""))
+                f"{fmt_int(c.get('quarantined'))}")
     row = [Cell(f'{esc(name)}<div class="sub muted">{esc(second)}</div>', name), num(c.get("records_in")),
            _with_share(fmt_int(c.get("kept")), ratio(c.get("kept"), c.get("records_in"))),
            num(c.get("rejected")), num(c.get("quarantined")), num(c.get("unscored")),

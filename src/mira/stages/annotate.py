@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from mira.artifacts.students import labels_schema
 from mira.config import RunConfig
 from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos, stable_rank
 from mira.records import Record, Rendering, render
@@ -172,13 +173,7 @@ def write_labels(path: Path, rows: list[dict[str, Any]], anchor_ids: list[str]) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fields = [pa.field("record_id", pa.string()), pa.field("source", pa.string()), pa.field("text", pa.string()),
-              pa.field("format", pa.string()), pa.field("tokens", pa.int64()), pa.field("ok", pa.bool_()),
-              pa.field("error", pa.string())]
-    for aid in anchor_ids:
-        fields += [pa.field(aid, pa.float64()), pa.field(f"{aid}__sampled", pa.int64()),
-                   pa.field(f"{aid}__why", pa.string()), pa.field(f"{aid}__target_kind", pa.string())]
-    schema = pa.schema(fields)
+    schema = labels_schema(anchor_ids)  # the catalogue owns the format (mira.artifacts.students)
     table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -22,11 +22,9 @@ hash of what discover wrote, and a file that differs from it is kept unless ``--
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -43,11 +41,12 @@ from mira.anchors import (  # noqa: F401 - re-exported for tests and users
     candidate_clusters,
     card_points,
 )
+from mira.artifacts.rubrics import JUDGMENTS, RUBRIC_GENERATED, RUBRIC_REJECTED
 from mira.cards import card_problem
 from mira.config import DiscoveryConfig, RunConfig
 from mira.records import Record
 from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
-from mira.rundir import RunDir, StageNotReady, atomic_write_json, atomic_write_text, read_json
+from mira.rundir import RunDir, StageNotReady, atomic_write_text, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
@@ -280,21 +279,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
             outputs = _discover(ctx, teacher, samples, counts, tracker)
 
     for gid, (anchors, judgments, rejected) in outputs.items():
-        _write_jsonl(run_dir.path("judgments", f"{gid}.jsonl"), judgments)
-        _write_jsonl(run_dir.path("rubrics", f"{gid}.rejected.jsonl"), rejected)
+        JUDGMENTS.save(run_dir, judgments, group=gid)
+        RUBRIC_REJECTED.save(run_dir, rejected, group=gid)
         generated[gid] = save_rubric(run_dir, gid, anchors)
         if not anchors:
             ctx.notes.append(f"discover: group {gid} has no anchor (see rubrics/{gid}.rejected.jsonl); "
                              f"raise discovery.records_per_group or write rubrics/{gid}.jsonl by hand")
-    atomic_write_json(run_dir.path("rubrics", SIDECAR),
-                      {gid: sha for gid, sha in sorted(generated.items()) if gid in groups.ids})
+    RUBRIC_GENERATED.save(run_dir, {gid: sha for gid, sha in sorted(generated.items()) if gid in groups.ids})
     if teacher is not None:
         tracker.check(teacher, [gid for gid, (anchors, _, _) in outputs.items() if not anchors])
     return dict(counts)
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Record, str]]],
@@ -330,7 +324,7 @@ def _discover(ctx: StageContext, teacher: Any, samples: dict[str, list[tuple[Rec
         tracker.check(teacher, [gid for gid in samples if not points[gid]])
     except StageIncomplete:
         for gid, rows in judgments.items():
-            _write_jsonl(ctx.run.path("judgments", f"{gid}.jsonl"), rows)
+            JUDGMENTS.save(ctx.run, rows, group=gid)
         raise
     texts = [p.text for gid in samples for p in points[gid]]
     counts["points"] = len(texts)

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from mira.artifacts import ArtifactInvalid
+from mira.artifacts.students import METRICS
 from mira.corpus import stable_rank
-from mira.rundir import RunDir, atomic_path, atomic_write_json, hash_files, read_json
+from mira.rundir import RunDir, atomic_path, hash_files
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 
@@ -106,7 +108,7 @@ def _train_key(ctx: StageContext, labels_path: Path) -> str:
 
 
 def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str, Any]:
-    from mira.reliability import build_mask, write_mask
+    from mira.reliability import build_mask, load_metrics, write_mask
     from mira.students import evaluate, student_dir, train
 
     config, run_dir = ctx.config, ctx.run
@@ -114,7 +116,11 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     key = _train_key(ctx, labels_path)
     metrics_path = folder / "metrics.json"
     if not ctx.force and metrics_path.exists() and (folder / "student.json").exists():
-        metrics = read_json(metrics_path)
+        try:
+            metrics = load_metrics(run_dir, group)
+        except ArtifactInvalid as exc:  # a damaged file is retrained, not trusted
+            log.warning("%s; training the student again", exc)
+            metrics = {}
         if metrics.get("train_key") == key:
             mask = build_mask(metrics, config.reliability)
             write_mask(run_dir, group, mask)
@@ -153,7 +159,7 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     if len(val_idx):
         write_validation(folder / "validation.parquet", [record_ids[i] for i in val_idx],
                          [sources[i] for i in val_idx], anchors, targets[val_idx], pred)
-    atomic_write_json(metrics_path, metrics)
+    METRICS.save(run_dir, metrics, group=group)
     mask = build_mask(metrics, config.reliability)
     write_mask(run_dir, group, mask)
     ceiling = consistency.get("spearman")

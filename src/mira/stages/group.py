@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from mira.artifacts.rubrics import GROUPS
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, index_note, sample_source, source_infos
 from mira.records import render
-from mira.rundir import RunDir, atomic_write_json
+from mira.rundir import RunDir
 from mira.rundir import fingerprint as make_fingerprint
 from mira.stage import StageContext
 
@@ -234,7 +235,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "embed_model": config.embed.model, "sample_per_source": gcfg.sample_per_source,
         "sampled": {name: owners.count(i) for i, name in enumerate(names)},
     }
-    atomic_write_json(ctx.run.groups_path, result)
+    GROUPS.save(ctx.run, result)
     log.info("group: %d sources -> %d groups (k=%d by %s)", len(names), len(groups), k, chosen_by)
     counts: dict[str, Any] = {"sources": len(names), "groups": len(groups), "k": k, "records_embedded": len(texts)}
     if str(k) in k_scores:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mira.config import ConfigError, RunConfig, SourceConfig
-from mira.corpus import DUPLICATE_ID, Rejected, iter_positioned, iter_shard_records
+from mira.corpus import DUPLICATE_ID, Quarantined, iter_positioned, iter_shard_records
 from mira.engines import map_tasks
 from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
 from mira.records import detect_source_format, full_text
@@ -116,7 +116,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for position, offset, item in iter_positioned(config, source, shard, fmt, digest):
             stats["records"] += 1
-            if isinstance(item, Rejected):
+            if isinstance(item, Quarantined):
                 counts.append(NOT_A_RECORD)
                 stats["bytes"] += item.nbytes
                 stats["quarantined"] += 1
@@ -187,7 +187,7 @@ def _quarantine_duplicates(config: RunConfig, source: SourceConfig, shards: list
         found: list[str] = []
         lines = []
         for item in iter_shard_records(config, source, shard, fmt):
-            if isinstance(item, Rejected) or _id_hash(item.id) not in wanted:
+            if isinstance(item, Quarantined) or _id_hash(item.id) not in wanted:
                 continue
             if item.id not in first_seen:
                 first_seen[item.id] = item.locator

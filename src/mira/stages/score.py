@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
 from mira.config import ConfigError, RunConfig
-from mira.corpus import Rejected, SourceInfo, iter_shard_records, source_infos
+from mira.corpus import Quarantined, SourceInfo, iter_shard_records, source_infos
 from mira.io import Shard, shard_digest
 from mira.records import Record, render
-from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, read_json
+from mira.rundir import RunDir, atomic_path, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
 from mira.shard_tokens import ShardTokens, read_shard_tokens, render_settings
 from mira.stage import ProgressFactory, StageContext, null_progress
@@ -267,7 +268,7 @@ def _summarize(run: RunDir, infos: list[SourceInfo], groups: dict[str, str], mar
                 anchors.setdefault(groups[info.name], markers[(info.name, shard.index)]["anchors"])
     summary = {"fingerprint": stage_fp, "sources": per_source,
                "groups": {g: {"anchors": a} for g, a in sorted(anchors.items())}}
-    atomic_write_json(scores_dir(run) / "summary.json", summary)
+    SCORES_SUMMARY.save(run, summary)
     totals = {k: sum(s[k] for s in per_source.values()) for k in keys}
     return {**totals, "shards": sum(len(i.shards) for i in infos), "shards_skipped": skipped}
 
@@ -306,7 +307,7 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
         counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, None)
     marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
               "anchors": loaded.anchors, "input_digest": digest, **counts}
-    atomic_write_json(shard_marker_path(run, shard), marker)
+    SCORES_DONE.save(run, marker, source=shard.source, shard=shard.name)
     return out
 
 
@@ -351,8 +352,8 @@ def _known(known: ShardTokens | None, start: int, n: int) -> list[tuple[int | No
     return out + [(None, None)] * (n - len(part))
 
 
-def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Record | Rejected]]:
-    batch: list[Record | Rejected] = []
+def _batches(items: Iterator[Record | Quarantined], size: int) -> Iterator[list[Record | Quarantined]]:
+    batch: list[Record | Quarantined] = []
     for item in items:
         batch.append(item)
         if len(batch) >= size:
@@ -362,7 +363,7 @@ def _batches(items: Iterator[Record | Rejected], size: int) -> Iterator[list[Rec
         yield batch
 
 
-def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageModels, config: RunConfig,
+def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, models: StageModels, config: RunConfig,
                  tokenizer: Any, group: str | None, source: str,
                  known: list[tuple[int | None, Any]] | None = None) -> list[dict[str, Any]]:
     records = [item for item in batch if isinstance(item, Record)]
@@ -382,7 +383,7 @@ def _score_batch(batch: list[Record | Rejected], loaded: _Loaded, models: StageM
     rows: list[dict[str, Any]] = []
     position = 0
     for item in batch:
-        if isinstance(item, Rejected):
+        if isinstance(item, Quarantined):
             rows.append({"id": f"{source}/{item.locator}", "locator": item.locator, "source": source, "group": group,
                          "tokens": 0, "anchors": [float("nan")] * n_anchors,
                          "quarantine": item.reason})

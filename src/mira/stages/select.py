@@ -56,21 +56,24 @@ from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.io import iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
+from mira.artifacts.core import dump
+from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
+from mira.artifacts.selection import SELECTION_SUMMARY, UNSCORED_REASONS, DecisionReason, SelectionSummary
 from mira.publish import check_output, publication_url, publish_selection
-from mira.rankings import UNSCORED, Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
-from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, read_json,
-                         remove_own_files, swap_in)
+from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
+from mira.rundir import (RunDir, StageNotReady, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files, swap_in)
 from mira.rundir import fingerprint as make_fingerprint, hash_files
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import StageContext
-from mira.stages.score import scores_dir, shard_marker_path, shard_scores_path
+from mira.stages.score import shard_scores_path
 from mira.storage import shown
 
 log = logging.getLogger(__name__)
 
-UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
-UNSCORED_BELOW = "unscored: outside its random share"
+# Old names of two decision reasons (mira.artifacts.selection.DecisionReason owns them now).
+UNSCORED_KEPT = DecisionReason.UNSCORED_KEPT
+UNSCORED_BELOW = DecisionReason.UNSCORED_BELOW
 VERSION = "select-v1"
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
@@ -96,11 +99,11 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     lines = [f"method: {sel.method}, mode: {retention_mode(config)}, budget: {sel.budget_label()}, "
              f"outputs: {', '.join(sel.output_formats)}"]
     method_lines = ranking_plan(config, run)  # what a method's own corpus pass will cost
-    summary = scores_dir(run) / "summary.json"
-    if summary.exists():
-        sources = read_json(summary)["sources"]
-        lines.append(f"reads scores of {sum(s['records'] for s in sources.values()):,} records "
-                     f"({sum(s['tokens'] for s in sources.values()):,} tokens)" + ("" if method_lines else "; no model is run"))
+    summary = SCORES_SUMMARY.read(run)
+    if summary is not None:
+        sources = summary.sources.values()
+        lines.append(f"reads scores of {sum(s.records for s in sources):,} records "
+                     f"({sum(s.tokens for s in sources):,} tokens)" + ("" if method_lines else "; no model is run"))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")
@@ -115,7 +118,7 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
 @dataclass
 class Decisions:
     kept: np.ndarray
-    reason: np.ndarray  # object array of str
+    reason: np.ndarray  # object array of DecisionReason
     rank: np.ndarray  # int64, 0 where the record was not ranked (not eligible)
     units: dict[str, dict[str, Any]]
 
@@ -142,9 +145,9 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     kept = np.zeros(n, dtype=bool)
     reason = np.empty(n, dtype=object)
     rank = np.zeros(n, dtype=np.int64)
-    reason[table.quarantined] = "quarantined"
+    reason[table.quarantined] = DecisionReason.QUARANTINED
     unscored = ~table.quarantined & ~rank_by.eligible
-    reason[unscored] = UNSCORED
+    reason[unscored] = DecisionReason.UNSCORED
     fraction = sel.budget_share(total)
     # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
     order = np.lexsort((table.tie, -rank_by.key, unit_of))
@@ -165,10 +168,10 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         taken = _closest_prefix(tokens[candidates], room)
         kept[idx[forced]] = True
         kept[candidates[:taken]] = True
-        reason[idx[forced]] = "kept (source floor)"
-        reason[candidates[:taken]] = "kept"
-        reason[candidates[taken:]] = "below cutoff"
-        reason[idx[capped]] = "source cap"
+        reason[idx[forced]] = DecisionReason.KEPT_FLOOR
+        reason[candidates[:taken]] = DecisionReason.KEPT
+        reason[candidates[taken:]] = DecisionReason.BELOW_CUTOFF
+        reason[idx[capped]] = DecisionReason.SOURCE_CAP
         cutoff = float(rank_by.key[candidates[taken - 1]]) if taken else None
         units[name] = {"tokens_in": unit_tokens, "budget_tokens": round(budget, 1),
                        "unscored_share_tokens": round(random_share, 1),
@@ -189,8 +192,8 @@ def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept:
         share = fraction * float(table.tokens[idx].sum())
         taken = _closest_prefix(table.tokens[idx], share)
         kept[idx[:taken]] = True
-        reason[idx[:taken]] = UNSCORED_KEPT
-        reason[idx[taken:]] = UNSCORED_BELOW
+        reason[idx[:taken]] = DecisionReason.UNSCORED_KEPT
+        reason[idx[taken:]] = DecisionReason.UNSCORED_BELOW
         used += share
     return used
 
@@ -231,7 +234,7 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
         kept = members & decisions.kept
         quarantined = members & table.quarantined
         rejected = members & ~decisions.kept & ~table.quarantined
-        unscored = members & np.isin(decisions.reason, (UNSCORED, UNSCORED_KEPT, UNSCORED_BELOW))
+        unscored = members & np.isin(decisions.reason, UNSCORED_REASONS)
         out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
                "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
                "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
@@ -278,7 +281,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
     name = selection_name(ctx.config)
     set_current(ctx.run, name)
-    ctx.notes.extend(empty_budget_notes(read_json(selection_dir(ctx.run, name) / "summary.json")))
+    ctx.notes.extend(empty_budget_notes(dump(SELECTION_SUMMARY.load(ctx.run, name=name))))
     if output:
         # Published after the local selection is complete, so a failed upload loses nothing built.
         url = publish_selection(selection_dir(ctx.run, name), output, name, ctx.config.storage, _is_selection_file)
@@ -332,7 +335,8 @@ def select_corpus(config: RunConfig, run: RunDir, progress: Any = None) -> dict[
         json_columns = {info.name: unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
                         for info in infos}
         summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
-    atomic_write_json(partial / "summary.json", summary)
+    # Validated by its catalogue schema; written into the partial folder swapped in below.
+    atomic_write_json(partial / "summary.json", dump(SelectionSummary.model_validate(summary)))
     # Swap the finished selection in; a killed run leaves the previous selection intact.
     swap_in(partial, final, _is_selection_file)
     totals = summary["totals"]
@@ -385,7 +389,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
                 pq.write_table(arrow_table(kept_rows), str(tmp), compression="zstd")
     rows = slice(start, end)
     rank = decisions.rank[rows]
-    reasons = [r if r != "quarantined" else f"quarantined: {s['quarantine']}"
+    reasons = [str(r) if r != DecisionReason.QUARANTINED else f"{DecisionReason.QUARANTINED}: {s['quarantine']}"
                for r, s in zip(decisions.reason[rows], scores, strict=True)]
     decision_table = pa.table({
         "id": [s["id"] for s in scores], "locator": [s["locator"] for s in scores],
@@ -419,10 +423,8 @@ def _changed(info: SourceInfo, shard: Any, detail: str) -> StageNotReady:
 
 def _check_unchanged(run: RunDir, info: SourceInfo, shard: Any, digest: str) -> None:
     """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
-    try:
-        scored = read_json(shard_marker_path(run, shard)).get("input_digest")
-    except (OSError, ValueError):
-        scored = None
+    marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
+    scored = marker.input_digest if marker is not None else None
     if scored is not None and scored != digest:  # markers of older runs hold no digest
         raise _changed(info, shard, "content fingerprint differs")
 

@@ -1,0 +1,31 @@
+"""The artifact catalogue: one owner per file of the run directory.
+
+Each :class:`~mira.artifacts.core.Artifact` names a path pattern, the stage that writes it, its
+schema (a pydantic model or an Arrow schema) and the ``load`` / ``save`` every reader and writer
+goes through. :data:`CATALOGUE` lists them in the order of the run; docs/architecture.md's table
+is generated from it (``python -m mira.artifacts --markdown``) and a test keeps the two equal.
+Importing this package reads no file (pyarrow is imported only where a Parquet artifact is read).
+"""
+
+from __future__ import annotations
+
+from mira.artifacts.compare import COMPARE_SUMMARY, DATAMAN, PERPLEXITY, PROXY_PLOT, PROXY_RESULT
+from mira.artifacts.core import Artifact, ArtifactInvalid, ArtifactMissing, Catalogue
+from mira.artifacts.inputs import INVENTORY, QUARANTINE, SAMPLE_INDEX, SHARD_TOKENS
+from mira.artifacts.rubrics import GROUPS, JUDGMENTS, RUBRIC, RUBRIC_BACKUP, RUBRIC_GENERATED, RUBRIC_REJECTED
+from mira.artifacts.run import CONFIG, DONE, LOCK, REPORT, RUN_MARKER, TEACHER_CACHE, USAGE
+from mira.artifacts.scores import SCORES, SCORES_DONE, SCORES_SUMMARY
+from mira.artifacts.selection import CURRENT_SELECTION, DECISIONS, SELECTED, SELECTION_SUMMARY
+from mira.artifacts.students import CONSISTENCY, LABELS, MASK, METRICS, STUDENT, VALIDATION
+
+CATALOGUE = Catalogue([
+    CONFIG, INVENTORY, SHARD_TOKENS, SAMPLE_INDEX, QUARANTINE,
+    GROUPS, JUDGMENTS, RUBRIC, RUBRIC_REJECTED, RUBRIC_BACKUP, RUBRIC_GENERATED,
+    LABELS, CONSISTENCY, STUDENT, METRICS, MASK, VALIDATION,
+    SCORES, SCORES_DONE, SCORES_SUMMARY,
+    SELECTED, DECISIONS, SELECTION_SUMMARY, CURRENT_SELECTION,
+    COMPARE_SUMMARY, PROXY_RESULT, PROXY_PLOT, PERPLEXITY, DATAMAN,
+    REPORT, TEACHER_CACHE, USAGE, DONE, RUN_MARKER, LOCK,
+])
+
+__all__ = ["CATALOGUE", "Artifact", "ArtifactInvalid", "ArtifactMissing", "Catalogue"]

@@ -1,0 +1,72 @@
+"""Artifacts of `mira compare` and of the baselines' own corpus passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from mira.artifacts.core import Artifact
+from mira.artifacts.run import Document
+
+
+class ComparedMethod(Document):
+    name: str
+    method: str | None = None
+    mode: str | None = None
+    key: str | None = None
+    fingerprint: str | None = None
+    rebuilt: bool = False
+
+
+class CompareSummary(Document):
+    """``compare/summary.json`` (``mira.compare.compare``); the metric blocks are documented in
+    docs/architecture.md ("mira compare")."""
+
+    version: str | None = None
+    budget: float | None = None
+    budget_kind: str | None = None
+    methods: list[ComparedMethod]
+    retention: dict[str, Any] = Field(default_factory=dict)
+    source_groups: dict[str, str | None] = Field(default_factory=dict)
+    overlap: dict[str, Any] = Field(default_factory=dict)
+    length_bias: dict[str, Any] = Field(default_factory=dict)
+    rank_agreement: dict[str, Any] = Field(default_factory=dict)
+    known_good: dict[str, Any] | None = None
+    known_bad: dict[str, Any] | None = None
+    proxy: dict[str, Any] | None = None  # null when proxy training is off
+
+
+class ProxyRecord(Document):
+    """One stored proxy-training result with the stamps it is reused under."""
+
+    version: str
+    selection: str
+    selection_fingerprint: str | None = None
+    seed: int
+    eval_sets: dict[str, str] = Field(default_factory=dict)  # name -> sha256 of its texts
+    result: dict[str, Any]  # a mira.proxy.ProxyResult: parse with proxy_result() (importing it is not cheap)
+
+    def proxy_result(self) -> Any:
+        from mira.proxy.result import ProxyResult
+
+        return ProxyResult.model_validate(self.result)
+
+
+COMPARE_SUMMARY = Artifact(
+    "compare_summary", "compare/summary.json", "compare", "methods, retention, overlap, length bias, rank "
+    "agreement, known records, proxy", model=CompareSummary)
+PROXY_RESULT = Artifact(
+    "proxy_result", "compare/proxy/{selection}/seed{seed}.json", "compare", "one proxy-training result "
+    "(resumable), see below", model=ProxyRecord)
+PROXY_PLOT = Artifact(
+    "proxy_plot", "compare/proxy.png", "compare", "bits per byte of each selection's proxy model per eval set "
+    "(the report embeds it)", kind="opaque", owner="mira.compare.training")
+PERPLEXITY = Artifact(
+    "perplexity", "baselines/perplexity/", "select (`method: perplexity`)", "reference n-gram model(s) + "
+    "`reference.json`, `scores/<source>/<shard>.parquet` (`id, bits_per_token, tokens`) + `.done.json`",
+    kind="opaque", owner="mira.rankings.perplexity")
+DATAMAN = Artifact(
+    "dataman", "baselines/dataman/", "select (`method: dataman`) / `prepare_dataman`", "a mini run dir: "
+    "`rubrics/dataman.jsonl`, `labels/dataman.parquet`, `students/dataman/`, `scores/<source>/<shard>.parquet`, "
+    "`_done/{labels,dataman}.json`", kind="opaque", owner="mira.rankings.dataman")

@@ -1,0 +1,132 @@
+"""Artifacts of select: named selections ``selection/<name>/`` (``mira.selections``), each with its
+kept records, one decision per input record and a summary whose counts add up."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from mira.artifacts.core import Artifact
+from mira.artifacts.run import Document
+
+log = logging.getLogger(__name__)
+
+
+class DecisionReason(StrEnum):
+    """Why select kept or rejected a record (the ``reason`` column of the decisions). str-valued:
+    the files hold the values. A quarantined record's reason is ``"quarantined: <why>"``."""
+
+    KEPT = "kept"
+    KEPT_FLOOR = "kept (source floor)"
+    BELOW_CUTOFF = "below cutoff"
+    SOURCE_CAP = "source cap"
+    QUARANTINED = "quarantined"
+    UNSCORED = "unscored (all anchors masked)"
+    UNSCORED_KEPT = "kept (unscored: source-preserving random share)"
+    UNSCORED_BELOW = "unscored: outside its random share"
+
+    @classmethod
+    def of(cls, text: str) -> DecisionReason:
+        """The reason of a stored value (``"quarantined: ..."`` included)."""
+        return cls.QUARANTINED if text.startswith(f"{cls.QUARANTINED.value}:") else cls(text)
+
+
+UNSCORED_REASONS = (DecisionReason.UNSCORED, DecisionReason.UNSCORED_KEPT, DecisionReason.UNSCORED_BELOW)
+
+
+class SelectionCounts(Document):
+    """One source's, group's or the whole selection's books: ``records_in = kept + rejected +
+    quarantined`` (select asserts it before writing); ``unscored`` records are inside ``rejected``
+    or ``kept`` (their random share), never a fourth term."""
+
+    records_in: int
+    tokens_in: int
+    kept: int
+    kept_tokens: int
+    rejected: int
+    rejected_tokens: int = 0
+    quarantined: int = 0
+    unscored: int = 0
+    unscored_tokens: int = 0
+
+    @property
+    def adds_up(self) -> bool:
+        return self.records_in == self.kept + self.rejected + self.quarantined
+
+
+class RetentionUnit(Document):
+    tokens_in: int
+    budget_tokens: float
+    unscored_share_tokens: float = 0.0
+    kept_tokens: int
+    cutoff: float | None = None  # key of the last record kept by rank
+    eligible_records: int = 0
+    records_in: int = 0
+
+
+class SelectionSummary(Document):
+    name: str | None = None  # absent in a selection written before selections had names
+    fingerprint: str | None = None
+    method: str
+    mode: str
+    key: str = "score"
+    budget: float
+    budget_kind: str = "fraction of tokens"
+    budget_label: str | None = None
+    budget_share: float | None = None
+    floor: dict[str, float] = Field(default_factory=dict)
+    cap: dict[str, float] = Field(default_factory=dict)
+    seed: int = 0
+    totals: SelectionCounts
+    sources: dict[str, SelectionCounts]
+    groups: dict[str, SelectionCounts] = Field(default_factory=dict)
+    units: dict[str, RetentionUnit] = Field(default_factory=dict)
+    source_groups: dict[str, str | None] = Field(default_factory=dict)
+    parquet_json_columns: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class CurrentSelection(Document):
+    name: str
+
+
+def decisions_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([pa.field("id", pa.string()), pa.field("locator", pa.string()), pa.field("kept", pa.bool_()),
+                      pa.field("reason", pa.string()), pa.field("rank", pa.int64()), pa.field("key", pa.float64()),
+                      pa.field("tokens", pa.int64())])
+
+
+SELECTED = Artifact(
+    "selected", "selection/{name}/{source}/{shard}.{ext}", "select", "kept records (`ext`: the "
+    "`selection.output_formats`, jsonl and/or parquet): original fields + `mira_*` score columns (`mira_score`: "
+    "the join-time aggregate); strict JSON (NaN/Infinity written as null)", kind="opaque",
+    owner="mira.stages.select")
+DECISIONS = Artifact(
+    "decisions", "selection/{name}/_decisions/{source}/{shard}.parquet", "select", "one row per input record: "
+    "`id, locator, kept, reason` (`mira.artifacts.selection.DecisionReason`), `rank, key, tokens`",
+    kind="parquet", arrow=decisions_schema, compression="zstd")
+SELECTION_SUMMARY = Artifact(
+    "selection_summary", "selection/{name}/summary.json", "select", "per source and group: records/tokens in, "
+    "kept, rejected, quarantined (they add up), unscored; name, fingerprint, method, mode, budget, units",
+    model=SelectionSummary)
+CURRENT_SELECTION = Artifact(
+    "current_selection", "selection/_current.json", "select", "`{\"name\": ...}`: the selection the last "
+    "`mira select` wrote (the report's)", model=CurrentSelection)
+
+
+def read_selection_summary(folder: Path) -> SelectionSummary | None:
+    """The summary of the selection in `folder` (``selection/<name>/``, or ``selection/`` itself for
+    a run written before selections had names); None when it is missing or does not validate."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return SELECTION_SUMMARY.parse(path)
+    except (OSError, ValueError) as exc:
+        log.warning("not a selection summary: %s: %s", path, str(exc).splitlines()[0] if str(exc) else exc)
+        return None
