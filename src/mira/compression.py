@@ -11,19 +11,29 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 _CHUNK = 1 << 16
 
 
-def open_binary(path: Path) -> BinaryIO:
-    name = path.name.lower()
+def open_binary(path: Path | str, opener: Callable[[Path | str], BinaryIO] | None = None) -> BinaryIO:
+    """The decompressed bytes of `path`; `opener` opens the raw bytes (a URL's stream), default `open`."""
+    raw = (opener or _open_local)(path)
+    name = str(path).lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        handle = gzip.GzipFile(fileobj=raw, mode="rb")
+        # GzipFile closes only a file it opened itself (its `myfileobj`): hand it ours to close too.
+        handle.myfileobj = raw  # type: ignore[assignment]  # typeshed narrows it to FileIO; any stream closes
+        return handle  # type: ignore[return-value]
     if name.endswith(".zst"):
         # The zstd stream has no readline; a buffered wrapper gives one with bounded memory.
-        return io.BufferedReader(_ZstdStream(open(path, "rb")), buffer_size=_CHUNK)
+        return io.BufferedReader(_ZstdStream(raw), buffer_size=_CHUNK)
+    return raw
+
+
+def _open_local(path: Path | str) -> BinaryIO:
     return open(path, "rb")
 
 

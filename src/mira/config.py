@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMATS = ("text", "code", "qa", "chat", "agent")
 Format = Literal["auto", "text", "code", "qa", "chat", "agent"]
@@ -27,8 +28,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _no_credentials(value: str | None) -> str | None:
+    """A URL (source, selection.output) must not carry secrets: the config is saved with the run."""
+    from urllib.parse import urlsplit
+
+    if value and _URL.match(value):
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError("a URL here must carry no credentials or query; put credentials in the environment "
+                             "(see storage.<protocol>.options_from_env)")
+    return value
+
+
 class SourceConfig(Section):
-    """One input source: a file, a glob, or a directory."""
+    """One input source: a file, a glob, or a directory; local or a URL (``s3://bucket/prefix/``)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     path: str
@@ -40,6 +56,8 @@ class SourceConfig(Section):
     fields: dict[str, str] = Field(default_factory=dict)
     # Pin this source to a named group instead of letting grouping decide.
     group: str | None = None
+
+    _path_has_no_credentials = field_validator("path")(_no_credentials)
 
 
 class IngestConfig(Section):
@@ -258,6 +276,10 @@ class SelectionConfig(Section):
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
     output_formats: list[Literal["jsonl", "parquet"]] = ["jsonl"]
+    # Where `mira select` also publishes the finished selection, as <output>/<name>/: a folder or
+    # any fsspec URL (s3://bucket/prefix). The run directory keeps its own copy (it stays local);
+    # the published summary.json is written last (see mira.publish).
+    output: str | None = None
     # Records without a score (every anchor of their source masked as unreliable): `random` keeps
     # the budget's share of each such source by a seeded random draw (the source-preserving random
     # baseline, strong in the paper) instead of dropping the source; `reject` drops them.
@@ -268,6 +290,8 @@ class SelectionConfig(Section):
     perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
     dataman: DataManConfig = Field(default_factory=DataManConfig)
     seed: int = 0
+
+    _output_has_no_credentials = field_validator("output")(_no_credentials)
 
     @field_validator("method")
     @classmethod
@@ -324,7 +348,9 @@ class EngineConfig(Section):
     batch_size: int = Field(512, ge=1)
     # "spawn" is the safe default: workers never inherit threads or open handles of the parent.
     start_method: Literal["spawn", "forkserver"] = "spawn"
-    ray_address: str | None = None
+    # An existing Ray cluster ("ray://head:10001" or "auto"); unset starts a local Ray. The older
+    # name `ray_address` is still read.
+    address: str | None = Field(None, validation_alias=AliasChoices("address", "ray_address"))
 
 
 class ProxyConfig(Section):
@@ -428,6 +454,38 @@ class CompareConfig(Section):
         return sets
 
 
+# Option names that carry credentials in fsspec backends (s3fs, gcsfs, adlfs, ...): they must come
+# from the environment, never from the config file, which mira saves into the run directory.
+SECRET_OPTION = re.compile(r"(^|_)(key|secret|token|password|passwd|credentials?|sas|signature|connection_string)$",
+                           re.IGNORECASE)
+# Values of such options that name a way to authenticate rather than hold a secret (gcsfs `token`).
+NOT_SECRET = ("anon", "google_default", "cloud", "browser", "cache")
+
+
+class StorageConfig(Section):
+    """fsspec settings for one URL protocol (``storage: {s3: {...}}``), used for every URL of it:
+    sources, eval sets and ``selection.output``."""
+
+    # Passed to the filesystem as its storage_options: endpoint_url, anon, client_kwargs, ...
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Option name -> environment variable read when a file is opened (credentials), e.g.
+    # {key: MY_S3_KEY, secret: MY_S3_SECRET}. Unset, s3fs reads AWS_ACCESS_KEY_ID and friends itself.
+    options_from_env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        def check(node: Any, where: str) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if SECRET_OPTION.search(str(key)) and value not in (None, False, "", *NOT_SECRET):
+                        raise ValueError(f"{where}{key} is a credential: name the environment variable that holds "
+                                         f"it in options_from_env instead (the config is saved with the run)")
+                    check(value, f"{where}{key}.")
+        check(options, "")
+        return options
+
+
 class RunConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     run_dir: str | None = None
@@ -446,6 +504,8 @@ class RunConfig(Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    # Per URL protocol ("s3", "gcs", ...): see StorageConfig.
+    storage: dict[str, StorageConfig] = Field(default_factory=dict)
 
     @field_validator("sources")
     @classmethod
@@ -542,11 +602,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    from mira.storage import check_url, is_url
+
     for source in [*config.sources, *config.compare.eval_sets]:
-        if not Path(source.path).is_absolute() and not any(c in source.path for c in "*?["):
+        if is_url(source.path):
+            check_url(source.path, f"source {source.name!r}")
+        elif not Path(source.path).is_absolute() and not any(c in source.path for c in "*?["):
             source.path = str((base / source.path).resolve())
         elif not Path(source.path).is_absolute():
             source.path = str(base / source.path)
+    output = config.selection.output
+    if output and is_url(output):
+        check_url(output, "selection.output")
+    elif output and not Path(output).is_absolute():
+        config.selection.output = str((base / output).resolve())
+    if config.run_dir and is_url(config.run_dir):
+        raise ConfigError(f"run_dir must be a local folder, not {config.run_dir.split('://')[0]}://...; "
+                          "object storage holds sources and selection.output")
     if config.run_dir and not Path(config.run_dir).is_absolute():
         config.run_dir = str((base / config.run_dir).resolve())
     return config

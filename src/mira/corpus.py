@@ -47,7 +47,7 @@ def iter_positioned(config: RunConfig, source: SourceConfig, shard: Shard, fmt: 
     is where a plain JSONL item starts (what :func:`mira.io.read_items` seeks to)."""
     duplicates = set(shard.duplicates)
     offset = shard.offset if shard.reader == "jsonl" else 0
-    for position, raw in enumerate(iter_shard(shard, config.ingest.max_record_bytes, digest)):
+    for position, raw in enumerate(iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)):
         item = _checked(raw, source, fmt, config, duplicates)
         yield position, offset, item
         offset += raw.nbytes
@@ -167,7 +167,7 @@ def _from_index(config: RunConfig, info: SourceInfo, n: int, seed: int) -> list[
     for shard_index in sorted({e.shard for e in entries}):
         shard = shards[shard_index]
         wanted = {e.position: e.offset for e in entries if e.shard == shard_index}
-        for position, raw in read_items(shard, wanted, config.ingest.max_record_bytes):
+        for position, raw in read_items(shard, wanted, config.ingest.max_record_bytes, config.storage):
             item = _checked(raw, source, info.format, config, set(shard.duplicates))
             if isinstance(item, Record):
                 found[(shard_index, position)] = item

@@ -10,6 +10,10 @@ files are split by byte offset every ``shard_records`` lines; compressed files a
 each (they cannot be seeked); Parquet files are split by row group; directories of files by
 chunks of file names. A folder holding both JSONL and Parquet files gets a reader per file.
 
+Sources may be URLs (``s3://bucket/prefix/``, any fsspec protocol; see :mod:`mira.storage`): they are
+listed, sharded and read the same way, streamed a block at a time. Every reading function takes
+the config's ``storage`` settings for that.
+
 A shard's input can be fingerprinted while it is read (``iter_shard(..., digest=...)``): score
 records the digest, select recomputes it, so an input edited in place since scoring is noticed
 even when its size and mtime did not change.
@@ -17,6 +21,7 @@ even when its size and mtime did not change.
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -26,6 +31,18 @@ from typing import Any, BinaryIO
 from mira.compression import open_binary, read_errors
 from mira.config import ConfigError, SourceConfig
 from mira.jsonline import decode_json_object
+from mira.storage import (
+    RemoteFile,
+    Storage,
+    check_transport,
+    describe_error,
+    file_size,
+    is_url,
+    list_url,
+    open_input,
+    relative,
+    shown,
+)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -71,13 +88,13 @@ class Shard:
         return cls(**{**data, "files": tuple(data["files"]), "duplicates": tuple(data.get("duplicates", ()))})
 
 
-def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
+def _has_suffix(path: Path | RemoteFile, suffixes: tuple[str, ...]) -> bool:
     name = path.name.lower()
     return any(name.endswith(s) for s in suffixes)
 
 
-def detect_reader(path: Path) -> str | None:
-    if path.is_dir():
+def detect_reader(path: Path | RemoteFile) -> str | None:
+    if isinstance(path, Path) and path.is_dir():
         return "files"
     if _has_suffix(path, JSONL_SUFFIXES):
         return "jsonl"
@@ -86,13 +103,16 @@ def detect_reader(path: Path) -> str | None:
     return None
 
 
-def list_source_files(source: SourceConfig) -> tuple[str, Path, list[Path]]:
+def list_source_files(source: SourceConfig, storage: Storage = None) -> tuple[str, Any, list[Any]]:
     """Resolve a source to (reader, base folder, files); raise ConfigError with one line if impossible.
 
     The reader is "mixed" when an auto-detected folder or glob holds both JSONL and Parquet files:
     each file then keeps its own reader (see :func:`plan_shards`). A source that resolves to no
-    file at all is an error, never an empty source.
+    file at all is an error, never an empty source. A URL source gives its base URL (a str) and
+    :class:`~mira.storage.RemoteFile` s instead of Paths.
     """
+    if is_url(source.path):
+        return _list_url_source(source, storage)
     raw = source.path
     if any(c in raw for c in "*?["):
         anchor = Path(raw.split("*")[0].split("?")[0].split("[")[0])
@@ -131,11 +151,53 @@ def list_source_files(source: SourceConfig) -> tuple[str, Path, list[Path]]:
     return source.reader, path, files
 
 
+def _list_url_source(source: SourceConfig, storage: Storage) -> tuple[str, str, list[RemoteFile]]:
+    """list_source_files for a URL: the same rules, over object names instead of a directory tree."""
+    url = source.path
+    try:
+        kind, base, files = list_url(url, storage)
+        if kind == "prefix" and source.reader in ("auto", "files"):
+            data_files = [f for f in files if detect_reader(f) in ("jsonl", "parquet")]
+            if source.reader == "auto" and source.include == "**/*" and data_files:
+                return _data_reader({detect_reader(f) or "" for f in data_files}), base, data_files
+            if source.include != "**/*":
+                _, _, files = list_url(url, storage, include=source.include)
+    except FileNotFoundError:
+        raise ConfigError(f"source {source.name!r}: nothing at {shown(url)} (no such object, prefix or bucket)") \
+            from None
+    except ConfigError:
+        raise
+    except Exception as exc:  # the backend's own errors: refused credentials, unreachable endpoint, ...
+        raise ConfigError(f"source {source.name!r}: cannot list {shown(url)}: {describe_error(exc, storage)}") \
+            from None
+    if kind == "file":
+        reader = source.reader if source.reader != "auto" else (detect_reader(files[0]) or "unknown")
+        return _check_reader(source, reader, files[0]), base, files
+    if kind == "prefix":
+        if source.reader in ("auto", "files"):
+            if not files:
+                raise ConfigError(f"source {source.name!r}: no objects under {shown(url)} match include "
+                                  f"{source.include!r}")
+            return "files", base, files
+        files = [f for f in files if detect_reader(f) == source.reader]
+        if not files:
+            raise ConfigError(f"source {source.name!r}: no {source.reader} files under {shown(url)}")
+        return source.reader, base, files
+    if not files:
+        raise ConfigError(f"source {source.name!r}: no files match {shown(url)}")
+    if source.reader != "auto":
+        return _check_reader(source, source.reader, files[0]), base, files
+    unknown = [f for f in files if detect_reader(f) is None]
+    if unknown:
+        _check_reader(source, "unknown", unknown[0])
+    return _data_reader({detect_reader(f) or "" for f in files}), base, files
+
+
 def _data_reader(kinds: set[str]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def _check_reader(source: SourceConfig, reader: str, example: Path) -> str:
+def _check_reader(source: SourceConfig, reader: str, example: Path | RemoteFile) -> str:
     if reader not in ("jsonl", "parquet", "files", "mixed"):
         raise ConfigError(
             f"source {source.name!r}: unknown file format {example.name!r}; "
@@ -146,8 +208,8 @@ def _check_reader(source: SourceConfig, reader: str, example: Path) -> str:
 
 # --- opening -------------------------------------------------------------------------------------
 
-def _is_seekable(path: Path) -> bool:
-    return not path.name.lower().endswith((".gz", ".zst"))
+def _is_seekable(path: Path | str) -> bool:
+    return not str(path).lower().endswith((".gz", ".zst"))
 
 
 # --- JSONL ---------------------------------------------------------------------------------------
@@ -169,11 +231,12 @@ def _read_line(handle: BinaryIO, limit: int, digest: Any = None) -> tuple[bytes 
             return None, total
 
 
-def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int | None = None,
-               first_line: int = 1, digest: Any = None) -> Iterator[RawItem]:
+def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, count: int | None = None,
+               first_line: int = 1, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
     try:
-        handle = open_binary(path)
+        handle = open_binary(path, lambda name: open_input(name, storage))
     except OSError as exc:
+        check_transport(exc, path, storage)
         yield RawItem(f"{rel}", None, f"unreadable file: {exc.strerror or exc}")
         return
     line_no = first_line
@@ -186,6 +249,7 @@ def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int
                 try:
                     line, nbytes = _read_line(handle, max_bytes, digest)
                 except read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
+                    check_transport(exc, path, storage)
                     yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
                     return
                 if nbytes == 0:
@@ -195,6 +259,7 @@ def iter_jsonl(path: Path, rel: str, max_bytes: int, offset: int = 0, count: int
                 line_no += 1
                 yield _line_item(locator, line, nbytes, max_bytes)
     except read_errors() as exc:
+        check_transport(exc, path, storage)
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
 
 
@@ -207,9 +272,10 @@ def _line_item(locator: str, line: bytes | None, nbytes: int, max_bytes: int) ->
     return RawItem(locator, data, error, nbytes)
 
 
-def jsonl_shards(path: Path, every: int, max_bytes: int) -> Iterator[tuple[int, int, int]]:
+def jsonl_shards(path: Path | str, every: int, max_bytes: int,
+                 storage: Storage = None) -> Iterator[tuple[int, int, int]]:
     """(byte offset, line count, first line) of consecutive shards of a plain JSONL file."""
-    with open(path, "rb") as handle:
+    with open_input(path, storage) as handle:
         start, lines, first = 0, 0, 1
         while True:
             _, nbytes = _read_line(handle, max_bytes)
@@ -226,19 +292,27 @@ def jsonl_shards(path: Path, every: int, max_bytes: int) -> Iterator[tuple[int, 
 
 # --- Parquet -------------------------------------------------------------------------------------
 
-def iter_parquet(path: Path, rel: str, max_bytes: int, first_group: int = 0,
-                 n_groups: int | None = None, digest: Any = None) -> Iterator[RawItem]:
+def iter_parquet(path: Path | str, rel: str, max_bytes: int, first_group: int = 0,
+                 n_groups: int | None = None, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
+    with contextlib.ExitStack() as stack:
+        yield from _iter_parquet(stack, path, rel, max_bytes, first_group, n_groups, digest, storage)
+
+
+def _iter_parquet(stack: contextlib.ExitStack, path: Path | str, rel: str, max_bytes: int, first_group: int,
+                  n_groups: int | None, digest: Any, storage: Storage) -> Iterator[RawItem]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        # A URL is read through one file object: the footer, then only the shard's row groups.
+        pf = pq.ParquetFile(stack.enter_context(open_input(path, storage)) if is_url(path) else path)
         groups = list(range(first_group, pf.num_row_groups if n_groups is None else first_group + n_groups))
         row = sum(pf.metadata.row_group(g).num_rows for g in range(first_group))
         if digest is not None:
-            _digest_row_groups(path, pf.metadata, groups, digest)
+            _digest_row_groups(path, pf.metadata, groups, digest, storage)
     except Exception as exc:  # pyarrow raises several types for corrupt files
+        check_transport(exc, path, storage)
         if digest is not None:
-            _digest_whole_file(path, digest)
+            _digest_whole_file(path, digest, storage)
         yield RawItem(rel, None, f"unreadable Parquet file: {_short(exc)}")
         return
     try:
@@ -252,12 +326,13 @@ def iter_parquet(path: Path, rel: str, max_bytes: int, first_group: int = 0,
                 else:
                     yield RawItem(locator, data, None, nbytes)
     except Exception as exc:
+        check_transport(exc, path, storage)
         yield RawItem(f"{rel}:row {row}", None, f"unreadable Parquet data: {_short(exc)}")
 
 
-def _digest_row_groups(path: Path, meta: Any, groups: list[int], digest: Any) -> None:
+def _digest_row_groups(path: Path | str, meta: Any, groups: list[int], digest: Any, storage: Storage) -> None:
     """Feed the stored bytes of the shard's row groups (every column chunk) to `digest`."""
-    with open(path, "rb") as handle:
+    with open_input(path, storage) as handle:
         for g in groups:
             group = meta.row_group(g)
             for c in range(group.num_columns):
@@ -269,9 +344,9 @@ def _digest_row_groups(path: Path, meta: Any, groups: list[int], digest: Any) ->
                 digest.update(handle.read(chunk.total_compressed_size))
 
 
-def _digest_whole_file(path: Path, digest: Any) -> None:
+def _digest_whole_file(path: Path | str, digest: Any, storage: Storage = None) -> None:
     try:
-        with open(path, "rb") as handle:
+        with open_input(path, storage) as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
     except OSError as exc:
@@ -284,17 +359,20 @@ def _approx_size(data: dict[str, Any]) -> int:
 
 # --- directory of files --------------------------------------------------------------------------
 
-def read_text_file(path: Path, rel: str, max_bytes: int, digest: Any = None) -> RawItem:
+def read_text_file(path: Path | str, rel: str, max_bytes: int, digest: Any = None,
+                   storage: Storage = None) -> RawItem:
     if digest is not None:
         digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
     try:
-        size = path.stat().st_size
+        size = file_size(path, storage)
         if size > max_bytes:
             if digest is not None:
-                _digest_whole_file(path, digest)
+                _digest_whole_file(path, digest, storage)
             return RawItem(rel, None, f"record larger than {max_bytes} bytes ({size} bytes)", size)
-        raw = path.read_bytes()
+        with open_input(path, storage) as handle:
+            raw = handle.read()
     except OSError as exc:
+        check_transport(exc, path, storage)
         return RawItem(rel, None, f"unreadable file: {exc.strerror or exc}")
     if digest is not None:
         digest.update(raw)
@@ -309,8 +387,8 @@ def read_text_file(path: Path, rel: str, max_bytes: int, digest: Any = None) -> 
 
 # --- shards --------------------------------------------------------------------------------------
 
-def plan_shards(source: SourceConfig, shard_records: int, max_bytes: int) -> list[Shard]:
-    reader, base, files = list_source_files(source)
+def plan_shards(source: SourceConfig, shard_records: int, max_bytes: int, storage: Storage = None) -> list[Shard]:
+    reader, base, files = list_source_files(source, storage)
     shards: list[Shard] = []
 
     def add(file_reader: str, **kw: Any) -> None:
@@ -323,80 +401,92 @@ def plan_shards(source: SourceConfig, shard_records: int, max_bytes: int) -> lis
     for path in files:
         # A mixed folder: every file is read by the reader its suffix names.
         file_reader = reader if reader != "mixed" else (detect_reader(path) or "jsonl")
+        name = str(path)  # a local path or a URL
         if file_reader == "jsonl":
-            _plan_jsonl(path, shard_records, max_bytes, lambda **kw: add("jsonl", **kw))
+            _plan_jsonl(name, shard_records, max_bytes, storage, lambda **kw: add("jsonl", **kw))
         else:
-            _plan_parquet(path, shard_records, lambda **kw: add("parquet", **kw))
+            _plan_parquet(name, shard_records, storage, lambda **kw: add("parquet", **kw))
     return shards
 
 
-def _plan_jsonl(path: Path, shard_records: int, max_bytes: int, add: Any) -> None:
+def _plan_jsonl(path: str, shard_records: int, max_bytes: int, storage: Storage, add: Any) -> None:
     if not _is_seekable(path):
-        add(files=(str(path),))
+        add(files=(path,))
         return
     try:
-        for offset, count, first in jsonl_shards(path, shard_records, max_bytes):
-            add(files=(str(path),), offset=offset, count=count, first_line=first)
-    except OSError:
-        add(files=(str(path),))  # the read in the shard reports the error as a record
+        for offset, count, first in jsonl_shards(path, shard_records, max_bytes, storage):
+            add(files=(path,), offset=offset, count=count, first_line=first)
+    except OSError as exc:
+        check_transport(exc, path, storage)
+        add(files=(path,))  # the read in the shard reports the error as a record
 
 
-def _plan_parquet(path: Path, shard_records: int, add: Any) -> None:
+def _plan_parquet(path: str, shard_records: int, storage: Storage, add: Any) -> None:
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.ParquetFile(path).metadata
+        if is_url(path):
+            with open_input(path, storage) as handle:  # the footer only
+                meta = pq.ParquetFile(handle).metadata
+        else:
+            meta = pq.ParquetFile(path).metadata
     except Exception:
-        add(files=(str(path),))
+        add(files=(path,))
         return
     start, rows = 0, 0
     for g in range(meta.num_row_groups):
         rows += meta.row_group(g).num_rows
         if rows >= shard_records:
-            add(files=(str(path),), offset=start, count=g + 1 - start)
+            add(files=(path,), offset=start, count=g + 1 - start)
             start, rows = g + 1, 0
     if start < meta.num_row_groups or meta.num_row_groups == 0:
-        add(files=(str(path),), offset=start, count=meta.num_row_groups - start)
+        add(files=(path,), offset=start, count=meta.num_row_groups - start)
 
 
-def iter_shard(shard: Shard, max_bytes: int, digest: Any = None) -> Iterator[RawItem]:
+def iter_shard(shard: Shard, max_bytes: int, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
     """The raw items of a shard in order; `digest` (a hashlib object), when given, is fed the
-    shard's input bytes as they are read, so a caller can tell whether the input changed."""
-    base = Path(shard.base)
+    shard's input bytes as they are read, so a caller can tell whether the input changed.
+    `storage` is the config's storage section, for shards of URL sources."""
     for name in shard.files:
-        path = Path(name)
-        rel = _relative(path, base)
+        path: Path | str = name if is_url(name) else Path(name)
+        rel = relative(name, shard.base) if is_url(name) else _relative(Path(name), Path(shard.base))
         if shard.reader == "files":
-            yield read_text_file(path, rel, max_bytes, digest)
+            yield read_text_file(path, rel, max_bytes, digest, storage)
         elif shard.reader == "jsonl":
-            yield from iter_jsonl(path, rel, max_bytes, shard.offset, shard.count, shard.first_line, digest)
+            yield from iter_jsonl(path, rel, max_bytes, shard.offset, shard.count, shard.first_line, digest, storage)
         else:
-            yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count, digest)
+            yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count, digest, storage)
 
 
-def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int) -> Iterator[tuple[int, RawItem]]:
+def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
+               storage: Storage = None) -> Iterator[tuple[int, RawItem]]:
     """The items at some stream positions of a shard, as :func:`iter_shard` would yield them
     (same locators), in position order; every other item is skipped without being parsed.
 
     `wanted` maps a position to the item's byte offset, which a plain JSONL shard seeks to; a
     compressed one is read line by line up to the last wanted position, a Parquet shard reads only
-    the row groups holding a wanted row, a folder shard only the wanted files.
+    the row groups holding a wanted row, a folder shard only the wanted files. `storage` as in
+    :func:`iter_shard`.
     """
     positions = sorted(wanted)
     if not positions:
         return
-    base = Path(shard.base)
+
+    def located(name: str) -> tuple[Path | str, str]:
+        if is_url(name):
+            return name, relative(name, shard.base)
+        return Path(name), _relative(Path(name), Path(shard.base))
+
     if shard.reader == "files":
         for pos in positions:
-            path = Path(shard.files[pos])
-            yield pos, read_text_file(path, _relative(path, base), max_bytes)
+            path, rel = located(shard.files[pos])
+            yield pos, read_text_file(path, rel, max_bytes, storage=storage)
         return
-    path = Path(shard.files[0])
-    rel = _relative(path, base)
+    path, rel = located(shard.files[0])
     if shard.reader == "parquet":
-        yield from _parquet_rows(path, rel, shard, positions, max_bytes)
+        yield from _parquet_rows(path, rel, shard, positions, max_bytes, storage)
         return
-    with open_binary(path) as handle:
+    with open_binary(path, lambda name: open_input(name, storage)) as handle:
         if _is_seekable(path):
             for pos in positions:
                 handle.seek(wanted[pos])
@@ -417,11 +507,17 @@ def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int) -> Iterator
             pos += 1
 
 
-def _parquet_rows(path: Path, rel: str, shard: Shard, positions: list[int],
-                  max_bytes: int) -> Iterator[tuple[int, RawItem]]:
+def _parquet_rows(path: Path | str, rel: str, shard: Shard, positions: list[int],
+                  max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
+    with contextlib.ExitStack() as stack:
+        yield from _parquet_rows_from(stack, path, rel, shard, positions, max_bytes, storage)
+
+
+def _parquet_rows_from(stack: contextlib.ExitStack, path: Path | str, rel: str, shard: Shard, positions: list[int],
+                       max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(stack.enter_context(open_input(path, storage)) if is_url(path) else path)
     meta = pf.metadata
     first_row = sum(meta.row_group(g).num_rows for g in range(shard.offset))
     last = pf.num_row_groups if shard.count is None else shard.offset + shard.count

@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -75,6 +76,49 @@ def test_ray_engine_gives_the_same_scores_as_the_local_engine(tmp_path, monkeypa
         ray.shutdown()
     assert outcome.counts["records"] == 80 and outcome.counts["shards_skipped"] == 0
     assert tree_bytes(tmp_path / "ray" / "scores") == tree_bytes(tmp_path / "local" / "scores")
+
+
+@pytest.mark.slow  # ~100 s here: a local Ray start plus two scoring runs
+@pytest.mark.timeout(300)
+def test_ray_engine_scores_sources_in_a_bucket_as_the_local_engine_scores_them_on_disk(tmp_path, monkeypatch, s3):
+    """The distributed path of the README: Ray actors read shards straight from object storage
+    (byte ranges of JSONL objects, a prefix of files), credentials from the environment."""
+    pytest.importorskip("ray")
+    import ray
+
+    from tests.engines import doubles
+
+    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(doubles.__file__))))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    corpus = build_corpus(tmp_path / "corpus")
+    local = make_config(corpus, tmp_path / "local", engine=EngineConfig(workers=1))
+    prepare_run(local)
+    api.run_one("score", local)
+
+    remote_corpus = []
+    for source in corpus:
+        path = Path(source["path"])
+        for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+            s3.upload(file, f"corpus/{path.name}/{file.name}" if path.is_dir() else f"corpus/{file.name}")
+        remote_corpus.append({**source, "path": s3.url(f"corpus/{path.name}" + ("/" if path.is_dir() else ""))})
+    distributed = make_config(remote_corpus, tmp_path / "ray", engine=EngineConfig(kind="ray", workers=2),
+                              storage=s3.storage())
+    prepare_run(distributed)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # after the credentials are set
+    try:
+        outcome = api.run_one("score", distributed)
+    finally:
+        ray.shutdown()
+    assert outcome.counts["records"] == 80 and outcome.counts["shards_skipped"] == 0
+    # The same scores and the same input digests; only the stage fingerprints differ (other paths).
+    remote, on_disk = tree_bytes(tmp_path / "ray" / "scores"), tree_bytes(tmp_path / "local" / "scores")
+    assert remote.keys() == on_disk.keys()
+    for name, data in remote.items():
+        if name.endswith(".json"):  # shard markers and summary.json
+            assert {**json.loads(data), "fingerprint": None} == {**json.loads(on_disk[name]), "fingerprint": None}
+        else:
+            assert data == on_disk[name], name
 
 
 # --- workers die with their driver (issue 10 item 6) ----------------------------------------------
@@ -167,3 +211,10 @@ def test_the_watchdog_alone_ends_a_worker_whose_parent_is_gone():
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_engine_address_is_read_under_its_older_name_too():
+    from mira.config import load_config
+
+    assert load_config(overrides=["engine.address=ray://head:10001"]).engine.address == "ray://head:10001"
+    assert load_config(overrides=["engine.ray_address=auto"]).engine.address == "auto"

@@ -178,7 +178,7 @@ def _field_set(config: RunConfig, infos: list[SourceInfo], field: str, n: int) -
     row = 0
     for info in infos:
         for shard in info.shards:
-            for raw in iter_shard(shard, config.ingest.max_record_bytes):
+            for raw in iter_shard(shard, config.ingest.max_record_bytes, storage=config.storage):
                 value = (raw.data or {}).get(field)
                 if row >= n:
                     raise ConfigError("the corpus changed since it was selected; rerun `mira compare`")

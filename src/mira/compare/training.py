@@ -131,7 +131,7 @@ def read_eval_sets(config: RunConfig) -> dict[str, list[str]]:
         texts: list[str] = []
         size = 0
         fmt = _eval_format(config, source)
-        shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes)
+        shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes, config.storage)
         for shard in shards:
             for item in iter_shard_records(config, source, shard, fmt):
                 if isinstance(item, Record):
@@ -153,9 +153,9 @@ def _eval_format(config: RunConfig, source: SourceConfig) -> str:
     from mira.io import iter_shard, plan_shards
     from mira.records import detect_source_format
 
-    shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes)
+    shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes, config.storage)
     samples = (raw.data for shard in shards[:1] for raw in itertools.islice(
-        iter_shard(shard, config.ingest.max_record_bytes), 64) if raw.data)
+        iter_shard(shard, config.ingest.max_record_bytes, storage=config.storage), 64) if raw.data)
     fmt = detect_source_format(samples)
     if fmt is None:
         raise ConfigError(f"cannot detect the format of compare.eval_sets {source.name!r}; set its `format`")

@@ -1,7 +1,7 @@
 """The Ray engine: the same shard function, run by a pool of Ray Data actors.
 
 Ray is optional (``pip install mira[ray]``) and imported only here. Without
-``engine.ray_address`` a local Ray is started with ``engine.workers`` CPUs (default: all) and
+``engine.address`` a local Ray is started with ``engine.workers`` CPUs (default: all) and
 shut down afterwards; with an address the existing cluster is used and left running.
 
 The shard list becomes a Ray dataset of task indices; ``map_batches`` with an actor class calls
@@ -51,8 +51,8 @@ def map_ray(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task])
     ray = _import_ray()
     started_here = False
     if not ray.is_initialized():
-        if engine.ray_address:
-            ray.init(address=engine.ray_address, log_to_driver=False)
+        if engine.address:
+            ray.init(address=engine.address, log_to_driver=False)
         else:
             ray.init(num_cpus=engine.workers or os.cpu_count() or 1, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)

@@ -35,6 +35,7 @@ from mira.rundir import fingerprint as make_fingerprint
 from mira.sample_index import ShardCandidates, build_index, index_seeds, index_size, write_index
 from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
 from mira.stage import StageContext
+from mira.storage import RemoteFile
 from mira.tokens import get_tokenizer
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,22 @@ MAX_FIELDS = 500
 
 def fingerprint(ctx: StageContext) -> str:
     # Sizes and mtimes of every input file are part of the fingerprint: changed data, new ingest.
+    # An object's ETag (or generation) stands in for the mtime of a URL source's files.
     stats: list[Any] = []
     for source in ctx.config.sources:
         try:
-            _, _, files = list_source_files(source)
-            stats.append([source.name, [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]])
+            _, _, files = list_source_files(source, ctx.config.storage)
+            stats.append([source.name, [[str(p), *_identity(p)] for p in files]])
         except (ConfigError, OSError) as exc:
             stats.append([source.name, str(exc)])
     return make_fingerprint("ingest-v3", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
+
+
+def _identity(file: Path | RemoteFile) -> tuple[int, int | str]:
+    if isinstance(file, RemoteFile):
+        return file.size, file.version
+    info = file.stat()
+    return info.st_size, info.st_mtime_ns
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
@@ -62,8 +71,8 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     lines, errors = [], []
     for source in config.sources:
         try:
-            reader, _, files = list_source_files(source)
-            size = sum(p.stat().st_size for p in files)
+            reader, _, files = list_source_files(source, config.storage)
+            size = sum(_identity(p)[0] for p in files)
             lines.append(f"{source.name}: {len(files)} {reader} file(s), {size / 1e6:.1f} MB")
         except ConfigError as exc:
             errors.append(str(exc))
@@ -204,7 +213,7 @@ def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str
         return source.format
     samples = []
     for shard in shards:
-        for raw in iter_shard(shard, config.ingest.max_record_bytes):
+        for raw in iter_shard(shard, config.ingest.max_record_bytes, storage=config.storage):
             if raw.data is not None:
                 data = dict(raw.data)
                 for target, original in source.fields.items():
@@ -227,7 +236,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     errors: dict[str, str] = {}
     for source in config.sources:
         try:
-            shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes)
+            shards = plan_shards(source, config.ingest.shard_records, config.ingest.max_record_bytes, config.storage)
         except ConfigError as exc:
             errors[source.name] = str(exc)
             continue

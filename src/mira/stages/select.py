@@ -30,7 +30,8 @@ original fields plus ``mira_id``, ``mira_score``, ``mira_group``, ``mira_tokens`
 within its unit, key, tokens) so the report can explain every decision; ``summary.json``: per
 source and per group records/tokens in, kept, rejected, quarantined (checked to add up before
 writing), plus name, fingerprint, mode, method, budget and cutoffs. The whole selection is built
-in ``selection/.<name>.partial/`` and swapped in at the end.
+in ``selection/.<name>.partial/`` and swapped in at the end; with ``selection.output`` it is then
+published to ``<output>/<name>/`` (a folder or an s3:// URL; summary.json last, see :mod:`mira.publish`).
 
 Outputs are strict: JSONL never holds NaN/Infinity (written as null), and a field whose types
 conflict across records (a list here, a string there) becomes a JSON-encoded string column in the
@@ -59,6 +60,7 @@ from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.io import RawItem, Shard, iter_shard, shard_digest
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
+from mira.publish import check_output, publication_url, publish_selection
 from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
 from mira.rundir import (
     RunDir,
@@ -75,6 +77,7 @@ from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exp
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stage import ProgressFactory, StageContext
 from mira.stages.score import shard_scores_path
+from mira.storage import shown
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,9 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")
+    if sel.output:
+        lines.append(f"publishes it to {shown(publication_url(sel.output, selection_name(config)))}/ "
+                     "(summary.json written last)")
     return lines + method_lines
 
 
@@ -279,11 +285,18 @@ def _first_group(table: ScoreTable) -> list[int]:
 # --- writing ---------------------------------------------------------------------------------
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    output = ctx.config.selection.output
+    if output:
+        check_output(output, ctx.config.storage)  # a wrong bucket fails before any work
     counts = select_corpus(ctx.config, ctx.run, ctx.progress)
     # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
     name = selection_name(ctx.config)
     set_current(ctx.run, name)
     ctx.notes.extend(empty_budget_notes(dump(SELECTION_SUMMARY.load(ctx.run, name=name))))
+    if output:
+        # Published after the local selection is complete, so a failed upload loses nothing built.
+        url = publish_selection(selection_dir(ctx.run, name), output, name, ctx.config.storage, _is_selection_file)
+        counts["published_to"] = shown(url)
     return counts
 
 
@@ -362,7 +375,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
     kept_rows: list[dict[str, Any]] = []
     digest = shard_digest()
-    raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest)
+    raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
             # Every record of a source gets the same columns (null where absent) in one order.
