@@ -14,7 +14,7 @@ from mira.records import full_text, render
 from mira.shard_tokens import NOT_A_RECORD, tokens_path
 from mira.stages import score as score_stage
 from mira.tokens import TiktokenTokenizer, get_tokenizer
-from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
+from tests.engines.doubles import DoubleModels, HashStudent, build_corpus, make_config, prepare_run, tree_bytes
 
 MAX_TOKENS = 96
 
@@ -93,7 +93,7 @@ def _reference_scores(config, run, path_of) -> dict[str, bytes]:
     tokenizer = get_tokenizer(config.tokenizer.name)
     for info in source_infos(run):
         group = groups.get(info.name)
-        student = models.load_student(run, group)
+        student = models.load_student(run, group) if group is not None else HashStudent([])
         rows = []
         for item in iter_shard_records(config, config.source(info.name), info.shards[0], info.format):
             if isinstance(item, Rejected):
@@ -121,7 +121,14 @@ def test_scores_are_the_bytes_of_a_row_by_row_writer(tmp_path, corpus, doubles, 
     # Row groups of 7 rows and batches of 5: groups straddle batches, quarantined rows fall inside
     # both. One shard per source, so each source's file is compared whole.
     monkeypatch.setattr(score_stage, "ROW_GROUP_ROWS", 7)
-    config = make_config(corpus, tmp_path / "run", render=RenderConfig(max_tokens=MAX_TOKENS),
+    # A source with no usable record (no group, no anchor columns): every row is quarantined, and
+    # whole batches hold no record at all.
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("\n".join(['{"text": NaN}', "[1, 2]", "{broken", '{"text": "\\ud800 lone"}', "",
+                               '{"text": 42}', '{"text": "   "}', '"a string"', "null"] * 2) + "\n",
+                    encoding="utf-8")
+    sources = [*corpus, {"name": "junk", "path": str(junk), "format": "text"}]
+    config = make_config(sources, tmp_path / "run", render=RenderConfig(max_tokens=MAX_TOKENS),
                          engine=EngineConfig(workers=1, batch_size=5), ingest=IngestConfig(shard_records=10_000))
     run = prepare_run(config)
     if not reuse:
@@ -130,7 +137,9 @@ def test_scores_are_the_bytes_of_a_row_by_row_writer(tmp_path, corpus, doubles, 
     (tmp_path / "reference").mkdir()
     expected = _reference_scores(config, run, lambda source: tmp_path / "reference" / f"{source}.parquet")
     written = {info.name: score_stage.shard_scores_path(run, info.shards[0]).read_bytes() for info in source_infos(run)}
-    assert written == expected and len(expected) == 3
+    assert written == expected and len(expected) == 4
+    junk_scores = score_stage.shard_scores_path(run, next(i for i in source_infos(run) if i.name == "junk").shards[0])
+    assert pq_rows_quarantined(junk_scores) == 18
     quarantined = sum(pq_rows_quarantined(score_stage.shard_scores_path(run, i.shards[0])) for i in source_infos(run))
     assert quarantined > 0  # the corpus has broken lines: their rows are part of the comparison
 
