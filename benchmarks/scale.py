@@ -6,8 +6,9 @@
 For each size a corpus is built by resampling real text on this machine: slices of Python
 stdlib files (a `code` source) and slices of /usr/share/doc READMEs and changelogs (a `docs`
 source), with `demo-data/*.jsonl` records mixed in when that folder exists. Every size then runs
-in a fresh child process (so peak-RSS figures do not leak between sizes): ingest, then `score`
-with the local engine, timed separately.
+in a fresh child process (so peak-RSS figures do not leak between sizes): ingest, `score` with
+the local engine, then `select` (default selection settings), each timed separately. The corpus
+and run directory of a size are deleted once it is measured (about 2 GB each at 1M records).
 
 The student is the real static student (mira.students: model2vec features + ridge) trained on
 stand-in labels when the distilled static model is present (`--student auto`, the default);
@@ -147,8 +148,9 @@ def stand_in_labels(texts: list[str]) -> np.ndarray:
 
 
 class TimedStudent:
-    """A student whose predict calls are timed: each appends (rows, seconds) to a per-process file,
-    so the driver learns how much of the workers' time the student itself took."""
+    """A student whose predict calls are timed: each appends (rows, start, end) to a per-process
+    file, so the driver learns how much of the workers' time the student itself took, and when
+    each worker started and stopped predicting."""
 
     def __init__(self, inner: Any, log_dir: Path) -> None:
         self.inner = inner
@@ -156,11 +158,10 @@ class TimedStudent:
         self.log_dir = log_dir
 
     def predict(self, records: Any, texts: list[str]) -> np.ndarray:
-        started = time.perf_counter()
+        started = time.time()
         out = self.inner.predict(records, texts)
-        seconds = time.perf_counter() - started
         with open(self.log_dir / f"{os.getpid()}.tsv", "a", encoding="utf-8") as handle:
-            handle.write(f"{len(texts)}\t{seconds}\n")
+            handle.write(f"{len(texts)}\t{started}\t{time.time()}\n")
         return out
 
 
@@ -198,14 +199,19 @@ class BenchModels:
         return self._real().aggregate(*args)
 
 
-def student_seconds(log_dir: Path) -> tuple[int, float]:
-    """(rows predicted, seconds in predict) summed over every process that scored."""
-    rows, seconds = 0, 0.0
+def student_seconds(log_dir: Path, began: float, ended: float) -> dict[str, float]:
+    """Rows predicted and seconds in predict summed over every process that scored; and, averaged
+    over those processes, the seconds before their first predict (start-up: spawn, imports, model
+    load, first shard read) and after their last one (writing it, then idle while others finish)."""
+    rows, seconds, startup, tail = 0, 0.0, [], []
     for path in log_dir.glob("*.tsv"):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            n, s = line.split("\t")
-            rows, seconds = rows + int(n), seconds + float(s)
-    return rows, seconds
+        calls = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+        rows += sum(int(n) for n, _, _ in calls)
+        seconds += sum(float(end) - float(start) for _, start, end in calls)
+        startup.append(min(float(start) for _, start, _ in calls) - began)
+        tail.append(ended - max(float(end) for _, _, end in calls))
+    return {"rows": rows, "seconds": seconds, "startup_s": float(np.mean(startup)) if startup else 0.0,
+            "tail_s": float(np.mean(tail)) if tail else 0.0}
 
 
 def prepare_upstream(config: Any, run: Any, kind: str) -> None:
@@ -240,11 +246,13 @@ def prepare_upstream(config: Any, run: Any, kind: str) -> None:
 
 
 class WorkerPeakRss:
-    """Samples VmHWM of every descendant process (Linux /proc) until stopped; keeps the largest."""
+    """Samples VmHWM of every descendant process (Linux /proc) until stopped; keeps the largest.
+    Also samples the 1-minute load average: the machine is shared, and its load explains figures."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.peak_kb: dict[int, int] = {}
+        self.loads: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -272,10 +280,21 @@ class WorkerPeakRss:
                 out.extend(self._descendants(child))
         return out
 
+    @property
+    def mean_load(self) -> float:
+        return round(float(np.mean(self.loads)), 1) if self.loads else float("nan")
+
     def _loop(self) -> None:
+        # A spawned worker is forked before it execs Python: until then /proc shows *our* memory
+        # under its pid (the 1M run once reported a 355 MB ingest worker that way, against 88 MB
+        # sampled every 0.5 s over a 300k ingest). Such a child still has our command line: skip it.
+        own_command = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
         while not self._stop.is_set():
+            self.loads.append(os.getloadavg()[0])
             for pid in self._descendants(os.getpid()):
                 try:
+                    if Path(f"/proc/{pid}/cmdline").read_bytes() == own_command:
+                        continue
                     status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
@@ -292,7 +311,8 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
     from mira.engines import worker_count
     from mira.rundir import RunDir
-    from mira.stages.score import score_corpus
+    from mira.stage import StageContext
+    from mira.stages.score import fingerprint, score_corpus
 
     t0 = time.time()
     sources = build_corpus(root / f"data-{n}", n)
@@ -301,7 +321,8 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
                        ingest=IngestConfig(shard_records=5_000),
                        engine=EngineConfig(workers=workers, batch_size=batch_size))
     t0 = time.time()
-    api.run_one("ingest", config, force=True)
+    with WorkerPeakRss() as ingest_rss:
+        api.run_one("ingest", config, force=True)
     ingest_s = time.time() - t0
     run = RunDir(Path(config.run_dir))
     prepare_upstream(config, run, kind)
@@ -313,23 +334,41 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     models = BenchModels(kind, log_dir)
     rss_before_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.time()
-    with WorkerPeakRss() as workers_rss:
+    with WorkerPeakRss() as score_rss:
         counts = score_corpus(config, run, force=True, models=models)
-    score_s = time.time() - t0
+    score_end = time.time()
+    score_s = score_end - t0
+    # score_corpus is the stage's work without the stage wrapper (which cannot take bench models):
+    # mark it done as the wrapper would, so select runs for real on these scores.
+    run.mark_done("score", fingerprint(StageContext(config, run)))
+    t0 = time.time()
+    api.run_one("select", config, force=True)
+    select_s = time.time() - t0
     # Student-alone: the rate the same workers reach doing nothing but predict (their summed
     # predict time shared over the processes that scored). whole / student-alone is then the share
     # of the workers' time the student takes; 1.0 would mean reading and rendering cost nothing.
-    predicted, predict_s = student_seconds(log_dir)
+    student = student_seconds(log_dir, score_end - score_s, score_end)
     used = worker_count(config.engine, counts["shards"])
     whole = counts["records"] / score_s
-    alone = predicted / (predict_s / used) if predict_s else float("nan")
-    return {"records": counts["records"], "tokens": counts["tokens"], "shards": counts["shards"],
-            "build_s": round(built, 1), "ingest_s": round(ingest_s, 1), "score_s": round(score_s, 1),
-            "docs_per_s": round(whole, 1), "student_docs_per_s": round(alone, 1),
-            "ratio": round(whole / alone, 2), "score_processes": used,
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "driver_rss_before_score_mb": round(rss_before_score / 1024, 1),
-            "worker_peak_rss_mb": workers_rss.max_mb}
+    alone = student["rows"] / (student["seconds"] / used) if student["seconds"] else float("nan")
+    ingest_processes = worker_count(config.engine, counts["shards"])
+    result = {"records": counts["records"], "tokens": counts["tokens"], "shards": counts["shards"],
+              "build_s": round(built, 1), "ingest_s": round(ingest_s, 1), "score_s": round(score_s, 1),
+              "select_s": round(select_s, 1), "ingest_docs_per_s": round(n / ingest_s, 1),
+              "ingest_docs_per_s_core": round(n / ingest_s / ingest_processes, 1),
+              "docs_per_s": round(whole, 1), "docs_per_s_core": round(whole / used, 1),
+              "student_docs_per_s": round(alone, 1), "ratio": round(whole / alone, 2),
+              "select_docs_per_s": round(n / select_s, 1),  # select runs in the driver: one core
+              "startup_s": round(student["startup_s"], 1), "tail_s": round(student["tail_s"], 1),
+              "score_processes": used, "ingest_processes": ingest_processes,
+              "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              "driver_rss_before_score_mb": round(rss_before_score / 1024, 1),
+              "ingest_worker_peak_rss_mb": ingest_rss.max_mb, "worker_peak_rss_mb": score_rss.max_mb,
+              "load_ingest": ingest_rss.mean_load, "load_score": score_rss.mean_load}
+    # The corpus and run of a size are gigabytes at 1M; nothing reads them after this.
+    shutil.rmtree(root / f"data-{n}", ignore_errors=True)
+    shutil.rmtree(root / f"run-{n}", ignore_errors=True)
+    return result
 
 
 def main() -> None:
@@ -358,24 +397,33 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
     print(f"student: {kind}, workers: {args.workers}, batch size: {args.batch_size}, cpus: {os.cpu_count()}, "
           f"token counts from ingest: {not args.without_token_counts}")
-    print(f"{'records':>9} {'tokens':>12} {'shards':>6} {'ingest s':>9} {'score s':>8} {'docs/s':>8} "
-          f"{'student/s':>10} {'ratio':>6} {'driver MB':>10} {'worker MB':>10}")
+    print(f"{'records':>9} {'tokens':>12} {'ingest/s':>9} {'/core':>6} {'score/s':>8} {'/core':>6} "
+          f"{'student/s':>10} {'ratio':>6} {'startup':>8} {'tail':>5} {'select/s':>9} "
+          f"{'driver MB':>10} {'ingest wMB':>10} {'score wMB':>10} {'load':>9}")
     results = []
     for n in sizes:
         # A fresh process per size: getrusage peaks are per process, and nothing is shared between sizes.
         command = [sys.executable, __file__, "--child", str(n), "--workers", str(args.workers),
                    "--batch-size", str(args.batch_size), "--student", kind, "--root", str(root)]
         out = subprocess.run(command + (["--without-token-counts"] if args.without_token_counts else []),
-                             check=True, capture_output=True, text=True)
+                             capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"size {n} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"{r['records']:>9,} {r['tokens']:>12,} {r['shards']:>6} {r['ingest_s']:>9} {r['score_s']:>8} "
-              f"{r['docs_per_s']:>8} {r['student_docs_per_s']:>10} {r['ratio']:>6} {r['driver_peak_rss_mb']:>10} "
-              f"{r['worker_peak_rss_mb']:>10}", flush=True)
-    print("docs/s: whole-corpus scoring (read, render, student, mask, write); student/s: the same processes "
-          "predicting only (their summed predict time); ratio = docs/s / student/s (goal >= 0.8)")
+        print(f"{r['records']:>9,} {r['tokens']:>12,} {r['ingest_docs_per_s']:>9} {r['ingest_docs_per_s_core']:>6} "
+              f"{r['docs_per_s']:>8} {r['docs_per_s_core']:>6} {r['student_docs_per_s']:>10} {r['ratio']:>6} "
+              f"{r['startup_s']:>8} {r['tail_s']:>5} {r['select_docs_per_s']:>9} {r['driver_peak_rss_mb']:>10} "
+              f"{r['ingest_worker_peak_rss_mb']:>10} {r['worker_peak_rss_mb']:>10} "
+              f"{r['load_ingest']:>4}/{r['load_score']:<4}", flush=True)
+        print("  " + json.dumps(r), flush=True)
+    print("score/s: whole-corpus scoring (read, render, student, write), /core: per scoring process; "
+          "student/s: the same processes predicting only (their summed predict time); ratio = score/s / "
+          "student/s (goal >= 0.8); startup/tail: mean seconds of a scoring process before its first and after "
+          "its last predict; select/s: in the driver (one core); wMB: peak RSS of a worker; load: mean "
+          "1-minute load average during ingest/score (the machine's cores: " + str(os.cpu_count()) + ")")
     if len(results) > 1:
-        for key in ("worker_peak_rss_mb", "driver_peak_rss_mb"):
+        for key in ("worker_peak_rss_mb", "ingest_worker_peak_rss_mb", "driver_peak_rss_mb"):
             values = [r[key] for r in results]
             spread = (max(values) - min(values)) / min(values) if min(values) else float("nan")
             print(f"{key}: {min(values)}..{max(values)} MB, spread {spread:.0%} "

@@ -1,8 +1,10 @@
+from pathlib import PurePath
+
 import pytest
 
 from mira.config import SourceConfig
 from mira.io import RawItem
-from mira.records import RecordError, detect_format, make_record, render, window
+from mira.records import RecordError, detect_format, make_record, path_suffix, render, window
 from mira.tokens import get_tokenizer
 
 SRC = SourceConfig(name="s", path="x")
@@ -108,3 +110,24 @@ def test_window_bytes4_tokenizer():
     tok = get_tokenizer("bytes4")
     text, cut = window("abcd" * 1000, 100, tok, 3)
     assert cut and len(text) < 600
+
+
+@pytest.mark.parametrize("path", [
+    "a.py", "dir/b.PY", "x/y.tar.gz", ".bashrc", "dir/.hidden", "a.", "a..", "..", ".", "dir/.", "dir/..",
+    "a.py/", "a.py//", "a.py/.", "a/./b.rs", "//c.go", "", "/", "no_suffix", "d.ir/file", "名前.py", "a .py",
+    "a.py\x00.c", "C:\\x\\y.cpp", "a.b/c.", "...py", "x/.py", "dir\n/f.sh"])
+def test_path_suffix_is_pathlibs(path):
+    assert path_suffix(path) == PurePath(path).suffix
+
+
+@pytest.mark.parametrize("text, empty", [
+    (" \t\n\r\x0b\x0c", True), ("\u3000\u2028\u2029\x85\xa0", True), ("\x1c\x1d\x1e\x1f", True),
+    ("\u200b", False), ("\x00", False), (" x ", False)])
+def test_whitespace_only_text_is_empty_by_pythons_rule(text, empty):
+    # Every character str.strip() removes counts as blank; a zero-width space or a NUL is content.
+    for data, fmt in (({"text": text}, "text"), ({"question": text, "answer": text}, "qa")):
+        if empty:
+            with pytest.raises(RecordError, match="empty record"):
+                _record(data, fmt)
+        else:
+            assert _record(data, fmt).format == fmt

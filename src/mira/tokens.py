@@ -58,6 +58,32 @@ class Bytes4Tokenizer:
         return "".join(tokens)
 
 
+class LazyTokenizer:
+    """The tokenizer `name`, loaded on its first use.
+
+    Score takes token counts from ingest and tokenizes only the few records it must window, so
+    a worker often needs no tokenizer at all; loading cl100k's table costs ~0.5 s per process.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tokenizer: Tokenizer | None = None
+
+    def _loaded(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = get_tokenizer(self.name)
+        return self._tokenizer
+
+    def count(self, text: str) -> int:
+        return self._loaded().count(text)
+
+    def encode(self, text: str) -> Sequence[Any]:
+        return self._loaded().encode(text)
+
+    def decode(self, tokens: Sequence[Any]) -> str:
+        return self._loaded().decode(tokens)
+
+
 @lru_cache(maxsize=4)
 def get_tokenizer(name: str = "cl100k_base") -> Tokenizer:
     if name == "bytes4":

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from mira import api
-from mira.config import EngineConfig, RenderConfig
+from mira.config import EngineConfig, IngestConfig, RenderConfig
 from mira.corpus import Quarantined, iter_shard_records, source_infos
-from mira.records import full_text
+from mira.records import full_text, render
 from mira.shard_tokens import NOT_A_RECORD, tokens_path
 from mira.stages import score as score_stage
 from mira.tokens import TiktokenTokenizer, get_tokenizer
-from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
+from tests.engines.doubles import DoubleModels, HashStudent, build_corpus, make_config, prepare_run, tree_bytes
 
 MAX_TOKENS = 96
 
@@ -80,6 +80,74 @@ def test_reused_counts_give_byte_identical_scores(tmp_path, corpus, doubles, mon
     api.run_one("score", slow)
     fast_bytes = tree_bytes(tmp_path / "fast" / "scores")
     assert fast_bytes == tree_bytes(tmp_path / "slow" / "scores") and len(fast_bytes) > 3
+
+
+def _reference_scores(config, run, path_of) -> dict[str, bytes]:
+    """Every score file as the straightforward writer made it: each record rendered by counting,
+    one dict per row, a table from the rows (the code before score wrote columns in batches)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    models, out = DoubleModels(), {}
+    groups = models.source_to_group(run)
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    for info in source_infos(run):
+        group = groups.get(info.name)
+        student = models.load_student(run, group) if group is not None else HashStudent([])
+        rows = []
+        for item in iter_shard_records(config, config.source(info.name), info.shards[0], info.format):
+            if isinstance(item, Quarantined):
+                rows.append({"id": f"{info.name}/{item.locator}", "locator": item.locator, "source": info.name,
+                             "group": group, "tokens": 0, "quarantine": item.reason,
+                             **{a: float("nan") for a in student.anchors}})
+                continue
+            rendering = render(item, tokenizer, config.render.max_tokens, config.render.windows)
+            scores = np.asarray(student.predict([item], [rendering.text]), dtype=np.float64)[0].tolist()
+            rows.append({"id": item.id, "locator": item.locator, "source": info.name, "group": group,
+                         "tokens": rendering.tokens, "quarantine": None, **dict(zip(student.anchors, scores))})
+        table_schema = score_stage.schema(student.anchors)
+        path = path_of(info.name)
+        with pq.ParquetWriter(str(path), table_schema, compression="zstd") as writer:
+            for start in range(0, len(rows), score_stage.ROW_GROUP_ROWS):
+                part = rows[start:start + score_stage.ROW_GROUP_ROWS]
+                writer.write_table(pa.Table.from_pylist(part, schema=table_schema),
+                                   row_group_size=score_stage.ROW_GROUP_ROWS)
+        out[info.name] = path.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_scores_are_the_bytes_of_a_row_by_row_writer(tmp_path, corpus, doubles, monkeypatch, reuse):
+    # Row groups of 7 rows and batches of 5: groups straddle batches, quarantined rows fall inside
+    # both. One shard per source, so each source's file is compared whole.
+    monkeypatch.setattr(score_stage, "ROW_GROUP_ROWS", 7)
+    # A source with no usable record (no group, no anchor columns): every row is quarantined, and
+    # whole batches hold no record at all.
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("\n".join(['{"text": NaN}', "[1, 2]", "{broken", '{"text": "\\ud800 lone"}', "",
+                               '{"text": 42}', '{"text": "   "}', '"a string"', "null"] * 2) + "\n",
+                    encoding="utf-8")
+    sources = [*corpus, {"name": "junk", "path": str(junk), "format": "text"}]
+    config = make_config(sources, tmp_path / "run", render=RenderConfig(max_tokens=MAX_TOKENS),
+                         engine=EngineConfig(workers=1, batch_size=5), ingest=IngestConfig(shard_records=10_000))
+    run = prepare_run(config)
+    if not reuse:
+        _without_reuse(monkeypatch)
+    api.run_one("score", config)
+    (tmp_path / "reference").mkdir()
+    expected = _reference_scores(config, run, lambda source: tmp_path / "reference" / f"{source}.parquet")
+    written = {info.name: score_stage.shard_scores_path(run, info.shards[0]).read_bytes() for info in source_infos(run)}
+    assert written == expected and len(expected) == 4
+    junk_scores = score_stage.shard_scores_path(run, next(i for i in source_infos(run) if i.name == "junk").shards[0])
+    assert pq_rows_quarantined(junk_scores) == 18
+    quarantined = sum(pq_rows_quarantined(score_stage.shard_scores_path(run, i.shards[0])) for i in source_infos(run))
+    assert quarantined > 0  # the corpus has broken lines: their rows are part of the comparison
+
+
+def pq_rows_quarantined(path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(q is not None for q in pq.read_table(path, columns=["quarantine"]).column(0).to_pylist())
 
 
 def _counted_texts(monkeypatch):

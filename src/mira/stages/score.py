@@ -288,26 +288,26 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
 
     `group` is None only for a source without a usable record (every row is quarantined).
     """
-    from mira.tokens import get_tokenizer
+    from mira.tokens import LazyTokenizer
 
     run = RunDir(Path(run_dir))
     models = models or StageModels()
     stage_fp = stage_fp or fingerprint(StageContext(config, run))
     loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [])
-    tokenizer = get_tokenizer(config.tokenizer.name)
+    tokenizer = LazyTokenizer(config.tokenizer.name)
     out = shard_scores_path(run, shard)
     # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
     # (A run dir without an ingest marker, e.g. the DataMan baseline's mini run, counts as before.)
     ingest_fp = run.stage_fingerprint("ingest")
     known = None if ingest_fp is None else read_shard_tokens(run, shard, ingest_fingerprint=ingest_fp,
                                                              tokenizer=tokenizer.name, render=render_settings(config))
-    counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, known)
+    counts, digest = _write_scores(config, shard, fmt, group, loaded, tokenizer, out, known)
     if known is not None and digest != known.input_digest:
         # The bytes changed since ingest counted them: its counts may belong to other records.
         # Score again, counting, so the output is what it would have been without the reuse.
         log.warning("source %s shard %s changed since ingest; scoring it again without ingest's token counts "
                     "(rerun `mira ingest`)", shard.source, shard.name)
-        counts, digest = _write_scores(config, shard, fmt, group, loaded, models, tokenizer, out, None)
+        counts, digest = _write_scores(config, shard, fmt, group, loaded, tokenizer, out, None)
     marker = {"fingerprint": stage_fp, "source": shard.source, "shard": shard.name, "group": group,
               "anchors": loaded.anchors, "input_digest": digest, **counts}
     SCORES_DONE.save(run, marker, source=shard.source, shard=shard.name)
@@ -315,31 +315,29 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
 
 
 def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, loaded: _Loaded,
-                  models: StageModels, tokenizer: Any, out: Path,
-                  known: ShardTokens | None) -> tuple[dict[str, int], str]:
+                  tokenizer: Any, out: Path, known: ShardTokens | None) -> tuple[dict[str, int], str]:
     """Score the shard into `out` (atomically); return the counts and the input bytes' digest."""
     import pyarrow.parquet as pq
 
     source_cfg = config.source(shard.source)
+    table_schema = schema(loaded.anchors)
     counts = {"records": 0, "scored": 0, "quarantined": 0, "tokens": 0}
     with atomic_path(out) as tmp:
-        buffer = _RowBuffer(pq.ParquetWriter(str(tmp), schema(loaded.anchors), compression="zstd"),
-                            schema(loaded.anchors))
+        buffer = _ColumnBuffer(pq.ParquetWriter(str(tmp), table_schema, compression="zstd"), table_schema,
+                               shard.source, group)
         # The input's fingerprint, so select can tell an input edited since scoring (same size and
         # mtime or not) from the one these scores belong to.
         digest = shard_digest()
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
             reused = _known(known, counts["records"], len(batch))
-            rows = _score_batch(batch, loaded, models, config, tokenizer, group, shard.source, reused)
-            for row in rows:
-                counts["records"] += 1
-                counts["tokens"] += row["tokens"]
-                if row["quarantine"] is not None:
-                    counts["quarantined"] += 1
-                else:
-                    counts["scored"] += 1
-            buffer.extend(rows)
+            tokens, scores = _score_batch(batch, loaded, config, tokenizer, group, shard.source, reused)
+            quarantined = sum(1 for item in batch if isinstance(item, Quarantined))
+            counts["records"] += len(batch)
+            counts["quarantined"] += quarantined
+            counts["scored"] += len(batch) - quarantined
+            counts["tokens"] += sum(tokens)
+            buffer.extend(batch, tokens, scores)
         buffer.close()
     return counts, digest.hexdigest()
 
@@ -366,64 +364,75 @@ def _batches(items: Iterator[Record | Quarantined], size: int) -> Iterator[list[
         yield batch
 
 
-def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, models: StageModels, config: RunConfig,
-                 tokenizer: Any, group: str | None, source: str,
-                 known: list[tuple[int | None, Any]] | None = None) -> list[dict[str, Any]]:
-    records = [item for item in batch if isinstance(item, Record)]
-    n_anchors = len(loaded.anchors)
-    if records and group is None:
+def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, config: RunConfig, tokenizer: Any,
+                 group: str | None, source: str,
+                 known: list[tuple[int | None, Any]]) -> tuple[list[int], np.ndarray]:
+    """(tokens, per-anchor scores) of every item of the batch: 0 and NaN for a quarantined one."""
+    positions = [i for i, item in enumerate(batch) if isinstance(item, Record)]
+    tokens = [0] * len(batch)
+    scores = np.full((len(batch), len(loaded.anchors)), np.nan)
+    if positions and group is None:
         raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
-    if records:
-        reused = [k for item, k in zip(batch, known or [(None, None)] * len(batch), strict=True)
-                  if isinstance(item, Record)]
-        renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=t, window_bytes=w)
-                      for r, (t, w) in zip(records, reused, strict=True)]
-        per_anchor = (np.zeros((len(records), 0)) if loaded.student is None  # a group without a rubric
-                      else np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64))
-        if per_anchor.shape != (len(records), n_anchors):
-            raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
-                               f"expected {(len(records), n_anchors)}")
-    rows: list[dict[str, Any]] = []
-    position = 0
-    for item in batch:
-        if isinstance(item, Quarantined):
-            rows.append({"id": f"{source}/{item.locator}", "locator": item.locator, "source": source, "group": group,
-                         "tokens": 0, "anchors": [float("nan")] * n_anchors,
-                         "quarantine": item.reason})
-            continue
-        rows.append({"id": item.id, "locator": item.locator, "source": source, "group": group,
-                     "tokens": int(renderings[position].tokens),
-                     "anchors": per_anchor[position].tolist(), "quarantine": None})
-        position += 1
-    return rows
+    if not positions:
+        return tokens, scores
+    records: list[Record] = [batch[i] for i in positions]  # type: ignore[misc]
+    renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=known[i][0],
+                         window_bytes=known[i][1]) for r, i in zip(records, positions, strict=True)]
+    per_anchor = (np.zeros((len(records), 0)) if loaded.student is None  # a group without a rubric
+                  else np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64))
+    if per_anchor.shape != (len(records), len(loaded.anchors)):
+        raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
+                           f"expected {(len(records), len(loaded.anchors))}")
+    scores[positions] = per_anchor
+    for i, rendering in zip(positions, renderings, strict=True):
+        tokens[i] = int(rendering.tokens)
+    return tokens, scores
 
 
-class _RowBuffer:
-    """Collects rows and writes them in row groups of exactly ROW_GROUP_ROWS (the last one shorter)."""
+class _ColumnBuffer:
+    """Collects the columns of scored batches and writes them in row groups of exactly
+    ROW_GROUP_ROWS rows (the last one shorter). Columns, not per-row dicts: whole-corpus scoring
+    writes every record of the corpus, and building a dict per row cost more than the write."""
 
-    def __init__(self, writer: Any, table_schema: Any) -> None:
+    def __init__(self, writer: Any, table_schema: Any, source: str, group: str | None) -> None:
         self.writer = writer
         self.schema = table_schema
         self.anchors = [f.name for f in table_schema][len(BASE_COLUMNS):-1]
-        self.rows: list[dict[str, Any]] = []
+        self.source, self.group = source, group
+        self.ids: list[str] = []
+        self.locators: list[str] = []
+        self.quarantine: list[str | None] = []
+        self.tokens: list[int] = []
+        self.scores: list[np.ndarray] = []  # (rows, anchors) blocks, in order
 
-    def extend(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
-        while len(self.rows) >= ROW_GROUP_ROWS:
-            self._write(self.rows[:ROW_GROUP_ROWS])
-            self.rows = self.rows[ROW_GROUP_ROWS:]
+    def extend(self, batch: list[Record | Quarantined], tokens: list[int], scores: np.ndarray) -> None:
+        for item in batch:
+            if isinstance(item, Quarantined):
+                self.ids.append(f"{self.source}/{item.locator}")
+                self.quarantine.append(item.reason)
+            else:
+                self.ids.append(item.id)
+                self.quarantine.append(None)
+            self.locators.append(item.locator)
+        self.tokens.extend(tokens)
+        self.scores.append(scores)
+        while len(self.ids) >= ROW_GROUP_ROWS:
+            self._write(ROW_GROUP_ROWS)
 
     def close(self) -> None:
-        if self.rows:
-            self._write(self.rows)
-            self.rows = []
+        if self.ids:
+            self._write(len(self.ids))
         self.writer.close()
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, n: int) -> None:
         import pyarrow as pa
 
-        columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in BASE_COLUMNS}
+        scores = np.concatenate(self.scores) if len(self.scores) > 1 else self.scores[0]
+        columns: dict[str, Any] = {"id": self.ids[:n], "locator": self.locators[:n], "source": [self.source] * n,
+                                   "group": [self.group] * n, "tokens": self.tokens[:n]}
         for i, anchor in enumerate(self.anchors):
-            columns[anchor] = [row["anchors"][i] for row in rows]
-        columns["quarantine"] = [row["quarantine"] for row in rows]
+            columns[anchor] = np.ascontiguousarray(scores[:n, i])
+        columns["quarantine"] = self.quarantine[:n]
         self.writer.write_table(pa.table(columns, schema=self.schema), row_group_size=ROW_GROUP_ROWS)
+        del self.ids[:n], self.locators[:n], self.quarantine[:n], self.tokens[:n]
+        self.scores = [scores[n:]]
