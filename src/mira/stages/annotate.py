@@ -53,6 +53,13 @@ TOKENS_PER_SCORE = 12
 TOKENS_PER_FLAT_SCORE = 10
 
 
+def protocol_prompt(config: RunConfig) -> Any:
+    """The prompt file of ``annotation.protocol`` (``annotate_v3`` -> prompts/annotate_v3.md)."""
+    from mira.teacher import load_prompt
+
+    return load_prompt(PROMPT, int(config.annotation.protocol.rsplit("_v", 1)[1]))
+
+
 def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
     return run.path("labels", f"{group}.consistency.parquet" if consistency else f"{group}.parquet")
 
@@ -264,10 +271,9 @@ def _group_infos(infos: dict[str, SourceInfo], sources: list[str]) -> list[Sourc
 
 def fingerprint(ctx: StageContext) -> str:
     from mira.rubric import rubric_fingerprint
-    from mira.teacher import load_prompt
     from mira.teacher.identity import teacher_identity
 
-    prompt = load_prompt(PROMPT)
+    prompt = protocol_prompt(ctx.config)
     # What annotate reads from discover is the rubric files, so their content hash stands for
     # discover (not its fingerprint): a discover rerun that writes the same rubrics (replayed from
     # the cache, or under settings that do not change them) leaves the labels done.
@@ -287,14 +293,14 @@ def _load_anchors(run: RunDir, group: str) -> list[Any] | None:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from mira.groups import load_groups
-    from mira.teacher import load_prompt, open_teacher
+    from mira.teacher import open_teacher
     from mira.tokens import get_tokenizer
 
     config, run_dir, cfg = ctx.config, ctx.run, ctx.config.annotation
     groups = load_groups(run_dir)
     infos = {info.name: info for info in source_infos(run_dir)}
     tokenizer = get_tokenizer(config.tokenizer.name)
-    prompt = load_prompt(PROMPT)
+    prompt = protocol_prompt(config)
     counts: dict[str, Any] = {"groups": 0, "labels": 0, "failed": 0, "consistency": 0, "requests": 0}
     incomplete: list[str] = []
     all_results: list[Any] = []
@@ -317,24 +323,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 continue
             renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
             rendered = dict(zip((r.key for r in records), renderings, strict=True))
-            requests = [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars, r.key)
-                        for r in records]
             again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
-            # One shuffled order per group, not per record: every anchor still moves, and the
-            # re-scoring requests share their prefix, so the server's prompt cache serves it.
-            orders = [shuffled(anchors, cfg.seed, group.id)] * len(again)
-            requests += [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
-                                       f"{r.key} (consistency)") for r, order in zip(again, orders, strict=True)]
+            labels = _label_plan(config, prompt, anchors, group.id, records, again, rendered)
+            requests, positions = schedule([reqs for _, _, reqs in labels], config.teacher.concurrency)
             results = teacher.run(requests)
             counts["requests"] += len(requests)
             if any(r.error == "budget" for r in results):
                 incomplete.append(group.id)
                 continue
-            first, second = results[:len(records)], results[len(records):]
             all_results += results
-            rows = [label_row(r, rendered[r.key], ids, ids, res) for r, res in zip(records, first, strict=True)]
-            again_rows = [label_row(r, rendered[r.key], ids, [a.id for a in order], res)
-                          for r, order, res in zip(again, orders, second, strict=True)]
+            label_rows = [_row(prompt, r, rendered[r.key], ids, order, [results[i] for i in pos])
+                          for (r, order, _), pos in zip(labels, positions, strict=True)]
+            rows, again_rows = label_rows[:len(records)], label_rows[len(records):]
             write_labels(labels_path(run_dir, group.id), rows, ids)
             write_labels(labels_path(run_dir, group.id, consistency=True), again_rows, ids)
             failed = sum(not row["ok"] for row in rows)
@@ -359,6 +359,60 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return counts
 
 
+def _label_plan(config: RunConfig, prompt: Any, anchors: list[Any], group: str, records: list[Record],
+                again: list[Record], rendered: dict[str, Rendering]) -> list[tuple[Record, list[Any], list[Any]]]:
+    """(record, anchor order, its requests) per label: the sample, then the re-scored records."""
+    from mira.stages import annotate_v3
+
+    cfg = config.annotation
+    if prompt.version >= 3:
+        def v3(r: Record, variant: bool) -> tuple[Record, list[Any], list[Any]]:
+            tag = f"{r.key} (consistency)" if variant else r.key
+            return r, anchors, annotate_v3.build_requests(prompt, anchors, r, rendered[r.key], tag, variant, None,
+                                                          KIND.get(r.format, "a record"), PART)
+        # The re-scoring is the equivalent variant (guides listed HIGH -> LOW), see annotate_v3.
+        return [v3(r, False) for r in records] + [v3(r, True) for r in again]
+    # One shuffled order per group, not per record: every anchor still moves, and the re-scoring
+    # requests share their prefix, so the server's prompt cache serves it.
+    order = shuffled(anchors, cfg.seed, group)
+    return ([(r, anchors, [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
+                                         r.key)]) for r in records]
+            + [(r, order, [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
+                                         f"{r.key} (consistency)")]) for r in again])
+
+
+def schedule(per_label: list[list[Any]], width: int) -> tuple[list[Any], list[list[int]]]:
+    """Requests in sending order and, per label, the positions of its requests.
+
+    Labels are taken `width` (the teacher's concurrency, = the local server's slots) at a time and
+    their requests interleaved, so the requests in flight belong to different labels. A label of
+    several requests (annotate_v3) is pinned to one slot: the slot's prompt cache then holds its
+    record, and each further request processes only its question.
+    """
+    width = max(1, width)
+    flat: list[Any] = []
+    positions: list[list[int]] = [[] for _ in per_label]
+    for start in range(0, len(per_label), width):
+        chunk = range(start, min(start + width, len(per_label)))
+        for step in range(max(len(per_label[i]) for i in chunk)):
+            for i in chunk:
+                if step < len(per_label[i]):
+                    if len(per_label[i]) > 1:
+                        per_label[i][step].slot = i - start
+                    positions[i].append(len(flat))
+                    flat.append(per_label[i][step])
+    return flat, positions
+
+
+def _row(prompt: Any, record: Record, rendering: Rendering, ids: list[str], order: list[Any],
+         results: list[Any]) -> dict[str, Any]:
+    if prompt.version >= 3:
+        from mira.stages import annotate_v3
+
+        return annotate_v3.label_row(record, rendering, ids, results)
+    return label_row(record, rendering, ids, [a.id for a in order], results[0])
+
+
 def _min_label_rows() -> int:
     from mira.stages.distill import MIN_LABEL_ROWS
 
@@ -367,7 +421,6 @@ def _min_label_rows() -> int:
 
 def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     """Requests and a token/time estimate, from the inventory and rubrics (no corpus pass)."""
-    from mira.teacher import load_prompt
     from mira.teacher.usage import CHARS_PER_TOKEN, MODEL_SPEEDS
 
     cfg = config.annotation
@@ -379,7 +432,8 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     groups = load_groups(run_dir)
     infos = {info.name: info for info in source_infos(run_dir)}
     lines, total_requests, total_prompt, total_completion = [], 0, 0, 0
-    flat = flat_protocol(load_prompt(PROMPT), cfg.rationales)
+    prompt = protocol_prompt(config)
+    flat = flat_protocol(prompt, cfg.rationales)
     for group in groups.groups:
         try:
             anchors = _load_anchors(run_dir, group.id)
@@ -392,12 +446,20 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
         members = _group_infos(infos, group.sources)
         available = sum(i.ok for i in members)
         n = min(cfg.records_per_group, available)
-        requests = n + min(cfg.self_consistency_records, n)
+        labels = n + min(cfg.self_consistency_records, n)
         mean_tokens = (sum(i.tokens for i in members) / available) if available else 0
         record_tokens = min(mean_tokens, config.render.max_tokens)
-        cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
-        total_prompt += int(requests * (record_tokens + cards + 250))
-        total_completion += requests * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
+        if prompt.version >= 3:  # cards cached per group and slot; the record once; a question per anchor
+            from mira.stages import annotate_v3
+
+            requests = labels * len(anchors)
+            total_prompt += int(labels * (record_tokens + 60 + annotate_v3.prompt_overhead_tokens(len(anchors))))
+            total_completion += labels * annotate_v3.output_tokens(len(anchors))
+        else:
+            requests = labels
+            cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
+            total_prompt += int(labels * (record_tokens + cards + 250))
+            total_completion += labels * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
         total_requests += requests
         lines.append(f"{group.id}: {n} records x {len(anchors)} anchors, {requests} requests")
         short = short_sources(config, members)
