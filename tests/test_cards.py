@@ -6,8 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from mira.cards import (card_problem, guide_similarity, identical_guides, reversed_scale, single_record_content,
-                        surface_measure)
+from mira.cards import (
+    card_problem,
+    guide_similarity,
+    identical_guides,
+    reversed_scale,
+    single_record_content,
+    surface_measure,
+)
 
 
 def card(name: str, definition: str, low: str, mid: str, high: str) -> SimpleNamespace:

@@ -157,7 +157,8 @@ def test_v3_budget_stop_is_incomplete_and_the_rerun_pays_no_request_twice(mixed_
 def test_v3_bare_tens_split_into_digits_get_exact_expectations_or_say_fallback(mixed_config):
     def split(body: dict) -> Reply:
         _, anchor = _asked(body)
-        sampled, probs = {"a00": (7, {7: 0.55, 10: 0.45}), "a01": (10, {10: 0.8, 9: 0.2})}.get(anchor, (3, {3: 0.5, 4: 0.5}))
+        answers = {"a00": (7, {7: 0.55, 10: 0.45}), "a01": (10, {10: 0.8, 9: 0.2})}
+        sampled, probs = answers.get(anchor, (3, {3: 0.5, 4: 0.5}))
         return Reply(str(sampled), score_probs=[probs], split_digits=True, score_key=BARE)
 
     with ScriptedServer(split) as server:
