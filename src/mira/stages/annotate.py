@@ -1,16 +1,20 @@
 """Annotate (phase 2): the teacher scores a sample of each group on every anchor of its rubric.
 
 Per group, a sample stratified by source is rendered (start/middle/end windows, the same text the
-students will see) and scored in ONE request per record: a JSON object with one entry per anchor
-id, each a 0-10 score (an ``enum``, validated again). With ``annotation.rationales`` on, each entry
-is ``{"why", "score"}`` (a short reason first); off, the answer is flat, ``{"a00": 7, "a01": 5}``
-(prompt ``annotate_v2``; the cheapest answer). The training target is the probability-weighted
-expected score where the server returns logprobs, else the sampled integer. ``<anchor>__target_kind`` says which.
+students will see) and scored on every anchor, as ``annotation.protocol`` says. ``annotate_v3``
+(the default, :mod:`mira.stages.annotate_v3`) asks one anchor per request and gets a bare 0-10
+integer; the requests of a record share their prompt up to the question and run on one server slot.
+``annotate_v1``/``annotate_v2`` ask ONE request per record: a JSON object with one entry per anchor
+id, each a 0-10 score (an ``enum``, validated again); with ``annotation.rationales`` on, each entry
+is ``{"why", "score"}`` (a short reason first), off, the answer is flat, ``{"a00": 7, "a01": 5}``
+(v2). The training target is the probability-weighted expected score where the server returns
+logprobs, else the sampled integer. ``<anchor>__target_kind`` says which.
 
-A few records are scored a second time with the anchor cards in a shuffled order (a different
+A few records are scored a second time with an equivalent variant of the prompt (a different
 request, so not a cache hit): the agreement between the two scorings is the teacher's
-self-consistency, the ceiling a student can be held to. The shuffled order is one per group, so
-these requests share their prompt prefix in the server's cache like the first scorings do.
+self-consistency, the ceiling a student can be held to. v1/v2 shuffle the anchor cards (one order
+per group, so the re-scorings share their prompt prefix in the server's cache); v3 lists every
+card's guides and the scale from HIGH to LOW.
 
 Outputs ``labels/<group>.parquet`` and ``labels/<group>.consistency.parquet`` (columns in
 docs/architecture.md). Failed requests are rows with ``ok = false``; a teacher budget stop raises
