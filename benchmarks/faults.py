@@ -62,7 +62,8 @@ def _corpus(root: Path, n: int) -> Any:
     return RunConfig.model_validate({
         "name": "faults", "run_dir": str(root / "template"), "tokenizer": {"name": "bytes4"},
         "sources": [{"name": s, "path": str(root / f"{s}.jsonl")} for s in ("alpha", "beta")],
-        "annotation": AnnotationConfig(records_per_group=n, self_consistency_records=4).model_dump()})
+        "annotation": AnnotationConfig(protocol="annotate_v2", records_per_group=n,
+                                       self_consistency_records=4).model_dump()})
 
 
 def _template(config: Any) -> Path:

@@ -1,32 +1,52 @@
-"""Annotate protocols on real demo records: annotate_v1 (today) vs annotate_v2 (flat scores, calibrated scale).
+"""Annotate protocols on real demo records: annotate_v1 vs annotate_v2 vs annotate_v3 (the default).
 
-On the same records of two demo groups, each record is scored twice per protocol: once with the
-anchors in rubric order and once shuffled (v1: a new order per record, as annotate_v1 did; v2: one
-order per group, so the re-scoring prefix is cached as well). Requests go one at a time to the
-bundled llama.cpp server in blocks of records per (group, protocol), originals then re-scorings as
-the annotate stage sends them; protocols alternate which goes first so outside load hits both alike.
-Printed per protocol:
+v1: every anchor of a record in one JSON answer with a score object per anchor; v2: the same, flat
+scores and a calibrated scale; v3: one anchor per request (the group's cards, the record, then a
+question naming one anchor), answered with one bare integer read as an exact logprob expectation.
 
-- seconds per label (one label = one record scored on every anchor; wall time of the request),
-- prompt tokens the server actually processed per request (`timings.prompt_n`) next to the tokens it
+On the same records of two demo groups, each record is scored twice per protocol. The second
+scoring is an equivalent variant, never the identical prompt (identical prompts give identical
+logprobs): v1 shuffles the anchor order per record (as annotate_v1 did), v2 once per group (so the
+re-scoring prefix is cached as well), and v3 lists every card's guides and the scale's bands from
+HIGH to LOW instead of LOW to HIGH, the numbers meaning the same things. Requests go one at a time
+to the bundled llama.cpp server in blocks of records per (group, protocol), originals then
+re-scorings as the annotate stage sends them (v3's three requests of a record on one slot); each
+protocol goes first in turn so outside load hits all alike. Printed per protocol:
+
+- seconds per label (one label = one record scored on every anchor: the wall time of its one
+  request, or the sum of v3's three), and the server's own compute time (`timings`),
+- prompt tokens the server actually processed per label (`timings.prompt_n`) next to the tokens it
   took from its prompt cache (`timings.cache_n`), and output tokens,
 - label spread: std of the training target per anchor, share of the modal sampled score,
-- teacher self-consistency: Spearman between the two scorings, per anchor, averaged.
+- teacher self-consistency: Spearman between the two scorings per anchor, averaged (on the
+  expectations, and on the sampled integers), their mean absolute difference, and the share of
+  targets that are expectations (not sampled fallbacks).
 
-The anchors are fixed here (three per group, like the 20-minute demo's rubric) so both protocols see
+The anchors are fixed here (three per group, like the 20-minute demo's rubric) so all protocols see
 the same cards and discover's randomness stays out. Real-model runs take both CPU cores:
 
     PYTHONPATH=src .venv/bin/python benchmarks/labels.py --records 12 [--max-minutes 25] [--data demo-data]
+        [--protocols v1 v2 v3] [--own-server --threads 1] [--json out.json]
 
 `--max-minutes` stops before the next block and reports on the records done (sizes printed).
+`--own-server` starts a server for this run alone instead of sharing a running one's slots and
+prompt cache (another run's requests would queue in front of ours); `--threads 1` there, because
+under outside load llama.cpp's two threads spin-wait on each other (a v1 request took > 4 minutes).
 
-Measured 2026-11-27 on the shared 2-core machine under outside load (load average ~11; the server's
-scheduling group was given priority, so the figures are ~1.5x idle), two runs pooled with
-`--summarize` (`--records 4 --seed 0` and `--records 8 --seed 1`): 2 groups x 12 records, v1 -> v2:
-seconds/label 22.2 -> 17.9, prompt tokens processed 415 -> 357 (cached 380 -> 437), output tokens
-43 -> 34, label std 0.23 -> 0.21, modal share 0.85 -> 0.86, self-consistency Spearman 0.39 -> 0.15
-(expectations; 0.15 -> 0.00 on sampled scores). The teacher answered the same score on every
-anchor for nearly every record in both protocols; its expectations vary mostly with position.
+Measured 2026-11-27 on the shared 2-core machine under heavy outside load (load average ~10, our
+server at nice 5 with 1 thread, so seconds are ~5x idle; compare them only within a run):
+run 1, `--records 6 --block 3 --max-minutes 22 --own-server --threads 1`, stopped by the budget
+after 3 code records (scored twice by each protocol), v1 -> v2 -> v3: seconds/label 92.8 -> 76.3 ->
+53.5 (v3 0.58x v1, 0.70x v2), prompt tokens processed 546 -> 521 -> 587 (cached 314 -> 339 ->
+1958; v3 processes the record once and ~45 tokens per anchor), output tokens 43 -> 34 -> 6.
+Run 2, `--protocols v3 --records 10 --block 5 --seed 1 --max-minutes 27 --own-server --threads 1`,
+2 groups x 10 records scored twice: self-consistency Spearman 0.78 on the expectations (0.10 on the
+sampled integers; mean |difference| 0.78 points: listing the guides HIGH first moves the scores),
+label std 0.14, modal share 0.83, 99% of targets expectations, 36.7 s/label (443 prompt tokens
+processed, 1908 cached, 6 output). For v1 and v2 on more records see the earlier 24-record run:
+self-consistency 0.39 and 0.15, label std 0.23 and 0.21, modal share 0.85 and 0.86. The 1.5B
+teacher still samples the same integer on most anchors of a record; its expectations carry the
+ranking, and in v3 each is the first token of its own answer, so no anchor copies another.
 """
 
 from __future__ import annotations
@@ -92,7 +112,8 @@ def _ask(http: Any, client: Any, url: str, request: Any) -> dict[str, Any]:
     from mira.teacher.scores import expected_scores
     from mira.teacher.teacher import parse_answer
 
-    body = client.body(request.messages, request.json_schema(), "Annotation", request.max_tokens, 0.0, 0, True, True)
+    body = client.body(request.messages, request.json_schema(), "Annotation", request.max_tokens, 0.0, 0, True, True,
+                       request.slot)
     started = time.monotonic()
     reply = http.post(url + "/chat/completions", json=body, timeout=900).json()
     seconds = time.monotonic() - started
@@ -101,9 +122,21 @@ def _ask(http: Any, client: Any, url: str, request: Any) -> dict[str, Any]:
     value, error = parse_answer(content, request.schema, choice.get("finish_reason"))
     scores = expected_scores(content, choice.get("logprobs"), request.score_key) if error is None else None
     timings = reply.get("timings") or {}
+    # The server's own compute time (prompt + generation), without waiting for a slot.
+    server_s = ((timings.get("prompt_ms") or 0) + (timings.get("predicted_ms") or 0)) / 1000
     return {"result": TeacherResult(error is None, value, error, False, scores, {}, content),
-            "seconds": seconds, "prompt_n": timings.get("prompt_n"), "cache_n": timings.get("cache_n"),
-            "completion": (reply.get("usage") or {}).get("completion_tokens")}
+            "seconds": seconds, "server_s": server_s, "prompt_n": timings.get("prompt_n"),
+            "cache_n": timings.get("cache_n"), "completion": (reply.get("usage") or {}).get("completion_tokens")}
+
+
+def _ask_all(http: Any, client: Any, url: str, requests: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """One label's requests (one for v1/v2, one per anchor for v3) in order; their costs summed."""
+    calls = [_ask(http, client, url, r) for r in requests]
+    total = {"seconds": sum(c["seconds"] for c in calls), "server_s": sum(c["server_s"] for c in calls),
+             "requests": len(calls)}
+    for key in ("prompt_n", "cache_n", "completion"):
+        total[key] = sum(c[key] or 0 for c in calls)
+    return total, [c["result"] for c in calls]
 
 
 def _spearman(a: list[float], b: list[float]) -> float | None:
@@ -119,16 +152,18 @@ def summarize(rows: dict[str, dict[str, list[dict[str, Any]]]], ids: dict[str, l
     out: dict[str, Any] = {}
     for proto, by_group in rows.items():
         calls = [c for g in by_group.values() for pair in g for c in pair["calls"]]
-        stds, modal, rhos, rhos_sampled = [], [], [], []
+        stds, modal, rhos, rhos_sampled, kinds, maes = [], [], [], [], [], []
         for group, pairs in by_group.items():
             ok = [p for p in pairs if p["first"]["ok"] and p["second"]["ok"]]
             for aid in ids[group]:
                 first = [p["first"][aid] for p in ok]
                 second = [p["second"][aid] for p in ok]
                 sampled = [p["first"][f"{aid}__sampled"] for p in ok]
+                kinds += [p[w][f"{aid}__target_kind"] == "expected" for p in ok for w in ("first", "second")]
                 if len(first) >= 2:
                     stds.append(statistics.pstdev(first))
                     modal.append(Counter(sampled).most_common(1)[0][1] / len(sampled))
+                maes += [abs(a - b) for a, b in zip(first, second, strict=True)]
                 rho = _spearman(first, second)
                 rhos.append(0.0 if rho is None else rho)  # a constant anchor agrees on nothing
                 rho_s = _spearman(sampled, [p["second"][f"{aid}__sampled"] for p in ok])
@@ -143,6 +178,8 @@ def summarize(rows: dict[str, dict[str, list[dict[str, Any]]]], ids: dict[str, l
             "failed": sum(not c["ok"] for c in calls),
             "s_per_label": statistics.mean(c["seconds"] for c in calls) if calls else None,
             "s_per_label_first": statistics.mean(c["seconds"] for c in first_calls) if first_calls else None,
+            "server_s_per_label": statistics.mean(c.get("server_s", 0) for c in calls) if calls else None,
+            "requests_per_label": statistics.mean(c.get("requests", 1) for c in calls) if calls else None,
             "prompt_processed": statistics.mean(c["prompt_n"] or 0 for c in calls) if calls else None,
             "prompt_cached": statistics.mean(c["cache_n"] or 0 for c in calls) if calls else None,
             "output_tokens": statistics.mean(c["completion"] or 0 for c in calls) if calls else None,
@@ -150,6 +187,8 @@ def summarize(rows: dict[str, dict[str, list[dict[str, Any]]]], ids: dict[str, l
             "modal_share": statistics.mean(modal) if modal else None,
             "self_consistency": statistics.mean(rhos) if rhos else None,
             "self_consistency_sampled": statistics.mean(rhos_sampled) if rhos_sampled else None,
+            "self_consistency_mae": statistics.mean(maes) if maes else None,
+            "expected_share": statistics.mean(kinds) if kinds else None,
         }
     return out
 
@@ -161,6 +200,11 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=25.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw rows and summary here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocols", nargs="+", default=["v1", "v2", "v3"], choices=["v1", "v2", "v3"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="with --own-server: llama.cpp threads (1 avoids spin-waiting under outside load)")
+    parser.add_argument("--own-server", action="store_true",
+                        help="start a server of our own instead of sharing a running one (its slots and prompt cache)")
     parser.add_argument("--block", type=int, default=4, help="records per (group, protocol) block")
     parser.add_argument("--summarize", type=Path, nargs="+", default=None,
                         help="print the table of saved --json runs (pooled, e.g. runs with different --seed)")
@@ -172,7 +216,7 @@ def main() -> None:
                 for group, pairs in by_group.items():
                     rows.setdefault(proto, {}).setdefault(group, []).extend(pairs)
         ids = {g: [a.id for a in ANCHORS[g]] for g in GROUPS}
-        print(f"records per group done: { {g: len(rows['v1'][g]) for g in GROUPS} } "
+        print(f"records per group done: { {p: {g: len(by[g]) for g in by} for p, by in rows.items()} } "
               f"(from {', '.join(map(str, args.summarize))})")
         _table(summarize(rows, ids))
         return
@@ -182,7 +226,7 @@ def main() -> None:
     from mira.api import build_demo_data
     from mira.config import TeacherConfig
     from mira.records import render
-    from mira.stages import annotate
+    from mira.stages import annotate, annotate_v3
     from mira.teacher import load_prompt
     from mira.teacher.client import ChatClient
     from mira.teacher.local import local_server
@@ -195,12 +239,15 @@ def main() -> None:
             build_demo_data(data)
         config, records = _records(data, work, args.records, args.seed)
         tokenizer = get_tokenizer(config.tokenizer.name)
-        prompts = {"v1": load_prompt("annotate", 1), "v2": load_prompt("annotate", 2)}
+        prompts = {p: load_prompt("annotate", int(p[1:])) for p in args.protocols}
         ids = {g: [a.id for a in ANCHORS[g]] for g in GROUPS}
         rows = {p: {g: [] for g in GROUPS} for p in prompts}
         print(f"sizes: {len(GROUPS)} groups x {args.records} records (asked), 3 anchors, each record scored "
               f"twice per protocol; budget {args.max_minutes:.0f} min", flush=True)
         teacher = TeacherConfig()
+        if args.own_server:
+            teacher = TeacherConfig(model_cache_dir=str(_own_model_dir(teacher, work / "models")),
+                                    threads=args.threads)
         started = time.monotonic()
         with local_server(teacher) as server, httpx.Client() as http:
             client = ChatClient(teacher, server.url, teacher.model, None)
@@ -215,11 +262,12 @@ def main() -> None:
                     break
                 anchors = ANCHORS[group]
                 rendered = {r.id: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in block}
-                for proto in (list(prompts) if n % 2 == 0 else list(reversed(prompts))):
+                names = list(prompts)
+                for proto in names[n % len(names):] + names[:n % len(names)]:  # each goes first in turn
                     # Loop values bound as defaults (B023), though order() is only called in this iteration.
                     def order(record: Any, which: int, anchors: list[Any] = anchors, proto: str = proto,
                               group: str = group) -> list[Any]:
-                        if which == 0:
+                        if which == 0 or proto == "v3":
                             return anchors
                         key = record.id if proto == "v1" else group  # v1: per record, v2: per group
                         return annotate.shuffled(anchors, args.seed, key)
@@ -227,14 +275,23 @@ def main() -> None:
                     for which in (0, 1):
                         for record in block:
                             cards = order(record, which)
-                            request = annotate.build_request(prompts[proto], cards, record, rendered[record.id],
-                                                             False, 100, record.id)
-                            call = _ask(http, client, server.url, request)
-                            label = annotate.label_row(record, rendered[record.id], ids[group],
-                                                       [a.id for a in cards], call.pop("result"))
+                            if proto == "v3":  # the variant: guides and scale listed HIGH -> LOW
+                                requests = annotate_v3.build_requests(
+                                    prompts[proto], cards, record, rendered[record.id], record.id, bool(which), 0,
+                                    annotate.KIND.get(record.format, "a record"), annotate.PART)
+                            else:
+                                requests = [annotate.build_request(prompts[proto], cards, record, rendered[record.id],
+                                                                   False, 100, record.id)]
+                            call, results = _ask_all(http, client, server.url, requests)
+                            if proto == "v3":
+                                label = annotate_v3.label_row(record, rendered[record.id], ids[group], results)
+                            else:
+                                label = annotate.label_row(record, rendered[record.id], ids[group],
+                                                           [a.id for a in cards], results[0])
                             call["ok"] = label["ok"]
                             done[record.id].append((call, label))
-                            print(f"{group} {proto} {'shuffled' if which else 'original'} {record.id}: "
+                            kind = ("variant" if proto == "v3" else "shuffled") if which else "original"
+                            print(f"{group} {proto} {kind} {record.id}: "
                                   f"{call['seconds']:.1f}s prompt {call['prompt_n']} (+{call['cache_n']} cached) "
                                   f"out {call['completion']} scores {[label[f'{a}__sampled'] for a in ids[group]]}",
                                   flush=True)
@@ -244,16 +301,30 @@ def main() -> None:
                     if args.json:  # after every block, so a run cut short still leaves its figures
                         _dump(args.json, rows, ids)
         summary = summarize(rows, ids)
-    print(f"\nrecords per group done: { {g: len(rows['v1'][g]) for g in GROUPS} }, elapsed "
+    print(f"\nrecords per group done: { {g: len(next(iter(rows.values()))[g]) for g in GROUPS} }, elapsed "
           f"{(time.monotonic() - started) / 60:.1f} min")
     _table(summary)
     if args.json:
         _dump(args.json, rows, ids)
 
 
+def _own_model_dir(teacher: Any, folder: Path) -> Path:
+    """A model cache folder of our own (the verified GGUF linked in), so `local_server` starts a
+    server for this benchmark alone instead of reusing (and sharing the slots of) a running one."""
+    from mira.teacher.local import model_path
+
+    path = model_path(teacher.model, teacher)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / path.name).symlink_to(path)
+    stamp = json.loads((path.parent / f"{teacher.model}.verified.json").read_text())
+    (folder / f"{teacher.model}.verified.json").write_text(json.dumps({**stamp, "path": str(folder / path.name)}))
+    return folder
+
+
 def _table(summary: dict[str, Any]) -> None:
-    keys = ["records", "failed", "s_per_label", "s_per_label_first", "prompt_processed", "prompt_cached",
-            "output_tokens", "label_std", "modal_share", "self_consistency", "self_consistency_sampled"]
+    keys = ["records", "failed", "s_per_label", "s_per_label_first", "server_s_per_label", "requests_per_label",
+            "prompt_processed", "prompt_cached", "output_tokens", "label_std", "modal_share", "self_consistency",
+            "self_consistency_sampled", "self_consistency_mae", "expected_share"]
     print(f"{'':26}" + "".join(f"{p:>10}" for p in summary))
     for key in keys:
         cells = [summary[p][key] for p in summary]

@@ -119,7 +119,7 @@ def teacher_seconds(measure: int, records: list[str]) -> tuple[float, str]:
                       definition="How well the code documents its intent for a reader who did not write it.",
                       low="no comments or misleading ones", mid="some docstrings", high="clear docstrings and comments")
                for i in range(config.discovery.anchors_per_group)]
-    prompt = load_prompt("annotate")
+    prompt = load_prompt("annotate", 2)
     requests = []
     for i, text in enumerate(records[:max(measure, 1)]):
         record = Record(f"r{i}", "bench", "code", {}, f"bench:{i}",

@@ -89,7 +89,7 @@ def annotate_shift(model: str, records: list[str] = RECORDS) -> dict:
     from mira.tokens import get_tokenizer
 
     anchors = [Anchor(part="whole", exemplar="", support=2, records=2, sources={}, **a) for a in ANCHORS]
-    prompt = load_prompt("annotate")
+    prompt = load_prompt("annotate", 2)
     tok = get_tokenizer("cl100k_base")
     source = SourceConfig(name="bench", path="-")
     requests = []

@@ -6,7 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from mira.cards import card_problem, guide_similarity, identical_guides, single_record_content, surface_measure
+from mira.cards import (
+    card_problem,
+    guide_similarity,
+    identical_guides,
+    reversed_scale,
+    single_record_content,
+    surface_measure,
+)
 
 
 def card(name: str, definition: str, low: str, mid: str, high: str) -> SimpleNamespace:
@@ -102,3 +109,53 @@ def test_card_problem_combines_the_checks_and_requires_two_records():
     assert "near-identical" in card_problem(CONSISTENCY, records=2, notes=NOTES)
     odd = card("Lisibilité ✓", "Qualité du code, 可读性", "mauvais", "moyen", "excellent")
     assert card_problem(odd, records=2, notes=[("r1", "可读性 ✓"), ("r2", "ok")]) is None
+
+
+# The demo's "Tool Accuracy" card: its LOW guide praises, so the teacher would score it upside down.
+TOOL_ACCURACY = card("Tool Accuracy", "Whether the tool calls use the right tools with the right arguments.",
+                     "The tool calls are completely accurate.", "Some tool calls have wrong arguments.",
+                     "The tool calls are inaccurate and use the wrong tools.")
+
+
+def test_a_card_whose_scale_runs_the_wrong_way_is_rejected():
+    assert "LOW guide praises" in reversed_scale(TOOL_ACCURACY)
+    assert "scale reversed" in card_problem(TOOL_ACCURACY, records=3, notes=NOTES)
+    # LOW praise alone is enough, whatever HIGH says.
+    assert reversed_scale(card("Tool Accuracy", "d", "Completely accurate.", "Mostly accurate.",
+                               "Accurate in every call."))
+    assert reversed_scale(card("Answer quality", "d", "Excellent answer.", "An ordinary answer.", "Useless."))
+    # Milder praise in LOW with plainly negative words in HIGH.
+    assert "HIGH guide" in reversed_scale(card("Correctness", "d", "Correct and clear results.", "Some slips.",
+                                               "Incorrect, poorly explained results."))
+
+
+@pytest.mark.parametrize("low, high", [
+    ("No comments or docstrings, or misleading ones.", "Clear docstrings and comments on everything non-obvious."),
+    ("Cryptic names, tangled or duplicated logic.", "Descriptive names and simple, well-structured logic."),
+    ("Ignores errors and edge cases.", "Validates inputs and handles errors and edge cases deliberately."),
+    ("Confusing, fragmentary or garbled.", "Precise, well-organised explanation."),
+    ("Little or no useful information.", "Dense, accurate, useful information throughout."),
+    ("No examples and nothing actionable.", "Concrete, correct examples of usage."),
+    ("poor", "exemplary"),
+    # HIGH guides may say what is absent; LOW guides may negate praise.
+    ("Crashes on malformed input.", "No crashes, no unhandled exceptions, never fails silently."),
+    ("Not fully documented; not accurate.", "Fully documented with no incorrect statements."),
+    ("Completely lacks error handling.", "Handles every error."),
+    ("Accurate but terse.", "Accurate, thorough and without mistakes."),
+    ("", "Clear and correct."),
+])
+def test_cards_that_run_low_to_high_pass_the_direction_check(low, high):
+    assert reversed_scale(card("Quality", "How good it is.", low, "In between.", high)) is None
+
+
+def test_the_direction_check_passes_the_cards_of_the_tests_and_the_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "labels.py"
+    spec = importlib.util.spec_from_file_location("labels_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    anchors = [a for cards in module.ANCHORS.values() for a in cards]
+    assert len(anchors) == 6 and all(reversed_scale(a) is None for a in anchors)
+    assert reversed_scale(GOOD) is None and reversed_scale(CONSISTENCY) is None

@@ -57,6 +57,29 @@ vague confusing strong weak understandable understand explanations helpfulness u
 """.split())
 
 
+# Cue words of a guide's direction (reversed_scale). Negators also turn the next few words'
+# praise into criticism ("not clear", "no useful", "lacks precise"). "errors" or "edge cases" are
+# neither: "handles errors deliberately" is a HIGH guide.
+_NEGATORS = frozenset("no not never without lacks lack lacking missing none nothing fails fail cannot".split())
+_NEGATION_REACH = 3
+_NEGATIVE = frozenset("""
+poor poorly incorrect incorrectly unclear inaccurate inaccurately wrong wrongly absent broken confusing
+vague incomplete misleading cryptic tangled ignores ignored little bad garbled useless irrelevant
+inconsistent unreadable incoherent flawed invalid mistakes mistaken fragmentary hard difficult
+sloppy messy weak insufficient inadequate unhelpful erroneous buggy nonexistent rarely barely
+""".split())
+_POSITIVE = frozenset("""
+accurate accurately correct correctly clear clearly complete precise consistent helpful useful good
+great detailed robust readable valid relevant concise descriptive thorough well strong rich
+comprehensive informative reliable appropriate careful carefully effective
+""".split())
+# Praise no LOW guide should carry unless it is negated.
+_STRONG_POSITIVE = frozenset("""
+excellent exemplary perfect perfectly flawless flawlessly outstanding completely fully entirely
+totally impeccable ideal superb
+""".split())
+
+
 class _Card(Protocol):
     name: str
     definition: str
@@ -122,8 +145,54 @@ def single_record_content(card: _Card, notes: Iterable[tuple[str, str]],
     return None
 
 
+def _polarity(text: str) -> tuple[int, int, int, int]:
+    """Cues of a guide: (negative, plainly negative words, positive, strong positive).
+
+    A word within a few words after a negator is read through it: "not clear" and "no useful" are
+    negative, not positive; "no incorrect" is not a plainly negative word (a HIGH guide may say it).
+    """
+    negative = plain = positive = strong = 0
+    after_negator = 0
+    for word in _words(text):
+        negated = after_negator > 0
+        after_negator = max(0, after_negator - 1)
+        if word in _NEGATORS:
+            negative += 1
+            after_negator = _NEGATION_REACH
+        elif word in _NEGATIVE:
+            negative += 1
+            plain += not negated
+        elif word in _POSITIVE or word in _STRONG_POSITIVE:
+            if negated:
+                negative += 1
+            else:
+                positive += 1
+                strong += word in _STRONG_POSITIVE
+    return negative, plain, positive, strong
+
+
+def reversed_scale(card: _Card) -> str | None:
+    """The card's scale runs the wrong way: its LOW guide praises, or its HIGH guide reads negative
+    where its LOW one reads positive (the demo's "Tool Accuracy" had LOW "completely accurate").
+
+    Lexical, so it only fires on clear cases: LOW with strong praise ("excellent", "completely
+    accurate") and no negative cue, or LOW positive without a negative cue while HIGH carries
+    plainly negative words ("inaccurate", "poor"; a negated one, "no incorrect calls", is fine)
+    outweighing its praise. The teacher would score such a card upside down.
+    """
+    low_neg, _, low_pos, low_strong = _polarity(card.low)
+    _, high_plain, high_pos, _ = _polarity(card.high)
+    if low_strong and not low_neg:
+        return f"scale reversed: the LOW guide praises ({card.low.strip()!r}) and has no negative cue"
+    if low_pos and not low_neg and high_plain > high_pos:
+        return (f"scale reversed: the HIGH guide ({card.high.strip()!r}) reads negative and the LOW guide "
+                f"({card.low.strip()!r}) positive")
+    return None
+
+
 def card_problem(card: _Card, records: int, notes: Sequence[tuple[str, str]]) -> str | None:
     """Why `card` cannot discriminate, or None. `records`: distinct records behind its cluster."""
     if records < 2:
         return f"supported by {records} record only: a quality needs at least 2 records behind it"
-    return identical_guides(card) or surface_measure(card) or single_record_content(card, notes)
+    return (identical_guides(card) or reversed_scale(card) or surface_measure(card)
+            or single_record_content(card, notes))

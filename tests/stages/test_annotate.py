@@ -59,7 +59,8 @@ def _prepare(config):
 
 def _configure(config, server, **teacher):
     config.teacher = server.teacher_config(**teacher)
-    config.annotation = AnnotationConfig(records_per_group=8, self_consistency_records=2)
+    config.annotation = AnnotationConfig(
+        protocol="annotate_v2", records_per_group=8, self_consistency_records=2)
     return config
 
 
@@ -121,7 +122,8 @@ def test_budget_stop_raises_incomplete_and_a_rerun_completes_without_asking_twic
 def test_scores_only_mode_and_dry_run_plan(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(records_per_group=4, self_consistency_records=1, rationales=False)
+        config.annotation = AnnotationConfig(
+            protocol="annotate_v2", records_per_group=4, self_consistency_records=1, rationales=False)
         run = _prepare(config)
         lines = annotate.plan(config, run)
         assert any("g0: 4 records x 3 anchors, 5 requests" in line for line in lines)
@@ -170,7 +172,8 @@ def test_flat_scores_protocol_request_shape_parsing_and_cache_replay(mixed_confi
     shared prefix per group (the server's prompt cache), one shuffled order for the re-scoring."""
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(records_per_group=6, self_consistency_records=3, rationales=False)
+        config.annotation = AnnotationConfig(
+            protocol="annotate_v2", records_per_group=6, self_consistency_records=3, rationales=False)
         run = _prepare(config)
         run_stage("annotate", StageContext(config, run))
         g0 = [b for b in server.requests if "a00" in json.dumps(b["response_format"])]
@@ -211,7 +214,8 @@ def test_flat_answers_with_digit_split_tens_get_exact_expectations(mixed_config)
 
     with ScriptedServer(tens) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(records_per_group=2, self_consistency_records=0, rationales=False)
+        config.annotation = AnnotationConfig(
+            protocol="annotate_v2", records_per_group=2, self_consistency_records=0, rationales=False)
         run = _prepare(config)
         run_stage("annotate", StageContext(config, run))
         rows = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
@@ -238,13 +242,15 @@ def test_the_v1_protocol_stays_available_for_comparison(mixed_config):
 def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(records_per_group=8, min_validation_per_source=2)
+        config.annotation = AnnotationConfig(
+            protocol="annotate_v2", records_per_group=8, min_validation_per_source=2)
         run = _prepare(config)
         lines = "\n".join(annotate.plan(config, run))
         # g0 = code (5 usable) + faq (3): 8 records give code 5 labels (1 validation row), faq 3 (1).
         assert "g0: sources below 2 validation rows" in lines
         assert "faq 1 (only 3 usable records)" in lines
-        config.annotation = AnnotationConfig(records_per_group=8, min_validation_per_source=0)
+        config.annotation = AnnotationConfig(
+            protocol="annotate_v2", records_per_group=8, min_validation_per_source=0)
         assert "validation rows" not in "\n".join(annotate.plan(config, run))
 
 

@@ -434,3 +434,24 @@ def test_cards_that_cannot_discriminate_are_rejected_with_a_reason_and_their_slo
     assert "length, format or topic" in rejected["Length"]
     html = rubric_cards(Artifacts(run))
     assert "rejected, and why" in html and "near-identical" in html and "Length" in html
+
+
+def test_a_card_whose_scale_runs_the_wrong_way_is_rejected_with_its_reason(run_dir):
+    from mira.rundir import RunDir
+    from mira.teacher.testing import ScriptedServer
+
+    def reversed_naming(body: dict) -> str:
+        answer = refill_scripted(body)
+        if body["response_format"]["json_schema"]["name"] == "Judgment" or '"Naming"' not in answer:
+            return answer
+        # The demo's "Tool Accuracy" kind of card: LOW praises, HIGH criticises.
+        return json.dumps({**json.loads(answer), "low": "Completely accurate, descriptive names.",
+                           "high": "Poor, incorrect names."})
+
+    with ScriptedServer(reversed_naming) as server:
+        _discover(run_dir, server, max_dimensions_per_judgment=5)
+    run = RunDir(run_dir)
+    assert sorted(a.name for a in load_rubric(run, "code")) == ["Error handling", "Readability"]
+    rejected = {r["name"]: r["reason"]
+                for r in map(json.loads, (run_dir / "rubrics" / "code.rejected.jsonl").read_text().splitlines())}
+    assert rejected["Naming"].startswith("scale reversed") and "near-identical" in rejected["Documentation"]

@@ -46,7 +46,10 @@ def _corpus(tmp_path: Path, n: int = 6) -> RunConfig:
     return RunConfig.model_validate({
         "name": "t", "run_dir": str(tmp_path / "run"), "tokenizer": {"name": "bytes4"},
         "sources": [{"name": s, "path": str(tmp_path / f"{s}.jsonl")} for s in ("alpha", "beta")],
-        "annotation": AnnotationConfig(records_per_group=2 * n, self_consistency_records=4).model_dump()})
+        # One request per label, so the counts below are labels (annotate_v3's own budget, failure
+        # and rerun tests are in test_annotate_v3.py).
+        "annotation": AnnotationConfig(protocol="annotate_v2", records_per_group=2 * n,
+                                       self_consistency_records=4).model_dump()})
 
 
 def _prepare(config: RunConfig) -> RunDir:

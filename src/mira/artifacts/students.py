@@ -92,7 +92,8 @@ LABELS = Artifact(
     arrow=labels_fixed, not_suffixes=(".consistency.parquet",))
 CONSISTENCY = Artifact(
     "consistency", "labels/{group}.consistency.parquet", "annotate", "the same records scored a second time "
-    "(shuffled anchor order)", kind="parquet", arrow=labels_fixed)
+    "(an equivalent variant of the prompt: shuffled anchor order, or guides HIGH -> LOW for annotate_v3)",
+    kind="parquet", arrow=labels_fixed)
 STUDENT = Artifact(
     "student", "students/{group}/", "distill", "the student's model files: `student.json` (kind, "
     "anchors, feature settings) and its weights beside it", kind="opaque", owner="mira.students")

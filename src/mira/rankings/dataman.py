@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 MODE = "global"  # one cutoff over the corpus, as the paper's source-agnostic filters have
 VERSION = "dataman-v1"
 GROUP = "dataman"  # the one group: every source
+# DataMan scores its 14 criteria in one answer (annotate_v2's flat JSON); annotate_v3 would ask
+# 14 requests per record. Pinned, so MIRA's annotation.protocol does not change the baseline.
+PROMPT_VERSION = 2
 OVERALL = "overall"  # the criterion records are ranked by; the rubric's last card
 
 
@@ -68,7 +71,7 @@ def _labels_fingerprint(config: RunConfig, run: RunDir) -> str:
     from mira.teacher.identity import teacher_identity
 
     a = config.annotation
-    prompt = load_prompt(annotate.PROMPT)
+    prompt = load_prompt(annotate.PROMPT, PROMPT_VERSION)
     # Only the annotation settings that change a request (not MIRA's records_per_group).
     return make_fingerprint(VERSION, config.selection.dataman.model_dump(mode="json"),
                             [a.rationales, a.rationale_chars, a.self_consistency_records],
@@ -134,7 +137,7 @@ def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], prog
     records = sample_stratified(config, infos, cfg.records, cfg.seed)
     tokenizer = get_tokenizer(config.tokenizer.name)
     rendered = {r.id: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records}
-    prompt = load_prompt(annotate.PROMPT)
+    prompt = load_prompt(annotate.PROMPT, PROMPT_VERSION)
     requests = [annotate.build_request(prompt, anchors, r, rendered[r.id], a.rationales, a.rationale_chars, r.id)
                 for r in records]
     again = annotate.consistency_subset(records, a.self_consistency_records, cfg.seed)

@@ -1,16 +1,20 @@
 """Annotate (phase 2): the teacher scores a sample of each group on every anchor of its rubric.
 
 Per group, a sample stratified by source is rendered (start/middle/end windows, the same text the
-students will see) and scored in ONE request per record: a JSON object with one entry per anchor
-id, each a 0-10 score (an ``enum``, validated again). With ``annotation.rationales`` on, each entry
-is ``{"why", "score"}`` (a short reason first); off, the answer is flat, ``{"a00": 7, "a01": 5}``
-(prompt ``annotate_v2``; the cheapest answer). The training target is the probability-weighted
-expected score where the server returns logprobs, else the sampled integer. ``<anchor>__target_kind`` says which.
+students will see) and scored on every anchor, as ``annotation.protocol`` says. ``annotate_v3``
+(the default, :mod:`mira.stages.annotate_v3`) asks one anchor per request and gets a bare 0-10
+integer; the requests of a record share their prompt up to the question and run on one server slot.
+``annotate_v1``/``annotate_v2`` ask ONE request per record: a JSON object with one entry per anchor
+id, each a 0-10 score (an ``enum``, validated again); with ``annotation.rationales`` on, each entry
+is ``{"why", "score"}`` (a short reason first), off, the answer is flat, ``{"a00": 7, "a01": 5}``
+(v2). The training target is the probability-weighted expected score where the server returns
+logprobs, else the sampled integer. ``<anchor>__target_kind`` says which.
 
-A few records are scored a second time with the anchor cards in a shuffled order (a different
+A few records are scored a second time with an equivalent variant of the prompt (a different
 request, so not a cache hit): the agreement between the two scorings is the teacher's
-self-consistency, the ceiling a student can be held to. The shuffled order is one per group, so
-these requests share their prompt prefix in the server's cache like the first scorings do.
+self-consistency, the ceiling a student can be held to. v1/v2 shuffle the anchor cards (one order
+per group, so the re-scorings share their prompt prefix in the server's cache); v3 lists every
+card's guides and the scale from HIGH to LOW.
 
 Outputs ``labels/<group>.parquet`` and ``labels/<group>.consistency.parquet`` (columns in
 docs/architecture.md). Failed requests are rows with ``ok = false``; a teacher budget stop raises
@@ -57,6 +61,13 @@ PART = {"whole": "the whole record", "question": "the question", "trace": "the r
 # v2's flat `"a00": 7,` 34 (benchmarks/labels.py); the cap leaves room for longer whitespace.
 TOKENS_PER_SCORE = 12
 TOKENS_PER_FLAT_SCORE = 10
+
+
+def protocol_prompt(config: RunConfig) -> Any:
+    """The prompt file of ``annotation.protocol`` (``annotate_v3`` -> prompts/annotate_v3.md)."""
+    from mira.teacher import load_prompt
+
+    return load_prompt(PROMPT, int(config.annotation.protocol.rsplit("_v", 1)[1]))
 
 
 def labels_path(run: RunDir, group: str, consistency: bool = False) -> Path:
@@ -265,10 +276,9 @@ def _group_infos(infos: dict[str, SourceInfo], sources: list[str]) -> list[Sourc
 
 def fingerprint(ctx: StageContext) -> str:
     from mira.rubric import rubric_fingerprint
-    from mira.teacher import load_prompt
     from mira.teacher.identity import teacher_identity
 
-    prompt = load_prompt(PROMPT)
+    prompt = protocol_prompt(ctx.config)
     # What annotate reads from discover is the rubric files, so their content hash stands for
     # discover (not its fingerprint): a discover rerun that writes the same rubrics (replayed from
     # the cache, or under settings that do not change them) leaves the labels done.
@@ -288,14 +298,14 @@ def _load_anchors(run: RunDir, group: str) -> list[Anchor] | None:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from mira.groups import load_groups
-    from mira.teacher import load_prompt, open_teacher
+    from mira.teacher import open_teacher
     from mira.tokens import get_tokenizer
 
     config, run_dir, cfg = ctx.config, ctx.run, ctx.config.annotation
     groups = load_groups(run_dir)
     infos = {info.name: info for info in source_infos(run_dir)}
     tokenizer = get_tokenizer(config.tokenizer.name)
-    prompt = load_prompt(PROMPT)
+    prompt = protocol_prompt(config)
     counts: dict[str, Any] = {"groups": 0, "labels": 0, "failed": 0, "consistency": 0, "requests": 0}
     note = index_note([i for g in groups.groups for s in g.sources if (i := infos.get(s))], cfg.seed)
     if note:
@@ -315,8 +325,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 ctx.notes.append(f"annotate: group {group.id}: validation rows below "
                                  f"annotation.min_validation_per_source={cfg.min_validation_per_source}: "
                                  + ", ".join(short))
-            records, rendered, again, orders, requests = group_requests(config, prompt, tokenizer, anchors, group.id,
-                                                                        _group_infos(infos, group.sources))
+            records, rendered, labels, positions, requests = group_requests(
+                config, prompt, tokenizer, anchors, group.id, _group_infos(infos, group.sources))
             if not records:
                 ctx.notes.append(f"annotate: group {group.id} has no usable records")
                 continue
@@ -325,11 +335,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
             if any(r.error == "budget" for r in results):
                 incomplete.append(group.id)
                 continue
-            first, second = results[:len(records)], results[len(records):]
             all_results += results
-            rows = [label_row(r, rendered[r.key], ids, ids, res) for r, res in zip(records, first, strict=True)]
-            again_rows = [label_row(r, rendered[r.key], ids, [a.id for a in order], res)
-                          for r, order, res in zip(again, orders, second, strict=True)]
+            label_rows = [_row(prompt, r, rendered[r.key], ids, order, [results[i] for i in pos])
+                          for (r, order, _), pos in zip(labels, positions, strict=True)]
+            rows, again_rows = label_rows[:len(records)], label_rows[len(records):]
             write_labels(labels_path(run_dir, group.id), rows, ids)
             write_labels(labels_path(run_dir, group.id, consistency=True), again_rows, ids)
             failed = sum(not row["ok"] for row in rows)
@@ -355,23 +364,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def group_requests(config: RunConfig, prompt: Any, tokenizer: Any, anchors: list[Any], group: str,
-                   members: list[SourceInfo]) -> tuple[list[Record], dict[str, Rendering], list[Record],
-                                                       list[list[Any]], list[Any]]:
-    """A group's sample, its renderings, the re-scored subset with its anchor orders, and every
-    request (first scorings, then re-scorings): what `run` sends and the dry run prices."""
+                   members: list[SourceInfo]) -> tuple[list[Record], dict[str, Rendering],
+                                                       list[tuple[Record, list[Any], list[Any]]],
+                                                       list[list[int]], list[Any]]:
+    """A group's sample, its renderings, each label's (record, anchor order, requests) (first
+    scorings, then re-scorings), each label's positions in the sending order, and every request in
+    that order: what `run` sends and the dry run prices."""
     cfg = config.annotation
     records = sample_stratified(config, members, cfg.records_per_group, cfg.seed)
     renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
     rendered = dict(zip((r.key for r in records), renderings, strict=True))
-    requests = [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars, r.key)
-                for r in records]
     again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
-    # One shuffled order per group, not per record: every anchor still moves, and the
-    # re-scoring requests share their prefix, so the server's prompt cache serves it.
-    orders = [shuffled(anchors, cfg.seed, group)] * len(again)
-    requests += [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
-                               f"{r.key} (consistency)") for r, order in zip(again, orders, strict=True)]
-    return records, rendered, again, orders, requests
+    labels = _label_plan(config, prompt, anchors, group, records, again, rendered)
+    requests, positions = schedule([reqs for _, _, reqs in labels], config.teacher.concurrency)
+    return records, rendered, labels, positions, requests
 
 
 def reads(ctx: StageContext) -> dict[str, str]:
@@ -388,21 +394,31 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     ``records_per_group`` counts only the records not labelled yet. With `assume_new` (groups or
     rubrics are rewritten first) or before discover, every request counts as new, from the config.
     """
-    from mira.teacher import estimate, load_prompt
+    from mira.teacher import estimate
     from mira.tokens import get_tokenizer
 
     cfg = config.annotation
     if assume_new or not run_dir.done("group") or not run_dir.done("discover"):
         groups = _group_count(config, run_dir)
-        n_requests = groups * (cfg.records_per_group + cfg.self_consistency_records)
-        prompt_tokens = n_requests * (config.render.max_tokens + 600)  # rubric cards and instructions
-        completion = n_requests * output_tokens(config.discovery.anchors_per_group, cfg.rationales, cfg.rationale_chars,
-                                              flat_protocol(load_prompt(PROMPT), cfg.rationales)) // 2
+        prompt = protocol_prompt(config)
+        labels = groups * (cfg.records_per_group + cfg.self_consistency_records)
+        per_group = config.discovery.anchors_per_group
+        if prompt.version >= 3:  # one request per anchor; the record is processed once per label
+            from mira.stages import annotate_v3
+
+            n_requests = labels * per_group
+            prompt_tokens = labels * (config.render.max_tokens + 60 + annotate_v3.prompt_overhead_tokens(per_group))
+            completion = labels * annotate_v3.output_tokens(per_group)
+        else:
+            n_requests = labels
+            prompt_tokens = labels * (config.render.max_tokens + 600)  # rubric cards and instructions
+            completion = labels * output_tokens(per_group, cfg.rationales, cfg.rationale_chars,
+                                                flat_protocol(prompt, cfg.rationales)) // 2
         return {"requests": n_requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
                 "completion_tokens_est": completion}
     from mira.groups import load_groups
 
-    prompt, tokenizer = load_prompt(PROMPT), get_tokenizer(config.tokenizer.name)
+    prompt, tokenizer = protocol_prompt(config), get_tokenizer(config.tokenizer.name)
     infos = {info.name: info for info in source_infos(run_dir)}
     requests: list[TeacherRequest] = []
     for group in load_groups(run_dir).groups:
@@ -423,6 +439,60 @@ def _group_count(config: RunConfig, run_dir: RunDir) -> int:
             len({s.group for s in config.sources if s.group})
 
 
+def _label_plan(config: RunConfig, prompt: Any, anchors: list[Any], group: str, records: list[Record],
+                again: list[Record], rendered: dict[str, Rendering]) -> list[tuple[Record, list[Any], list[Any]]]:
+    """(record, anchor order, its requests) per label: the sample, then the re-scored records."""
+    from mira.stages import annotate_v3
+
+    cfg = config.annotation
+    if prompt.version >= 3:
+        def v3(r: Record, variant: bool) -> tuple[Record, list[Any], list[Any]]:
+            tag = f"{r.key} (consistency)" if variant else r.key
+            return r, anchors, annotate_v3.build_requests(prompt, anchors, r, rendered[r.key], tag, variant, None,
+                                                          KIND.get(r.format, "a record"), PART)
+        # The re-scoring is the equivalent variant (guides listed HIGH -> LOW), see annotate_v3.
+        return [v3(r, False) for r in records] + [v3(r, True) for r in again]
+    # One shuffled order per group, not per record: every anchor still moves, and the re-scoring
+    # requests share their prefix, so the server's prompt cache serves it.
+    order = shuffled(anchors, cfg.seed, group)
+    return ([(r, anchors, [build_request(prompt, anchors, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
+                                         r.key)]) for r in records]
+            + [(r, order, [build_request(prompt, order, r, rendered[r.key], cfg.rationales, cfg.rationale_chars,
+                                         f"{r.key} (consistency)")]) for r in again])
+
+
+def schedule(per_label: list[list[Any]], width: int) -> tuple[list[Any], list[list[int]]]:
+    """Requests in sending order and, per label, the positions of its requests.
+
+    Labels are taken `width` (the teacher's concurrency, = the local server's slots) at a time and
+    their requests interleaved, so the requests in flight belong to different labels. A label of
+    several requests (annotate_v3) is pinned to one slot: the slot's prompt cache then holds its
+    record, and each further request processes only its question.
+    """
+    width = max(1, width)
+    flat: list[Any] = []
+    positions: list[list[int]] = [[] for _ in per_label]
+    for start in range(0, len(per_label), width):
+        chunk = range(start, min(start + width, len(per_label)))
+        for step in range(max(len(per_label[i]) for i in chunk)):
+            for i in chunk:
+                if step < len(per_label[i]):
+                    if len(per_label[i]) > 1:
+                        per_label[i][step].slot = i - start
+                    positions[i].append(len(flat))
+                    flat.append(per_label[i][step])
+    return flat, positions
+
+
+def _row(prompt: Any, record: Record, rendering: Rendering, ids: list[str], order: list[Any],
+         results: list[Any]) -> dict[str, Any]:
+    if prompt.version >= 3:
+        from mira.stages import annotate_v3
+
+        return annotate_v3.label_row(record, rendering, ids, results)
+    return label_row(record, rendering, ids, [a.id for a in order], results[0])
+
+
 def _min_label_rows() -> int:
     from mira.stages.distill import MIN_LABEL_ROWS
 
@@ -431,7 +501,6 @@ def _min_label_rows() -> int:
 
 def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     """Requests and a token/time estimate, from the inventory and rubrics (no corpus pass)."""
-    from mira.teacher import load_prompt
     from mira.teacher.usage import CHARS_PER_TOKEN
 
     cfg = config.annotation
@@ -443,7 +512,8 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     groups = load_groups(run_dir)
     infos = {info.name: info for info in source_infos(run_dir)}
     lines, total_requests, total_prompt, total_completion = [], 0, 0, 0
-    flat = flat_protocol(load_prompt(PROMPT), cfg.rationales)
+    prompt = protocol_prompt(config)
+    flat = flat_protocol(prompt, cfg.rationales)
     for group in groups.groups:
         try:
             anchors = _load_anchors(run_dir, group.id)
@@ -456,12 +526,20 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
         members = _group_infos(infos, group.sources)
         available = sum(i.ok for i in members)
         n = min(cfg.records_per_group, available)
-        requests = n + min(cfg.self_consistency_records, n)
+        labels = n + min(cfg.self_consistency_records, n)
         mean_tokens = (sum(i.tokens for i in members) / available) if available else 0
         record_tokens = min(mean_tokens, config.render.max_tokens)
-        cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
-        total_prompt += int(requests * (record_tokens + cards + 250))
-        total_completion += requests * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
+        if prompt.version >= 3:  # cards cached per group and slot; the record once; a question per anchor
+            from mira.stages import annotate_v3
+
+            requests = labels * len(anchors)
+            total_prompt += int(labels * (record_tokens + 60 + annotate_v3.prompt_overhead_tokens(len(anchors))))
+            total_completion += labels * annotate_v3.output_tokens(len(anchors))
+        else:
+            requests = labels
+            cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
+            total_prompt += int(labels * (record_tokens + cards + 250))
+            total_completion += labels * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
         total_requests += requests
         lines.append(f"{group.id}: {n} records x {len(anchors)} anchors, {requests} requests")
         short = short_sources(config, members)

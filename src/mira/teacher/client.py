@@ -92,9 +92,15 @@ class ChatClient:
         return f"ChatClient(url={self.display_url!r}, model={self.model!r})"
 
     def body(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, schema_name: str,
-             max_tokens: int, temperature: float, seed: int, json_schema: bool, logprobs: bool) -> dict[str, Any]:
+             max_tokens: int, temperature: float, seed: int, json_schema: bool, logprobs: bool,
+             slot: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                                 "temperature": temperature, "seed": seed}
+        if slot is not None and self.config.provider == "local":
+            # llama.cpp extensions (other servers may reject unknown fields): run on this slot and
+            # reuse its cached prompt prefix (cache_prompt is llama.cpp's default; said explicitly).
+            body["id_slot"] = slot % max(1, self.config.concurrency)
+            body["cache_prompt"] = True
         if schema is not None and json_schema:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
@@ -110,10 +116,11 @@ class ChatClient:
 
     async def complete(self, http: Any, messages: list[dict[str, str]], schema: dict[str, Any] | None,
                        schema_name: str, max_tokens: int, temperature: float, seed: int, usage: Usage,
-                       tag: str = "") -> ChatReply:
+                       tag: str = "", slot: int | None = None) -> ChatReply:
         json_schema, logprobs = self.use_json_schema, self.use_logprobs
         while True:
-            body = self.body(messages, schema, schema_name, max_tokens, temperature, seed, json_schema, logprobs)
+            body = self.body(messages, schema, schema_name, max_tokens, temperature, seed, json_schema, logprobs,
+                             slot)
             started = time.monotonic()
             try:
                 payload = await self._post(http, body, usage, tag)

@@ -29,6 +29,10 @@ class TeacherRequest:
     tag: str = ""
     # JSON key(s) whose integer values get probability-weighted expectations (see scores.py).
     score_key: str | tuple[str, ...] = "score"
+    # A llama.cpp slot to run on (local server only; ``id_slot``): requests that share a long
+    # prefix go to one slot so its prompt cache holds that prefix. Not part of the cache key: it
+    # decides where the answer is computed, not which answer.
+    slot: int | None = None
 
     def json_schema(self) -> dict[str, Any] | None:
         return self.schema.model_json_schema() if self.schema is not None else None

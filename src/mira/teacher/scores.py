@@ -47,6 +47,8 @@ AMBIGUITY_TOLERANCE = 0.5
 # Part of the teacher cache key of logprob requests: cached expectations computed by an older
 # rule are re-asked instead of replayed (v1 read an unsampled "1" as 1 and biased targets low).
 SCORES_VERSION = "expected-v2"
+# The score key of an answer that is one bare integer (annotate_v3), not a JSON object.
+BARE = ""
 
 
 def score_offsets(text: str, key: str | Collection[str] = "score") -> list[tuple[int, int]]:
@@ -57,7 +59,12 @@ def score_offsets(text: str, key: str | Collection[str] = "score") -> list[tuple
 
     A tiny scanner instead of a regex, so that ``"score": 7`` quoted inside a rationale string is
     not mistaken for a field. Values that are not plain integers are reported as value -1.
+
+    `key` :data:`BARE` (the empty string) reads an answer that is one bare JSON integer, ``7``
+    (annotate_v3 asks one anchor per request).
     """
+    if key == BARE:
+        return _bare_offset(text)
     keys = {key} if isinstance(key, str) else set(key)
     found: list[tuple[int, int]] = []
     i, n = text.find("{"), len(text)
@@ -91,6 +98,14 @@ def score_offsets(text: str, key: str | Collection[str] = "score") -> list[tuple
             last_string = last_string if ch == ":" else None
         i += 1
     return found
+
+
+def _bare_offset(text: str) -> list[tuple[int, int]]:
+    j = len(text) - len(text.lstrip())
+    digits, _ = _number_prefix(text[j:])
+    if not digits or text[j + len(digits):].strip():
+        return []  # not one bare integer (a fraction, a word, a second value)
+    return [(j, int(digits))]
 
 
 def _number_prefix(text: str) -> tuple[str, bool]:

@@ -184,7 +184,7 @@ class Teacher:
             try:
                 reply = await self.client.complete(http, request.messages, schema, schema_name, max_tokens,
                                                    temperature, self.config.seed + 1009 * attempt,
-                                                   self.usage_counters, request.tag)
+                                                   self.usage_counters, request.tag, request.slot)
             except (RequestRejected, ServiceError) as exc:
                 # Never cached: a rerun after the server is fixed asks again.
                 self._note_service_failure(str(exc))
