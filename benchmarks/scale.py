@@ -311,7 +311,7 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
     from mira.engines import worker_count
     from mira.rundir import RunDir
-    from mira.stage import StageContext
+    from mira.runner import StageContext
     from mira.stages.score import fingerprint, score_corpus
 
     t0 = time.time()

@@ -1,6 +1,6 @@
 """Dry-run plans: which stages will run and why, what they cost, without doing anything.
 
-Whether a stage runs is decided by the runner's own function, :func:`mira.stage.stage_fingerprint`,
+Whether a stage runs is decided by the runner's own function, :func:`mira.runner.stage_fingerprint`,
 evaluated against a view of the run directory in which the stages this plan will run already
 carry their new fingerprint (or, where it cannot be known before they run, a placeholder):
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from mira.config import RunConfig
 from mira.rundir import STAGES, RunDir, StageNotReady, read_json
-from mira.stage import StageContext, config_record, stage_fingerprint, stage_module
+from mira.runner import StageContext, config_record, stage_fingerprint, stage_module
 
 log = logging.getLogger(__name__)
 

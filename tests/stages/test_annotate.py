@@ -9,7 +9,7 @@ from mira import api
 from mira.config import AnnotationConfig
 from mira.rubric import Anchor, save_rubric
 from mira.rundir import RunDir, atomic_write_json
-from mira.stage import StageContext, StageIncomplete, run_stage
+from mira.runner import StageContext, StageIncomplete, run_stage
 from mira.stages import annotate
 from mira.teacher.prompts import neutralize_fences, record_fence
 from mira.teacher.testing import Reply, ScriptedServer

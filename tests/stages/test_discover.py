@@ -13,7 +13,7 @@ import pytest
 
 from mira.config import DiscoveryConfig, RunConfig
 from mira.rubric import RubricError, load_rubric, rubric_fingerprint, rubric_path
-from mira.stage import StageIncomplete
+from mira.runner import StageIncomplete
 from mira.stages.discover import (
     Point,
     allocate_quota,
@@ -300,7 +300,7 @@ def test_budget_stops_cleanly_and_a_rerun_resumes(run_dir):
 
 def test_failed_judgments_are_recorded_and_stop_the_stage_until_a_rerun_sends_only_them(run_dir):
     from mira.rundir import RunDir
-    from mira.stage import TeacherFailed
+    from mira.runner import TeacherFailed
     from mira.teacher.testing import ScriptedServer
 
     broken = {"on": True}

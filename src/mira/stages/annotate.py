@@ -38,7 +38,7 @@ from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos,
 from mira.records import Record, Rendering, render
 from mira.rundir import RunDir, StageNotReady, atomic_path
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext, StageIncomplete
+from mira.runner import StageContext, StageIncomplete
 
 if TYPE_CHECKING:  # the teacher layer is imported where it is used: importing annotate stays cheap
     from mira.rubric import Anchor

@@ -48,7 +48,7 @@ from mira.records import Record
 from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
 from mira.rundir import RunDir, StageNotReady, atomic_write_text, read_json
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext, StageIncomplete
+from mira.runner import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import FailureTracker

@@ -23,7 +23,7 @@ from mira.artifacts.students import METRICS
 from mira.corpus import stable_rank
 from mira.rundir import RunDir, atomic_path, hash_files
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext
+from mira.runner import StageContext
 
 log = logging.getLogger(__name__)
 VERSION = "distill-v1"
@@ -240,7 +240,7 @@ def raise_without_students(run: RunDir, groups: list[str]) -> None:
     """
     import pyarrow.parquet as pq
 
-    from mira.stage import StageIncomplete, TeacherFailed
+    from mira.runner import StageIncomplete, TeacherFailed
 
     parts, errors = [], []
     for group in groups:

@@ -38,8 +38,8 @@ from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.runner import ProgressFactory, StageContext, null_progress
 from mira.shard_tokens import ShardTokens, read_shard_tokens, render_settings
-from mira.stage import ProgressFactory, StageContext, null_progress
 
 if TYPE_CHECKING:  # imported where a student is loaded, as before
     from mira.students import Student
