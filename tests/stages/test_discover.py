@@ -12,16 +12,10 @@ import numpy as np
 import pytest
 
 from mira.config import DiscoveryConfig, RunConfig
+from mira.judgment_clusters import Point, allocate_quota, candidate_clusters, kmeans_clusters, merge_near_duplicates
 from mira.rubric import RubricError, load_rubric, rubric_fingerprint, rubric_path
 from mira.runner import StageIncomplete
-from mira.stages.discover import (
-    Point,
-    allocate_quota,
-    candidate_clusters,
-    judgment_model,
-    kmeans_clusters,
-    merge_near_duplicates,
-)
+from mira.stages.discover import judgment_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"
 

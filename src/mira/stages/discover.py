@@ -5,7 +5,7 @@
    (``judgments/<group>.jsonl``).
 2. Every "name: reason" judgment point is embedded and clustered per record part; near-duplicate
    clusters are merged, clusters without enough support (points and distinct records) dropped,
-   and the point nearest each centre is the cluster's exemplar.
+   and the point nearest each centre is the cluster's exemplar (:mod:`mira.judgment_clusters`).
 3. The teacher writes an anchor card (name, definition, low/mid/high) per surviving cluster, and
    may reject a cluster that names a topic instead of a quality; :mod:`mira.cards` rejects cards
    that cannot discriminate (near-identical guides, one record's content, length/format/topic,
@@ -30,20 +30,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mira.anchors import (  # noqa: F401 - re-exported for tests and users
-    Cluster,
-    Point,
-    allocate_quota,
-    candidate_clusters,
-    card_points,
-    kmeans_clusters,
-    make_cluster,
-    merge_near_duplicates,
-    rank_key,
-)
 from mira.artifacts.rubrics import JUDGMENTS, RUBRIC_GENERATED, RUBRIC_REJECTED
 from mira.cards import card_problem
 from mira.config import DiscoveryConfig, RunConfig
+from mira.judgment_clusters import Cluster, Point, candidate_clusters, card_points, rank_key
 from mira.records import Record
 from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
 from mira.rundir import RunDir, StageNotReady, atomic_write_text, read_json
