@@ -378,8 +378,9 @@ def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, config: Run
     records: list[Record] = [batch[i] for i in positions]  # type: ignore[misc]
     renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=known[i][0],
                          window_bytes=known[i][1]) for r, i in zip(records, positions, strict=True)]
+    formats, texts = [r.format for r in records], [r.text for r in renderings]
     per_anchor = (np.zeros((len(records), 0)) if loaded.student is None  # a group without a rubric
-                  else np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64))
+                  else np.asarray(loaded.student.predict(formats, texts), dtype=np.float64))
     if per_anchor.shape != (len(records), len(loaded.anchors)):
         raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
                            f"expected {(len(records), len(loaded.anchors))}")
