@@ -335,7 +335,7 @@ def test_a_group_without_anchors_from_clustering_alone_is_not_a_teacher_failure(
 
 def test_plan_counts_requests(run_dir):
     from mira.rundir import RunDir
-    from mira.stages.discover import plan
+    from mira.stages.discover_plan import plan
 
     lines = plan(_config(run_dir), RunDir(run_dir))
     assert "groups: 3 (from groups.json)" in lines[0]
