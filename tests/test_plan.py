@@ -79,7 +79,7 @@ def test_more_labels_name_exactly_the_stages_that_rerun_and_price_the_new_reques
     assert [plans[s].state for s in ("ingest", "group", "discover")] == ["done"] * 3
     assert "score" in _named(plans.values()) and "select" in _named(plans.values())
 
-    from mira.stages.annotate import teacher_work
+    from mira.stages.annotate_plan import teacher_work
 
     work = teacher_work(changed, run)
     new = work["requests"] - work["cached"]
@@ -131,9 +131,10 @@ def test_without_measurements_the_estimate_says_it_uses_constants(tmp_path):
     assert all(p.state == "runs" and p.reasons == ["not run yet"] for p in plans.values())
     assert "constants for qwen2.5-coder-1.5b (nothing measured in this run)" in plans["annotate"].estimate.basis
     assert plans["ingest"].estimate.seconds is None and plans["ingest"].estimate.basis == "not measured yet"
-    # Discover keeps its dry run in mira.stages.discover_plan: the plan still finds it.
+    # Discover and annotate keep their dry run in mira.stages.<stage>_plan: the plan still finds it.
     assert plans["discover"].details[0].startswith("groups: ") and "judgments" in plans["discover"].details[1]
     assert "teacher requests" in plans["discover"].estimate.basis
+    assert plans["annotate"].details[0].startswith("up to ") and "teacher requests" in plans["annotate"].estimate.basis
 
 
 @pytest.mark.slow
@@ -154,6 +155,7 @@ def test_dry_run_helpers_come_from_the_stage_plan_module_when_there_is_one(monke
     from mira.plan import dry_run_module
 
     assert dry_run_module("discover").__name__ == "mira.stages.discover_plan"
+    assert dry_run_module("annotate").__name__ == "mira.stages.annotate_plan"
     assert dry_run_module("ingest").__name__ == "mira.stages.ingest"
     real = importlib.import_module
 
