@@ -129,7 +129,7 @@ class StandInStudent:
         self.anchors = anchors
         self.weights = np.random.default_rng(0).normal(size=(68, len(anchors))) / 8
 
-    def predict(self, records: Any, texts: list[str]) -> np.ndarray:
+    def predict(self, formats: Any, texts: list[str]) -> np.ndarray:
         features = np.zeros((len(texts), 68))
         for i, text in enumerate(texts):
             words = text.split()
@@ -157,9 +157,9 @@ class TimedStudent:
         self.anchors = inner.anchors
         self.log_dir = log_dir
 
-    def predict(self, records: Any, texts: list[str]) -> np.ndarray:
+    def predict(self, formats: Any, texts: list[str]) -> np.ndarray:
         started = time.time()
-        out = self.inner.predict(records, texts)
+        out = self.inner.predict(formats, texts)
         with open(self.log_dir / f"{os.getpid()}.tsv", "a", encoding="utf-8") as handle:
             handle.write(f"{len(texts)}\t{started}\t{time.time()}\n")
         return out
@@ -311,7 +311,7 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
     from mira.engines import worker_count
     from mira.rundir import RunDir
-    from mira.stage import StageContext
+    from mira.runner import StageContext
     from mira.stages.score import fingerprint, score_corpus
 
     t0 = time.time()

@@ -19,8 +19,8 @@ from mira import api
 from mira.cli import main
 from mira.config import RunConfig
 from mira.rundir import RunDir
+from mira.runner import StageContext, done_already
 from mira.selections import current_selection
-from mira.stage import StageContext, done_already
 
 DATA = Path(__file__).parent / "data" / "group_discover"
 DIMENSIONS = ["Clarity of explanation", "Correctness of details", "Consistent style", "Useful comments",

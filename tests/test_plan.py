@@ -79,7 +79,7 @@ def test_more_labels_name_exactly_the_stages_that_rerun_and_price_the_new_reques
     assert [plans[s].state for s in ("ingest", "group", "discover")] == ["done"] * 3
     assert "score" in _named(plans.values()) and "select" in _named(plans.values())
 
-    from mira.stages.annotate import teacher_work
+    from mira.stages.annotate_plan import teacher_work
 
     work = teacher_work(changed, run)
     new = work["requests"] - work["cached"]
@@ -131,6 +131,10 @@ def test_without_measurements_the_estimate_says_it_uses_constants(tmp_path):
     assert all(p.state == "runs" and p.reasons == ["not run yet"] for p in plans.values())
     assert "constants for qwen2.5-coder-1.5b (nothing measured in this run)" in plans["annotate"].estimate.basis
     assert plans["ingest"].estimate.seconds is None and plans["ingest"].estimate.basis == "not measured yet"
+    # Discover and annotate keep their dry run in mira.stages.<stage>_plan: the plan still finds it.
+    assert plans["discover"].details[0].startswith("groups: ") and "judgments" in plans["discover"].details[1]
+    assert "teacher requests" in plans["discover"].estimate.basis
+    assert plans["annotate"].details[0].startswith("up to ") and "teacher requests" in plans["annotate"].estimate.basis
 
 
 @pytest.mark.slow
@@ -143,3 +147,25 @@ def test_a_stage_rerun_alone_is_named_downstream(finished):
     plans = {p.stage: p for p in explain(changed, list(STAGES))}
     assert plans["annotate"].state == "done"
     assert (plans["distill"].state, plans["distill"].reasons) == ("runs", ["upstream stage annotate was rerun since"])
+
+
+def test_dry_run_helpers_come_from_the_stage_plan_module_when_there_is_one(monkeypatch):
+    import importlib
+
+    from mira.plan import dry_run_module
+
+    assert dry_run_module("discover").__name__ == "mira.stages.discover_plan"
+    assert dry_run_module("annotate").__name__ == "mira.stages.annotate_plan"
+    assert dry_run_module("ingest").__name__ == "mira.stages.ingest"
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name == "mira.stages.discover_plan":  # exists, but a module it imports is missing
+            raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError, match="sklearn"):  # not silently the stage module's (absent) plan
+        dry_run_module("discover")
+    with pytest.raises(ValueError, match="unknown stage"):
+        dry_run_module("nope")

@@ -84,7 +84,7 @@ def test_a_single_object_and_a_glob_resolve_like_local_paths(s3, tmp_path, data_
 def test_a_rewritten_object_changes_the_ingest_fingerprint(s3, tmp_path):
     """The ETag stands in for the mtime: new data under the same key is a new ingest."""
     from mira.rundir import RunDir
-    from mira.stage import StageContext
+    from mira.runner import StageContext
     from mira.stages import ingest
 
     path = tmp_path / "a.jsonl"
@@ -187,7 +187,7 @@ def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining
     unfinished (exit 3) and a rerun reads the shard again."""
     import s3fs
 
-    from mira.stage import StageIncomplete
+    from mira.runner import StageIncomplete
 
     storage = _storage(s3)
     corpus = _corpus(tmp_path / "corpus", data_dir)

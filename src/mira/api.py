@@ -8,7 +8,7 @@ from typing import Any
 
 from mira.config import ConfigError, RunConfig, load_config
 from mira.rundir import STAGES, RunDir
-from mira.stage import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
+from mira.runner import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
 
 __all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
            "status"]

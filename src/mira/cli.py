@@ -44,7 +44,7 @@ def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
     from mira.config import ConfigError
     from mira.rundir import StageNotReady
     from mira.runlock import RunLocked
-    from mira.stage import StageIncomplete, TeacherFailed
+    from mira.runner import StageIncomplete, TeacherFailed
 
     try:
         with _terminate_as_interrupt():

@@ -1,6 +1,6 @@
 """Dry-run plans: which stages will run and why, what they cost, without doing anything.
 
-Whether a stage runs is decided by the runner's own function, :func:`mira.stage.stage_fingerprint`,
+Whether a stage runs is decided by the runner's own function, :func:`mira.runner.stage_fingerprint`,
 evaluated against a view of the run directory in which the stages this plan will run already
 carry their new fingerprint (or, where it cannot be known before they run, a placeholder):
 
@@ -16,19 +16,22 @@ Time comes from one estimator, :func:`estimate`, fed by measurements of this run
 costs its new (uncached) requests times the seconds per new answer its last run took (done marker
 ``seconds`` and ``teacher.answered``, else ``usage/<stage>.json``); any other stage what its last
 run took. Only where nothing was measured does it fall back to the model's speed constants, and it
-says so. A stage module may define ``plan(config, run) -> list[str]`` (detail lines) and
-``teacher_work(config, run, assume_new) -> dict`` (requests, cached, token estimates).
+says so. A stage may define ``plan(config, run) -> list[str]`` (detail lines) and
+``teacher_work(config, run, assume_new) -> dict`` (requests, cached, token estimates), in its
+module or, to keep that module small, in ``mira.stages.<stage>_plan`` (looked up first).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 from mira.config import RunConfig
 from mira.rundir import STAGES, RunDir, StageNotReady, read_json
-from mira.stage import StageContext, config_record, stage_fingerprint, stage_module
+from mira.runner import StageContext, config_record, stage_fingerprint, stage_module
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +123,23 @@ def _explain_stage(stage: str, config: RunConfig, run: RunDir, pending: dict[str
         # Exact when nothing it reads is rewritten first; otherwise known only after it runs.
         pending[stage] = planned if state == RUNS and not moved and not force else f"<{stage} reruns>"
     details = []
-    module = stage_module(stage)
+    module = dry_run_module(stage)
     if state != DONE and hasattr(module, "plan"):
         details = module.plan(config, run)
     return StagePlan(stage, state, reasons, details=details, moved=moved)
+
+
+def dry_run_module(stage: str) -> ModuleType:
+    """The module holding `stage`'s dry-run helpers: ``mira.stages.<stage>_plan`` if the stage keeps
+    them apart, else the stage module itself."""
+    module = stage_module(stage)  # also rejects an unknown stage name
+    name = f"mira.stages.{stage}_plan"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:  # the helpers module exists but something it imports is missing
+            raise
+    return cast(ModuleType, module)
 
 
 def _own_changes(stage: str, config: RunConfig, run: RunDir, marker: dict[str, Any],
@@ -212,7 +228,7 @@ def _short(value: Any) -> str:
 
 def estimate(stage: str, config: RunConfig, run: RunDir, assume_new: bool) -> Estimate:
     """The one time estimator: measured speeds of this run first, labelled constants otherwise."""
-    module = stage_module(stage)
+    module = dry_run_module(stage)
     marker = run.done(stage) or {}
     if hasattr(module, "teacher_work"):
         work = module.teacher_work(config, run, assume_new)

@@ -159,7 +159,7 @@ def check_transport(exc: BaseException, name: str | Path, storage: Storage) -> N
     that is gone are the data's, and quarantined as they are for local files."""
     import gzip
 
-    from mira.stage import StageIncomplete
+    from mira.runner import StageIncomplete
 
     if not is_url(name) or not isinstance(exc, OSError) or isinstance(exc, (gzip.BadGzipFile, FileNotFoundError)):
         return

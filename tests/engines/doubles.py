@@ -1,7 +1,7 @@
 """Test doubles for scoring and selection: a small real-text corpus and a stand-in student.
 
 The stand-in follows the contract of docs/architecture.md (``Student.anchors``,
-``Student.predict(records, texts) -> (n, n_anchors)``, ``mask.json``, NaN aggregate where every
+``Student.predict(formats, texts) -> (n, n_anchors)``, ``mask.json``, NaN aggregate where every
 anchor of a source is masked) without training anything, so score/select tests stay fast and
 do not depend on the distill stage. It still reads the text: scores are functions of simple
 features of the rendering, so different records get different scores.
@@ -43,7 +43,7 @@ class HashStudent:
         self.anchors = anchors
         self.delay = delay
 
-    def predict(self, records: list[Any], texts: list[str]) -> np.ndarray:
+    def predict(self, formats: list[str | None] | None, texts: list[str]) -> np.ndarray:
         if self.delay:
             time.sleep(self.delay)
         out = np.zeros((len(texts), len(self.anchors)))
@@ -67,6 +67,23 @@ class DoubleModels(StageModels):
     def load_student(self, run: RunDir, group: str) -> HashStudent:
         spec = read_json(run.path("students", group, "student.json"))
         return HashStudent(spec["anchors"], self.delay)
+
+
+FORMAT_SCORES = {"text": 1.0, "code": 2.0, "qa": 3.0, "chat": 4.0, "agent": 5.0}
+
+
+class FormatStudent(HashStudent):
+    """Scores every anchor with its record's format (FORMAT_SCORES; NaN when none was passed)."""
+
+    def predict(self, formats: list[str | None] | None, texts: list[str]) -> np.ndarray:
+        assert formats is None or len(formats) == len(texts)
+        codes = [FORMAT_SCORES.get(f, math.nan) if f is not None else math.nan for f in formats or [None] * len(texts)]
+        return np.repeat(np.array(codes, dtype=np.float64)[:, None], len(self.anchors), axis=1)
+
+
+class FormatModels(DoubleModels):
+    def load_student(self, run: RunDir, group: str) -> HashStudent:
+        return FormatStudent(read_json(run.path("students", group, "student.json"))["anchors"])
 
 
 def _docstrings() -> list[tuple[str, str, str]]:

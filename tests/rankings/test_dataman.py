@@ -9,8 +9,8 @@ from mira import api
 from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig
 from mira.rankings import dataman
 from mira.rundir import RunDir
+from mira.runner import StageIncomplete
 from mira.selections import current_selection
-from mira.stage import StageIncomplete
 from mira.teacher.testing import Reply, ScriptedServer
 from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 

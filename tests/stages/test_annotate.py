@@ -9,8 +9,8 @@ from mira import api
 from mira.config import AnnotationConfig
 from mira.rubric import Anchor, save_rubric
 from mira.rundir import RunDir, atomic_write_json
-from mira.stage import StageContext, StageIncomplete, run_stage
-from mira.stages import annotate
+from mira.runner import StageContext, StageIncomplete, run_stage
+from mira.stages import annotate, annotate_plan
 from mira.teacher.prompts import neutralize_fences, record_fence
 from mira.teacher.testing import Reply, ScriptedServer
 
@@ -125,7 +125,7 @@ def test_scores_only_mode_and_dry_run_plan(mixed_config):
         config.annotation = AnnotationConfig(
             protocol="annotate_v2", records_per_group=4, self_consistency_records=1, rationales=False)
         run = _prepare(config)
-        lines = annotate.plan(config, run)
+        lines = annotate_plan.plan(config, run)
         assert any("g0: 4 records x 3 anchors, 5 requests" in line for line in lines)
         assert lines[-1].startswith("total: 8 requests") and " min" not in lines[-1]  # time: mira.plan
         from mira.plan import estimate
@@ -245,13 +245,13 @@ def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_confi
         config.annotation = AnnotationConfig(
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=2)
         run = _prepare(config)
-        lines = "\n".join(annotate.plan(config, run))
+        lines = "\n".join(annotate_plan.plan(config, run))
         # g0 = code (5 usable) + faq (3): 8 records give code 5 labels (1 validation row), faq 3 (1).
         assert "g0: sources below 2 validation rows" in lines
         assert "faq 1 (only 3 usable records)" in lines
         config.annotation = AnnotationConfig(
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=0)
-        assert "validation rows" not in "\n".join(annotate.plan(config, run))
+        assert "validation rows" not in "\n".join(annotate_plan.plan(config, run))
 
 
 def test_validation_quota_helpers():

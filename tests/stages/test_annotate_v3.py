@@ -9,8 +9,8 @@ import pytest
 
 from mira.config import AnnotationConfig
 from mira.rubric import Anchor
-from mira.stage import StageContext, StageIncomplete, run_stage
-from mira.stages import annotate, annotate_v3
+from mira.runner import StageContext, StageIncomplete, run_stage
+from mira.stages import annotate, annotate_plan, annotate_v3
 from mira.teacher.prompts import neutralize_fences, record_fence
 from mira.teacher.scores import BARE, expected_scores, score_offsets
 from mira.teacher.testing import Reply, ScriptedServer
@@ -186,7 +186,7 @@ def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_vers
         config = _configure(mixed_config, server)
         config.annotation = AnnotationConfig(protocol="annotate_v3", records_per_group=4, self_consistency_records=1)
         run = _prepare(config)
-        lines = annotate.plan(config, run)
+        lines = annotate_plan.plan(config, run)
         assert any("g0: 4 records x 3 anchors, 15 requests" in line for line in lines)
         assert lines[-1].startswith("total: 21 requests")  # g1 (2 records, 1 re-scored) x 2 anchors
         assert not server.requests

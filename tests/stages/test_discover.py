@@ -12,16 +12,10 @@ import numpy as np
 import pytest
 
 from mira.config import DiscoveryConfig, RunConfig
+from mira.judgment_clusters import Point, allocate_quota, candidate_clusters, kmeans_clusters, merge_near_duplicates
 from mira.rubric import RubricError, load_rubric, rubric_fingerprint, rubric_path
-from mira.stage import StageIncomplete
-from mira.stages.discover import (
-    Point,
-    allocate_quota,
-    candidate_clusters,
-    judgment_model,
-    kmeans_clusters,
-    merge_near_duplicates,
-)
+from mira.runner import StageIncomplete
+from mira.stages.discover import judgment_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"
 
@@ -300,7 +294,7 @@ def test_budget_stops_cleanly_and_a_rerun_resumes(run_dir):
 
 def test_failed_judgments_are_recorded_and_stop_the_stage_until_a_rerun_sends_only_them(run_dir):
     from mira.rundir import RunDir
-    from mira.stage import TeacherFailed
+    from mira.runner import TeacherFailed
     from mira.teacher.testing import ScriptedServer
 
     broken = {"on": True}
@@ -341,7 +335,7 @@ def test_a_group_without_anchors_from_clustering_alone_is_not_a_teacher_failure(
 
 def test_plan_counts_requests(run_dir):
     from mira.rundir import RunDir
-    from mira.stages.discover import plan
+    from mira.stages.discover_plan import plan
 
     lines = plan(_config(run_dir), RunDir(run_dir))
     assert "groups: 3 (from groups.json)" in lines[0]

@@ -5,7 +5,7 @@ import pytest
 
 from mira.config import ReliabilityConfig, RunConfig
 from mira.rundir import RunDir, atomic_write_json
-from mira.stage import StageContext, run_stage
+from mira.runner import StageContext, run_stage
 from mira.stages.annotate import labels_path, write_labels
 from mira.stages.distill import split
 from mira.students import load_student

@@ -1,6 +1,6 @@
 from mira.config import RunConfig
 from mira.rundir import RunDir
-from mira.stage import StageContext, run_stage
+from mira.runner import StageContext, run_stage
 from mira.stages import report
 from tests.report.fixture_run import build_fixture_run
 

@@ -14,7 +14,16 @@ from mira.records import full_text, render
 from mira.shard_tokens import NOT_A_RECORD, tokens_path
 from mira.stages import score as score_stage
 from mira.tokens import TiktokenTokenizer, get_tokenizer
-from tests.engines.doubles import DoubleModels, HashStudent, build_corpus, make_config, prepare_run, tree_bytes
+from tests.engines.doubles import (
+    FORMAT_SCORES,
+    DoubleModels,
+    FormatModels,
+    HashStudent,
+    build_corpus,
+    make_config,
+    prepare_run,
+    tree_bytes,
+)
 
 MAX_TOKENS = 96
 
@@ -102,7 +111,7 @@ def _reference_scores(config, run, path_of) -> dict[str, bytes]:
                              **{a: float("nan") for a in student.anchors}})
                 continue
             rendering = render(item, tokenizer, config.render.max_tokens, config.render.windows)
-            scores = np.asarray(student.predict([item], [rendering.text]), dtype=np.float64)[0].tolist()
+            scores = np.asarray(student.predict([item.format], [rendering.text]), dtype=np.float64)[0].tolist()
             rows.append({"id": item.id, "locator": item.locator, "source": info.name, "group": group,
                          "tokens": rendering.tokens, "quarantine": None, **dict(zip(student.anchors, scores))})
         table_schema = score_stage.schema(student.anchors)
@@ -142,6 +151,24 @@ def test_scores_are_the_bytes_of_a_row_by_row_writer(tmp_path, corpus, doubles, 
     assert pq_rows_quarantined(junk_scores) == 18
     quarantined = sum(pq_rows_quarantined(score_stage.shard_scores_path(run, i.shards[0])) for i in source_infos(run))
     assert quarantined > 0  # the corpus has broken lines: their rows are part of the comparison
+
+
+def test_the_student_is_given_each_records_format(tmp_path, corpus, monkeypatch):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(score_stage, "StageModels", FormatModels)
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    api.run_one("score", config)
+    seen = set()
+    for info in source_infos(run):
+        table = pq.read_table(score_stage.shard_scores_path(run, info.shards[0])).to_pylist()
+        scored = [row for row in table if row["quarantine"] is None]
+        anchors = [k for k in table[0] if k.startswith("a0")]
+        assert scored and anchors
+        assert all(row[a] == FORMAT_SCORES[info.format] for row in scored for a in anchors), info.name
+        seen.add(info.format)
+    assert len(seen) > 1  # the corpus mixes formats, so a swapped or constant format would show
 
 
 def pq_rows_quarantined(path) -> int:

@@ -22,7 +22,7 @@ from mira import api
 from mira.config import AnnotationConfig, RunConfig, dump_config
 from mira.rubric import Anchor, save_rubric
 from mira.rundir import RunDir, StageNotReady, atomic_write_json
-from mira.stage import StageContext, StageIncomplete, TeacherFailed, run_stage
+from mira.runner import StageContext, StageIncomplete, TeacherFailed, run_stage
 from mira.stages import annotate
 from mira.teacher.testing import Fault, Reply, ScriptedServer
 

@@ -52,6 +52,23 @@ def test_static_student_saves_without_pickles_and_reloads_identically(planted, t
         assert np.allclose(loaded.predict(None, batch), student.predict(None, batch), atol=1e-5)
 
 
+def test_static_student_predicts_from_the_formats_it_is_given(planted):
+    texts, Y, sources, train_idx, val_idx = planted
+    formats = ["code" if i % 3 else "text" for i in range(len(texts))]
+    # The planted signal also depends on the format, so the format features get real weight.
+    Y = Y + np.array([[2.0, 0.0] if f == "code" else [0.0, 0.0] for f in formats])
+    student, _ = train(StudentConfig(regressors=["ridge"]), EmbedConfig(), ["signal", "noise"], texts, formats,
+                       Y, train_idx)
+    batch, batch_formats = [texts[i] for i in val_idx], [formats[i] for i in val_idx]
+    given = student.predict(batch_formats, batch)
+    swapped = student.predict(["text" if f == "code" else "code" for f in batch_formats], batch)
+    code = np.array([f == "code" for f in batch_formats])
+    assert (given[code, 0] > swapped[code, 0]).all() and (given[~code, 0] < swapped[~code, 0]).all()
+    assert not np.array_equal(given, student.predict(None, batch))  # None: formats unknown
+    with pytest.raises(ValueError, match="formats for"):
+        student.predict(batch_formats[:-1], batch)
+
+
 def test_evaluate_reports_cells_per_source_and_overall():
     pred = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 5.0]])
     target = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [5.0, 4.0]])

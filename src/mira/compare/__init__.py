@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from mira.artifacts.compare import COMPARE_SUMMARY
 from mira.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
 from mira.rundir import RunDir, StageNotReady
-from mira.stage import ProgressFactory, null_progress
+from mira.runner import ProgressFactory, null_progress
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import SourceInfo, iter_shard_records
 from mira.records import Record, full_text
 from mira.rundir import RunDir, atomic_write_text, read_json
-from mira.stage import ProgressFactory, null_progress
+from mira.runner import ProgressFactory, null_progress
 
 log = logging.getLogger(__name__)
 

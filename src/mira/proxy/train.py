@@ -19,7 +19,7 @@ from mira.proxy.result import EvalScore, ProxyResult, bits_per_byte
 if TYPE_CHECKING:
     import torch
 
-    from mira.stage import ProgressFactory
+    from mira.runner import ProgressFactory
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def train_proxy(train_texts: Iterable[str], eval_sets: Mapping[str, Sequence[str
     are visited in a seeded order; the budget is rounded down to whole windows. Given the seed the
     result is deterministic on the CPU for a fixed thread count (CUDA kernels may differ in the last
     bits). The caller's global torch RNG state and thread count are left as they were.
-    ``progress(description, total)`` (see :mod:`mira.stage`) gets one task advanced per step.
+    ``progress(description, total)`` (see :mod:`mira.runner`) gets one task advanced per step.
     """
     import torch
 

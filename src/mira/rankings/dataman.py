@@ -104,7 +104,7 @@ def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, A
     Raises ``StageIncomplete`` when the teacher budget stops labelling (a rerun resumes).
     """
     from mira.rubric import save_rubric
-    from mira.stage import null_progress
+    from mira.runner import null_progress
 
     progress = progress or null_progress
     fp = fingerprint(config, run)
@@ -127,7 +127,7 @@ def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, A
 def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], progress: Any) -> dict[str, Any]:
     from mira.corpus import sample_stratified, source_infos
     from mira.records import render
-    from mira.stage import StageIncomplete
+    from mira.runner import StageIncomplete
     from mira.stages import annotate
     from mira.teacher import load_prompt, open_teacher
     from mira.tokens import get_tokenizer
@@ -164,7 +164,7 @@ def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], prog
 
 
 def _distill(config: RunConfig, sub: RunDir, progress: Any) -> dict[str, Any]:
-    from mira.stage import StageContext
+    from mira.runner import StageContext
     from mira.stages import annotate, distill
 
     # distill_group keeps a trained student whose labels and settings did not change.

@@ -76,7 +76,7 @@ def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, A
     """Train the reference model(s) if needed and score every shard not done yet; returns counts."""
     from mira.corpus import source_infos
     from mira.engines import map_tasks
-    from mira.stage import null_progress
+    from mira.runner import null_progress
 
     progress = progress or null_progress
     fp = fingerprint(config, run)

@@ -5,7 +5,7 @@
    (``judgments/<group>.jsonl``).
 2. Every "name: reason" judgment point is embedded and clustered per record part; near-duplicate
    clusters are merged, clusters without enough support (points and distinct records) dropped,
-   and the point nearest each centre is the cluster's exemplar.
+   and the point nearest each centre is the cluster's exemplar (:mod:`mira.judgment_clusters`).
 3. The teacher writes an anchor card (name, definition, low/mid/high) per surviving cluster, and
    may reject a cluster that names a topic instead of a quality; :mod:`mira.cards` rejects cards
    that cannot discriminate (near-identical guides, one record's content, length/format/topic,
@@ -18,6 +18,8 @@ not marked done, and a rerun sends only the failed requests (answers are cached)
 
 A rubric the user edited is never overwritten silently: ``rubrics/_generated.json`` remembers the
 hash of what discover wrote, and a file that differs from it is kept unless ``--force``.
+
+The dry run (``plan``, ``teacher_work``) lives in :mod:`mira.stages.discover_plan`.
 """
 
 from __future__ import annotations
@@ -30,25 +32,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mira.anchors import (  # noqa: F401 - re-exported for tests and users
-    Cluster,
-    Point,
-    allocate_quota,
-    candidate_clusters,
-    card_points,
-    kmeans_clusters,
-    make_cluster,
-    merge_near_duplicates,
-    rank_key,
-)
 from mira.artifacts.rubrics import JUDGMENTS, RUBRIC_GENERATED, RUBRIC_REJECTED
 from mira.cards import card_problem
-from mira.config import DiscoveryConfig, RunConfig
+from mira.config import DiscoveryConfig
+from mira.judgment_clusters import Cluster, Point, candidate_clusters, card_points, rank_key
 from mira.records import Record
 from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
-from mira.rundir import RunDir, StageNotReady, atomic_write_text, read_json
+from mira.rundir import RunDir, atomic_write_text, read_json
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext, StageIncomplete
+from mira.runner import StageContext, StageIncomplete
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import FailureTracker
@@ -390,63 +382,3 @@ def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple
                  len(anchors), len(rejected[gid]))
         out[gid] = (anchors, judgments[gid], rejected[gid])
     return out
-
-
-def plan(config: RunConfig, run: RunDir) -> list[str]:
-    """Teacher requests and a time estimate; reads groups.json when grouping has run."""
-    dcfg = config.discovery
-    try:
-        from mira.groups import load_groups
-
-        groups = load_groups(run)
-        n_groups, where = len(groups.groups), "from groups.json"
-        ok = {}
-        if run.inventory_path.exists():
-            sources = read_json(run.inventory_path).get("sources", {})
-            ok = {g.id: sum(sources.get(s, {}).get("ok", 0) for s in g.sources) for g in groups.groups}
-        judgments = sum(min(dcfg.records_per_group, ok.get(g.id, dcfg.records_per_group)) for g in groups.groups)
-    except StageNotReady:  # grouping not run yet: estimate from the config
-        n_groups = (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
-        n_groups += len({s.group for s in config.sources if s.group})
-        where, judgments = "estimated; run `mira group` for the real number", n_groups * dcfg.records_per_group
-    cards = n_groups * dcfg.anchors_per_group
-    # The time is the dry run's (mira.plan.estimate: measured speeds, cached answers free).
-    return [f"groups: {n_groups} ({where})",
-            f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
-            f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
-
-
-def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> dict[str, Any]:
-    """The judgments a run would ask, built as `run` builds them, with the cache's answers (dry
-    run); plus the anchor cards, which count as new unless every judgment is cached (the
-    clusters, and so the cards asked, follow from the judgments)."""
-    from mira.corpus import sample_stratified, source_infos
-    from mira.groups import load_groups
-    from mira.records import render
-    from mira.teacher import estimate
-    from mira.tokens import get_tokenizer
-
-    dcfg = config.discovery
-    try:
-        groups = load_groups(run).groups
-    except StageNotReady:
-        groups = []
-    if assume_new or not groups:
-        n_groups = len(groups) or (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
-        requests = n_groups * (dcfg.records_per_group + dcfg.anchors_per_group)
-        return {"requests": requests, "cached": 0, "prompt_tokens_est": requests * (config.render.max_tokens + 400),
-                "completion_tokens_est": requests * 200}
-    infos = {info.name: info for info in source_infos(run)}
-    tokenizer = get_tokenizer(config.tokenizer.name)
-    asked = []
-    for group in groups:
-        members = [infos[s] for s in group.sources if s in infos]
-        for record in sample_stratified(config, members, dcfg.records_per_group, dcfg.seed):
-            text = render(record, tokenizer, config.render.max_tokens, config.render.windows).text
-            asked.append(judge_request(record, text, dcfg))
-    work = estimate(config.teacher, run, asked)
-    cards = len(groups) * dcfg.anchors_per_group
-    new_cards = 0 if work["cached"] == work["requests"] else cards
-    return {**work, "requests": work["requests"] + cards, "cached": work["cached"] + cards - new_cards,
-            "prompt_tokens_est": work["prompt_tokens_est"] + new_cards * 400,
-            "completion_tokens_est": work["completion_tokens_est"] + new_cards * 100}

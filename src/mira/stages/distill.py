@@ -23,7 +23,7 @@ from mira.artifacts.students import METRICS
 from mira.corpus import stable_rank
 from mira.rundir import RunDir, atomic_path, hash_files
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext
+from mira.runner import StageContext
 
 log = logging.getLogger(__name__)
 VERSION = "distill-v1"
@@ -143,8 +143,7 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx)
     task.close()
     if len(val_idx):
-        pred = student.predict(None if config.student.kind == "encoder" else _Formats(formats, val_idx),
-                               [texts[i] for i in val_idx])
+        pred = student.predict([formats[i] for i in val_idx], [texts[i] for i in val_idx])
         validation = evaluate(pred, targets[val_idx], [sources[i] for i in val_idx], anchors)
     else:
         validation = evaluate(np.zeros((0, len(anchors))), np.zeros((0, len(anchors))), [], anchors)
@@ -184,20 +183,6 @@ def write_validation(path: Path, record_ids: list[str], sources: list[str], anch
         columns[f"{anchor}__student"] = student[:, j].astype(np.float64)
     with atomic_path(path) as tmp:
         pq.write_table(pa.table(columns), tmp)
-
-
-class _Formats(list["_F"]):
-    """Stand-in records for predict(): only the format is read."""
-
-    def __init__(self, formats: list[str], rows: np.ndarray) -> None:
-        super().__init__(_F(formats[i]) for i in rows)
-
-
-class _F:
-    __slots__ = ("format",)
-
-    def __init__(self, fmt: str) -> None:
-        self.format = fmt
 
 
 def _fmt(value: float | None) -> str:
@@ -240,7 +225,7 @@ def raise_without_students(run: RunDir, groups: list[str]) -> None:
     """
     import pyarrow.parquet as pq
 
-    from mira.stage import StageIncomplete, TeacherFailed
+    from mira.runner import StageIncomplete, TeacherFailed
 
     parts, errors = [], []
     for group in groups:

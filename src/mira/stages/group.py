@@ -27,7 +27,7 @@ from mira.corpus import SourceInfo, index_note, sample_source, source_infos
 from mira.records import render
 from mira.rundir import RunDir
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext
+from mira.runner import StageContext
 
 log = logging.getLogger(__name__)
 VERSION = "group-v2"  # v2: content-only default, k=1 for near-identical sources

@@ -32,9 +32,9 @@ from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_dig
 from mira.records import detect_source_format, full_text
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint
+from mira.runner import StageContext
 from mira.sample_index import ShardCandidates, build_index, index_seeds, index_size, write_index
 from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
-from mira.stage import StageContext
 from mira.storage import RemoteFile
 from mira.tokens import get_tokenizer
 

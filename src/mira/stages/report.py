@@ -13,7 +13,7 @@ from typing import Any
 from mira.config import RunConfig
 from mira.rundir import STAGES, RunDir, hash_files
 from mira.rundir import fingerprint as make_fingerprint
-from mira.stage import StageContext
+from mira.runner import StageContext
 
 VERSION = "report-v1"
 

@@ -38,8 +38,8 @@ from mira.io import Shard, shard_digest
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint
+from mira.runner import ProgressFactory, StageContext, null_progress
 from mira.shard_tokens import ShardTokens, read_shard_tokens, render_settings
-from mira.stage import ProgressFactory, StageContext, null_progress
 
 if TYPE_CHECKING:  # imported where a student is loaded, as before
     from mira.students import Student
@@ -378,8 +378,9 @@ def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, config: Run
     records: list[Record] = [batch[i] for i in positions]  # type: ignore[misc]
     renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=known[i][0],
                          window_bytes=known[i][1]) for r, i in zip(records, positions, strict=True)]
+    formats, texts = [r.format for r in records], [r.text for r in renderings]
     per_anchor = (np.zeros((len(records), 0)) if loaded.student is None  # a group without a rubric
-                  else np.asarray(loaded.student.predict(records, [r.text for r in renderings]), dtype=np.float64))
+                  else np.asarray(loaded.student.predict(formats, texts), dtype=np.float64))
     if per_anchor.shape != (len(records), len(loaded.anchors)):
         raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
                            f"expected {(len(records), len(loaded.anchors))}")

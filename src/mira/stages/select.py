@@ -73,9 +73,9 @@ from mira.rundir import (
     swap_in,
 )
 from mira.rundir import fingerprint as make_fingerprint
+from mira.runner import ProgressFactory, StageContext
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selections import selection_dir, selection_name, set_current
-from mira.stage import ProgressFactory, StageContext
 from mira.stages.score import shard_scores_path
 from mira.storage import shown
 
@@ -313,7 +313,7 @@ def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
 
 def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Decide from the stored scores and write the named selection; returns the totals."""
-    from mira.stage import null_progress
+    from mira.runner import null_progress
 
     progress = progress or null_progress
     prepare(config, run, progress)  # a method's own corpus pass (perplexity, dataman), with progress bars

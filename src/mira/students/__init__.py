@@ -1,11 +1,13 @@
 """Per-group student scorers: cheap models that predict the teacher's anchor scores.
 
     student = load_student(run, "g0")
-    scores = student.predict(records, texts)   # (n, len(student.anchors)), 0..10
+    scores = student.predict(formats, texts)   # (n, len(student.anchors)), 0..10
 
 ``texts`` are the records' renderings (``mira.records.render`` with ``config.render``): the same
-text the teacher saw. Two kinds: ``static`` (default; CPU, thousands of records per second) and
-``encoder`` (a fine-tuned transformer encoder, meant for a GPU). Importing this package is cheap.
+text the teacher saw; ``formats`` are their records' formats (``Record.format``), one per text, or
+None when unknown (the static student's format features then stay zero; the encoder reads none).
+Two kinds: ``static`` (default; CPU, thousands of records per second) and ``encoder`` (a fine-tuned
+transformer encoder, meant for a GPU). Importing this package is cheap.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Student(Protocol):
     kind: str
     anchors: list[str]
 
-    def predict(self, records: Sequence[Any] | None, texts: Sequence[str]) -> np.ndarray: ...
+    def predict(self, formats: Sequence[str | None] | None, texts: Sequence[str]) -> np.ndarray: ...
     def save(self, folder: Path) -> None: ...
 
 

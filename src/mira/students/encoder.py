@@ -54,7 +54,8 @@ class EncoderStudent:
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return self.head(pooled)
 
-    def predict(self, records: Sequence[Any] | None, texts: Sequence[str]) -> np.ndarray:
+    def predict(self, formats: Sequence[str | None] | None, texts: Sequence[str]) -> np.ndarray:
+        # The encoder reads the rendering only; formats are part of the Student protocol.
         import torch
 
         if len(texts) == 0:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -296,8 +295,3 @@ class Featurizer:
         structure = structural_features(batch, clipped, list(formats) if formats is not None else [None] * n)
         return np.hstack([vectors, structure])
 
-
-def formats_of(records: Sequence[Any] | None, n: int) -> list[str | None]:
-    if records is None:
-        return [None] * n
-    return [getattr(r, "format", None) for r in records]

@@ -22,7 +22,7 @@ import numpy as np
 
 from mira.config import EmbedConfig, StudentConfig
 from mira.rundir import atomic_path, atomic_write_json, atomic_write_text
-from mira.students.features import FEATURE_VERSION, Featurizer, formats_of
+from mira.students.features import FEATURE_VERSION, Featurizer
 
 log = logging.getLogger(__name__)
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
@@ -155,10 +155,12 @@ class StaticStudent:
     def features(self, texts: Sequence[str], formats: Sequence[str | None]) -> np.ndarray:
         return featurizer(self.embed, self.max_chars)(texts, formats)
 
-    def predict(self, records: Sequence[Any] | None, texts: Sequence[str]) -> np.ndarray:
+    def predict(self, formats: Sequence[str | None] | None, texts: Sequence[str]) -> np.ndarray:
+        if formats is not None and len(formats) != len(texts):
+            raise ValueError(f"predict got {len(formats)} formats for {len(texts)} texts")
         if len(texts) == 0:
             return np.zeros((0, len(self.anchors)), dtype=np.float32)
-        X = self.features(texts, formats_of(records, len(texts)))
+        X = self.features(texts, formats if formats is not None else [None] * len(texts))
         return np.clip(self.regressor.predict(X), 0.0, 10.0).astype(np.float32)
 
     @classmethod

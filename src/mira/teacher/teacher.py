@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from mira.config import TeacherConfig
 from mira.rundir import RunDir
-from mira.stage import ProgressFactory, null_progress
+from mira.runner import ProgressFactory, null_progress
 from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
 from mira.teacher.identity import teacher_identity

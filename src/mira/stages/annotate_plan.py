@@ -1,0 +1,131 @@
+"""The annotate stage's dry run (:mod:`mira.plan`): its detail lines and the teacher work it would ask.
+
+Kept apart from :mod:`mira.stages.annotate` so the stage module stays small; :mod:`mira.plan` looks
+here first for a stage's ``plan`` and ``teacher_work``. Requests are built with the stage's own
+functions, so the dry run prices exactly what a run sends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mira.config import RunConfig
+from mira.corpus import source_infos
+from mira.rundir import RunDir, StageNotReady
+from mira.stages.annotate import (
+    _group_infos,
+    _load_anchors,
+    anchor_card,
+    flat_protocol,
+    group_requests,
+    output_tokens,
+    protocol_prompt,
+    short_sources,
+)
+
+if TYPE_CHECKING:
+    from mira.teacher import TeacherRequest
+
+
+def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -> dict[str, Any]:
+    """The requests a run would send and how many the teacher cache answers already (dry run).
+
+    Built exactly as `run` builds them (the sample is read through the sample index), so a larger
+    ``records_per_group`` counts only the records not labelled yet. With `assume_new` (groups or
+    rubrics are rewritten first) or before discover, every request counts as new, from the config.
+    """
+    from mira.teacher import estimate
+    from mira.tokens import get_tokenizer
+
+    cfg = config.annotation
+    if assume_new or not run_dir.done("group") or not run_dir.done("discover"):
+        groups = _group_count(config, run_dir)
+        prompt = protocol_prompt(config)
+        labels = groups * (cfg.records_per_group + cfg.self_consistency_records)
+        per_group = config.discovery.anchors_per_group
+        if prompt.version >= 3:  # one request per anchor; the record is processed once per label
+            from mira.stages import annotate_v3
+
+            n_requests = labels * per_group
+            prompt_tokens = labels * (config.render.max_tokens + 60 + annotate_v3.prompt_overhead_tokens(per_group))
+            completion = labels * annotate_v3.output_tokens(per_group)
+        else:
+            n_requests = labels
+            prompt_tokens = labels * (config.render.max_tokens + 600)  # rubric cards and instructions
+            completion = labels * output_tokens(per_group, cfg.rationales, cfg.rationale_chars,
+                                                flat_protocol(prompt, cfg.rationales)) // 2
+        return {"requests": n_requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
+                "completion_tokens_est": completion}
+    from mira.groups import load_groups
+
+    prompt, tokenizer = protocol_prompt(config), get_tokenizer(config.tokenizer.name)
+    infos = {info.name: info for info in source_infos(run_dir)}
+    requests: list[TeacherRequest] = []
+    for group in load_groups(run_dir).groups:
+        anchors = _load_anchors(run_dir, group.id)
+        if anchors:
+            requests += group_requests(config, prompt, tokenizer, anchors, group.id,
+                                       _group_infos(infos, group.sources))[-1]
+    return estimate(config.teacher, run_dir, requests)
+
+
+def _group_count(config: RunConfig, run_dir: RunDir) -> int:
+    from mira.groups import load_groups
+
+    try:
+        return len(load_groups(run_dir).groups)
+    except (StageNotReady, OSError, ValueError):
+        return (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1))) + \
+            len({s.group for s in config.sources if s.group})
+
+
+def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
+    """Requests and a token/time estimate, from the inventory and rubrics (no corpus pass)."""
+    from mira.teacher.usage import CHARS_PER_TOKEN
+
+    cfg = config.annotation
+    if not run_dir.done("group") or not run_dir.done("discover"):
+        return [f"up to {cfg.records_per_group} records per group + {cfg.self_consistency_records} re-scored, "
+                f"one request each (groups and rubrics not known yet: run `mira group` and `mira discover`)"]
+    from mira.groups import load_groups
+
+    groups = load_groups(run_dir)
+    infos = {info.name: info for info in source_infos(run_dir)}
+    lines, total_requests, total_prompt, total_completion = [], 0, 0, 0
+    prompt = protocol_prompt(config)
+    flat = flat_protocol(prompt, cfg.rationales)
+    for group in groups.groups:
+        try:
+            anchors = _load_anchors(run_dir, group.id)
+        except ValueError as exc:
+            lines.append(f"{group.id}: {exc}")
+            continue
+        if not anchors:
+            lines.append(f"{group.id}: no rubric, skipped")
+            continue
+        members = _group_infos(infos, group.sources)
+        available = sum(i.ok for i in members)
+        n = min(cfg.records_per_group, available)
+        labels = n + min(cfg.self_consistency_records, n)
+        mean_tokens = (sum(i.tokens for i in members) / available) if available else 0
+        record_tokens = min(mean_tokens, config.render.max_tokens)
+        if prompt.version >= 3:  # cards cached per group and slot; the record once; a question per anchor
+            from mira.stages import annotate_v3
+
+            requests = labels * len(anchors)
+            total_prompt += int(labels * (record_tokens + 60 + annotate_v3.prompt_overhead_tokens(len(anchors))))
+            total_completion += labels * annotate_v3.output_tokens(len(anchors))
+        else:
+            requests = labels
+            cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
+            total_prompt += int(labels * (record_tokens + cards + 250))
+            total_completion += labels * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
+        total_requests += requests
+        lines.append(f"{group.id}: {n} records x {len(anchors)} anchors, {requests} requests")
+        short = short_sources(config, members)
+        if short:
+            lines.append(f"  {group.id}: sources below {cfg.min_validation_per_source} validation rows: "
+                         + ", ".join(short))
+    # The time is the dry run's (mira.plan.estimate: measured speeds, cached requests free).
+    lines.append(f"total: {total_requests} requests, ~{total_prompt:,} prompt + ~{total_completion:,} output tokens")
+    return lines

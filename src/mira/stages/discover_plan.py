@@ -1,0 +1,73 @@
+"""The discover stage's dry run (:mod:`mira.plan`): its detail lines and the teacher work it would ask.
+
+Kept apart from :mod:`mira.stages.discover` so the stage module stays small; :mod:`mira.plan` looks
+here first for a stage's ``plan`` and ``teacher_work``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mira.config import RunConfig
+from mira.rundir import RunDir, StageNotReady, read_json
+
+
+def plan(config: RunConfig, run: RunDir) -> list[str]:
+    """Teacher requests and a time estimate; reads groups.json when grouping has run."""
+    dcfg = config.discovery
+    try:
+        from mira.groups import load_groups
+
+        groups = load_groups(run)
+        n_groups, where = len(groups.groups), "from groups.json"
+        ok = {}
+        if run.inventory_path.exists():
+            sources = read_json(run.inventory_path).get("sources", {})
+            ok = {g.id: sum(sources.get(s, {}).get("ok", 0) for s in g.sources) for g in groups.groups}
+        judgments = sum(min(dcfg.records_per_group, ok.get(g.id, dcfg.records_per_group)) for g in groups.groups)
+    except StageNotReady:  # grouping not run yet: estimate from the config
+        n_groups = (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
+        n_groups += len({s.group for s in config.sources if s.group})
+        where, judgments = "estimated; run `mira group` for the real number", n_groups * dcfg.records_per_group
+    cards = n_groups * dcfg.anchors_per_group
+    # The time is the dry run's (mira.plan.estimate: measured speeds, cached answers free).
+    return [f"groups: {n_groups} ({where})",
+            f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
+            f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
+
+
+def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> dict[str, Any]:
+    """The judgments a run would ask, built as `run` builds them, with the cache's answers (dry
+    run); plus the anchor cards, which count as new unless every judgment is cached (the
+    clusters, and so the cards asked, follow from the judgments)."""
+    from mira.corpus import sample_stratified, source_infos
+    from mira.groups import load_groups
+    from mira.records import render
+    from mira.stages.discover import judge_request
+    from mira.teacher import estimate
+    from mira.tokens import get_tokenizer
+
+    dcfg = config.discovery
+    try:
+        groups = load_groups(run).groups
+    except StageNotReady:
+        groups = []
+    if assume_new or not groups:
+        n_groups = len(groups) or (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
+        requests = n_groups * (dcfg.records_per_group + dcfg.anchors_per_group)
+        return {"requests": requests, "cached": 0, "prompt_tokens_est": requests * (config.render.max_tokens + 400),
+                "completion_tokens_est": requests * 200}
+    infos = {info.name: info for info in source_infos(run)}
+    tokenizer = get_tokenizer(config.tokenizer.name)
+    asked = []
+    for group in groups:
+        members = [infos[s] for s in group.sources if s in infos]
+        for record in sample_stratified(config, members, dcfg.records_per_group, dcfg.seed):
+            text = render(record, tokenizer, config.render.max_tokens, config.render.windows).text
+            asked.append(judge_request(record, text, dcfg))
+    work = estimate(config.teacher, run, asked)
+    cards = len(groups) * dcfg.anchors_per_group
+    new_cards = 0 if work["cached"] == work["requests"] else cards
+    return {**work, "requests": work["requests"] + cards, "cached": work["cached"] + cards - new_cards,
+            "prompt_tokens_est": work["prompt_tokens_est"] + new_cards * 400,
+            "completion_tokens_est": work["completion_tokens_est"] + new_cards * 100}
