@@ -5,13 +5,14 @@ decode to lone surrogates no UTF-8 writer can encode. Both would pass ingest and
 NaN in the selection, a UnicodeEncodeError in a teacher request), so they are refused here, where
 the record is quarantined with its reason.
 
-Fast path: ``orjson`` (about 4x faster; every stage decodes every record). It is stricter than the
-stdlib decoder (it rejects NaN, lone surrogates, invalid UTF-8, 1e400), and on every line it
-accepts it gives the same value (fuzzed: floats are correctly rounded, duplicate keys keep the
-first position and the last value), with two exceptions that :func:`_stdlib_may_differ` sends to
-the stdlib path: integers beyond 64 bits (orjson makes them floats) and nesting deep enough that
-the stdlib decoder hits Python's recursion limit. Every line orjson rejects is decoded by the
-stdlib path, so the accepted values and the quarantine reasons are exactly the stdlib ones.
+Fast path: ``orjson`` (3x the lines/s, ``benchmarks/input_checks.py``; every stage decodes every
+record). It is stricter than the stdlib decoder (it refuses NaN, lone surrogates, invalid UTF-8,
+1e400), and on every line it accepts it gives the same value (fuzzed: floats are correctly rounded,
+a duplicate key keeps its first position and its last value), with two exceptions that
+:func:`_stdlib_may_differ` sends to the stdlib path: integers beyond 64 bits (orjson makes them
+floats) and nesting deep enough for the stdlib decoder to hit Python's recursion limit. Every line
+orjson refuses is decoded by the stdlib path, so the accepted values and the quarantine reasons are
+exactly the stdlib ones (note: the stdlib reads 1e400 as inf, and so does this module).
 """
 
 from __future__ import annotations
