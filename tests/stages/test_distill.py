@@ -117,3 +117,21 @@ def test_new_thresholds_rebuild_the_mask_without_retraining(labelled_run):
     assert model_file.stat().st_mtime_ns == before
     mask = json.loads(run.path("students", "g0", "mask.json").read_text())
     assert not mask["cells"]["stdlib_a"]["noise"]["masked"]
+
+
+def test_students_of_an_older_feature_version_are_retrained(labelled_run, monkeypatch):
+    # A student trained on other features is refused at load time; distill must not skip it as done.
+    from mira.stages import distill
+    from mira.students import features, static
+
+    config, run, _ = labelled_run
+    monkeypatch.setattr(distill, "FEATURE_VERSION", "features-v0", raising=False)  # absent before the fix
+    monkeypatch.setattr(features, "FEATURE_VERSION", "features-v0")
+    monkeypatch.setattr(static, "FEATURE_VERSION", "features-v0")
+    run_stage("distill", StageContext(config, run))
+    monkeypatch.undo()
+    outcome = run_stage("distill", StageContext(config, run))
+    assert not outcome.skipped and outcome.counts["trained"] == 1
+    meta = json.loads(run.path("students", "g0", "student.json").read_text())
+    assert meta["feature_version"] == features.FEATURE_VERSION
+    load_student(run, "g0")

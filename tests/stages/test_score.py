@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import EngineConfig
+from mira.config import EngineConfig, IngestConfig
 from mira.corpus import Quarantined, iter_shard_records, source_infos
 from mira.records import render
 from mira.rundir import RunDir
@@ -191,8 +191,12 @@ def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
         pytest.skip("static embedding model not distilled on this machine")
     texts = [doc for _, _, doc in _docstrings()][:48]
     runs = []
-    for name, workers in (("inline", 1), ("pooled", 2)):
-        config = make_config(corpus, tmp_path / name, engine=EngineConfig(workers=workers, batch_size=16))
+    # Bytes depend neither on the pool nor on the batch size (BLAS and a feature once made them do):
+    # the last two runs hold each source in one shard, so batches of 7 and 512 really differ.
+    for name, workers, batch_size, shard_records in (("inline", 1, 16, 8), ("pooled", 2, 16, 8),
+                                                     ("batch-7", 1, 7, 10_000), ("batch-512", 1, 512, 10_000)):
+        config = make_config(corpus, tmp_path / name, engine=EngineConfig(workers=workers, batch_size=batch_size),
+                             ingest=IngestConfig(shard_records=shard_records))
         run = prepare_run(config)
         for group, anchors in ANCHORS.items():
             targets = HashStudent(anchors).predict(None, texts)  # stand-in labels; the model is real
@@ -208,6 +212,7 @@ def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
     assert int((~table.quarantined & np.isnan(table.score)).sum()) == 20 and len(finite) == 58
     assert ((finite >= 0) & (finite <= 10)).all() and len(set(np.round(finite, 6))) > 10
     assert tree_bytes(runs[0].root / "scores") == tree_bytes(runs[1].root / "scores")
+    assert tree_bytes(runs[2].root / "scores") == tree_bytes(runs[3].root / "scores")
 
 
 def test_score_never_deletes_a_file_mira_did_not_write(tmp_path, corpus, doubles):

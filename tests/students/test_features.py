@@ -57,3 +57,17 @@ def test_clip_text_keeps_start_and_end():
     clipped = clip_text(text, 1_000)
     assert len(clipped) <= 1_001 and clipped.startswith("AAA") and clipped.endswith("END")
     assert clip_text("short", 1_000) == "short"
+
+
+def test_a_documents_features_do_not_depend_on_its_neighbours_in_the_batch(featurizer):
+    # The byte after a document's last newline belongs to the next document of the batch: a blank or
+    # indented start there must not count as a blank or indented line of this one.
+    doc = "line one\nline two"
+    neighbours = ["\n\nblank start", "    indented start", "plain", ""]
+    alone = featurizer([doc], ["text"])[0]
+    for neighbour in neighbours:
+        X = featurizer([doc, neighbour], ["text", "text"])
+        assert np.array_equal(X[0], alone), neighbour
+        assert np.array_equal(X[1], featurizer([neighbour], ["text"])[0]), neighbour
+    f = dict(zip(STRUCTURAL_NAMES, alone[len(alone) - len(STRUCTURAL_NAMES):], strict=True))
+    assert f["blank_line_share"] == 0 and f["indented_line_share"] == 0

@@ -77,3 +77,18 @@ def test_evaluate_reports_cells_per_source_and_overall():
     assert metrics["overall"]["y"]["spearman"] is None  # constant predictions: undefined, not 0
     assert metrics["cells"]["a"]["x"]["n"] == 2 and metrics["cells"]["b"]["x"]["mae"] == 0.5
     assert metrics["mean_spearman"] == 1.0
+
+
+@pytest.mark.parametrize("regressor", ["ridge", "lightgbm"])
+def test_a_records_prediction_does_not_depend_on_its_batch(planted, regressor):
+    # Whole-corpus scoring promises bytes independent of the batch size: BLAS (ridge's matrix
+    # product) picks kernels by the number of rows, and a feature once read the next document.
+    texts, Y, sources, train_idx, val_idx = planted
+    student, _ = train(StudentConfig(regressors=[regressor]), EmbedConfig(), ["signal", "noise"], texts,
+                       ["code"] * len(texts), Y, train_idx)
+    corpus = stdlib_texts(600)[-300:]  # mostly unseen windows; many start with a newline or indent
+    outputs = {size: np.concatenate([student.predict(None, corpus[i:i + size])
+                                     for i in range(0, len(corpus), size)])
+               for size in (1, 7, 77, 512)}
+    for size in (7, 77, 512):
+        assert outputs[size].tobytes() == outputs[1].tobytes(), size

@@ -96,7 +96,8 @@ CONSISTENCY = Artifact(
     kind="parquet", arrow=labels_fixed)
 STUDENT = Artifact(
     "student", "students/{group}/", "distill", "the student's model files: `student.json` (kind, "
-    "anchors, feature settings) and its weights beside it", kind="opaque", owner="mira.students")
+    "anchors, feature settings; a static student's `feature_version`, part of distill's fingerprint, so a "
+    "student of older features is retrained) and its weights beside it", kind="opaque", owner="mira.students")
 METRICS = Artifact(
     "metrics", "students/{group}/metrics.json", "distill", "validation MAE / Spearman per source x anchor, "
     "teacher self-consistency, model choice, `train_key`", model=Metrics)

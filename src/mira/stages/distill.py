@@ -24,6 +24,7 @@ from mira.corpus import stable_rank
 from mira.rundir import RunDir, atomic_path, hash_files
 from mira.rundir import fingerprint as make_fingerprint
 from mira.runner import StageContext
+from mira.students.features import FEATURE_VERSION
 
 log = logging.getLogger(__name__)
 VERSION = "distill-v1"
@@ -37,7 +38,8 @@ def label_files(run: RunDir) -> list[Path]:
 
 
 def fingerprint(ctx: StageContext) -> str:
-    return make_fingerprint(VERSION, ctx.config.section_hash("student", "embed", "reliability"),
+    # FEATURE_VERSION: students trained on other features are retrained (loading them is refused).
+    return make_fingerprint(VERSION, FEATURE_VERSION, ctx.config.section_hash("student", "embed", "reliability"),
                             ctx.run.require("annotate"), hash_files(label_files(ctx.run)))
 
 
@@ -103,7 +105,8 @@ def _train_key(ctx: StageContext, labels_path: Path) -> str:
     # What the trained model depends on (not the reliability thresholds): if it matches, only the
     # mask is recomputed. The model-choice rule is part of it: students whose regressor was chosen
     # on the validation rows (before cross-validation inside the training rows) are retrained.
-    return make_fingerprint(VERSION, "model choice: cv in train rows", ctx.config.section_hash("student", "embed"),
+    return make_fingerprint(VERSION, FEATURE_VERSION, "model choice: cv in train rows",
+                            ctx.config.section_hash("student", "embed"),
                             hash_files([labels_path]))
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from mira.config import FORMATS, EmbedConfig
 
-FEATURE_VERSION = "features-v1"
+# v2: blank/indented line shares no longer read the first byte of the next document in the batch.
+FEATURE_VERSION = "features-v2"
 # Byte classes: 0 separator (whitespace, controls), 1 word byte (ASCII alnum or any non-ASCII byte),
 # 2 ASCII punctuation (each one its own chunk, as in BERT's pre-tokenizer).
 _CLASS = np.zeros(256, dtype=np.uint8)
@@ -121,10 +122,16 @@ class _Batch:
                          for i in range(len(self.n_bytes))], dtype=np.int64).reshape(-1, k)
 
     def line_starts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(document, first byte) of every line after the first: what follows each newline."""
+        """(document, first byte) of every line after the first: what follows each newline.
+
+        Each document's separator newline is included (it counts the document's last line), with 0
+        as its byte: what follows it is the next document of the batch, and a feature that read it
+        would depend on the batch a record was scored in.
+        """
         newline = np.flatnonzero(self.data == 10)
-        nxt = np.minimum(newline + 1, len(self.data) - 1)
-        return np.searchsorted(self.doc_start, newline, side="right") - 1, self.data[nxt]
+        after = self.data[np.minimum(newline + 1, len(self.data) - 1)]
+        after[np.searchsorted(newline, self.doc_start[1:] - 1)] = 0  # every separator is a newline
+        return np.searchsorted(self.doc_start, newline, side="right") - 1, after
 
     def hashes(self) -> np.ndarray:
         powers, inv_powers = _powers(len(self.data))
