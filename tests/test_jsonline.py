@@ -28,7 +28,10 @@ TABLE = [
     (b'{"a": [18446744073709551616, 0.5]}', {"a": [18446744073709551616, 0.5]}, None),
     (b'{"a": -9223372036854775809}', {"a": -9223372036854775809}, None),
     (b'{"a": 18446744073709551615}', {"a": 18446744073709551615}, None),
-    (b'{"a": 1e400, "b": -1e400}', {"a": float("inf"), "b": float("-inf")}, None),  # the stdlib's reading
+    # The stdlib reads these as inf/-inf (a NaN/Infinity literal by another spelling): refused.
+    (b'{"a": 1e400, "b": -1e400}', None, "number 1e400 is too large for a float (it would read as inf)"),
+    (b'{"b": [1.5, -1e400]}', None, "number -1e400 is too large for a float (it would read as -inf)"),
+    (b'{"a": 1.7976931348623157e308}', {"a": 1.7976931348623157e308}, None),  # the largest float is fine
     (b'{"a": 1e-400, "b": -0.0, "c": -0, "d": 1E2}', {"a": 0.0, "b": -0.0, "c": 0, "d": 100.0}, None),
     (b'{"a": 12345678901234567890.5}', {"a": 12345678901234567890.5}, None),
     (b'{"a": 1, "b": 2, "a": 3}', {"a": 3, "b": 2}, None),  # the last value, at the first position
@@ -99,3 +102,19 @@ def test_mutated_lines_give_the_stdlib_verdict_and_value():
         assert same(got, expected), (bytes(line), got, expected)
         checked += expected[1] is None
     assert checked > 1_000  # plenty of the edits still decode: the values were compared, not only errors
+
+
+def test_a_float_overflowing_to_infinity_is_quarantined_at_ingest(tmp_path):
+    """`1e400` reached the selection as a bare Infinity (the stdlib reads it as inf); it is quarantined."""
+    from mira.api import run_one
+    from mira.config import RunConfig
+
+    source = tmp_path / "s.jsonl"
+    source.write_text('{"id": "ok", "text": "a fine record with enough text"}\n'
+                      '{"id": "big", "text": "another record with enough text", "score": 1e400}\n')
+    config = RunConfig.model_validate({"name": "t", "run_dir": str(tmp_path / "run"),
+                                       "sources": [{"name": "s", "path": str(source), "format": "text"}],
+                                       "ingest": {"min_chars": 1}})
+    run_one("ingest", config)
+    lines = (tmp_path / "run" / "quarantine" / "s.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "too large for a float" in json.loads(lines[0])["reason"]

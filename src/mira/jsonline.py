@@ -12,7 +12,8 @@ a duplicate key keeps its first position and its last value), with two exception
 :func:`_stdlib_may_differ` sends to the stdlib path: integers beyond 64 bits (orjson makes them
 floats) and nesting deep enough for the stdlib decoder to hit Python's recursion limit. Every line
 orjson refuses is decoded by the stdlib path, so the accepted values and the quarantine reasons are
-exactly the stdlib ones (note: the stdlib reads 1e400 as inf, and so does this module).
+exactly the stdlib ones, except one refusal of our own: a number too large for a float (``1e400``),
+which the stdlib reads as inf, is refused like the NaN/Infinity literals.
 """
 
 from __future__ import annotations
@@ -33,8 +34,16 @@ def _reject_constant(name: str) -> Any:
     raise _NotJson(f"non-finite number {name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # The stdlib reads 1e400 as inf: the same non-finite value as an Infinity literal, by another spelling.
+    value = float(text)
+    if value - value != 0.0:
+        raise _NotJson(f"number {text[:40]} is too large for a float (it would read as {value})")
+    return value
+
+
 # One decoder for every line: json.loads with a hook would build a new decoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 # Nesting the stdlib decoder surely handles (Python's recursion limit is 1000 frames, the caller's
