@@ -206,21 +206,26 @@ def test_no_hostile_record_reaches_rendering_or_a_teacher_request(tmp_path, data
     from mira.records import render
     from mira.rubric import Anchor
     from mira.rundir import RunDir
-    from mira.stages.annotate import PROMPT, build_request
+    from mira.stages import annotate_v3
+    from mira.stages.annotate import KIND, PART, PROMPT, build_request
     from mira.teacher import load_prompt
     from mira.tokens import get_tokenizer
 
     cfg, _ = _hostile_run(tmp_path, data_dir)
     (info,) = source_infos(RunDir(Path(cfg.run_dir)))
-    prompt, tokenizer = load_prompt(PROMPT), get_tokenizer(cfg.tokenizer.name)
+    tokenizer = get_tokenizer(cfg.tokenizer.name)
+    v2, v3 = load_prompt(PROMPT, 2), load_prompt(PROMPT, 3)
     anchor = Anchor(id="a00", name="Clarity", definition="How clear the record is.")
     records = list(iter_source_records(cfg, info))
     assert records
     for record in records:
         rendering = render(record, tokenizer, cfg.render.max_tokens)
-        request = build_request(prompt, [anchor], record, rendering, True, 100, record.id)
-        request.cache_key({"provider": "local", "model": "m", "sampling": {}})
-        json.dumps(request.messages, ensure_ascii=False).encode("utf-8")
+        requests = [build_request(v2, [anchor], record, rendering, True, 100, record.id)]
+        requests += annotate_v3.build_requests(v3, [anchor], record, rendering, record.id, False, None,
+                                               KIND.get(record.format, "a record"), PART)
+        for request in requests:  # both protocols' requests can be keyed and sent
+            request.cache_key({"provider": "local", "model": "m", "sampling": {}})
+            json.dumps(request.messages, ensure_ascii=False).encode("utf-8")
 
 
 def test_mixed_folder_ingests_jsonl_and_parquet_by_suffix(tmp_path):
