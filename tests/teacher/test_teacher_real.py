@@ -93,5 +93,12 @@ def test_serve_command_runs_in_the_foreground_and_stops(tmp_path):
         assert healthy(url)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Never leave a serving process behind: its lease would keep the shared server up and
+            # every later `serve` in this cache would reuse it instead of starting its own.
+            proc.kill()
+            proc.wait()
+            raise
     assert not healthy(url, timeout=0.5)
