@@ -213,8 +213,11 @@ def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path,
         config.teacher = server.teacher_config(concurrency=1, timeout_s=120)
         run = _prepare(config)
         env = {**os.environ, "PYTHONPATH": str(SRC)}
+        # SIGINT back to its default in the child: a test run started in the background (`cmd &`,
+        # nohup) hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt.
         proc = subprocess.Popen([sys.executable, "-m", "mira", "annotate", str(_write_config(config, tmp_path))],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while len(server.requests) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)

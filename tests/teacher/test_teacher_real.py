@@ -84,8 +84,10 @@ def test_serve_command_runs_in_the_foreground_and_stops(tmp_path):
     from mira.teacher.local import healthy
 
     code = "from mira.teacher.cli import teacher_group; teacher_group()"
+    # SIGINT back to its default in the child (a test run started in the background hands it ignored).
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--model", "smollm2-135m"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert "serving at http://127.0.0.1:" in line, line
