@@ -137,7 +137,7 @@ def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path
         return [(s.name, Path(s.path).relative_to(Path(s.path).parents[1]), s.format) for s in cfg.compare.eval_sets]
     assert eval_shape(example) == eval_shape(built_cfg) and len(example.compare.eval_sets) == 2
     assert all(Path(s.path).parents[1] == REPO / "demo-data" for s in example.compare.eval_sets)
-    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 24
+    assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 12
 
     def shape(cfg):
         return [(s.name, Path(s.path).name, s.reader, s.format, s.include) for s in cfg.sources]
