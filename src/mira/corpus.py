@@ -132,19 +132,29 @@ def sample_source(config: RunConfig, info: SourceInfo, n: int, seed: int,
     return [r for _, _, r in sorted(heap, key=lambda t: (-t[0], t[1]))]
 
 
-def sample_stratified(config: RunConfig, infos: list[SourceInfo], n: int, seed: int,
-                      exclude: set[str] | None = None) -> list[Record]:
-    """About `n` records spread evenly over the given sources (small sources give what they have)."""
-    if not infos:
-        return []
-    quotas = {info.name: 0 for info in infos}
-    available = {info.name: info.ok for info in infos}
+def source_quotas(available: dict[str, int], n: int) -> dict[str, int]:
+    """Records per source in a group sample of `n`: the even spread of :func:`sample_stratified`.
+
+    The spread is water-filling (small sources give what they have, the rest share the remainder),
+    which already maximises the smallest source's share: if any split of `n` gives every source
+    its minimum, this one does. So the minimum below is a check and a hint, not another sampler.
+    """
+    quotas = dict.fromkeys(available, 0)
     left = n
     while left > 0 and any(quotas[k] < available[k] for k in quotas):
         for name in quotas:
             if left and quotas[name] < available[name]:
                 quotas[name] += 1
                 left -= 1
+    return quotas
+
+
+def sample_stratified(config: RunConfig, infos: list[SourceInfo], n: int, seed: int,
+                      exclude: set[str] | None = None) -> list[Record]:
+    """About `n` records spread evenly over the given sources (small sources give what they have)."""
+    if not infos:
+        return []
+    quotas = source_quotas({info.name: info.ok for info in infos}, n)
     out: list[Record] = []
     for info in infos:
         if quotas[info.name]:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mira.artifacts.students import labels_schema
 from mira.config import RunConfig
-from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos, stable_rank
+from mira.corpus import SourceInfo, index_note, sample_stratified, source_infos, source_quotas, stable_rank
 from mira.records import Record, Rendering, render
 from mira.rundir import RunDir, atomic_path
 from mira.rundir import fingerprint as make_fingerprint
@@ -222,23 +222,6 @@ def shuffled(anchors: list[Anchor], seed: int, key: str) -> list[Anchor]:
         if [a.id for a in order] != [a.id for a in anchors]:
             return order
     return list(reversed(anchors))
-
-
-def source_quotas(available: dict[str, int], n: int) -> dict[str, int]:
-    """Records per source in a group sample of `n`: the even spread of ``sample_stratified``.
-
-    The spread is water-filling (small sources give what they have, the rest share the remainder),
-    which already maximises the smallest source's share: if any split of `n` gives every source
-    its minimum, this one does. So the minimum below is a check and a hint, not another sampler.
-    """
-    quotas = dict.fromkeys(available, 0)
-    left = n
-    while left > 0 and any(quotas[k] < available[k] for k in quotas):
-        for name in quotas:
-            if left and quotas[name] < available[name]:
-                quotas[name] += 1
-                left -= 1
-    return quotas
 
 
 def validation_rows(n: int, val_fraction: float) -> int:
