@@ -104,7 +104,7 @@ def _mira(args: list[str]) -> int:
 def run_kind(kind: str, policy: str, share: float, config: Any, template: Path, work: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from mira.config import dump_config
+    from mira.config_files import dump_config
     from mira.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 

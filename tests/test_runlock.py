@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mira.config import EngineConfig, dump_config
+from mira.config import EngineConfig
+from mira.config_files import dump_config
 from mira.rundir import RunDir
 from mira.runlock import RunLocked, writing
 from mira.selections import current_selection

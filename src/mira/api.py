@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mira.config import ConfigError, RunConfig, load_config
+from mira.config import ConfigError, RunConfig
+from mira.config_files import load_config
 from mira.rundir import STAGES, RunDir
 from mira.runner import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
 

@@ -121,7 +121,7 @@ def _progress_factory() -> tuple[Any, Callable[..., Any]]:
 
 
 def _load(config_path: str | None, overrides: tuple[str, ...]) -> Any:
-    from mira.config import load_config
+    from mira.config_files import load_config
 
     return load_config(config_path, list(overrides))
 
@@ -215,7 +215,7 @@ for _stage in STAGE_HELP:
 
 
 def _dry_run(cfg: Any, stages: list[str], verbose: bool, force: bool = False) -> None:
-    from mira.config import dump_config
+    from mira.config_files import dump_config
     from mira.plan import plan
 
     click.echo(f"# resolved config (fingerprint {cfg.fingerprint()})")

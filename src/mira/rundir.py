@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mira.config import ConfigError, RunConfig, dump_config
+from mira.config import ConfigError, RunConfig
+from mira.config_files import dump_config
 
 log = logging.getLogger(__name__)
 

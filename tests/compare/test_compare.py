@@ -13,7 +13,8 @@ from scipy.stats import spearmanr
 
 from mira import api
 from mira.cli import main
-from mira.config import CompareConfig, ConfigError, dump_config
+from mira.config import CompareConfig, ConfigError
+from mira.config_files import dump_config
 from mira.rundir import RunDir
 from mira.selections import selection_dir
 from tests.engines.doubles import build_scored_run, make_config

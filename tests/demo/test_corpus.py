@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mira import api
-from mira.config import load_config
+from mira.config_files import load_config
 from mira.demo import corpus
 from mira.demo.agent import PERTURBATIONS
 from mira.demo.textconv import roff_to_text, rst_sections

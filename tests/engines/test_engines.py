@@ -214,7 +214,7 @@ def test_the_watchdog_alone_ends_a_worker_whose_parent_is_gone():
 
 
 def test_engine_address_is_read_under_its_older_name_too():
-    from mira.config import load_config
+    from mira.config_files import load_config
 
     assert load_config(overrides=["engine.address=ray://head:10001"]).engine.address == "ray://head:10001"
     assert load_config(overrides=["engine.ray_address=auto"]).engine.address == "auto"

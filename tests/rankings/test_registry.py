@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from mira.config import ConfigError, RunConfig, load_config
+from mira.config import ConfigError, RunConfig
+from mira.config_files import load_config
 from mira.rankings import METHODS, check_method, get_method, method_names, retention_mode
 
 

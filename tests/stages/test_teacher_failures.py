@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 import mira
 from mira import api
-from mira.config import AnnotationConfig, RunConfig, dump_config
+from mira.config import AnnotationConfig, RunConfig
+from mira.config_files import dump_config
 from mira.rubric import Anchor, save_rubric
 from mira.rundir import RunDir, StageNotReady, atomic_write_json
 from mira.runner import StageContext, StageIncomplete, TeacherFailed, run_stage
