@@ -159,3 +159,57 @@ def test_the_direction_check_passes_the_cards_of_the_tests_and_the_benchmark():
     anchors = [a for cards in module.ANCHORS.values() for a in cards]
     assert len(anchors) == 6 and all(reversed_scale(a) is None for a in anchors)
     assert reversed_scale(GOOD) is None and reversed_scale(CONSISTENCY) is None
+
+
+# The Q&A group of the 2026-11-27 demo run: four FAQ records judged by the bundled 1.5B teacher.
+FAQ_NOTES = [
+    ("tk", "relevance: The question and answer are related to the topic of Tk events and I/O handling."),
+    ("tk", "clarity: The question and answer are clear and concise."),
+    ("tk", "accuracy: The answer is accurate and provides useful information."),
+    ("neg", "relevance: The question and answer are directly related to each other, providing a clear and "
+            "concise explanation of negative indexing in Python sequences."),
+    ("neg", "accuracy: The answer is accurate and provides a clear explanation of negative indexing, making it "
+            "a valuable resource for learners."),
+    ("neg", "clarity: The answer is clear and easy to understand, making it a valuable resource for learners."),
+    ("comma", "quality: The record is clear and concise, with a well-defined question and answer."),
+    ("comma", "relevance: The question and answer are directly related to Python's syntax and precedence rules."),
+    ("comma", "clarity: The question and answer are easy to understand and follow."),
+    ("tabs", "Clarity: The question is clear and concise, and the answer provides a detailed explanation of "
+             "the recommended practices."),
+    ("tabs", "Relevance: The question is relevant to Python developers and the answer provides practical "
+             "advice on how to avoid using tabs in Python source code."),
+]
+
+
+def test_the_demos_general_qa_clarity_card_is_kept():
+    # Rejected in the demo as "one record's content" for filler words (making, recommended,
+    # well-defined), which left the Q&A group with no anchor at all.
+    clarity = card("Clarity", "The question and answer are clear and concise, making it easy to understand and follow.",
+                   "The question and answer are unclear or overly complex, making it difficult to understand "
+                   "and follow.",
+                   "The question and answer are clear and concise, but could be more detailed or comprehensive.",
+                   "The question and answer are clear and concise, with a well-defined question and answer, and "
+                   "provide a detailed explanation of the recommended practices.")
+    assert card_problem(clarity, records=4, notes=FAQ_NOTES) is None
+
+
+def test_the_demos_cards_about_one_faq_entry_are_still_rejected():
+    accuracy = card("Accuracy", "The answer is accurate and provides a clear explanation of negative indexing, "
+                    "making it a valuable resource for learners.",
+                    "The answer is not accurate or does not provide a clear explanation of negative indexing.",
+                    "The answer is accurate but does not provide a clear explanation of negative indexing.",
+                    "The answer is accurate and provides a clear explanation of negative indexing, making it a "
+                    "valuable resource for learners.")
+    reason = single_record_content(accuracy, FAQ_NOTES)
+    assert reason and "negative" in reason and "indexing" in reason and "neg" in reason
+
+
+def test_relevance_to_the_topic_is_a_quality_but_measuring_the_topic_is_not():
+    documentation = card("Quality of Documentation", "This dimension measures the overall quality of the "
+                         "documentation, including its clarity, completeness, and relevance to the topic.",
+                         "The documentation is very short and lacks any important information.",
+                         "The documentation is adequate but could be improved in terms of clarity and completeness.",
+                         "The documentation is well-written, clear, and comprehensive.")
+    assert surface_measure(documentation) is None
+    topical = card("Coverage", "Which topic the text is about.", "Other topic.", "Partly.", "Python only.")
+    assert "topic" in surface_measure(topical)

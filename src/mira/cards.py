@@ -32,6 +32,9 @@ _LENGTH_TOPIC = (r"length|lengthy|word count|line count|number of (lines|words|c
 _NAME_RE = re.compile(r"\b(" + _LENGTH_TOPIC + r"|long|short|shortness|size|format|formats|formatting|layout"
                       r"|markdown|indentation|whitespace|programming language)\b")
 _DEFINITION_RE = re.compile(r"\b(" + _LENGTH_TOPIC + r")\b")
+# "Relevance to the topic" is a quality a definition may name; "the topic of the text" is not.
+_RELEVANT_TO_TOPIC = re.compile(r"\b(relevan\w*|related|pertinent|specific|addresses|stays on)\s+(to\s+)?"
+                                r"(the\s+|its\s+|a\s+|specific\s+|each\s+)?(topic|topics|subject matter)\b")
 # Words every card may use whatever the records are about: quality vocabulary, the kinds of
 # records and their parts. They never make a card "specific to one record".
 GENERAL_WORDS = frozenset("""
@@ -54,6 +57,8 @@ very well what when whether which while with without work works wrong answer ans
 argument arguments trajectory agent user task tasks module modules class classes method methods
 variable variables type types value values test tests case cases edge simple complex clear unclear
 vague confusing strong weak understandable understand explanations helpfulness usefulness
+making makes provide provided providing could should would overly valuable resource recommended
+well-defined maintain maintainable maintainability modular modularity separation concerns
 """.split())
 
 
@@ -114,7 +119,10 @@ def identical_guides(card: _Card, threshold: float = GUIDE_SIMILARITY) -> str | 
 def surface_measure(card: _Card) -> str | None:
     """The card's name or definition measures length, format or topic."""
     for field, pattern in (("name", _NAME_RE), ("definition", _DEFINITION_RE)):
-        match = pattern.search(" ".join(_words(getattr(card, field))))
+        text = " ".join(_words(getattr(card, field)))
+        if field == "definition":
+            text = _RELEVANT_TO_TOPIC.sub(" ", text)
+        match = pattern.search(text)
         if match:
             return f"measures length, format or topic ({field} says {match.group(0)!r}), not a quality"
     return None
