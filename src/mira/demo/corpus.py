@@ -53,7 +53,7 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "render": {"max_tokens": 256},
     "discovery": {"records_per_group": 4, "max_dimensions_per_judgment": 3, "anchors_per_group": 3,
                   "min_support": 2},
-    "annotation": {"protocol": "annotate_v2", "records_per_group": 12, "self_consistency_records": 2,
+    "annotation": {"records_per_group": 12, "self_consistency_records": 2,
                    "rationales": False},
     "reliability": {"min_support": 2},
     # Parquet too, so every selection loads with `datasets.load_dataset("parquet", ...)`.
