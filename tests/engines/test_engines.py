@@ -51,6 +51,7 @@ def test_ray_engine_without_ray_is_a_one_line_error(monkeypatch):
         dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(1,)]))
 
 
+@pytest.mark.slow  # ~20 s here: a local Ray start
 @pytest.mark.timeout(180)
 def test_ray_engine_gives_the_same_scores_as_the_local_engine(tmp_path, monkeypatch):
     pytest.importorskip("ray")

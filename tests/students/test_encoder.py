@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from mira.config import StudentConfig
 from mira.rundir import RunDir
@@ -6,6 +7,7 @@ from mira.students import load_student, train
 from tests.students.student_data import planted_labels, stdlib_texts
 
 
+@pytest.mark.slow  # ~18 s here: fine-tunes MiniLM on CPU
 def test_encoder_student_trains_saves_and_reloads(tmp_path):
     # Tiny on purpose (CPU): this checks the plumbing, not the quality a GPU run would reach.
     texts = stdlib_texts(12, 400)
