@@ -169,3 +169,17 @@ def test_dry_run_helpers_come_from_the_stage_plan_module_when_there_is_one(monke
         dry_run_module("discover")
     with pytest.raises(ValueError, match="unknown stage"):
         dry_run_module("nope")
+
+
+def test_an_interrupted_stage_is_priced_at_its_latency_over_the_concurrency(tmp_path):
+    # A stage killed before its marker leaves only usage/<stage>.json. Its answers' latencies
+    # overlap `concurrency` at a time: pricing each at its full latency doubled the estimate of the
+    # interrupted demo's annotate at concurrency 2 (10.8 min estimated, 6.5 min measured).
+    from mira.plan import measured_speed
+
+    run = RunDir(tmp_path / "run")
+    run.usage_dir.mkdir(parents=True)
+    atomic_write_json(run.usage_dir / "annotate.json", {"total": {"answered": 40, "latency_s": 400.0}})
+    assert measured_speed(run, "annotate", concurrency=1)[0] == pytest.approx(10.0)
+    per, basis = measured_speed(run, "annotate", concurrency=2)
+    assert per == pytest.approx(5.0) and "2 concurrent" in basis

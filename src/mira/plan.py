@@ -234,7 +234,7 @@ def estimate(stage: str, config: RunConfig, run: RunDir, assume_new: bool) -> Es
         work = module.teacher_work(config, run, assume_new)
         new = int(work["requests"]) - int(work["cached"])
         what = f"{new} new of {work['requests']} teacher requests"
-        speed = measured_speed(run, stage)
+        speed = measured_speed(run, stage, config.teacher.concurrency)
         if speed is not None:
             per_answer, basis = speed
             return Estimate(new * per_answer, f"{what} x {per_answer:.3g} s (measured: {basis})")
@@ -247,10 +247,11 @@ def estimate(stage: str, config: RunConfig, run: RunDir, assume_new: bool) -> Es
     return Estimate(None, "not measured yet")
 
 
-def measured_speed(run: RunDir, stage: str) -> tuple[float, str] | None:
+def measured_speed(run: RunDir, stage: str, concurrency: int = 1) -> tuple[float, str] | None:
     """Seconds of stage time per new teacher answer, from this run's records: the stage's last run
     (marker ``seconds`` over its ``teacher.answered``; a marker of an older mira takes the answers
-    from ``usage/<stage>.json``'s last session), else the summed latency of every answer."""
+    from ``usage/<stage>.json``'s last session), else the mean latency of its answers over the
+    teacher's concurrency (a stage interrupted before its marker)."""
     marker = run.done(stage) or {}
     usage = _usage(run, stage)
     teacher = marker.get("teacher") or (usage or {}).get("last") or {}
@@ -260,8 +261,13 @@ def measured_speed(run: RunDir, stage: str) -> tuple[float, str] | None:
         return seconds / answered, f"its last run took {seconds:.0f} s for {answered} new answers"
     total = (usage or {}).get("total") or {}
     if total.get("answered") and total.get("latency_s"):
-        per = float(total["latency_s"]) / int(total["answered"])
-        return per, f"mean latency of {int(total['answered'])} answers in usage/{stage}.json"
+        # `concurrency` requests are in flight at once, each waiting its full latency: the wall
+        # time per answer is the latency over the concurrency (an interrupted demo's annotate
+        # was priced at 10.8 min from latency alone and took 6.5 at concurrency 2).
+        slots = max(1, concurrency)
+        per = float(total["latency_s"]) / int(total["answered"]) / slots
+        return per, (f"mean latency of {int(total['answered'])} answers in usage/{stage}.json"
+                     + (f" over {slots} concurrent requests" if slots > 1 else ""))
     return None
 
 
