@@ -177,15 +177,24 @@ class AnnotationConfig(Section):
     # answers a bare score and never asks for one).
     rationales: bool = True
     rationale_chars: int = Field(100, ge=10, le=1_000)
-    # Validation rows each source should get (after student.val_fraction of its labels go to
-    # validation), so every (source, anchor) cell can be judged; the dry run names the sources
-    # that cannot reach it with the current records_per_group. 0 turns the check off.
+    # Validation rows each source should get (all its labels under student.validation "crossfit";
+    # student.val_fraction of them under "holdout"), so every (source, anchor) cell can be judged;
+    # the dry run names the sources that cannot reach it with the current records_per_group. 0
+    # turns the check off.
     min_validation_per_source: int = Field(10, ge=0)
     seed: int = 0
 
 
 class StudentConfig(Section):
     kind: Literal["static", "encoder"] = "static"
+    # How the student's reliability is measured on the teacher's labels. "crossfit": every label
+    # row is predicted by a student trained on the other folds (out-of-fold), so every label both
+    # trains and validates, never for the same model; the student kept is then trained on all rows.
+    # With the few labels a CPU teacher affords this is what lets a cell be decided at all (12
+    # labels of one source: 12 validation rows, not 3). "holdout": `val_fraction` of each source's
+    # rows validate a student trained on the rest (one training; cheaper for the encoder student).
+    validation: Literal["crossfit", "holdout"] = "crossfit"
+    folds: int = Field(5, ge=2, le=50)
     val_fraction: float = Field(0.25, gt=0, lt=1)
     regressors: list[Literal["ridge", "lightgbm"]] = ["ridge", "lightgbm"]  # pydantic copies list defaults
     encoder_model: str = "all-MiniLM-L6-v2"

@@ -73,8 +73,10 @@ def test_split_is_stratified_seeded_and_keeps_training_rows():
     assert split(["x"], ["a"], 0.5, 0)[1].size == 0  # a single row trains
 
 
-def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
+@pytest.mark.parametrize("validation", ["crossfit", "holdout"])
+def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run, validation):
     config, run, texts = labelled_run
+    config.student.validation = validation
     outcome = run_stage("distill", StageContext(config, run))
     assert outcome.counts["trained"] == 1
     metrics = json.loads(run.path("students", "g0", "metrics.json").read_text())
@@ -82,7 +84,11 @@ def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run):
     assert metrics["regressor"] in ("ridge", "lightgbm") and set(metrics["candidates"]) == {"ridge", "lightgbm"}
     # Model choice happened inside the training rows; the validation rows only judge reliability.
     assert metrics["model_choice"] == f"5-fold cross-validation on the {metrics['train_rows']} training rows"
-    assert metrics["train_rows"] + metrics["validation_rows"] == 158  # failed rows are ignored
+    if validation == "holdout":
+        assert metrics["train_rows"] + metrics["validation_rows"] == 158  # failed rows are ignored
+    else:  # every usable row validates (out of fold), and the student kept trains on all of them
+        assert metrics["train_rows"] == metrics["validation_rows"] == 158
+        assert metrics["validation"].startswith("5-fold cross-fitting")
     assert set(metrics["cells"]) == {"stdlib_a", "stdlib_b"}
     assert metrics["overall"]["signal"]["spearman"] > 0.6
     assert metrics["cells"]["stdlib_a"]["signal"]["n"] == metrics["cells"]["stdlib_a"]["noise"]["n"] > 0
@@ -135,3 +141,59 @@ def test_students_of_an_older_feature_version_are_retrained(labelled_run, monkey
     meta = json.loads(run.path("students", "g0", "student.json").read_text())
     assert meta["feature_version"] == features.FEATURE_VERSION
     load_student(run, "g0")
+
+
+def test_folds_are_stratified_seeded_and_even():
+    from mira.stages.distill import folds
+
+    ids = [f"r{i}" for i in range(23)]
+    sources = ["a"] * 12 + ["b"] * 9 + ["c"] * 2
+    fold = folds(ids, sources, 5, seed=0)
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.sum() == 23 and sizes.max() - sizes.min() <= 1
+    for source, n in (("a", 12), ("b", 9)):  # every source spread over the folds
+        per = np.bincount(fold[[i for i, s in enumerate(sources) if s == source]], minlength=5)
+        assert per.max() - per.min() <= 1 and per.sum() == n
+    assert np.array_equal(folds(ids, sources, 5, seed=0), fold)
+    assert not np.array_equal(folds(ids, sources, 5, seed=1), fold)
+
+
+def test_crossfit_judges_every_row_on_a_student_that_never_saw_it(labelled_run, monkeypatch):
+    # The demo labels 12 records of a source: held out, 3 of them validate and every cell is
+    # "undecidable" (fewer than 10 rows). Cross-fitted, all 12 do, each predicted by a student
+    # trained without it.
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from mira import students
+
+    config, run, _ = labelled_run
+    real_train = students.train
+    judged: list[bool] = []
+
+    class Spy:
+        def __init__(self, student, trained_on):
+            self.student, self.trained_on = student, trained_on
+
+        def predict(self, formats, texts):
+            judged.append(not self.trained_on & set(texts))
+            return self.student.predict(formats, texts)
+
+        def __getattr__(self, name):
+            return getattr(self.student, name)
+
+    def spying_train(cfg, embed, anchors, texts, formats, targets, train_idx):
+        student, info = real_train(cfg, embed, anchors, texts, formats, targets, train_idx)
+        return Spy(student, {texts[i] for i in train_idx}), info
+
+    monkeypatch.setattr(students, "train", spying_train)
+    labels = labels_path(run, "g0")
+    table = pq.read_table(labels)
+    pq.write_table(table.filter(pc.equal(table["source"], "stdlib_a")).slice(0, 12), labels)
+    run_stage("distill", StageContext(config, run))
+    assert judged and all(judged), "a row was judged by a student trained on it"
+    metrics = json.loads(run.path("students", "g0", "metrics.json").read_text())
+    assert metrics["validation_rows"] == 12 and metrics["train_rows"] == 12
+    assert metrics["cells"]["stdlib_a"]["signal"]["n"] == 12
+    mask = json.loads(run.path("students", "g0", "mask.json").read_text())
+    assert mask["cells"]["stdlib_a"]["signal"]["status"] != "undecidable"

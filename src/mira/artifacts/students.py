@@ -59,6 +59,7 @@ class Metrics(Document):
     teacher_consistency: CellMetrics = Field(default_factory=CellMetrics)
     train_rows: int = 0
     validation_rows: int = 0
+    validation: str = "held-out rows"  # how the cells were measured (cross-fitting or held-out rows)
     train_key: str | None = None  # what the model depends on: same key, only the mask is rebuilt
 
 

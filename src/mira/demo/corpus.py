@@ -55,7 +55,6 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
                   "min_support": 2},
     "annotation": {"records_per_group": 12, "self_consistency_records": 2,
                    "rationales": False},
-    "reliability": {"min_support": 2},
     # Parquet too, so every selection loads with `datasets.load_dataset("parquet", ...)`.
     "selection": {"output_formats": ["jsonl", "parquet"]},
     # `mira compare`: the planted agent defects are the known-bad records; eval sets are added by

@@ -224,18 +224,22 @@ def shuffled(anchors: list[Anchor], seed: int, key: str) -> list[Anchor]:
     return list(reversed(anchors))
 
 
-def validation_rows(n: int, val_fraction: float) -> int:
-    """Validation rows distill takes from a source with `n` labels (see distill.split)."""
+def validation_rows(n: int, val_fraction: float | None) -> int:
+    """Validation rows distill gets from a source with `n` labels: all of them when cross-fitting
+    (`val_fraction` None, see distill.crossfit_predictions), else its held-out share (distill.split)."""
+    if val_fraction is None:
+        return n if n >= 2 else 0
     return 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
 
 
 def short_sources(config: RunConfig, members: list[SourceInfo]) -> list[str]:
     """Sources of a group that get fewer than annotation.min_validation_per_source validation rows, and why."""
-    wanted, vf = config.annotation.min_validation_per_source, config.student.val_fraction
+    wanted = config.annotation.min_validation_per_source
+    vf = None if config.student.validation == "crossfit" else config.student.val_fraction
     if wanted <= 0 or not members:
         return []
     available = {i.name: i.ok for i in members}
-    need = max(2, math.ceil(wanted / vf))
+    need = max(2, wanted if vf is None else math.ceil(wanted / vf))
     while validation_rows(need, vf) < wanted:
         need += 1
     enough = sum(min(a, need) for a in available.values())  # the sample that reaches it where possible

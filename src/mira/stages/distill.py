@@ -1,12 +1,16 @@
 """Distill: train one student per group on the teacher's labels, measure it, and mask what it cannot do.
 
-Per group: the usable label rows (``ok``) are split into train and validation, stratified by source
-and seeded (``student.val_fraction``). The student (``student.kind``) is trained on the train rows,
-and any model choice is a cross-validation inside them; the validation rows play one role only:
-every (source, anchor) cell gets MAE / Spearman / n against the teacher there (``metrics.json``),
-next to the teacher's own self-consistency, the ceiling. The reliability mask (``mask.json``)
-follows from those cells and ``reliability.*`` (confidence bounds, never pooled across sources);
-changing only the thresholds recomputes the mask without retraining.
+Per group, the usable label rows (``ok``) measure the student in one of two ways
+(``student.validation``). ``crossfit`` (default): the rows are dealt into ``student.folds`` folds,
+stratified by source and seeded; each fold is predicted by a student trained on the other folds,
+so every row gets an out-of-fold prediction and the student kept is then trained on every row.
+``holdout``: ``student.val_fraction`` of each source's rows validate one student trained on the
+rest. Either way a prediction is never judged against a row its model trained on, and any model
+choice is a cross-validation inside the training rows. Every (source, anchor) cell gets MAE /
+Spearman / n against the teacher (``metrics.json``), next to the teacher's own self-consistency,
+the ceiling. The reliability mask (``mask.json``) follows from those cells and ``reliability.*``
+(confidence bounds, never pooled across sources); changing only the thresholds recomputes the mask
+without retraining.
 """
 
 from __future__ import annotations
@@ -59,6 +63,37 @@ def split(record_ids: list[str], sources: list[str], val_fraction: float, seed: 
         val += rows[:n_val]
         train += rows[n_val:]
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
+
+
+def folds(record_ids: list[str], sources: list[str], k: int, seed: int) -> np.ndarray:
+    """Fold of every row (0..k-1): per source, rows in seeded-rank order dealt round robin, each
+    source starting where the previous one stopped, so folds stay even in size and in sources."""
+    by_source: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        by_source.setdefault(source, []).append(i)
+    fold = np.zeros(len(record_ids), dtype=np.int64)
+    turn = 0
+    for source in sorted(by_source):
+        for i in sorted(by_source[source], key=lambda i: stable_rank(seed, record_ids[i])):
+            fold[i] = turn % k
+            turn += 1
+    return fold
+
+
+def crossfit_predictions(config: Any, embed: Any, anchors: list[str], texts: list[str], formats: list[str],
+                         targets: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Out-of-fold predictions: row i predicted by a student trained without i's fold. A fold
+    whose complement has fewer than MIN_LABEL_ROWS rows stays NaN (not judged)."""
+    from mira.students import train
+
+    pred = np.full(targets.shape, np.nan)
+    for f in np.unique(fold):
+        train_idx, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        if len(train_idx) < MIN_LABEL_ROWS:
+            continue
+        student, _ = train(config, embed, anchors, texts, formats, targets, train_idx)
+        pred[held] = student.predict([formats[i] for i in held], [texts[i] for i in held])
+    return pred
 
 
 def read_labels(path: Path) -> tuple[Any, list[str]]:
@@ -139,14 +174,25 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     formats = labels["format"].to_pylist()
     record_ids = labels["record_id"].to_pylist()
     targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
-    train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
-    task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
-    # Three disjoint roles: train rows fit the student and choose its model (cross-validation inside
-    # them); the validation rows only judge reliability.
+    crossfit = config.student.validation == "crossfit" and n >= 2 * MIN_LABEL_ROWS
+    if crossfit:
+        fold = folds(record_ids, sources, min(config.student.folds, n), config.student.seed)
+        task = ctx.progress(f"distill {group} ({config.student.kind}, {n} rows, {len(set(fold.tolist()))} folds)",
+                            None)
+        oof = crossfit_predictions(config.student, config.embed, anchors, texts, formats, targets, fold)
+        train_idx = np.arange(n)
+        val_idx = np.flatnonzero(np.isfinite(oof).all(axis=1))
+        pred = oof[val_idx]
+    else:
+        train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
+        task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
+    # Disjoint roles: the rows a model trains on fit it and choose its regressor (cross-validation
+    # inside them); it is judged only on rows it never saw (its held-out fold, or the validation rows).
     student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx)
     task.close()
-    if len(val_idx):
+    if len(val_idx) and not crossfit:
         pred = student.predict([formats[i] for i in val_idx], [texts[i] for i in val_idx])
+    if len(val_idx):
         validation = evaluate(pred, targets[val_idx], [sources[i] for i in val_idx], anchors)
     else:
         validation = evaluate(np.zeros((0, len(anchors))), np.zeros((0, len(anchors))), [], anchors)
@@ -156,6 +202,8 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
                "mean_spearman": validation["mean_spearman"], "mean_mae": validation["mean_mae"],
                "candidates": info.get("candidates", {}), "teacher_consistency": consistency,
                "train_rows": int(len(train_idx)), "validation_rows": int(len(val_idx)),
+               "validation": (f"{len(set(fold.tolist()))}-fold cross-fitting: each row predicted by a student "
+                              "trained without its fold" if crossfit else "held-out rows"),
                "train_key": key, **{k: v for k, v in info.items() if k not in ("regressor", "candidates")}}
     student.save(folder)
     if len(val_idx):
