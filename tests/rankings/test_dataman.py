@@ -77,7 +77,10 @@ def test_dataman_labels_distills_scores_and_selects_with_one_global_cutoff(score
         assert 1 <= sum(failed) < 6 and failed == ["bisect" in r["text"] for r in labels]  # audited rows
         assert all(r["overall"] == (8 if re.search(r"^\s*def ", r["text"], re.M) else 2) for r in labels if r["ok"])
         metrics = json.loads(sub.path("students", "dataman", "metrics.json").read_text())
-        assert metrics["anchors"] == CRITERIA and metrics["train_rows"] + metrics["validation_rows"] == 18 - sum(failed)
+        # Cross-fitted (student.validation's default): every usable row trains the student kept and
+        # validates out of fold.
+        assert metrics["anchors"] == CRITERIA
+        assert metrics["train_rows"] == metrics["validation_rows"] == 18 - sum(failed)
         # One score row per input record, quarantined ones included.
         for source in ("pycode", "docs", "qa"):
             rows = sum(pq.read_table(p).num_rows for p in sub.path("scores", source).glob("*.parquet"))
@@ -127,10 +130,13 @@ def test_dataman_rescores_only_what_a_changed_setting_touches(scored, tmp_path, 
         import mira.students as students
 
         original_train = students.train
-        monkeypatch.setattr(students, "train", lambda *a, **k: trained.append(1) or original_train(*a, **k))
+        monkeypatch.setattr(students, "train", lambda *a, **k: trained.append(len(a[-1])) or original_train(*a, **k))
         config.selection.budget = 0.6  # selection settings never touch DataMan's artifacts
         assert dataman.fingerprint(config, run) == dataman.folder(run).done("dataman")["fingerprint"]
         config.student.seed = 3  # a student setting retrains and rescores, with no teacher call
         counts = dataman.prepare_dataman(config, run)
-        assert trained == [1] and counts["records_scored"] > 0 and len(server.requests) == asked
+        usable = json.loads(dataman.folder(run).path("students", "dataman", "metrics.json").read_text())["train_rows"]
+        # One student per fold (cross-fitting) and the one kept, trained on every usable row.
+        assert len(trained) == config.student.folds + 1 and trained[-1] == usable
+        assert counts["records_scored"] > 0 and len(server.requests) == asked
 

@@ -244,11 +244,19 @@ def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_confi
         config = _configure(mixed_config, server)
         config.annotation = AnnotationConfig(
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=2)
+        config.student.validation = "holdout"
         run = _prepare(config)
         lines = "\n".join(annotate_plan.plan(config, run))
         # g0 = code (5 usable) + faq (3): 8 records give code 5 labels (1 validation row), faq 3 (1).
         assert "g0: sources below 2 validation rows" in lines
         assert "faq 1 (only 3 usable records)" in lines
+        # Cross-fitted, every label validates: 2 rows are within reach, 4 are not for faq.
+        config.student.validation = "crossfit"
+        assert "validation rows" not in "\n".join(annotate_plan.plan(config, run))
+        config.annotation = AnnotationConfig(
+            protocol="annotate_v2", records_per_group=8, min_validation_per_source=4)
+        lines = "\n".join(annotate_plan.plan(config, run))
+        assert "g0: sources below 4 validation rows" in lines and "faq 3 (only 3 usable records)" in lines
         config.annotation = AnnotationConfig(
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=0)
         assert "validation rows" not in "\n".join(annotate_plan.plan(config, run))
@@ -257,3 +265,4 @@ def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_confi
 def test_validation_quota_helpers():
     assert annotate.source_quotas({"a": 100, "b": 3, "c": 100}, 20) == {"a": 9, "b": 3, "c": 8}
     assert annotate.validation_rows(1, 0.25) == 0 and annotate.validation_rows(40, 0.25) == 10
+    assert annotate.validation_rows(1, None) == 0 and annotate.validation_rows(12, None) == 12  # crossfit
