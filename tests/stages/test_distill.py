@@ -197,3 +197,32 @@ def test_crossfit_judges_every_row_on_a_student_that_never_saw_it(labelled_run, 
     assert metrics["cells"]["stdlib_a"]["signal"]["n"] == 12
     mask = json.loads(run.path("students", "g0", "mask.json").read_text())
     assert mask["cells"]["stdlib_a"]["signal"]["status"] != "undecidable"
+
+
+def test_crossfit_does_not_rank_a_student_that_learnt_nothing_against_the_teacher(monkeypatch):
+    # A student that predicts its training rows' mean knows nothing. Out of fold, the folds with
+    # high targets train on lower ones, so raw out-of-fold predictions rank the rows exactly
+    # backwards (Spearman -1 on 1..12). The fold intercept is removed: no ranking is left.
+    from mira.config import EmbedConfig, StudentConfig
+    from mira.stages.distill import crossfit_predictions, folds
+    from mira.students import spearman
+
+    class MeanStudent:
+        def __init__(self, mean):
+            self.mean = mean
+
+        def predict(self, formats, texts):
+            return np.tile(self.mean, (len(texts), 1))
+
+    import mira.students as students
+
+    targets = np.arange(1.0, 13.0)[:, None]
+    ids, sources = [f"r{i}" for i in range(12)], ["a"] * 12
+    texts, formats = [f"text {i}" for i in range(12)], ["code"] * 12
+    monkeypatch.setattr(students, "train",
+                        lambda cfg, embed, anchors, t, f, y, idx: (MeanStudent(y[idx].mean(axis=0)), {}))
+    pred = crossfit_predictions(StudentConfig(), EmbedConfig(), ["a00"], texts, formats, targets,
+                                folds(ids, sources, 5, 0))
+    assert np.isfinite(pred).all()
+    rho = spearman(pred[:, 0], targets[:, 0])
+    assert rho is None or abs(rho) < 0.3

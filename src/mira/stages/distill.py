@@ -31,7 +31,7 @@ from mira.runner import StageContext
 from mira.students.features import FEATURE_VERSION
 
 log = logging.getLogger(__name__)
-VERSION = "distill-v1"
+VERSION = "distill-v2"  # v2: cross-fitted validation with fold intercepts removed
 # Fewer usable label rows than this and a group gets no student (annotate checks it too).
 MIN_LABEL_ROWS = 2
 
@@ -83,16 +83,26 @@ def folds(record_ids: list[str], sources: list[str], k: int, seed: int) -> np.nd
 def crossfit_predictions(config: Any, embed: Any, anchors: list[str], texts: list[str], formats: list[str],
                          targets: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Out-of-fold predictions: row i predicted by a student trained without i's fold. A fold
-    whose complement has fewer than MIN_LABEL_ROWS rows stays NaN (not judged)."""
+    whose complement has fewer than MIN_LABEL_ROWS rows stays NaN (not judged).
+
+    Each fold's predictions are shifted by (mean of all targets - mean of its training targets).
+    Without it, cross-fitting ranks a student that has learnt nothing *against* the teacher: a
+    fold holding high targets trains on lower ones, so a model near its training mean predicts
+    low exactly where the teacher is high (a mean predictor scores Spearman -1 on 1..12). The
+    shift removes the fold's intercept, which is not what reliability judges; the ranking the
+    student adds on top is unchanged.
+    """
     from mira.students import train
 
     pred = np.full(targets.shape, np.nan)
+    overall = targets.mean(axis=0)
     for f in np.unique(fold):
         train_idx, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         if len(train_idx) < MIN_LABEL_ROWS:
             continue
         student, _ = train(config, embed, anchors, texts, formats, targets, train_idx)
-        pred[held] = student.predict([formats[i] for i in held], [texts[i] for i in held])
+        raw = np.asarray(student.predict([formats[i] for i in held], [texts[i] for i in held]), dtype=np.float64)
+        pred[held] = raw + (overall - targets[train_idx].mean(axis=0))
     return pred
 
 
