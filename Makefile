@@ -37,10 +37,10 @@ lint: env
 test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# Everything but the tests marked slow or real_teacher (those start the bundled model server),
-# spread over every core (pytest-xdist).
+# Everything but the tests marked slow or real_teacher (those start the bundled model server).
+# Serial: pytest-xdist on 2 cores took the same wall time at twice the CPU (per-worker fixtures).
 test-fast: lint system-deps
-	$(PY) -m pytest -q -p no:cacheprovider -n auto -m "not slow and not real_teacher"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not real_teacher"
 
 bench: env
 	$(PY) benchmarks/student.py

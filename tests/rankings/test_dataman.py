@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig
+from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig, StudentConfig
 from mira.rankings import dataman
 from mira.rundir import RunDir
 from mira.runner import StageIncomplete
@@ -48,8 +48,11 @@ def _config(scored, tmp_path, server, records=18, **teacher_overrides):
     if not (tmp_path / "run").exists():
         shutil.copytree(template, tmp_path / "run")
     selection = SelectionConfig(method="dataman", budget=0.3, dataman=DataManConfig(records=records))
+    # Ridge alone: 14 criteria x LightGBM x (cross-fitting folds + model choice) would take most of
+    # these tests' time, and nothing here is about the regressor.
     return make_config(corpus, tmp_path / "run", selection=selection, engine=EngineConfig(workers=1),
                        annotation=AnnotationConfig(rationales=False, self_consistency_records=2),
+                       student=StudentConfig(regressors=["ridge"]),
                        teacher=server.teacher_config(**teacher_overrides))
 
 
