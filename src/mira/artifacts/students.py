@@ -106,5 +106,6 @@ MASK = Artifact(
     "mask", "students/{group}/mask.json", "distill", "the reliability mask under distill's thresholds (select "
     "and the report use `mira.reliability.current_mask`)", model=Mask)
 VALIDATION = Artifact(
-    "validation", "students/{group}/validation.parquet", "distill", "held-out rows: `record_id`, `source`, "
+    "validation", "students/{group}/validation.parquet", "distill",
+    "out-of-fold (crossfit) or held-out rows: `record_id`, `source`, "
     "`<anchor>__teacher`, `<anchor>__student` (the report's read-tests)", kind="parquet", arrow=validation_fixed)
