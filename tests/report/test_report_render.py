@@ -222,3 +222,11 @@ def test_aggregate_warnings_and_cell_status_rules():
     assert cell_status({"masked": True, "status": "undecidable", "n": 1}, None, 10) == "undecidable"
     assert cell_status({"masked": True, "reason": "Spearman 0.1 < 0.2", "n": 40}, None, 10) == "unreliable"
     assert cell_status(None, None, 10) == "unknown"
+
+
+def test_reliability_section_says_how_the_cells_were_validated():
+    from mira.report.sections_scores import _how_validated
+
+    assert _how_validated({}) == "held-out validation rows"  # metrics of an older distill
+    crossfit = {"validation": "5-fold cross-fitting: each row predicted by a student trained without its fold"}
+    assert _how_validated(crossfit).startswith("every label row, out of fold (5-fold cross-fitting")

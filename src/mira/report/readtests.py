@@ -63,7 +63,8 @@ def _predictions(a: Artifacts, group: str, labels: dict[str, dict[str, Any]], an
             for row in validation.to_pylist():
                 key = record_key(str(row["source"]), str(row[id_col])) if "source" in row else str(row[id_col])
                 out[key] = {x: (_float(row[t]), _float(row[s])) for x, (t, s) in pairs.items()}
-            return out, f"held-out validation records (students/{group}/validation.parquet)"
+            return out, ("validation records, each predicted by a student that never saw it "
+                         f"(students/{group}/validation.parquet)")
     out = {}
     for source, ids in _ids_by_source(labels).items():
         for rid, srow in a.student_scores_for(source, ids, anchors).items():

@@ -148,7 +148,7 @@ def reliability(a: Artifacts) -> str:
             'Teacher self-consistency ceiling '
             f'(same records scored twice): MAE {fmt_float(ceiling.get("mae"))}, Spearman '
             f'{fmt_float(ceiling.get("spearman"))}, n {fmt_int(ceiling.get("n"))}. Cells show '
-            "<b>Spearman</b> / MAE / n on held-out validation rows; struck-through cells are masked, "
+            f"<b>Spearman</b> / MAE / n on {esc(_how_validated(metrics))}; struck-through cells are masked, "
             "<em>undecidable</em> cells had too few rows to judge (hover for the reason). "
             f"A cell needs at least {fmt_int(needed)} validation rows to be judged at all.</p>")
         headers = ["source"] + [Cell(f"{esc(x)}<small>{esc(names.get(x, ''))}</small>") for x in anchors]
@@ -175,6 +175,12 @@ def reliability(a: Artifacts) -> str:
                          "test</div>")] + [_metric_cell(overall.get(x), None, "pooled") for x in anchors]
         parts.append(table(headers, rows, cls="reliability", foot=foot))
     return "".join(parts)
+
+
+def _how_validated(metrics: dict[str, Any]) -> str:
+    """Where the cells' numbers come from, as distill measured them (older metrics: held-out rows)."""
+    how = str(metrics.get("validation") or "held-out rows")
+    return "held-out validation rows" if how == "held-out rows" else f"every label row, out of fold ({how})"
 
 
 def _needed_rows(mask: dict[str, Any]) -> int:
