@@ -228,3 +228,20 @@ def test_crossfit_does_not_rank_a_student_that_learnt_nothing_against_the_teache
     assert np.isfinite(pred).all()
     rho = spearman(pred[:, 0], targets[:, 0])
     assert rho is None or abs(rho) < 0.3
+
+
+def test_a_missing_target_does_not_blank_its_fold(monkeypatch):
+    import mira.students as students
+    from mira.config import EmbedConfig, StudentConfig
+    from mira.stages.distill import crossfit_predictions, folds
+
+    class Constant:
+        def predict(self, formats, texts):
+            return np.full((len(texts), 2), 5.0)
+
+    monkeypatch.setattr(students, "train", lambda *a: (Constant(), {}))
+    targets = np.column_stack([np.arange(1.0, 13.0), np.arange(1.0, 13.0)])
+    targets[4, 1] = np.nan
+    pred = crossfit_predictions(StudentConfig(), EmbedConfig(), ["a00", "a01"], [f"t{i}" for i in range(12)],
+                                ["code"] * 12, targets, folds([f"r{i}" for i in range(12)], ["a"] * 12, 5, 0))
+    assert np.isfinite(pred).all()

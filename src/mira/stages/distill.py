@@ -95,15 +95,24 @@ def crossfit_predictions(config: Any, embed: Any, anchors: list[str], texts: lis
     from mira.students import train
 
     pred = np.full(targets.shape, np.nan)
-    overall = targets.mean(axis=0)
+    overall = _column_means(targets)
     for f in np.unique(fold):
         train_idx, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         if len(train_idx) < MIN_LABEL_ROWS:
             continue
         student, _ = train(config, embed, anchors, texts, formats, targets, train_idx)
         raw = np.asarray(student.predict([formats[i] for i in held], [texts[i] for i in held]), dtype=np.float64)
-        pred[held] = raw + (overall - targets[train_idx].mean(axis=0))
+        # A missing target (NaN) must not blank a whole fold: means over the targets present, and
+        # no shift for an anchor with none.
+        pred[held] = raw + np.nan_to_num(overall - _column_means(targets[train_idx]))
     return pred
+
+
+def _column_means(values: np.ndarray) -> np.ndarray:
+    present = np.isfinite(values)
+    counts = present.sum(axis=0)
+    sums = np.where(present, values, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def read_labels(path: Path) -> tuple[Any, list[str]]:
