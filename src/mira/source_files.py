@@ -8,6 +8,7 @@ ConfigError; a source never resolves to nothing.
 from __future__ import annotations
 
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,7 @@ def list_source_files(source: SourceConfig, storage: Storage = None) -> tuple[st
         base = anchor if anchor.is_dir() else anchor.parent
         pattern = str(Path(raw).relative_to(base)) if Path(raw).is_absolute() else raw
         files = sorted(p for p in base.glob(pattern) if p.is_file())
-        if not files:
-            raise ConfigError(f"source {source.name!r}: no files match {raw}")
-        if source.reader != "auto":
-            return _check_reader(source, source.reader, files[0]), base, files
-        unknown = [p for p in files if detect_reader(p) is None]
-        if unknown:
-            _check_reader(source, "unknown", unknown[0])
-        return _data_reader({detect_reader(p) or "" for p in files}), base, files
+        return _reader_of_matches(source, files, raw), base, files
     path = Path(raw)
     if not path.exists():
         raise ConfigError(f"source {source.name!r}: path does not exist: {raw}")
@@ -113,14 +107,20 @@ def _list_url_source(source: SourceConfig, storage: Storage) -> tuple[str, str, 
         if not files:
             raise ConfigError(f"source {source.name!r}: no {source.reader} files under {shown(url)}")
         return source.reader, base, files
+    return _reader_of_matches(source, files, shown(url)), base, files
+
+
+def _reader_of_matches(source: SourceConfig, files: Sequence[Path | RemoteFile], pattern: str) -> str:
+    """The reader of the files a glob matched (on disk or in a bucket): the configured one, checked,
+    or the one their names say; a one-line error for no match or a file of no known format."""
     if not files:
-        raise ConfigError(f"source {source.name!r}: no files match {shown(url)}")
+        raise ConfigError(f"source {source.name!r}: no files match {pattern}")
     if source.reader != "auto":
-        return _check_reader(source, source.reader, files[0]), base, files
+        return _check_reader(source, source.reader, files[0])
     unknown = [f for f in files if detect_reader(f) is None]
     if unknown:
         _check_reader(source, "unknown", unknown[0])
-    return _data_reader({detect_reader(f) or "" for f in files}), base, files
+    return _data_reader({detect_reader(f) or "" for f in files})
 
 
 def _data_reader(kinds: set[str]) -> str:

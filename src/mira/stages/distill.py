@@ -195,14 +195,16 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
     crossfit = config.student.validation == "crossfit" and n >= 2 * MIN_LABEL_ROWS
     if crossfit:
-        fold = folds(record_ids, sources, min(config.student.folds, n), config.student.seed)
-        task = ctx.progress(f"distill {group} ({config.student.kind}, {n} rows, {len(set(fold.tolist()))} folds)",
-                            None)
-        oof = crossfit_predictions(config.student, config.embed, anchors, texts, formats, targets, fold)
+        k = min(config.student.folds, n)  # dealt round robin over n >= k rows: no fold is empty
+        validated_by = f"{k}-fold cross-fitting: each row predicted by a student trained without its fold"
+        task = ctx.progress(f"distill {group} ({config.student.kind}, {n} rows, {k} folds)", None)
+        oof = crossfit_predictions(config.student, config.embed, anchors, texts, formats, targets,
+                                   folds(record_ids, sources, k, config.student.seed))
         train_idx = np.arange(n)
         val_idx = np.flatnonzero(np.isfinite(oof).all(axis=1))
         pred = oof[val_idx]
     else:
+        validated_by = "held-out rows"
         train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
         task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
     # Disjoint roles: the rows a model trains on fit it and choose its regressor (cross-validation
@@ -221,8 +223,7 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
                "mean_spearman": validation["mean_spearman"], "mean_mae": validation["mean_mae"],
                "candidates": info.get("candidates", {}), "teacher_consistency": consistency,
                "train_rows": int(len(train_idx)), "validation_rows": int(len(val_idx)),
-               "validation": (f"{len(set(fold.tolist()))}-fold cross-fitting: each row predicted by a student "
-                              "trained without its fold" if crossfit else "held-out rows"),
+               "validation": validated_by,
                "train_key": key, **{k: v for k, v in info.items() if k not in ("regressor", "candidates")}}
     student.save(folder)
     if len(val_idx):
