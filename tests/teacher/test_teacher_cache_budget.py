@@ -118,14 +118,42 @@ def test_concurrent_writers_do_not_corrupt_the_cache(tmp_path):
 
 def test_two_teachers_share_a_run_dir_concurrently(tmp_path):
     run = RunDir(tmp_path / "run")
+    errors: list[BaseException] = []  # a thread's exception would otherwise only be a warning
     with ScriptedServer(script(answer(6))) as server:
         def work():
-            with open_teacher(server.teacher_config(), run, stage="s") as teacher:
-                assert all(r.ok for r in teacher.run(requests(20)))
+            try:
+                with open_teacher(server.teacher_config(), run, stage="s") as teacher:
+                    assert all(r.ok for r in teacher.run(requests(20)))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
 
         threads = [threading.Thread(target=work) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        assert errors == []
         assert TeacherCache(run.teacher_cache_path).count() == 20
+
+
+def test_two_connections_creating_the_same_cache_file_at_once_both_open(tmp_path):
+    # Found as a warning in the suite: a second Teacher opening a fresh run's cache failed with
+    # "database is locked" on the switch to WAL (9 of 300 two-thread opens before the fix).
+    failures: list[str] = []
+    for trial in range(200):
+        path = tmp_path / f"{trial}" / "teacher.sqlite"
+        barrier = threading.Barrier(2)
+
+        def open_close(path=path, barrier=barrier):
+            barrier.wait()
+            try:
+                TeacherCache(path).close()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=open_close) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
