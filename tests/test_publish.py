@@ -25,6 +25,7 @@ def _storage(s3):
     return RunConfig.model_validate({"storage": s3.storage()}).storage
 
 
+@pytest.mark.slow
 def test_a_republished_selection_replaces_the_old_files_and_keeps_the_users(s3, tmp_path):
     first = _selection(tmp_path / "one", {"a/00000.jsonl": "a0\n", "a/00001.jsonl": "a1\n",
                                           "_decisions/a/00000.parquet": "d0"}, {"n": 1})

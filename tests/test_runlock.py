@@ -101,6 +101,7 @@ def _consistent_selection(run: RunDir, budget: float) -> int:
     return rows
 
 
+@pytest.mark.slow
 def test_a_second_writer_refuses_at_once_naming_the_holder_and_the_run_stays_consistent(tmp_path, scored):
     config, run = scored
     holder = Holder(tmp_path, "select", str(config), "--set", "selection.budget=0.3")
@@ -120,6 +121,7 @@ def test_a_second_writer_refuses_at_once_naming_the_holder_and_the_run_stays_con
     assert _consistent_selection(run, 0.6) > kept_small
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_sigkilled_writer_is_released(tmp_path, scored):
     config, run = scored
     holder = Holder(tmp_path, "select", str(config), "--set", "selection.budget=0.2")
@@ -130,6 +132,7 @@ def test_the_lock_of_a_sigkilled_writer_is_released(tmp_path, scored):
     _consistent_selection(run, 0.25)
 
 
+@pytest.mark.slow
 def test_wait_runs_after_the_holder_and_readers_never_block(tmp_path, scored):
     config, run = scored
     assert _mira("select", str(config), "--set", "selection.budget=0.4").returncode == 0

@@ -48,6 +48,7 @@ def _read(shards, storage=None):
     return out
 
 
+@pytest.mark.slow
 def test_a_bucket_prefix_is_sharded_and_read_exactly_like_the_same_folder(s3, tmp_path, data_dir):
     local = _corpus(tmp_path / "corpus", data_dir)
     for path in sorted(local.iterdir()):
@@ -69,6 +70,7 @@ def test_a_bucket_prefix_is_sharded_and_read_exactly_like_the_same_folder(s3, tm
     assert any(error for *_, items, _ in remote_items for _, _, error, _ in items)  # broken.jsonl's lines
 
 
+@pytest.mark.slow
 def test_a_single_object_and_a_glob_resolve_like_local_paths(s3, tmp_path, data_dir):
     local = _corpus(tmp_path / "corpus", data_dir)
     for path in sorted(local.iterdir()):
@@ -208,6 +210,7 @@ def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining
     assert _read(shards, storage) == before  # the rerun reads every record
 
 
+@pytest.mark.slow
 def test_sampled_reads_of_url_shards_match_streaming(s3, tmp_path, data_dir):
     """read_items (the sample index's reader) seeks into objects as into files."""
     from mira.io import read_items

@@ -46,6 +46,7 @@ def _decisions(run: RunDir, name: str) -> dict[str, dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_compare_summary_metrics_match_the_decisions(scored, tmp_path):
     run = RunDir(tmp_path / "run")
     bad_ids = ["doc-abc", "doc-base64", "doc-bisect", "qa-nope"]
@@ -121,6 +122,7 @@ def test_compare_summary_metrics_match_the_decisions(scored, tmp_path):
     assert states["comparison"] == "filled" and "Out of date:</strong> length-group-50pct" in page
 
 
+@pytest.mark.slow
 def test_a_second_compare_reuses_every_selection_and_never_rescores(scored, tmp_path):
     config = _config(scored, tmp_path)
     api.compare(config)
@@ -161,6 +163,7 @@ def test_compare_needs_scores(tmp_path):
         api.compare(config)
 
 
+@pytest.mark.slow
 def test_cli_compare_prints_a_table_and_dry_run_plans(scored, tmp_path):
     config = _config(scored, tmp_path, known_bad=["doc-abc"])
     path = tmp_path / "config.yaml"

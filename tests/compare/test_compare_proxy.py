@@ -96,6 +96,7 @@ def _config(scored, tmp_path, seeds=2):
     return make_config(corpus, tmp_path / "run", compare=compare)
 
 
+@pytest.mark.slow
 def test_each_selection_and_seed_is_trained_once_and_resumed(scored, tmp_path):
     config = _config(scored, tmp_path)
     stand_in = StandIn()
@@ -141,6 +142,7 @@ def test_each_selection_and_seed_is_trained_once_and_resumed(scored, tmp_path):
     assert len(stand_in.calls) == 10 + 9
 
 
+@pytest.mark.slow
 def test_a_damaged_or_foreign_result_is_trained_again(scored, tmp_path):
     config = _config(scored, tmp_path, seeds=1)
     stand_in = StandIn()
@@ -208,6 +210,7 @@ def test_with_the_real_proxy_trainer(scored, tmp_path):
     assert again["proxy"]["reused"] == 6 and again["proxy"]["table"] == first["proxy"]["table"]
 
 
+@pytest.mark.slow
 def test_a_crash_mid_training_keeps_the_finished_results(scored, tmp_path):
     config = _config(scored, tmp_path, seeds=2)
     stand_in = StandIn()

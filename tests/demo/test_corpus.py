@@ -57,6 +57,7 @@ def test_ids_are_stable_and_unique(built: tuple[Path, dict]) -> None:
         assert len(ids) == len(set(ids)) and all(i.startswith(f"{name}/") for i in ids), name
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_bytes(built: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = built
     again = tmp_path / "again"
@@ -67,6 +68,7 @@ def test_same_seed_gives_identical_bytes(built: tuple[Path, dict], tmp_path: Pat
     assert _files(other) != _files(out)
 
 
+@pytest.mark.slow
 def test_rebuild_with_same_arguments_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = corpus.build(tmp_path, seed=3, scale=0.01)
 
@@ -79,6 +81,7 @@ def test_rebuild_with_same_arguments_is_skipped(tmp_path: Path, monkeypatch: pyt
         corpus.build(tmp_path, seed=3, scale=0.01)
 
 
+@pytest.mark.slow
 def test_missing_source_is_skipped_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mira.demo import sources
 

@@ -151,6 +151,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_workers_of_a_sigkilled_driver_die_within_seconds(tmp_path):
     corpus = build_corpus(tmp_path / "corpus")
     config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=2, batch_size=4))

@@ -85,6 +85,7 @@ def test_eval_bytes_is_the_head_of_the_set():
     assert eval_bytes(["ab"], 100) == b"ab" + DOC_END
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_other_seed_differs(code):
     first = train_proxy(code["train"], {"heldout": code["heldout"]}, TINY, seed=7)
     again = train_proxy(code["train"], {"heldout": code["heldout"]}, TINY, seed=7)
@@ -240,6 +241,7 @@ def test_verdict_edge_cases():
         verdict([1.0, 2.0], [1.0, 2.0], alpha=1.5)
 
 
+@pytest.mark.slow
 def test_instrument_clean_beats_heavily_diluted(code):
     """The proxy must see data quality: the same code, 80% of it replaced by random printable noise,
     loses on held-out code beyond seed noise."""

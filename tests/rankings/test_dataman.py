@@ -62,6 +62,7 @@ def test_rubric_is_datamans_fourteen_criteria_ending_with_overall():
     assert all(a.low and a.mid and a.high and a.part == "whole" for a in anchors)
 
 
+@pytest.mark.slow
 def test_dataman_labels_distills_scores_and_selects_with_one_global_cutoff(scored, tmp_path):
     with ScriptedServer(teacher) as server:
         config = _config(scored, tmp_path, server)
@@ -103,6 +104,7 @@ def test_dataman_labels_distills_scores_and_selects_with_one_global_cutoff(score
     assert min(kept) >= max(d["key"] for d in decisions if not d["kept"] and d["key"] is not None)
 
 
+@pytest.mark.slow
 def test_dataman_budget_stop_resumes_from_the_teacher_cache(scored, tmp_path):
     with ScriptedServer(teacher) as server:
         config = _config(scored, tmp_path, server, max_requests=7)

@@ -94,6 +94,7 @@ def test_empty_run_directory_renders(tmp_path):
     assert "0 / 8" in page
 
 
+@pytest.mark.slow
 def test_read_tests_fall_back_to_scores_without_validation_file(tmp_path):
     run = build_fixture_run(tmp_path / "run", with_validation=False)
     page, states = render_report(run)
@@ -122,6 +123,7 @@ def test_selection_counts_follow_the_one_convention_select_writes():
     assert selection_counts(off)["adds_up"] is False
 
 
+@pytest.mark.slow
 def test_a_summary_in_spellings_no_writer_produces_is_not_guessed_at(tmp_path):
     run = build_fixture_run(tmp_path / "run")
     path = run.path("selection", "mira-group-50pct", "summary.json")
@@ -165,6 +167,7 @@ def _rewrite_scores(run, source, scores, tokens):
         shards.save(RunDir(run), table, **keys)
 
 
+@pytest.mark.slow
 def test_report_warns_on_constant_or_length_driven_aggregates_and_never_calls_few_rows_reliable(tmp_path):
     from mira.rundir import atomic_write_json
 

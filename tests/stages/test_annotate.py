@@ -64,6 +64,7 @@ def _configure(config, server, **teacher):
     return config
 
 
+@pytest.mark.slow
 def test_annotate_writes_labels_failures_and_consistency_then_replays_from_cache(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
@@ -101,6 +102,7 @@ def test_annotate_writes_labels_failures_and_consistency_then_replays_from_cache
         assert run_stage("annotate", StageContext(config, run)).skipped
 
 
+@pytest.mark.slow
 def test_budget_stop_raises_incomplete_and_a_rerun_completes_without_asking_twice(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server, max_requests=4)

@@ -54,6 +54,7 @@ def _distinct(requests):
     return list({json.dumps(b["messages"]): b for b in requests}.values())  # parse retries re-send
 
 
+@pytest.mark.slow
 def test_v3_asks_one_anchor_per_request_and_labels_every_anchor_with_expectations(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
@@ -90,6 +91,7 @@ def test_v3_asks_one_anchor_per_request_and_labels_every_anchor_with_expectation
         assert [r for r in _rows(run, "g0") if r["ok"]] == [r for r in rows if r["ok"]]
 
 
+@pytest.mark.slow
 def test_v3_prefix_is_shared_up_to_the_question_and_each_record_stays_on_one_slot(mixed_config, monkeypatch):
     from mira.teacher.client import ChatClient
 
@@ -117,6 +119,7 @@ def test_v3_prefix_is_shared_up_to_the_question_and_each_record_stays_on_one_slo
         assert {b["id_slot"] for b in server.requests} == {0, 1}
 
 
+@pytest.mark.slow
 def test_v3_rescoring_is_an_equivalent_variant_with_guides_high_to_low(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
@@ -138,6 +141,7 @@ def test_v3_rescoring_is_an_equivalent_variant_with_guides_high_to_low(mixed_con
         assert p.index("\n10: exemplary") < p.index("\n5: a typical") < p.index("\n0-2: broken")
 
 
+@pytest.mark.slow
 def test_v3_budget_stop_is_incomplete_and_the_rerun_pays_no_request_twice(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server, max_requests=5)
@@ -154,6 +158,7 @@ def test_v3_budget_stop_is_incomplete_and_the_rerun_pays_no_request_twice(mixed_
         assert len(_rows(run, "g0")) == 8
 
 
+@pytest.mark.slow
 def test_v3_bare_tens_split_into_digits_get_exact_expectations_or_say_fallback(mixed_config):
     def split(body: dict) -> Reply:
         _, anchor = _asked(body)

@@ -74,6 +74,7 @@ def test_split_is_stratified_seeded_and_keeps_training_rows():
 
 
 @pytest.mark.parametrize("validation", ["crossfit", "holdout"])
+@pytest.mark.slow
 def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run, validation):
     config, run, texts = labelled_run
     config.student.validation = validation
@@ -160,6 +161,7 @@ def test_folds_are_stratified_seeded_and_even():
     assert not np.array_equal(folds(ids, sources, 5, seed=1), fold)
 
 
+@pytest.mark.slow
 def test_crossfit_judges_every_row_on_a_student_that_never_saw_it(labelled_run, monkeypatch):
     # The demo labels 12 records of a source: held out, 3 of them validate and every cell is
     # "undecidable" (fewer than 10 rows). Cross-fitted, all 12 do, each predicted by a student

@@ -115,6 +115,7 @@ def test_groups_json_fields(grouped):
     assert all(not g["pinned"] for g in result["groups"])
 
 
+@pytest.mark.slow
 def test_loader_and_determinism(grouped):
     from mira.groups import load_groups
     from mira.rundir import RunDir
@@ -129,6 +130,7 @@ def test_loader_and_determinism(grouped):
     assert again == result
 
 
+@pytest.mark.slow
 def test_pinned_source_goes_to_its_named_group(tmp_path):
     result = _group(_config(tmp_path / "run", pins={"man_pages": "manuals"}))
     assert result["source_to_group"]["man_pages"] == "manuals"
@@ -141,6 +143,7 @@ def test_pinned_source_goes_to_its_named_group(tmp_path):
     assert "man_pages" in result["similarity"]["sources"]     # still in the similarity matrix
 
 
+@pytest.mark.slow
 def test_small_source_counts(tmp_path):
     one = _group(_config(tmp_path / "one", sources=["py_code"]))
     assert one["k"] == 1 and one["chosen_by"] == "single source" and one["source_to_group"] == {"py_code": "g0"}

@@ -51,6 +51,7 @@ def test_broken_inputs_are_quarantined_with_reasons_and_counts_add_up(tmp_path, 
         assert fragment in reasons
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_force_redoes(mixed_config):
     first = api.run_one("ingest", mixed_config)
     assert not first.skipped
@@ -122,6 +123,7 @@ def test_ingest_runs_on_the_configured_engine(tmp_path, data_dir, monkeypatch):
         api.run_one("ingest", ray)
 
 
+@pytest.mark.slow
 def test_ingest_never_deletes_a_file_mira_did_not_write(mixed_config):
     api.run_one("ingest", mixed_config)
     run = Path(mixed_config.run_dir)

@@ -1,3 +1,5 @@
+import pytest
+
 from mira.config import RunConfig
 from mira.rundir import RunDir
 from mira.runner import StageContext, run_stage
@@ -9,6 +11,7 @@ def _config(run: RunDir) -> RunConfig:
     return RunConfig(name="fixture-run", run_dir=str(run.root))
 
 
+@pytest.mark.slow
 def test_report_stage_writes_page_and_marker(tmp_path):
     run = build_fixture_run(tmp_path / "run")
     ctx = StageContext(_config(run), run)

@@ -84,6 +84,7 @@ def test_rerun_skips_done_shards_and_force_redoes_them(tmp_path, corpus, doubles
     assert forced["shards_skipped"] == 0
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_byte_identical_outputs(tmp_path, corpus, doubles):
     """SIGKILL a scoring process group (driver + spawned workers) mid-way, resume, compare bytes."""
     reference = make_config(corpus, tmp_path / "reference", engine=EngineConfig(workers=1, batch_size=4))
@@ -129,6 +130,7 @@ def test_killed_run_resumes_to_byte_identical_outputs(tmp_path, corpus, doubles)
     assert tree_bytes(run.root / "scores") == ref_bytes and len(ref_bytes) == 2 * total + 1
 
 
+@pytest.mark.slow
 def test_spawned_pool_gives_the_same_bytes_as_inline(tmp_path, corpus, doubles):
     inline = make_config(corpus, tmp_path / "inline", engine=EngineConfig(workers=1, batch_size=7))
     pooled = make_config(corpus, tmp_path / "pooled", engine=EngineConfig(workers=2, batch_size=3))
@@ -177,6 +179,7 @@ def test_wrong_student_output_shape_fails_loudly(tmp_path, corpus, monkeypatch):
         api.run_one("score", config)
 
 
+@pytest.mark.slow
 def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
     """The real upstream contract: mira.students.load_student, then mira.reliability's mask/aggregate at join time."""
     from mira.score_table import load_score_table

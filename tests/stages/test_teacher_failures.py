@@ -202,6 +202,7 @@ def test_credentials_and_query_of_base_url_never_reach_config_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
 def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path, signum):
     config = _corpus(tmp_path)
     lock = {"answered": 0}

@@ -20,6 +20,7 @@ def planted():
 
 
 @pytest.mark.parametrize("regressors", [["ridge"], ["lightgbm"], ["ridge", "lightgbm"]])
+@pytest.mark.slow
 def test_static_student_learns_a_planted_structural_signal(planted, regressors):
     texts, Y, sources, train_idx, val_idx = planted
     student, info = train(StudentConfig(regressors=regressors), EmbedConfig(), ["signal", "noise"], texts,
