@@ -36,8 +36,8 @@ def handler(body: dict) -> str | Reply:
 
 
 def _v3_score(tag: str, anchor: str) -> int:
-    # 2..9: a "1" (sampled or not) may be 1 or 10 and falls back to the sampled value (scores.py).
-    return 2 + _score(tag, anchor) % 8
+    # 2..8 on the 0-9 scale, so that score + 1 is still on it.
+    return 2 + _score(tag, anchor) % 7
 
 
 def _configure(config, server, **teacher):
@@ -68,7 +68,7 @@ def test_v3_asks_one_anchor_per_request_and_labels_every_anchor_with_expectation
             tag = record_fence(neutralize_fences(row["text"]))[0].lstrip("<")
             for a in ANCHORS["g0"]:
                 assert row[f"{a}__sampled"] == _v3_score(tag, a)
-                assert row[a] == pytest.approx(_v3_score(tag, a) + 0.5, abs=1e-3)
+                assert row[a] == pytest.approx((_v3_score(tag, a) + 0.5) * 10 / 9, abs=1e-3)
                 assert row[f"{a}__target_kind"] == "expected" and row[f"{a}__why"] == ""
         # One failed anchor request fails the record's row, and says which anchor.
         failed = [r for r in rows if not r["ok"]]
@@ -77,7 +77,8 @@ def test_v3_asks_one_anchor_per_request_and_labels_every_anchor_with_expectation
         asked = Counter(_asked(b) for b in _distinct(server.requests))
         assert set(asked.values()) == {1, 2}  # each (record, anchor) once; re-scored ones twice
         assert {a for _, a in asked} == set(ANCHORS["g0"] + ANCHORS["g1"])
-        assert all(b["max_tokens"] <= 3 for b in server.requests)
+        assert all(b["max_tokens"] <= 2 for b in server.requests)
+        assert all(b["response_format"]["json_schema"]["schema"]["enum"] == list(range(10)) for b in server.requests)
         assert outcome.counts["requests"] == (8 + 2) * 3 + (2 + 2) * 2
         assert len(_rows(run, "g1")) == 2 and len(_rows(run, "g0", consistency=True)) == 2
 
@@ -129,7 +130,7 @@ def test_v3_rescoring_is_an_equivalent_variant_with_guides_high_to_low(mixed_con
         prompts = [b["messages"][-1]["content"] for b in _distinct(server.requests) if "a00" in _asked(b)[1]]
 
     def low_first(text: str) -> bool:
-        return text.index("0-3: poor") < text.index("7-10: exemplary") and text.index("0-2:") < text.index("\n10:")
+        return text.index("0-2: poor") < text.index("7-9: exemplary") and text.index("0-1:") < text.index("\n9:")
 
     ascending = [p for p in prompts if low_first(p)]
     descending = [p for p in prompts if not low_first(p)]
@@ -137,8 +138,8 @@ def test_v3_rescoring_is_an_equivalent_variant_with_guides_high_to_low(mixed_con
     # The same cards and bands, only listed the other way round.
     assert all(sorted(p.splitlines()) == sorted(ascending[0].splitlines()) for p in ascending[:1])
     for p in descending:
-        assert p.index("7-10: exemplary") < p.index("4-6: ordinary") < p.index("0-3: poor")
-        assert p.index("\n10: exemplary") < p.index("\n5: a typical") < p.index("\n0-2: broken")
+        assert p.index("7-9: exemplary") < p.index("3-6: ordinary") < p.index("0-2: poor")
+        assert p.index("\n9: exemplary") < p.index("\n4-5: a typical") < p.index("\n0-1: broken")
 
 
 @pytest.mark.slow
@@ -159,10 +160,12 @@ def test_v3_budget_stop_is_incomplete_and_the_rerun_pays_no_request_twice(mixed_
 
 
 @pytest.mark.slow
-def test_v3_bare_tens_split_into_digits_get_exact_expectations_or_say_fallback(mixed_config):
+def test_v3_targets_are_exact_expectations_mapped_to_ten_even_with_an_unsampled_one(mixed_config):
+    # On the old 0-10 scale the a00 answer (7 sampled, 45% on "1") had no exact expectation with
+    # digit-split tokens: it fell back to 7. On 0-9 "1" can only be 1.
     def split(body: dict) -> Reply:
         _, anchor = _asked(body)
-        answers = {"a00": (7, {7: 0.55, 10: 0.45}), "a01": (10, {10: 0.8, 9: 0.2})}
+        answers = {"a00": (7, {7: 0.55, 1: 0.45}), "a01": (9, {9: 0.8, 8: 0.2})}
         sampled, probs = answers.get(anchor, (3, {3: 0.5, 4: 0.5}))
         return Reply(str(sampled), score_probs=[probs], split_digits=True, score_key=BARE)
 
@@ -173,9 +176,18 @@ def test_v3_bare_tens_split_into_digits_get_exact_expectations_or_say_fallback(m
         rows = _rows(run, "g0") + _rows(run, "g0", consistency=True)
     assert rows and all(r["ok"] for r in rows)
     for row in rows:
-        assert (row["a00"], row["a00__target_kind"]) == (7.0, "sampled")  # p("1") unknowable as 1 or 10
-        assert row["a01"] == pytest.approx(9.8) and row["a01__target_kind"] == "expected"
-        assert row["a02"] == pytest.approx(3.5) and row["a02__target_kind"] == "expected"
+        assert row["a00"] == pytest.approx((7 * 0.55 + 1 * 0.45) * 10 / 9) and row["a00__target_kind"] == "expected"
+        assert row["a00__sampled"] == 7
+        assert row["a01"] == pytest.approx(8.8 * 10 / 9) and row["a01__target_kind"] == "expected"
+        assert row["a02"] == pytest.approx(3.5 * 10 / 9) and row["a02__target_kind"] == "expected"
+
+
+def test_a_one_digit_scale_has_no_open_prefix():
+    from mira.teacher.testing import synthetic_logprobs
+
+    logprobs = synthetic_logprobs(Reply("7", score_probs=[{7: 0.55, 1: 0.45}], split_digits=True, score_key=BARE))
+    assert expected_scores("7", logprobs, BARE) == [None]  # 0-10: the "1" may be 1 or 10
+    assert expected_scores("7", logprobs, BARE, scale_max=9) == [pytest.approx(4.3)]
 
 
 def test_bare_integer_answers_are_located_exactly():
@@ -235,10 +247,11 @@ def test_v3_question_names_one_anchor_and_the_cache_key_changes_with_the_protoco
     reqs = annotate_v3.build_requests(load_prompt("annotate", 3), anchors, record, rendering, "r1", False, None,
                                       "code", annotate.PART)
     assert [r.messages[-1]["content"].splitlines()[-1] for r in reqs] == [
-        "Score the record on [a00] A00 only (How good). Answer one integer from 0 to 10.",
-        "Score the record on [a01] A01 only (How good). Answer one integer from 0 to 10."]
-    assert {r.prompt_version for r in reqs} == {"annotate_v3"} and reqs[0].schema.model_validate(10).root == 10
+        "Score the record on [a00] A00 only (How good). Answer one integer from 0 to 9.",
+        "Score the record on [a01] A01 only (How good). Answer one integer from 0 to 9."]
+    assert {r.prompt_version for r in reqs} == {"annotate_v3"} and reqs[0].schema.model_validate(9).root == 9
+    assert reqs[0].score_max == 9
     with pytest.raises(ValueError):
-        reqs[0].schema.model_validate(11)
+        reqs[0].schema.model_validate(10)
     identity = {"model": "m", "sampling": {}}
     assert reqs[0].cache_key(identity) != reqs[1].cache_key(identity)

@@ -2,8 +2,9 @@
 
 Per group, a sample stratified by source is rendered (start/middle/end windows, the same text the
 students will see) and scored on every anchor, as ``annotation.protocol`` says. ``annotate_v3``
-(the default, :mod:`mira.stages.annotate_v3`) asks one anchor per request and gets a bare 0-10
-integer; the requests of a record share their prompt up to the question and run on one server slot.
+(the default, :mod:`mira.stages.annotate_v3`) asks one anchor per request and gets a bare 0-9
+integer (mapped to 0-10: every value is one token, so its expectation is exact); the requests of
+a record share their prompt up to the question and run on one server slot.
 ``annotate_v1``/``annotate_v2`` ask ONE request per record: a JSON object with one entry per anchor
 id, each a 0-10 score (an ``enum``, validated again); with ``annotation.rationales`` on, each entry
 is ``{"why", "score"}`` (a short reason first), off, the answer is flat, ``{"a00": 7, "a01": 5}``

@@ -24,6 +24,7 @@ _EXPORTS = {
     "TeacherRequest": "mira.teacher.request",
     "TeacherResult": "mira.teacher.request",
     "Score": "mira.teacher.request",
+    "Digit": "mira.teacher.request",
     "load_prompt": "mira.teacher.prompts",
     "wrap_record": "mira.teacher.prompts",
     "Prompt": "mira.teacher.prompts",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # "x as x": an explicit re-export for type checkers (the runt
     from mira.teacher.prompts import PromptError as PromptError
     from mira.teacher.prompts import load_prompt as load_prompt
     from mira.teacher.prompts import wrap_record as wrap_record
+    from mira.teacher.request import Digit as Digit
     from mira.teacher.request import Score as Score
     from mira.teacher.request import TeacherRequest as TeacherRequest
     from mira.teacher.request import TeacherResult as TeacherResult

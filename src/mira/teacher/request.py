@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field
 # A 0-10 score as the teacher must answer it. Small models ignore `minimum`/`maximum` in a JSON
 # schema, but grammar-constrained decoding does honour `enum`; pydantic still validates the range.
 Score = Annotated[int, Field(ge=0, le=10, json_schema_extra={"enum": list(range(11))})]
+# A one-digit score 0-9: every value is one token for any tokeniser, so its expectation is exact
+# (teacher/scores.py); annotate_v3 asks on this scale and maps it to 0-10.
+Digit = Annotated[int, Field(ge=0, le=9, json_schema_extra={"enum": list(range(10))})]
 
 
 @dataclass
@@ -33,6 +36,9 @@ class TeacherRequest:
     # prefix go to one slot so its prompt cache holds that prefix. Not part of the cache key: it
     # decides where the answer is computed, not which answer.
     slot: int | None = None
+    # The largest value of the score scale the answer uses (its schema's enum): 10, or 9 for a
+    # one-digit scale on which every value is a single token (teacher/scores.py).
+    score_max: int = 10
 
     def json_schema(self) -> dict[str, Any] | None:
         return self.schema.model_json_schema() if self.schema is not None else None
@@ -51,6 +57,8 @@ class TeacherRequest:
         # it was part of the identity (all with the bundled local server) still replay.
         if identity.get("provider", "local") != "local":
             payload["provider"] = identity["provider"]
+        if self.score_max != 10:  # the cached expectation depends on it; default keys stay as they were
+            payload["score_max"] = self.score_max
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -23,6 +23,11 @@ token. The rule for an open "1":
   the score is reported unknown (None) and callers fall back to the sampled value, recording
   that the target is a fallback (annotate's ``<anchor>__target_kind``).
 
+A scale whose every value is one digit has no open prefix at all: ``scale_max=9`` reads 0..9
+exactly for any tokeniser that writes single digits as tokens (annotate_v3 asks on that scale
+and maps it to 0..10: on the 0..10 scale, 3 of the demo's 12 agent labels were fallbacks, all of
+them planted degraded trajectories whose unsampled "1" most likely meant 1).
+
 Reading the unsampled "1" as 1 (the old rule) turned p(7)=0.55, p("1"->10)=0.45 into 4.30
 instead of 8.35; guessing 10 would be as wrong for a genuinely low record. The only exact
 alternative is a second request that continues the answer after "1"; a sampled fallback costs
@@ -116,9 +121,10 @@ def _number_prefix(text: str) -> tuple[str, bool]:
     return text[:k], k < len(text)
 
 
-def _is_open(digits: str, ends: bool) -> bool:
-    """True when `digits` may still grow into another value of the scale (only "1" -> "10")."""
-    return not ends and any(str(v).startswith(digits) and str(v) != digits for v in range(SCALE_MAX + 1))
+def _is_open(digits: str, ends: bool, scale_max: int = SCALE_MAX) -> bool:
+    """True when `digits` may still grow into another value of the scale (0..10: only "1" -> "10";
+    0..9: nothing, every value is one digit)."""
+    return not ends and any(str(v).startswith(digits) and str(v) != digits for v in range(scale_max + 1))
 
 
 def _continuation_share(tokens: list[dict[str, Any]], index: int) -> float | None:
@@ -148,7 +154,8 @@ def _writes_whole_numbers(tokens: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_numbers: bool) -> float | None:
+def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_numbers: bool,
+                 scale_max: int = SCALE_MAX) -> float | None:
     chosen = tokens[index]
     alternatives = list(chosen.get("top_logprobs") or [])
     if not any(alt.get("token") == chosen.get("token") for alt in alternatives):
@@ -165,7 +172,7 @@ def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_nu
     mass: dict[int, float] = {}
     open_mass = 0.0  # mass of unsampled open prefixes whose continuation is unknown
     for digits, ends, p in parsed:
-        if _is_open(digits, ends) and not whole_numbers:
+        if _is_open(digits, ends, scale_max) and not whole_numbers:
             share = _continuation_share(tokens, index) if digits == chosen_digits and not chosen_ends else None
             if share is None:
                 open_mass += p
@@ -173,26 +180,27 @@ def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_nu
             longer = int(digits + "0")
             mass[longer] = mass.get(longer, 0.0) + p * share
             mass[int(digits)] = mass.get(int(digits), 0.0) + p * (1 - share)
-        elif int(digits) <= SCALE_MAX:
+        elif int(digits) <= scale_max:
             mass[int(digits)] = mass.get(int(digits), 0.0) + p
     total = sum(mass.values()) + open_mass
     if total <= 0:
         return None
     known = sum(value * p for value, p in mass.items())
-    low, high = (known + open_mass * 1) / total, (known + open_mass * SCALE_MAX) / total
+    low, high = (known + open_mass * 1) / total, (known + open_mass * 10) / total
     if high - low > AMBIGUITY_TOLERANCE:
         return None
     return (low + high) / 2
 
 
-def expected_scores(content: str, logprobs: dict[str, Any] | None,
-                    key: str | Collection[str] = "score") -> list[float | None] | None:
+def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str | Collection[str] = "score",
+                    scale_max: int = SCALE_MAX) -> list[float | None] | None:
     """Expected value of each `key` score in `content` (order of appearance); None where unknown.
 
     Returns None when `content` has no such scores; a list of Nones when it has scores but the
     logprobs are missing or do not line up with the content. A single None marks a score whose
     expectation the logprobs do not determine (an open "1" whose continuation is unseen, see the
-    module docstring): callers use the sampled value and record it as a fallback.
+    module docstring): callers use the sampled value and record it as a fallback. `scale_max` is
+    the largest value of the answer's scale (10; 9 for a one-digit scale, which has no open "1").
     """
     wanted = score_offsets(content, key)
     if not wanted:
@@ -213,11 +221,11 @@ def expected_scores(content: str, logprobs: dict[str, Any] | None,
     results: list[float | None] = []
     token_index, whole_numbers = 0, _writes_whole_numbers(tokens)
     for offset, value in located:
-        if value < 0 or value > 10:
+        if value < 0 or value > scale_max:
             results.append(None)
             continue
         while token_index + 1 < len(tokens) and starts[token_index + 1] <= offset:
             token_index += 1
         prefix = tokens[token_index]["token"][: offset - starts[token_index]]
-        results.append(_expected_at(tokens, token_index, prefix, whole_numbers))
+        results.append(_expected_at(tokens, token_index, prefix, whole_numbers, scale_max))
     return results

@@ -199,7 +199,8 @@ class Teacher:
             raw = reply.content
             value, error = parse_answer(reply.content, request.schema, reply.finish_reason)
             if error is None:
-                scores = expected_scores(reply.content, reply.logprobs, request.score_key) if schema else None
+                scores = (expected_scores(reply.content, reply.logprobs, request.score_key, request.score_max)
+                          if schema else None)
                 self.usage_counters.latency_s += latency
                 usage = {**counts, "latency_s": round(latency, 3)}
                 # By alias: the cache stores the answer as the server wrote it, and a schema whose
