@@ -93,3 +93,30 @@ def test_a_records_prediction_does_not_depend_on_its_batch(planted, regressor):
                for size in (1, 7, 77, 512)}
     for size in (7, 77, 512):
         assert outputs[size].tobytes() == outputs[1].tobytes(), size
+
+
+def test_model_choice_does_not_rank_a_regressor_that_learnt_nothing_against_the_teacher(monkeypatch):
+    # The model choice's cross-validation inside the training rows had the anti-correlation that
+    # distill's cross-fitting removes: a regressor predicting its training mean ranked the rows
+    # against the targets, so a cautious ridge lost the choice to a noisier model for that alone.
+    from mira.students import static
+
+    class MeanRegressor:
+        name = "mean"
+
+        def __init__(self, mean):
+            self.mean = mean
+
+        @classmethod
+        def fit(cls, X, Y, seed, embedding_dims=0):
+            return cls(Y.mean(axis=0))
+
+        def predict(self, X):
+            return np.tile(self.mean, (len(X), 1))
+
+    monkeypatch.setitem(static.REGRESSORS, "mean", MeanRegressor)
+    texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(12)]
+    targets = np.arange(1.0, 13.0)[:, None] * 0.6
+    config = StudentConfig().model_copy(update={"regressors": ["mean", "ridge"]})  # "mean" is no config value
+    _, info = train(config, EmbedConfig(), ["a00"], texts, ["code"] * 12, targets, np.arange(12))
+    assert abs(info["candidates"]["mean"]["mean_spearman"]) < 0.05  # constant once the fold intercept is gone

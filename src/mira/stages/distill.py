@@ -31,7 +31,7 @@ from mira.runner import StageContext
 from mira.students.features import FEATURE_VERSION
 
 log = logging.getLogger(__name__)
-VERSION = "distill-v2"  # v2: cross-fitted validation with fold intercepts removed
+VERSION = "distill-v3"  # v2: cross-fitted validation with fold intercepts removed; v3: also in the model choice
 # Fewer usable label rows than this and a group gets no student (annotate checks it too).
 MIN_LABEL_ROWS = 2
 

@@ -192,7 +192,12 @@ class StaticStudent:
                     fit_rows = np.setdiff1d(np.arange(len(train_idx)), held)
                     model = REGRESSORS[name].fit(X[train_idx[fit_rows]], Y[train_idx[fit_rows]], config.seed,
                                                  features.embedder.dim)
-                    pred[held] = np.clip(model.predict(X[train_idx[held]]), 0, 10)
+                    # Minus the fold's intercept, as distill's cross-fitting does: a fold holding
+                    # high targets trains on lower ones, so a cautious (heavily regularised) model
+                    # would otherwise rank against the teacher and lose the choice for that alone
+                    # (measured: ridge -0.10..-0.33 mean Spearman on pure-noise targets, 40 rows).
+                    shift = Y[train_idx].mean(axis=0) - Y[train_idx[fit_rows]].mean(axis=0)
+                    pred[held] = np.clip(model.predict(X[train_idx[held]]), 0, 10) + shift
                 candidates[name] = {"mean_spearman": round(mean_spearman(pred, Y[train_idx]), 4),
                                     "mean_mae": round(float(np.mean(np.abs(pred - Y[train_idx]))), 4),
                                     "folds": len(folds)}
