@@ -233,3 +233,18 @@ def test_reliability_section_says_how_the_cells_were_validated():
     assert _how_validated({}) == "held-out validation rows"  # metrics of an older distill
     crossfit = {"validation": "5-fold cross-fitting: each row predicted by a student trained without its fold"}
     assert _how_validated(crossfit).startswith("every label row, out of fold (5-fold cross-fitting")
+
+
+def test_label_spread_warns_when_targets_barely_vary_or_fell_back():
+    from mira.report.sections_scores import label_spread
+
+    html = label_spread({"a00": {"n": 12, "std": 0.14, "modal_share": 0.83, "exact_share": 0.75},
+                         "a01": {"n": 12, "std": 1.2, "modal_share": 0.3, "exact_share": 1.0}},
+                        {"a00": "Clarity", "a01": "Correctness"})
+    assert "std 0.14" in html and "most common answer 83%" in html and "exact expectations 75%" in html
+    flat_warning = html.split("barely vary")[1].split("</div>")[0]
+    assert flat_warning.startswith(" on a00 Clarity") and "a01" not in flat_warning
+    assert "fell back to the sampled integer" in html and "a00 Clarity (25%)" in html
+    assert label_spread({}, {}) == ""
+    calm = label_spread({"a01": {"n": 12, "std": 1.2, "modal_share": 0.3, "exact_share": 1.0}}, {})
+    assert "box warn" not in calm

@@ -247,3 +247,18 @@ def test_a_missing_target_does_not_blank_its_fold(monkeypatch):
     pred = crossfit_predictions(StudentConfig(), EmbedConfig(), ["a00", "a01"], [f"t{i}" for i in range(12)],
                                 ["code"] * 12, targets, folds([f"r{i}" for i in range(12)], ["a"] * 12, 5, 0))
     assert np.isfinite(pred).all()
+
+
+def test_label_stats_say_how_the_targets_vary_and_where_they_come_from():
+    import pyarrow as pa
+
+    from mira.stages.distill import label_stats
+
+    table = pa.table({"a00": [5.0, 5.2, 5.1, 8.0, None], "a00__sampled": [5, 5, 5, 8, None],
+                      "a00__target_kind": ["expected", "expected", "expected", "sampled", None],
+                      "a01": [1.0, 9.0, 1.0, 9.0, 5.0], "a01__sampled": [1, 9, 1, 9, 5]})
+    stats = label_stats(table, ["a00", "a01"])
+    assert stats["a00"]["n"] == 4 and stats["a00"]["modal_share"] == 0.75 and stats["a00"]["exact_share"] == 0.75
+    assert stats["a00"]["std"] == pytest.approx(float(np.std([5.0, 5.2, 5.1, 8.0])), abs=1e-4)
+    assert stats["a01"]["std"] == pytest.approx(float(np.std([1.0, 9.0, 1.0, 9.0, 5.0])), abs=1e-4)
+    assert stats["a01"]["exact_share"] is None  # labels written before target provenance existed

@@ -45,6 +45,16 @@ class CellMetrics(Document):
     n: int = 0
 
 
+class LabelStats(Document):
+    """How the teacher's targets of one anchor vary (``mira.stages.distill.label_stats``)."""
+
+    n: int = 0
+    mean: float | None = None
+    std: float | None = None
+    modal_share: float | None = None  # share of the most common integer answered
+    exact_share: float | None = None  # share of logprob expectations (the rest fell back to the integer)
+
+
 class Metrics(Document):
     """``students/<group>/metrics.json``: validation metrics per source x anchor (never training rows)."""
 
@@ -57,6 +67,7 @@ class Metrics(Document):
     mean_mae: float | None = None
     candidates: dict[str, Any] = Field(default_factory=dict)
     teacher_consistency: CellMetrics = Field(default_factory=CellMetrics)
+    labels: dict[str, LabelStats] = Field(default_factory=dict)  # anchor -> spread of the targets
     train_rows: int = 0
     validation_rows: int = 0
     validation: str = "held-out rows"  # how the cells were measured (cross-fitting or held-out rows)

@@ -164,6 +164,7 @@ def reliability(a: Artifacts) -> str:
                 row.append(_metric_cell(metric, cell, status))
             rows.append(row)
         parts.append(_undecidable_note(statuses, needed))
+        parts.append(label_spread(metrics.get("labels") or {}, names))
         group_cells = mask_cells.get("*")
         if group_cells:  # the mask's group cell: within-source statistics combined, never pooled
             foot = [Cell("<strong>group cell (*)</strong><div class='sub muted'>within-source, combined</div>")] + [
@@ -175,6 +176,37 @@ def reliability(a: Artifacts) -> str:
                          "test</div>")] + [_metric_cell(overall.get(x), None, "pooled") for x in anchors]
         parts.append(table(headers, rows, cls="reliability", foot=foot))
     return "".join(parts)
+
+
+# Below these the labels themselves limit the student: a target that barely varies has no
+# ranking to learn, and a fallback to the sampled integer is coarser than the teacher's expectation.
+LOW_LABEL_STD = 0.3
+LOW_EXACT_SHARE = 0.9
+
+
+def label_spread(stats: dict[str, dict[str, Any]], names: dict[str, str]) -> str:
+    """One line per group on the teacher's targets (std, most common answer, exact share), with a
+    warning where they limit what any student could learn."""
+    if not stats:
+        return ""
+    items, flat, fallback = [], [], []
+    for anchor, st in stats.items():
+        label = f"{anchor} {names.get(anchor, '')}".strip()
+        items.append(f"<b>{esc(label)}</b>: std {fmt_float(st.get('std'))}, most common answer "
+                     f"{fmt_pct(st.get('modal_share'), 0)}, exact expectations {fmt_pct(st.get('exact_share'), 0)}"
+                     f" (n {fmt_int(st.get('n'))})")
+        if st.get("std") is not None and st["std"] < LOW_LABEL_STD:
+            flat.append(label)
+        if st.get("exact_share") is not None and st["exact_share"] < LOW_EXACT_SHARE:
+            fallback.append(f"{label} ({fmt_pct(1 - st['exact_share'], 0)})")
+    out = "<p><strong>Teacher labels</strong> (training targets, 0-10): " + "; ".join(items) + ".</p>"
+    if flat:
+        out += note(f"The teacher's targets barely vary on {esc(', '.join(flat))} (std below {LOW_LABEL_STD}): "
+                    "there is little ranking for a student to learn, whatever its validation says.", "warn")
+    if fallback:
+        out += note("Targets that fell back to the sampled integer (no exact logprob expectation): "
+                    f"{esc(', '.join(fallback))}. They are coarser and can be biased.", "warn")
+    return out
 
 
 def _how_validated(metrics: dict[str, Any]) -> str:

@@ -151,6 +151,31 @@ def teacher_consistency(labels: Any, again_path: Path, anchors: list[str]) -> di
             "anchors": per_anchor}
 
 
+def label_stats(labels: Any, anchors: list[str]) -> dict[str, dict[str, Any]]:
+    """Per anchor, how much the teacher's targets vary and where they come from: ``n``, ``mean``,
+    ``std``, ``modal_share`` (share of the most common integer answered) and ``exact_share``
+    (share of targets that are logprob expectations rather than a fallback to that integer).
+    A student cannot learn a ranking the labels do not have: the report shows these next to it."""
+    from collections import Counter
+
+    out: dict[str, dict[str, Any]] = {}
+    columns = set(labels.column_names)
+    for anchor in anchors:
+        values = np.array([v for v in labels[anchor].to_pylist() if v is not None], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        sampled = [v for v in labels[f"{anchor}__sampled"].to_pylist() if v is not None]
+        kinds = ([k for k in labels[f"{anchor}__target_kind"].to_pylist() if k is not None]
+                 if f"{anchor}__target_kind" in columns else [])
+        out[anchor] = {
+            "n": int(len(values)),
+            "mean": round(float(values.mean()), 4) if len(values) else None,
+            "std": round(float(values.std()), 4) if len(values) else None,
+            "modal_share": round(Counter(sampled).most_common(1)[0][1] / len(sampled), 4) if sampled else None,
+            "exact_share": round(sum(k == "expected" for k in kinds) / len(kinds), 4) if kinds else None,
+        }
+    return out
+
+
 def _keys(table: Any) -> list[tuple[str, str]]:
     return list(zip(table["source"].to_pylist(), table["record_id"].to_pylist(), strict=True))
 
@@ -223,7 +248,7 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
                "mean_spearman": validation["mean_spearman"], "mean_mae": validation["mean_mae"],
                "candidates": info.get("candidates", {}), "teacher_consistency": consistency,
                "train_rows": int(len(train_idx)), "validation_rows": int(len(val_idx)),
-               "validation": validated_by,
+               "validation": validated_by, "labels": label_stats(labels, anchors),
                "train_key": key, **{k: v for k, v in info.items() if k not in ("regressor", "candidates")}}
     student.save(folder)
     if len(val_idx):
