@@ -229,3 +229,27 @@ def test_a_crash_mid_training_keeps_the_finished_results(scored, tmp_path):
     assert stored == ["seed0.json", "seed1.json"]
     result = api.compare(config, proxy_api=stand_in.api)
     assert result["proxy"]["reused"] == 2 and result["proxy"]["trained"] == 4 and len(stand_in.calls) == 6
+
+
+def test_selections_that_keep_the_same_records_share_their_runs(scored, tmp_path):
+    # With every cell masked (thresholds no student meets) MIRA falls back to the source-preserving
+    # random share for every source: exactly random's records, so the same training bytes.
+    config = _config(scored, tmp_path, seeds=2)
+    for path in (tmp_path / "run" / "students").glob("*/mask.json"):
+        mask = json.loads(path.read_text())
+        for cells in mask["cells"].values():
+            for cell in cells.values():
+                cell.update(masked=True, reason="test: unreliable")
+        path.write_text(json.dumps(mask))
+    stand_in = StandIn()
+    result = api.compare(config, proxy_api=stand_in.api)
+    proxy = result["proxy"]
+    assert proxy["identical"] == {"random-source-50pct": "mira-group-50pct"}
+    assert proxy["trained"] == 4 and proxy["shared"] == 2 and len(stand_in.calls) == 4
+    assert proxy["table"]["random-source-50pct"] == proxy["table"]["mira-group-50pct"]
+    stored = json.loads(result_path(RunDir(tmp_path / "run"), "random-source-50pct", 1).read_text())
+    assert stored["same_records_as"] == "mira-group-50pct" and stored["selection"] == "random-source-50pct"
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "Identical selections:" in page and "random-source-50pct = mira-group-50pct" in page
+    again = api.compare(config, proxy_api=stand_in.api)  # stored results are reused as any other
+    assert again["proxy"]["reused"] == 6 and len(stand_in.calls) == 4

@@ -7,6 +7,10 @@ it on every ``compare.eval_sets`` entry. Each (selection, seed) result is its ow
 fingerprint, a hash of the eval texts, the proxy settings): a rerun reuses every result that still
 matches and trains only the missing or stale ones, so an interrupted comparison resumes.
 
+Selections that keep exactly the same records (MIRA with every cell masked falls back to the
+same source-preserving random share as the random baseline) train the same bytes, so a seed's
+result is computed once and shared; the summary's ``identical`` names them, and the report says so.
+
 Texts are the records' full renderings (the same renderer as the teacher and the students, without
 the windowing), so a selection's text and an eval set's text look alike.
 """
@@ -59,8 +63,9 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
     api = api or proxy_api()
     proxy = config.compare.proxy
     eval_hash = {name: _hash_texts(texts) for name, texts in eval_sets.items()}
+    identical = identical_selections({name: decisions[name] for name in selections})
     results: dict[str, list[Any]] = {}
-    trained = reused = 0
+    trained = reused = shared = 0
     task = progress("proxy training (selections x seeds)", len(selections) * proxy.seeds)
     for name, summary in selections.items():
         results[name] = []
@@ -69,11 +74,18 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
                      "seed": seed, "eval_sets": eval_hash}
             result = _stored(api, result_path(run, name, seed), stamp, proxy)
             if result is None:
-                texts = kept_texts(config, infos, decisions[name])
-                result = api.train_proxy(texts, eval_sets, proxy, seed, progress)
+                twin = identical.get(name)
+                if twin is not None:  # the same kept records, so the same training bytes: its result
+                    result = results[twin][seed]
+                    shared += 1
+                else:
+                    texts = kept_texts(config, infos, decisions[name])
+                    result = api.train_proxy(texts, eval_sets, proxy, seed, progress)
+                    trained += 1
                 envelope = {**stamp, "result": json.loads(result.to_json())}
+                if twin is not None:
+                    envelope["same_records_as"] = twin
                 atomic_write_text(result_path(run, name, seed), json.dumps(envelope, indent=1) + "\n")
-                trained += 1
             else:
                 reused += 1
             results[name].append(result)
@@ -85,8 +97,24 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
     plot_results(table, plot)
     return {"settings": proxy.model_dump(mode="json"), "eval_sets": {n: {"texts": len(t), "sha256": eval_hash[n]}
                                                                    for n, t in eval_sets.items()},
-            "trained": trained, "reused": reused, "table": table, "verdicts": verdicts,
+            "trained": trained, "reused": reused, "shared": shared, "identical": identical,
+            "table": table, "verdicts": verdicts,
             "plot": str(plot.relative_to(run.root))}
+
+
+def identical_selections(decisions: dict[str, Decisions]) -> dict[str, str]:
+    """Each selection that keeps exactly the records an earlier one (in the given order) keeps,
+    mapped to that earlier one."""
+    first: dict[str, str] = {}
+    twins: dict[str, str] = {}
+    for name, d in decisions.items():
+        kept = np.asarray(d.kept, dtype=bool)
+        digest = hashlib.sha256(len(kept).to_bytes(8, "little") + np.packbits(kept).tobytes()).hexdigest()
+        if digest in first:
+            twins[name] = first[digest]
+        else:
+            first[digest] = name
+    return twins
 
 
 def _stored(api: Any, path: Path, stamp: dict[str, Any], proxy: Any) -> Any:

@@ -133,8 +133,15 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
            f"scratch on {fmt_compact(settings.get('train_bytes'))} bytes of each selection, "
            f"{fmt_int(settings.get('seeds'))} seeds; "
            "held-out bits per byte, mean ± standard deviation over seeds (lower is better; hover for each seed). "
-           f"{fmt_int(proxy.get('trained'))} runs trained now, {fmt_int(proxy.get('reused'))} reused.</p>",
+           f"{fmt_int(proxy.get('trained'))} runs trained now, {fmt_int(proxy.get('reused'))} reused"
+           f"{_shared_text(proxy)}.</p>",
            table(["selection"] + evals, rows)]
+    twins = proxy.get("identical") or {}
+    if twins:
+        pairs = ", ".join(f"{esc(n)} = {esc(t)}" for n, t in twins.items())
+        out.append(note(f"<strong>Identical selections:</strong> {pairs} keep exactly the same records, so their "
+                        "proxy results are the same runs (a method whose every cell is masked falls back to "
+                        "the source-preserving random share).", "warn"))
     plot = a.run.path(proxy.get("plot") or "compare/proxy.png")
     if plot.exists():
         data = base64.b64encode(plot.read_bytes()).decode()
@@ -155,6 +162,11 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
     if others:
         out.append(details("Every other pair", table(headers, rows_of(others))))
     return "".join(out)
+
+
+def _shared_text(proxy: dict[str, Any]) -> str:
+    shared = proxy.get("shared")
+    return f", {fmt_int(shared)} shared with an identical selection" if shared else ""
 
 
 def _fingerprint(a: Artifacts, name: str) -> str | None:
