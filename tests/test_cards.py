@@ -213,3 +213,54 @@ def test_relevance_to_the_topic_is_a_quality_but_measuring_the_topic_is_not():
     assert surface_measure(documentation) is None
     topical = card("Coverage", "Which topic the text is about.", "Other topic.", "Partly.", "Python only.")
     assert "topic" in surface_measure(topical)
+
+
+def _judged() -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "group_discover" / "judged_records.json").read_text())
+
+
+def test_with_the_judged_texts_a_general_card_is_not_one_records_content():
+    # demo-full lost the prose group's only general card: "command" and "straightforward" appeared
+    # in one judge's notes only. Neither is content of one record: "straightforward" is in no
+    # record (the judge's own word), and one word is not a copy.
+    judged = _judged()
+    clarity = card(**{k: judged["prose_clarity_card"][k] for k in ("name", "definition", "low", "mid", "high")})
+    notes = [tuple(n) for n in judged["prose_notes"]]
+    assert "names the content" in single_record_content(clarity, notes)  # the notes alone: rejected
+    assert single_record_content(clarity, notes, texts=judged["prose_texts"]) is None
+    assert card_problem(clarity, records=3, notes=notes, texts=judged["prose_texts"]) is None
+
+
+def test_with_the_judged_texts_cards_about_one_faq_entry_are_still_rejected():
+    texts = _judged()["faq_texts"]
+    accuracy = card("Accuracy", "The answer is accurate and provides a clear explanation of negative indexing, "
+                    "making it a valuable resource for learners.",
+                    "The answer is not accurate or does not provide a clear explanation of negative indexing.",
+                    "The answer is accurate but does not provide a clear explanation of negative indexing.",
+                    "The answer is accurate and provides a clear explanation of negative indexing, making it a "
+                    "valuable resource for learners.")
+    reason = single_record_content(accuracy, FAQ_NOTES, texts=texts)
+    assert reason and "negative" in reason and "indexing" in reason and "neg" in reason  # "index" in its text
+    # A card naming two FAQ entries' subjects (the demo's "Quality of Reasoning and Answer").
+    mixed = card("Quality of Reasoning and Answer",
+                 "This dimension measures the quality of the reasoning and explanation provided in the question "
+                 "and answer, ensuring they are directly related to the topic and provide a clear and concise "
+                 "explanation.",
+                 "The question and answer are not directly related to Python's syntax and precedence rules, or "
+                 "they are not related to Tk events and I/O handling.",
+                 "The question and answer are related to Python's syntax and precedence rules, but not to Tk "
+                 "events and I/O handling.",
+                 "The question and answer are directly related to Python's syntax and precedence rules, and to "
+                 "Tk events and I/O handling, with a clear and concise explanation.")
+    reason = single_record_content(mixed, FAQ_NOTES, texts=texts)
+    assert reason and "events" in reason and "precedence" in reason
+    # The general Clarity card of the same group still passes with the texts.
+    clarity = card("Clarity", "The question and answer are clear and concise, making it easy to understand and follow.",
+                   "The question and answer are unclear or overly complex.",
+                   "The question and answer are clear and concise, but could be more detailed.",
+                   "The question and answer are clear and concise, with a detailed explanation of the recommended "
+                   "practices.")
+    assert card_problem(clarity, records=4, notes=FAQ_NOTES, texts=texts) is None

@@ -10,7 +10,7 @@ with the returned reason and its slot is refilled from the next cluster.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from difflib import SequenceMatcher
 from typing import Protocol
 
@@ -129,11 +129,16 @@ def surface_measure(card: _Card) -> str | None:
 
 
 def single_record_content(card: _Card, notes: Iterable[tuple[str, str]],
-                          min_words: int = DISTINCTIVE_WORDS) -> str | None:
+                          min_words: int = DISTINCTIVE_WORDS, texts: Mapping[str, str] | None = None) -> str | None:
     """The card reuses words that only one record's notes contain: it describes that record.
 
     `notes` are (record id, note text) pairs of the whole group, so a word is distinctive only
-    if no other record's judge used it.
+    if no other record's judge used it. `texts` (record id -> the text the judge saw), when given,
+    also require the word to be *content* of that record alone: in its text and in no other
+    judged record's. A judge's own adjective ("straightforward") is in no record; a word of the
+    kind of records ("command" in man pages) is in several; "circle" in one function-calling
+    trajectory is in one. Without it, 8 judged records' notes made ordinary words look specific
+    and the fuller demo lost general Clarity cards in three groups.
     """
     by_word: dict[str, set[str]] = {}
     for record_id, text in notes:
@@ -144,6 +149,20 @@ def single_record_content(card: _Card, notes: Iterable[tuple[str, str]],
     card_words = set(_words(" ".join((card.name, card.definition, card.low, card.mid, card.high))))
     content = {w for w in card_words - GENERAL_WORDS if len(w) >= 4}
     distinctive = sorted(w for w in content if len(by_word.get(w, ())) == 1)
+    if texts is not None:
+        # Content of that one record: words of its text (stemmed: the card's "indexing" is the
+        # record's "index") and of no other judged record's. Then two such words are a copy,
+        # whatever share of the card they are: "Tk events" and "precedence" in one card name two
+        # FAQ entries, and general words around them do not make it general.
+        vocab = {rid: {_stem(w) for w in _TEXT_WORD_RE.findall(text.lower())} for rid, text in texts.items()}
+        distinctive = [w for w in distinctive
+                       if [rid for rid, words in vocab.items() if _in_text(w, words)] == list(by_word[w])]
+        if len(distinctive) >= min_words:
+            records = sorted({next(iter(by_word[w])) for w in distinctive})
+            where = records[0] if len(records) == 1 else f"one record each: {'; '.join(records[:3])}"
+            return (f"names the content of one record ({', '.join(distinctive[:4])} appear only in the text and "
+                    f"the notes of {where}), not a quality records share")
+        return None
     # A general card may borrow a word or two from one judge's note among many general ones;
     # a copied card is made of that record's words.
     if len(distinctive) >= min_words and len(distinctive) >= DISTINCTIVE_SHARE * len(content):
@@ -151,6 +170,22 @@ def single_record_content(card: _Card, notes: Iterable[tuple[str, str]],
         return (f"names the content of one record ({', '.join(distinctive[:4])} appear only in the notes "
                 f"on {record}), not a quality records share")
     return None
+
+
+_TEXT_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def _in_text(word: str, stems: set[str]) -> bool:
+    """`word` (a card word, maybe "clang-format" or "tool_call") is among a record's word stems."""
+    parts = [p for p in re.split(r"[^a-z0-9]+", word) if p]
+    return bool(parts) and all(_stem(p) in stems for p in parts)
 
 
 def _polarity(text: str) -> tuple[int, int, int, int]:
@@ -198,9 +233,11 @@ def reversed_scale(card: _Card) -> str | None:
     return None
 
 
-def card_problem(card: _Card, records: int, notes: Sequence[tuple[str, str]]) -> str | None:
-    """Why `card` cannot discriminate, or None. `records`: distinct records behind its cluster."""
+def card_problem(card: _Card, records: int, notes: Sequence[tuple[str, str]],
+                 texts: Mapping[str, str] | None = None) -> str | None:
+    """Why `card` cannot discriminate, or None. `records`: distinct records behind its cluster;
+    `texts`: the judged records' texts (record id -> text), see :func:`single_record_content`."""
     if records < 2:
         return f"supported by {records} record only: a quality needs at least 2 records behind it"
     return (identical_guides(card) or reversed_scale(card) or surface_measure(card)
-            or single_record_content(card, notes))
+            or single_record_content(card, notes, texts=texts))

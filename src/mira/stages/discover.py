@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from mira.teacher import Teacher
 
 log = logging.getLogger(__name__)
-VERSION = "discover-v1"
+VERSION = "discover-v2"  # v2: a card "names one record's content" only with words of that record's text
 JUDGE_PROMPT, CARD_PROMPT = "judge", "anchor_card"
 # KMeans is asked for more clusters than the quota: one-off and copied dimension names end up in
 # small clusters that the support filter removes, instead of diluting the real ones.
@@ -335,6 +335,7 @@ def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple
     # still missing, so a rejected topic cluster is replaced by the next-best candidate.
     rejected: dict[str, list[dict[str, Any]]] = {gid: [] for gid in samples}
     notes = {gid: [(p.record_id, p.text) for p in points[gid]] for gid in samples}
+    judged = {gid: {record.id: text for record, text in items} for gid, items in samples.items()}
     state: dict[tuple[str, str], dict[str, Any]] = {}
     for gid in samples:
         candidates, quota, dropped = candidate_clusters(points[gid], vectors[gid], dcfg)
@@ -363,7 +364,7 @@ def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple
                 why, card = "teacher: names a topic or kind of content, not a quality", result.value
             elif any(_norm_name(c.name) == _norm_name(result.value.name) for _, c in accepted):
                 why, card = "same name as an anchor already accepted for this part", result.value
-            elif problem := card_problem(result.value, cluster.records, notes[gid]):
+            elif problem := card_problem(result.value, cluster.records, notes[gid], judged[gid]):
                 why, card = problem, result.value  # the slot goes to the next cluster in the next round
             else:
                 accepted.append((cluster, result.value))
