@@ -231,6 +231,7 @@ def test_a_crash_mid_training_keeps_the_finished_results(scored, tmp_path):
     assert result["proxy"]["reused"] == 2 and result["proxy"]["trained"] == 4 and len(stand_in.calls) == 6
 
 
+@pytest.mark.slow
 def test_selections_that_keep_the_same_records_share_their_runs(scored, tmp_path):
     # With every cell masked (thresholds no student meets) MIRA falls back to the source-preserving
     # random share for every source: exactly random's records, so the same training bytes.

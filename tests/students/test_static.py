@@ -95,6 +95,7 @@ def test_a_records_prediction_does_not_depend_on_its_batch(planted, regressor):
         assert outputs[size].tobytes() == outputs[1].tobytes(), size
 
 
+@pytest.mark.slow
 def test_model_choice_does_not_rank_a_regressor_that_learnt_nothing_against_the_teacher(monkeypatch):
     # The model choice's cross-validation inside the training rows had the anti-correlation that
     # distill's cross-fitting removes: a regressor predicting its training mean ranked the rows

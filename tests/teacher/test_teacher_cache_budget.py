@@ -5,6 +5,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from mira.rundir import RunDir
 from mira.teacher import estimate, open_teacher
 from mira.teacher.cache import TeacherCache
@@ -136,6 +138,7 @@ def test_two_teachers_share_a_run_dir_concurrently(tmp_path):
         assert TeacherCache(run.teacher_cache_path).count() == 20
 
 
+@pytest.mark.slow
 def test_two_connections_creating_the_same_cache_file_at_once_both_open(tmp_path):
     # Found as a warning in the suite: a second Teacher opening a fresh run's cache failed with
     # "database is locked" on the switch to WAL (9 of 300 two-thread opens before the fix).
