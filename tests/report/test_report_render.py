@@ -238,13 +238,14 @@ def test_reliability_section_says_how_the_cells_were_validated():
 def test_label_spread_warns_when_targets_barely_vary_or_fell_back():
     from mira.report.sections_scores import label_spread
 
-    html = label_spread({"a00": {"n": 12, "std": 0.14, "modal_share": 0.83, "exact_share": 0.75},
+    html = label_spread({"a00": {"n": 12, "std": 0.04, "modal_share": 0.83, "exact_share": 0.75},
                          "a01": {"n": 12, "std": 1.2, "modal_share": 0.3, "exact_share": 1.0}},
                         {"a00": "Clarity", "a01": "Correctness"})
-    assert "std 0.14" in html and "most common answer 83%" in html and "exact expectations 75%" in html
-    flat_warning = html.split("barely vary")[1].split("</div>")[0]
+    assert "std 0.04" in html and "most common answer 83%" in html and "exact expectations 75%" in html
+    flat_warning = html.split("nearly constant")[1].split("</div>")[0]
     assert flat_warning.startswith(" on a00 Clarity") and "a01" not in flat_warning
     assert "fell back to the sampled integer" in html and "a00 Clarity (25%)" in html
     assert label_spread({}, {}) == ""
-    calm = label_spread({"a01": {"n": 12, "std": 1.2, "modal_share": 0.3, "exact_share": 1.0}}, {})
+    # demo-full's agent labels: a small spread, exact and consistent, is no reason to warn.
+    calm = label_spread({"a01": {"n": 36, "std": 0.27, "modal_share": 0.89, "exact_share": 1.0}}, {})
     assert "box warn" not in calm
