@@ -180,6 +180,14 @@ FAQ_NOTES = [
              "advice on how to avoid using tabs in Python source code."),
 ]
 
+# The demo's Accuracy card about one FAQ entry (negative indexing).
+NEGATIVE_INDEXING = card("Accuracy", "The answer is accurate and provides a clear explanation of negative indexing, "
+                         "making it a valuable resource for learners.",
+                         "The answer is not accurate or does not provide a clear explanation of negative indexing.",
+                         "The answer is accurate but does not provide a clear explanation of negative indexing.",
+                         "The answer is accurate and provides a clear explanation of negative indexing, making it "
+                         "a valuable resource for learners.")
+
 
 def test_the_demos_general_qa_clarity_card_is_kept():
     # Rejected in the demo as "one record's content" for filler words (making, recommended,
@@ -194,13 +202,7 @@ def test_the_demos_general_qa_clarity_card_is_kept():
 
 
 def test_the_demos_cards_about_one_faq_entry_are_still_rejected():
-    accuracy = card("Accuracy", "The answer is accurate and provides a clear explanation of negative indexing, "
-                    "making it a valuable resource for learners.",
-                    "The answer is not accurate or does not provide a clear explanation of negative indexing.",
-                    "The answer is accurate but does not provide a clear explanation of negative indexing.",
-                    "The answer is accurate and provides a clear explanation of negative indexing, making it a "
-                    "valuable resource for learners.")
-    reason = single_record_content(accuracy, FAQ_NOTES)
+    reason = single_record_content(NEGATIVE_INDEXING, FAQ_NOTES)
     assert reason and "negative" in reason and "indexing" in reason and "neg" in reason
 
 
@@ -236,13 +238,7 @@ def test_with_the_judged_texts_a_general_card_is_not_one_records_content():
 
 def test_with_the_judged_texts_cards_about_one_faq_entry_are_still_rejected():
     texts = _judged()["faq_texts"]
-    accuracy = card("Accuracy", "The answer is accurate and provides a clear explanation of negative indexing, "
-                    "making it a valuable resource for learners.",
-                    "The answer is not accurate or does not provide a clear explanation of negative indexing.",
-                    "The answer is accurate but does not provide a clear explanation of negative indexing.",
-                    "The answer is accurate and provides a clear explanation of negative indexing, making it a "
-                    "valuable resource for learners.")
-    reason = single_record_content(accuracy, FAQ_NOTES, texts=texts)
+    reason = single_record_content(NEGATIVE_INDEXING, FAQ_NOTES, texts=texts)
     assert reason and "negative" in reason and "indexing" in reason and "neg" in reason  # "index" in its text
     # A card naming two FAQ entries' subjects (the demo's "Quality of Reasoning and Answer").
     mixed = card("Quality of Reasoning and Answer",
