@@ -449,3 +449,25 @@ def test_a_card_whose_scale_runs_the_wrong_way_is_rejected_with_its_reason(run_d
     rejected = {r["name"]: r["reason"]
                 for r in map(json.loads, (run_dir / "rubrics" / "code.rejected.jsonl").read_text().splitlines())}
     assert rejected["Naming"].startswith("scale reversed") and "near-identical" in rejected["Documentation"]
+
+
+def test_the_card_check_gets_the_judged_texts_under_the_ids_of_the_notes(run_dir, monkeypatch):
+    # The texts were keyed by record id and the notes by source/id: no word ever matched, so a card
+    # copied from one record passed (a real run accepted one naming two FAQ entries).
+    from mira.stages import discover
+    from mira.teacher.testing import ScriptedServer
+
+    seen = []
+    real = discover.card_problem
+
+    def spy(card, records, notes, texts=None):
+        seen.append((notes, texts))
+        return real(card, records, notes, texts)
+
+    monkeypatch.setattr(discover, "card_problem", spy)
+    with ScriptedServer(scripted) as server:
+        _discover(run_dir, server)
+    assert seen
+    for notes, texts in seen:
+        assert texts and {rid for rid, _ in notes} <= set(texts)
+        assert all(text.strip() for text in texts.values())

@@ -335,7 +335,7 @@ def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple
     # still missing, so a rejected topic cluster is replaced by the next-best candidate.
     rejected: dict[str, list[dict[str, Any]]] = {gid: [] for gid in samples}
     notes = {gid: [(p.record_id, p.text) for p in points[gid]] for gid in samples}
-    judged = {gid: {record.id: text for record, text in items} for gid, items in samples.items()}
+    judged = {gid: {record.key: text for record, text in items} for gid, items in samples.items()}
     state: dict[tuple[str, str], dict[str, Any]] = {}
     for gid in samples:
         candidates, quota, dropped = candidate_clusters(points[gid], vectors[gid], dcfg)
