@@ -451,6 +451,7 @@ def test_a_card_whose_scale_runs_the_wrong_way_is_rejected_with_its_reason(run_d
     assert rejected["Naming"].startswith("scale reversed") and "near-identical" in rejected["Documentation"]
 
 
+@pytest.mark.slow
 def test_the_card_check_gets_the_judged_texts_under_the_ids_of_the_notes(run_dir, monkeypatch):
     # The texts were keyed by record id and the notes by source/id: no word ever matched, so a card
     # copied from one record passed (a real run accepted one naming two FAQ entries).
