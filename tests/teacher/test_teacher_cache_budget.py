@@ -118,22 +118,33 @@ def test_concurrent_writers_do_not_corrupt_the_cache(tmp_path):
     assert cache.get("p1-199").value_json == '{"i": 199}'
 
 
+def _in_threads(fn, n: int = 2) -> list[BaseException]:
+    """Run `fn` in `n` threads at once; the exceptions they raised (a thread's exception would
+    otherwise reach the test only as a warning)."""
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_two_teachers_share_a_run_dir_concurrently(tmp_path):
     run = RunDir(tmp_path / "run")
-    errors: list[BaseException] = []  # a thread's exception would otherwise only be a warning
     with ScriptedServer(script(answer(6))) as server:
         def work():
-            try:
-                with open_teacher(server.teacher_config(), run, stage="s") as teacher:
-                    assert all(r.ok for r in teacher.run(requests(20)))
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(exc)
+            with open_teacher(server.teacher_config(), run, stage="s") as teacher:
+                assert all(r.ok for r in teacher.run(requests(20)))
 
-        threads = [threading.Thread(target=work) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = _in_threads(work)
         assert errors == []
         assert TeacherCache(run.teacher_cache_path).count() == 20
 
@@ -149,14 +160,7 @@ def test_two_connections_creating_the_same_cache_file_at_once_both_open(tmp_path
 
         def open_close(path=path, barrier=barrier):
             barrier.wait()
-            try:
-                TeacherCache(path).close()
-            except Exception as exc:  # noqa: BLE001 - collected for the assertion
-                failures.append(f"{type(exc).__name__}: {exc}")
+            TeacherCache(path).close()
 
-        threads = [threading.Thread(target=open_close) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        failures += [f"{type(exc).__name__}: {exc}" for exc in _in_threads(open_close)]
     assert failures == []
