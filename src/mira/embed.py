@@ -10,11 +10,13 @@ own ``encode`` and gives the same vectors.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -97,8 +99,40 @@ def _load_static(path: str) -> Any:
     return StaticModel.from_pretrained(path)
 
 
-def static_model(config: EmbedConfig) -> Any:
-    """The model2vec static model for `config`, distilled and cached on first use."""
+@dataclass(frozen=True)
+class StaticTable:
+    """What the students use of a static model: one vector per token id, the tokenizer, its unknown token."""
+
+    embedding: np.ndarray  # (vocabulary, dim) float32
+    tokenizer: Any  # tokenizers.Tokenizer, no padding
+    unk_token_id: int | None
+
+
+@lru_cache(maxsize=2)
+def _read_static_table(path: str) -> StaticTable:
+    # Read directly, as model2vec's loader does (safetensors + tokenizer.json): importing model2vec
+    # pulls in huggingface_hub's model cards, ~0.5 s of every scoring worker's start-up.
+    from safetensors import safe_open
+    from tokenizers import Tokenizer  # type: ignore[import-untyped]
+
+    folder = Path(path)
+    with safe_open(str(folder / "model.safetensors"), framework="numpy") as tensors:
+        names = set(tensors.keys())
+        if names != {"embeddings"}:  # a vocabulary-quantized model (weights, token mapping): model2vec's job
+            model = _load_static(path)
+            return StaticTable(np.asarray(model.embedding, dtype=np.float32), model.tokenizer, model.unk_token_id)
+        embedding = np.asarray(tensors.get_tensor("embeddings"), dtype=np.float32)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    if tokenizer.get_vocab_size() != len(embedding):
+        raise ValueError(f"static model {path}: {tokenizer.get_vocab_size()} tokens but {len(embedding)} vectors")
+    unk = getattr(tokenizer.model, "unk_token", None)  # WordPiece, BPE, WordLevel
+    unk_id = tokenizer.token_to_id(unk) if unk is not None else json.loads(tokenizer.to_str())["model"].get("unk_id")
+    return StaticTable(embedding, tokenizer, unk_id)
+
+
+def _ensure_static(config: EmbedConfig) -> Path:
+    """The folder of the static model for `config`, distilled and cached on first use."""
     target = static_model_dir(config)
     cached = (target / "config.json").exists()
     _offline(loads_transformers=not cached)
@@ -118,4 +152,14 @@ def static_model(config: EmbedConfig) -> Any:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return _load_static(str(target))
+    return target
+
+
+def static_model(config: EmbedConfig) -> Any:
+    """The model2vec static model for `config`, distilled and cached on first use."""
+    return _load_static(str(_ensure_static(config)))
+
+
+def static_table(config: EmbedConfig) -> StaticTable:
+    """The static model's token vectors and tokenizer (distilled on first use), read without model2vec."""
+    return _read_static_table(str(_ensure_static(config)))

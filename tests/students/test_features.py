@@ -27,6 +27,21 @@ def test_fast_embedding_equals_model2vec_mean_of_tokens():
     assert cosine.min() > 0.9999, cosine.min()
 
 
+def test_static_table_reads_what_model2vec_loads():
+    # The students read the static model's folder without model2vec (its import is half a second of
+    # every scoring worker's start): the vectors, unknown token and token ids must be model2vec's.
+    from mira.embed import static_model, static_table
+
+    model, table = static_model(EmbedConfig()), static_table(EmbedConfig())
+    assert table.embedding.dtype == np.float32
+    assert np.array_equal(table.embedding, np.asarray(model.embedding, dtype=np.float32))
+    assert table.unk_token_id == model.unk_token_id is not None
+    chunks = ["def", "foo_bar", "Héllo", "東京", "naïve", "zzqxj", "[PAD]", "x" * 300]
+    ours = [e.ids for e in table.tokenizer.encode_batch(chunks, add_special_tokens=False)]
+    theirs = [e.ids for e in model.tokenizer.encode_batch(chunks, add_special_tokens=False)]
+    assert ours == theirs
+
+
 def test_empty_and_whitespace_texts_do_not_break_a_batch(featurizer):
     X = featurizer(["", "   \n\n", "def f():\n    return 1\n"], ["code", None, "code"])
     assert X.shape == (3, len(featurizer.names)) and np.isfinite(X).all()

@@ -151,10 +151,10 @@ class StaticEmbedder:
     """model2vec mean-of-token embeddings, computed without tokenizing every chunk every time."""
 
     def __init__(self, config: EmbedConfig, max_cache: int = 2_000_000) -> None:
-        from mira.embed import static_model
+        from mira.embed import static_table
 
-        model = static_model(config)
-        self.table = np.asarray(model.embedding, dtype=np.float32)
+        model = static_table(config)
+        self.table = model.embedding
         self.dim = self.table.shape[1]
         self.tokenizer = model.tokenizer
         self.tokenizer.no_truncation()  # chunks are short; the model's 512-token cap would only hide bugs
