@@ -305,3 +305,34 @@ def test_ingest_removes_its_killed_temporaries_and_stale_counts_and_nothing_else
     api.run_one("ingest", config, force=True)
     assert not leftover.exists() and not stale.exists() and (folder / "00000.npz").exists()
     assert mine.read_text(encoding="utf-8") == "the user's"
+
+
+def test_digests_recorded_by_an_older_mira_still_match(tmp_path, corpus, doubles, caplog):
+    # Ingest, score and select fingerprint a shard's bytes; mira used blake2b-128 (an untagged hex)
+    # before SHA-256 ("sha256:<hex>"). A run directory made before must not look edited.
+    import hashlib
+
+    from mira.io import iter_shard, shard_digest
+    from mira.stages.score import shard_marker_path
+
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    for info in source_infos(run):
+        for shard in info.shards:
+            legacy = hashlib.blake2b(digest_size=16)
+            for _ in iter_shard(shard, config.ingest.max_record_bytes, legacy):
+                pass
+            assert shard_digest(legacy.hexdigest()).legacy and not shard_digest().legacy
+            path = tokens_path(run, shard)
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            meta = json.loads(str(arrays["meta"]))
+            assert meta["input_digest"].startswith("sha256:")
+            meta["input_digest"] = legacy.hexdigest()
+            np.savez(path, **{**arrays, "meta": np.asarray(json.dumps(meta))})
+    with caplog.at_level(logging.WARNING, logger="mira.stages.score"):
+        api.run_one("score", config)
+    assert not any("changed since ingest" in r.getMessage() for r in caplog.records)
+    markers = [json.loads(shard_marker_path(run, s).read_text()) for i in source_infos(run) for s in i.shards]
+    assert markers and all(":" not in m["input_digest"] for m in markers)  # score computed the legacy kind
+    api.run_one("select", config)  # and select compares like with like: no "input changed since scoring"

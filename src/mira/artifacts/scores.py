@@ -37,7 +37,8 @@ class ShardDone(Document):
     shard: str | None = None
     group: str | None = None
     anchors: list[str] = Field(default_factory=list)
-    input_digest: str | None = None  # blake2b of the shard's input bytes as read; select checks it
+    # "sha256:<hex>" of the shard's input bytes as read (untagged blake2b before); select checks it
+    input_digest: str | None = None
     records: int = 0
     scored: int = 0
     quarantined: int = 0

@@ -327,7 +327,7 @@ def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, 
                                shard.source, group)
         # The input's fingerprint, so select can tell an input edited since scoring (same size and
         # mtime or not) from the one these scores belong to.
-        digest = shard_digest()
+        digest = shard_digest(known.input_digest if known is not None else None)
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
         for batch in _batches(items, config.engine.batch_size):
             reused = _known(known, counts["records"], len(batch))

@@ -374,7 +374,8 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}  # ("score": files of score-v1)
     anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
     kept_rows: list[dict[str, Any]] = []
-    digest = shard_digest()
+    scored = _scored_digest(run, shard)
+    digest = shard_digest(scored)  # of the kind score recorded
     raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
@@ -386,7 +387,7 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
                            "mira_tokens": row["tokens"]})
             record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
             kept_rows.append(record)
-    _check_unchanged(run, info, shard, digest.hexdigest())
+    _check_unchanged(info, shard, scored, digest.hexdigest())
     source_dir = out_root / info.name
     if kept_rows:
         if "jsonl" in config.selection.output_formats:
@@ -433,10 +434,14 @@ def _changed(info: SourceInfo, shard: Shard, detail: str) -> StageNotReady:
                          f"({detail}); rerun `mira ingest --force` and `mira score --force`, then select")
 
 
-def _check_unchanged(run: RunDir, info: SourceInfo, shard: Shard, digest: str) -> None:
-    """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
+def _scored_digest(run: RunDir, shard: Shard) -> str | None:
+    """The digest of the shard's input bytes score recorded (None in markers of older runs)."""
     marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
-    scored = marker.input_digest if marker is not None else None
+    return marker.input_digest if marker is not None else None
+
+
+def _check_unchanged(info: SourceInfo, shard: Shard, scored: str | None, digest: str) -> None:
+    """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
     if scored is not None and scored != digest:  # markers of older runs hold no digest
         raise _changed(info, shard, "content fingerprint differs")
 
