@@ -211,13 +211,20 @@ def make_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int = 1
             raise RecordError("unknown record format (no text, code, question/answer or messages field)")
         fmt = detected
     parts = _parts(data, fmt)
-    texts = list(_texts(parts))
-    # `isspace` rather than `strip`, which copies every text (whole-corpus scoring reads them all).
-    if sum(map(len, texts)) < max(min_chars, 1) or all(not t or t.isspace() for t in texts):
+    if _empty(parts, fmt, max(min_chars, 1)):
         raise RecordError("empty record")
     rid = data.get("id")
     record_id = str(rid) if isinstance(rid, (str, int)) and str(rid) else f"{source.name}/{raw.locator}"
     return Record(record_id, source.name, fmt, data, raw.locator, parts)
+
+
+def _empty(parts: dict[str, Any], fmt: str, min_chars: int) -> bool:
+    # `isspace` rather than `strip`, which copies every text (whole-corpus scoring reads them all).
+    if fmt in ("text", "code"):  # one text: no list to build (every stage makes every record)
+        text = parts[fmt]
+        return len(text) < min_chars or text.isspace()
+    texts = list(_texts(parts))
+    return sum(map(len, texts)) < min_chars or all(not t or t.isspace() for t in texts)
 
 
 def _texts(parts: dict[str, Any]) -> Iterator[str]:
