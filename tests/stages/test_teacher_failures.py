@@ -234,6 +234,40 @@ def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path,
     assert run.done("annotate") is None
 
 
+@pytest.mark.slow
+def test_a_sigkilled_session_keeps_its_usage_and_the_next_one_adds_to_it(tmp_path):
+    # SIGKILL runs no cleanup: usage/<stage>.json used to be written at close only, so the counts of
+    # everything a killed session paid for were lost (its answers were in the cache).
+    config = _corpus(tmp_path)
+    lock = {"answered": 0}
+
+    def handler(body):  # three answers, then the server hangs
+        lock["answered"] += 1
+        return teacher(body) if lock["answered"] <= 3 else Fault.delay(60, then=teacher(body))
+
+    with ScriptedServer(handler) as server:
+        config.teacher = server.teacher_config(concurrency=1, timeout_s=120)
+        run = _prepare(config)
+        proc = subprocess.Popen([sys.executable, "-m", "mira", "annotate", str(_write_config(config, tmp_path))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": str(SRC)})
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # past the write interval after the third answer
+        proc.kill()
+        proc.wait(timeout=30)
+    usage = json.loads((run.usage_dir / "annotate.json").read_text())
+    assert usage["sessions"] == 1 and usage["last"]["answered"] == 3 and usage["total"]["answered"] == 3
+    with ScriptedServer(teacher) as server:  # the rerun pays for the rest only, and adds its counts
+        config.teacher = server.teacher_config()
+        run_stage("annotate", StageContext(config, run))
+        asked = len(server.requests)
+    usage = json.loads((run.usage_dir / "annotate.json").read_text())
+    assert usage["sessions"] == 2 and usage["last"]["answered"] == asked and usage["last"]["cache_hits"] == 3
+    assert usage["total"]["answered"] == 3 + asked
+
+
 def test_report_read_tests_keep_records_of_two_sources_with_the_same_id_apart():
     import pyarrow as pa
 

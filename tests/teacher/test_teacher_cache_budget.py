@@ -164,3 +164,22 @@ def test_two_connections_creating_the_same_cache_file_at_once_both_open(tmp_path
 
         failures += [f"{type(exc).__name__}: {exc}" for exc in _in_threads(open_close)]
     assert failures == []
+
+
+def test_usage_log_counts_each_session_once_however_often_it_writes(tmp_path):
+    from mira.teacher.usage import Usage, UsageLog
+
+    path = tmp_path / "usage" / "annotate.json"
+    first, second = Usage(), Usage()
+    log_a, log_b = UsageLog(path, "annotate", "m"), UsageLog(path, "annotate", "m", interval=3600)
+    first.answered, first.prompt_tokens = 2, 100
+    log_a.write(first, False)
+    assert log_b.write(second, False, force=False) is not None  # a session's first write is never held back
+    second.answered = 5
+    assert log_b.write(second, False, force=False) is None  # within its interval: not written
+    first.answered, first.prompt_tokens = 3, 150
+    log_a.write(first, False)
+    log_b.write(second, False)
+    data = json.loads(path.read_text())
+    assert data["sessions"] == 2 and data["total"]["answered"] == 8 and data["total"]["prompt_tokens"] == 150
+    assert data["last"]["answered"] == 5

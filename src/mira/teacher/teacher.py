@@ -34,7 +34,7 @@ from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
 from mira.teacher.scores import expected_scores
-from mira.teacher.usage import Budget, Usage, estimate_cost, write_usage
+from mira.teacher.usage import Budget, Usage, UsageLog, estimate_cost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +76,7 @@ class Teacher:
         self.model_name = config.model
         self.progress = progress
         self.usage_counters = Usage()
+        self.usage_log = UsageLog(self.run_dir.usage_dir / f"{self.stage}.json", self.stage, self.model_name)
         self.budget = Budget(config.max_requests, config.max_tokens)
         self.cache = TeacherCache(run.teacher_cache_path)
         api_key = os.environ.get(config.api_key_env) if config.provider == "openai" else None
@@ -88,6 +89,7 @@ class Teacher:
         self._failure_streak = 0
         self._unavailable: str | None = None
         self._closed = False
+        self._usage_write_pending = False
 
     @property
     def budget_exhausted(self) -> bool:
@@ -159,6 +161,9 @@ class Teacher:
                 await asyncio.gather(*(one(k, idx, http) for k, idx in pending.items()))
         finally:
             task.close()
+            if pending:  # a deferred write dies with this event loop: write now
+                self._usage_write_pending = False
+                self.usage_log.write(self.usage_counters, self.budget.exhausted)
         if self.budget.exhausted:
             log.warning("teacher %s: budget reached (%s); %d requests left for a rerun", self.stage,
                         self._budget_text(), self.usage_counters.budget_skipped)
@@ -211,6 +216,7 @@ class Teacher:
                                prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
                                attempts=counts["attempts"], latency_s=latency)
                 self.usage_counters.answered += 1
+                self._keep_usage_current()
                 return TeacherResult(True, value, None, False, scores, usage, raw, request.tag, key)
             if attempt < self.config.max_parse_retries:
                 self.usage_counters.parse_retries += 1
@@ -220,6 +226,20 @@ class Teacher:
         self.usage_counters.latency_s += latency
         # An answer that stays invalid is not cached: the next run (or a better server) may answer it.
         return self._fail(request, key, error or "no answer", raw, counts, latency)
+
+    def _keep_usage_current(self) -> None:
+        """Write usage/<stage>.json now, or once its write interval has passed (a session killed
+        with SIGKILL then keeps all but the last second of its counts; close writes the rest)."""
+        if self.usage_log.write(self.usage_counters, self.budget.exhausted, force=False) is not None:
+            return
+        if not self._usage_write_pending:
+            self._usage_write_pending = True
+            asyncio.get_running_loop().call_later(self.usage_log.interval, self._deferred_usage_write)
+
+    def _deferred_usage_write(self) -> None:
+        self._usage_write_pending = False
+        if not self._closed:
+            self.usage_log.write(self.usage_counters, self.budget.exhausted)
 
     def _note_service_failure(self, error: str) -> None:
         self._failure_streak += 1
@@ -234,6 +254,7 @@ class Teacher:
     def _fail(self, request: TeacherRequest, key: str, error: str, raw: str | None, counts: dict[str, int],
               latency: float, level: int = logging.WARNING) -> TeacherResult:
         self.usage_counters.failures += 1
+        self._keep_usage_current()
         log.log(level, "teacher %s: failed: %s", request.tag or "request", error)
         usage = {**counts, "latency_s": round(latency, 3)}
         return TeacherResult(False, None, error, False, None, usage, raw, request.tag, key)
@@ -258,8 +279,7 @@ class Teacher:
         if self._closed:
             return
         self._closed = True
-        write_usage(self.run_dir.usage_dir / f"{self.stage}.json", self.stage, self.model_name,
-                    self.usage_counters, self.budget.exhausted)
+        self.usage_log.write(self.usage_counters, self.budget.exhausted)
         self.cache.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,31 +70,58 @@ class Budget:
         self.tokens += n
 
 
-def write_usage(path: Path, stage: str, model: str, usage: Usage, budget_exhausted: bool) -> dict[str, Any]:
-    """Write ``usage/<stage>.json``: this session, plus totals over every session of the stage."""
-    from mira.rundir import atomic_write_json, read_json
+class UsageLog:
+    """``usage/<stage>.json``: every session of the stage, summed, and the last one.
 
-    session = usage.as_dict()
-    previous: dict[str, Any] = {}
-    if path.exists():
-        try:
-            previous = read_json(path)
-        except (OSError, ValueError):
-            previous = {}
-    totals = dict(previous.get("total") or {})
-    for name, value in session.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "mean_latency_s":
-            totals[name] = round(totals.get(name, 0) + value, 3)
-    data = {
-        "stage": stage,
-        "model": model,
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "budget_exhausted": budget_exhausted,
-        "sessions": int(previous.get("sessions", 0)) + 1,
-        "last": session,
-        "total": totals,
-    }
-    atomic_write_json(path, data)
+    Kept up to date during a session, at most every `interval` seconds after an answer and at
+    close, so a session killed with SIGKILL keeps its counts (its answers are in the cache) instead
+    of the file missing everything it paid for. Each write adds what this session counted since its
+    previous write, so sessions that write the same file in turn each count once.
+    """
+
+    def __init__(self, path: Path, stage: str, model: str, interval: float = 1.0) -> None:
+        self.path, self.stage, self.model, self.interval = path, stage, model, interval
+        self._written: dict[str, float] = {}  # this session's counts already in the file's totals
+        self._last_write = -math.inf
+
+    def write(self, usage: Usage, budget_exhausted: bool, *, force: bool = True) -> dict[str, Any] | None:
+        """Write the file (unless `force` is False and the last write is under `interval` seconds old)."""
+        from mira.rundir import atomic_write_json, read_json
+
+        now = time.monotonic()
+        if not force and now - self._last_write < self.interval:
+            return None
+        self._last_write = now
+        session = usage.as_dict()
+        previous: dict[str, Any] = {}
+        if self.path.exists():
+            try:
+                previous = read_json(self.path)
+            except (OSError, ValueError):
+                previous = {}
+        totals = dict(previous.get("total") or {})
+        counted = {name: value for name, value in session.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "mean_latency_s"}
+        for name, value in counted.items():
+            totals[name] = round(totals.get(name, 0) + value - self._written.get(name, 0), 3)
+        data = {
+            "stage": self.stage,
+            "model": self.model,
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "budget_exhausted": budget_exhausted,
+            "sessions": int(previous.get("sessions", 0)) + (0 if self._written else 1),
+            "last": session,
+            "total": totals,
+        }
+        atomic_write_json(self.path, data)
+        self._written = counted
+        return data
+
+
+def write_usage(path: Path, stage: str, model: str, usage: Usage, budget_exhausted: bool) -> dict[str, Any]:
+    """Add one whole session to ``usage/<stage>.json`` (see :class:`UsageLog`)."""
+    data = UsageLog(path, stage, model).write(usage, budget_exhausted)
+    assert data is not None  # a forced write always writes
     return data
 
 
