@@ -4,6 +4,7 @@ A scripted teacher drives annotate (and distill / score after it) through budget
 servers, records of two sources with the same ids, SIGTERM and the CLI's exit codes.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -11,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -201,9 +204,9 @@ def test_credentials_and_query_of_base_url_never_reach_config_yaml(tmp_path):
             assert b"hunter2secret" not in path.read_bytes() and b"querysecret42" not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.slow
-def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path, signum):
+@contextlib.contextmanager
+def _annotate_hanging_after_three_answers(tmp_path: Path, **popen: Any) -> Iterator[tuple[RunConfig, RunDir, Any]]:
+    """`mira annotate` in a child process, once its fourth request waits on a server that hangs."""
     config = _corpus(tmp_path)
     lock = {"answered": 0}
 
@@ -214,15 +217,22 @@ def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path,
     with ScriptedServer(handler) as server:
         config.teacher = server.teacher_config(concurrency=1, timeout_s=120)
         run = _prepare(config)
-        env = {**os.environ, "PYTHONPATH": str(SRC)}
-        # SIGINT back to its default in the child: a test run started in the background (`cmd &`,
-        # nohup) hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt.
         proc = subprocess.Popen([sys.executable, "-m", "mira", "annotate", str(_write_config(config, tmp_path))],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                env={**os.environ, "PYTHONPATH": str(SRC)}, **popen)
         deadline = time.monotonic() + 60
         while len(server.requests) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
+        yield config, run, proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
+def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path, signum):
+    # SIGINT back to its default in the child: a test run started in the background (`cmd &`,
+    # nohup) hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    with _annotate_hanging_after_three_answers(
+            tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as (_, run, proc):
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signum, err
@@ -238,22 +248,8 @@ def test_a_signal_during_annotate_flushes_usage_and_says_what_was_kept(tmp_path,
 def test_a_sigkilled_session_keeps_its_usage_and_the_next_one_adds_to_it(tmp_path):
     # SIGKILL runs no cleanup: usage/<stage>.json used to be written at close only, so the counts of
     # everything a killed session paid for were lost (its answers were in the cache).
-    config = _corpus(tmp_path)
-    lock = {"answered": 0}
-
-    def handler(body):  # three answers, then the server hangs
-        lock["answered"] += 1
-        return teacher(body) if lock["answered"] <= 3 else Fault.delay(60, then=teacher(body))
-
-    with ScriptedServer(handler) as server:
-        config.teacher = server.teacher_config(concurrency=1, timeout_s=120)
-        run = _prepare(config)
-        proc = subprocess.Popen([sys.executable, "-m", "mira", "annotate", str(_write_config(config, tmp_path))],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONPATH": str(SRC)})
-        deadline = time.monotonic() + 60
-        while len(server.requests) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with _annotate_hanging_after_three_answers(
+            tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as (config, run, proc):
         time.sleep(1.5)  # past the write interval after the third answer
         proc.kill()
         proc.wait(timeout=30)
