@@ -231,20 +231,24 @@ def estimate(stage: str, config: RunConfig, run: RunDir, assume_new: bool) -> Es
     module = dry_run_module(stage)
     marker = run.done(stage) or {}
     if hasattr(module, "teacher_work"):
-        work = module.teacher_work(config, run, assume_new)
-        new = int(work["requests"]) - int(work["cached"])
-        what = f"{new} new of {work['requests']} teacher requests"
-        speed = measured_speed(run, stage, config.teacher.concurrency)
-        if speed is not None:
-            per_answer, basis = speed
-            return Estimate(new * per_answer, f"{what} x {per_answer:.3g} s (measured: {basis})")
-        constant = _constant_seconds(config, work)
-        if constant is not None:
-            return Estimate(constant, f"{what}; constants for {config.teacher.model} (nothing measured in this run)")
-        return Estimate(None, f"{what}; not measured, and no speed figure for {config.teacher.model!r}")
+        return teacher_estimate(config, run, stage, module.teacher_work(config, run, assume_new))
     if marker.get("seconds") is not None:
         return Estimate(float(marker["seconds"]), "measured: as its last run")
     return Estimate(None, "not measured yet")
+
+
+def teacher_estimate(config: RunConfig, run: RunDir, stage: str, work: dict[str, Any]) -> Estimate:
+    """Time of `work` (:func:`mira.teacher.estimate`'s counts) for the teacher usage of `stage`."""
+    new = int(work["requests"]) - int(work["cached"])
+    what = f"{new} new of {work['requests']} teacher requests"
+    speed = measured_speed(run, stage, config.teacher.concurrency)
+    if speed is not None:
+        per_answer, basis = speed
+        return Estimate(new * per_answer, f"{what} x {per_answer:.3g} s (measured: {basis})")
+    constant = _constant_seconds(config, work)
+    if constant is not None:
+        return Estimate(constant, f"{what}; constants for {config.teacher.model} (nothing measured in this run)")
+    return Estimate(None, f"{what}; not measured, and no speed figure for {config.teacher.model!r}")
 
 
 def measured_speed(run: RunDir, stage: str, concurrency: int = 1) -> tuple[float, str] | None:

@@ -145,3 +145,32 @@ def test_dataman_rescores_only_what_a_changed_setting_touches(scored, tmp_path, 
         assert len(trained) == config.student.folds + 1 and trained[-1] == usable
         assert counts["records_scored"] > 0 and len(server.requests) == asked
 
+
+
+def test_dry_run_says_what_datamans_labels_cost_and_that_a_finished_pass_costs_nothing(scored, tmp_path):
+    with ScriptedServer(teacher) as server:
+        config = _config(scored, tmp_path, server)
+        run = RunDir(tmp_path / "run")
+        before = dataman.plan(config, run)
+        assert len(server.requests) == 0  # planning sends nothing
+        assert len(before) == 1 and "20 new of 20 teacher requests" in before[0] and "teacher time" in before[0]
+        dataman.prepare_dataman(config, run)
+        assert dataman.plan(config, run) == ["DataMan: labels, student and scores are cached; no teacher call"]
+
+
+def test_records_of_two_sources_with_the_same_id_are_labelled_on_their_own_text(tmp_path):
+    # Ids are unique only within a source: renderings keyed by id gave one source's record the
+    # other's text in its teacher request.
+    for name, word in (("alpha", "walrus"), ("beta", "pelican")):
+        with open(tmp_path / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for i in range(4):
+                handle.write(json.dumps({"id": str(i), "text": f"{word} record {i}: " + "plain words " * 20}) + "\n")
+    corpus = [{"name": n, "path": str(tmp_path / f"{n}.jsonl"), "format": "text"} for n in ("alpha", "beta")]
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1),
+                         selection=SelectionConfig(method="dataman", dataman=DataManConfig(records=8)))
+    api.run_one("ingest", config)
+    sample = dataman._sample(config, RunDir(tmp_path / "run"), dataman.load_dataman_rubric())
+    assert {r.source for r in sample.records} == {"alpha", "beta"} and len({r.id for r in sample.records}) == 4
+    for record, request in zip(sample.records, sample.requests, strict=False):
+        prompt = request.messages[-1]["content"]
+        assert ("walrus" in prompt) == (record.source == "alpha") and ("pelican" in prompt) == (record.source == "beta")

@@ -95,6 +95,10 @@ def plan(config: RunConfig) -> list[str]:
             fresh = False
         mode = effective_mode(spec.method, spec.mode)
         lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode})")
+        if spec.method == "dataman" and not fresh:  # the one method that calls the teacher
+            from mira.rankings import dataman
+
+            lines.extend(f"  {line}" for line in dataman.plan(method_config, run))
     proxy = config.compare.proxy
     if proxy.enabled:
         lines.append(f"proxy training: {len(methods)} selections x {proxy.seeds} seeds, {proxy.train_bytes:,} bytes "

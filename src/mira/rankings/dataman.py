@@ -23,6 +23,7 @@ or a resumed budget stop pays nothing twice.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -85,15 +86,23 @@ def fingerprint(config: RunConfig, run: RunDir) -> str:
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
-    cfg, a = config.selection.dataman, config.annotation
+    """Dry run: the teacher requests DataMan's labels need (the cache's answers are free) and the time."""
+    from mira.plan import teacher_estimate
+    from mira.teacher import estimate
+
+    cfg = config.selection.dataman
     try:
         if folder(run).is_done(GROUP, fingerprint(config, run)):
             return ["DataMan: labels, student and scores are cached; no teacher call"]
-    except Exception:  # noqa: BLE001 - ingest not done yet: say what the pass will do
-        pass
-    requests = cfg.records + min(a.self_consistency_records, cfg.records)
-    return [f"DataMan: up to {requests} teacher requests ({cfg.records} records evenly over sources x 14 criteria, "
-            f"cached answers free), one student, then the student scores the whole corpus"]
+        work = estimate(config.teacher, run, _sample(config, run, load_dataman_rubric()).requests)
+    except Exception as exc:  # noqa: BLE001 - ingest not done yet: say what the pass will do
+        log.debug("DataMan plan: %s", exc)
+        return [f"DataMan: about {cfg.records} records evenly over sources, all 14 criteria in one request each, "
+                "then one student scores the whole corpus (run `mira ingest` for the teacher estimate)"]
+    when = teacher_estimate(config, run, "dataman", work)
+    time = f"about {when.seconds / 60:.0f} min of teacher time" if when.seconds is not None else "teacher time unknown"
+    return [f"DataMan labels: {cfg.records} records evenly over sources + re-scored ones, all 14 criteria in one "
+            f"request each: {time} ({when.basis}); then one student scores the whole corpus"]
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -124,26 +133,48 @@ def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, A
     return counts
 
 
-def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], progress: Any) -> dict[str, Any]:
+@dataclass
+class _Sample:
+    """DataMan's labelling work: the sampled records, their renderings (by record key: ids are
+    unique only within a source), the re-scored subset with its anchor orders, and the requests."""
+
+    records: list[Any]
+    rendered: dict[str, Any]
+    again: list[Any]
+    orders: list[list[Any]]
+    requests: list[Any]
+
+
+def _sample(config: RunConfig, run: RunDir, anchors: list[Any]) -> _Sample:
     from mira.corpus import sample_stratified, source_infos
     from mira.records import render
-    from mira.runner import StageIncomplete
     from mira.stages import annotate
-    from mira.teacher import load_prompt, open_teacher
+    from mira.teacher import load_prompt
     from mira.tokens import get_tokenizer
 
     cfg, a = config.selection.dataman, config.annotation
     infos = [info for info in source_infos(run) if info.ok > 0]
     records = sample_stratified(config, infos, cfg.records, cfg.seed)
     tokenizer = get_tokenizer(config.tokenizer.name)
-    rendered = {r.id: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records}
+    rendered = {r.key: render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records}
     prompt = load_prompt(annotate.PROMPT, PROMPT_VERSION)
-    requests = [annotate.build_request(prompt, anchors, r, rendered[r.id], a.rationales, a.rationale_chars, r.id)
+    requests = [annotate.build_request(prompt, anchors, r, rendered[r.key], a.rationales, a.rationale_chars, r.id)
                 for r in records]
     again = annotate.consistency_subset(records, a.self_consistency_records, cfg.seed)
     orders = [annotate.shuffled(anchors, cfg.seed, r.id) for r in again]
-    requests += [annotate.build_request(prompt, order, r, rendered[r.id], a.rationales, a.rationale_chars,
+    requests += [annotate.build_request(prompt, order, r, rendered[r.key], a.rationales, a.rationale_chars,
                                         f"{r.id} (consistency)") for r, order in zip(again, orders, strict=True)]
+    return _Sample(records, rendered, again, orders, requests)
+
+
+def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], progress: Any) -> dict[str, Any]:
+    from mira.runner import StageIncomplete
+    from mira.stages import annotate
+    from mira.teacher import open_teacher
+
+    sample = _sample(config, run, anchors)
+    records, rendered, again, orders, requests = (sample.records, sample.rendered, sample.again, sample.orders,
+                                                  sample.requests)
     # The run's teacher cache: the same request as any earlier run is free.
     with open_teacher(config.teacher, run, stage="dataman", progress=progress) as teacher:
         results = teacher.run(requests)
@@ -152,8 +183,8 @@ def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], prog
                               "teacher.max_requests / max_tokens and rerun (answers so far are cached)")
     ids = [anchor.id for anchor in anchors]
     first, second = results[:len(records)], results[len(records):]
-    rows = [annotate.label_row(r, rendered[r.id], ids, ids, res) for r, res in zip(records, first, strict=True)]
-    again_rows = [annotate.label_row(r, rendered[r.id], ids, [o.id for o in order], res)
+    rows = [annotate.label_row(r, rendered[r.key], ids, ids, res) for r, res in zip(records, first, strict=True)]
+    again_rows = [annotate.label_row(r, rendered[r.key], ids, [o.id for o in order], res)
                   for r, order, res in zip(again, orders, second, strict=True)]
     annotate.write_labels(annotate.labels_path(sub, GROUP), rows, ids)
     annotate.write_labels(annotate.labels_path(sub, GROUP, consistency=True), again_rows, ids)
