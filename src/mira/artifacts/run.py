@@ -53,7 +53,7 @@ class DoneMarker(Document):
 
 
 class Usage(Document):
-    """``usage/<stage>.json`` (``mira.teacher.usage.write_usage``)."""
+    """``usage/<stage>.json`` (``mira.teacher.usage.UsageLog``)."""
 
     stage: str
     model: str = ""

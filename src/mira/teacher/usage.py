@@ -118,13 +118,6 @@ class UsageLog:
         return data
 
 
-def write_usage(path: Path, stage: str, model: str, usage: Usage, budget_exhausted: bool) -> dict[str, Any]:
-    """Add one whole session to ``usage/<stage>.json`` (see :class:`UsageLog`)."""
-    data = UsageLog(path, stage, model).write(usage, budget_exhausted)
-    assert data is not None  # a forced write always writes
-    return data
-
-
 def estimate_cost(requests: list[Any], keys: list[str], cached: set[str], model: str,
                   measured: dict[str, float] | None) -> dict[str, Any]:
     """What sending `requests` would cost: counts, token estimates and seconds (dry run)."""
