@@ -51,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mira.config import SourceConfig
-    from mira.io import decode_json_object, iter_shard, plan_shards, shard_digest
+    from mira.digests import shard_digest
+    from mira.io import decode_json_object, iter_shard, plan_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         jsonl, parquet = build(Path(tmp), args.records)

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira.config import ConfigError, SourceConfig
-from mira.io import iter_jsonl, iter_shard, list_source_files, plan_shards, read_text_file, shard_digest
+from mira.digests import shard_digest
+from mira.io import iter_jsonl, iter_shard, list_source_files, plan_shards, read_text_file
 
 
 def _items(path: Path, max_bytes: int = 1000):

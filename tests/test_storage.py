@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from mira.cli import main
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.config_files import load_config
-from mira.io import iter_shard, list_source_files, plan_shards, shard_digest
+from mira.digests import shard_digest
+from mira.io import iter_shard, list_source_files, plan_shards
 from mira.storage import RemoteFile
 
 

@@ -77,13 +77,7 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
     groups_of = {name: s.group for name, s in SCORES_SUMMARY.load(run).sources.items()}
     group_names = sorted({g for g in groups_of.values() if g is not None})
     masks = current_masks(config, run, group_names)
-    # One row per input record (score's invariant): the columns are allocated once and filled in
-    # place, not gathered per shard and concatenated (that held every column twice at the peak;
-    # the driver's memory is what grows with the corpus).
-    total = sum(info.records for info in infos)
-    source_idx, group_idx = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
-    tokens, score = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.float64)
-    quarantined, tie = np.empty(total, dtype=bool), np.empty(total, dtype=np.uint64)
+    columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}
     shard_rows = []
     row = 0
     for s_index, info in enumerate(infos):
@@ -95,25 +89,25 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
             table = pq.read_table(shard_scores_path(run, shard), columns=["id", "source", "tokens", "quarantine",
                                                                         *anchors])
             n = table.num_rows
-            if row + n > total:
-                raise RuntimeError(f"source {info.name}: more score rows than ingest counted records; "
-                                   "rerun `mira ingest` and `mira score`")
-            part = slice(row, row + n)
-            source_idx[part], group_idx[part] = s_index, g_index
-            tokens[part] = table.column("tokens").to_numpy()
-            score[part] = aggregate_scores(table, mask, config.reliability)
-            quarantined[part] = table.column("quarantine").is_valid().to_numpy(zero_copy_only=False)
+            columns["source"].append(np.full(n, s_index, dtype=np.int32))
+            columns["group"].append(np.full(n, g_index, dtype=np.int32))
+            columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
+            columns["score"].append(aggregate_scores(table, mask, config.reliability))
+            columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
             seed = config.selection.seed
-            tie[part] = np.fromiter((stable_rank(seed, rid) for rid in table.column("id").to_pylist()),
-                                    dtype=np.uint64, count=n)
+            columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],
+                                           dtype=np.uint64))
             shard_rows.append((info, shard, row, row + n))
             row += n
-    if row != total:
-        raise RuntimeError(f"the score files hold {row} rows but ingest counted {total} records; "
-                           "rerun `mira ingest` and `mira score`")
+
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
+
+    score, quarantined = cat("score", np.float64), cat("quarantined", bool)
     unscored = int((np.isnan(score) & ~quarantined).sum())
     if unscored:
         log.warning("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
                     unscored, len(score))
-    return ScoreTable(run.root, [i.name for i in infos], group_names, source_idx, group_idx, tokens, score,
-                      quarantined, tie, shard_rows)
+    return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
+                      cat("tokens", np.int64), score, quarantined,
+                      cat("tie", np.uint64), shard_rows)

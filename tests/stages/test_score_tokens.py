@@ -312,7 +312,8 @@ def test_digests_recorded_by_an_older_mira_still_match(tmp_path, corpus, doubles
     # before SHA-256 ("sha256:<hex>"). A run directory made before must not look edited.
     import hashlib
 
-    from mira.io import iter_shard, shard_digest
+    from mira.digests import shard_digest
+    from mira.io import iter_shard
     from mira.stages.score import shard_marker_path
 
     config = _config(corpus, tmp_path / "run")

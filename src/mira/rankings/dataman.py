@@ -173,25 +173,24 @@ def _label(config: RunConfig, run: RunDir, sub: RunDir, anchors: list[Any], prog
     from mira.teacher import open_teacher
 
     sample = _sample(config, run, anchors)
-    records, rendered, again, orders, requests = (sample.records, sample.rendered, sample.again, sample.orders,
-                                                  sample.requests)
     # The run's teacher cache: the same request as any earlier run is free.
     with open_teacher(config.teacher, run, stage="dataman", progress=progress) as teacher:
-        results = teacher.run(requests)
+        results = teacher.run(sample.requests)
     if any(r.error == "budget" for r in results):
         raise StageIncomplete("teacher budget reached while labelling the DataMan sample; raise "
                               "teacher.max_requests / max_tokens and rerun (answers so far are cached)")
     ids = [anchor.id for anchor in anchors]
-    first, second = results[:len(records)], results[len(records):]
-    rows = [annotate.label_row(r, rendered[r.key], ids, ids, res) for r, res in zip(records, first, strict=True)]
+    first, second = results[:len(sample.records)], results[len(sample.records):]
+    rendered = sample.rendered
+    rows = [annotate.label_row(r, rendered[r.key], ids, ids, res) for r, res in zip(sample.records, first, strict=True)]
     again_rows = [annotate.label_row(r, rendered[r.key], ids, [o.id for o in order], res)
-                  for r, order, res in zip(again, orders, second, strict=True)]
+                  for r, order, res in zip(sample.again, sample.orders, second, strict=True)]
     annotate.write_labels(annotate.labels_path(sub, GROUP), rows, ids)
     annotate.write_labels(annotate.labels_path(sub, GROUP, consistency=True), again_rows, ids)
     failed = sum(not row["ok"] for row in rows)
     if failed:
         log.warning("DataMan labels: %d of %d records failed (kept with ok=false)", failed, len(rows))
-    return {"labels": len(rows) - failed, "failed": failed, "requests": len(requests)}
+    return {"labels": len(rows) - failed, "failed": failed, "requests": len(sample.requests)}
 
 
 def _distill(config: RunConfig, sub: RunDir, progress: Any) -> dict[str, Any]:

@@ -27,8 +27,9 @@ import numpy as np
 
 from mira.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus import DUPLICATE_ID, Quarantined, iter_positioned, iter_shard_records
+from mira.digests import shard_digest
 from mira.engines import map_tasks
-from mira.io import Shard, iter_shard, list_source_files, plan_shards, shard_digest
+from mira.io import Shard, iter_shard, list_source_files, plan_shards
 from mira.records import detect_source_format, full_text
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint

@@ -34,7 +34,8 @@ import numpy as np
 from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
 from mira.config import ConfigError, RunConfig
 from mira.corpus import Quarantined, SourceInfo, iter_shard_records, source_infos
-from mira.io import Shard, shard_digest
+from mira.digests import shard_digest
+from mira.io import Shard
 from mira.records import Record, render
 from mira.rundir import RunDir, atomic_path, is_atomic_temp, read_json
 from mira.rundir import fingerprint as make_fingerprint

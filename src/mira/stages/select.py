@@ -58,7 +58,8 @@ from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
 from mira.artifacts.selection import SELECTION_SUMMARY, UNSCORED_REASONS, DecisionReason, SelectionSummary
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
-from mira.io import RawItem, Shard, iter_shard, shard_digest
+from mira.digests import shard_digest
+from mira.io import RawItem, Shard, iter_shard
 from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
 from mira.publish import check_output, publication_url, publish_selection
 from mira.rankings import Ranking, prepare, ranking, ranking_fingerprint, ranking_plan, retention_mode
@@ -374,7 +375,8 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}  # ("score": files of score-v1)
     anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
     kept_rows: list[dict[str, Any]] = []
-    scored = _scored_digest(run, shard)
+    marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
+    scored = marker.input_digest if marker is not None else None  # None in markers of older runs
     digest = shard_digest(scored)  # of the kind score recorded
     raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
@@ -434,15 +436,9 @@ def _changed(info: SourceInfo, shard: Shard, detail: str) -> StageNotReady:
                          f"({detail}); rerun `mira ingest --force` and `mira score --force`, then select")
 
 
-def _scored_digest(run: RunDir, shard: Shard) -> str | None:
-    """The digest of the shard's input bytes score recorded (None in markers of older runs)."""
-    marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
-    return marker.input_digest if marker is not None else None
-
-
 def _check_unchanged(info: SourceInfo, shard: Shard, scored: str | None, digest: str) -> None:
     """Stop if the shard's input bytes differ from those score read (same size and mtime or not)."""
-    if scored is not None and scored != digest:  # markers of older runs hold no digest
+    if scored is not None and scored != digest:
         raise _changed(info, shard, "content fingerprint differs")
 
 
