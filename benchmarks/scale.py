@@ -22,7 +22,9 @@ reach doing nothing but predict. Their ratio (goal >= 0.8) is the share of the s
 student itself takes. `--without-token-counts` scores as before ingest kept per-record token
 counts (every record tokenized again), for a before/after comparison on the same machine.
 
-Peak RSS: the driver's from getrusage(RUSAGE_SELF); the workers' from a sampler thread that reads
+Peak RSS: the driver's per stage from the kernel's VmHWM, reset before each stage (so a stage's
+peak is its own), and over the whole process from getrusage(RUSAGE_SELF); the corpus is built in a
+separate process, so none of it is the driver's. The workers' from a sampler thread that reads
 VmHWM (the kernel's own peak-RSS counter) of every descendant process from /proc. RUSAGE_CHILDREN
 is not used: it also counts the parent's pages a spawned child holds between fork and exec, so it
 reports the driver's size, not the worker's. Memory should be flat in corpus size (+-20%).
@@ -304,6 +306,37 @@ class WorkerPeakRss:
             self._stop.wait(self.interval)
 
 
+class DriverPeak:
+    """The driver's own peak RSS over a block: the kernel's VmHWM, reset on entry (writing 5 to
+    /proc/self/clear_refs, Linux), so each stage's peak is its own and not an earlier stage's.
+    Also the RSS on entry: the stage's growth is peak - before. Without the reset (not Linux), the
+    peak is the process's since it started."""
+
+    def __enter__(self) -> DriverPeak:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        self.before_mb = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.peak_mb = self._status("VmHWM")
+        if not self.peak_mb:
+            self.peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    @staticmethod
+    def _status(key: str) -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(f"{key}:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            pass
+        return 0.0
+
+
 # --- one size, in its own process --------------------------------------------------------------
 
 def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse_counts: bool = True) -> dict[str, Any]:
@@ -314,14 +347,19 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     from mira.runner import StageContext
     from mira.stages.score import fingerprint, score_corpus
 
+    # The corpus is built in a process of its own: its pool of texts is not mira's memory.
     t0 = time.time()
-    sources = build_corpus(root / f"data-{n}", n)
+    built_out = subprocess.run([sys.executable, __file__, "--build", str(n), "--root", str(root)],
+                               capture_output=True, text=True)
+    if built_out.returncode:
+        raise RuntimeError(f"building the corpus failed:\n{built_out.stderr[-2000:]}")
+    sources = json.loads(built_out.stdout.strip().splitlines()[-1])
     built = time.time() - t0
     config = RunConfig(name=f"bench{n}", run_dir=str(root / f"run-{n}"), sources=[SourceConfig(**s) for s in sources],
                        ingest=IngestConfig(shard_records=5_000),
                        engine=EngineConfig(workers=workers, batch_size=batch_size))
     t0 = time.time()
-    with WorkerPeakRss() as ingest_rss:
+    with WorkerPeakRss() as ingest_rss, DriverPeak() as ingest_driver:
         api.run_one("ingest", config, force=True)
     ingest_s = time.time() - t0
     run = RunDir(Path(config.run_dir))
@@ -334,7 +372,7 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     models = BenchModels(kind, log_dir)
     rss_before_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.time()
-    with WorkerPeakRss() as score_rss:
+    with WorkerPeakRss() as score_rss, DriverPeak() as score_driver:
         counts = score_corpus(config, run, force=True, models=models)
     score_end = time.time()
     score_s = score_end - t0
@@ -342,7 +380,8 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     # mark it done as the wrapper would, so select runs for real on these scores.
     run.mark_done("score", fingerprint(StageContext(config, run)))
     t0 = time.time()
-    api.run_one("select", config, force=True)
+    with DriverPeak() as select_driver:
+        api.run_one("select", config, force=True)
     select_s = time.time() - t0
     # Student-alone: the rate the same workers reach doing nothing but predict (their summed
     # predict time shared over the processes that scored). whole / student-alone is then the share
@@ -363,6 +402,9 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
               "score_processes": used, "ingest_processes": ingest_processes,
               "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "driver_rss_before_score_mb": round(rss_before_score / 1024, 1),
+              # Per stage: the driver's RSS on entry and its peak during the stage (VmHWM reset).
+              "driver_stage_mb": {name: [peak.before_mb, peak.peak_mb] for name, peak in
+                                  (("ingest", ingest_driver), ("score", score_driver), ("select", select_driver))},
               "ingest_worker_peak_rss_mb": ingest_rss.max_mb, "worker_peak_rss_mb": score_rss.max_mb,
               "load_ingest": ingest_rss.mean_load, "load_score": score_rss.mean_load}
     # The corpus and run of a size are gigabytes at 1M; nothing reads them after this.
@@ -382,14 +424,18 @@ def main() -> None:
                         help="score without ingest's token counts (the path before they were kept), for comparison")
     parser.add_argument("--root", default="/tmp/mira-bench-scale")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    root = Path(args.root)
+    if args.build:
+        print(json.dumps(build_corpus(root / f"data-{args.build}", args.build)))
+        return
     kind = args.student
     if kind == "auto":
         from mira.config import EmbedConfig
         from mira.embed import static_model_dir
 
         kind = "static" if (static_model_dir(EmbedConfig()) / "config.json").exists() else "standin"
-    root = Path(args.root)
     if args.child:
         print(json.dumps(run_size(args.child, args.workers, kind, root, args.batch_size,
                                   reuse_counts=not args.without_token_counts)))
@@ -399,7 +445,7 @@ def main() -> None:
           f"token counts from ingest: {not args.without_token_counts}")
     print(f"{'records':>9} {'tokens':>12} {'ingest/s':>9} {'/core':>6} {'score/s':>8} {'/core':>6} "
           f"{'student/s':>10} {'ratio':>6} {'startup':>8} {'tail':>5} {'select/s':>9} "
-          f"{'driver MB':>10} {'ingest wMB':>10} {'score wMB':>10} {'load':>9}")
+          f"{'driver MB i/sc/sel':>18} {'ingest wMB':>10} {'score wMB':>10} {'load':>9}")
     results = []
     for n in sizes:
         # A fresh process per size: getrusage peaks are per process, and nothing is shared between sizes.
@@ -411,9 +457,10 @@ def main() -> None:
             sys.exit(f"size {n} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
+        driver = "/".join(str(round(peak)) for _, peak in r["driver_stage_mb"].values())
         print(f"{r['records']:>9,} {r['tokens']:>12,} {r['ingest_docs_per_s']:>9} {r['ingest_docs_per_s_core']:>6} "
               f"{r['docs_per_s']:>8} {r['docs_per_s_core']:>6} {r['student_docs_per_s']:>10} {r['ratio']:>6} "
-              f"{r['startup_s']:>8} {r['tail_s']:>5} {r['select_docs_per_s']:>9} {r['driver_peak_rss_mb']:>10} "
+              f"{r['startup_s']:>8} {r['tail_s']:>5} {r['select_docs_per_s']:>9} {driver:>18} "
               f"{r['ingest_worker_peak_rss_mb']:>10} {r['worker_peak_rss_mb']:>10} "
               f"{r['load_ingest']:>4}/{r['load_score']:<4}", flush=True)
         print("  " + json.dumps(r), flush=True)
@@ -423,11 +470,20 @@ def main() -> None:
           "its last predict; select/s: in the driver (one core); wMB: peak RSS of a worker; load: mean "
           "1-minute load average during ingest/score (the machine's cores: " + str(os.cpu_count()) + ")")
     if len(results) > 1:
-        for key in ("worker_peak_rss_mb", "ingest_worker_peak_rss_mb", "driver_peak_rss_mb"):
-            values = [r[key] for r in results]
+        series = {key: [r[key] for r in results]
+                  for key in ("worker_peak_rss_mb", "ingest_worker_peak_rss_mb", "driver_peak_rss_mb")}
+        series.update({f"driver_{stage}_peak_mb": [r["driver_stage_mb"][stage][1] for r in results]
+                       for stage in ("ingest", "score", "select")})
+        for key, values in series.items():
             spread = (max(values) - min(values)) / min(values) if min(values) else float("nan")
             print(f"{key}: {min(values)}..{max(values)} MB, spread {spread:.0%} "
                   f"({'within' if spread <= 0.2 else 'OUTSIDE'} +-20%)")
+        # What the driver holds per record: global selection keeps a few columns of every record.
+        first, last = results[0], results[-1]
+        for stage in ("ingest", "score", "select"):
+            grown = (last["driver_stage_mb"][stage][1] - first["driver_stage_mb"][stage][1]) * 2**20
+            print(f"driver {stage}: {grown / (last['records'] - first['records']):.0f} bytes per record "
+                  f"more at {last['records']:,} than at {first['records']:,} records")
 
 
 if __name__ == "__main__":

@@ -77,37 +77,39 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
     groups_of = {name: s.group for name, s in SCORES_SUMMARY.load(run).sources.items()}
     group_names = sorted({g for g in groups_of.values() if g is not None})
     masks = current_masks(config, run, group_names)
-    columns: dict[str, list[Any]] = {k: [] for k in ("source", "group", "tokens", "score", "quarantined", "tie")}
+    # Every column is allocated once for the whole corpus and filled shard by shard: per-shard
+    # pieces joined at the end held the table twice, and their small blocks stayed in the heap.
+    total = sum(info.records for info in infos)  # score checked that its files hold exactly these rows
+    source_idx, group_idx = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
+    tokens, score = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.float64)
+    quarantined, tie = np.empty(total, dtype=bool), np.empty(total, dtype=np.uint64)
     shard_rows = []
     row = 0
     for s_index, info in enumerate(infos):
         group = groups_of.get(info.name)
         g_index = group_names.index(group) if group is not None else -1
+        mask = masks.get(group) if group is not None else None
+        anchors = mask["anchors"] if mask is not None else []
         for shard in info.shards:
-            mask = masks.get(group) if group is not None else None
-            anchors = mask["anchors"] if mask is not None else []
             table = pq.read_table(shard_scores_path(run, shard), columns=["id", "source", "tokens", "quarantine",
                                                                         *anchors])
-            n = table.num_rows
-            columns["source"].append(np.full(n, s_index, dtype=np.int32))
-            columns["group"].append(np.full(n, g_index, dtype=np.int32))
-            columns["tokens"].append(table.column("tokens").to_numpy().astype(np.int64))
-            columns["score"].append(aggregate_scores(table, mask, config.reliability))
-            columns["quarantined"].append(table.column("quarantine").is_valid().to_numpy(zero_copy_only=False))
+            end = row + table.num_rows
+            if end > total:
+                raise RuntimeError(f"score files hold more rows than ingest counted ({total}); rerun `mira score`")
+            rows = slice(row, end)
+            source_idx[rows], group_idx[rows] = s_index, g_index
+            tokens[rows] = table.column("tokens").to_numpy()
+            score[rows] = aggregate_scores(table, mask, config.reliability)
+            quarantined[rows] = table.column("quarantine").is_valid().to_numpy(zero_copy_only=False)
             seed = config.selection.seed
-            columns["tie"].append(np.array([stable_rank(seed, rid) for rid in table.column("id").to_pylist()],
-                                           dtype=np.uint64))
-            shard_rows.append((info, shard, row, row + n))
-            row += n
-
-    def cat(name: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype=dtype)
-
-    score, quarantined = cat("score", np.float64), cat("quarantined", bool)
+            tie[rows] = [stable_rank(seed, rid) for rid in table.column("id").to_pylist()]
+            shard_rows.append((info, shard, row, end))
+            row = end
+    if row != total:
+        raise RuntimeError(f"score files hold {row} rows, ingest counted {total}; rerun `mira score`")
     unscored = int((np.isnan(score) & ~quarantined).sum())
     if unscored:
         log.warning("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
                     unscored, len(score))
-    return ScoreTable(run.root, [i.name for i in infos], group_names, cat("source", np.int32), cat("group", np.int32),
-                      cat("tokens", np.int64), score, quarantined,
-                      cat("tie", np.uint64), shard_rows)
+    return ScoreTable(run.root, [i.name for i in infos], group_names, source_idx, group_idx, tokens, score,
+                      quarantined, tie, shard_rows)

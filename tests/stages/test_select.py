@@ -104,6 +104,21 @@ def test_masked_records_are_rejected_with_a_reason_and_counted(scored, tmp_path)
     assert any("malformed JSON" in d["reason"] for d in quarantined)
 
 
+def test_score_files_with_other_row_counts_than_ingest_stop_the_join(scored, tmp_path):
+    # The score table is allocated from ingest's counts; rows beyond or short of them are an error.
+    from mira.corpus import source_infos
+    from mira.score_table import load_score_table
+
+    config, run = _run(scored, tmp_path)
+    infos = source_infos(run)
+    assert len(load_score_table(config, run, infos).tokens) == sum(i.records for i in infos)
+    for delta in (-1, 1):
+        infos = source_infos(run)
+        infos[0].records += delta
+        with pytest.raises(RuntimeError, match="rerun `mira score`"):
+            load_score_table(config, run, infos)
+
+
 def test_unscored_sources_keep_a_random_share_by_default(scored, tmp_path):
     config, run = _run(scored, tmp_path, budget=0.5)
     _, summary = _select(config)

@@ -53,9 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from mira.artifacts import selection as artifact
 from mira.artifacts.core import dump
 from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
-from mira.artifacts.selection import SELECTION_SUMMARY, UNSCORED_REASONS, DecisionReason, SelectionSummary
+from mira.artifacts.selection import REASON_CODE, REASONS, SELECTION_SUMMARY, UNSCORED_REASONS, DecisionReason
 from mira.config import ConfigError, RunConfig
 from mira.corpus import SourceInfo, source_infos
 from mira.digests import shard_digest
@@ -82,9 +83,6 @@ from mira.storage import shown
 
 log = logging.getLogger(__name__)
 
-# Old names of two decision reasons (mira.artifacts.selection.DecisionReason owns them now).
-UNSCORED_KEPT = DecisionReason.UNSCORED_KEPT
-UNSCORED_BELOW = DecisionReason.UNSCORED_BELOW
 VERSION = "select-v1"
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
@@ -127,10 +125,13 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
 
 # --- deciding --------------------------------------------------------------------------------
 
+_NO_REASON = 255  # not a code of REASONS: a record left without a decision is a bookkeeping error
+
+
 @dataclass
 class Decisions:
     kept: np.ndarray
-    reason: np.ndarray  # object array of DecisionReason
+    reason: np.ndarray  # uint8 codes of REASONS
     rank: np.ndarray  # int64, 0 where the record was not ranked (not eligible)
     units: dict[str, dict[str, Any]]
 
@@ -155,11 +156,11 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     cap_tokens = np.array([sel.cap.get(s, 1.0) for s in table.sources]) * source_tokens
 
     kept = np.zeros(n, dtype=bool)
-    reason = np.empty(n, dtype=object)
+    reason = np.full(n, _NO_REASON, dtype=np.uint8)
     rank = np.zeros(n, dtype=np.int64)
-    reason[table.quarantined] = DecisionReason.QUARANTINED
+    reason[table.quarantined] = REASON_CODE[DecisionReason.QUARANTINED]
     unscored = ~table.quarantined & ~rank_by.eligible
-    reason[unscored] = DecisionReason.UNSCORED
+    reason[unscored] = REASON_CODE[DecisionReason.UNSCORED]
     fraction = sel.budget_share(total)
     # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
     order = np.lexsort((table.tie, -rank_by.key, unit_of))
@@ -180,16 +181,18 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         taken = _closest_prefix(tokens[candidates], room)
         kept[idx[forced]] = True
         kept[candidates[:taken]] = True
-        reason[idx[forced]] = DecisionReason.KEPT_FLOOR
-        reason[candidates[:taken]] = DecisionReason.KEPT
-        reason[candidates[taken:]] = DecisionReason.BELOW_CUTOFF
-        reason[idx[capped]] = DecisionReason.SOURCE_CAP
+        reason[idx[forced]] = REASON_CODE[DecisionReason.KEPT_FLOOR]
+        reason[candidates[:taken]] = REASON_CODE[DecisionReason.KEPT]
+        reason[candidates[taken:]] = REASON_CODE[DecisionReason.BELOW_CUTOFF]
+        reason[idx[capped]] = REASON_CODE[DecisionReason.SOURCE_CAP]
         cutoff = float(rank_by.key[candidates[taken - 1]]) if taken else None
         units[name] = {"tokens_in": unit_tokens, "budget_tokens": round(budget, 1),
                        "unscored_share_tokens": round(random_share, 1),
                        "kept_tokens": int(tokens[members & kept].sum()),
                        "cutoff": cutoff, "eligible_records": int(len(idx)),
                        "records_in": int(members.sum())}
+    if (reason == _NO_REASON).any():
+        raise RuntimeError("selection bookkeeping error: a record got no decision")
     return Decisions(kept, reason, rank, units)
 
 
@@ -204,8 +207,8 @@ def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept:
         share = fraction * float(table.tokens[idx].sum())
         taken = _closest_prefix(table.tokens[idx], share)
         kept[idx[:taken]] = True
-        reason[idx[:taken]] = DecisionReason.UNSCORED_KEPT
-        reason[idx[taken:]] = DecisionReason.UNSCORED_BELOW
+        reason[idx[:taken]] = REASON_CODE[DecisionReason.UNSCORED_KEPT]
+        reason[idx[taken:]] = REASON_CODE[DecisionReason.UNSCORED_BELOW]
         used += share
     return used
 
@@ -246,7 +249,7 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
         kept = members & decisions.kept
         quarantined = members & table.quarantined
         rejected = members & ~decisions.kept & ~table.quarantined
-        unscored = members & np.isin(decisions.reason, UNSCORED_REASONS)
+        unscored = members & np.isin(decisions.reason, [REASON_CODE[r] for r in UNSCORED_REASONS])
         out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
                "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
                "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
@@ -348,7 +351,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
                         for info in infos}
         summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
     # Validated by its catalogue schema; written into the partial folder swapped in below.
-    atomic_write_json(partial / "summary.json", dump(SelectionSummary.model_validate(summary)))
+    atomic_write_json(partial / "summary.json", dump(artifact.SelectionSummary.model_validate(summary)))
     # Swap the finished selection in; a killed run leaves the previous selection intact.
     swap_in(partial, final, _is_selection_file)
     totals = summary["totals"]
@@ -403,8 +406,8 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
                 pq.write_table(arrow_table(kept_rows), str(tmp), compression="zstd")
     rows = slice(start, end)
     rank = decisions.rank[rows]
-    reasons = [str(r) if r != DecisionReason.QUARANTINED else f"{DecisionReason.QUARANTINED}: {s['quarantine']}"
-               for r, s in zip(decisions.reason[rows], scores, strict=True)]
+    reasons = [f"{DecisionReason.QUARANTINED}: {s['quarantine']}" if REASONS[r] == DecisionReason.QUARANTINED
+               else str(REASONS[r]) for r, s in zip(decisions.reason[rows].tolist(), scores, strict=True)]
     decision_table = pa.table({
         "id": [s["id"] for s in scores], "locator": [s["locator"] for s in scores],
         "kept": pa.array(decisions.kept[rows], pa.bool_()), "reason": pa.array(reasons, pa.string()),
