@@ -100,6 +100,55 @@ def test_the_index_is_exact_where_shards_were_cut():
     assert "f:3" not in [e[4] for e in index["seeds"]["0"]["entries"]]
 
 
+def _merged_at_once(shards, candidates: dict, size: int) -> dict:
+    """The index as ingest built it before merging as shards arrive: every candidate held to the end."""
+    seeds = {}
+    for seed in sorted({seed for c in candidates.values() for seed in c["seeds"]}, key=int):
+        entries, cutoff = [], None
+        for shard in shards:
+            found = candidates[shard.index]
+            entries += [[rank, shard.index, pos, off, loc] for rank, pos, off, loc in found["seeds"][seed]
+                        if loc not in set(shard.duplicates)]
+            if found["truncated"] and found["seeds"][seed]:
+                top = found["seeds"][seed][-1][0]
+                cutoff = top if cutoff is None else min(cutoff, top)
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        if cutoff is not None:
+            entries = [e for e in entries if e[0] <= cutoff][:size]
+        seeds[seed] = {"complete": cutoff is None, "entries": entries}
+    usable = sum(candidates[s.index]["usable"] - len(s.duplicates) for s in shards)
+    return {"usable": usable, "seeds": seeds}
+
+
+def test_merging_as_shards_arrive_gives_the_index_of_merging_at_the_end():
+    # Pruned while merging (in any arrival order), with ids repeated across shards (duplicates are
+    # known only at the end), some shards cut and some not, two seeds: the same index, exactly.
+    import random
+
+    from mira.io import Shard
+
+    rng = random.Random(7)
+    for trial in range(300):
+        size = rng.randint(1, 6)
+        pool = [f"r{i}" for i in range(rng.randint(5, 80))]
+        shards, candidates, seen = [], {}, set()
+        for index in range(rng.randint(1, 12)):
+            found = sample_index.ShardCandidates([0, 3], size)
+            duplicates = []
+            for position in range(rng.randint(0, 3 * size)):
+                record_id, locator = rng.choice(pool), f"f{index}:{position + 1}"
+                if record_id in seen:
+                    duplicates.append(locator)
+                seen.add(record_id)
+                found.add(record_id, position, 10 * position, locator)
+            shards.append(Shard(source="s", index=index, reader="jsonl", files=("f",), duplicates=tuple(duplicates)))
+            candidates[index] = found.to_json()
+        merger = sample_index.IndexMerger(size)
+        for index in rng.sample(sorted(candidates), len(candidates)):
+            merger.add(index, candidates[index])
+        assert merger.index(shards) == _merged_at_once(shards, candidates, size), f"trial {trial}"
+
+
 def _counting(monkeypatch) -> list[str]:
     parsed: list[str] = []
     real = corpus.to_record

@@ -82,31 +82,63 @@ class ShardCandidates:
 def build_index(shards: list[Any], candidates: dict[int, dict[str, Any]], size: int) -> dict[str, Any]:
     """Merge the shards' candidates of one source (shard index -> `ShardCandidates.to_json()`)
     into its index, leaving out the duplicates ingest found (``Shard.duplicates``)."""
-    usable = 0
-    seeds: dict[str, Any] = {}
-    names = sorted({seed for c in candidates.values() for seed in c["seeds"]}, key=int)
-    for seed in names:
-        entries, cutoff = [], None
-        for shard in shards:
-            found = candidates.get(shard.index)
-            if found is None:
-                continue
-            dropped = set(shard.duplicates)
-            kept = [[rank, shard.index, pos, off, loc] for rank, pos, off, loc in found["seeds"][seed]
-                    if loc not in dropped]
-            entries += kept
-            if found["truncated"] and found["seeds"][seed]:
+    merger = IndexMerger(size)
+    for index, found in candidates.items():
+        merger.add(index, found)
+    return merger.index(shards)
+
+
+class IndexMerger:
+    """:func:`build_index` as the shards' candidates arrive, holding per seed only the entries that
+    can still be in the index: the driver of a 1M-record ingest held every shard's candidates
+    (1,024 per shard, ~250 bytes each) until the end, ~100 bytes per record of the corpus.
+
+    Kept after each prune: the entries up to the seed's cutoff whose rank is among the `size`
+    smallest *distinct* ranks. Duplicates (known only once every shard is in) share their first
+    occurrence's rank (the rank is a hash of the id), so dropping them at the end still leaves
+    `size` entries wherever the index had them.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.usable = 0
+        self.seeds: dict[str, dict[str, Any]] = {}  # seed -> {"entries": [...], "cutoff": rank | None}
+
+    def add(self, shard_index: int, found: dict[str, Any]) -> None:
+        self.usable += found["usable"]
+        for seed, items in found["seeds"].items():
+            state = self.seeds.setdefault(seed, {"entries": [], "cutoff": None})
+            state["entries"] += [[rank, shard_index, pos, off, loc] for rank, pos, off, loc in items]
+            if found["truncated"] and items:
                 # Beyond this shard's largest kept rank, records of the shard are missing.
-                top = found["seeds"][seed][-1][0]
-                cutoff = top if cutoff is None else min(cutoff, top)
-        entries.sort(key=lambda e: (e[0], e[1], e[2]))
-        if cutoff is not None:
-            entries = [e for e in entries if e[0] <= cutoff]
-        seeds[seed] = {"complete": cutoff is None, "entries": entries[:size] if cutoff is not None else entries}
-    for shard in shards:
-        found = candidates.get(shard.index)
-        usable += (found["usable"] if found else 0) - len(shard.duplicates)
-    return {"usable": usable, "seeds": seeds}
+                top = items[-1][0]
+                state["cutoff"] = top if state["cutoff"] is None else min(state["cutoff"], top)
+            if state["cutoff"] is not None and len(state["entries"]) > 2 * self.size:
+                state["entries"] = self._pruned(state["entries"], state["cutoff"])
+
+    def _pruned(self, entries: list[list[Any]], cutoff: int) -> list[list[Any]]:
+        entries = sorted((e for e in entries if e[0] <= cutoff), key=lambda e: (e[0], e[1], e[2]))
+        distinct, last = 0, None
+        for end, entry in enumerate(entries):
+            if entry[0] != last:
+                distinct, last = distinct + 1, entry[0]
+                if distinct > self.size:
+                    return entries[:end]
+        return entries
+
+    def index(self, shards: list[Any]) -> dict[str, Any]:
+        """The source's index (as :func:`build_index` returns it) once every shard has been added."""
+        dropped = {shard.index: set(shard.duplicates) for shard in shards if shard.duplicates}
+        seeds: dict[str, Any] = {}
+        for seed in sorted(self.seeds, key=int):
+            state = self.seeds[seed]
+            entries = [e for e in state["entries"] if e[4] not in dropped.get(e[1], ())]
+            entries.sort(key=lambda e: (e[0], e[1], e[2]))
+            cutoff = state["cutoff"]
+            if cutoff is not None:
+                entries = [e for e in entries if e[0] <= cutoff][:self.size]
+            seeds[seed] = {"complete": cutoff is None, "entries": entries}
+        return {"usable": self.usable - sum(len(s.duplicates) for s in shards), "seeds": seeds}
 
 
 def write_index(run: RunDir, source: str, index: dict[str, Any], ingest_fingerprint: str) -> None:

@@ -34,7 +34,7 @@ from mira.records import detect_source_format, full_text
 from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.rundir import fingerprint as make_fingerprint
 from mira.runner import StageContext
-from mira.sample_index import ShardCandidates, build_index, index_seeds, index_size, write_index
+from mira.sample_index import IndexMerger, ShardCandidates, index_seeds, index_size, write_index
 from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
 from mira.storage import RemoteFile
 from mira.tokens import get_tokenizer
@@ -261,8 +261,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
               tokens_path(run_dir, shard), ingest_fp) for name, shard in jobs]
     task = ctx.progress("ingest shards", len(jobs))
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    # Each source's sample index is merged as shards finish: only what can still be in it is held.
+    samples = {name: IndexMerger(index_size(config)) for name in plans}
     for index, stats in map_tasks(config.engine, ingest_shard, tasks):
         name, shard = jobs[index]
+        samples[name].add(shard.index, stats.pop("sample"))
         results[(name, shard.index)] = _from_worker(stats)
         task.advance()
     task.close()
@@ -289,8 +292,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if agg["records"] != agg["ok"] + agg["quarantined"]:  # the invariant every stage relies on
             raise RuntimeError(f"ingest bookkeeping error in source {name}: counts do not add up")
         _merge_quarantine(qdir / name, run_dir.quarantine_dir / f"{name}.jsonl", shards)
-        sample_index = build_index(shards, {s.index: results[(name, s.index)]["sample"] for s in shards},
-                                   index_size(config))
+        sample_index = samples[name].index(shards)
         if sample_index["usable"] != agg["ok"]:
             raise RuntimeError(f"ingest bookkeeping error in source {name}: sample index does not add up")
         write_index(run_dir, name, sample_index, ingest_fp)
