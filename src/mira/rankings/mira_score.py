@@ -16,4 +16,5 @@ from mira.score_table import ScoreTable
 def rank(config: RunConfig, table: ScoreTable) -> Ranking:
     """Records with a NaN score (every anchor of their source masked) are not eligible."""
     eligible = ~table.quarantined & ~np.isnan(table.score)
-    return Ranking(np.nan_to_num(table.score, nan=-np.inf), eligible, config.selection.mode, "score")
+    # The score column itself, not a copy: a NaN key is never ranked (not eligible), so it needs no -inf.
+    return Ranking(table.score, eligible, config.selection.mode, "score")

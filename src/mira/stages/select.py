@@ -132,7 +132,7 @@ _NO_REASON = 255  # not a code of REASONS: a record left without a decision is a
 class Decisions:
     kept: np.ndarray
     reason: np.ndarray  # uint8 codes of REASONS
-    rank: np.ndarray  # int64, 0 where the record was not ranked (not eligible)
+    rank: np.ndarray  # int32 (int64 past 2**31 records), 0 where the record was not ranked (not eligible)
     units: dict[str, dict[str, Any]]
 
 
@@ -157,7 +157,7 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
 
     kept = np.zeros(n, dtype=bool)
     reason = np.full(n, _NO_REASON, dtype=np.uint8)
-    rank = np.zeros(n, dtype=np.int64)
+    rank = np.zeros(n, dtype=np.int32 if n < 2**31 else np.int64)
     reason[table.quarantined] = REASON_CODE[DecisionReason.QUARANTINED]
     unscored = ~table.quarantined & ~rank_by.eligible
     reason[unscored] = REASON_CODE[DecisionReason.UNSCORED]
@@ -172,7 +172,7 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         unit_tokens = int(tokens[members].sum())
         budget = fraction * unit_tokens
         idx = order[bounds[u]:bounds[u + 1]]
-        rank[idx] = np.arange(1, len(idx) + 1)
+        rank[idx] = np.arange(1, len(idx) + 1, dtype=rank.dtype)
         random_share = _random_share(members & unscored, table, fraction, kept, reason) \
             if sel.unscored == "random" else 0.0
         forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens, cap_tokens)
