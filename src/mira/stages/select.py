@@ -77,6 +77,7 @@ from mira.rundir import (
 from mira.rundir import fingerprint as make_fingerprint
 from mira.runner import ProgressFactory, StageContext
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
+from mira.selection_notes import empty_budget_notes, starved_source_notes
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stages.score import shard_scores_path
 from mira.storage import shown
@@ -296,7 +297,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
     name = selection_name(ctx.config)
     set_current(ctx.run, name)
-    ctx.notes.extend(empty_budget_notes(dump(SELECTION_SUMMARY.load(ctx.run, name=name))))
+    ctx.notes.extend(selection_notes(dump(SELECTION_SUMMARY.load(ctx.run, name=name))))
     if output:
         # Published after the local selection is complete, so a failed upload loses nothing built.
         url = publish_selection(selection_dir(ctx.run, name), output, name, ctx.config.storage, _is_selection_file)
@@ -304,15 +305,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return counts
 
 
-def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
-    """A line naming the retention units whose budget keeps none of their eligible records (a budget
-    below the smallest record: almost always a unit mix-up, e.g. a token count meant as a fraction)."""
-    empty = [name for name, unit in summary["units"].items() if unit["eligible_records"] and not unit["kept_tokens"]]
-    if not empty:
-        return []
-    where = "all units" if len(empty) == len(summary["units"]) else f"units {', '.join(empty)}"
-    return [f"budget {summary.get('budget_label', summary['budget'])} keeps nothing in {where}; "
-            "raise selection.budget_fraction or selection.budget_tokens"]
+def selection_notes(summary: dict[str, Any]) -> list[str]:
+    return empty_budget_notes(summary) + starved_source_notes(summary)
 
 
 def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None) -> dict[str, Any]:
@@ -326,7 +320,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     rank_by = ranking(config, table)
     decisions = decide(config, table, rank_by)
     summary = summarize(config, table, decisions, rank_by)
-    for note in empty_budget_notes(summary):
+    for note in selection_notes(summary):
         log.warning(note)
     name = selection_name(config)
     summary = {"name": name, "fingerprint": selection_fingerprint(config, run), **summary}
