@@ -83,6 +83,7 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
     source_idx, group_idx = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
     tokens, score = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.float64)
     quarantined, tie = np.empty(total, dtype=bool), np.empty(total, dtype=np.uint64)
+    seed = config.selection.seed
     shard_rows = []
     row = 0
     for s_index, info in enumerate(infos):
@@ -101,7 +102,6 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
             tokens[rows] = table.column("tokens").to_numpy()
             score[rows] = aggregate_scores(table, mask, config.reliability)
             quarantined[rows] = table.column("quarantine").is_valid().to_numpy(zero_copy_only=False)
-            seed = config.selection.seed
             tie[rows] = [stable_rank(seed, rid) for rid in table.column("id").to_pylist()]
             shard_rows.append((info, shard, row, end))
             row = end
