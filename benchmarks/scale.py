@@ -33,6 +33,7 @@ reports the driver's size, not the worker's. Memory should be flat in corpus siz
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import math
@@ -313,11 +314,8 @@ class DriverPeak:
     peak is the process's since it started."""
 
     def __enter__(self) -> DriverPeak:
-        try:
+        with contextlib.suppress(OSError):  # not Linux: the peak is the process's since it started
             Path("/proc/self/clear_refs").write_text("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
         self.before_mb = self._status("VmRSS")
         return self
 
