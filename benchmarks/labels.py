@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=25.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw rows and summary here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--protocols", nargs="+", default=["v1", "v2", "v3"], choices=["v1", "v2", "v3"])
+    parser.add_argument("--protocols", nargs="+", default=["v1", "v2", "v3"], choices=["v1", "v2", "v3", "v3s"])
     parser.add_argument("--threads", type=int, default=None,
                         help="with --own-server: llama.cpp threads (1 avoids spin-waiting under outside load)")
     parser.add_argument("--own-server", action="store_true",
@@ -219,6 +219,7 @@ def main() -> None:
         print(f"records per group done: { {p: {g: len(by[g]) for g in by} for p, by in rows.items()} } "
               f"(from {', '.join(map(str, args.summarize))})")
         _table(summarize(rows, ids))
+        print("agreement: " + ", ".join(f"{k} {v:.2f}" for k, v in agreement(rows, ids).items()))
         return
 
     import httpx
@@ -239,7 +240,7 @@ def main() -> None:
             build_demo_data(data)
         config, records = _records(data, work, args.records, args.seed)
         tokenizer = get_tokenizer(config.tokenizer.name)
-        prompts = {p: load_prompt("annotate", int(p[1:])) for p in args.protocols}
+        prompts = {p: load_prompt("annotate", int(p[1])) for p in args.protocols}
         ids = {g: [a.id for a in ANCHORS[g]] for g in GROUPS}
         rows = {p: {g: [] for g in GROUPS} for p in prompts}
         print(f"sizes: {len(GROUPS)} groups x {args.records} records (asked), 3 anchors, each record scored "
@@ -267,7 +268,7 @@ def main() -> None:
                     # Loop values bound as defaults (B023), though order() is only called in this iteration.
                     def order(record: Any, which: int, anchors: list[Any] = anchors, proto: str = proto,
                               group: str = group) -> list[Any]:
-                        if which == 0 or proto == "v3":
+                        if which == 0 or proto.startswith("v3"):
                             return anchors
                         key = record.id if proto == "v1" else group  # v1: per record, v2: per group
                         return annotate.shuffled(anchors, args.seed, key)
@@ -275,22 +276,22 @@ def main() -> None:
                     for which in (0, 1):
                         for record in block:
                             cards = order(record, which)
-                            if proto == "v3":  # the variant: guides and scale listed HIGH -> LOW
+                            if proto.startswith("v3"):  # the variant: guides and scale listed HIGH -> LOW
                                 requests = annotate_v3.build_requests(
                                     prompts[proto], cards, record, rendered[record.id], record.id, bool(which), 0,
-                                    annotate.KIND.get(record.format, "a record"), annotate.PART)
+                                    annotate.KIND.get(record.format, "a record"), annotate.PART, proto != "v3s")
                             else:
                                 requests = [annotate.build_request(prompts[proto], cards, record, rendered[record.id],
                                                                    False, 100, record.id)]
                             call, results = _ask_all(http, client, server.url, requests)
-                            if proto == "v3":
+                            if proto.startswith("v3"):
                                 label = annotate_v3.label_row(record, rendered[record.id], ids[group], results)
                             else:
                                 label = annotate.label_row(record, rendered[record.id], ids[group],
                                                            [a.id for a in cards], results[0])
                             call["ok"] = label["ok"]
                             done[record.id].append((call, label))
-                            kind = ("variant" if proto == "v3" else "shuffled") if which else "original"
+                            kind = ("variant" if proto.startswith("v3") else "shuffled") if which else "original"
                             print(f"{group} {proto} {kind} {record.id}: "
                                   f"{call['seconds']:.1f}s prompt {call['prompt_n']} (+{call['cache_n']} cached) "
                                   f"out {call['completion']} scores {[label[f'{a}__sampled'] for a in ids[group]]}",
@@ -304,6 +305,8 @@ def main() -> None:
     print(f"\nrecords per group done: { {g: len(next(iter(rows.values()))[g]) for g in GROUPS} }, elapsed "
           f"{(time.monotonic() - started) / 60:.1f} min")
     _table(summary)
+    print("agreement between protocols (Spearman of their first scorings, per anchor, averaged): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in agreement(rows, ids).items()))
     if args.json:
         _dump(args.json, rows, ids)
 
@@ -319,6 +322,26 @@ def _own_model_dir(teacher: Any, folder: Path) -> Path:
     stamp = json.loads((path.parent / f"{teacher.model}.verified.json").read_text())
     (folder / f"{teacher.model}.verified.json").write_text(json.dumps({**stamp, "path": str(folder / path.name)}))
     return folder
+
+
+def agreement(rows: dict[str, dict[str, list[dict[str, Any]]]], ids: dict[str, list[str]]) -> dict[str, float]:
+    """Between every two protocols: Spearman of their first scorings of the same records, per
+    (group, anchor), averaged: do they rank records alike (are they asking the same thing)?"""
+    out = {}
+    names = list(rows)
+    for i, p in enumerate(names):
+        for q in names[i + 1:]:
+            rhos = []
+            for group in rows[p]:
+                firsts = {pair["record"]: pair["first"] for pair in rows[p][group] if pair["first"]["ok"]}
+                common = [(firsts[pair["record"]], pair["first"]) for pair in rows[q].get(group, [])
+                          if pair["first"]["ok"] and pair["record"] in firsts]
+                for aid in ids[group]:
+                    rho = _spearman([a[aid] for a, _ in common], [b[aid] for _, b in common])
+                    rhos.append(0.0 if rho is None else rho)
+            if rhos:
+                out[f"{p}~{q}"] = statistics.mean(rhos)
+    return out
 
 
 def _table(summary: dict[str, Any]) -> None:

@@ -198,7 +198,7 @@ def test_bare_integer_answers_are_located_exactly():
     assert expected_scores("seven", None, BARE) is None
 
 
-def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_version(mixed_config):
+def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_version(mixed_config, monkeypatch):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
         config.annotation = AnnotationConfig(protocol="annotate_v3", records_per_group=4, self_consistency_records=1)
@@ -207,6 +207,12 @@ def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_vers
         assert any("g0: 4 records x 3 anchors, 15 requests" in line for line in lines)
         assert lines[-1].startswith("total: 21 requests")  # g1 (2 records, 1 re-scored) x 2 anchors
         assert not server.requests
+        # The question v3 builds in code is part of what the stage asks: a new wording re-labels.
+        from mira.runner import StageContext
+
+        before = annotate.fingerprint(StageContext(config, run))
+        monkeypatch.setattr(annotate_v3, "QUESTION", annotate_v3.QUESTION.replace("Score", "Rate"))
+        assert annotate.fingerprint(StageContext(config, run)) != before
         # v2 and v3 never share a cache entry or a stage fingerprint.
         v2 = AnnotationConfig(protocol="annotate_v2", records_per_group=4, self_consistency_records=1)
         assert annotate.protocol_prompt(config).id == "annotate_v3"
@@ -249,6 +255,11 @@ def test_v3_question_names_one_anchor_and_the_cache_key_changes_with_the_protoco
     assert [r.messages[-1]["content"].splitlines()[-1] for r in reqs] == [
         "Score the record on [a00] A00 only (How good). Answer one integer from 0 to 9.",
         "Score the record on [a01] A01 only (How good). Answer one integer from 0 to 9."]
+    # benchmarks/labels.py's "v3s" leaves the definition to the cards above.
+    short = annotate_v3.build_requests(load_prompt("annotate", 3), anchors, record, rendering, "r1", False, None,
+                                       "code", annotate.PART, define=False)
+    assert short[0].messages[-1]["content"].splitlines()[-1] == \
+        "Score the record on [a00] A00 only. Answer one integer from 0 to 9."
     assert {r.prompt_version for r in reqs} == {"annotate_v3"} and reqs[0].schema.model_validate(9).root == 9
     assert reqs[0].score_max == 9
     with pytest.raises(ValueError):

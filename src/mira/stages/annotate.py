@@ -264,6 +264,7 @@ def _group_infos(infos: dict[str, SourceInfo], sources: list[str]) -> list[Sourc
 
 def fingerprint(ctx: StageContext) -> str:
     from mira.rubric import rubric_fingerprint
+    from mira.stages import annotate_v3
     from mira.teacher.identity import teacher_identity
 
     prompt = protocol_prompt(ctx.config)
@@ -271,8 +272,10 @@ def fingerprint(ctx: StageContext) -> str:
     # discover (not its fingerprint): a discover rerun that writes the same rubrics (replayed from
     # the cache, or under settings that do not change them) leaves the labels done.
     ctx.run.require("discover")
+    # v3 builds the last line of each request in code: its wording is part of what is asked.
+    question = annotate_v3.QUESTION if prompt.id == "annotate_v3" else ""
     return make_fingerprint(VERSION, ctx.config.section_hash("annotation", "render", "tokenizer"),
-                            teacher_identity(ctx.config.teacher), prompt.id, prompt.system + prompt.user,
+                            teacher_identity(ctx.config.teacher), prompt.id, prompt.system + prompt.user + question,
                             ctx.run.require("group"), rubric_fingerprint(ctx.run))
 
 

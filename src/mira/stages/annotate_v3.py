@@ -63,9 +63,18 @@ def scale(descending: bool) -> str:
     return "\n".join(f"{band}: {text}" for band, text in (reversed(SCALE) if descending else SCALE))
 
 
-def question(anchor: Any) -> str:
-    definition = " ".join(str(anchor.definition).split()).rstrip(".")
-    return f"Score the record on [{anchor.id}] {anchor.name} only ({definition}). Answer one integer from 0 to 9."
+# The last line of every request: all that differs between the anchors of one record, so the only
+# prompt tokens the server processes per anchor.
+QUESTION = "Score the record on [{id}] {name} only{definition}. Answer one integer from 0 to 9."
+
+
+def question(anchor: Any, define: bool = True) -> str:
+    """The question naming one anchor, restating its definition. Without it (`define=False`,
+    benchmarks/labels.py's "v3s") the cards above still define every anchor; measured on 16 records
+    scored twice: not faster (10.4 vs 9.7 s/label, within noise), self-consistency 0.77 vs 0.86,
+    the two rank records alike (Spearman 0.95). So the definition stays."""
+    definition = " ".join(str(anchor.definition).split()).rstrip(".") if define else ""
+    return QUESTION.format(id=anchor.id, name=anchor.name, definition=f" ({definition})" if definition else "")
 
 
 def answer_schema() -> Any:
@@ -80,7 +89,8 @@ def answer_schema() -> Any:
 
 
 def build_requests(prompt: Any, anchors: Sequence[Any], record: Record, rendering: Rendering, tag: str,
-                   descending: bool, slot: int | None, kind: str, part: dict[str, str]) -> list[Any]:
+                   descending: bool, slot: int | None, kind: str, part: dict[str, str],
+                   define: bool = True) -> list[Any]:
     """One request per anchor, in anchor order, all with the same prefix up to the question."""
     from mira.teacher import TeacherRequest, wrap_record
     from mira.teacher.scores import BARE
@@ -91,7 +101,7 @@ def build_requests(prompt: Any, anchors: Sequence[Any], record: Record, renderin
     out = []
     for anchor in anchors:
         messages = prompt.render(anchors=cards, scale=scale(descending), kind=kind, record=fenced,
-                                 question=question(anchor))
+                                 question=question(anchor, define))
         out.append(TeacherRequest(messages=messages, schema=schema, prompt_version=prompt.id, max_tokens=MAX_TOKENS,
                                   tag=f"{tag} [{anchor.id}]", score_key=BARE, slot=slot, score_max=SCALE_MAX))
     return out
