@@ -26,7 +26,7 @@ The anchors are fixed here (three per group, like the 20-minute demo's rubric) s
 the same cards and discover's randomness stays out. Real-model runs take both CPU cores:
 
     PYTHONPATH=src .venv/bin/python benchmarks/labels.py --records 12 [--max-minutes 25] [--data demo-data]
-        [--protocols v1 v2 v3] [--own-server --threads 1] [--json out.json]
+        [--protocols v1 v2 v3 v3s] [--own-server --threads 1] [--json out.json]
 
 `--max-minutes` stops before the next block and reports on the records done (sizes printed).
 `--own-server` starts a server for this run alone instead of sharing a running one's slots and
@@ -47,6 +47,14 @@ processed, 1908 cached, 6 output). For v1 and v2 on more records see the earlier
 self-consistency 0.39 and 0.15, label std 0.23 and 0.21, modal share 0.85 and 0.86. The 1.5B
 teacher still samples the same integer on most anchors of a record; its expectations carry the
 ranking, and in v3 each is the first token of its own answer, so no anchor copies another.
+
+Run 3, on the 0-9 scale v3 now asks, 2026-11-28, `--protocols v1 v3 v3s --records 8 --block 4`
+(shared server, the author's tests beside it for the first minutes; 16 records scored twice):
+seconds/label v1 17.2, v3 9.7 (0.56x v1), v3s 10.4; prompt tokens processed 433 / 394 / 432, cached
+376 / 1970 / 1902, output 43 / 6 / 6; self-consistency 0.22 / 0.86 / 0.77 (sampled integers 0.38 /
+-0.04 / 0.27); label std 0.71 / 0.61 / 0.60; modal share 0.85 / 0.65 / 0.71; exact expectations
+57% / 90% / 88%. Rank agreement between protocols: v1~v3 0.55, v3~v3s 0.95. v3s (no definition
+restated in the question) was not faster, so annotate_v3 keeps the definition.
 """
 
 from __future__ import annotations
