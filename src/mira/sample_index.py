@@ -88,6 +88,10 @@ def build_index(shards: list[Any], candidates: dict[int, dict[str, Any]], size: 
     return merger.index(shards)
 
 
+def _entry_order(entry: list[Any]) -> tuple[int, int, int]:
+    return entry[0], entry[1], entry[2]  # rank, then shard and position: one order whatever the arrival
+
+
 class IndexMerger:
     """:func:`build_index` as the shards' candidates arrive, holding per seed only the entries that
     can still be in the index: the driver of a 1M-record ingest held every shard's candidates
@@ -117,7 +121,7 @@ class IndexMerger:
                 state["entries"] = self._pruned(state["entries"], state["cutoff"])
 
     def _pruned(self, entries: list[list[Any]], cutoff: int) -> list[list[Any]]:
-        entries = sorted((e for e in entries if e[0] <= cutoff), key=lambda e: (e[0], e[1], e[2]))
+        entries = sorted((e for e in entries if e[0] <= cutoff), key=_entry_order)
         distinct, last = 0, None
         for end, entry in enumerate(entries):
             if entry[0] != last:
@@ -133,7 +137,7 @@ class IndexMerger:
         for seed in sorted(self.seeds, key=int):
             state = self.seeds[seed]
             entries = [e for e in state["entries"] if e[4] not in dropped.get(e[1], ())]
-            entries.sort(key=lambda e: (e[0], e[1], e[2]))
+            entries.sort(key=_entry_order)
             cutoff = state["cutoff"]
             if cutoff is not None:
                 entries = [e for e in entries if e[0] <= cutoff][:self.size]

@@ -13,6 +13,11 @@ from typing import Any
 STARVED = 0.25
 
 
+def selection_notes(summary: dict[str, Any]) -> list[str]:
+    """Every line below, for a selection summary."""
+    return empty_budget_notes(summary) + starved_source_notes(summary)
+
+
 def empty_budget_notes(summary: dict[str, Any]) -> list[str]:
     """A line naming the retention units whose budget keeps none of their eligible records (a budget
     below the smallest record: almost always a unit mix-up, e.g. a token count meant as a fraction)."""

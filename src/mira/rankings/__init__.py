@@ -62,7 +62,7 @@ RENAMED: dict[str, str] = {
 
 @dataclass
 class Ranking:
-    key: np.ndarray  # float64, higher is better
+    key: np.ndarray  # float64, higher is better; not read where not eligible (may be NaN there)
     eligible: np.ndarray  # bool; quarantined records are never eligible
     mode: str  # "group" | "source" | "global"
     key_name: str  # what the key is, for the summary and the report

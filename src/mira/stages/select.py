@@ -77,7 +77,7 @@ from mira.rundir import (
 from mira.rundir import fingerprint as make_fingerprint
 from mira.runner import ProgressFactory, StageContext
 from mira.score_table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
-from mira.selection_notes import empty_budget_notes, starved_source_notes
+from mira.selection_notes import selection_notes
 from mira.selections import selection_dir, selection_name, set_current
 from mira.stages.score import shard_scores_path
 from mira.storage import shown
@@ -303,10 +303,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         url = publish_selection(selection_dir(ctx.run, name), output, name, ctx.config.storage, _is_selection_file)
         counts["published_to"] = shown(url)
     return counts
-
-
-def selection_notes(summary: dict[str, Any]) -> list[str]:
-    return empty_budget_notes(summary) + starved_source_notes(summary)
 
 
 def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None) -> dict[str, Any]:
