@@ -254,3 +254,49 @@ def test_selections_that_keep_the_same_records_share_their_runs(scored, tmp_path
     assert "Identical selections:" in page and "random-source-50pct = mira-group-50pct" in page
     again = api.compare(config, proxy_api=stand_in.api)  # stored results are reused as any other
     assert again["proxy"]["reused"] == 6 and len(stand_in.calls) == 4
+
+
+def test_results_are_keyed_by_the_kept_records_not_the_selection_fingerprint(scored, tmp_path):
+    # A reliability setting changes every selection's fingerprint (select hashes that section); where
+    # it changes no kept record (here: the test masks record no thresholds), nothing trains again.
+    config = _config(scored, tmp_path, seeds=1)
+    stand_in = StandIn()
+    api.compare(config, proxy_api=stand_in.api)
+    run = RunDir(tmp_path / "run")
+    before = {n: json.loads(result_path(run, n, 0).read_text()) for n in NAMES}
+    config.reliability.max_mae = 2.4
+    again = api.compare(config, proxy_api=stand_in.api)
+    fingerprints = {m["name"]: m["fingerprint"] for m in again["methods"]}
+    assert all(fingerprints[n] != before[n]["selection_fingerprint"] for n in NAMES)
+    assert again["proxy"]["reused"] == 3 and len(stand_in.calls) == 3
+    assert {n: json.loads(result_path(run, n, 0).read_text()) for n in NAMES} == before
+    # Other kept records under the same selection name are another training set: MIRA with every
+    # cell masked keeps random's records, so its stored result is replaced by random's.
+    for path in run.path("students").glob("*/mask.json"):
+        mask = json.loads(path.read_text())
+        for cells in mask["cells"].values():
+            for cell in cells.values():
+                cell.update(masked=True, reason="test: unreliable")
+        path.write_text(json.dumps(mask))
+    api.compare(config, proxy_api=stand_in.api)
+    stored = json.loads(result_path(run, "mira-group-50pct", 0).read_text())
+    assert stored["records"] == before["random-source-50pct"]["records"] != before["mira-group-50pct"]["records"]
+
+
+def test_a_result_stored_before_the_records_key_is_matched_by_fingerprint_and_restamped(scored, tmp_path):
+    config = _config(scored, tmp_path, seeds=1)
+    stand_in = StandIn()
+    api.compare(config, proxy_api=stand_in.api)
+    run = RunDir(tmp_path / "run")
+    path = result_path(run, "length-group-50pct", 0)
+    stored = json.loads(path.read_text())
+    records = stored.pop("records")
+    path.write_text(json.dumps(stored))  # as an older mira wrote it
+    again = api.compare(config, proxy_api=stand_in.api)
+    assert len(stand_in.calls) == 3 and again["proxy"]["reused"] == 3
+    assert json.loads(path.read_text())["records"] == records
+    # Another fingerprint and no records key: it cannot be known to match, so it is trained again.
+    stored["selection_fingerprint"] = "0" * 16
+    path.write_text(json.dumps(stored))
+    api.compare(config, proxy_api=stand_in.api)
+    assert len(stand_in.calls) == 4

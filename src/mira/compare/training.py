@@ -3,9 +3,13 @@
 For each selection and seed, :func:`mira.proxy.train_proxy` trains a small model from scratch on
 ``compare.proxy.train_bytes`` bytes drawn (seeded) from the selection's kept records and evaluates
 it on every ``compare.eval_sets`` entry. Each (selection, seed) result is its own artifact,
-``compare/proxy/<selection>/seed<k>.json``, holding what it was built from (the selection's
-fingerprint, a hash of the eval texts, the proxy settings): a rerun reuses every result that still
-matches and trains only the missing or stale ones, so an interrupted comparison resumes.
+``compare/proxy/<selection>/seed<k>.json``, holding what it was built from (a digest of the kept
+records with the corpus's ingest fingerprint, a hash of the eval texts, the proxy settings): a
+rerun reuses every result that still matches and trains only the missing or stale ones, so an
+interrupted comparison resumes. The key is the kept records, not the selection's fingerprint: a
+setting that changes every selection's fingerprint but not what random or perplexity keep (a
+reliability option, say) does not train them again. (Results stored before this key are still
+matched by their selection fingerprint.)
 
 Selections that keep exactly the same records (MIRA with every cell masked falls back to the
 same source-preserving random share as the random baseline) train the same bytes, so a seed's
@@ -64,15 +68,18 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
     proxy = config.compare.proxy
     eval_hash = {name: _hash_texts(texts) for name, texts in eval_sets.items()}
     identical = identical_selections({name: decisions[name] for name in selections})
+    corpus = run.stage_fingerprint("ingest")
     results: dict[str, list[Any]] = {}
     trained = reused = shared = 0
     task = progress("proxy training (selections x seeds)", len(selections) * proxy.seeds)
     for name, summary in selections.items():
         results[name] = []
         for seed in range(proxy.seeds):
-            stamp = {"version": VERSION, "selection": name, "selection_fingerprint": summary.get("fingerprint"),
-                     "seed": seed, "eval_sets": eval_hash}
-            result = _stored(api, result_path(run, name, seed), stamp, proxy)
+            stamp = {"version": VERSION, "selection": name, "records": f"{corpus}:{kept_digest(decisions[name])}",
+                     "selection_fingerprint": summary.get("fingerprint"), "seed": seed, "eval_sets": eval_hash}
+            result, legacy = _stored(api, result_path(run, name, seed), stamp, proxy)
+            if legacy is not None:  # stored before the records key: stamped with it, for the next run
+                atomic_write_text(result_path(run, name, seed), json.dumps({**legacy, **stamp}, indent=1) + "\n")
             if result is None:
                 twin = identical.get(name)
                 if twin is not None:  # the same kept records, so the same training bytes: its result
@@ -108,8 +115,7 @@ def identical_selections(decisions: dict[str, Decisions]) -> dict[str, str]:
     first: dict[str, str] = {}
     twins: dict[str, str] = {}
     for name, d in decisions.items():
-        kept = np.asarray(d.kept, dtype=bool)
-        digest = hashlib.sha256(len(kept).to_bytes(8, "little") + np.packbits(kept).tobytes()).hexdigest()
+        digest = kept_digest(d)
         if digest in first:
             twins[name] = first[digest]
         else:
@@ -117,20 +123,35 @@ def identical_selections(decisions: dict[str, Decisions]) -> dict[str, str]:
     return twins
 
 
-def _stored(api: Any, path: Path, stamp: dict[str, Any], proxy: Any) -> Any:
-    """The stored result if it was built from exactly this selection, eval texts and settings."""
+def kept_digest(decisions: Decisions) -> str:
+    """SHA-256 of which rows (in corpus order) a selection keeps."""
+    kept = np.asarray(decisions.kept, dtype=bool)
+    return hashlib.sha256(len(kept).to_bytes(8, "little") + np.packbits(kept).tobytes()).hexdigest()
+
+
+# Keys that say which training bytes a result came from: the kept records, or (results stored
+# before that key existed) the selection's fingerprint.
+_IDENTITY = ("records", "selection_fingerprint")
+
+
+def _stored(api: Any, path: Path, stamp: dict[str, Any], proxy: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The stored result if it was built from exactly these records, eval texts and settings (else
+    None), and its envelope if it matched by the older key only (None otherwise)."""
     if not path.exists():
-        return None
+        return None, None
     try:
         envelope = read_json(path)
         result = api.ProxyResult.from_json(json.dumps(envelope["result"]))
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("proxy result %s is unreadable; training again", path)
-        return None
-    if any(envelope.get(k) != v for k, v in stamp.items()) or not result.matches(proxy):
+        return None, None
+    same_bytes = (envelope.get("records") == stamp["records"] if "records" in envelope
+                  else envelope.get("selection_fingerprint") == stamp["selection_fingerprint"])
+    if (not same_bytes or any(envelope.get(k) != v for k, v in stamp.items() if k not in _IDENTITY)
+            or not result.matches(proxy)):
         log.info("proxy result %s is stale; training again", path)
-        return None
-    return result
+        return None, None
+    return result, (None if "records" in envelope else envelope)
 
 
 def kept_texts(config: RunConfig, infos: list[SourceInfo], decisions: Decisions) -> Iterator[str]:
