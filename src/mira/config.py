@@ -204,6 +204,10 @@ class ReliabilityConfig(Section):
     mae_margin: float = Field(1.0, ge=0)
     max_mae: float = Field(2.5, gt=0)
     aggregate: Literal["trimmed_mean", "weighted_mean"] = "trimmed_mean"
+    # "group": each anchor's scores are put on the group's common mean and spread before a record's
+    # anchors are averaged, so one cutoff compares sources fairly when their reliable anchors differ
+    # (mira/anchor_scale.py); "raw" (the paper) averages the student scores as they are.
+    anchor_scale: Literal["raw", "group"] = "raw"
     # Trimmed mean: floor(trim_fraction * m) of a record's m usable anchor scores are cut from each
     # end, and at least one from `trim_min_anchors` usable scores up (floor() alone cuts nothing
     # below 10 anchors at 0.1); trim_fraction 0 turns trimming off.

@@ -280,7 +280,8 @@ def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: Re
     """One score per record from its unmasked anchor scores; NaN where none is usable.
 
     `scores` is (n, len(mask["anchors"])) in the mask's anchor order; `sources` holds each record's
-    source name. NaN inputs (e.g. quarantined rows) count as missing. ``trimmed_mean`` cuts
+    source name. NaN inputs (e.g. quarantined rows) count as missing. A mask carrying ``scale``
+    (:func:`mira.anchor_scale.with_scale`) has its anchors put on one scale first. ``trimmed_mean`` cuts
     :func:`trim_count` scores from each end of a record's m usable scores; ``weighted_mean``
     weights each cell by ``max(Spearman, 0)/(1+MAE)`` (equal weights if every usable weight is zero).
     `warn` False: the caller counts NaN results itself (a join over many shards warns once).
@@ -291,6 +292,10 @@ def aggregate(scores: np.ndarray, sources: Any, mask: dict[str, Any], config: Re
         raise ValueError(f"scores must have shape (n, {len(mask['anchors'])}), got {scores.shape}")
     if n == 0:
         return np.zeros(0, dtype=np.float64)
+    if mask.get("scale") is not None:  # reliability.anchor_scale: group (mira.anchor_scale)
+        from mira.anchor_scale import scaled
+
+        scores = scaled(scores, mask["scale"])
     keep_table, weight_table, index = _source_tables(mask, np.asarray(sources))
     keep = keep_table[index] & ~np.isnan(scores)
     usable = keep.sum(axis=1)

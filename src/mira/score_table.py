@@ -64,11 +64,22 @@ def aggregate_scores(table: Any, mask: dict[str, Any] | None, reliability: Relia
     return out
 
 
-def current_masks(config: RunConfig, run: RunDir, groups: list[str]) -> dict[str, dict[str, Any] | None]:
-    """Each group's mask under the current reliability config (see :func:`mira.reliability.current_mask`)."""
+def current_masks(config: RunConfig, run: RunDir, infos: list[SourceInfo],
+                  groups_of: dict[str, str | None]) -> dict[str, dict[str, Any] | None]:
+    """Each group's mask under the current reliability config (see :func:`mira.reliability.current_mask`),
+    carrying its anchors' statistics over the group's score files under ``anchor_scale: group``."""
+    from mira.anchor_scale import anchor_stats, with_scale
     from mira.reliability import current_mask
 
-    return {group: current_mask(run, group, config.reliability) for group in groups}
+    masks = {}
+    for group in sorted({g for g in groups_of.values() if g is not None}):
+        mask = current_mask(run, group, config.reliability)
+        if mask is not None and config.reliability.anchor_scale == "group":
+            paths = [shard_scores_path(run, shard) for info in infos if groups_of.get(info.name) == group
+                     for shard in info.shards]
+            mask = with_scale(mask, anchor_stats(paths, mask["anchors"]))
+        masks[group] = mask
+    return masks
 
 
 def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
@@ -76,7 +87,7 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
 
     groups_of = {name: s.group for name, s in SCORES_SUMMARY.load(run).sources.items()}
     group_names = sorted({g for g in groups_of.values() if g is not None})
-    masks = current_masks(config, run, group_names)
+    masks = current_masks(config, run, infos, groups_of)
     # Every column is allocated once for the whole corpus and filled shard by shard: per-shard
     # pieces joined at the end held the table twice, and their small blocks stayed in the heap.
     total = sum(info.records for info in infos)  # score checked that its files hold exactly these rows

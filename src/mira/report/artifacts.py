@@ -198,12 +198,19 @@ class Artifacts:
         return {}
 
     def current_mask(self, group: str) -> dict[str, Any] | None:
-        """The group's mask under the run's reliability config, as select uses it (None if unknown)."""
+        """The group's mask under the run's reliability config, as select uses it (None if unknown),
+        with its anchors' statistics under ``anchor_scale: group`` (:mod:`mira.anchor_scale`)."""
         from mira.reliability import current_mask
 
         if group not in self._current_masks:
             try:
-                self._current_masks[group] = current_mask(self.run, group, self.reliability)
+                mask = current_mask(self.run, group, self.reliability)
+                if mask is not None and self.reliability.anchor_scale == "group":
+                    from mira.anchor_scale import anchor_stats, with_scale
+
+                    paths = [p for s, g in self.source_to_group.items() if g == group for p in self.score_files(s)]
+                    mask = with_scale(mask, anchor_stats(paths, mask["anchors"]))
+                self._current_masks[group] = mask
             except (OSError, ValueError, KeyError, RuntimeError):  # RuntimeError: StageNotReady
                 self._current_masks[group] = None
         return self._current_masks[group]
