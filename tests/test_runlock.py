@@ -176,3 +176,22 @@ def test_another_thread_of_the_same_process_is_refused_but_nesting_is_not(tmp_pa
     assert len(errors) == 1 and isinstance(errors[0], RunLocked) and f"pid {os.getpid()}" in str(errors[0])
     with writing(run):  # released on the way out
         pass
+
+
+@pytest.mark.slow
+def test_compare_is_a_writer_too(tmp_path, scored):
+    # Two comparisons on one run directory trained the same proxy runs twice and raced on the
+    # selections, results and report they both write (seen on the demo-full run).
+    config, run = scored
+    holder = Holder(tmp_path, "select", str(config), "--set", "selection.budget=0.3")
+    try:
+        second = _mira("compare", str(config), "--set", "compare.methods=[{method: random, mode: source}]")
+    finally:
+        code, _, err = holder.release()
+    assert second.returncode == EXIT_LOCKED, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and f"pid {holder.proc.pid} (mira select" in second.stderr
+    assert code == 0, err
+    assert not run.path("compare", "summary.json").exists()
+    again = _mira("compare", str(config), "--set", "compare.methods=[{method: random, mode: source}]")
+    assert again.returncode == 0, again.stderr
+    assert run.path("compare", "summary.json").exists()

@@ -66,12 +66,19 @@ def run_pipeline(config: RunConfig, force: bool = False, until: str | None = Non
     return outcomes
 
 
-def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_api: Any = None) -> dict[str, Any]:
+def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_api: Any = None,
+            wait: bool = False) -> dict[str, Any]:
     """Every method of ``compare.methods`` side by side at one budget (no rescoring); optional proxy
-    training. Writes ``compare/summary.json`` and rerenders the report; returns the summary."""
-    from mira.compare import compare as run_compare
+    training. Writes ``compare/summary.json`` and rerenders the report; returns the summary.
 
-    return run_compare(config, progress, proxy_api)
+    It writes selections, proxy results and the report, so it holds the run directory's lock like
+    any stage: a second compare (or a stage) beside it is refused (:class:`mira.runlock.RunLocked`),
+    or waited for with `wait`."""
+    from mira.compare import compare as run_compare
+    from mira.runlock import writing
+
+    with writing(RunDir(config.resolved_run_dir()), wait=wait):
+        return run_compare(config, progress, proxy_api)
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:

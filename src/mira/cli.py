@@ -299,8 +299,10 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set compare.proxy.enabled=true")
 @click.option("--dry-run", is_flag=True, help="List the selections it would build or reuse; run nothing.")
+@click.option("--wait", is_flag=True,
+              help="If another mira is writing to the run directory, wait for it instead of exiting.")
 @click.pass_context
-def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
+def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...], dry_run: bool, wait: bool) -> None:
     """Compare selection methods side by side at one budget (compare section of the config)."""
     verbose = ctx.obj["verbose"]
     cfg = _guard(lambda: _load(config, overrides), verbose)
@@ -314,7 +316,7 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
 
     progress, task = _progress_factory()
     with progress:
-        result = _guard(lambda: api.compare(cfg, task), verbose)
+        result = _guard(lambda: api.compare(cfg, task, wait=wait), verbose)
     overlap = result["overlap"]
     random_names = [m["name"] for m in result["methods"] if m["method"] == "random"]
     bad = result.get("known_bad") or {}
