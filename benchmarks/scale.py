@@ -337,7 +337,8 @@ class DriverPeak:
 
 # --- one size, in its own process --------------------------------------------------------------
 
-def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse_counts: bool = True) -> dict[str, Any]:
+def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse_counts: bool = True,
+             start_method: str | None = None) -> dict[str, Any]:
     from mira import api
     from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
     from mira.engines import worker_count
@@ -355,7 +356,8 @@ def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse
     built = time.time() - t0
     config = RunConfig(name=f"bench{n}", run_dir=str(root / f"run-{n}"), sources=[SourceConfig(**s) for s in sources],
                        ingest=IngestConfig(shard_records=5_000),
-                       engine=EngineConfig(workers=workers, batch_size=batch_size))
+                       engine=EngineConfig(workers=workers, batch_size=batch_size,
+                                           **({"start_method": start_method} if start_method else {})))
     t0 = time.time()
     with WorkerPeakRss() as ingest_rss, DriverPeak() as ingest_driver:
         api.run_one("ingest", config, force=True)
@@ -420,6 +422,7 @@ def main() -> None:
     parser.add_argument("--student", choices=["auto", "static", "standin"], default="auto")
     parser.add_argument("--without-token-counts", action="store_true",
                         help="score without ingest's token counts (the path before they were kept), for comparison")
+    parser.add_argument("--start-method", choices=["spawn", "forkserver"], help="engine.start_method (default: mira's)")
     parser.add_argument("--root", default="/tmp/mira-bench-scale")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
@@ -436,11 +439,14 @@ def main() -> None:
         kind = "static" if (static_model_dir(EmbedConfig()) / "config.json").exists() else "standin"
     if args.child:
         print(json.dumps(run_size(args.child, args.workers, kind, root, args.batch_size,
-                                  reuse_counts=not args.without_token_counts)))
+                                  reuse_counts=not args.without_token_counts, start_method=args.start_method)))
         return
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
+    from mira.config import EngineConfig
+
     print(f"student: {kind}, workers: {args.workers}, batch size: {args.batch_size}, cpus: {os.cpu_count()}, "
-          f"token counts from ingest: {not args.without_token_counts}")
+          f"token counts from ingest: {not args.without_token_counts}, "
+          f"start method: {args.start_method or EngineConfig().start_method}")
     print(f"{'records':>9} {'tokens':>12} {'ingest/s':>9} {'/core':>6} {'score/s':>8} {'/core':>6} "
           f"{'student/s':>10} {'ratio':>6} {'startup':>8} {'tail':>5} {'select/s':>9} "
           f"{'driver MB i/sc/sel':>18} {'ingest wMB':>10} {'score wMB':>10} {'load':>9}")
@@ -449,6 +455,7 @@ def main() -> None:
         # A fresh process per size: getrusage peaks are per process, and nothing is shared between sizes.
         command = [sys.executable, __file__, "--child", str(n), "--workers", str(args.workers),
                    "--batch-size", str(args.batch_size), "--student", kind, "--root", str(root)]
+        command += ["--start-method", args.start_method] if args.start_method else []
         out = subprocess.run(command + (["--without-token-counts"] if args.without_token_counts else []),
                              capture_output=True, text=True)
         if out.returncode:

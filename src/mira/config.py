@@ -220,8 +220,11 @@ class EngineConfig(Section):
     kind: Literal["local", "ray"] = "local"
     workers: int | None = Field(None, ge=1)
     batch_size: int = Field(512, ge=1)
-    # "spawn" is the safe default: workers never inherit threads or open handles of the parent.
-    start_method: Literal["spawn", "forkserver"] = "spawn"
+    # Never "fork": workers must not inherit the driver's threads or open handles. "forkserver"
+    # forks them from a server that imported the worker modules once (mira/engines/local.py):
+    # start-up 0.9 -> 0.3 s a worker, whole-corpus/student-alone 0.74 -> 0.77 at 100k records
+    # (benchmarks/scale.py); "spawn" starts each worker as a fresh interpreter.
+    start_method: Literal["spawn", "forkserver"] = "forkserver"
     # An existing Ray cluster ("ray://head:10001" or "auto"); unset starts a local Ray. The older
     # name `ray_address` is still read.
     address: str | None = Field(None, validation_alias=AliasChoices("address", "ray_address"))

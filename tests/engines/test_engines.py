@@ -40,6 +40,24 @@ def test_local_engine_with_one_worker_runs_inline_and_propagates_errors():
         dict(map_tasks(EngineConfig(workers=2), _fail_on_three, [(i,) for i in range(6)]))
 
 
+def test_forkserver_workers_start_with_the_worker_modules_imported(monkeypatch):
+    from mira.engines.local import WORKER_MODULES, start_fork_server
+    from tests.engines.probe import environ, loaded
+
+    engine = EngineConfig(workers=2, start_method="forkserver")
+    start_fork_server(engine)  # as ingest and score do, before their own set-up
+    results = dict(map_tasks(engine, loaded, [(WORKER_MODULES,)] * 4))
+    assert os.getpid() not in {pid for pid, _ in results.values()}
+    for _, modules in results.values():
+        assert modules == dict.fromkeys(WORKER_MODULES, True)
+    # Spawned workers import them themselves (the probe imports none of them).
+    spawned = dict(map_tasks(EngineConfig(workers=2, start_method="spawn"), loaded, [(("scipy.sparse",),)] * 2))
+    assert [m["scipy.sparse"] for _, m in spawned.values()] == [False, False]
+    # A variable set after the server started (credentials, a cache folder) reaches the workers.
+    monkeypatch.setenv("MIRA_TEST_PROBE", "set-later")
+    assert set(dict(map_tasks(engine, environ, [("MIRA_TEST_PROBE",)] * 3)).values()) == {"set-later"}
+
+
 def test_worker_count_never_exceeds_the_tasks():
     assert worker_count(EngineConfig(workers=8), 3) == 3
     assert worker_count(EngineConfig(workers=None), 1) == 1
@@ -144,6 +162,22 @@ def _running(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"  # a zombie has exited; only its parent's bookkeeping is left
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _workers(driver: int) -> list[int]:
+    """The driver's worker processes (spawned children, or the fork server's children and the server),
+    once there are two workers."""
+    children = _children(driver)
+    servers = [pid for pid in children if b"forkserver" in _cmdline(pid)]
+    workers = [pid for pid in children if b"spawn_main" in _cmdline(pid)] + [w for s in servers for w in _children(s)]
+    return workers + servers if len(workers) >= 2 else []  # the server too: it must not outlive the driver
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT),
                                                                       os.environ.get("PYTHONPATH")]))}
@@ -152,9 +186,11 @@ def _env() -> dict[str, str]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.timeout(180)
 @pytest.mark.slow
-def test_workers_of_a_sigkilled_driver_die_within_seconds(tmp_path):
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_workers_of_a_sigkilled_driver_die_within_seconds(tmp_path, start_method):
     corpus = build_corpus(tmp_path / "corpus")
-    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=2, batch_size=4))
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=2, batch_size=4,
+                                                                       start_method=start_method))
     run = prepare_run(config)
     config_file = tmp_path / "config.json"
     config_file.write_text(config.model_dump_json())
@@ -175,8 +211,7 @@ def test_workers_of_a_sigkilled_driver_die_within_seconds(tmp_path):
         deadline = time.monotonic() + 120
         while len(workers) < 2 or not list(run.root.glob("scores/*/*.done.json")):
             assert proc.poll() is None and time.monotonic() < deadline, "scoring did not start"
-            workers = [pid for pid in _children(proc.pid)
-                       if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            workers = _workers(proc.pid)
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only: no cleanup code of ours runs
         proc.wait()

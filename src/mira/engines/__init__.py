@@ -29,6 +29,15 @@ def map_tasks(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task
     return map_local(engine, fn, tasks)
 
 
+def start_workers_early(engine: EngineConfig) -> None:
+    """Let the engine start what its workers come from before the driver's own set-up (the local
+    engine's fork server, which imports the worker modules meanwhile); nothing for Ray."""
+    if engine.kind == "local":
+        from mira.engines.local import start_fork_server
+
+        start_fork_server(engine)
+
+
 def worker_count(engine: EngineConfig, n_tasks: int | None = None) -> int:
     """How many workers the engine will use (never more than there are tasks)."""
     workers = engine.workers or os.cpu_count() or 1

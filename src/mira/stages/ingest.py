@@ -233,6 +233,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     config, run_dir = ctx.config, ctx.run
     if not config.sources:
         raise ConfigError("no sources configured: add a `sources:` list to the config")
+    from mira.engines import start_workers_early
+
+    start_workers_early(config.engine)  # the fork server imports while the sources are planned
     plans: dict[str, tuple[SourceConfig, list[Shard], str]] = {}
     errors: dict[str, str] = {}
     for source in config.sources:

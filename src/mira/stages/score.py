@@ -215,8 +215,9 @@ def _try_fingerprint(config: RunConfig, run: RunDir) -> str | None:
 def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
                  progress: ProgressFactory = null_progress, models: StageModels | None = None) -> dict[str, Any]:
     """Score every shard not yet done with the current fingerprint; return corpus-wide counts."""
-    from mira.engines import map_tasks
+    from mira.engines import map_tasks, start_workers_early
 
+    start_workers_early(config.engine)  # the fork server imports while the fingerprint is computed
     models = models or StageModels()
     stage_fp = fingerprint(StageContext(config, run))
     infos = source_infos(run)
