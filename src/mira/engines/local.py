@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Imported by the fork server before it forks workers (an import that fails there is skipped by
 # multiprocessing, and the worker imports it itself). Only what every scoring or ingest worker
-# needs: torch, for one, is not here, since most workers never touch it.
+# needs: torch, for one, is not here, since most workers never touch it. pandas is, because
+# pyarrow imports it when it first builds a table from Python objects (score's output).
 WORKER_MODULES = ("mira.stages.ingest", "mira.stages.score", "mira.students.static", "mira.tokens", "pyarrow",
-                  "pyarrow.parquet", "scipy.sparse", "safetensors.numpy", "tokenizers", "tiktoken")
+                  "pyarrow.parquet", "pandas", "scipy.sparse", "safetensors.numpy", "tokenizers", "tiktoken")
 WATCHDOG_SECONDS = 0.5
 
 
