@@ -55,7 +55,10 @@ def score_distributions(a: Artifacts) -> str:
         rows.append([text_cell(source), text_cell(a.source_to_group.get(source, "—")), num(st.rows), num(st.scored),
                      num(st.unscored), num(st.quarantined), num(st.mean, "float"), num(st.quantile(0.1), "float"),
                      num(st.quantile(0.5), "float"), num(st.quantile(0.9), "float")])
-    intro = ("<p>Aggregate score per record (trimmed mean of the unmasked anchor scores), one violin per "
+    how = "trimmed mean" if a.reliability.aggregate == "trimmed_mean" else "reliability-weighted mean"
+    scale = (", each anchor first put on its group's common mean and spread: reliability.anchor_scale group"
+             if a.reliability.anchor_scale == "group" else "")
+    intro = (f"<p>Aggregate score per record ({how} of the unmasked anchor scores{scale}), one violin per "
              "source, grouped by group; the bar marks the median. <em>Unscored</em> records have every anchor "
              "of their source masked: their score is NaN, reported here and never silently zero.</p>")
     warnings = []
