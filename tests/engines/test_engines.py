@@ -46,7 +46,7 @@ def test_forkserver_workers_start_with_the_worker_modules_imported(monkeypatch):
     from tests.engines.probe import environ, loaded
 
     engine = EngineConfig(workers=2, start_method="forkserver")
-    start_fork_server(engine)  # as ingest and score do, before their own set-up
+    start_fork_server(engine, 4)  # as ingest and score do, before their own set-up
     results = dict(map_tasks(engine, loaded, [(WORKER_MODULES,)] * 4))
     assert os.getpid() not in {pid for pid, _ in results.values()}
     installed = {name: importlib.util.find_spec(name.split(".")[0]) is not None for name in WORKER_MODULES}
@@ -58,6 +58,19 @@ def test_forkserver_workers_start_with_the_worker_modules_imported(monkeypatch):
     # A variable set after the server started (credentials, a cache folder) reaches the workers.
     monkeypatch.setenv("MIRA_TEST_PROBE", "set-later")
     assert set(dict(map_tasks(engine, environ, [("MIRA_TEST_PROBE",)] * 3)).values()) == {"set-later"}
+
+
+def test_no_fork_server_is_started_for_work_that_runs_in_the_driver():
+    # One task (a one-shard corpus) runs in the driver: a server would only import for nothing.
+    probe = ("from multiprocessing import forkserver\n"
+             "from mira.config import EngineConfig\n"
+             "from mira.engines import start_workers_early\n"
+             "start_workers_early(EngineConfig(workers=2), 1)\n"
+             "print(forkserver._forkserver._forkserver_pid)\n"
+             "start_workers_early(EngineConfig(workers=2), 2)\n"
+             "print(forkserver._forkserver._forkserver_pid is not None)\n")
+    out = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["None", "True"], out.stderr
 
 
 def test_worker_count_never_exceeds_the_tasks():

@@ -29,13 +29,14 @@ def map_tasks(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task
     return map_local(engine, fn, tasks)
 
 
-def start_workers_early(engine: EngineConfig) -> None:
+def start_workers_early(engine: EngineConfig, n_tasks: int) -> None:
     """Let the engine start what its workers come from before the driver's own set-up (the local
-    engine's fork server, which imports the worker modules meanwhile); nothing for Ray."""
+    engine's fork server, which imports the worker modules meanwhile), if `n_tasks` will need more
+    than one worker; nothing for Ray."""
     if engine.kind == "local":
         from mira.engines.local import start_fork_server
 
-        start_fork_server(engine)
+        start_fork_server(engine, n_tasks)
 
 
 def worker_count(engine: EngineConfig, n_tasks: int | None = None) -> int:

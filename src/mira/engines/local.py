@@ -102,10 +102,11 @@ def _alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
-def start_fork_server(engine: EngineConfig) -> None:
-    """Start the fork server now (if the engine will use one), so it imports :data:`WORKER_MODULES`
-    while the driver does its own set-up (fingerprints, listing shards) instead of after it."""
-    if engine.kind != "local" or engine.start_method != "forkserver" or worker_count(engine) == 1:
+def start_fork_server(engine: EngineConfig, n_tasks: int | None = None) -> None:
+    """Start the fork server now (if the engine will use one for `n_tasks`), so it imports
+    :data:`WORKER_MODULES` while the driver does its own set-up (fingerprints, listing shards)
+    instead of after it. One task runs in the driver: then no server is started at all."""
+    if engine.kind != "local" or engine.start_method != "forkserver" or worker_count(engine, n_tasks) == 1:
         return
     from multiprocessing import forkserver
 

@@ -231,11 +231,10 @@ def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str
 
 def run(ctx: StageContext) -> dict[str, Any]:
     config, run_dir = ctx.config, ctx.run
-    if not config.sources:
-        raise ConfigError("no sources configured: add a `sources:` list to the config")
     from mira.engines import start_workers_early
 
-    start_workers_early(config.engine)  # the fork server imports while the sources are planned
+    if not config.sources:
+        raise ConfigError("no sources configured: add a `sources:` list to the config")
     plans: dict[str, tuple[SourceConfig, list[Shard], str]] = {}
     errors: dict[str, str] = {}
     for source in config.sources:
@@ -251,6 +250,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     qdir = run_dir.quarantine_dir / "shards"
     jobs = [(name, shard) for name, (_, shards, _) in plans.items() for shard in shards]
+    start_workers_early(config.engine, len(jobs))  # the fork server imports while stale files are cleared
     # The engine every stage shares: its start method, bounded submission, Ray, and workers that
     # die with this process.
     # Token counts are stamped with this ingest's fingerprint, so score never reuses another's.

@@ -217,10 +217,12 @@ def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
     """Score every shard not yet done with the current fingerprint; return corpus-wide counts."""
     from mira.engines import map_tasks, start_workers_early
 
-    start_workers_early(config.engine)  # the fork server imports while the fingerprint is computed
+    infos = source_infos(run)
+    # The fork server imports while the fingerprint is computed (shards done already are not known
+    # yet: at worst a server is started for a rerun that has nothing left to do).
+    start_workers_early(config.engine, sum(len(info.shards) for info in infos))
     models = models or StageModels()
     stage_fp = fingerprint(StageContext(config, run))
-    infos = source_infos(run)
     groups = models.source_to_group(run)
     # A source with no usable record belongs to no group; its rows are all quarantined.
     missing = [info.name for info in infos if info.name not in groups and info.ok > 0]
