@@ -181,3 +181,30 @@ def test_current_mask_follows_the_current_thresholds_without_a_student(tmp_path)
     assert current_mask(run, "g1", stricter)["cells"]["*"]["a"]["masked"] is False
     with pytest.raises(StageNotReady, match="rerun `mira distill`"):
         current_mask(run, "g2", stricter)
+
+
+def test_excluded_cells_are_masked_with_a_reason_and_nothing_else_changes():
+    from mira.reliability import aggregate, excluded
+
+    ok = {"masked": False, "status": "reliable", "reason": None, "weight": 0.5}
+    mask = {"anchors": ["a00", "a01"], "cells": {"*": {"a00": ok, "a01": ok}, "s1": {"a00": ok, "a01": ok}}}
+    assert excluded(mask, ReliabilityConfig()) is mask
+    out = excluded(mask, ReliabilityConfig(exclude=["s1/a01", "s2/*"]))
+    assert out["cells"]["s1"]["a00"] == ok and out["cells"]["*"] == mask["cells"]["*"]
+    assert out["cells"]["s1"]["a01"]["masked"] and "reliability.exclude (s1/a01)" in out["cells"]["s1"]["a01"]["reason"]
+    # s2 had no cells of its own (it used the group cell): now it has, both excluded.
+    assert all(c["masked"] for c in out["cells"]["s2"].values())
+    assert not mask["cells"]["s1"]["a01"]["masked"]  # the input is not modified
+    scores = np.array([[2.0, 8.0], [2.0, 8.0], [2.0, 8.0]])
+    agg = aggregate(scores, np.array(["s1", "s2", "s3"], dtype=object), out, ReliabilityConfig())
+    assert agg[0] == 2.0 and np.isnan(agg[1]) and agg[2] == 5.0
+    every = excluded(mask, ReliabilityConfig(exclude=["*/a00"]))
+    assert all(by["a00"]["masked"] and not by["a01"]["masked"] for by in every["cells"].values())
+
+
+def test_exclude_entries_are_checked():
+    import pydantic
+
+    for bad in (["stdlib_code"], ["a/b/c"], ["/a00"]):
+        with pytest.raises(pydantic.ValidationError, match="source/anchor"):
+            ReliabilityConfig(exclude=bad)

@@ -208,6 +208,18 @@ class ReliabilityConfig(Section):
     # anchors are averaged, so one cutoff compares sources fairly when their reliable anchors differ
     # (mira/anchor_scale.py); "raw" (the paper) averages the student scores as they are.
     anchor_scale: Literal["raw", "group"] = "raw"
+    # Cells masked whatever their statistics, as "source/anchor" ("*" for every source or anchor;
+    # anchors by id, e.g. "stdlib_code/a02" or "stdlib_code/*"): to ablate a cell in `mira compare`
+    # (`--set 'reliability.exclude=[stdlib_code/a02]'`), or to overrule a card you do not trust.
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("exclude")
+    @classmethod
+    def _cells(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v.count("/") != 1 or "" in v.split("/")]
+        if bad:
+            raise ValueError(f"reliability.exclude entries are 'source/anchor' ('*' for any), not {', '.join(bad)}")
+        return value
     # Trimmed mean: floor(trim_fraction * m) of a record's m usable anchor scores are cut from each
     # end, and at least one from `trim_min_anchors` usable scores up (floor() alone cuts nothing
     # below 10 anchors at 0.1); trim_fraction 0 turns trimming off.

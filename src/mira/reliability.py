@@ -235,10 +235,10 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
     """
     mask = load_mask(run, group) if mask_path(run, group).exists() else None
     if mask is not None and mask.get("thresholds") in (None, config.model_dump(mode="json")):
-        return mask
+        return excluded(mask, config)
     metrics = run.path("students", group, "metrics.json")
     if metrics.exists():
-        return build_mask(load_metrics(run, group), config)
+        return excluded(build_mask(load_metrics(run, group), config), config)
     if mask is None:
         from mira.rubric import rubric_is_empty
         from mira.rundir import StageNotReady
@@ -247,7 +247,26 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
             return None  # discover left the group without a rubric: its records are unscored
 
         raise StageNotReady(f"group {group} has no students/{group}/mask.json or metrics.json; rerun `mira distill`")
-    return mask
+    return excluded(mask, config)
+
+
+def excluded(mask: dict[str, Any], config: ReliabilityConfig) -> dict[str, Any]:
+    """The mask with the cells of ``reliability.exclude`` masked (the group cell too, for a source
+    that falls back to it); the others untouched."""
+    if not config.exclude:
+        return mask
+    rules = [tuple(entry.split("/", 1)) for entry in config.exclude]
+    group = mask["cells"].get(GROUP_CELL, {})
+    named = {s for s, _ in rules if s != "*" and s not in mask["cells"]}  # they fall back to the group cell
+    cells = {}
+    for source, by_anchor in [*mask["cells"].items(), *((s, group) for s in sorted(named))]:
+        out = {}
+        for anchor, cell in by_anchor.items():
+            hit = next((f"{s}/{a}" for s, a in rules if s in ("*", source) and a in ("*", anchor)), None)
+            out[anchor] = cell if hit is None else {**cell, "masked": True, "status": "unreliable", "weight": 0.0,
+                                                    "reason": f"excluded by reliability.exclude ({hit})"}
+        cells[source] = out
+    return {**mask, "cells": cells}
 
 
 def mask_inputs(run: RunDir) -> list[Path]:

@@ -104,6 +104,21 @@ def test_masked_records_are_rejected_with_a_reason_and_counted(scored, tmp_path)
     assert any("malformed JSON" in d["reason"] for d in quarantined)
 
 
+def test_cells_excluded_by_config_are_masked_at_select_time(scored, tmp_path):
+    # reliability.exclude: a cell ablated without touching the students (what `mira compare` uses).
+    from mira.config import ReliabilityConfig
+
+    config, run = _run(scored, tmp_path, unscored="reject")
+    docs_ok = sum(1 for r in _scores(run) if r["source"] == "docs" and r["quarantine"] is None)
+    config.reliability = ReliabilityConfig(exclude=["docs/*"])
+    _, summary = _select(config)
+    assert summary["sources"]["docs"]["unscored"] == docs_ok > 0 and summary["sources"]["docs"]["kept"] == 0
+    assert summary["sources"]["qa"]["unscored"] == 20 and summary["sources"]["pycode"]["unscored"] == 0
+    config.reliability = ReliabilityConfig(exclude=["docs/a00"])  # one of its two anchors: still scored
+    _, summary = _select(config)
+    assert summary["sources"]["docs"]["unscored"] == 0
+
+
 def test_score_files_with_other_row_counts_than_ingest_stop_the_join(scored, tmp_path):
     # The score table is allocated from ingest's counts; rows beyond or short of them are an error.
     from mira.corpus import source_infos
