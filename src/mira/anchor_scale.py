@@ -58,6 +58,14 @@ def anchor_stats(paths: Iterable[Path], anchors: list[str]) -> dict[str, Any]:
             "spread": float(np.nanmean(std[usable])) if usable.any() else float("nan")}
 
 
+def for_config(mask: dict[str, Any] | None, reliability: Any, paths: Iterable[Path]) -> dict[str, Any] | None:
+    """The mask as selection and the report use it: carrying the statistics of the group's score
+    files `paths` under ``anchor_scale: group``, unchanged otherwise (the files are not read)."""
+    if mask is None or reliability.anchor_scale != "group":
+        return mask
+    return with_scale(mask, anchor_stats(paths, mask["anchors"]))
+
+
 def with_scale(mask: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     """The mask, carrying the group's anchor statistics: :func:`mira.reliability.aggregate` then
     aggregates scaled scores (:func:`scaled`)."""

@@ -231,14 +231,20 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
 
     ``mask.json`` when distill built it under these thresholds (or it records none: written by
     hand); otherwise rebuilt from ``metrics.json`` (cheap, no student is loaded), so changing a
-    threshold re-selects without rerunning distill or score.
+    threshold re-selects without rerunning distill or score. ``reliability.exclude`` is applied
+    to either (:func:`excluded`).
     """
+    mask = _mask_under(run, group, config)
+    return None if mask is None else excluded(mask, config)
+
+
+def _mask_under(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str, Any] | None:
     mask = load_mask(run, group) if mask_path(run, group).exists() else None
     if mask is not None and mask.get("thresholds") in (None, config.model_dump(mode="json")):
-        return excluded(mask, config)
+        return mask
     metrics = run.path("students", group, "metrics.json")
     if metrics.exists():
-        return excluded(build_mask(load_metrics(run, group), config), config)
+        return build_mask(load_metrics(run, group), config)
     if mask is None:
         from mira.rubric import rubric_is_empty
         from mira.rundir import StageNotReady
@@ -247,7 +253,7 @@ def current_mask(run: RunDir, group: str, config: ReliabilityConfig) -> dict[str
             return None  # discover left the group without a rubric: its records are unscored
 
         raise StageNotReady(f"group {group} has no students/{group}/mask.json or metrics.json; rerun `mira distill`")
-    return excluded(mask, config)
+    return mask
 
 
 def excluded(mask: dict[str, Any], config: ReliabilityConfig) -> dict[str, Any]:

@@ -68,18 +68,13 @@ def current_masks(config: RunConfig, run: RunDir, infos: list[SourceInfo],
                   groups_of: dict[str, str | None]) -> dict[str, dict[str, Any] | None]:
     """Each group's mask under the current reliability config (see :func:`mira.reliability.current_mask`),
     carrying its anchors' statistics over the group's score files under ``anchor_scale: group``."""
-    from mira.anchor_scale import anchor_stats, with_scale
+    from mira.anchor_scale import for_config
     from mira.reliability import current_mask
 
-    masks = {}
-    for group in sorted({g for g in groups_of.values() if g is not None}):
-        mask = current_mask(run, group, config.reliability)
-        if mask is not None and config.reliability.anchor_scale == "group":
-            paths = [shard_scores_path(run, shard) for info in infos if groups_of.get(info.name) == group
-                     for shard in info.shards]
-            mask = with_scale(mask, anchor_stats(paths, mask["anchors"]))
-        masks[group] = mask
-    return masks
+    return {group: for_config(current_mask(run, group, config.reliability), config.reliability,
+                              [shard_scores_path(run, shard) for info in infos if groups_of.get(info.name) == group
+                               for shard in info.shards])
+            for group in sorted({g for g in groups_of.values() if g is not None})}
 
 
 def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:

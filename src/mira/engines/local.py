@@ -8,7 +8,8 @@ per shard. With one worker the tasks run in this process (no start-up cost, same
 
 With ``forkserver`` (the default) the fork server is started once per driver process and imports
 :data:`WORKER_MODULES` before it forks any worker, so a worker starts with numpy, pyarrow, scipy
-and mira's stage modules already imported (~0.5-0.8 s a worker with ``spawn``); the server lives
+and mira's stage modules already imported (start-up 0.9-1.0 s a worker with ``spawn``, 0.3-0.4 s
+from the server, 100k records in benchmarks/scale.py); the server lives
 as long as the driver, so inside one ``mira run`` score's workers come from the server ingest
 started. It holds no thread and no handle of the driver, which is why it is as safe as spawn.
 
@@ -120,9 +121,8 @@ def map_local(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task
         for index, task in enumerate(tasks):
             yield index, fn(*task)
         return
+    start_fork_server(engine, len(tasks))  # with its preload, unless ingest or score started it already
     context = multiprocessing.get_context(engine.start_method)
-    if engine.start_method == "forkserver":
-        context.set_forkserver_preload(list(WORKER_MODULES))  # no effect once the server runs
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker,
                                initargs=(os.getpid(), engine.start_method, dict(os.environ)))
     finished = False

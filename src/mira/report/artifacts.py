@@ -204,13 +204,11 @@ class Artifacts:
 
         if group not in self._current_masks:
             try:
-                mask = current_mask(self.run, group, self.reliability)
-                if mask is not None and self.reliability.anchor_scale == "group":
-                    from mira.anchor_scale import anchor_stats, with_scale
+                from mira.anchor_scale import for_config
 
-                    paths = [p for s, g in self.source_to_group.items() if g == group for p in self.score_files(s)]
-                    mask = with_scale(mask, anchor_stats(paths, mask["anchors"]))
-                self._current_masks[group] = mask
+                paths = [p for s, g in self.source_to_group.items() if g == group for p in self.score_files(s)]
+                self._current_masks[group] = for_config(current_mask(self.run, group, self.reliability),
+                                                        self.reliability, paths)
             except (OSError, ValueError, KeyError, RuntimeError):  # RuntimeError: StageNotReady
                 self._current_masks[group] = None
         return self._current_masks[group]

@@ -230,9 +230,9 @@ def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    config, run_dir = ctx.config, ctx.run
     from mira.engines import start_workers_early
 
+    config, run_dir = ctx.config, ctx.run
     if not config.sources:
         raise ConfigError("no sources configured: add a `sources:` list to the config")
     plans: dict[str, tuple[SourceConfig, list[Shard], str]] = {}
