@@ -163,23 +163,24 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     unscored = ~table.quarantined & ~rank_by.eligible
     reason[unscored] = REASON_CODE[DecisionReason.UNSCORED]
     fraction = sel.budget_share(total)
-    # Best first: key descending, then the seeded id hash (lexsort's last key is the primary one).
-    order = np.lexsort((table.tie, -rank_by.key, unit_of))
-    order = order[rank_by.eligible[order]]
+    order, starts = _unit_order(rank_by, table.tie, unit_of, len(unit_names))
     units: dict[str, dict[str, Any]] = {}
-    bounds = np.searchsorted(unit_of[order], np.arange(len(unit_names) + 1))
     for u, name in enumerate(unit_names):
         members = unit_of == u
-        unit_tokens = int(tokens[members].sum())
+        unit_tokens = int(tokens.sum(where=members))  # (where=: no gathered copy of the unit's tokens)
         budget = fraction * unit_tokens
-        idx = order[bounds[u]:bounds[u + 1]]
+        idx = order[starts[u]:starts[u] + np.count_nonzero(members & rank_by.eligible)]  # its eligible records
         rank[idx] = np.arange(1, len(idx) + 1, dtype=rank.dtype)
         random_share = _random_share(members & unscored, table, fraction, kept, reason) \
             if sel.unscored == "random" else 0.0
-        forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens, cap_tokens)
+        if sel.floor or sel.cap:
+            forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens, cap_tokens)
+            candidates = idx[~forced & ~capped]
+        else:  # the common case: no copy of the unit's order
+            forced = capped = np.zeros(len(idx), dtype=bool)
+            candidates = idx
         room = budget - random_share - tokens[idx[forced]].sum()
-        candidates = idx[~forced & ~capped]
-        taken = _closest_prefix(tokens[candidates], room)
+        taken = _closest_prefix(tokens, candidates, room)
         kept[idx[forced]] = True
         kept[candidates[:taken]] = True
         reason[idx[forced]] = REASON_CODE[DecisionReason.KEPT_FLOOR]
@@ -189,12 +190,35 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         cutoff = float(rank_by.key[candidates[taken - 1]]) if taken else None
         units[name] = {"tokens_in": unit_tokens, "budget_tokens": round(budget, 1),
                        "unscored_share_tokens": round(random_share, 1),
-                       "kept_tokens": int(tokens[members & kept].sum()),
+                       "kept_tokens": int(tokens.sum(where=members & kept)),
                        "cutoff": cutoff, "eligible_records": int(len(idx)),
                        "records_in": int(members.sum())}
     if (reason == _NO_REASON).any():
         raise RuntimeError("selection bookkeeping error: a record got no decision")
     return Decisions(kept, reason, rank, units)
+
+
+def _unit_order(rank_by: Ranking, tie: np.ndarray, unit_of: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every record's index, unit by unit, best first within a unit (key descending, then the seeded
+    id hash), each unit's eligible records before the rest; and where each unit starts in it.
+
+    A record that is not eligible sorts on a NaN key, after every number, so the eligible records
+    are a prefix of their unit's run and no filtered copy of the order is made. The whole-corpus
+    sort is select's memory peak: one key copy and the order (int32 below 2**31 records), ~12 bytes
+    a record beyond the table, where the key's negated copy, the order and its filtered copy took 24.
+    """
+    n = len(unit_of)
+    # Unit -1 (group mode: a source without a group, every record quarantined) sorts first.
+    starts = np.cumsum(np.bincount(unit_of + 1, minlength=n_units + 1))[:n_units]
+    sort_key = np.full(n, np.nan)
+    np.negative(rank_by.key, out=sort_key, where=rank_by.eligible)
+    if np.count_nonzero(np.isnan(sort_key)) != n - np.count_nonzero(rank_by.eligible):
+        raise RuntimeError("ranking error: an eligible record has a NaN key")
+    order = np.lexsort((tie, sort_key, unit_of))  # lexsort's last key is the primary one
+    del sort_key
+    if n < 2**31:
+        order = order.astype(np.int32)
+    return order, starts
 
 
 def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept: np.ndarray,
@@ -206,7 +230,7 @@ def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept:
         idx = np.flatnonzero(members & (table.source_idx == s))
         idx = idx[np.argsort(table.tie[idx], kind="stable")]  # the seeded id hash: a random order
         share = fraction * float(table.tokens[idx].sum())
-        taken = _closest_prefix(table.tokens[idx], share)
+        taken = _closest_prefix(table.tokens, idx, share)
         kept[idx[:taken]] = True
         reason[idx[:taken]] = REASON_CODE[DecisionReason.UNSCORED_KEPT]
         reason[idx[taken:]] = REASON_CODE[DecisionReason.UNSCORED_BELOW]
@@ -229,14 +253,15 @@ def _floors_and_caps(idx: np.ndarray, source_idx: np.ndarray, tokens: np.ndarray
     return forced, capped
 
 
-def _closest_prefix(tokens: np.ndarray, budget: float) -> int:
-    """How many records, best first, bring the kept tokens closest to `budget` (never over by more
-    than the record that crosses it, never under by more than it)."""
-    if budget <= 0 or len(tokens) == 0:
+def _closest_prefix(tokens: np.ndarray, idx: np.ndarray, budget: float) -> int:
+    """How many of the records `idx`, best first, bring the kept tokens closest to `budget` (never
+    over by more than the record that crosses it, never under by more than it)."""
+    if budget <= 0 or len(idx) == 0:
         return 0
-    running = np.cumsum(tokens)
+    running = tokens[idx]
+    np.cumsum(running, out=running)  # in the gathered copy: one array of the unit's size, not two
     within = int(np.searchsorted(running, budget, side="right"))
-    if within < len(tokens):
+    if within < len(running):
         before = running[within - 1] if within else 0
         if running[within] - budget < budget - before:
             within += 1
