@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
-from mira.config_base import FORMATS, ConfigError, Format, Section, SourceConfig
+from mira.config_base import FORMATS, ConfigError, Format, Section, SourceConfig, cell_entries
 from mira.config_selection import (
     BUDGET_KEYS,
     DEFAULT_BUDGET_FRACTION,
@@ -216,10 +216,7 @@ class ReliabilityConfig(Section):
     @field_validator("exclude")
     @classmethod
     def _cells(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if v.count("/") != 1 or "" in v.split("/")]
-        if bad:
-            raise ValueError(f"reliability.exclude entries are 'source/anchor' ('*' for any), not {', '.join(bad)}")
-        return value
+        return cell_entries(value, "reliability.exclude")
     # Trimmed mean: floor(trim_fraction * m) of a record's m usable anchor scores are cut from each
     # end, and at least one from `trim_min_anchors` usable scores up (floor() alone cuts nothing
     # below 10 anchors at 0.1); trim_fraction 0 turns trimming off.

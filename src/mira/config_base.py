@@ -35,6 +35,14 @@ def no_credentials(value: str | None) -> str | None:
     return value
 
 
+def cell_entries(value: list[str], where: str) -> list[str]:
+    """`value` if every entry names (source, anchor) cells as "source/anchor" ("*" for any)."""
+    bad = [v for v in value if v.count("/") != 1 or "" in v.split("/")]
+    if bad:
+        raise ValueError(f"{where} entries are 'source/anchor' ('*' for any), not {', '.join(bad)}")
+    return value
+
+
 class SourceConfig(Section):
     """One input source: a file, a glob, or a directory; local or a URL (``s3://bucket/prefix/``)."""
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mira.config_base import ConfigError, Section, SourceConfig, no_credentials
+from mira.config_base import ConfigError, Section, SourceConfig, cell_entries, no_credentials
 
 
 class PerplexityConfig(Section):
@@ -187,6 +187,20 @@ class MethodSpec(Section):
     # Checked against `selection.method` when the comparison runs (see mira.compare.method_configs).
     method: str
     mode: Literal["group", "source", "global"] = "group"
+    # Cells masked for this entry on top of `reliability.exclude` ("source/anchor", "*" for any):
+    # MIRA's selection without them, an ablation. `compare.ablate` adds one such entry per cell.
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("exclude")
+    @classmethod
+    def _cells(cls, value: list[str]) -> list[str]:
+        return cell_entries(value, "compare.methods exclude")
+
+    @model_validator(mode="after")
+    def _mira_only(self) -> MethodSpec:
+        if self.exclude and self.method != "mira":
+            raise ValueError(f"compare.methods: exclude masks MIRA's cells; it does not apply to {self.method}")
+        return self
 
 
 def _default_methods() -> list[MethodSpec]:
@@ -213,15 +227,20 @@ class CompareConfig(Section):
     # records. They must not overlap the corpus.
     eval_sets: list[SourceConfig] = Field(default_factory=list)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    # Ablation: one more selection per cell ("cells") or per source ("sources") the MIRA selection
+    # of `selection.mode` uses, without it (see MethodSpec.exclude). With proxy training, each is
+    # judged against that selection: a cell whose removal trains a better proxy hurt the selection.
+    ablate: Literal["cells", "sources"] | None = None
 
     @field_validator("methods")
     @classmethod
     def _unique_methods(cls, methods: list[MethodSpec]) -> list[MethodSpec]:
         seen = set()
         for spec in methods:
-            key = (spec.method, spec.mode)
+            key = (spec.method, spec.mode, tuple(sorted(spec.exclude)))
             if key in seen:
-                raise ValueError(f"compare.methods lists {spec.method} ({spec.mode}) twice")
+                what = f" without {', '.join(spec.exclude)}" if spec.exclude else ""
+                raise ValueError(f"compare.methods lists {spec.method} ({spec.mode}){what} twice")
             seen.add(key)
         return methods
 

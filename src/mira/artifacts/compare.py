@@ -17,6 +17,8 @@ class ComparedMethod(Document):
     key: str | None = None
     fingerprint: str | None = None
     rebuilt: bool = False
+    ablation_of: str | None = None  # compare.ablate: the selection this one is, without `exclude`
+    exclude: list[str] = Field(default_factory=list)
 
 
 class CompareSummary(Document):

@@ -24,28 +24,38 @@ log = logging.getLogger(__name__)
 VERSION = "compare-v1"
 
 
-def method_configs(config: RunConfig) -> list[tuple[MethodSpec, RunConfig]]:
+def method_configs(config: RunConfig, run: RunDir | None = None) -> list[tuple[MethodSpec, RunConfig]]:
     """One run config per compared method: the user's selection settings with that method, its mode
-    and the comparison budget. Checked up front, so a bad entry fails before any work is done."""
+    and the comparison budget; with `run`, also the entries ``compare.ablate`` adds (they read the
+    run's masks). Checked up front, so a bad entry fails before any work is done."""
+    from mira.compare.ablation import ablation_name, ablation_specs, base_name
     from mira.selections import selection_name
 
     # compare.budget (same rule as selection.budget) replaces whichever budget key the selection uses.
     budget_keys = ({"budget": config.compare.budget, "budget_fraction": None, "budget_tokens": None}
                    if config.compare.budget is not None else {})
+    specs = list(config.compare.methods) + (ablation_specs(config, run) if run is not None else [])
     out: list[tuple[MethodSpec, RunConfig]] = []
     names: dict[str, int] = {}
-    for index, spec in enumerate(config.compare.methods):
+    for index, spec in enumerate(specs):
         data = {**config.selection.model_dump(), "method": spec.method, "mode": spec.mode, **budget_keys,
                 "name": None}
+        where = f"compare.methods[{index}]" if index < len(config.compare.methods) else "compare.ablate"
         try:
             selection = SelectionConfig.model_validate(data)
         except ValidationError as exc:  # an unknown method, or one that lacks its inputs (dsir_target)
             reason = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors()[:2])
-            raise ConfigError(f"compare.methods[{index}] ({spec.method}): {reason}") from None
-        method_config = config.model_copy(update={"selection": selection})
+            raise ConfigError(f"{where} ({spec.method}): {reason}") from None
+        update: dict[str, Any] = {"selection": selection}
+        if spec.exclude:  # an ablation: the cells masked on top of reliability.exclude, under its own name
+            update["selection"] = selection.model_copy(
+                update={"name": ablation_name(base_name(selection), spec.exclude)})
+            update["reliability"] = config.reliability.model_copy(
+                update={"exclude": [*config.reliability.exclude, *spec.exclude]})
+        method_config = config.model_copy(update=update)
         name = selection_name(method_config)
         if name in names:
-            raise ConfigError(f"compare.methods[{index}] and [{names[name]}] are the same selection ({name})")
+            raise ConfigError(f"{where} and compare.methods[{names[name]}] are the same selection ({name})")
         names[name] = index
         out.append((spec, method_config))
     return out
@@ -54,14 +64,15 @@ def method_configs(config: RunConfig) -> list[tuple[MethodSpec, RunConfig]]:
 def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory = null_progress
                      ) -> dict[str, dict[str, Any]]:
     """Every compared method's selection (reused when its fingerprint matches); name -> summary."""
+    from mira.compare.ablation import base_name
     from mira.selections import read_summary, selection_dir, selection_name
     from mira.stages.select import select_corpus, selection_fingerprint
 
     run.require("score")
-    methods = method_configs(config)
+    methods = method_configs(config, run)
     summaries: dict[str, dict[str, Any]] = {}
     task = progress("compare: selections", len(methods))
-    for _spec, method_config in methods:
+    for spec, method_config in methods:
         name = selection_name(method_config)
         summary = read_summary(selection_dir(run, name))
         if summary is None or summary.get("fingerprint") != selection_fingerprint(method_config, run):
@@ -72,6 +83,8 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
             summary = read_summary(selection_dir(run, name))
             assert summary is not None
             summary["_built"] = True
+        if spec.exclude:
+            summary["_ablation"] = {"of": base_name(method_config.selection), "exclude": list(spec.exclude)}
         summaries[name] = summary
         task.advance()
     task.close()
@@ -85,7 +98,11 @@ def plan(config: RunConfig) -> list[str]:
 
     run = RunDir(config.resolved_run_dir())
     lines = []
-    methods = method_configs(config)
+    try:
+        methods = method_configs(config, run)
+    except StageNotReady:  # no scores yet: compare.ablate's cells are not known
+        methods = method_configs(config)
+        lines.append(f"compare.ablate ({config.compare.ablate}): its selections are decided once scores exist")
     for spec, method_config in methods:
         name = selection_name(method_config)
         summary = read_summary(selection_dir(run, name))
@@ -94,7 +111,8 @@ def plan(config: RunConfig) -> list[str]:
         except StageNotReady:
             fresh = False
         mode = effective_mode(spec.method, spec.mode)
-        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode})")
+        without = f", without {', '.join(spec.exclude)}" if spec.exclude else ""
+        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode}{without})")
         if spec.method == "dataman" and not fresh:  # the one method that calls the teacher
             from mira.rankings import dataman
 
@@ -132,7 +150,9 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     result: dict[str, Any] = {
         "version": VERSION, "budget": first.get("budget"), "budget_kind": first.get("budget_kind"),
         "methods": [{"name": name, "method": s.get("method"), "mode": s.get("mode"), "key": s.get("key"),
-                     "fingerprint": s.get("fingerprint"), "rebuilt": bool(s.get("_built"))}
+                     "fingerprint": s.get("fingerprint"), "rebuilt": bool(s.get("_built")),
+                     "ablation_of": (s.get("_ablation") or {}).get("of"),
+                     "exclude": (s.get("_ablation") or {}).get("exclude", [])}
                     for name, s in summaries.items()],
         "retention": {name: metrics.retention(s) for name, s in summaries.items()},
         "source_groups": first.get("source_groups", {}),

@@ -241,8 +241,11 @@ def pairwise_verdicts(api: Any, results: dict[str, list[Any]], eval_names: list[
     names = list(results)
     random_names = [n for n in names if selections[n].get("method") == BASELINE]
     pairs = [(a, b) for b in random_names for a in names if a != b]
+    # An ablation (compare.ablate) is judged against the selection it was taken from, not every other.
+    ablation_of: dict[str, str | None] = {n: (selections[n].get("_ablation") or {}).get("of") for n in names}
+    pairs += [(a, base) for a, base in ablation_of.items() if base is not None and base in results]
     pairs += [(a, b) for a, b in itertools.combinations(names, 2)
-              if (a, b) not in pairs and (b, a) not in pairs]
+              if not ablation_of[a] and not ablation_of[b] and (a, b) not in pairs and (b, a) not in pairs]
     out = []
     for a, b in pairs:
         for eval_name in eval_names:

@@ -51,7 +51,8 @@ def comparison(a: Artifacts) -> str:
     c = a.comparison
     if not c:
         raise NotRun("compare")
-    names = [m["name"] for m in c.get("methods", [])]
+    # compare.ablate's selections have a section of their own, not a column in every table.
+    names = [m["name"] for m in c.get("methods", []) if not m.get("ablation_of")]
     random_name = next((m["name"] for m in c.get("methods", []) if m.get("method") == "random"), None)
     overlap = c.get("overlap") or {}
     current = {s["name"]: s for s in a.selections}
@@ -94,6 +95,7 @@ def comparison(a: Artifacts) -> str:
         parts.append(_known(c.get(kind), kind.split("_")[1], names))
     if c.get("proxy"):
         parts.append(_proxy(a, c["proxy"], names))
+        parts.append(_ablations(a, c))
     else:
         parts.append(note("Proxy training is off: <code>mira compare CONFIG --set compare.proxy.enabled=true</code> "
                           "trains a small model on each selection and compares held-out bits per byte."))
@@ -157,11 +159,49 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
 
     headers = ["a", "b", "eval set", "a − b (bpb)", "verdict", "better", "detail"]
     out.append("<h4>Each selection against source-preserving random</h4>"
-               + table(headers, rows_of([v for v in verdicts if v.get("vs_random")])))
-    others = [v for v in verdicts if not v.get("vs_random")]
+               + table(headers, rows_of([v for v in verdicts if v.get("vs_random") and v["a"] in names])))
+    others = [v for v in verdicts if not v.get("vs_random") and v["a"] in names and v["b"] in names]
     if others:
         out.append(details("Every other pair", table(headers, rows_of(others))))
     return "".join(out)
+
+
+def _ablations(a: Artifacts, c: dict[str, Any]) -> str:
+    """compare.ablate: each selection without one cell (or source) against the selection it comes from."""
+    ablations = [m for m in c.get("methods", []) if m.get("ablation_of")]
+    if not ablations:
+        return ""
+    proxy = c.get("proxy") or {}
+    evals = list(proxy.get("eval_sets") or {})
+    verdicts = {(v["a"], v["b"], v["eval_set"]): v for v in proxy.get("verdicts") or []}
+    groups = c.get("source_groups") or {}
+    rows = []
+    for m in ablations:
+        cells: list[Cell | str] = [Cell(", ".join(esc(_cell_label(a, groups, e)) for e in m["exclude"]), m["name"],
+                                        title=m["name"]),
+                                   text_cell(m["ablation_of"])]
+        for e in evals:
+            v = verdicts.get((m["name"], m["ablation_of"], e)) or {}
+            reading = ("the cell hurt: better without it" if v.get("better") == m["name"]
+                       else "the cell helped" if v.get("better") else "no effect beyond seed noise")
+            cells += [num(v.get("diff"), "float", 4),
+                      Cell(badge(reading, "bad" if v.get("better") == m["name"] else "ok" if v.get("better") else ""),
+                           v.get("p") if v.get("p") is not None else 1.0, title=v.get("text"))]
+        rows.append(cells)
+    headers = ["without", "ablation of"] + [h for e in evals for h in (f"{e}: without − with (bpb)", f"{e}: reading")]
+    return ("<h3>Ablations</h3><p><code>compare.ablate</code>: the selection made again without one cell "
+            "(source, anchor) or one source's cells at a time, each judged against the selection it was taken from "
+            "on the same seeds (lower bits per byte is better). A cell that trains a better proxy when left out "
+            "hurt the selection: mask it with <code>reliability.exclude</code> and check again. The reliability "
+            "mask only says a student agrees with its teacher; this says whether ranking by it selects better "
+            "data.</p>" + table(headers, rows))
+
+
+def _cell_label(a: Artifacts, groups: dict[str, Any], entry: str) -> str:
+    source, anchor = entry.split("/", 1)
+    group = groups.get(source)
+    name = a.anchor_names(group).get(anchor) if group and anchor != "*" else None
+    return f"{source} / {anchor}" + (f" ({name})" if name else " (every anchor)" if anchor == "*" else "")
 
 
 def _shared_text(proxy: dict[str, Any]) -> str:
