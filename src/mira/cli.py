@@ -330,9 +330,13 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
         share = (overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None)
         known = (bad.get("methods") or {}).get(name, {}).get("record_share")
         click.echo(f"{name:<28} {_pct(kept):>11} {_num(ratio):>8} {_pct(share):>17} {_pct(known):>14}")
+    ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
     for verdict in (result.get("proxy") or {}).get("verdicts", []):
         if verdict["vs_random"]:
             click.echo(f"  proxy [{verdict['eval_set']}] {verdict['text']}")
+    for verdict in (result.get("proxy") or {}).get("verdicts", []):  # compare.ablate: against the base
+        if ablation_of.get(verdict["a"]) == verdict["b"]:
+            click.echo(f"  ablation [{verdict['eval_set']}] {verdict['text']}")
     run_dir = cfg.resolved_run_dir()
     click.echo(f"comparison: {run_dir / 'compare' / 'summary.json'}")
     click.echo(f"report: {run_dir / 'report' / 'index.html'}")

@@ -78,3 +78,12 @@ def test_dry_run_lists_the_ablations(scored, tmp_path):
     lines = plan(config)
     assert sum("without" in line and line.split(":")[0].endswith(tuple(f"{s}.all" for s in used_cells(
         config, RunDir(tmp_path / "run")))) for line in lines) == len(used_cells(config, RunDir(tmp_path / "run")))
+
+
+def test_nothing_to_ablate_is_said_not_silent(scored, tmp_path):
+    config = _ablating(scored, tmp_path, "cells")
+    config = config.model_copy(update={"reliability": config.reliability.model_copy(update={"exclude": ["*/*"]})})
+    from mira.compare import plan
+
+    assert used_cells(config, RunDir(tmp_path / "run")) == {}
+    assert any("nothing to ablate" in line for line in plan(config))

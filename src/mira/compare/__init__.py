@@ -98,9 +98,11 @@ def plan(config: RunConfig) -> list[str]:
 
     run = RunDir(config.resolved_run_dir())
     lines = []
+    scored = True
     try:
         methods = method_configs(config, run)
     except StageNotReady:  # no scores yet: compare.ablate's cells are not known
+        scored = False
         methods = method_configs(config)
         lines.append(f"compare.ablate ({config.compare.ablate}): its selections are decided once scores exist")
     for spec, method_config in methods:
@@ -117,6 +119,9 @@ def plan(config: RunConfig) -> list[str]:
             from mira.rankings import dataman
 
             lines.extend(f"  {line}" for line in dataman.plan(method_config, run))
+    if config.compare.ablate and scored and not any(spec.exclude for spec, _ in methods):
+        lines.append(f"compare.ablate ({config.compare.ablate}): nothing to ablate, MIRA ranks by no cell "
+                     "(every cell is masked)")
     proxy = config.compare.proxy
     if proxy.enabled:
         lines.append(f"proxy training: {len(methods)} selections x {proxy.seeds} seeds, {proxy.train_bytes:,} bytes "
