@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--own-server", action="store_true",
                         help="start a server of our own instead of sharing a running one (its slots and prompt cache)")
     parser.add_argument("--block", type=int, default=4, help="records per (group, protocol) block")
+    parser.add_argument("--no-warm", action="store_true",
+                        help="time each block's first request with the shared prefix it processes (before 2026-11-28)")
     parser.add_argument("--summarize", type=Path, nargs="+", default=None,
                         help="print the table of saved --json runs (pooled, e.g. runs with different --seed)")
     args = parser.parse_args()
@@ -234,7 +236,7 @@ def main() -> None:
 
     from mira.api import build_demo_data
     from mira.config import TeacherConfig
-    from mira.records import render
+    from mira.records import Rendering, render
     from mira.stages import annotate, annotate_v3
     from mira.teacher import load_prompt
     from mira.teacher.client import ChatClient
@@ -265,6 +267,18 @@ def main() -> None:
             # there. Protocols alternate which goes first, so outside load hits both alike.
             blocks = [(g, records[g][i:i + args.block]) for i in range(0, args.records, args.block)
                       for g in GROUPS if records[g][i:i + args.block]]
+
+            def warm_up(proto: str, cards: list[Any], record: Any, which: int) -> list[Any]:
+                """One request with this pass's cards and a stand-in record: the server then holds the
+                pass's shared prefix (system, cards, scale), as it does in annotate after a group's
+                first record, and the timed requests pay only for what differs per record."""
+                stand_in = Rendering("(a stand-in record)", 5, False)
+                if proto.startswith("v3"):
+                    kind = annotate.KIND.get(record.format, "a record")
+                    return annotate_v3.build_requests(prompts[proto], cards, record, stand_in, "warm-up", bool(which),
+                                                      0, kind, annotate.PART, proto != "v3s")[:1]
+                return [annotate.build_request(prompts[proto], cards, record, stand_in, False, 100, "warm-up")]
+
             for n, (group, block) in enumerate(blocks):
                 if time.monotonic() - started > args.max_minutes * 60:
                     print(f"budget reached after {n} of {len(blocks)} blocks", flush=True)
@@ -282,6 +296,8 @@ def main() -> None:
                         return annotate.shuffled(anchors, args.seed, key)
                     done: dict[str, list[Any]] = {r.id: [] for r in block}
                     for which in (0, 1):
+                        if not args.no_warm:  # this pass's shared prefix, processed once and untimed
+                            _ask_all(http, client, server.url, warm_up(proto, order(block[0], which), block[0], which))
                         for record in block:
                             cards = order(record, which)
                             if proto.startswith("v3"):  # the variant: guides and scale listed HIGH -> LOW

@@ -87,3 +87,13 @@ def test_nothing_to_ablate_is_said_not_silent(scored, tmp_path):
 
     assert used_cells(config, RunDir(tmp_path / "run")) == {}
     assert any("nothing to ablate" in line for line in plan(config))
+
+
+def test_without_proxy_training_the_ablations_are_still_shown(scored, tmp_path):
+    config = _ablating(scored, tmp_path, "sources")
+    off = config.compare.proxy.model_copy(update={"enabled": False})
+    config = config.model_copy(update={"compare": config.compare.model_copy(update={"proxy": off})})
+    result = api.compare(config)
+    assert result["proxy"] is None and any(m["ablation_of"] for m in result["methods"])
+    page = (RunDir(tmp_path / "run").root / "report" / "index.html").read_text()
+    assert "<h3>Ablations</h3>" in page and "Proxy training is off, so only the selections" in page

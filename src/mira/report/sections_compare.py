@@ -95,10 +95,10 @@ def comparison(a: Artifacts) -> str:
         parts.append(_known(c.get(kind), kind.split("_")[1], names))
     if c.get("proxy"):
         parts.append(_proxy(a, c["proxy"], names))
-        parts.append(_ablations(a, c))
     else:
         parts.append(note("Proxy training is off: <code>mira compare CONFIG --set compare.proxy.enabled=true</code> "
                           "trains a small model on each selection and compares held-out bits per byte."))
+    parts.append(_ablations(a, c))
     return "".join(parts)
 
 
@@ -175,11 +175,14 @@ def _ablations(a: Artifacts, c: dict[str, Any]) -> str:
     evals = list(proxy.get("eval_sets") or {})
     verdicts = {(v["a"], v["b"], v["eval_set"]): v for v in proxy.get("verdicts") or []}
     groups = c.get("source_groups") or {}
+    bad = (c.get("known_bad") or {}).get("methods") or {}
     rows = []
     for m in ablations:
         cells: list[Cell | str] = [Cell(", ".join(esc(_cell_label(a, groups, e)) for e in m["exclude"]), m["name"],
                                         title=m["name"]),
-                                   text_cell(m["ablation_of"])]
+                                   text_cell(m["ablation_of"]),
+                                   num(_matrix(c.get("overlap") or {}, m["name"], m["ablation_of"]), "pct"),
+                                   num(bad.get(m["name"], {}).get("record_share"), "pct")]
         for e in evals:
             v = verdicts.get((m["name"], m["ablation_of"], e)) or {}
             reading = ("the cell hurt: better without it" if v.get("better") == m["name"]
@@ -188,13 +191,15 @@ def _ablations(a: Artifacts, c: dict[str, Any]) -> str:
                       Cell(badge(reading, "bad" if v.get("better") == m["name"] else "ok" if v.get("better") else ""),
                            v.get("p") if v.get("p") is not None else 1.0, title=v.get("text"))]
         rows.append(cells)
-    headers = ["without", "ablation of"] + [h for e in evals for h in (f"{e}: without − with (bpb)", f"{e}: reading")]
+    headers = ["without", "ablation of", "overlap with it", "known-bad kept"] + [
+        h for e in evals for h in (f"{e}: without − with (bpb)", f"{e}: reading")]
+    off = "" if evals else " Proxy training is off, so only the selections are compared here."
     return ("<h3>Ablations</h3><p><code>compare.ablate</code>: the selection made again without one cell "
             "(source, anchor) or one source's cells at a time, each judged against the selection it was taken from "
             "on the same seeds (lower bits per byte is better). A cell that trains a better proxy when left out "
             "hurt the selection: mask it with <code>reliability.exclude</code> and check again. The reliability "
             "mask only says a student agrees with its teacher; this says whether ranking by it selects better "
-            "data.</p>" + table(headers, rows))
+            f"data.{off}</p>" + table(headers, rows))
 
 
 def _cell_label(a: Artifacts, groups: dict[str, Any], entry: str) -> str:
