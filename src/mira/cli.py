@@ -301,10 +301,14 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="List the selections it would build or reuse; run nothing.")
 @click.option("--wait", is_flag=True,
               help="If another mira is writing to the run directory, wait for it instead of exiting.")
+@click.option("--ablate", type=click.Choice(["cells", "sources"]), default=None,
+              help="Also compare MIRA's selection without each cell (or source) it ranks by (compare.ablate).")
 @click.pass_context
-def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...], dry_run: bool, wait: bool) -> None:
+def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...], dry_run: bool, wait: bool,
+                    ablate: str | None) -> None:
     """Compare selection methods side by side at one budget (compare section of the config)."""
     verbose = ctx.obj["verbose"]
+    overrides += (f"compare.ablate={ablate}",) if ablate else ()
     cfg = _guard(lambda: _load(config, overrides), verbose)
     if dry_run:
         from mira.compare import plan
@@ -320,7 +324,8 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
     overlap = result["overlap"]
     random_names = [m["name"] for m in result["methods"] if m["method"] == "random"]
     bad = result.get("known_bad") or {}
-    click.echo(f"{'selection':<28} {'kept tokens':>11} {'length x':>8} "
+    width = max([28] + [len(m["name"]) for m in result["methods"]])
+    click.echo(f"{'selection':<{width}} {'kept tokens':>11} {'length x':>8} "
                f"{'overlap w/ random':>17} {'known-bad kept':>14}")
     for method in result["methods"]:
         name = method["name"]
@@ -329,7 +334,7 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
         row = overlap["methods"].index(name)
         share = (overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None)
         known = (bad.get("methods") or {}).get(name, {}).get("record_share")
-        click.echo(f"{name:<28} {_pct(kept):>11} {_num(ratio):>8} {_pct(share):>17} {_pct(known):>14}")
+        click.echo(f"{name:<{width}} {_pct(kept):>11} {_num(ratio):>8} {_pct(share):>17} {_pct(known):>14}")
     ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
     for verdict in (result.get("proxy") or {}).get("verdicts", []):
         if verdict["vs_random"]:

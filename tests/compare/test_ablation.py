@@ -97,3 +97,25 @@ def test_without_proxy_training_the_ablations_are_still_shown(scored, tmp_path):
     assert result["proxy"] is None and any(m["ablation_of"] for m in result["methods"])
     page = (RunDir(tmp_path / "run").root / "report" / "index.html").read_text()
     assert "<h3>Ablations</h3>" in page and "Proxy training is off, so only the selections" in page
+
+
+def test_cli_ablate_flag_runs_the_ablations_and_prints_their_verdicts(scored, tmp_path):
+    from click.testing import CliRunner
+
+    from mira.cli import main
+    from mira.config_files import dump_config
+
+    config = _config(scored, tmp_path)
+    off = config.compare.proxy.model_copy(update={"enabled": False})
+    config = config.model_copy(update={"compare": config.compare.model_copy(update={"proxy": off})})
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    sources = used_cells(config, RunDir(tmp_path / "run"))
+    plan = CliRunner().invoke(main, ["compare", str(path), "--ablate", "sources", "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert sum(f"without {s}/*" in plan.output for s in sources) == len(sources)
+    bad = CliRunner().invoke(main, ["compare", str(path), "--ablate", "rows"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    out = CliRunner().invoke(main, ["compare", str(path), "--ablate", "sources"])
+    assert out.exit_code == 0, out.output
+    assert all(f"mira-group-50pct-without-{s}.all" in out.output for s in sources)
