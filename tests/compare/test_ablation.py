@@ -119,3 +119,16 @@ def test_cli_ablate_flag_runs_the_ablations_and_prints_their_verdicts(scored, tm
     out = CliRunner().invoke(main, ["compare", str(path), "--ablate", "sources"])
     assert out.exit_code == 0, out.output
     assert all(f"mira-group-50pct-without-{s}.all" in out.output for s in sources)
+
+
+def test_an_entry_naming_its_own_cells_without_its_base_gets_no_made_up_verdict(scored, tmp_path):
+    config = _config(scored, tmp_path)
+    source = next(iter(used_cells(config, RunDir(tmp_path / "run"))))
+    methods = [MethodSpec(method="mira", mode="source", exclude=[f"{source}/*"]),
+               MethodSpec(method="random", mode="source")]
+    config = config.model_copy(update={"compare": config.compare.model_copy(update={"methods": methods})})
+    result = api.compare(config, proxy_api=StandIn().api)
+    (entry,) = [m for m in result["methods"] if m["ablation_of"]]
+    assert entry["ablation_of"] == "mira-source-50pct" and entry["exclude"] == [f"{source}/*"]
+    page = (RunDir(tmp_path / "run").root / "report" / "index.html").read_text()
+    assert "its base was not compared" in page

@@ -185,6 +185,9 @@ def _ablations(a: Artifacts, c: dict[str, Any]) -> str:
                                    num(bad.get(m["name"], {}).get("record_share"), "pct")]
         for e in evals:
             v = verdicts.get((m["name"], m["ablation_of"], e)) or {}
+            if not v:  # its base is not among the compared selections (an entry naming its own cells)
+                cells += [num(None), text_cell("— (its base was not compared)")]
+                continue
             reading = ("the cell hurt: better without it" if v.get("better") == m["name"]
                        else "the cell helped" if v.get("better") else "no effect beyond seed noise")
             cells += [num(v.get("diff"), "float", 4),
