@@ -55,6 +55,19 @@ seconds/label v1 17.2, v3 9.7 (0.56x v1), v3s 10.4; prompt tokens processed 433 
 -0.04 / 0.27); label std 0.71 / 0.61 / 0.60; modal share 0.85 / 0.65 / 0.71; exact expectations
 57% / 90% / 88%. Rank agreement between protocols: v1~v3 0.55, v3~v3s 0.95. v3s (no definition
 restated in the question) was not faster, so annotate_v3 keeps the definition.
+
+Run 4, steady state, 2026-11-28, `--protocols v1 v3 --records 10 --block 5` (quiet machine): each
+pass (group, protocol, original or variant) now starts with one untimed request for a stand-in
+record, so the server holds the pass's shared prefix (system, cards, scale) as it does in annotate
+after a group's first record; before, blocks alternated groups and protocols on v3's one slot and
+v3 reprocessed its cards at every pass (`--no-warm` times it that way). 2 groups x 10 records
+scored twice: seconds/label v1 13.9, v3 10.7 (0.77x), prompt tokens processed 376 / 416 (cached
+430 / 1937), output 43 / 6; self-consistency 0.25 / 0.87; label std 0.64 / 0.56; modal share
+0.88 / 0.67; exact expectations 57% / 90%; v1~v3 rank agreement 0.50. A label costs its processed
+prompt tokens (~39/s here): v3's three questions (~40 tokens each after the record) outweigh the
+43 output tokens v1 writes; the 0.56x of run 3 came from its ordering and load (v1 processed 433
+tokens a label there, 376 here, and ran beside tests), and 0.5x
+needs fewer record tokens for the teacher or a faster server, not another prompt.
 """
 
 from __future__ import annotations
