@@ -283,18 +283,23 @@ def mask_inputs(run: RunDir) -> list[Path]:
     return sorted(p for name in ("mask.json", "metrics.json") for p in folder.glob(f"*/{name}"))
 
 
+def source_cell(mask: dict[str, Any], source: str, anchor: str) -> dict[str, Any]:
+    """The cell that decides `source` on `anchor`: its own, else the group-wide one (a source
+    without validation rows); masked when the mask has neither."""
+    default = mask["cells"].get(GROUP_CELL, {})
+    return (mask["cells"].get(source, default).get(anchor) or default.get(anchor)
+            or {"masked": True, "weight": 0.0})
+
+
 def _source_tables(mask: dict[str, Any], sources: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keep (n, A) bool, weight (n, A), index of each record's source row) via unique sources."""
     anchors = mask["anchors"]
-    cells = mask["cells"]
     names, inverse = np.unique(np.asarray(sources, dtype=object).astype(str), return_inverse=True)
     keep = np.zeros((len(names), len(anchors)), dtype=bool)
     weight = np.zeros((len(names), len(anchors)), dtype=np.float64)
-    default = cells.get(GROUP_CELL, {})
     for i, name in enumerate(names):
-        by_anchor = cells.get(name, default)  # a source without validation rows: the group-wide cell
         for j, anchor in enumerate(anchors):
-            cell = by_anchor.get(anchor) or default.get(anchor) or {"masked": True, "weight": 0.0}
+            cell = source_cell(mask, name, anchor)
             keep[i, j] = not cell["masked"]
             weight[i, j] = float(cell.get("weight") or 0.0)
     return keep, weight, inverse.reshape(-1)

@@ -22,7 +22,7 @@ def used_cells(config: RunConfig, run: RunDir) -> dict[str, list[str]]:
     """Source -> the anchors MIRA ranks it by under the current reliability config (unmasked cells:
     its own, or the group cell it falls back to); sources with none are left out."""
     from mira.artifacts.scores import SCORES_SUMMARY
-    from mira.reliability import GROUP_CELL, current_mask
+    from mira.reliability import current_mask, source_cell
 
     used: dict[str, list[str]] = {}
     masks: dict[str, dict[str, Any] | None] = {}
@@ -35,8 +35,7 @@ def used_cells(config: RunConfig, run: RunDir) -> dict[str, list[str]]:
         mask = masks[group]
         if mask is None:
             continue
-        cells = mask["cells"].get(source, mask["cells"].get(GROUP_CELL, {}))
-        anchors = [a for a in mask["anchors"] if a in cells and not cells[a].get("masked")]
+        anchors = [a for a in mask["anchors"] if not source_cell(mask, source, a)["masked"]]
         if anchors:
             used[source] = anchors
     return used
