@@ -18,6 +18,7 @@ from typing import Any
 from mira.config import FORMATS, SourceConfig
 from mira.io import RawItem
 from mira.tokens import Tokenizer
+from mira.windows import Slices, join_windows, replay_slices, sliced, window, window_ranges
 
 TEXT_FIELDS = ("text", "content", "body", "document", "markdown")
 CODE_FIELDS = ("code", "content", "text", "source")
@@ -287,98 +288,22 @@ def full_text(record: Record) -> str:
     return _join(render_sections(record))
 
 
-# A token of cl100k spans at most a few characters in code or prose; 8 is a safe bound, so a
-# window of `size` tokens lies within `size * 8` characters and only those slices are tokenized.
-CHARS_PER_TOKEN_BOUND = 8
-
-
-def window(text: str, budget: int, tokenizer: Tokenizer, windows: int = 3) -> tuple[str, bool]:
-    """Cut `text` to about `budget` tokens as start/middle/end windows with elision marks.
-
-    Long texts are windowed on character slices around each window, so the cost is flat in the
-    record's length (a 50k-token file is not tokenized again just to keep 256 of its tokens).
-    """
-    if len(text) > 2 * budget * CHARS_PER_TOKEN_BOUND:
-        return _window_slices(text, budget, tokenizer, windows), True
-    tokens = tokenizer.encode(text)
-    if len(tokens) <= budget:
-        return text, False
-    ranges = window_ranges(len(tokens), budget, windows)
-    return join_windows(len(tokens), ranges, [tokenizer.decode(tokens[a:b]) for a, b in ranges]), True
-
-
-def window_ranges(n_tokens: int, budget: int, windows: int) -> list[tuple[int, int]]:
-    """The token ranges :func:`window` keeps of an `n_tokens`-token text longer than `budget`."""
-    if windows == 1:
-        return [(0, budget)]
-    size = max(1, budget // windows)
-    starts = [0] + [round((n_tokens - size) * i / (windows - 1)) for i in range(1, windows)]
-    ranges, last_end = [], 0
-    for start in starts:
-        start = max(start, last_end)
-        ranges.append((start, min(start + size, n_tokens)))
-        last_end = start + size
-    return ranges
-
-
-def join_windows(n_tokens: int, ranges: list[tuple[int, int]], pieces: list[str]) -> str:
-    """The windowed text: the kept pieces (decoded `ranges`) with elision marks between them."""
-    if len(ranges) == 1:
-        return pieces[0] + f"\n[... {n_tokens - ranges[0][1]} tokens elided ...]"
-    out, last_end = [], 0
-    for (start, end), piece in zip(ranges, pieces, strict=True):
-        if start > last_end:
-            out.append(f"\n[... {start - last_end} tokens elided ...]\n")
-        out.append(piece)
-        last_end = end
-    return "".join(out)
-
-
-def windows_whole(record: Record, sections: list[tuple[str, str]], full: str, max_tokens: int) -> bool:
-    """True when :func:`render` windows `full` as one token sequence (not by section, not by slices)."""
-    return (record.format in ("chat", "agent") or len(sections) == 1) and \
-        len(full) <= 2 * max_tokens * CHARS_PER_TOKEN_BOUND
-
-
-def _window_slices(text: str, budget: int, tokenizer: Tokenizer, windows: int) -> str:
-    size = max(1, budget // windows)
-    width = size * CHARS_PER_TOKEN_BOUND
-    starts = [0] + [round((len(text) - width) * i / (windows - 1)) for i in range(1, windows)] if windows > 1 else [0]
-    pieces: list[str] = []
-    last_end = 0
-    for i, start in enumerate(starts):
-        chunk = text[start:start + width]
-        tokens = tokenizer.encode(chunk)
-        if i == 0:
-            kept = tokens[:size]
-        elif i == windows - 1:
-            kept = tokens[-size:]  # the slice may start inside a token; the tail never does
-        else:
-            middle = len(tokens) // 2
-            kept = tokens[max(1, middle - size // 2):max(1, middle - size // 2) + size]
-        piece = tokenizer.decode(kept)
-        at = text.find(piece, last_end) if i else 0
-        begin = at if at >= 0 else start
-        if begin > last_end:
-            gap_tokens = round((begin - last_end) * len(tokens) / max(len(chunk), 1))
-            pieces.append(f"\n[... about {gap_tokens} tokens elided ...]\n")
-        pieces.append(piece)
-        last_end = max(last_end, begin + len(piece))
-    if windows == 1 and last_end < len(text):
-        gap_tokens = round((len(text) - last_end) * len(tokens) / max(len(chunk), 1))
-        pieces.append(f"\n[... about {gap_tokens} tokens elided ...]")
-    return "".join(pieces)
+def windows_whole(record: Record, sections: list[tuple[str, str]]) -> bool:
+    """True when :func:`render` windows the full text as one sequence (not section by section)."""
+    return record.format in ("chat", "agent") or len(sections) == 1
 
 
 def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int = 3, *,
-           total: int | None = None, window_bytes: list[tuple[int, int]] | None = None) -> Rendering:
+           total: int | None = None, window_bytes: list[tuple[int, int]] | Slices | None = None) -> Rendering:
     """Render a record for judging: every section gets a fair share of the token budget.
 
     `total` is the token count of :func:`full_text`, when the caller has it already (score
     reuses ingest's, :mod:`mira.shard_tokens`): a record that fits is then not tokenized at all.
-    `window_bytes`, the UTF-8 byte spans of the :func:`window_ranges` tokens of the full text
-    (recorded by ingest, which tokenized it anyway), spares tokenizing a long one again: a token
-    range decodes to exactly the bytes it spans, decoded with errors="replace" as tiktoken does.
+    `window_bytes`, where the windows of a long record rendered whole lie in the UTF-8 bytes of its
+    full text (recorded by ingest, which tokenized it anyway), spares tokenizing it again: the
+    byte spans of its :func:`window_ranges` tokens, or the :class:`Slices` of a very long one.
+    A token range decodes to exactly the bytes it spans, decoded with errors="replace" as
+    tiktoken does, so the text is the same as when tokenizing.
     """
     sections = render_sections(record)
     full = _join(sections)  # = full_text(record); the sections are needed below too
@@ -386,11 +311,14 @@ def render(record: Record, tokenizer: Tokenizer, max_tokens: int, windows: int =
         total = tokenizer.count(full)
     if total <= max_tokens:
         return Rendering(full, total, False)
-    if window_bytes is not None and windows_whole(record, sections, full, max_tokens):
+    whole = windows_whole(record, sections)
+    if whole and window_bytes is not None and isinstance(window_bytes, Slices) == sliced(full, max_tokens):
         data = full.encode("utf-8")
+        if isinstance(window_bytes, Slices):
+            return Rendering(replay_slices(data, window_bytes), total, True)
         pieces = [data[a:b].decode("utf-8", "replace") for a, b in window_bytes]
         return Rendering(join_windows(total, window_ranges(total, max_tokens, windows), pieces), total, True)
-    if record.format in ("chat", "agent") or len(sections) == 1:
+    if whole:
         # A trajectory is judged as one sequence: its start, middle and end.
         cut, _ = window(full, max_tokens, tokenizer, windows)
         return Rendering(cut, total, True)

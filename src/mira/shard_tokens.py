@@ -8,7 +8,9 @@ item* of the shard, in stream order (-1 for an item ingest rejected), with what 
 against: the ingest fingerprint (sources, ingest and tokenizer settings, input sizes and
 mtimes), the tokenizer's name and the digest of the shard's input bytes. For a long record that
 render windows as one token sequence, ingest (which had to tokenize it whole) also keeps the UTF-8
-byte spans of the kept windows, valid for the render settings recorded with them.
+byte spans of the kept windows, or for a very long one the :class:`mira.windows.Slices` of its cut,
+valid for the render settings recorded with them. So score loads no tokenizer at all for a shard
+of single-section records (loading cl100k's table costs a worker ~0.3 s).
 
 A reader trusts the counts only when the fingerprint and tokenizer match; the input digest is
 compared by score after it has read the shard (the digest is only known at the end of the
@@ -26,42 +28,52 @@ import numpy as np
 
 from mira.config import RunConfig
 from mira.io import Shard
-from mira.records import CHARS_PER_TOKEN_BOUND, Record, render_sections, window_ranges, windows_whole
+from mira.records import Record, render_sections, windows_whole
 from mira.rundir import RunDir, atomic_path
 from mira.tokens import Tokenizer
+from mira.windows import Slices, slice_windows, sliced, window_ranges
 
 log = logging.getLogger(__name__)
 
 NOT_A_RECORD = -1  # the item was rejected at ingest: it has no count
 
 
+Windows = list[tuple[int, int]] | Slices  # where a long record's render windows lie in its bytes
+
+
 @dataclass(frozen=True)
 class ShardTokens:
     counts: np.ndarray  # int64, one per input item of the shard
     input_digest: str
-    # item position -> byte spans of its render windows; empty when the render settings differ
-    windows: dict[int, list[tuple[int, int]]]
+    # item position -> where its render windows lie; empty when the render settings differ
+    windows: dict[int, Windows]
 
 
 def count_record(record: Record, full: str, tokenizer: Tokenizer, max_tokens: int,
-                 windows: int) -> tuple[int, list[tuple[int, int]] | None]:
-    """(tokens of `full`, the byte spans :func:`mira.records.render` keeps of it, or None).
+                 windows: int) -> tuple[int, Windows | None]:
+    """(tokens of `full`, where :func:`mira.records.render` finds its windows, or None).
 
-    The spans are recorded for a record render windows as one sequence of tokens: it had to be
-    tokenized whole to be counted, so its windows cost only a few decodes here, where score would
-    tokenize it all again. None for every other record, for a text that is not valid UTF-8 (a
-    lone surrogate: the tokenizer encodes a repaired copy) and for a tokenizer without byte offsets.
+    Recorded for a long record that render windows as one sequence: it had to be tokenized whole
+    to be counted, so its windows cost a few decodes here (or, for a very long one, the slices
+    render would tokenize), where score would tokenize it again. None for every other record, for
+    a text that is not valid UTF-8 (a lone surrogate: the tokenizer encodes a repaired copy) and
+    for a tokenizer without byte offsets.
     """
     offsets = getattr(tokenizer, "byte_offsets", None)
     # A character is at most 4 UTF-8 bytes and a token at least 1: such a text fits the budget.
     fits = 4 * len(full) <= max_tokens
-    if offsets is None or fits or len(full) > 2 * max_tokens * CHARS_PER_TOKEN_BOUND or \
-            not windows_whole(record, render_sections(record), full, max_tokens):
+    if offsets is None or fits or not windows_whole(record, render_sections(record)):
         return tokenizer.count(full), None
     try:
         full.encode("utf-8")
     except UnicodeEncodeError:
         return tokenizer.count(full), None
+    if sliced(full, max_tokens):
+        total = tokenizer.count(full)
+        if total <= max_tokens:
+            return total, None
+        _, _, cut = slice_windows(full, max_tokens, tokenizer, windows, spans=True)
+        return total, cut
     tokens = tokenizer.encode(full)
     if len(tokens) <= max_tokens:
         return len(tokens), None
@@ -79,16 +91,23 @@ def tokens_path(run: RunDir, shard: Shard) -> Path:
     return run.path("inventory", "tokens", shard.source, f"{shard.name}.npz")
 
 
-def write_shard_tokens(path: Path, counts: list[int], windows: dict[int, list[tuple[int, int]]], *,
+def write_shard_tokens(path: Path, counts: list[int], windows: dict[int, Windows], *,
                        ingest_fingerprint: str, tokenizer: str, input_digest: str, render: dict[str, int]) -> None:
     meta = json.dumps({"fingerprint": ingest_fingerprint, "tokenizer": tokenizer, "input_digest": input_digest,
                        "render": render}, sort_keys=True)
-    positions = sorted(windows)
-    spans = np.asarray([[b for span in windows[p] for b in span] for p in positions], dtype=np.int64)
+    exact = {p: w for p, w in sorted(windows.items()) if not isinstance(w, Slices)}
+    cut = {p: w for p, w in sorted(windows.items()) if isinstance(w, Slices)}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, counts=np.asarray(counts, dtype=np.int64), meta=np.asarray(meta),
-                 window_items=np.asarray(positions, dtype=np.int64),
-                 window_bytes=spans.reshape(len(positions), -1) if positions else np.zeros((0, 0), np.int64))
+                 window_items=np.asarray(list(exact), dtype=np.int64),
+                 window_bytes=_rows([[b for span in w for b in span] for w in exact.values()]),
+                 slice_items=np.asarray(list(cut), dtype=np.int64),
+                 slice_bytes=_rows([[b for span in w.spans for b in span] for w in cut.values()]),
+                 slice_gaps=_rows([list(w.gaps) for w in cut.values()]))
+
+
+def _rows(rows: list[list[int]]) -> np.ndarray:
+    return np.asarray(rows, dtype=np.int64) if rows else np.zeros((0, 0), np.int64)
 
 
 def read_shard_tokens(run: RunDir, shard: Shard, *, ingest_fingerprint: str, tokenizer: str,
@@ -101,6 +120,10 @@ def read_shard_tokens(run: RunDir, shard: Shard, *, ingest_fingerprint: str, tok
             meta = json.loads(str(data["meta"]))
             counts = np.asarray(data["counts"], dtype=np.int64)
             items, spans = data["window_items"].tolist(), data["window_bytes"].tolist()
+            # Files written before slices were recorded have none: those records are tokenized.
+            cut = data["slice_items"].tolist() if "slice_items" in data.files else []
+            cut_spans = data["slice_bytes"].tolist() if cut else []
+            cut_gaps = data["slice_gaps"].tolist() if cut else []
     except FileNotFoundError:
         return None  # a run ingested by an older version: score counts as before
     except (OSError, ValueError, KeyError) as exc:
@@ -108,7 +131,13 @@ def read_shard_tokens(run: RunDir, shard: Shard, *, ingest_fingerprint: str, tok
         return None
     if meta.get("fingerprint") != ingest_fingerprint or meta.get("tokenizer") != tokenizer:
         return None
-    windows: dict[int, list[tuple[int, int]]] = {}
+    windows: dict[int, Windows] = {}
     if meta.get("render") == render:
-        windows = {p: list(zip(row[::2], row[1::2], strict=True)) for p, row in zip(items, spans, strict=True)}
+        windows = {p: _pairs(row) for p, row in zip(items, spans, strict=True)}
+        windows.update({p: Slices(tuple(_pairs(row)), tuple(gaps))
+                        for p, row, gaps in zip(cut, cut_spans, cut_gaps, strict=True)})
     return ShardTokens(counts, str(meta.get("input_digest")), windows)
+
+
+def _pairs(row: list[int]) -> list[tuple[int, int]]:
+    return list(zip(row[::2], row[1::2], strict=True))

@@ -61,8 +61,9 @@ class Bytes4Tokenizer:
 class LazyTokenizer:
     """The tokenizer `name`, loaded on its first use.
 
-    Score takes token counts from ingest and tokenizes only the few records it must window, so
-    a worker often needs no tokenizer at all; loading cl100k's table costs ~0.5 s per process.
+    Score takes token counts and window spans from ingest, so it tokenizes only a long record of
+    several sections or one whose text is not valid UTF-8, and a worker often needs no tokenizer
+    at all; loading cl100k's table costs ~0.3 s per process.
     """
 
     def __init__(self, name: str) -> None:

@@ -75,7 +75,9 @@ SHARD_TOKENS = Artifact(
     "shard_tokens", "inventory/tokens/{source}/{shard}.npz", "ingest",
     "`counts`: token count of `full_text` per input item of the shard, in stream order (-1: rejected at "
     "ingest); `window_items` / `window_bytes`: for long records rendered as one windowed sequence, the UTF-8 "
-    "byte spans of the kept token windows; `meta`: JSON `{fingerprint (ingest's), tokenizer, input_digest, "
+    "byte spans of the kept token windows; `slice_items` / `slice_bytes` / `slice_gaps`: for very long ones cut "
+    "on character slices, the kept pieces' byte spans and the elided-token estimate before each piece and after "
+    "the last (-1: no mark); `meta`: JSON `{fingerprint (ingest's), tokenizer, input_digest, "
     "render: {max_tokens, windows}}`. Score reuses the counts when fingerprint and tokenizer match, the spans "
     "only for the same render settings, and scores a shard again with counting when its input digest differs",
     kind="opaque", owner="mira.shard_tokens")

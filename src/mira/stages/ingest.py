@@ -35,7 +35,14 @@ from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, 
 from mira.rundir import fingerprint as make_fingerprint
 from mira.runner import StageContext
 from mira.sample_index import IndexMerger, ShardCandidates, index_seeds, index_size, write_index
-from mira.shard_tokens import NOT_A_RECORD, count_record, render_settings, tokens_path, write_shard_tokens
+from mira.shard_tokens import (
+    NOT_A_RECORD,
+    Windows,
+    count_record,
+    render_settings,
+    tokens_path,
+    write_shard_tokens,
+)
 from mira.storage import RemoteFile
 from mira.tokens import get_tokenizer
 
@@ -107,7 +114,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     is given, every item's token count there (:mod:`mira.shard_tokens`); return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     counts: list[int] = []  # per input item, for score to reuse
-    windows: dict[int, list[tuple[int, int]]] = {}  # item position -> byte spans of its render windows
+    windows: dict[int, Windows] = {}  # item position -> where its render windows lie in its bytes
     digest = shard_digest()
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                              "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
