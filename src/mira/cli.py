@@ -342,6 +342,11 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
     for verdict in (result.get("proxy") or {}).get("verdicts", []):  # compare.ablate: against the base
         if ablation_of.get(verdict["a"]) == verdict["b"]:
             click.echo(f"  ablation [{verdict['eval_set']}] {verdict['text']}")
+    suggestion = result.get("suggestion")
+    if suggestion:
+        from mira.compare.ablation import suggestion_text
+
+        click.echo(f"  {suggestion_text(suggestion)}")
     run_dir = cfg.resolved_run_dir()
     click.echo(f"comparison: {run_dir / 'compare' / 'summary.json'}")
     click.echo(f"report: {run_dir / 'report' / 'index.html'}")

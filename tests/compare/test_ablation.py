@@ -132,3 +132,83 @@ def test_an_entry_naming_its_own_cells_without_its_base_gets_no_made_up_verdict(
     assert entry["ablation_of"] == "mira-source-50pct" and entry["exclude"] == [f"{source}/*"]
     page = (RunDir(tmp_path / "run").root / "report" / "index.html").read_text()
     assert "its base was not compared" in page
+
+
+def _verdict(a, b, eval_set, diff, p):
+    return {"a": a, "b": b, "eval_set": eval_set, "diff": diff, "low": diff - 0.05, "high": diff + 0.05, "p": p,
+            "alpha": 0.05, "text": f"{a} - {b}"}
+
+
+def _family(cells):
+    """Methods and verdicts of a cells ablation: cells = {cell: [(diff, p) per eval set]}."""
+    methods = [{"name": "mira", "ablation_of": None, "exclude": []}, {"name": "random", "ablation_of": None}]
+    verdicts = []
+    for cell, results in cells.items():
+        name = f"mira-without-{cell}"
+        methods.append({"name": name, "ablation_of": "mira", "exclude": [cell]})
+        for i, (diff, p) in enumerate(results):
+            verdicts.append(_verdict(name, "mira", f"e{i}", diff, p))
+            verdicts.append(_verdict(name, "random", f"e{i}", -diff, 0.0001))  # not the ablation family
+    return methods, verdicts
+
+
+def test_suggested_exclusions_survive_holms_correction_and_hurt_no_eval_set(scored, tmp_path):
+    from mira.compare.ablation import suggest_exclusions, suggestion_text
+
+    config = _config(scored, tmp_path)
+    # 8 cells x 2 eval sets = 16 tests: Holm's first threshold is 0.05 / 16 = 0.003125.
+    cells = {"code/a02": [(-0.226, 0.002), (0.030, 0.09)],  # the 72-label run's finding: suggested
+             "code/a00": [(-0.05, 0.01), (0.0, 0.9)],  # significant alone, not over 16 tests
+             "docs/a01": [(-0.2, 0.001), (0.04, 0.02)],  # better on one set, worse on the other
+             "docs/a00": [(0.1, 0.0001), (0.0, 0.8)]}  # the cell helped: keep it
+    cells |= {f"qa/a0{i}": [(0.001, 0.7), (-0.001, 0.8)] for i in range(4)}
+    methods, verdicts = _family(cells)
+    found = suggest_exclusions(config, methods, verdicts)
+    assert found["tests"] == 16 and found["correction"] == "holm"
+    assert [c["exclude"] for c in found["cells"]] == [["code/a02"]]
+    assert found["cells"][0]["evidence"] == [{"eval_set": "e0", "diff": -0.226, "low": -0.276, "high": -0.176,
+                                              "p": 0.002}]
+    assert found["exclude"] == ["code/a02"]
+    assert "--set 'reliability.exclude=[code/a02]'" in suggestion_text(found)
+    # Holm steps down: with code/a02 rejected the next threshold is 0.05 / 15, which 0.003 clears.
+    cells["code/a00"] = [(-0.05, 0.003), (0.0, 0.9)]
+    found = suggest_exclusions(config, *_family(cells))
+    assert sorted(c["exclude"][0] for c in found["cells"]) == ["code/a00", "code/a02"]
+    # What reliability.exclude already holds is kept, and a cell already in it is not new.
+    held = config.model_copy(update={"reliability": config.reliability.model_copy(update={"exclude": ["code/a02"]})})
+    assert suggest_exclusions(held, *_family(cells))["exclude"] == ["code/a02", "code/a00"]
+    only = {"code/a02": cells["code/a02"]}
+    assert suggest_exclusions(held, *_family(only))["exclude"] == []
+    assert "already in reliability.exclude" in suggestion_text(suggest_exclusions(held, *_family(only)))
+    quiet = suggest_exclusions(config, *_family({"qa/a00": [(0.001, 0.7)]}))
+    assert quiet["cells"] == [] and "no cell is better left out" in suggestion_text(quiet)
+    # No ablation, or verdicts without noise estimates (one seed): nothing to suggest from.
+    assert suggest_exclusions(config, *_family({})) is None
+    assert suggest_exclusions(config, *_family({"qa/a00": [(-0.5, None)]})) is None
+
+
+class PickyStandIn(StandIn):
+    """The stand-in trainer, with verdicts that find one source better left out."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+
+    def verdict(self, a, b, labels=("a", "b")):
+        out = super().verdict(a, b, labels)
+        hurt = labels[0].endswith(f"without-{self.source}.all") and not labels[1].startswith("random")
+        return out | {"diff": -0.2 if hurt else 0.0, "p": 0.0001 if hurt else 0.6, "alpha": 0.05,
+                      "low": None, "high": None}
+
+
+def test_compare_stores_prints_and_reports_the_suggestion(scored, tmp_path):
+    from mira.artifacts.compare import COMPARE_SUMMARY
+
+    config = _ablating(scored, tmp_path, "sources")
+    run = RunDir(tmp_path / "run")
+    source = sorted(used_cells(config, run))[0]
+    result = api.compare(config, proxy_api=PickyStandIn(source).api)
+    assert result["suggestion"]["exclude"] == [f"{source}/*"]
+    assert COMPARE_SUMMARY.load(run).suggestion.exclude == [f"{source}/*"]  # typed artifact reads it back
+    page = (run.root / "report" / "index.html").read_text()
+    assert "reliability.exclude=[" + f"{source}/*]" in page and ">suggested<" in page

@@ -21,6 +21,22 @@ class ComparedMethod(Document):
     exclude: list[str] = Field(default_factory=list)
 
 
+class SuggestedCell(Document):
+    exclude: list[str]  # the cells its ablation left out
+    selection: str  # that ablation
+    evidence: list[dict[str, Any]]  # per eval set it was better on: eval_set, diff (bpb), low, high, p
+
+
+class AblationSuggestion(Document):
+    """``mira.compare.ablation.suggest_exclusions``: cells better left out, Holm-corrected over every ablation test."""
+
+    tests: int
+    alpha: float
+    correction: str
+    cells: list[SuggestedCell] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)  # reliability.exclude to try; empty: nothing new to exclude
+
+
 class CompareSummary(Document):
     """``compare/summary.json`` (``mira.compare.compare``); the metric blocks are documented in
     docs/architecture.md ("mira compare")."""
@@ -37,6 +53,7 @@ class CompareSummary(Document):
     known_good: dict[str, Any] | None = None
     known_bad: dict[str, Any] | None = None
     proxy: dict[str, Any] | None = None  # null when proxy training is off
+    suggestion: AblationSuggestion | None = None  # null without proxy-judged ablations
 
 
 class ProxyRecord(Document):

@@ -167,13 +167,16 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         "known_good": metrics.known_records(config, infos, decisions, config.compare.known_good),
         "known_bad": metrics.known_records(config, infos, decisions, config.compare.known_bad),
         "proxy": None,
+        "suggestion": None,
     }
     task.advance()
     task.close()
     if eval_sets is not None:
+        from mira.compare.ablation import suggest_exclusions
         from mira.compare.training import run_proxy
 
         result["proxy"] = run_proxy(config, run, infos, summaries, decisions, eval_sets, progress, proxy_api)
+        result["suggestion"] = suggest_exclusions(config, result["methods"], result["proxy"]["verdicts"])
     COMPARE_SUMMARY.save(run, result)
     write_report(run)
     return result

@@ -202,7 +202,19 @@ def _ablations(a: Artifacts, c: dict[str, Any]) -> str:
             "on the same seeds (lower bits per byte is better). A cell that trains a better proxy when left out "
             "hurt the selection: mask it with <code>reliability.exclude</code> and check again. The reliability "
             "mask only says a student agrees with its teacher; this says whether ranking by it selects better "
-            f"data.{off}</p>" + table(headers, rows))
+            f"data.{off}</p>" + table(headers, rows) + _suggestion(c.get("suggestion")))
+
+
+def _suggestion(suggestion: dict[str, Any] | None) -> str:
+    if not suggestion:
+        return ""
+    from mira.compare.ablation import suggestion_text
+
+    kind = "bad" if suggestion["exclude"] else "ok"
+    return (f"<p>{badge('suggested' if suggestion['exclude'] else 'nothing to exclude', kind)} "
+            f"{esc(suggestion_text(suggestion))}. Each ablation is tested on every eval set, so the tests are "
+            "corrected as one family (a lucky seed draw among many tests is likely), and a cell is suggested only "
+            "when no eval set is worse without it.</p>")
 
 
 def _cell_label(a: Artifacts, groups: dict[str, Any], entry: str) -> str:
