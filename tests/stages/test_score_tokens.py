@@ -343,3 +343,30 @@ def test_digests_recorded_by_an_older_mira_still_match(tmp_path, corpus, doubles
     markers = [json.loads(shard_marker_path(run, s).read_text()) for i in source_infos(run) for s in i.shards]
     assert markers and all(":" not in m["input_digest"] for m in markers)  # score computed the legacy kind
     api.run_one("select", config)  # and select compares like with like: no "input changed since scoring"
+
+
+def test_counts_written_before_slices_were_recorded_still_serve(tmp_path, corpus, doubles, monkeypatch):
+    # An ingest of the previous version wrote counts and exact window spans but no slices: score
+    # uses what is there and tokenizes the very long records, with the same bytes as ever.
+    config = _config(corpus, tmp_path / "run")
+    run = prepare_run(config)
+    sliced = 0
+    for info in source_infos(run):
+        for shard in info.shards:
+            path = tokens_path(run, shard)
+            with np.load(path, allow_pickle=False) as data:
+                kept = {k: data[k] for k in data.files if not k.startswith("slice_")}
+                sliced += len(data["slice_items"])
+            np.savez(path, **kept)
+    assert sliced >= 20
+    encoded: list[str] = []
+    original = TiktokenTokenizer.encode
+    monkeypatch.setattr(TiktokenTokenizer, "encode", lambda self, text: encoded.append(text) or original(self, text))
+    api.run_one("score", config)
+    assert len([t for t in encoded if len(t) >= 100]) >= 3 * sliced  # three slices a very long record
+    monkeypatch.setattr(TiktokenTokenizer, "encode", original)
+    _without_reuse(monkeypatch)
+    fresh = _config(corpus, tmp_path / "fresh")
+    prepare_run(fresh)
+    api.run_one("score", fresh)
+    assert tree_bytes(run.root / "scores") == tree_bytes(tmp_path / "fresh" / "scores")
