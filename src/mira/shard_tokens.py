@@ -64,16 +64,14 @@ def count_record(record: Record, full: str, tokenizer: Tokenizer, max_tokens: in
     fits = 4 * len(full) <= max_tokens
     if offsets is None or fits or not windows_whole(record, render_sections(record)):
         return tokenizer.count(full), None
+    if sliced(full, max_tokens):  # slice_windows itself declines a text that is not valid UTF-8
+        total = tokenizer.count(full)
+        return total, (slice_windows(full, max_tokens, tokenizer, windows, spans=True)[2]
+                       if total > max_tokens else None)
     try:
         full.encode("utf-8")
     except UnicodeEncodeError:
         return tokenizer.count(full), None
-    if sliced(full, max_tokens):
-        total = tokenizer.count(full)
-        if total <= max_tokens:
-            return total, None
-        _, _, cut = slice_windows(full, max_tokens, tokenizer, windows, spans=True)
-        return total, cut
     tokens = tokenizer.encode(full)
     if len(tokens) <= max_tokens:
         return len(tokens), None

@@ -96,6 +96,7 @@ def slice_windows(text: str, budget: int, tokenizer: Tokenizer, windows: int, *,
     gaps: list[int] = []
     byte_spans: list[tuple[int, int]] = []
     last_end = 0
+    base, based = 0, 0  # the UTF-8 byte offset of character `based`, advanced window by window
     for i, start in enumerate(starts):
         chunk = text[start:start + width]
         tokens = tokenizer.encode(chunk)
@@ -114,7 +115,8 @@ def slice_windows(text: str, budget: int, tokenizer: Tokenizer, windows: int, *,
         last_end = max(last_end, begin + len(piece))
         if offsets is not None:
             # The chunk's tokens concatenate to its UTF-8 bytes, which begin where the chunk does.
-            base = len(text[:start].encode("utf-8"))
+            base += len(text[based:start].encode("utf-8"))
+            based = start
             a, b = offsets(tokens, [lo, hi])
             byte_spans.append((base + a, base + b))
     trailing = NO_MARK

@@ -201,7 +201,7 @@ class PickyStandIn(StandIn):
                       "low": None, "high": None}
 
 
-def test_compare_stores_prints_and_reports_the_suggestion(scored, tmp_path):
+def test_compare_stores_and_reports_the_suggestion(scored, tmp_path):
     from mira.artifacts.compare import COMPARE_SUMMARY
 
     config = _ablating(scored, tmp_path, "sources")
