@@ -33,6 +33,7 @@ demo: env system-deps
 lint: env
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -28,13 +28,13 @@ import numpy as np
 
 def main() -> int:
     from mira import api
-    from mira.config import EngineConfig
-    from mira.corpus import iter_source_records, source_infos
+    from mira.core.config import EngineConfig
+    from mira.corpus.sources import iter_source_records, source_infos
     from mira.demo.corpus import build, demo_config
-    from mira.rankings import perplexity
-    from mira.rankings.ngram import NgramModel, token_ids
-    from mira.rankings.texts import record_text
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
+    from mira.selection.rankings import perplexity
+    from mira.selection.rankings.ngram import NgramModel, token_ids
+    from mira.selection.rankings.texts import record_text
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="demo-data")

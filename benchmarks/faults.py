@@ -53,7 +53,7 @@ def _fault(kind: str, body: dict[str, Any]) -> Any:
 
 
 def _corpus(root: Path, n: int) -> Any:
-    from mira.config import AnnotationConfig, RunConfig
+    from mira.core.config import AnnotationConfig, RunConfig
 
     for name in ("alpha", "beta"):
         lines = [json.dumps({"id": i, "text": f"{name} record {i}: " + "some sentence of real text. " * (3 + i % 5)})
@@ -69,8 +69,9 @@ def _corpus(root: Path, n: int) -> Any:
 def _template(config: Any) -> Path:
     """A run directory after ingest, with one group and a hand-written rubric (no embedding model)."""
     from mira import api
-    from mira.rubric import Anchor, save_rubric
-    from mira.rundir import RunDir, atomic_write_json
+    from mira.artifacts.anchors import Anchor, save_rubric
+    from mira.io.files import atomic_write_json
+    from mira.run.rundir import RunDir
 
     api.run_one("ingest", config)
     run = RunDir(config.resolved_run_dir())
@@ -104,8 +105,8 @@ def _mira(args: list[str]) -> int:
 def run_kind(kind: str, policy: str, share: float, config: Any, template: Path, work: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from mira.config_files import dump_config
-    from mira.rundir import RunDir
+    from mira.run.config_file import dump_config
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     state: dict[str, Any] = {"broken": True, "answered": set(), "failing": set(), "repeated": 0,

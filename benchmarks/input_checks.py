@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from mira.config import SourceConfig
-    from mira.digests import shard_digest
-    from mira.io import decode_json_object, iter_shard, plan_shards
+    from mira.core.config import SourceConfig
+    from mira.io.digests import shard_digest
+    from mira.io.readers import decode_json_object, iter_shard, plan_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         jsonl, parquet = build(Path(tmp), args.records)

@@ -89,7 +89,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mira.rubric import Anchor
+from mira.artifacts.anchors import Anchor
 
 GROUPS = {
     "code": ["stdlib_code", "sitepkg_code", "c_headers"],
@@ -123,7 +123,7 @@ ANCHORS = {
 
 def _records(data: Path, work: Path, per_group: int, seed: int) -> tuple[Any, dict[str, list[Any]]]:
     from mira.api import open_run, run_one
-    from mira.corpus import sample_stratified, source_infos
+    from mira.corpus.sources import sample_stratified, source_infos
     from mira.demo.corpus import demo_config
 
     config = demo_config(data, work / "run")
@@ -258,13 +258,13 @@ def main() -> None:
     import httpx
 
     from mira.api import build_demo_data
-    from mira.config import TeacherConfig
-    from mira.records import Rendering, render
-    from mira.stages import annotate, annotate_v3
+    from mira.core.config import TeacherConfig
+    from mira.corpus.records import Rendering, render
+    from mira.rubrics import annotation, annotation_v3
     from mira.teacher import load_prompt
     from mira.teacher.client import ChatClient
     from mira.teacher.local import local_server
-    from mira.tokens import get_tokenizer
+    from mira.text.tokens import get_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -297,10 +297,10 @@ def main() -> None:
                 first record, and the timed requests pay only for what differs per record."""
                 stand_in = Rendering("(a stand-in record)", 5, False)
                 if proto.startswith("v3"):
-                    kind = annotate.KIND.get(record.format, "a record")
-                    return annotate_v3.build_requests(prompts[proto], cards, record, stand_in, "warm-up", bool(which),
-                                                      0, kind, annotate.PART, proto != "v3s")[:1]
-                return [annotate.build_request(prompts[proto], cards, record, stand_in, False, 100, "warm-up")]
+                    kind = annotation.KIND.get(record.format, "a record")
+                    return annotation_v3.build_requests(prompts[proto], cards, record, stand_in, "warm-up", bool(which),
+                                                      0, kind, annotation.PART, proto != "v3s")[:1]
+                return [annotation.build_request(prompts[proto], cards, record, stand_in, False, 100, "warm-up")]
 
             for n, (group, block) in enumerate(blocks):
                 if time.monotonic() - started > args.max_minutes * 60:
@@ -318,7 +318,7 @@ def main() -> None:
                         if which == 0 or proto.startswith("v3"):
                             return anchors
                         key = record.id if proto == "v1" else group  # v1: per record, v2: per group
-                        return annotate.shuffled(anchors, args.seed, key)
+                        return annotation.shuffled(anchors, args.seed, key)
                     done: dict[str, list[Any]] = {r.id: [] for r in block}
                     rendered = short if proto == "v3t" else full
                     for which in (0, 1):
@@ -327,17 +327,17 @@ def main() -> None:
                         for record in block:
                             cards = order(record, which)
                             if proto.startswith("v3"):  # the variant: guides and scale listed HIGH -> LOW
-                                requests = annotate_v3.build_requests(
+                                requests = annotation_v3.build_requests(
                                     prompts[proto], cards, record, rendered[record.id], record.id, bool(which), 0,
-                                    annotate.KIND.get(record.format, "a record"), annotate.PART, proto != "v3s")
+                                    annotation.KIND.get(record.format, "a record"), annotation.PART, proto != "v3s")
                             else:
-                                requests = [annotate.build_request(prompts[proto], cards, record, rendered[record.id],
+                                requests = [annotation.build_request(prompts[proto], cards, record, rendered[record.id],
                                                                    False, 100, record.id)]
                             call, results = _ask_all(http, client, server.url, requests)
                             if proto.startswith("v3"):
-                                label = annotate_v3.label_row(record, rendered[record.id], ids[group], results)
+                                label = annotation_v3.label_row(record, rendered[record.id], ids[group], results)
                             else:
-                                label = annotate.label_row(record, rendered[record.id], ids[group],
+                                label = annotation.label_row(record, rendered[record.id], ids[group],
                                                            [a.id for a in cards], results[0])
                             call["ok"] = label["ok"]
                             done[record.id].append((call, label))

@@ -36,8 +36,8 @@ def write_corpus(path: Path, records: int, seed: int = 0) -> None:
 
 
 def _read(path: str, storage: dict | None, queue: multiprocessing.Queue) -> None:
-    from mira.config import RunConfig, SourceConfig
-    from mira.io import iter_shard, plan_shards
+    from mira.core.config import RunConfig, SourceConfig
+    from mira.io.readers import iter_shard, plan_shards
 
     settings = RunConfig.model_validate({"storage": storage or {}}).storage
     started = time.perf_counter()

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mira.config import ProxyConfig
-from mira.proxy import train_proxy, verdict
+from mira.core.config import ProxyConfig
+from mira.evaluation.proxy import train_proxy, verdict
 
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages"}
 HELDOUT_SHARE = 0.1

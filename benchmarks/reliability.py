@@ -6,7 +6,7 @@ For validation sizes n = 3 .. 80 it draws teacher labels (expected scores, mean 
 0..10) and two students: a *null* student (predictions independent of the labels, spread around
 the mean like a weak regressor's) and a student whose true Spearman with the teacher is 0.6
 (bivariate normal, Pearson 2 sin(pi rho / 6)). Each cell is judged by the rule of
-mira.reliability at the default ``ReliabilityConfig`` and by the old rule (point Spearman >= 0.2,
+mira.scoring.reliability at the default ``ReliabilityConfig`` and by the old rule (point Spearman >= 0.2,
 MAE <= 2.5, n >= 3), and the share of trials each rule masks the null student / passes the real
 one is printed side by side.
 
@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from mira.config import ReliabilityConfig
-from mira.reliability import build_mask, judge
+from mira.core.config import ReliabilityConfig
+from mira.scoring.reliability import build_mask, judge
 from mira.students import evaluate
 
 SIZES = (3, 5, 10, 20, 40, 80)

@@ -42,9 +42,9 @@ def _write(folder: Path, sources: int, records: int) -> list[dict]:
 
 def main() -> int:
     from mira import api, corpus
-    from mira.config import RunConfig
-    from mira.corpus import SourceInfo, sample_stratified, source_infos
-    from mira.rundir import RunDir
+    from mira.core.config import RunConfig
+    from mira.corpus.sources import SourceInfo, sample_stratified, source_infos
+    from mira.run.rundir import RunDir
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=50_000)

@@ -14,7 +14,7 @@ The student is the real static student (mira.students: model2vec features + ridg
 stand-in labels when the distilled static model is present (`--student auto`, the default);
 otherwise a stand-in that still featurizes every rendering (character statistics, hashed word
 counts) so the cost of reading and rendering is real. The reliability mask and the aggregate are
-applied at select time (mira.score_table), so they are not part of the score time measured here.
+applied at select time (mira.scoring.table), so they are not part of the score time measured here.
 
 Whole-corpus docs/s is set against student-alone docs/s measured in the same run: every predict
 call is timed in the worker that makes it, and student-alone is the rate those processes would
@@ -181,7 +181,7 @@ class BenchModels:
 
     @staticmethod
     def _real() -> Any:
-        from mira.stages.score import StageModels
+        from mira.scoring.corpus_scores import StageModels
 
         return StageModels()
 
@@ -219,10 +219,10 @@ def student_seconds(log_dir: Path, began: float, ended: float) -> dict[str, floa
 
 def prepare_upstream(config: Any, run: Any, kind: str) -> None:
     """groups.json (one group per source), students and masks, as group/distill would write them."""
-    from mira.corpus import sample_source, source_infos
-    from mira.records import render
-    from mira.rundir import atomic_write_json
-    from mira.tokens import get_tokenizer
+    from mira.corpus.records import render
+    from mira.corpus.sources import sample_source, source_infos
+    from mira.io.files import atomic_write_json
+    from mira.text.tokens import get_tokenizer
 
     infos = source_infos(run)
     groups = {f"g{i}": info.name for i, info in enumerate(infos)}
@@ -234,7 +234,7 @@ def prepare_upstream(config: Any, run: Any, kind: str) -> None:
     tokenizer = get_tokenizer(config.tokenizer.name)
     for (group, _source), info in zip(groups.items(), infos, strict=True):
         if kind == "static":
-            from mira.config import StudentConfig
+            from mira.core.config import StudentConfig
             from mira.students import train
 
             sample = sample_source(config, info, 96, seed=0)
@@ -340,11 +340,12 @@ class DriverPeak:
 def run_size(n: int, workers: int, kind: str, root: Path, batch_size: int, reuse_counts: bool = True,
              start_method: str | None = None) -> dict[str, Any]:
     from mira import api
-    from mira.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
+    from mira.core.config import EngineConfig, IngestConfig, RunConfig, SourceConfig
     from mira.engines import worker_count
-    from mira.rundir import RunDir
-    from mira.runner import StageContext
-    from mira.stages.score import fingerprint, score_corpus
+    from mira.run.context import StageContext
+    from mira.run.rundir import RunDir
+    from mira.scoring.corpus_scores import score_corpus
+    from mira.stages.score import fingerprint
 
     # The corpus is built in a process of its own: its pool of texts is not mira's memory.
     t0 = time.time()
@@ -433,8 +434,8 @@ def main() -> None:
         return
     kind = args.student
     if kind == "auto":
-        from mira.config import EmbedConfig
-        from mira.embed import static_model_dir
+        from mira.core.config import EmbedConfig
+        from mira.text.embed import static_model_dir
 
         kind = "static" if (static_model_dir(EmbedConfig()) / "config.json").exists() else "standin"
     if args.child:
@@ -442,7 +443,7 @@ def main() -> None:
                                   reuse_counts=not args.without_token_counts, start_method=args.start_method)))
         return
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
-    from mira.config import EngineConfig
+    from mira.core.config import EngineConfig
 
     print(f"student: {kind}, workers: {args.workers}, batch size: {args.batch_size}, cpus: {os.cpu_count()}, "
           f"token counts from ingest: {not args.without_token_counts}, "

@@ -79,7 +79,7 @@ def held_out_spearman(pred: np.ndarray, target: np.ndarray) -> list[float]:
 
 def _worker_init(folder: str, warm: list[str]) -> None:
     global _STUDENT
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.students import load_student
 
     _STUDENT = load_student(RunDir(Path(folder)), "bench")
@@ -107,10 +107,10 @@ def static_throughput(run_root: str, warm: list[str], texts: list[str], workers:
 
 
 def teacher_seconds(measure: int, records: list[str]) -> tuple[float, str]:
-    from mira.config import RunConfig
-    from mira.records import Record, Rendering
-    from mira.rubric import Anchor
-    from mira.stages.annotate import build_request
+    from mira.artifacts.anchors import Anchor
+    from mira.core.config import RunConfig
+    from mira.corpus.records import Record, Rendering
+    from mira.rubrics.annotation import build_request
     from mira.teacher import load_prompt
     from mira.teacher.usage import CHARS_PER_TOKEN, MODEL_SPEEDS
 
@@ -127,7 +127,7 @@ def teacher_seconds(measure: int, records: list[str]) -> tuple[float, str]:
         requests.append(build_request(prompt, anchors, record, Rendering(text, len(text) // 4, False),
                                       config.annotation.rationales, config.annotation.rationale_chars, f"r{i}"))
     if measure:
-        from mira.rundir import RunDir
+        from mira.run.rundir import RunDir
         from mira.teacher import open_teacher
 
         with tempfile.TemporaryDirectory() as tmp, open_teacher(config.teacher, RunDir(Path(tmp)), "bench") as teacher:
@@ -149,8 +149,8 @@ def teacher_seconds(measure: int, records: list[str]) -> tuple[float, str]:
 
 def static_part(args: argparse.Namespace, anchors: list[str], labelled_texts: list[str], Y: np.ndarray,
                 train_idx: np.ndarray, val_idx: np.ndarray, stream: list[str], warm: list[str]) -> float:
-    from mira.config import EmbedConfig, StudentConfig
-    from mira.rundir import RunDir
+    from mira.core.config import EmbedConfig, StudentConfig
+    from mira.run.rundir import RunDir
     from mira.students import train
 
     start = time.perf_counter()
@@ -189,7 +189,7 @@ def encoder_part(args: argparse.Namespace, anchors: list[str], labelled_texts: l
                  train_idx: np.ndarray, val_idx: np.ndarray, stream: list[str], static_dps: float) -> None:
     import torch
 
-    from mira.config import StudentConfig
+    from mira.core.config import StudentConfig
     from mira.students import train
 
     encoder_config = StudentConfig(kind="encoder", encoder_epochs=args.encoder_epochs)
@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--gpu-batch", type=int, default=256, help="encoder batch size on CUDA")
     args = parser.parse_args()
 
-    from mira.stages.distill import split
+    from mira.scoring.distillation import split
 
     files = python_files()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {len(files)} Python files")

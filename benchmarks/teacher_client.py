@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mira.config import TeacherConfig
-from mira.rundir import RunDir
+from mira.core.config import TeacherConfig
+from mira.run.rundir import RunDir
 from mira.teacher import Score, TeacherRequest, open_teacher, wrap_record
 from mira.teacher.local import local_server
 

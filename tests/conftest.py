@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mira.config import RunConfig, SourceConfig
+from mira.core.config import RunConfig, SourceConfig
 
 DATA = Path(__file__).parent / "data"
 
@@ -38,7 +38,7 @@ def mira_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """``MIRA_CACHE_DIR`` for the whole session: a fresh temp dir unless the user set one.
 
     What lives where, and why:
-    - ``$MIRA_CACHE_DIR/static`` (mira.embed) holds the model2vec models distilled from the bundled
+    - ``$MIRA_CACHE_DIR/static`` (mira.text.embed) holds the model2vec models distilled from the bundled
       MiniLM. Tests get their own copy so that no test sees another session's (or the user's)
       leftovers and a test may damage it freely. Distilling costs ~20 s on an idle 2-core machine
       (2 min 41 s measured with the CPU shared), so the session starts from copies of the complete
@@ -56,7 +56,7 @@ def mira_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.environ.get("MIRA_CACHE_DIR"):
         yield Path(os.environ["MIRA_CACHE_DIR"])
         return
-    from mira.embed import cache_root
+    from mira.text.embed import cache_root
 
     user_static = cache_root() / "static"  # the default location: MIRA_CACHE_DIR is not set here
     root = tmp_path_factory.mktemp("mira-cache")

@@ -1,4 +1,4 @@
-"""reliability.anchor_scale: a group's anchors on one scale before averaging (mira.anchor_scale)."""
+"""reliability.anchor_scale: a group's anchors on one scale before averaging (mira.scoring.anchor_scale)."""
 
 import hashlib
 import json
@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.anchor_scale import anchor_stats, scaled, with_scale
-from mira.config import ReliabilityConfig, SelectionConfig
-from mira.reliability import aggregate
-from mira.rundir import RunDir
-from mira.selections import current_selection
+from mira.core.config import ReliabilityConfig, SelectionConfig
+from mira.run.rundir import RunDir
+from mira.scoring.anchor_scale import anchor_stats, scaled, with_scale
+from mira.scoring.reliability import aggregate
+from mira.selection.named import current_selection
 from tests.engines.doubles import build_scored_run, make_config
 
 

@@ -14,10 +14,11 @@ import pytest
 
 from mira import api
 from mira.artifacts import CATALOGUE, ArtifactInvalid, ArtifactMissing
-from mira.artifacts.core import dump
 from mira.artifacts.selection import DecisionReason
-from mira.config import ConfigError
-from mira.rundir import RunDir, StageNotReady
+from mira.core.config import ConfigError
+from mira.core.errors import StageNotReady
+from mira.run.artifact import dump
+from mira.run.rundir import RunDir
 from tests.report.fixture_run import build_fixture_run
 
 DOC = Path(__file__).parents[1] / "docs" / "architecture.md"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mira.embed import cache_root
+from mira.text.embed import cache_root
 from tests.conftest import _copy_models
 
 

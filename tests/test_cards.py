@@ -1,4 +1,4 @@
-"""Card checks (mira.cards) on hand-made cards, including the real failures of the 20-minute demo."""
+"""Card checks (mira.rubrics.cards) on hand-made cards, including the real failures of the 20-minute demo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mira.cards import (
+from mira.rubrics.cards import (
     card_problem,
     guide_similarity,
     identical_guides,

@@ -69,8 +69,8 @@ def test_length_plot_of_a_group_with_nothing_scored_does_not_warn():
 
 
 def test_embedding_nothing_uses_no_deprecated_api():
-    from mira.config import EmbedConfig
-    from mira.embed import embed_texts, sentence_model
+    from mira.core.config import EmbedConfig
+    from mira.text.embed import embed_texts, sentence_model
 
     config = EmbedConfig()
     sentence_model(config.model, config.max_seq_tokens)  # loading may warn on its own; not our call

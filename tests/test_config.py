@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from mira.config import ConfigError, RunConfig
-from mira.config_files import load_config
+from mira.core.config import ConfigError, RunConfig
+from mira.run.config_file import load_config
 
 
 def test_defaults_validate_and_fingerprint_is_stable():
@@ -122,7 +122,7 @@ def test_a_budget_override_replaces_the_files_budget(tmp_path: Path):
 
 
 def test_a_dumped_config_loads_back(tmp_path: Path):
-    from mira.config_files import dump_config
+    from mira.run.config_file import dump_config
 
     config = load_config(None, ["selection.budget_tokens=100"])
     (tmp_path / "c.yaml").write_text(dump_config(config))

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mira.config import ConfigError, SourceConfig
-from mira.digests import shard_digest
-from mira.io import iter_jsonl, iter_shard, list_source_files, plan_shards, read_text_file
+from mira.core.config import ConfigError, SourceConfig
+from mira.io.digests import shard_digest
+from mira.io.readers import iter_jsonl, iter_shard, list_source_files, plan_shards, read_text_file
 
 
 def _items(path: Path, max_bytes: int = 1000):

@@ -1,12 +1,12 @@
-"""The orjson fast path of mira.jsonline accepts, refuses and decodes exactly like the stdlib path."""
+"""The orjson fast path of mira.io.jsonline accepts, refuses and decodes exactly like the stdlib path."""
 
 import json
 import random
 
 import pytest
 
-from mira import jsonline
-from mira.jsonline import decode_json_object
+from mira.io import jsonline
+from mira.io.jsonline import decode_json_object
 
 SURROGATE = "lone UTF-16 surrogate escape (not encodable as UTF-8)"
 DEEP = "malformed JSON: nested too deeply"
@@ -107,7 +107,7 @@ def test_mutated_lines_give_the_stdlib_verdict_and_value():
 def test_a_float_overflowing_to_infinity_is_quarantined_at_ingest(tmp_path):
     """`1e400` reached the selection as a bare Infinity (the stdlib reads it as inf); it is quarantined."""
     from mira.api import run_one
-    from mira.config import RunConfig
+    from mira.core.config import RunConfig
 
     source = tmp_path / "s.jsonl"
     source.write_text('{"id": "ok", "text": "a fine record with enough text"}\n'

@@ -3,7 +3,7 @@ import math
 
 import pyarrow.parquet as pq
 
-from mira.outputs import arrow_table, strict_json, unify_parquet_schemas
+from mira.selection.outputs import arrow_table, strict_json, unify_parquet_schemas
 
 
 def _write(path, rows):

@@ -17,10 +17,11 @@ from click.testing import CliRunner
 
 from mira import api
 from mira.cli import main
-from mira.config import RunConfig
-from mira.rundir import RunDir
-from mira.runner import StageContext, done_already
-from mira.selections import current_selection
+from mira.core.config import RunConfig
+from mira.pipeline.runner import done_already
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
+from mira.selection.named import current_selection
 
 DATA = Path(__file__).parent / "data" / "group_discover"
 DIMENSIONS = ["Clarity of explanation", "Correctness of details", "Consistent style", "Useful comments",
@@ -67,7 +68,7 @@ def _instance(schema: dict, defs: dict, text: str, path: str = "") -> object:
         if path.endswith("name"):
             digest = int(hashlib.md5((text + path).encode()).hexdigest(), 16)
             value = DIMENSIONS[digest % len(DIMENSIONS)]
-        elif path.rsplit(".", 1)[-1] in GUIDES:  # anchor-card guides must differ (mira.cards)
+        elif path.rsplit(".", 1)[-1] in GUIDES:  # anchor-card guides must differ (mira.rubrics.cards)
             value = GUIDES[path.rsplit(".", 1)[-1]]
         else:
             value = "A short reason grounded in the record."
@@ -138,8 +139,8 @@ def test_a_group_left_without_anchors_is_unscored_not_a_stop(tmp_path: Path):
     """Discover may reject every card of a group (rubrics/<g>.jsonl written empty): annotate skips
     it, distill notes it, score gives its records no anchor scores, and select keeps their
     source-preserving random share; the run finishes and every record is accounted for."""
-    from mira.groups import load_groups
-    from mira.rubric import rubric_path
+    from mira.artifacts.anchors import rubric_path
+    from mira.artifacts.groups import load_groups
     from mira.teacher.testing import ScriptedServer
 
     with ScriptedServer(schema_teacher) as server:
@@ -309,7 +310,7 @@ def test_whole_pipeline_with_the_real_bundled_server(tmp_path: Path):
         "annotation": {"records_per_group": 4, "self_consistency_records": 1, "rationales": False},
         "reliability": {"min_support": 1, "max_mae": 10, "min_spearman": -1},
     })
-    from mira.rubric import Anchor, rubric_is_empty, save_rubric
+    from mira.artifacts.anchors import Anchor, rubric_is_empty, save_rubric
 
     outcomes = api.run_pipeline(config, until="discover")
     run = Path(config.run_dir)

@@ -1,5 +1,5 @@
 """The dry run tells the truth: per stage whether it runs and why, by the runner's own fingerprint,
-and a time estimate from this run's measured speeds (mira.plan)."""
+and a time estimate from this run's measured speeds (mira.pipeline.plan)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from mira import api
-from mira.plan import estimate, explain
-from mira.rundir import STAGES, RunDir, atomic_write_json
+from mira.core.stages import STAGES
+from mira.io.files import atomic_write_json
+from mira.pipeline.plan import estimate, explain
+from mira.run.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,7 @@ def test_a_stage_rerun_alone_is_named_downstream(finished):
 def test_dry_run_helpers_come_from_the_stage_plan_module_when_there_is_one(monkeypatch):
     import importlib
 
-    from mira.plan import dry_run_module
+    from mira.pipeline.plan import dry_run_module
 
     assert dry_run_module("discover").__name__ == "mira.stages.discover_plan"
     assert dry_run_module("annotate").__name__ == "mira.stages.annotate_plan"
@@ -175,7 +177,7 @@ def test_an_interrupted_stage_is_priced_at_its_latency_over_the_concurrency(tmp_
     # A stage killed before its marker leaves only usage/<stage>.json. Its answers' latencies
     # overlap `concurrency` at a time: pricing each at its full latency doubled the estimate of the
     # interrupted demo's annotate at concurrency 2 (10.8 min estimated, 6.5 min measured).
-    from mira.plan import measured_speed
+    from mira.teacher.speed import measured_speed
 
     run = RunDir(tmp_path / "run")
     run.usage_dir.mkdir(parents=True)

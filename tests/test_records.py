@@ -2,10 +2,10 @@ from pathlib import PurePath
 
 import pytest
 
-from mira.config import SourceConfig
-from mira.io import RawItem
-from mira.records import RecordError, detect_format, make_record, path_suffix, render, window
-from mira.tokens import get_tokenizer
+from mira.core.config import SourceConfig
+from mira.corpus.records import RecordError, detect_format, make_record, path_suffix, render, window
+from mira.io.readers import RawItem
+from mira.text.tokens import get_tokenizer
 
 SRC = SourceConfig(name="s", path="x")
 TOK = get_tokenizer("cl100k_base")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
-from mira.config import ReliabilityConfig
-from mira.reliability import GROUP_CELL, aggregate, build_mask, masked_records
+from mira.core.config import ReliabilityConfig
+from mira.scoring.reliability import GROUP_CELL, aggregate, build_mask, masked_records
 
 
 def _metrics():
@@ -59,7 +59,7 @@ def test_a_perfect_student_on_two_rows_is_undecidable_not_undefined():
 def test_lower_bound_matches_fisher_z_and_grows_with_n():
     from scipy.stats import norm
 
-    from mira.reliability import spearman_lower_bound
+    from mira.scoring.reliability import spearman_lower_bound
 
     want = math.tanh(math.atanh(0.6) - norm.ppf(0.9) * math.sqrt(1.06 / 37))
     assert spearman_lower_bound(0.6, 37, 0.9) == pytest.approx(want)
@@ -70,7 +70,7 @@ def test_lower_bound_matches_fisher_z_and_grows_with_n():
 
 def test_group_cell_never_pools_across_sources():
     """A student that only knows the source: perfect pooled ranking, none within any source."""
-    from mira.reliability import combine_within_sources
+    from mira.scoring.reliability import combine_within_sources
     from mira.students import evaluate
 
     rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def test_mae_limit_follows_the_teacher_self_consistency_when_measured():
     (3, 0.1, 0), (4, 0.1, 0), (5, 0.1, 1), (9, 0.1, 1), (10, 0.1, 1), (20, 0.1, 2), (5, 0.0, 0), (7, 0.2, 1),
     (10, 0.45, 4)])
 def test_trim_count_cuts_from_few_anchors_and_keeps_one(usable, fraction, cut):
-    from mira.reliability import trim_count
+    from mira.scoring.reliability import trim_count
 
     config = ReliabilityConfig(trim_fraction=fraction, trim_min_anchors=5)
     assert trim_count(np.array([usable]), config)[0] == cut
@@ -146,7 +146,7 @@ def test_all_masked_records_get_nan_and_are_counted(method, caplog):
     mask = _mask({"good": ([True, False, True, False], [1.0] * 4), "dead": ([False] * 4, [0.0] * 4)})
     scores = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [np.nan, 1.0, np.nan, 1.0], [4.0, 0.0, 8.0, 0.0]])
     sources = np.array(["good", "dead", "good", "good"])
-    with caplog.at_level(logging.WARNING, logger="mira.reliability"):
+    with caplog.at_level(logging.WARNING, logger="mira.scoring.reliability"):
         out = aggregate(scores, sources, mask, ReliabilityConfig(aggregate=method, trim_fraction=0.1))
     assert out[0] == pytest.approx(2.0) and out[3] == pytest.approx(6.0)
     assert np.isnan(out[1]) and np.isnan(out[2])  # every anchor masked / every usable score missing
@@ -162,8 +162,10 @@ def test_aggregate_rejects_misaligned_scores_and_handles_empty_input():
 
 
 def test_current_mask_follows_the_current_thresholds_without_a_student(tmp_path):
-    from mira.reliability import current_mask, mask_inputs, write_mask
-    from mira.rundir import RunDir, StageNotReady, atomic_write_json
+    from mira.core.errors import StageNotReady
+    from mira.io.files import atomic_write_json
+    from mira.run.rundir import RunDir
+    from mira.scoring.reliability import current_mask, mask_inputs, write_mask
 
     run = RunDir(tmp_path)
     distilled = ReliabilityConfig(min_spearman=0.2, min_support=10)
@@ -184,7 +186,7 @@ def test_current_mask_follows_the_current_thresholds_without_a_student(tmp_path)
 
 
 def test_excluded_cells_are_masked_with_a_reason_and_nothing_else_changes():
-    from mira.reliability import aggregate, excluded
+    from mira.scoring.reliability import aggregate, excluded
 
     ok = {"masked": False, "status": "reliable", "reason": None, "weight": 0.5}
     mask = {"anchors": ["a00", "a01"], "cells": {"*": {"a00": ok, "a01": ok}, "s1": {"a00": ok, "a01": ok}}}

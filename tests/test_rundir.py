@@ -5,7 +5,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from mira.rundir import RunDir, StageNotReady, atomic_path, atomic_write_text, fingerprint, hash_files
+from mira.core.errors import StageNotReady
+from mira.core.hashing import fingerprint
+from mira.io.files import atomic_path, atomic_write_text, hash_files
+from mira.run.rundir import RunDir
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path):
@@ -53,8 +56,9 @@ from click.testing import CliRunner  # noqa: E402
 
 from mira import api  # noqa: E402
 from mira.cli import main  # noqa: E402
-from mira.config import ConfigError, RunConfig, SourceConfig  # noqa: E402
-from mira.rundir import RUN_MARKER, remove_own_files, swap_in  # noqa: E402
+from mira.core.config import ConfigError, RunConfig, SourceConfig  # noqa: E402
+from mira.io.files import remove_own_files, swap_in  # noqa: E402
+from mira.run.rundir import RUN_MARKER  # noqa: E402
 
 DOCS = '{"id": "a", "text": "A first document about parsers."}\n{"id": "b", "text": "A second one."}\n'
 

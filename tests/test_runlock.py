@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from mira.config import EngineConfig
-from mira.config_files import dump_config
-from mira.rundir import RunDir
-from mira.runlock import RunLocked, writing
-from mira.selections import current_selection
+from mira.core.config import EngineConfig
+from mira.run.config_file import dump_config
+from mira.run.lock import RunLocked, writing
+from mira.run.rundir import RunDir
+from mira.selection.named import current_selection
 from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Sample once: ingest indexes the records later samples draw, and group, discover and annotate
-read only those (mira.sample_index); the samples are the ones a full streaming pass chooses."""
+read only those (mira.corpus.sample_index); the samples are the ones a full streaming pass chooses."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mira import api, corpus, sample_index
-from mira.config import EngineConfig, IngestConfig
-from mira.corpus import SourceInfo, sample_source, sample_stratified, source_infos
-from mira.rundir import RunDir
+from mira import api
+from mira.core.config import EngineConfig, IngestConfig
+from mira.core.hashing import stable_rank
+from mira.corpus import sample_index, sources
+from mira.corpus.sources import SourceInfo, sample_source, sample_stratified, source_infos
+from mira.run.rundir import RunDir
 from tests.conftest import DATA, make_config
 
 
@@ -75,7 +77,7 @@ def test_indexed_samples_are_the_streamed_samples(tmp_path, monkeypatch, floor):
 
 
 def test_the_index_is_exact_where_shards_were_cut():
-    from mira.io import Shard
+    from mira.io.readers import Shard
 
     def shard(index, duplicates=()):
         return Shard(source="s", index=index, reader="jsonl", files=("f",), duplicates=tuple(duplicates))
@@ -84,7 +86,7 @@ def test_the_index_is_exact_where_shards_were_cut():
     for i in range(5):
         a.add(f"a{i}", i, 10 * i, f"f:{i + 1}")
         b.add(f"b{i}", i, 10 * i, f"f:{i + 6}")
-    ranks = sorted((corpus.stable_rank(0, f"{p}{i}"), f"{p}{i}") for p in "ab" for i in range(5))
+    ranks = sorted((stable_rank(0, f"{p}{i}"), f"{p}{i}") for p in "ab" for i in range(5))
     index = sample_index.build_index([shard(0), shard(1)], {0: a.to_json(), 1: b.to_json()}, 2)
     entries = index["seeds"]["0"]["entries"]
     assert not index["seeds"]["0"]["complete"] and index["usable"] == 10
@@ -125,7 +127,7 @@ def test_merging_as_shards_arrive_gives_the_index_of_merging_at_the_end():
     # known only at the end), some shards cut and some not, two seeds: the same index, exactly.
     import random
 
-    from mira.io import Shard
+    from mira.io.readers import Shard
 
     rng = random.Random(7)
     for trial in range(300):
@@ -151,13 +153,13 @@ def test_merging_as_shards_arrive_gives_the_index_of_merging_at_the_end():
 
 def _counting(monkeypatch) -> list[str]:
     parsed: list[str] = []
-    real = corpus.to_record
+    real = sources.to_record
 
     def counted(raw, *args, **kwargs):
         parsed.append(raw.locator)
         return real(raw, *args, **kwargs)
 
-    monkeypatch.setattr(corpus, "to_record", counted)
+    monkeypatch.setattr(sources, "to_record", counted)
     return parsed
 
 
@@ -207,14 +209,14 @@ def test_a_run_without_an_index_streams_with_a_note_and_ingest_force_restores_it
     for path in run.path("inventory", "sample").glob("*.json"):
         path.unlink()  # as a run ingested by an older mira
     assert {i.name: [r.locator for r in sample_stratified(config, [i], 3, 0)] for i in infos} == expected
-    note = corpus.index_note(infos, 0)
+    note = sources.index_note(infos, 0)
     assert note is not None and "py_code, qa" in note and "mira ingest --force" in note
-    assert corpus.index_note(infos, 0).count("\n") == 0
+    assert sources.index_note(infos, 0).count("\n") == 0
 
     before = run.done("ingest")["fingerprint"]
     assert not api.run_one("ingest", config, force=True).skipped
     assert run.done("ingest")["fingerprint"] == before  # nothing downstream reruns
-    assert corpus.index_note(source_infos(run), 0) is None
+    assert sources.index_note(source_infos(run), 0) is None
 
 
 def test_an_input_edited_in_place_is_sampled_from_what_it_holds_now(tmp_path):

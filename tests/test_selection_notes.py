@@ -1,6 +1,6 @@
-"""The lines a finished selection adds to the run notes (mira.selection_notes)."""
+"""The lines a finished selection adds to the run notes (mira.selection.notes)."""
 
-from mira.selection_notes import empty_budget_notes, starved_source_notes
+from mira.selection.notes import empty_budget_notes, starved_source_notes
 
 
 def _summary(mode="group", **kept):

@@ -9,10 +9,11 @@ from click.testing import CliRunner
 
 from mira import api
 from mira.cli import main
-from mira.config import ConfigError, SelectionConfig
+from mira.core.config import ConfigError, SelectionConfig
 from mira.report import render_report
-from mira.rundir import RunDir
-from mira.selections import (
+from mira.run.rundir import RunDir
+from mira.selection.build import select_corpus
+from mira.selection.named import (
     budget_label,
     current_selection,
     default_name,
@@ -20,7 +21,6 @@ from mira.selections import (
     selection_dir,
     selection_name,
 )
-from mira.stages.select import select_corpus
 from tests.engines.doubles import build_scored_run, make_config, tree_bytes
 
 

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from mira.cli import main
-from mira.config import ConfigError, RunConfig, SourceConfig
-from mira.config_files import load_config
-from mira.digests import shard_digest
-from mira.io import iter_shard, list_source_files, plan_shards
-from mira.storage import RemoteFile
+from mira.core.config import ConfigError, RunConfig, SourceConfig
+from mira.io.digests import shard_digest
+from mira.io.readers import iter_shard, list_source_files, plan_shards
+from mira.io.storage import RemoteFile
+from mira.run.config_file import load_config
 
 
 def _storage(s3):
@@ -87,8 +87,8 @@ def test_a_single_object_and_a_glob_resolve_like_local_paths(s3, tmp_path, data_
 
 def test_a_rewritten_object_changes_the_ingest_fingerprint(s3, tmp_path):
     """The ETag stands in for the mtime: new data under the same key is a new ingest."""
-    from mira.rundir import RunDir
-    from mira.runner import StageContext
+    from mira.run.context import StageContext
+    from mira.run.rundir import RunDir
     from mira.stages import ingest
 
     path = tmp_path / "a.jsonl"
@@ -191,7 +191,7 @@ def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining
     unfinished (exit 3) and a rerun reads the shard again."""
     import s3fs
 
-    from mira.runner import StageIncomplete
+    from mira.core.errors import StageIncomplete
 
     storage = _storage(s3)
     corpus = _corpus(tmp_path / "corpus", data_dir)
@@ -214,7 +214,7 @@ def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining
 @pytest.mark.slow
 def test_sampled_reads_of_url_shards_match_streaming(s3, tmp_path, data_dir):
     """read_items (the sample index's reader) seeks into objects as into files."""
-    from mira.io import read_items
+    from mira.io.readers import read_items
 
     local = _corpus(tmp_path / "corpus", data_dir)
     for path in sorted(local.iterdir()):

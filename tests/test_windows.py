@@ -4,11 +4,11 @@ import random
 
 import pytest
 
-from mira.config import SourceConfig
-from mira.io import RawItem
-from mira.records import make_record, render
-from mira.tokens import get_tokenizer
-from mira.windows import Slices, replay_slices, slice_windows, sliced, window
+from mira.core.config import SourceConfig
+from mira.corpus.records import make_record, render
+from mira.io.readers import RawItem
+from mira.text.tokens import get_tokenizer
+from mira.text.windows import Slices, replay_slices, slice_windows, sliced, window
 
 TOK = get_tokenizer("cl100k_base")
 ODD = ["a", "b c", " ", "\n", "\t", ".", "(", "é", "東京", "👩‍👩‍👧", "e\u0301", "\u200b", "😀", "def ",

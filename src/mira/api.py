@@ -6,10 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mira.config import ConfigError, RunConfig
-from mira.config_files import load_config
-from mira.rundir import STAGES, RunDir
-from mira.runner import ProgressFactory, StageContext, StageOutcome, done_already, null_progress, run_stage
+from mira.core.config import ConfigError, RunConfig
+from mira.core.progress import ProgressFactory, null_progress
+from mira.core.stages import STAGES
+from mira.pipeline.runner import StageOutcome, done_already, run_stage
+from mira.run.config_file import load_config
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
 
 __all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
            "status"]
@@ -24,7 +27,7 @@ def run_one(stage: str, config: RunConfig, force: bool = False,
     """Run a single stage (skipped if already done with the same fingerprint, unless `force`).
 
     A stage that writes holds the run directory's lock; if another process holds it, this raises
-    :class:`mira.runlock.RunLocked` naming that process, or waits for it when `wait` is true.
+    :class:`mira.run.lock.RunLocked` naming that process, or waits for it when `wait` is true.
     """
     return run_stage(stage, StageContext(config, open_run(config), force, progress, wait_for_lock=wait))
 
@@ -38,7 +41,7 @@ def run_pipeline(config: RunConfig, force: bool = False, until: str | None = Non
     The run directory stays locked from the first stage to the last, so no other writer can
     change an artifact between two stages; a pipeline that is done already takes no lock.
     """
-    from mira.runlock import writing
+    from mira.run.lock import writing
 
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; stages are: {', '.join(STAGES)}")
@@ -72,13 +75,17 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     training. Writes ``compare/summary.json`` and rerenders the report; returns the summary.
 
     It writes selections, proxy results and the report, so it holds the run directory's lock like
-    any stage: a second compare (or a stage) beside it is refused (:class:`mira.runlock.RunLocked`),
+    any stage: a second compare (or a stage) beside it is refused (:class:`mira.run.lock.RunLocked`),
     or waited for with `wait`."""
-    from mira.compare import compare as run_compare
-    from mira.runlock import writing
+    from mira.evaluation.compare import compare as run_compare
+    from mira.report import write_report
+    from mira.run.lock import writing
 
-    with writing(RunDir(config.resolved_run_dir()), wait=wait):
-        return run_compare(config, progress, proxy_api)
+    run = RunDir(config.resolved_run_dir())
+    with writing(run, wait=wait):
+        result = run_compare(config, progress, proxy_api)
+        write_report(run)
+        return result
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:
@@ -87,8 +94,8 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     Every file is read through the artifact catalogue (:mod:`mira.artifacts`): a damaged done
     marker is "not done", as for the runner; an unreadable usage file is reported as such."""
     from mira.artifacts import CATALOGUE, ArtifactInvalid, ArtifactMissing
-    from mira.artifacts.core import dump
-    from mira.selections import list_selections
+    from mira.run.artifact import dump
+    from mira.selection.named import list_selections
 
     run = RunDir(Path(run_dir))
     stages = {}

@@ -17,23 +17,13 @@ from typing import Any
 
 import click
 
+from mira.core.stages import STAGE_HELP
+
 EXIT_USER_ERROR = 2
 EXIT_INCOMPLETE = 3      # stopped early on purpose (teacher budget, missing input); rerun resumes
 EXIT_TEACHER_FAILED = 4  # the teacher failed too often or its deadline passed; rerun after fixing it
 # Another mira writes to the same run directory (sysexits' EX_TEMPFAIL: try again later).
 EXIT_LOCKED = 75
-STAGE_HELP = {
-    "ingest": "Read every source, detect formats, count tokens, quarantine bad records.",
-    "group": "Embed a sample per source and cluster the sources into groups.",
-    "discover": "Phase 1: free-form teacher judgments clustered into anchor rubrics per group.",
-    "annotate": "Phase 2: the teacher scores a sample on every anchor of its group.",
-    "distill": "Train and validate one student scorer per group; reliability masks.",
-    "score": "Score the whole corpus with the students (local or Ray engine).",
-    "select": "Keep the best records within each group under the token budget.",
-    "report": "Write report/index.html: what was decided and why.",
-}
-
-
 def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(code)
@@ -41,10 +31,9 @@ def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
 
 def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
     """Turn the errors a user can cause into one line; keep tracebacks for --verbose."""
-    from mira.config import ConfigError
-    from mira.rundir import StageNotReady
-    from mira.runlock import RunLocked
-    from mira.runner import StageIncomplete, TeacherFailed
+    from mira.core.config import ConfigError
+    from mira.core.errors import StageIncomplete, StageNotReady, TeacherFailed
+    from mira.run.lock import RunLocked
 
     try:
         with _terminate_as_interrupt():
@@ -121,7 +110,7 @@ def _progress_factory() -> tuple[Any, Callable[..., Any]]:
 
 
 def _load(config_path: str | None, overrides: tuple[str, ...]) -> Any:
-    from mira.config_files import load_config
+    from mira.run.config_file import load_config
 
     return load_config(config_path, list(overrides))
 
@@ -215,8 +204,8 @@ for _stage in STAGE_HELP:
 
 
 def _dry_run(cfg: Any, stages: list[str], verbose: bool, force: bool = False) -> None:
-    from mira.config_files import dump_config
-    from mira.plan import plan
+    from mira.pipeline.plan import plan
+    from mira.run.config_file import dump_config
 
     click.echo(f"# resolved config (fingerprint {cfg.fingerprint()})")
     click.echo(dump_config(cfg))
@@ -234,7 +223,7 @@ def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, wai
     """Run the whole pipeline; finished stages are skipped."""
     verbose = ctx.obj["verbose"]
     cfg = _guard(lambda: _load(config, overrides), verbose)
-    from mira.rundir import STAGES
+    from mira.core.stages import STAGES
 
     stages = list(STAGES[: STAGES.index(until) + 1]) if until else list(STAGES)
     if dry_run:
@@ -251,8 +240,8 @@ def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, wai
     click.echo(f"run directory: {run_dir}")
     if (run_dir / "report" / "index.html").exists():
         click.echo(f"report: {run_dir / 'report' / 'index.html'}")
-    from mira.rundir import RunDir
-    from mira.selections import current_selection
+    from mira.run.rundir import RunDir
+    from mira.selection.named import current_selection
 
     selection = current_selection(RunDir(run_dir))
     if selection is not None:
@@ -311,7 +300,7 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
     overrides += (f"compare.ablate={ablate}",) if ablate else ()
     cfg = _guard(lambda: _load(config, overrides), verbose)
     if dry_run:
-        from mira.compare import plan
+        from mira.evaluation.compare import plan
 
         for line in _guard(lambda: plan(cfg), verbose):
             click.echo(line)
@@ -344,7 +333,7 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
             click.echo(f"  ablation [{verdict['eval_set']}] {verdict['text']}")
     suggestion = result.get("suggestion")
     if suggestion:
-        from mira.compare.ablation import suggestion_text
+        from mira.evaluation.ablation import suggestion_text
 
         click.echo(f"  {suggestion_text(suggestion)}")
     run_dir = cfg.resolved_run_dir()

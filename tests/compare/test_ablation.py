@@ -5,11 +5,11 @@ import json
 import pytest
 
 from mira import api
-from mira.compare import method_configs
-from mira.compare.ablation import used_cells
-from mira.config import ConfigError, MethodSpec
-from mira.rundir import RunDir
-from mira.selections import selection_dir
+from mira.core.config import ConfigError, MethodSpec
+from mira.evaluation.ablation import used_cells
+from mira.evaluation.compare import method_configs
+from mira.run.rundir import RunDir
+from mira.selection.named import selection_dir
 from tests.compare.test_compare_proxy import StandIn, _config
 from tests.engines.doubles import build_scored_run
 
@@ -73,7 +73,7 @@ def test_ablate_needs_the_selection_it_ablates_and_exclude_is_for_mira_only(scor
 
 def test_dry_run_lists_the_ablations(scored, tmp_path):
     config = _ablating(scored, tmp_path, "sources")
-    from mira.compare import plan
+    from mira.evaluation.compare import plan
 
     lines = plan(config)
     assert sum("without" in line and line.split(":")[0].endswith(tuple(f"{s}.all" for s in used_cells(
@@ -83,7 +83,7 @@ def test_dry_run_lists_the_ablations(scored, tmp_path):
 def test_nothing_to_ablate_is_said_not_silent(scored, tmp_path):
     config = _ablating(scored, tmp_path, "cells")
     config = config.model_copy(update={"reliability": config.reliability.model_copy(update={"exclude": ["*/*"]})})
-    from mira.compare import plan
+    from mira.evaluation.compare import plan
 
     assert used_cells(config, RunDir(tmp_path / "run")) == {}
     assert any("nothing to ablate" in line for line in plan(config))
@@ -103,7 +103,7 @@ def test_cli_ablate_flag_runs_the_ablations_and_prints_their_verdicts(scored, tm
     from click.testing import CliRunner
 
     from mira.cli import main
-    from mira.config_files import dump_config
+    from mira.run.config_file import dump_config
 
     config = _config(scored, tmp_path)
     off = config.compare.proxy.model_copy(update={"enabled": False})
@@ -153,7 +153,7 @@ def _family(cells):
 
 
 def test_suggested_exclusions_survive_holms_correction_and_hurt_no_eval_set(scored, tmp_path):
-    from mira.compare.ablation import suggest_exclusions, suggestion_text
+    from mira.evaluation.ablation import suggest_exclusions, suggestion_text
 
     config = _config(scored, tmp_path)
     # 8 cells x 2 eval sets = 16 tests: Holm's first threshold is 0.05 / 16 = 0.003125.

@@ -13,10 +13,10 @@ from scipy.stats import spearmanr
 
 from mira import api
 from mira.cli import main
-from mira.config import CompareConfig, ConfigError
-from mira.config_files import dump_config
-from mira.rundir import RunDir
-from mira.selections import selection_dir
+from mira.core.config import CompareConfig, ConfigError
+from mira.run.config_file import dump_config
+from mira.run.rundir import RunDir
+from mira.selection.named import selection_dir
 from tests.engines.doubles import build_scored_run, make_config
 
 METHODS = [{"method": "mira", "mode": "group"}, {"method": "random", "mode": "source"},
@@ -156,7 +156,7 @@ def test_unknown_or_duplicate_methods_fail_before_any_work(scored, tmp_path):
 
 
 def test_compare_needs_scores(tmp_path):
-    from mira.rundir import StageNotReady
+    from mira.core.errors import StageNotReady
 
     config = make_config([], tmp_path / "empty", compare=CompareConfig.model_validate({"methods": METHODS}))
     with pytest.raises(StageNotReady, match="score"):

@@ -1,6 +1,6 @@
 """Proxy training wiring of `mira compare`: one artifact per (selection, seed), resumable, verdicts, plot.
 
-The trainer is a stand-in with the interface of :mod:`mira.proxy` (``train_proxy``, ``verdict``,
+The trainer is a stand-in with the interface of :mod:`mira.evaluation.proxy` (``train_proxy``, ``verdict``,
 ``ProxyResult``) that measures something real and cheap about the texts it is given, so the wiring
 (which texts, which seeds, what is reused) is tested without training a model.
 """
@@ -14,12 +14,12 @@ import pytest
 from pydantic import BaseModel
 
 from mira import api
-from mira.compare.training import result_path
-from mira.config import CompareConfig, SourceConfig
-from mira.corpus import iter_source_records, source_infos
-from mira.records import full_text
-from mira.rundir import RunDir
-from mira.selections import selection_dir
+from mira.core.config import CompareConfig, SourceConfig
+from mira.corpus.records import full_text
+from mira.corpus.sources import iter_source_records, source_infos
+from mira.evaluation.training import result_path
+from mira.run.rundir import RunDir
+from mira.selection.named import selection_dir
 from tests.engines.doubles import build_scored_run, make_config
 
 NAMES = ["mira-group-50pct", "random-source-50pct", "length-group-50pct"]
@@ -182,7 +182,7 @@ def test_table_verdicts_and_plot(scored, tmp_path):
 
 
 def test_proxy_needs_eval_sets(scored, tmp_path):
-    from mira.config import ConfigError
+    from mira.core.config import ConfigError
 
     config = _config(scored, tmp_path)
     config.compare.eval_sets = []
@@ -197,7 +197,7 @@ def test_proxy_needs_eval_sets(scored, tmp_path):
 @pytest.mark.slow
 def test_with_the_real_proxy_trainer(scored, tmp_path):
     """Through the real trainer (a tiny model, a few KB): the artifacts round-trip and resume."""
-    pytest.importorskip("mira.proxy")
+    pytest.importorskip("mira.evaluation.proxy")
     pytest.importorskip("torch")
     config = _config(scored, tmp_path, seeds=2)
     config.compare.proxy = config.compare.proxy.model_copy(update={

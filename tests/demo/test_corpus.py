@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mira import api
-from mira.config_files import load_config
 from mira.demo import corpus
 from mira.demo.agent import PERTURBATIONS
 from mira.demo.textconv import roff_to_text, rst_sections
+from mira.run.config_file import load_config
 
 SCALE = 0.05
 REPO = Path(__file__).resolve().parents[2]
@@ -189,8 +189,8 @@ def test_rst_sections_follow_adornment_levels() -> None:
 
 
 def test_eval_sets_are_held_out_from_the_corpus(built: tuple[Path, dict]) -> None:
-    from mira.compare.training import read_eval_sets
     from mira.demo.evalsets import content_hash
+    from mira.evaluation.training import read_eval_sets
 
     out, summary = built
     assert set(summary["eval_sets"]) | set(summary["skipped"]) >= {"heldout_code", "heldout_docs"}

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from mira.config import IngestConfig, RunConfig, SourceConfig, TokenizerConfig
-from mira.rundir import RunDir, atomic_write_json, read_json
-from mira.stages.score import StageModels
+from mira.core.config import IngestConfig, RunConfig, SourceConfig, TokenizerConfig
+from mira.io.files import atomic_write_json, read_json
+from mira.run.rundir import RunDir
+from mira.scoring.corpus_scores import StageModels
 
 ANCHORS = {"g0": ["a00", "a01", "a02"], "g1": ["a00", "a01"]}
 GROUPS = {"g0": ["pycode"], "g1": ["docs", "qa"]}
@@ -165,23 +166,23 @@ def score_with_doubles(config: RunConfig, *stages: str, prepare: bool = True) ->
     """Run `stages` (default: score) with the stand-in students; with `prepare`, build the upstream
     artifacts first (prepare_run). StageModels is restored even when a stage fails."""
     from mira import api
-    from mira.stages import score as score_stage
+    from mira.scoring import corpus_scores
 
-    original = score_stage.StageModels
-    score_stage.StageModels = DoubleModels
+    original = corpus_scores.StageModels
+    corpus_scores.StageModels = DoubleModels
     try:
         if prepare:
             prepare_run(config)
         for stage in stages or ("score",):
             api.run_one(stage, config, force=not prepare)
     finally:
-        score_stage.StageModels = original
+        corpus_scores.StageModels = original
 
 
 def build_scored_run(root: Path) -> tuple[list[dict[str, Any]], Path]:
     """The test corpus under `root/corpus`, ingested and scored with the stand-in student (qa masked)
     in `root/run`; tests copy the run directory. Returns (source configs, run path)."""
-    from mira.config import EngineConfig
+    from mira.core.config import EngineConfig
 
     corpus = build_corpus(root / "corpus")
     score_with_doubles(make_config(corpus, root / "run", engine=EngineConfig(workers=1)))

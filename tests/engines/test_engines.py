@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mira import api
-from mira.config import ConfigError, EngineConfig
+from mira.core.config import ConfigError, EngineConfig
 from mira.engines import map_tasks, worker_count
-from mira.stages import score as score_stage
+from mira.scoring import corpus_scores
 from tests.engines.doubles import DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
 
 
@@ -63,7 +63,7 @@ def test_forkserver_workers_start_with_the_worker_modules_imported(monkeypatch):
 def test_no_fork_server_is_started_for_work_that_runs_in_the_driver():
     # One task (a one-shard corpus) runs in the driver: a server would only import for nothing.
     probe = ("from multiprocessing import forkserver\n"
-             "from mira.config import EngineConfig\n"
+             "from mira.core.config import EngineConfig\n"
              "from mira.engines import start_workers_early\n"
              "start_workers_early(EngineConfig(workers=2), 1)\n"
              "print(forkserver._forkserver._forkserver_pid)\n"
@@ -92,7 +92,7 @@ def test_ray_engine_gives_the_same_scores_as_the_local_engine(tmp_path, monkeypa
 
     from tests.engines import doubles
 
-    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+    monkeypatch.setattr(corpus_scores, "StageModels", DoubleModels)
     # Ray workers import the stand-in student by name: make the repository root importable.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(doubles.__file__))))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
@@ -122,7 +122,7 @@ def test_ray_engine_scores_sources_in_a_bucket_as_the_local_engine_scores_them_o
 
     from tests.engines import doubles
 
-    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+    monkeypatch.setattr(corpus_scores, "StageModels", DoubleModels)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(doubles.__file__))))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     corpus = build_corpus(tmp_path / "corpus")
@@ -211,8 +211,8 @@ def test_workers_of_a_sigkilled_driver_die_within_seconds(tmp_path, start_method
     config_file.write_text(config.model_dump_json())
     driver = (
         "from pathlib import Path\n"
-        "from mira.config import RunConfig\n"
-        "from mira.rundir import RunDir\n"
+        "from mira.core.config import RunConfig\n"
+        "from mira.run.rundir import RunDir\n"
         "from mira.stages.score import score_corpus\n"
         "from tests.engines.doubles import DoubleModels\n"
         "if __name__ == '__main__':\n"
@@ -266,7 +266,7 @@ def test_the_watchdog_alone_ends_a_worker_whose_parent_is_gone():
 
 
 def test_engine_address_is_read_under_its_older_name_too():
-    from mira.config_files import load_config
+    from mira.run.config_file import load_config
 
     assert load_config(overrides=["engine.address=ray://head:10001"]).engine.address == "ray://head:10001"
     assert load_config(overrides=["engine.ray_address=auto"]).engine.address == "auto"

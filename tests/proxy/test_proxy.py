@@ -1,4 +1,4 @@
-"""Proxy training (mira.proxy): draws, determinism, exact bits per byte, artifacts, verdicts, and an
+"""Proxy training (mira.evaluation.proxy): draws, determinism, exact bits per byte, artifacts, verdicts, and an
 instrument check that the proxy sees data quality at a tiny size."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from mira.config import ConfigError, ProxyConfig
-from mira.proxy import ProxyResult, bits_per_byte, train_proxy, verdict
-from mira.proxy.data import DOC_END, draw_training_bytes, eval_bytes
+from mira.core.config import ConfigError, ProxyConfig
+from mira.evaluation.proxy import ProxyResult, bits_per_byte, train_proxy, verdict
+from mira.evaluation.proxy.data import DOC_END, draw_training_bytes, eval_bytes
 
 # Seconds on a shared 2-core CPU; one thread so results are bitwise repeatable and no OpenMP
 # oversubscription slows the suite.
@@ -36,7 +36,7 @@ def code() -> dict[str, list[str]]:
 
 
 def test_import_does_not_load_torch():
-    script = "import sys, mira.proxy; assert 'torch' not in sys.modules, 'torch imported'"
+    script = "import sys, mira.evaluation.proxy; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
@@ -134,7 +134,7 @@ class _NextByteModel:
 def test_eval_loss_and_bpb_are_exact(length):
     import torch
 
-    from mira.proxy.train import _evaluate, _NullTask
+    from mira.evaluation.proxy.train import _evaluate, _NullTask
 
     counting = bytes(i % 256 for i in range(length + 1))  # each next byte is the previous + 1
     score = _evaluate(_NextByteModel(), counting, 32, 4, torch.device("cpu"), _NullTask())

@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig, StudentConfig
-from mira.rankings import dataman
-from mira.rundir import RunDir
-from mira.runner import StageIncomplete
-from mira.selections import current_selection
+from mira.core.config import AnnotationConfig, DataManConfig, EngineConfig, SelectionConfig, StudentConfig
+from mira.core.errors import StageIncomplete
+from mira.run.rundir import RunDir
+from mira.selection.named import current_selection
+from mira.selection.rankings import dataman
 from mira.teacher.testing import Reply, ScriptedServer
 from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import EngineConfig, PerplexityConfig, SelectionConfig
-from mira.rankings import perplexity
-from mira.rankings.ngram import NgramModel, token_ids
-from mira.rundir import RunDir
-from mira.selections import current_selection
+from mira.core.config import EngineConfig, PerplexityConfig, SelectionConfig
+from mira.run.rundir import RunDir
+from mira.selection.named import current_selection
+from mira.selection.rankings import perplexity
+from mira.selection.rankings.ngram import NgramModel, token_ids
 from tests.engines.doubles import build_corpus, make_config, score_with_doubles
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -129,8 +129,8 @@ def test_perplexity_selection_keeps_natural_text_and_drops_shuffled(scored_with_
 
 
 def test_corpus_reference_is_cross_fitted(scored_with_junk, tmp_path):
-    from mira.corpus import iter_source_records, source_infos
-    from mira.rankings.texts import record_text
+    from mira.corpus.sources import iter_source_records, source_infos
+    from mira.selection.rankings.texts import record_text
 
     config, run, decisions, _ = _select(scored_with_junk, tmp_path)
     meta = json.loads((perplexity.folder(run) / "reference.json").read_text())
@@ -153,7 +153,7 @@ def test_corpus_reference_is_cross_fitted(scored_with_junk, tmp_path):
 
 
 def test_perplexity_scores_are_cached_and_reused(scored_with_junk, tmp_path, monkeypatch):
-    from mira.corpus import source_infos
+    from mira.corpus.sources import source_infos
 
     config, run, first, _ = _select(scored_with_junk, tmp_path)
     calls = []
@@ -178,7 +178,7 @@ def test_user_reference_trains_one_model(scored_with_junk, tmp_path):
 
 
 def test_a_crash_mid_pass_resumes_at_the_next_shard(scored_with_junk, tmp_path, monkeypatch):
-    from mira.corpus import source_infos
+    from mira.corpus.sources import source_infos
 
     corpus, template = scored_with_junk
     shutil.copytree(template, tmp_path / "run")
@@ -204,7 +204,7 @@ def test_a_crash_mid_pass_resumes_at_the_next_shard(scored_with_junk, tmp_path, 
 
 
 def test_an_empty_reference_is_a_one_line_error(scored_with_junk, tmp_path):
-    from mira.config import ConfigError
+    from mira.core.config import ConfigError
 
     reference = tmp_path / "empty.jsonl"
     reference.write_text('{"text": 3}\n\n{"title": "no text"}\n')

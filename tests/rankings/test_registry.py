@@ -3,9 +3,9 @@ import sys
 
 import pytest
 
-from mira.config import ConfigError, RunConfig
-from mira.config_files import load_config
-from mira.rankings import METHODS, check_method, get_method, method_names, retention_mode
+from mira.core.config import ConfigError, RunConfig
+from mira.run.config_file import load_config
+from mira.selection.rankings import METHODS, check_method, get_method, method_names, retention_mode
 
 
 def test_unknown_and_renamed_methods_are_one_line_errors():
@@ -31,11 +31,11 @@ def test_every_registered_method_ranks_and_the_paper_modes_hold():
 
 
 def test_rankings_import_without_select_or_heavy_libraries():
-    # The old baselines <-> stages.select cycle is gone, and nothing heavy loads at import time.
-    code = ("import sys, mira.rankings, mira.baselines; "
-            "assert mira.baselines.ranking is mira.rankings.ranking; "
-            "bad = [m for m in ('mira.stages.select', 'pyarrow', 'torch', 'sklearn') if m in sys.modules]; "
+    # The registry sits below selection building and the stages, and nothing heavy loads at import time.
+    code = ("import sys, mira.selection.rankings; "
+            "bad = [m for m in ('mira.selection.build', 'mira.stages.select', 'pyarrow', 'torch', 'sklearn') "
+            "if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
-    subprocess.run([sys.executable, "-c", "import mira.stages.select as s; assert s.ScoreTable and s.load_score_table"],
-                   check=True)
+    build = "import mira.selection.build as s; assert s.ScoreTable and s.load_score_table"
+    subprocess.run([sys.executable, "-c", build], check=True)

@@ -4,7 +4,7 @@ Every artifact is a typed object saved with the catalogue's ``save``, so the fix
 same schemas as the stages and cannot drift from them. The numbers are invented but consistent
 with each other the way a real run's are: labelled records appear in the score shards under the
 same id, student predictions sit near the teacher's labels, the aggregate is the one select
-computes (``mira.score_table.aggregate_scores`` under the run's reliability config), the
+computes (``mira.scoring.table.aggregate_scores`` under the run's reliability config), the
 selection keeps the best records per group under a 50 % token budget, and every summary count
 adds up. ``build_fixture_run(root, stages=("ingest", "group"))`` writes a partial run.
 """
@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from mira.artifacts import CATALOGUE
+from mira.artifacts.anchors import Anchor
 from mira.artifacts.inputs import Inventory, InventoryTotals, LengthTokens, SourceInventory
 from mira.artifacts.rubrics import Dimension, GroupEntry, GroupsFile, Judgment, Similarity
-from mira.artifacts.run import Usage
 from mira.artifacts.scores import GroupAnchors, ScoresSummary, ShardDone, SourceScoreCounts, score_fixed
 from mira.artifacts.selection import (
     CurrentSelection,
@@ -35,10 +35,12 @@ from mira.artifacts.selection import (
     decisions_schema,
 )
 from mira.artifacts.students import CellMetrics, Mask, MaskCell, Metrics, labels_schema
-from mira.config import ReliabilityConfig, RunConfig, SourceConfig
-from mira.rubric import Anchor
-from mira.rundir import STAGES, RunDir, fingerprint
-from mira.score_table import aggregate_scores
+from mira.core.config import ReliabilityConfig, RunConfig, SourceConfig
+from mira.core.hashing import fingerprint
+from mira.core.stages import STAGES
+from mira.run.bookkeeping import Usage
+from mira.run.rundir import RunDir
+from mira.scoring.table import aggregate_scores
 
 INJECTION = "<script>alert(1)</script>"
 INJECTION_WHY = '<img src=x onerror="alert(2)">'
@@ -292,10 +294,10 @@ def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]],
                           candidates={"ridge": {"mean_spearman": 0.71, "mean_mae": 1.12},
                                       "lightgbm": {"mean_spearman": 0.78, "mean_mae": 0.98}},
                           teacher_consistency=CellMetrics(mae=0.71, spearman=0.83, n=8))
-        # The group cell: within-source statistics combined (mira.reliability.combine_within_sources).
+        # The group cell: within-source statistics combined (mira.scoring.reliability.combine_within_sources).
         mask_cells["*"] = {a: MaskCell(masked=False, weight=1.0, basis="*", status="reliable", n=overall[a].n,
                                        spearman=overall[a].spearman, mae=overall[a].mae) for a in anchors}
-        # No `thresholds`: a mask used as is under any reliability config (mira.reliability.current_mask).
+        # No `thresholds`: a mask used as is under any reliability config (mira.scoring.reliability.current_mask).
         masks[group] = Mask(anchors=anchors, cells=mask_cells, needed_rows=4)
         CATALOGUE["metrics"].save(run, metrics, group=group)
         CATALOGUE["mask"].save(run, masks[group], group=group)

@@ -4,9 +4,10 @@ import re
 import pytest
 
 from mira.artifacts.selection import SelectionCounts
+from mira.core.stats import spearman
 from mira.report import SECTIONS, render_report, write_report
 from mira.report.artifacts import selection_counts
-from mira.report.html import clipped_text, esc, fmt_compact, spearman
+from mira.report.html import clipped_text, esc, fmt_compact
 from tests.report.fixture_run import INJECTION, INJECTION_WHY, build_fixture_run
 
 
@@ -152,7 +153,7 @@ def _rewrite_scores(run, source, scores, tokens):
 
     from mira.artifacts import CATALOGUE
     from mira.artifacts.scores import anchor_columns
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
 
     shards = CATALOGUE["scores"]
     for keys in shards.instances(RunDir(run), source=source):
@@ -169,7 +170,7 @@ def _rewrite_scores(run, source, scores, tokens):
 
 @pytest.mark.slow
 def test_report_warns_on_constant_or_length_driven_aggregates_and_never_calls_few_rows_reliable(tmp_path):
-    from mira.rundir import atomic_write_json
+    from mira.io.files import atomic_write_json
 
     run = build_fixture_run(tmp_path / "run").root
     # g0 (code): every record 5.88, like the demo's code group; g1: score = a function of length.

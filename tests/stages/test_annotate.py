@@ -6,11 +6,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import AnnotationConfig
-from mira.rubric import Anchor, save_rubric
-from mira.rundir import RunDir, atomic_write_json
-from mira.runner import StageContext, StageIncomplete, run_stage
-from mira.stages import annotate, annotate_plan
+from mira.artifacts.anchors import Anchor, save_rubric
+from mira.core.config import AnnotationConfig
+from mira.core.errors import StageIncomplete
+from mira.corpus.sources import source_quotas
+from mira.io.files import atomic_write_json
+from mira.pipeline.runner import run_stage
+from mira.rubrics import annotation
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
+from mira.stages import annotate_plan
 from mira.teacher.prompts import neutralize_fences, record_fence
 from mira.teacher.testing import Reply, ScriptedServer
 
@@ -70,7 +75,7 @@ def test_annotate_writes_labels_failures_and_consistency_then_replays_from_cache
         config = _configure(mixed_config, server)
         run = _prepare(config)
         outcome = run_stage("annotate", StageContext(config, run))
-        labels = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
+        labels = pq.read_table(annotation.labels_path(run, "g0")).to_pylist()
         assert len(labels) == 8 and Counter(r["source"] for r in labels) == {"code": 5, "faq": 3}
         failed = [r for r in labels if not r["ok"]]
         assert len(failed) == 1 and "this.py" in failed[0]["text"] and failed[0]["error"]
@@ -85,9 +90,9 @@ def test_annotate_writes_labels_failures_and_consistency_then_replays_from_cache
                 assert row[f"{a}__target_kind"] == "expected"
                 assert row[f"{a}__why"] == f"reason for {a}"
             assert row["tokens"] > 0 and row["format"] in ("code", "qa")
-        again = pq.read_table(annotate.labels_path(run, "g0", consistency=True)).to_pylist()
+        again = pq.read_table(annotation.labels_path(run, "g0", consistency=True)).to_pylist()
         assert len(again) == 2 and {r["record_id"] for r in again} <= {r["record_id"] for r in labels}
-        assert pq.read_table(annotate.labels_path(run, "g1")).num_rows == 2
+        assert pq.read_table(annotation.labels_path(run, "g1")).num_rows == 2
         # The consistency requests showed the anchors in another order: a different request.
         orders = {tuple(b["response_format"]["json_schema"]["schema"]["properties"]) for b in server.requests}
         assert len([o for o in orders if sorted(o) == ANCHORS["g0"]]) >= 2
@@ -109,7 +114,7 @@ def test_budget_stop_raises_incomplete_and_a_rerun_completes_without_asking_twic
         run = _prepare(config)
         with pytest.raises(StageIncomplete, match="budget"):
             run_stage("annotate", StageContext(config, run))
-        assert run.done("annotate") is None and not annotate.labels_path(run, "g0").exists()
+        assert run.done("annotate") is None and not annotation.labels_path(run, "g0").exists()
         first = len(server.requests)
         assert 4 <= first <= 4 * 3  # at most 4 logical requests (with parse retries)
         config.teacher = server.teacher_config()
@@ -118,7 +123,7 @@ def test_budget_stop_raises_incomplete_and_a_rerun_completes_without_asking_twic
         answered = Counter(json.dumps(b["messages"]) for b in server.requests
                            if "this.py" not in b["messages"][-1]["content"])
         assert max(answered.values()) == 1  # no successful request was paid for twice
-        assert pq.read_table(annotate.labels_path(run, "g0")).num_rows == 8
+        assert pq.read_table(annotation.labels_path(run, "g0")).num_rows == 8
 
 
 def test_scores_only_mode_and_dry_run_plan(mixed_config):
@@ -129,8 +134,8 @@ def test_scores_only_mode_and_dry_run_plan(mixed_config):
         run = _prepare(config)
         lines = annotate_plan.plan(config, run)
         assert any("g0: 4 records x 3 anchors, 5 requests" in line for line in lines)
-        assert lines[-1].startswith("total: 8 requests") and " min" not in lines[-1]  # time: mira.plan
-        from mira.plan import estimate
+        assert lines[-1].startswith("total: 8 requests") and " min" not in lines[-1]  # time: mira.pipeline.plan
+        from mira.pipeline.plan import estimate
 
         assert "no speed figure for 'scripted'" in estimate("annotate", config, run, False).basis
         config.teacher.model, config.teacher.provider = "qwen2.5-coder-1.5b", "local"
@@ -140,7 +145,7 @@ def test_scores_only_mode_and_dry_run_plan(mixed_config):
         assert len(server.requests) == 0  # planning asks nothing
         run_stage("annotate", StageContext(config, run))
         assert all("why" not in json.dumps(b["response_format"]) for b in server.requests)
-        rows = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
+        rows = pq.read_table(annotation.labels_path(run, "g0")).to_pylist()
         assert all(r["a00__why"] == "" for r in rows if r["ok"])
         assert max(b["max_tokens"] for b in server.requests) < 100
 
@@ -160,8 +165,8 @@ def test_digit_split_targets_are_unbiased_and_carry_their_provenance(mixed_confi
         config = _configure(mixed_config, server)
         run = _prepare(config)
         run_stage("annotate", StageContext(config, run))
-        rows = [r for r in pq.read_table(annotate.labels_path(run, "g0")).to_pylist() if r["ok"]]
-        again = [r for r in pq.read_table(annotate.labels_path(run, "g0", consistency=True)).to_pylist() if r["ok"]]
+        rows = [r for r in pq.read_table(annotation.labels_path(run, "g0")).to_pylist() if r["ok"]]
+        again = [r for r in pq.read_table(annotation.labels_path(run, "g0", consistency=True)).to_pylist() if r["ok"]]
     assert rows and again
     for row in rows + again:  # the consistency rows asked the anchors in another order
         assert (row["a00"], row["a00__target_kind"]) == (7.0, "sampled")  # not 4.30
@@ -190,8 +195,8 @@ def test_flat_scores_protocol_request_shape_parsing_and_cache_replay(mixed_confi
         assert sorted(prefixes.values()) == [3, 6] and all(b["messages"][0] == g0[0]["messages"][0] for b in g0)
         orders = {tuple(b["response_format"]["json_schema"]["schema"]["properties"]) for b in g0}
         assert len(orders) == 2 and ("a00", "a01", "a02") in orders  # one shuffled order for the group
-        rows = [r for r in pq.read_table(annotate.labels_path(run, "g0")).to_pylist() if r["ok"]]
-        again = [r for r in pq.read_table(annotate.labels_path(run, "g0", consistency=True)).to_pylist() if r["ok"]]
+        rows = [r for r in pq.read_table(annotation.labels_path(run, "g0")).to_pylist() if r["ok"]]
+        again = [r for r in pq.read_table(annotation.labels_path(run, "g0", consistency=True)).to_pylist() if r["ok"]]
         assert len(rows) >= 5 and len(again) >= 2
         for row in rows + again:
             tag = record_fence(neutralize_fences(row["text"]))[0].lstrip("<")
@@ -202,7 +207,7 @@ def test_flat_scores_protocol_request_shape_parsing_and_cache_replay(mixed_confi
         sent = len(server.requests)
         run_stage("annotate", StageContext(config, run, force=True))
         assert len(server.requests) == sent  # replayed from the teacher cache
-        replayed = [r for r in pq.read_table(annotate.labels_path(run, "g0")).to_pylist() if r["ok"]]
+        replayed = [r for r in pq.read_table(annotation.labels_path(run, "g0")).to_pylist() if r["ok"]]
         assert replayed == rows  # the same targets, expectations included
 
 
@@ -220,19 +225,19 @@ def test_flat_answers_with_digit_split_tens_get_exact_expectations(mixed_config)
             protocol="annotate_v2", records_per_group=2, self_consistency_records=0, rationales=False)
         run = _prepare(config)
         run_stage("annotate", StageContext(config, run))
-        rows = pq.read_table(annotate.labels_path(run, "g0")).to_pylist()
+        rows = pq.read_table(annotation.labels_path(run, "g0")).to_pylist()
         assert rows and all(r["a01__sampled"] == 10 and r["a01"] == pytest.approx(9.0, abs=1e-3) for r in rows)
 
 
 def test_the_v1_protocol_stays_available_for_comparison(mixed_config):
-    from mira.records import Record, Rendering
+    from mira.corpus.records import Record, Rendering
     from mira.teacher import load_prompt
 
     anchors = [Anchor(id=a, name=a, definition="d", low="l", mid="m", high="h") for a in ("a00", "a01")]
     record = Record(id="r1", source="s", format="code", data={"text": "x = 1"}, locator="s:0")
     rendering = Rendering(text="x = 1", tokens=3, truncated=False)
-    old = annotate.build_request(load_prompt("annotate", 1), anchors, record, rendering, False, 100, "r1")
-    new = annotate.build_request(load_prompt("annotate", 2), anchors, record, rendering, False, 100, "r1")
+    old = annotation.build_request(load_prompt("annotate", 1), anchors, record, rendering, False, 100, "r1")
+    new = annotation.build_request(load_prompt("annotate", 2), anchors, record, rendering, False, 100, "r1")
     assert old.score_key == "score" and "$ref" in json.dumps(old.json_schema()["properties"]["a00"])
     assert new.score_key == ("a00", "a01") and new.json_schema()["properties"]["a00"]["type"] == "integer"
     assert new.max_tokens < old.max_tokens and new.prompt_version == "annotate_v2"
@@ -265,6 +270,6 @@ def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_confi
 
 
 def test_validation_quota_helpers():
-    assert annotate.source_quotas({"a": 100, "b": 3, "c": 100}, 20) == {"a": 9, "b": 3, "c": 8}
-    assert annotate.validation_rows(1, 0.25) == 0 and annotate.validation_rows(40, 0.25) == 10
-    assert annotate.validation_rows(1, None) == 0 and annotate.validation_rows(12, None) == 12  # crossfit
+    assert source_quotas({"a": 100, "b": 3, "c": 100}, 20) == {"a": 9, "b": 3, "c": 8}
+    assert annotation.validation_rows(1, 0.25) == 0 and annotation.validation_rows(40, 0.25) == 10
+    assert annotation.validation_rows(1, None) == 0 and annotation.validation_rows(12, None) == 12  # crossfit

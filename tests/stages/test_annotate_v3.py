@@ -7,10 +7,13 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from mira.config import AnnotationConfig
-from mira.rubric import Anchor
-from mira.runner import StageContext, StageIncomplete, run_stage
-from mira.stages import annotate, annotate_plan, annotate_v3
+from mira.artifacts.anchors import Anchor
+from mira.core.config import AnnotationConfig
+from mira.core.errors import StageIncomplete
+from mira.pipeline.runner import run_stage
+from mira.rubrics import annotation, annotation_v3
+from mira.run.context import StageContext
+from mira.stages import annotate, annotate_plan
 from mira.teacher.prompts import neutralize_fences, record_fence
 from mira.teacher.scores import BARE, expected_scores, score_offsets
 from mira.teacher.testing import Reply, ScriptedServer
@@ -47,7 +50,7 @@ def _configure(config, server, **teacher):
 
 
 def _rows(run, group, consistency=False):
-    return pq.read_table(annotate.labels_path(run, group, consistency)).to_pylist()
+    return pq.read_table(annotation.labels_path(run, group, consistency)).to_pylist()
 
 
 def _distinct(requests):
@@ -149,7 +152,7 @@ def test_v3_budget_stop_is_incomplete_and_the_rerun_pays_no_request_twice(mixed_
         run = _prepare(config)
         with pytest.raises(StageIncomplete, match="budget"):
             run_stage("annotate", StageContext(config, run))
-        assert run.done("annotate") is None and not annotate.labels_path(run, "g0").exists()
+        assert run.done("annotate") is None and not annotation.labels_path(run, "g0").exists()
         config.teacher = server.teacher_config()
         run_stage("annotate", StageContext(config, run))
         assert run.done("annotate") is not None
@@ -208,20 +211,20 @@ def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_vers
         assert lines[-1].startswith("total: 21 requests")  # g1 (2 records, 1 re-scored) x 2 anchors
         assert not server.requests
         # The question v3 builds in code is part of what the stage asks: a new wording re-labels.
-        from mira.runner import StageContext
+        from mira.run.context import StageContext
 
         before = annotate.fingerprint(StageContext(config, run))
-        monkeypatch.setattr(annotate_v3, "QUESTION", annotate_v3.QUESTION.replace("Score", "Rate"))
+        monkeypatch.setattr(annotation_v3, "QUESTION", annotation_v3.QUESTION.replace("Score", "Rate"))
         assert annotate.fingerprint(StageContext(config, run)) != before
         # v2 and v3 never share a cache entry or a stage fingerprint.
         v2 = AnnotationConfig(protocol="annotate_v2", records_per_group=4, self_consistency_records=1)
-        assert annotate.protocol_prompt(config).id == "annotate_v3"
+        assert annotation.protocol_prompt(config).id == "annotate_v3"
         config.annotation = v2
-        assert annotate.protocol_prompt(config).id == "annotate_v2"
+        assert annotation.protocol_prompt(config).id == "annotate_v2"
 
 
 def test_slot_hints_reach_only_a_local_llama_server():
-    from mira.config import TeacherConfig
+    from mira.core.config import TeacherConfig
     from mira.teacher.client import ChatClient
 
     local = ChatClient(TeacherConfig(concurrency=2), "http://127.0.0.1:1/v1", "m", None)
@@ -235,29 +238,29 @@ def test_schedule_interleaves_labels_and_pins_multi_request_labels_to_slots():
     from mira.teacher import TeacherRequest
 
     labels = [[TeacherRequest(messages=[], tag=f"{i}.{j}") for j in range(3)] for i in range(3)]
-    flat, positions = annotate.schedule(labels, 2)
+    flat, positions = annotation.schedule(labels, 2)
     assert [r.tag for r in flat] == ["0.0", "1.0", "0.1", "1.1", "0.2", "1.2", "2.0", "2.1", "2.2"]
     assert [[flat[i].tag for i in pos] for pos in positions] == [[f"{i}.{j}" for j in range(3)] for i in range(3)]
     assert [r.slot for r in flat] == [0, 1, 0, 1, 0, 1, 0, 0, 0]
     single = [[TeacherRequest(messages=[])] for _ in range(3)]
-    assert all(r.slot is None for r in annotate.schedule(single, 2)[0])  # v1/v2: the server picks
+    assert all(r.slot is None for r in annotation.schedule(single, 2)[0])  # v1/v2: the server picks
 
 
 def test_v3_question_names_one_anchor_and_the_cache_key_changes_with_the_protocol():
-    from mira.records import Record, Rendering
+    from mira.corpus.records import Record, Rendering
     from mira.teacher import load_prompt
 
     anchors = [Anchor(id=a, name=a.upper(), definition="How good.", low="l", mid="m", high="h") for a in ("a00", "a01")]
     record = Record(id="r1", source="s", format="code", data={"text": "x = 1"}, locator="s:0")
     rendering = Rendering(text="x = 1", tokens=3, truncated=False)
-    reqs = annotate_v3.build_requests(load_prompt("annotate", 3), anchors, record, rendering, "r1", False, None,
-                                      "code", annotate.PART)
+    reqs = annotation_v3.build_requests(load_prompt("annotate", 3), anchors, record, rendering, "r1", False, None,
+                                      "code", annotation.PART)
     assert [r.messages[-1]["content"].splitlines()[-1] for r in reqs] == [
         "Score the record on [a00] A00 only (How good). Answer one integer from 0 to 9.",
         "Score the record on [a01] A01 only (How good). Answer one integer from 0 to 9."]
     # benchmarks/labels.py's "v3s" leaves the definition to the cards above.
-    short = annotate_v3.build_requests(load_prompt("annotate", 3), anchors, record, rendering, "r1", False, None,
-                                       "code", annotate.PART, define=False)
+    short = annotation_v3.build_requests(load_prompt("annotate", 3), anchors, record, rendering, "r1", False, None,
+                                       "code", annotation.PART, define=False)
     assert short[0].messages[-1]["content"].splitlines()[-1] == \
         "Score the record on [a00] A00 only. Answer one integer from 0 to 9."
     assert {r.prompt_version for r in reqs} == {"annotate_v3"} and reqs[0].schema.model_validate(9).root == 9

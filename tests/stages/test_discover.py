@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mira.config import DiscoveryConfig, RunConfig
-from mira.judgment_clusters import Point, allocate_quota, candidate_clusters, kmeans_clusters, merge_near_duplicates
-from mira.rubric import RubricError, load_rubric, rubric_fingerprint, rubric_path
-from mira.runner import StageIncomplete
+from mira.artifacts.anchors import RubricError, load_rubric, rubric_fingerprint, rubric_path
+from mira.core.config import DiscoveryConfig, RunConfig
+from mira.core.errors import StageIncomplete
+from mira.rubrics.clusters import Point, allocate_quota, candidate_clusters, kmeans_clusters, merge_near_duplicates
 from mira.stages.discover import judgment_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"
@@ -194,7 +194,7 @@ def _discover(run_dir: Path, server, force: bool = False, teacher_overrides=None
 
 
 def test_discover_writes_rubrics_and_drops_topic_clusters(run_dir):
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     with ScriptedServer(scripted) as server:
@@ -242,7 +242,7 @@ def test_rerun_replays_from_the_cache(run_dir):
 
 
 def test_hand_edited_rubric_is_kept_until_force(run_dir):
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     run = RunDir(run_dir)
@@ -263,7 +263,7 @@ def test_hand_edited_rubric_is_kept_until_force(run_dir):
 
 
 def test_bad_hand_edit_gives_a_one_line_error(run_dir):
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     with ScriptedServer(scripted) as server:
@@ -279,7 +279,7 @@ def test_bad_hand_edit_gives_a_one_line_error(run_dir):
 
 
 def test_budget_stops_cleanly_and_a_rerun_resumes(run_dir):
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     with ScriptedServer(scripted) as server:
@@ -293,8 +293,8 @@ def test_budget_stops_cleanly_and_a_rerun_resumes(run_dir):
 
 
 def test_failed_judgments_are_recorded_and_stop_the_stage_until_a_rerun_sends_only_them(run_dir):
-    from mira.rundir import RunDir
-    from mira.runner import TeacherFailed
+    from mira.core.errors import TeacherFailed
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     broken = {"on": True}
@@ -334,13 +334,13 @@ def test_a_group_without_anchors_from_clustering_alone_is_not_a_teacher_failure(
 
 
 def test_plan_counts_requests(run_dir):
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.stages.discover_plan import plan
 
     lines = plan(_config(run_dir), RunDir(run_dir))
     assert "groups: 3 (from groups.json)" in lines[0]
     assert "12 judgments" in lines[1] and "9 anchor cards" in lines[1]
-    assert len(lines) == 2  # the time is the dry run's estimate (mira.plan), from measured speeds
+    assert len(lines) == 2  # the time is the dry run's estimate (mira.pipeline.plan), from measured speeds
 
 
 # --- the real bundled model -----------------------------------------------------------------------
@@ -351,7 +351,8 @@ def test_group_and_discover_with_the_real_small_model(tmp_path):
     """Group + discover end to end with SmolLM2-135M: valid JSON, meaningless judgement, so this
     checks the plumbing (schemas the server accepts, files written, cache replay), not quality."""
     from mira.api import run_one
-    from mira.rundir import RunDir, read_json
+    from mira.io.files import read_json
+    from mira.run.rundir import RunDir
     from tests.conftest import require_bundled_model
 
     require_bundled_model("smollm2-135m")
@@ -413,7 +414,7 @@ def refill_scripted(body: dict) -> str:
 def test_cards_that_cannot_discriminate_are_rejected_with_a_reason_and_their_slots_refilled(run_dir):
     from mira.report.artifacts import Artifacts
     from mira.report.sections import rubric_cards
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     with ScriptedServer(refill_scripted) as server:
@@ -431,7 +432,7 @@ def test_cards_that_cannot_discriminate_are_rejected_with_a_reason_and_their_slo
 
 
 def test_a_card_whose_scale_runs_the_wrong_way_is_rejected_with_its_reason(run_dir):
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     def reversed_naming(body: dict) -> str:

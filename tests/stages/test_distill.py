@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from mira.config import ReliabilityConfig, RunConfig
-from mira.rundir import RunDir, atomic_write_json
-from mira.runner import StageContext, run_stage
-from mira.stages.annotate import labels_path, write_labels
-from mira.stages.distill import split
+from mira.core.config import ReliabilityConfig, RunConfig
+from mira.io.files import atomic_write_json
+from mira.pipeline.runner import run_stage
+from mira.rubrics.annotation import labels_path, write_labels
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
+from mira.scoring.distillation import split
 from mira.students import load_student
 from tests.students.student_data import planted_labels, stdlib_texts
 
@@ -129,12 +131,14 @@ def test_new_thresholds_rebuild_the_mask_without_retraining(labelled_run):
 
 def test_students_of_an_older_feature_version_are_retrained(labelled_run, monkeypatch):
     # A student trained on other features is refused at load time; distill must not skip it as done.
+    from mira.scoring import distillation
     from mira.stages import distill
     from mira.students import features, static
 
     config, run, _ = labelled_run
     config.student.regressors = ["ridge"]  # the regressor is not the subject: keep it quick
-    monkeypatch.setattr(distill, "FEATURE_VERSION", "features-v0", raising=False)  # absent before the fix
+    monkeypatch.setattr(distill, "FEATURE_VERSION", "features-v0")  # the stage's fingerprint
+    monkeypatch.setattr(distillation, "FEATURE_VERSION", "features-v0")  # the students' train keys
     monkeypatch.setattr(features, "FEATURE_VERSION", "features-v0")
     monkeypatch.setattr(static, "FEATURE_VERSION", "features-v0")
     run_stage("distill", StageContext(config, run))
@@ -147,7 +151,7 @@ def test_students_of_an_older_feature_version_are_retrained(labelled_run, monkey
 
 
 def test_folds_are_stratified_seeded_and_even():
-    from mira.stages.distill import folds
+    from mira.scoring.distillation import folds
 
     ids = [f"r{i}" for i in range(23)]
     sources = ["a"] * 12 + ["b"] * 9 + ["c"] * 2
@@ -207,8 +211,8 @@ def test_crossfit_does_not_rank_a_student_that_learnt_nothing_against_the_teache
     # A student that predicts its training rows' mean knows nothing. Out of fold, the folds with
     # high targets train on lower ones, so raw out-of-fold predictions rank the rows exactly
     # backwards (Spearman -1 on 1..12). The fold intercept is removed: no ranking is left.
-    from mira.config import EmbedConfig, StudentConfig
-    from mira.stages.distill import crossfit_predictions, folds
+    from mira.core.config import EmbedConfig, StudentConfig
+    from mira.scoring.distillation import crossfit_predictions, folds
     from mira.students import spearman
 
     class MeanStudent:
@@ -234,8 +238,8 @@ def test_crossfit_does_not_rank_a_student_that_learnt_nothing_against_the_teache
 
 def test_a_missing_target_does_not_blank_its_fold(monkeypatch):
     import mira.students as students
-    from mira.config import EmbedConfig, StudentConfig
-    from mira.stages.distill import crossfit_predictions, folds
+    from mira.core.config import EmbedConfig, StudentConfig
+    from mira.scoring.distillation import crossfit_predictions, folds
 
     class Constant:
         def predict(self, formats, texts):
@@ -252,7 +256,7 @@ def test_a_missing_target_does_not_blank_its_fold(monkeypatch):
 def test_label_stats_say_how_the_targets_vary_and_where_they_come_from():
     import pyarrow as pa
 
-    from mira.stages.distill import label_stats
+    from mira.scoring.distillation import label_stats
 
     table = pa.table({"a00": [5.0, 5.2, 5.1, 8.0, None], "a00__sampled": [5, 5, 5, 8, None],
                       "a00__target_kind": ["expected", "expected", "expected", "sampled", None],

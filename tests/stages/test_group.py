@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mira.config import ConfigError, RunConfig
+from mira.core.config import ConfigError, RunConfig
 from mira.stages.group import assign_ids, choose_k, source_means
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"
@@ -117,8 +117,8 @@ def test_groups_json_fields(grouped):
 
 @pytest.mark.slow
 def test_loader_and_determinism(grouped):
-    from mira.groups import load_groups
-    from mira.rundir import RunDir
+    from mira.artifacts.groups import load_groups
+    from mira.run.rundir import RunDir
 
     config, result = grouped
     groups = load_groups(RunDir(Path(config.run_dir)))
@@ -192,7 +192,7 @@ def _planted_sources(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def test_default_grouping_recovers_content_clusters_not_formats(seed):
     from sklearn.metrics import adjusted_rand_score
 
-    from mira.config import GroupingConfig
+    from mira.core.config import GroupingConfig
     from mira.stages.group import with_format
 
     means, truth, formats = _planted_sources(seed)
@@ -212,7 +212,7 @@ def test_default_grouping_recovers_content_clusters_not_formats(seed):
 
 
 def test_near_identical_sources_share_one_group_and_distinct_ones_do_not():
-    from mira.config import GroupingConfig
+    from mira.core.config import GroupingConfig
 
     g = GroupingConfig()
     args = (g.k, g.k_min, g.k_max, g.merge_similarity, g.seed, g.single_group_similarity, g.weak_silhouette)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mira import api
 from mira.cli import main
-from mira.config import ConfigError, EngineConfig, IngestConfig
+from mira.core.config import ConfigError, EngineConfig, IngestConfig
 from tests.conftest import make_config
 
 
@@ -191,8 +191,8 @@ def test_hostile_records_are_quarantined_with_reasons_and_counts_add_up(tmp_path
 
 
 def test_every_stage_sees_the_same_records_and_unique_ids(tmp_path, data_dir):
-    from mira.corpus import iter_source_records, source_infos
-    from mira.rundir import RunDir
+    from mira.corpus.sources import iter_source_records, source_infos
+    from mira.run.rundir import RunDir
 
     cfg, _ = _hostile_run(tmp_path, data_dir)
     (info,) = source_infos(RunDir(Path(cfg.run_dir)))
@@ -204,14 +204,14 @@ def test_every_stage_sees_the_same_records_and_unique_ids(tmp_path, data_dir):
 
 def test_no_hostile_record_reaches_rendering_or_a_teacher_request(tmp_path, data_dir):
     # A lone surrogate used to pass ingest and kill annotate with UnicodeEncodeError.
-    from mira.corpus import iter_source_records, source_infos
-    from mira.records import render
-    from mira.rubric import Anchor
-    from mira.rundir import RunDir
-    from mira.stages import annotate_v3
-    from mira.stages.annotate import KIND, PART, PROMPT, build_request
+    from mira.artifacts.anchors import Anchor
+    from mira.corpus.records import render
+    from mira.corpus.sources import iter_source_records, source_infos
+    from mira.rubrics import annotation_v3
+    from mira.rubrics.annotation import KIND, PART, PROMPT, build_request
+    from mira.run.rundir import RunDir
     from mira.teacher import load_prompt
-    from mira.tokens import get_tokenizer
+    from mira.text.tokens import get_tokenizer
 
     cfg, _ = _hostile_run(tmp_path, data_dir)
     (info,) = source_infos(RunDir(Path(cfg.run_dir)))
@@ -223,7 +223,7 @@ def test_no_hostile_record_reaches_rendering_or_a_teacher_request(tmp_path, data
     for record in records:
         rendering = render(record, tokenizer, cfg.render.max_tokens)
         requests = [build_request(v2, [anchor], record, rendering, True, 100, record.id)]
-        requests += annotate_v3.build_requests(v3, [anchor], record, rendering, record.id, False, None,
+        requests += annotation_v3.build_requests(v3, [anchor], record, rendering, record.id, False, None,
                                                KIND.get(record.format, "a record"), PART)
         for request in requests:  # both protocols' requests can be keyed and sent
             request.cache_key({"provider": "local", "model": "m", "sampling": {}})
@@ -265,8 +265,8 @@ def test_cli_dry_run_with_a_missing_path_exits_2(tmp_path):
 
 
 def test_duplicate_ids_across_shards_keep_the_first_and_counts_add_up(tmp_path):
-    from mira.corpus import iter_source_records, source_infos
-    from mira.rundir import RunDir
+    from mira.corpus.sources import iter_source_records, source_infos
+    from mira.run.rundir import RunDir
 
     data = tmp_path / "a.jsonl"
     ids = ["a", "b", "a", "c", "b", "a", 7, "7"]  # 7 and "7" are the same id once read
@@ -282,8 +282,8 @@ def test_duplicate_ids_across_shards_keep_the_first_and_counts_add_up(tmp_path):
     assert [(r.id, r.locator) for r in records] == [("a", "a.jsonl:1"), ("b", "a.jsonl:2"), ("c", "a.jsonl:4"),
                                                     ("7", "a.jsonl:7")]
     # the tokens of the quarantined duplicates are taken out of the source's total
-    from mira.records import full_text
-    from mira.tokens import get_tokenizer
+    from mira.corpus.records import full_text
+    from mira.text.tokens import get_tokenizer
 
     tokenizer = get_tokenizer(cfg.tokenizer.name)
     assert source["tokens"] == sum(tokenizer.count(full_text(r)) for r in records)

@@ -1,8 +1,9 @@
 import pytest
 
-from mira.config import RunConfig
-from mira.rundir import RunDir
-from mira.runner import StageContext, run_stage
+from mira.core.config import RunConfig
+from mira.pipeline.runner import run_stage
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
 from mira.stages import report
 from tests.report.fixture_run import build_fixture_run
 

@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import EngineConfig, IngestConfig
-from mira.corpus import Quarantined, iter_shard_records, source_infos
-from mira.records import render
-from mira.rundir import RunDir
+from mira.core.config import EngineConfig, IngestConfig
+from mira.corpus.records import render
+from mira.corpus.sources import Quarantined, iter_shard_records, source_infos
+from mira.run.rundir import RunDir
+from mira.scoring import corpus_scores
 from mira.stages import score as score_stage
-from mira.tokens import get_tokenizer
+from mira.text.tokens import get_tokenizer
 from tests.engines.doubles import ANCHORS, DoubleModels, build_corpus, make_config, prepare_run, tree_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture
 def doubles(monkeypatch):
     """Score with the stand-in student (the instance is pickled to workers, so spawn works too)."""
-    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+    monkeypatch.setattr(corpus_scores, "StageModels", DoubleModels)
 
 
 def test_one_row_per_input_record_in_order_with_quarantine_per_anchor_scores_only(tmp_path, corpus, doubles):
@@ -76,11 +77,11 @@ def test_rerun_skips_done_shards_and_force_redoes_them(tmp_path, corpus, doubles
     parquet = run.root / "scores" / "docs" / "00001.parquet"
     marker.unlink()  # as if the run had died before this shard's marker
     before = {p: p.stat().st_mtime_ns for p in (run.root / "scores").glob("*/*.parquet")}
-    again = score_stage.score_corpus(config, run)  # the stage marker is still there: call the work directly
+    again = corpus_scores.score_corpus(config, run)  # the stage marker is still there: call the work directly
     assert again["shards_skipped"] == first.counts["shards"] - 1
     changed = [p for p in before if p.stat().st_mtime_ns != before[p]]
     assert changed == [parquet]
-    forced = score_stage.score_corpus(config, run, force=True)
+    forced = corpus_scores.score_corpus(config, run, force=True)
     assert forced["shards_skipped"] == 0
 
 
@@ -99,8 +100,8 @@ def test_killed_run_resumes_to_byte_identical_outputs(tmp_path, corpus, doubles)
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from pathlib import Path\n"
-        "from mira.config import RunConfig\n"
-        "from mira.rundir import RunDir\n"
+        "from mira.core.config import RunConfig\n"
+        "from mira.run.rundir import RunDir\n"
         "from mira.stages.score import score_corpus\n"
         "from tests.engines.doubles import DoubleModels\n"
         "if __name__ == '__main__':\n"
@@ -141,7 +142,7 @@ def test_spawned_pool_gives_the_same_bytes_as_inline(tmp_path, corpus, doubles):
 
 
 def test_score_needs_distill_and_plan_reports_shards(tmp_path, corpus, doubles):
-    from mira.rundir import StageNotReady
+    from mira.core.errors import StageNotReady
 
     config = make_config(corpus, tmp_path / "run")
     api.run_one("ingest", config)
@@ -153,8 +154,8 @@ def test_score_needs_distill_and_plan_reports_shards(tmp_path, corpus, doubles):
 
 
 def test_source_missing_from_groups_is_a_one_line_error(tmp_path, corpus, doubles):
-    from mira.config import ConfigError
-    from mira.rundir import atomic_write_json, read_json
+    from mira.core.config import ConfigError
+    from mira.io.files import atomic_write_json, read_json
 
     config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
     run = prepare_run(config)
@@ -172,7 +173,7 @@ def test_wrong_student_output_shape_fails_loudly(tmp_path, corpus, monkeypatch):
             student.predict = lambda records, texts: np.zeros((len(texts), 1))
             return student
 
-    monkeypatch.setattr(score_stage, "StageModels", Broken)
+    monkeypatch.setattr(corpus_scores, "StageModels", Broken)
     config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
     prepare_run(config)
     with pytest.raises(RuntimeError, match="returned shape"):
@@ -181,13 +182,14 @@ def test_wrong_student_output_shape_fails_loudly(tmp_path, corpus, monkeypatch):
 
 @pytest.mark.slow
 def test_real_static_student_and_reliability_aggregate(tmp_path, corpus):
-    """The real upstream contract: mira.students.load_student, then mira.reliability's mask/aggregate at join time."""
-    from mira.score_table import load_score_table
+    """The real upstream contract: mira.students.load_student, then mira.scoring.reliability's
+    mask/aggregate at join time."""
+    from mira.scoring.table import load_score_table
 
     pytest.importorskip("model2vec")
-    from mira.config import EmbedConfig, StudentConfig
-    from mira.embed import static_model_dir
+    from mira.core.config import EmbedConfig, StudentConfig
     from mira.students import train
+    from mira.text.embed import static_model_dir
     from tests.engines.doubles import HashStudent, _docstrings
 
     if not (static_model_dir(EmbedConfig()) / "config.json").exists():

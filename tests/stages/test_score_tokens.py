@@ -1,4 +1,4 @@
-"""Score reuses ingest's per-record token counts (mira.shard_tokens) and stays byte-identical."""
+"""Score reuses ingest's per-record token counts (mira.corpus.shard_tokens) and stays byte-identical."""
 
 import json
 import logging
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from mira import api
-from mira.config import EngineConfig, IngestConfig, RenderConfig
-from mira.corpus import Quarantined, iter_shard_records, source_infos
-from mira.records import full_text, render
-from mira.shard_tokens import NOT_A_RECORD, tokens_path
-from mira.stages import score as score_stage
-from mira.tokens import TiktokenTokenizer, get_tokenizer
+from mira.core.config import EngineConfig, IngestConfig, RenderConfig
+from mira.corpus.records import full_text, render
+from mira.corpus.shard_tokens import NOT_A_RECORD, tokens_path
+from mira.corpus.sources import Quarantined, iter_shard_records, source_infos
+from mira.scoring import corpus_scores
+from mira.text.tokens import TiktokenTokenizer, get_tokenizer
 from tests.engines.doubles import (
     FORMAT_SCORES,
     DoubleModels,
@@ -49,7 +49,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture
 def doubles(monkeypatch):
-    monkeypatch.setattr(score_stage, "StageModels", DoubleModels)
+    monkeypatch.setattr(corpus_scores, "StageModels", DoubleModels)
 
 
 def _config(corpus, run_dir, **engine):
@@ -58,7 +58,7 @@ def _config(corpus, run_dir, **engine):
 
 
 def _without_reuse(monkeypatch):
-    monkeypatch.setattr(score_stage, "read_shard_tokens", lambda *a, **k: None)
+    monkeypatch.setattr(corpus_scores, "read_shard_tokens", lambda *a, **k: None)
 
 
 def test_ingest_writes_one_count_per_input_item(tmp_path, corpus):
@@ -114,13 +114,13 @@ def _reference_scores(config, run, path_of) -> dict[str, bytes]:
             scores = np.asarray(student.predict([item.format], [rendering.text]), dtype=np.float64)[0].tolist()
             rows.append({"id": item.id, "locator": item.locator, "source": info.name, "group": group,
                          "tokens": rendering.tokens, "quarantine": None, **dict(zip(student.anchors, scores))})
-        table_schema = score_stage.schema(student.anchors)
+        table_schema = corpus_scores.schema(student.anchors)
         path = path_of(info.name)
         with pq.ParquetWriter(str(path), table_schema, compression="zstd") as writer:
-            for start in range(0, len(rows), score_stage.ROW_GROUP_ROWS):
-                part = rows[start:start + score_stage.ROW_GROUP_ROWS]
+            for start in range(0, len(rows), corpus_scores.ROW_GROUP_ROWS):
+                part = rows[start:start + corpus_scores.ROW_GROUP_ROWS]
                 writer.write_table(pa.Table.from_pylist(part, schema=table_schema),
-                                   row_group_size=score_stage.ROW_GROUP_ROWS)
+                                   row_group_size=corpus_scores.ROW_GROUP_ROWS)
         out[info.name] = path.read_bytes()
     return out
 
@@ -129,7 +129,7 @@ def _reference_scores(config, run, path_of) -> dict[str, bytes]:
 def test_scores_are_the_bytes_of_a_row_by_row_writer(tmp_path, corpus, doubles, monkeypatch, reuse):
     # Row groups of 7 rows and batches of 5: groups straddle batches, quarantined rows fall inside
     # both. One shard per source, so each source's file is compared whole.
-    monkeypatch.setattr(score_stage, "ROW_GROUP_ROWS", 7)
+    monkeypatch.setattr(corpus_scores, "ROW_GROUP_ROWS", 7)
     # A source with no usable record (no group, no anchor columns): every row is quarantined, and
     # whole batches hold no record at all.
     junk = tmp_path / "junk.jsonl"
@@ -145,24 +145,25 @@ def test_scores_are_the_bytes_of_a_row_by_row_writer(tmp_path, corpus, doubles, 
     api.run_one("score", config)
     (tmp_path / "reference").mkdir()
     expected = _reference_scores(config, run, lambda source: tmp_path / "reference" / f"{source}.parquet")
-    written = {info.name: score_stage.shard_scores_path(run, info.shards[0]).read_bytes() for info in source_infos(run)}
+    written = {info.name: corpus_scores.shard_scores_path(run, info.shards[0]).read_bytes()
+               for info in source_infos(run)}
     assert written == expected and len(expected) == 4
-    junk_scores = score_stage.shard_scores_path(run, next(i for i in source_infos(run) if i.name == "junk").shards[0])
+    junk_scores = corpus_scores.shard_scores_path(run, next(i for i in source_infos(run) if i.name == "junk").shards[0])
     assert pq_rows_quarantined(junk_scores) == 18
-    quarantined = sum(pq_rows_quarantined(score_stage.shard_scores_path(run, i.shards[0])) for i in source_infos(run))
+    quarantined = sum(pq_rows_quarantined(corpus_scores.shard_scores_path(run, i.shards[0])) for i in source_infos(run))
     assert quarantined > 0  # the corpus has broken lines: their rows are part of the comparison
 
 
 def test_the_student_is_given_each_records_format(tmp_path, corpus, monkeypatch):
     import pyarrow.parquet as pq
 
-    monkeypatch.setattr(score_stage, "StageModels", FormatModels)
+    monkeypatch.setattr(corpus_scores, "StageModels", FormatModels)
     config = _config(corpus, tmp_path / "run")
     run = prepare_run(config)
     api.run_one("score", config)
     seen = set()
     for info in source_infos(run):
-        table = pq.read_table(score_stage.shard_scores_path(run, info.shards[0])).to_pylist()
+        table = pq.read_table(corpus_scores.shard_scores_path(run, info.shards[0])).to_pylist()
         scored = [row for row in table if row["quarantine"] is None]
         anchors = [k for k in table[0] if k.startswith("a0")]
         assert scored and anchors
@@ -318,9 +319,9 @@ def test_digests_recorded_by_an_older_mira_still_match(tmp_path, corpus, doubles
     # before SHA-256 ("sha256:<hex>"). A run directory made before must not look edited.
     import hashlib
 
-    from mira.digests import shard_digest
-    from mira.io import iter_shard
-    from mira.stages.score import shard_marker_path
+    from mira.io.digests import shard_digest
+    from mira.io.readers import iter_shard
+    from mira.scoring.corpus_scores import shard_marker_path
 
     config = _config(corpus, tmp_path / "run")
     run = prepare_run(config)

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mira import api
-from mira.config import EngineConfig, SelectionConfig
-from mira.rundir import RunDir
-from mira.selections import current_selection
+from mira.core.config import EngineConfig, SelectionConfig
+from mira.run.rundir import RunDir
+from mira.selection.named import current_selection
 from tests.engines.doubles import build_corpus, build_scored_run, make_config, score_with_doubles, tree_bytes
 
 
@@ -43,9 +43,9 @@ def _decisions(run: RunDir) -> list[dict]:
 
 def _scores(run: RunDir) -> list[dict]:
     """Score rows with the aggregate select computes at join time (default reliability config)."""
-    from mira.config import ReliabilityConfig
-    from mira.reliability import current_mask
-    from mira.score_table import aggregate_scores
+    from mira.core.config import ReliabilityConfig
+    from mira.scoring.reliability import current_mask
+    from mira.scoring.table import aggregate_scores
 
     rows = []
     for path in sorted((run.root / "scores").glob("*/*.parquet")):
@@ -106,7 +106,7 @@ def test_masked_records_are_rejected_with_a_reason_and_counted(scored, tmp_path)
 
 def test_cells_excluded_by_config_are_masked_at_select_time(scored, tmp_path):
     # reliability.exclude: a cell ablated without touching the students (what `mira compare` uses).
-    from mira.config import ReliabilityConfig
+    from mira.core.config import ReliabilityConfig
 
     config, run = _run(scored, tmp_path, unscored="reject")
     docs_ok = sum(1 for r in _scores(run) if r["source"] == "docs" and r["quarantine"] is None)
@@ -121,8 +121,8 @@ def test_cells_excluded_by_config_are_masked_at_select_time(scored, tmp_path):
 
 def test_score_files_with_other_row_counts_than_ingest_stop_the_join(scored, tmp_path):
     # The score table is allocated from ingest's counts; rows beyond or short of them are an error.
-    from mira.corpus import source_infos
-    from mira.score_table import load_score_table
+    from mira.corpus.sources import source_infos
+    from mira.scoring.table import load_score_table
 
     config, run = _run(scored, tmp_path)
     infos = source_infos(run)
@@ -264,7 +264,7 @@ def test_floor_and_cap_are_respected(scored, tmp_path):
 
 
 def test_unknown_source_in_floor_is_a_config_error(scored, tmp_path):
-    from mira.config import ConfigError
+    from mira.core.config import ConfigError
 
     config, _ = _run(scored, tmp_path, floor={"nope": 0.1})
     with pytest.raises(ConfigError, match="nope"):
@@ -402,7 +402,7 @@ def test_budget_tokens_and_a_budget_that_keeps_nothing_is_noted(scored, tmp_path
 def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
     import os
 
-    from mira.rundir import StageNotReady
+    from mira.core.errors import StageNotReady
 
     corpus = build_corpus(tmp_path / "corpus")
     config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1),
@@ -429,10 +429,10 @@ def test_select_stops_when_an_input_changed_in_place_since_scoring(tmp_path):
 
 
 def test_records_that_no_longer_line_up_with_their_scores_stop_with_one_line():
-    from mira.corpus import SourceInfo
-    from mira.io import RawItem, Shard
-    from mira.rundir import StageNotReady
-    from mira.stages.select import _aligned
+    from mira.core.errors import StageNotReady
+    from mira.corpus.sources import SourceInfo
+    from mira.io.readers import RawItem, Shard
+    from mira.selection.build import _aligned
 
     info = SourceInfo("docs", "text", [], 2, 2, 10)
     shard = Shard(source="docs", index=0, reader="jsonl", files=("/data/docs.jsonl",))

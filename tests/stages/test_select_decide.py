@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mira.config import RunConfig, SelectionConfig, SourceConfig
-from mira.rankings import Ranking
-from mira.score_table import ScoreTable
+from mira.core.config import RunConfig, SelectionConfig, SourceConfig
+from mira.scoring.table import ScoreTable
+from mira.selection.rankings import Ranking
 from mira.stages.select import decide
 
 SOURCES = ["a", "b", "c", "d", "e"]

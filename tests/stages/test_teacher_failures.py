@@ -22,12 +22,15 @@ from click.testing import CliRunner
 
 import mira
 from mira import api
-from mira.config import AnnotationConfig, RunConfig
-from mira.config_files import dump_config
-from mira.rubric import Anchor, save_rubric
-from mira.rundir import RunDir, StageNotReady, atomic_write_json
-from mira.runner import StageContext, StageIncomplete, TeacherFailed, run_stage
-from mira.stages import annotate
+from mira.artifacts.anchors import Anchor, save_rubric
+from mira.core.config import AnnotationConfig, RunConfig
+from mira.core.errors import StageIncomplete, StageNotReady, TeacherFailed
+from mira.io.files import atomic_write_json
+from mira.pipeline.runner import run_stage
+from mira.rubrics import annotation
+from mira.run.config_file import dump_config
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
 from mira.teacher.testing import Fault, Reply, ScriptedServer
 
 SRC = Path(mira.__file__).resolve().parents[1]  # the subprocess runs the same sources as this test
@@ -73,7 +76,7 @@ def _prepare(config: RunConfig) -> RunDir:
 
 
 def _labels(run: RunDir, consistency: bool = False) -> list[dict]:
-    return pq.read_table(annotate.labels_path(run, "g0", consistency)).to_pylist()
+    return pq.read_table(annotation.labels_path(run, "g0", consistency)).to_pylist()
 
 
 def test_same_ids_in_two_sources_keep_their_own_text_and_labels(tmp_path):
@@ -94,7 +97,7 @@ def test_same_ids_in_two_sources_keep_their_own_text_and_labels(tmp_path):
 def test_teacher_consistency_joins_rows_by_source_and_id(tmp_path):
     import pyarrow as pa
 
-    from mira.stages.distill import teacher_consistency
+    from mira.scoring.distillation import teacher_consistency
 
     labels = pa.table({"record_id": ["0", "0"], "source": ["alpha", "beta"], "a00": [2.0, 8.0]})
     again = tmp_path / "again.parquet"
@@ -267,7 +270,7 @@ def test_a_sigkilled_session_keeps_its_usage_and_the_next_one_adds_to_it(tmp_pat
 def test_report_read_tests_keep_records_of_two_sources_with_the_same_id_apart():
     import pyarrow as pa
 
-    from mira.records import record_key
+    from mira.corpus.records import record_key
     from mira.report import readtests
 
     class Stub:

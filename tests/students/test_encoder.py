@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mira.config import StudentConfig
-from mira.rundir import RunDir
+from mira.core.config import StudentConfig
+from mira.run.rundir import RunDir
 from mira.students import load_student, train
 from tests.students.student_data import planted_labels, stdlib_texts
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mira.config import EmbedConfig
+from mira.core.config import EmbedConfig
 from mira.students.features import STRUCTURAL_NAMES, Featurizer, StaticEmbedder, clip_text
 from tests.students.student_data import stdlib_texts
 
@@ -12,7 +12,7 @@ def featurizer():
 
 
 def test_fast_embedding_equals_model2vec_mean_of_tokens():
-    from mira.embed import static_model
+    from mira.text.embed import static_model
 
     texts = stdlib_texts(40, 1_200) + ["Héllo WORLD — naïve café, 東京 foo_bar(x)=1; CamelCaseName.attr[0]",
                                        "UPPER lower MiXeD 12345 3.14 a+b!=c", "x"]
@@ -30,7 +30,7 @@ def test_fast_embedding_equals_model2vec_mean_of_tokens():
 def test_static_table_reads_what_model2vec_loads():
     # The students read the static model's folder without model2vec (its import is half a second of
     # every scoring worker's start): the vectors, unknown token and token ids must be model2vec's.
-    from mira.embed import static_model, static_table
+    from mira.text.embed import static_model, static_table
 
     model, table = static_model(EmbedConfig()), static_table(EmbedConfig())
     assert table.embedding.dtype == np.float32

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from mira.config import EmbedConfig, StudentConfig
-from mira.rundir import RunDir
-from mira.stages.distill import split
+from mira.core.config import EmbedConfig, StudentConfig
+from mira.run.rundir import RunDir
+from mira.scoring.distillation import split
 from mira.students import evaluate, load_student, spearman, train
 from tests.students.student_data import planted_labels, stdlib_texts
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mira.rundir import RunDir
+from mira.run.rundir import RunDir
 from mira.teacher import estimate, open_teacher
 from mira.teacher.cache import TeacherCache
 from mira.teacher.testing import ScriptedServer, script

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from mira.rundir import RunDir
+from mira.run.rundir import RunDir
 from mira.teacher import TeacherRequest, open_teacher
 from mira.teacher.testing import Fault, Reply, ScriptedServer, script
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mira.config import TeacherConfig
+from mira.core.config import TeacherConfig
 from mira.teacher import local
 from mira.teacher.cli import teacher_group
 

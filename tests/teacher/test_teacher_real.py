@@ -2,10 +2,11 @@
 
 import pytest
 
-from mira.config import TeacherConfig
-from mira.rundir import RunDir
+from mira.core.config import TeacherConfig
+from mira.core.processes import pid_alive
+from mira.run.rundir import RunDir
 from mira.teacher import TeacherRequest, load_prompt, open_teacher, wrap_record
-from mira.teacher.local import _alive, local_server
+from mira.teacher.local import local_server
 
 from .teacher_helpers import Verdict
 
@@ -25,7 +26,7 @@ def server(config):
     # Held for the whole module: every open_teacher below reuses this process.
     with local_server(config) as handle:
         yield handle
-    assert not _alive(handle.pid)  # the last lease holder stopped it
+    assert not pid_alive(handle.pid)  # the last lease holder stopped it
 
 
 def ping_requests():
@@ -72,7 +73,7 @@ def test_budget_stop_and_resume(server, config, tmp_path):
 def test_second_user_reuses_the_running_server(server, config):
     with local_server(config) as other:
         assert other.pid == server.pid and other.url == server.url
-    assert _alive(server.pid)  # the module fixture still holds its lease
+    assert pid_alive(server.pid)  # the module fixture still holds its lease
 
 
 def test_serve_command_runs_in_the_foreground_and_stops(tmp_path):

@@ -74,7 +74,7 @@ def test_teacher_result_from_a_digit_split_server(tmp_path):
     """End to end through the scripted server: the digit-split answer does not bias the target."""
     from pydantic import BaseModel
 
-    from mira.rundir import RunDir
+    from mira.run.rundir import RunDir
     from mira.teacher import TeacherRequest, open_teacher
     from mira.teacher.request import Score
     from mira.teacher.testing import ScriptedServer, script

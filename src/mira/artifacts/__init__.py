@@ -1,6 +1,6 @@
 """The artifact catalogue: one owner per file of the run directory.
 
-Each :class:`~mira.artifacts.core.Artifact` names a path pattern, the stage that writes it, its
+Each :class:`~mira.run.artifact.Artifact` names a path pattern, the stage that writes it, its
 schema (a pydantic model or an Arrow schema) and the ``load`` / ``save`` every reader and writer
 goes through. :data:`CATALOGUE` lists them in the order of the run; docs/architecture.md's table
 is generated from it (``python -m mira.artifacts --markdown``) and a test keeps the two equal.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mira.artifacts.core import Artifact, ArtifactInvalid, ArtifactMissing, Catalogue
+from mira.run.artifact import Artifact, ArtifactInvalid, ArtifactMissing, Catalogue
 
 if TYPE_CHECKING:
     CATALOGUE: Catalogue
@@ -25,10 +25,10 @@ def __getattr__(name: str) -> Any:
     from mira.artifacts.compare import COMPARE_SUMMARY, DATAMAN, PERPLEXITY, PROXY_PLOT, PROXY_RESULT
     from mira.artifacts.inputs import INVENTORY, QUARANTINE, SAMPLE_INDEX, SHARD_TOKENS
     from mira.artifacts.rubrics import GROUPS, JUDGMENTS, RUBRIC, RUBRIC_BACKUP, RUBRIC_GENERATED, RUBRIC_REJECTED
-    from mira.artifacts.run import CONFIG, DONE, LOCK, REPORT, RUN_MARKER, TEACHER_CACHE, USAGE
     from mira.artifacts.scores import SCORES, SCORES_DONE, SCORES_SUMMARY
     from mira.artifacts.selection import CURRENT_SELECTION, DECISIONS, SELECTED, SELECTION_SUMMARY
     from mira.artifacts.students import CONSISTENCY, LABELS, MASK, METRICS, STUDENT, VALIDATION
+    from mira.run.bookkeeping import CONFIG, DONE, LOCK, REPORT, RUN_MARKER, TEACHER_CACHE, USAGE
 
     catalogue = Catalogue([
         CONFIG, INVENTORY, SHARD_TOKENS, SAMPLE_INDEX, QUARANTINE,

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from mira.artifacts.core import Artifact
-from mira.artifacts.run import Document
+from mira.run.artifact import Artifact
+from mira.run.bookkeeping import Document
 
 
 class ComparedMethod(Document):
@@ -28,7 +28,7 @@ class SuggestedCell(Document):
 
 
 class AblationSuggestion(Document):
-    """``mira.compare.ablation.suggest_exclusions``: cells better left out, Holm-corrected over every ablation test."""
+    """``mira.evaluation.ablation.suggest_exclusions``: cells better left out (Holm over every ablation test)."""
 
     tests: int
     alpha: float
@@ -38,7 +38,7 @@ class AblationSuggestion(Document):
 
 
 class CompareSummary(Document):
-    """``compare/summary.json`` (``mira.compare.compare``); the metric blocks are documented in
+    """``compare/summary.json`` (``mira.evaluation.compare.compare``); the metric blocks are documented in
     docs/architecture.md ("mira compare")."""
 
     version: str | None = None
@@ -64,10 +64,10 @@ class ProxyRecord(Document):
     selection_fingerprint: str | None = None
     seed: int
     eval_sets: dict[str, str] = Field(default_factory=dict)  # name -> sha256 of its texts
-    result: dict[str, Any]  # a mira.proxy.ProxyResult: parse with proxy_result() (importing it is not cheap)
+    result: dict[str, Any]  # a mira.evaluation.proxy.ProxyResult: parse with proxy_result() (importing it is not cheap)
 
     def proxy_result(self) -> Any:
-        from mira.proxy.result import ProxyResult
+        from mira.artifacts.proxy import ProxyResult
 
         return ProxyResult.model_validate(self.result)
 
@@ -80,12 +80,12 @@ PROXY_RESULT = Artifact(
     "(resumable), see below", model=ProxyRecord)
 PROXY_PLOT = Artifact(
     "proxy_plot", "compare/proxy.png", "compare", "bits per byte of each selection's proxy model per eval set "
-    "(the report embeds it)", kind="opaque", owner="mira.compare.training")
+    "(the report embeds it)", kind="opaque", owner="mira.evaluation.training")
 PERPLEXITY = Artifact(
     "perplexity", "baselines/perplexity/", "select (`method: perplexity`)", "reference n-gram model(s) + "
     "`reference.json`, `scores/<source>/<shard>.parquet` (`id, bits_per_token, tokens`) + `.done.json`",
-    kind="opaque", owner="mira.rankings.perplexity")
+    kind="opaque", owner="mira.selection.rankings.perplexity")
 DATAMAN = Artifact(
     "dataman", "baselines/dataman/", "select (`method: dataman`) / `prepare_dataman`", "a mini run dir: "
     "`rubrics/dataman.jsonl`, `labels/dataman.parquet`, `students/dataman/`, `scores/<source>/<shard>.parquet`, "
-    "`_done/{labels,dataman}.json`", kind="opaque", owner="mira.rankings.dataman")
+    "`_done/{labels,dataman}.json`", kind="opaque", owner="mira.selection.rankings.dataman")

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from mira.artifacts.core import Artifact
-from mira.artifacts.run import Document
+from mira.run.artifact import Artifact
+from mira.run.bookkeeping import Document
 
 
 class LengthTokens(Document):
@@ -30,7 +30,7 @@ class SourceInventory(Document):
     bytes: int = 0
     length_tokens: LengthTokens = Field(default_factory=LengthTokens)
     fields: list[str] = Field(default_factory=list)
-    shards: list[dict[str, Any]] = Field(default_factory=list)  # mira.io.Shard.to_dict()
+    shards: list[dict[str, Any]] = Field(default_factory=list)  # mira.io.readers.Shard.to_dict()
 
 
 class InventoryTotals(Document):
@@ -52,7 +52,7 @@ class SeedSample(Document):
 
 
 class SampleIndex(Document):
-    """``inventory/sample/<source>.json`` (``mira.sample_index``): read only when `fingerprint` is the
+    """``inventory/sample/<source>.json`` (``mira.corpus.sample_index``): read only when `fingerprint` is the
     done ingest's."""
 
     fingerprint: str
@@ -80,7 +80,7 @@ SHARD_TOKENS = Artifact(
     "the last (-1: no mark); `meta`: JSON `{fingerprint (ingest's), tokenizer, input_digest, "
     "render: {max_tokens, windows}}`. Score reuses the counts when fingerprint and tokenizer match, the spans "
     "only for the same render settings, and scores a shard again with counting when its input digest differs",
-    kind="opaque", owner="mira.shard_tokens")
+    kind="opaque", owner="mira.corpus.shard_tokens")
 SAMPLE_INDEX = Artifact(
     "sample_index", "inventory/sample/{source}.json", "ingest", "per seed of grouping/discovery/annotation, the "
     "usable records with the smallest `stable_rank` (at least `INDEX_FLOOR` = 1,024, or the largest sample a stage "

@@ -1,5 +1,5 @@
 """Artifacts of group and discover: the source groups, the teacher's phase-1 judgments, the rubric
-cards (``mira.rubric.Anchor``), the candidates discover dropped and the hashes of generated cards."""
+cards (``mira.artifacts.anchors.Anchor``), the candidates discover dropped and the hashes of generated cards."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import Field, RootModel
 
-from mira.artifacts.core import Artifact
-from mira.artifacts.run import Document
-from mira.rubric import Anchor
+from mira.artifacts.anchors import Anchor
+from mira.run.artifact import Artifact
+from mira.run.bookkeeping import Document
 
 
 class GroupEntry(Document):
@@ -27,7 +27,7 @@ class Similarity(Document):
 
 
 class GroupsFile(Document):
-    """``groups.json``; stages read it as ``mira.groups.Groups`` (``load_groups``)."""
+    """``groups.json``; stages read it as ``mira.artifacts.groups.Groups`` (``load_groups``)."""
 
     k: int
     chosen_by: str
@@ -85,7 +85,7 @@ JUDGMENTS = Artifact(
     "raw dimensions", kind="jsonl", model=Judgment)
 RUBRIC = Artifact(
     "rubric", "rubrics/{group}.jsonl", "discover", "one anchor per line (human-editable; stages read it with "
-    "`mira.rubric.load_rubric`), see below", kind="jsonl", model=Anchor,
+    "`mira.artifacts.anchors.load_rubric`), see below", kind="jsonl", model=Anchor,
     not_suffixes=(".rejected.jsonl",))
 RUBRIC_REJECTED = Artifact(
     "rubric_rejected", "rubrics/{group}.rejected.jsonl", "discover", "candidate anchors discover dropped, "

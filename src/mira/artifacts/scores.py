@@ -1,6 +1,6 @@
 """Artifacts of score: one table of per-anchor student scores per input shard, its done marker,
 and the summary select joins on. There is no aggregate column (score-v2): the mask and the
-aggregator are applied at join time by ``mira.score_table``."""
+aggregator are applied at join time by ``mira.scoring.table``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import Field
 
-from mira.artifacts.core import Artifact
-from mira.artifacts.run import Document
+from mira.run.artifact import Artifact
+from mira.run.bookkeeping import Document
 
 # Columns of a score shard that are not anchors; "score" is the aggregate of score-v1 files,
 # which the report still reads.

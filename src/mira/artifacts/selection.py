@@ -1,4 +1,4 @@
-"""Artifacts of select: named selections ``selection/<name>/`` (``mira.selections``), each with its
+"""Artifacts of select: named selections ``selection/<name>/`` (``mira.selection.named``), each with its
 kept records, one decision per input record and a summary whose counts add up."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from mira.artifacts.core import Artifact
-from mira.artifacts.run import Document
+from mira.run.artifact import Artifact
+from mira.run.bookkeeping import Document
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ SELECTED = Artifact(
     "selected", "selection/{name}/{source}/{shard}.{ext}", "select", "kept records (`ext`: the "
     "`selection.output_formats`, jsonl and/or parquet): original fields + `mira_*` score columns (`mira_score`: "
     "the join-time aggregate); strict JSON (NaN/Infinity written as null)", kind="opaque",
-    owner="mira.stages.select")
+    owner="mira.selection.build")
 DECISIONS = Artifact(
     "decisions", "selection/{name}/_decisions/{source}/{shard}.parquet", "select", "one row per input record: "
     "`id, locator, kept, reason` (`mira.artifacts.selection.DecisionReason`), `rank, key, tokens`",

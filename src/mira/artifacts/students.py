@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mira.artifacts.core import Artifact
-from mira.artifacts.run import Document
+from mira.run.artifact import Artifact
+from mira.run.bookkeeping import Document
 
 
 def labels_fixed() -> Any:
@@ -88,8 +88,8 @@ class MaskCell(Document):
 
 
 class Mask(Document):
-    """``students/<group>/mask.json`` (``mira.reliability.build_mask``); select and the report use
-    ``mira.reliability.current_mask``, which rebuilds it under changed thresholds."""
+    """``students/<group>/mask.json`` (``mira.scoring.reliability.build_mask``); select and the report use
+    ``mira.scoring.reliability.current_mask``, which rebuilds it under changed thresholds."""
 
     anchors: list[str]
     cells: dict[str, dict[str, MaskCell]]  # source (or "*") -> anchor
@@ -115,7 +115,7 @@ METRICS = Artifact(
     "teacher self-consistency, model choice, `train_key`", model=Metrics)
 MASK = Artifact(
     "mask", "students/{group}/mask.json", "distill", "the reliability mask under distill's thresholds (select "
-    "and the report use `mira.reliability.current_mask`)", model=Mask)
+    "and the report use `mira.scoring.reliability.current_mask`)", model=Mask)
 VALIDATION = Artifact(
     "validation", "students/{group}/validation.parquet", "distill",
     "out-of-fold (crossfit) or held-out rows: `record_id`, `source`, "

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mira.config import RunConfig
+from mira.core.config import RunConfig
 from mira.demo import agent, evalsets, sources
-from mira.rundir import atomic_path, atomic_write_bytes
+from mira.io.files import atomic_path, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ pairs in completion order; callers that need input order sort by index.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mira.config import EngineConfig
+from mira.core.config import EngineConfig
+from mira.engines.tasks import Task, worker_count
 
-Task = tuple[Any, ...]
+__all__ = ["Task", "map_tasks", "start_workers_early", "worker_count"]
+
 
 
 def map_tasks(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[tuple[int, Any]]:
@@ -37,9 +38,3 @@ def start_workers_early(engine: EngineConfig, n_tasks: int) -> None:
         from mira.engines.local import start_fork_server
 
         start_fork_server(engine, n_tasks)
-
-
-def worker_count(engine: EngineConfig, n_tasks: int | None = None) -> int:
-    """How many workers the engine will use (never more than there are tasks)."""
-    workers = engine.workers or os.cpu_count() or 1
-    return max(1, min(workers, n_tasks)) if n_tasks is not None else workers

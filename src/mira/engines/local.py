@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-from mira.config import EngineConfig
-from mira.engines import Task, worker_count
+from mira.core.config import EngineConfig
+from mira.engines.tasks import Task, worker_count
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -42,7 +42,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # multiprocessing, and the worker imports it itself). Only what every scoring or ingest worker
 # needs: torch, for one, is not here, since most workers never touch it. pandas is, because
 # pyarrow imports it when it first builds a table from Python objects (score's output).
-WORKER_MODULES = ("mira.stages.ingest", "mira.stages.score", "mira.students.static", "mira.tokens", "pyarrow",
+WORKER_MODULES = ("mira.stages.ingest", "mira.stages.score", "mira.students.static", "mira.text.tokens", "pyarrow",
                   "pyarrow.parquet", "pandas", "scipy.sparse", "safetensors.numpy", "tokenizers", "tiktoken")
 WATCHDOG_SECONDS = 0.5
 
@@ -98,7 +98,7 @@ def watch_parent(parent: int, driver_pid: int, interval: float = WATCHDOG_SECOND
 
 
 def _alive(pid: int) -> bool:
-    from mira.teacher.local import _alive as pid_alive  # one definition (the server leases use it too)
+    from mira.core.processes import pid_alive
 
     return pid_alive(pid)
 

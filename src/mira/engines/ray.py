@@ -19,8 +19,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mira.config import ConfigError, EngineConfig
-from mira.engines import Task
+from mira.core.config import ConfigError, EngineConfig
+from mira.engines.tasks import Task
 
 log = logging.getLogger(__name__)
 

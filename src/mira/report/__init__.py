@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mira.io.files import atomic_write_text
 from mira.report import readtests, sections, sections_compare, sections_scores
 from mira.report.artifacts import Artifacts, NotRun
 from mira.report.html import esc, missing_box, note
-from mira.rundir import RunDir, atomic_write_text
+from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from mira.artifacts import CATALOGUE, Artifact, ArtifactInvalid, ArtifactMissing
-from mira.artifacts.core import dump
-from mira.artifacts.run import DoneMarker, SavedConfig, Usage
 from mira.artifacts.selection import SelectionCounts, SelectionSummary
+from mira.core.stages import STAGES
 from mira.report.score_stream import SCORE_BINS, SourceScores, aggregate_warnings, rows_with_ids, stream_scores
-from mira.rundir import STAGES, RunDir
+from mira.run.artifact import dump
+from mira.run.bookkeeping import DoneMarker, SavedConfig, Usage
+from mira.run.rundir import RunDir
 
 if TYPE_CHECKING:
-    from mira.config import ReliabilityConfig
+    from mira.core.config import ReliabilityConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class Artifacts:
 
     @cached_property
     def config(self) -> SavedConfig:
-        """The resolved config and its fingerprint, as ``mira.rundir.RunDir.save_config`` wrote them."""
+        """The resolved config and its fingerprint, as ``mira.run.rundir.RunDir.save_config`` wrote them."""
         return self._get("config") or SavedConfig()
 
     @property
@@ -130,8 +131,8 @@ class Artifacts:
     # --- selections -------------------------------------------------------------------------
     @cached_property
     def selection_path(self) -> Path | None:
-        """The selection the report's sections explain (see :func:`mira.selections.current_selection`)."""
-        from mira.selections import current_selection
+        """The selection the report's sections explain (see :func:`mira.selection.named.current_selection`)."""
+        from mira.selection.named import current_selection
 
         return current_selection(self.run)
 
@@ -145,7 +146,7 @@ class Artifacts:
 
     @cached_property
     def selections(self) -> list[dict[str, Any]]:
-        from mira.selections import list_selections
+        from mira.selection.named import list_selections
 
         return list_selections(self.run)
 
@@ -186,7 +187,7 @@ class Artifacts:
         """The run's reliability config (from config.yaml): what the last selection aggregated with."""
         from pydantic import ValidationError
 
-        from mira.config import ReliabilityConfig
+        from mira.core.config import ReliabilityConfig
 
         try:
             return ReliabilityConfig.model_validate(self.config.values.get("reliability") or {})
@@ -199,12 +200,12 @@ class Artifacts:
 
     def current_mask(self, group: str) -> dict[str, Any] | None:
         """The group's mask under the run's reliability config, as select uses it (None if unknown),
-        with its anchors' statistics under ``anchor_scale: group`` (:mod:`mira.anchor_scale`)."""
-        from mira.reliability import current_mask
+        with its anchors' statistics under ``anchor_scale: group`` (:mod:`mira.scoring.anchor_scale`)."""
+        from mira.scoring.reliability import current_mask
 
         if group not in self._current_masks:
             try:
-                from mira.anchor_scale import for_config
+                from mira.scoring.anchor_scale import for_config
 
                 paths = [p for s, g in self.source_to_group.items() if g == group for p in self.score_files(s)]
                 self._current_masks[group] = for_config(current_mask(self.run, group, self.reliability),
@@ -214,11 +215,11 @@ class Artifacts:
         return self._current_masks[group]
 
     def aggregates(self, table: Any) -> np.ndarray:
-        """Each row's aggregate score, computed as select computes it (mira.score_table.aggregate_scores).
+        """Each row's aggregate score, computed as select computes it (mira.scoring.table.aggregate_scores).
 
         Score files written before the aggregate moved to select (score-v1) carry it as `score`.
         """
-        from mira.score_table import aggregate_scores
+        from mira.scoring.table import aggregate_scores
 
         if "score" in table.column_names:
             return np.array([math.nan if v is None else v for v in table.column("score").to_pylist()], float)

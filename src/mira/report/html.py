@@ -16,6 +16,7 @@ from typing import Any
 DASH = "—"
 
 
+
 def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -174,32 +175,3 @@ def sparkbars(values: Sequence[float], labels: Sequence[str], width: int = 120, 
                     f'height="{h:.1f}"><title>{esc(label)}: {fmt_int(value)}</title></rect>')
     return (f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
             f'role="img" aria-label="length histogram">{"".join(bars)}</svg>')
-
-
-def spearman(x: Any, y: Any) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN when undefined.
-
-    Implemented here because importing scipy.stats costs seconds, more than the whole report.
-    """
-    import numpy as np
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
-    if len(x) < 3:
-        return math.nan
-    rx, ry = _ranks(x), _ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ranks(values: Any) -> Any:
-    import numpy as np
-
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=float)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]

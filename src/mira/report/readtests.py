@@ -5,7 +5,7 @@ records with the highest and lowest final score, each with its text and the teac
 Student predictions come from ``students/<group>/validation.parquet`` (held-out records) when
 distill wrote it; otherwise labels are joined with the score shards on record id, which mixes in
 training records (said so on the page). All record text is escaped: records are untrusted input.
-Records are keyed by (source, id) (:func:`mira.records.record_key`): ids repeat across sources.
+Records are keyed by (source, id) (:func:`mira.corpus.records.record_key`): ids repeat across sources.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from mira.records import record_key
+from mira.corpus.records import record_key
 from mira.report.artifacts import Artifacts, need
 from mira.report.html import Cell, clipped_text, esc, fmt_float, fmt_int, note, table, text_cell
 from mira.report.sections import group_heading

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from mira.report.artifacts import Artifacts
+
+class ScoreShards(Protocol):
+    """What the pass reads of a run (:class:`mira.report.artifacts.Artifacts` provides it)."""
+
+    @property
+    def sources(self) -> list[str]: ...
+    @property
+    def inventory(self) -> dict[str, Any] | None: ...
+    def score_files(self, source: str) -> list[Path]: ...
+    def aggregates(self, table: Any) -> np.ndarray: ...
 
 SCORE_BINS = np.linspace(0.0, 10.0, 41)
 SAMPLE_PER_SOURCE = 1_500
@@ -49,7 +58,7 @@ class SourceScores:
         return float((SCORE_BINS[idx] + SCORE_BINS[idx + 1]) / 2)
 
 
-def stream_scores(a: Artifacts) -> dict[str, SourceScores]:
+def stream_scores(a: ScoreShards) -> dict[str, SourceScores]:
     """One streaming pass over every score shard: histogram + seeded sample per source."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -90,7 +99,7 @@ def stream_scores(a: Artifacts) -> dict[str, SourceScores]:
     return result
 
 
-def rows_with_ids(a: Artifacts, source: str, ids: set[str], columns: list[str] | None) -> dict[str, dict[str, Any]]:
+def rows_with_ids(a: ScoreShards, source: str, ids: set[str], columns: list[str] | None) -> dict[str, dict[str, Any]]:
     """Rows of this source's score shards whose id is in `ids` (a small set: labelled records);
     `columns` None: every column."""
     import pyarrow as pa
@@ -119,7 +128,7 @@ def aggregate_warnings(scores: np.ndarray, tokens: np.ndarray) -> list[str]:
     (Near-)constant: p90 - p10 < CONSTANT_SPREAD or fewer than MIN_DISTINCT distinct values.
     Length-driven: |Spearman(score, tokens)| >= LENGTH_RHO.
     """
-    from mira.report.html import spearman
+    from mira.core.stats import spearman
 
     scores, tokens = np.asarray(scores, float), np.asarray(tokens, float)
     keep = ~np.isnan(scores)
@@ -146,7 +155,7 @@ def _seed(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
 
 
-def _expected_rows(a: Artifacts, source: str) -> int:
+def _expected_rows(a: ScoreShards, source: str) -> int:
     info = (a.inventory or {}).get("sources", {}).get(source)
     if info and info.get("records"):
         return int(info["records"])

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mira.core.stages import STAGES
 from mira.report import plots
 from mira.report.artifacts import Artifacts, need, selection_entries, usage_totals
 from mira.report.html import (
@@ -28,7 +29,6 @@ from mira.report.html import (
     table,
     text_cell,
 )
-from mira.rundir import STAGES
 
 
 def group_heading(a: Artifacts, group: str) -> str:

@@ -208,7 +208,7 @@ def _ablations(a: Artifacts, c: dict[str, Any]) -> str:
 def _suggestion(suggestion: dict[str, Any] | None) -> str:
     if not suggestion:
         return ""
-    from mira.compare.ablation import suggestion_text
+    from mira.evaluation.ablation import suggestion_text
 
     kind = "bad" if suggestion["exclude"] else "ok"
     return (f"<p>{badge('suggested' if suggestion['exclude'] else 'nothing to exclude', kind)} "
@@ -231,7 +231,7 @@ def _shared_text(proxy: dict[str, Any]) -> str:
 
 def _fingerprint(a: Artifacts, name: str) -> str | None:
     from mira.artifacts.selection import read_selection_summary
-    from mira.selections import selection_dir
+    from mira.selection.named import selection_dir
 
     summary = read_selection_summary(selection_dir(a.run, name))
     return summary.fingerprint if summary else None

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from mira.core.stats import spearman
 from mira.report import plots
 from mira.report.artifacts import SCORE_BINS, Artifacts, aggregate_warnings, need, selection_entries
 from mira.report.html import (
@@ -20,7 +21,6 @@ from mira.report.html import (
     note,
     num,
     ratio,
-    spearman,
     table,
     text_cell,
 )

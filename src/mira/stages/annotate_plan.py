@@ -1,6 +1,6 @@
-"""The annotate stage's dry run (:mod:`mira.plan`): its detail lines and the teacher work it would ask.
+"""The annotate stage's dry run (:mod:`mira.pipeline.plan`): its detail lines and the teacher work it would ask.
 
-Kept apart from :mod:`mira.stages.annotate` so the stage module stays small; :mod:`mira.plan` looks
+Kept apart from :mod:`mira.stages.annotate` so the stage module stays small; :mod:`mira.pipeline.plan` looks
 here first for a stage's ``plan`` and ``teacher_work``. Requests are built with the stage's own
 functions, so the dry run prices exactly what a run sends.
 """
@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mira.config import RunConfig
-from mira.corpus import source_infos
-from mira.rundir import RunDir, StageNotReady
-from mira.stages.annotate import (
-    _group_infos,
-    _load_anchors,
+from mira.core.config import RunConfig
+from mira.core.errors import StageNotReady
+from mira.corpus.sources import source_infos
+from mira.rubrics.annotation import (
     anchor_card,
     flat_protocol,
+    group_infos,
     group_requests,
+    load_anchors,
     output_tokens,
     protocol_prompt,
     short_sources,
 )
+from mira.run.rundir import RunDir
 
 if TYPE_CHECKING:
     from mira.teacher import TeacherRequest
@@ -35,7 +36,7 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     rubrics are rewritten first) or before discover, every request counts as new, from the config.
     """
     from mira.teacher import estimate
-    from mira.tokens import get_tokenizer
+    from mira.text.tokens import get_tokenizer
 
     cfg = config.annotation
     if assume_new or not run_dir.done("group") or not run_dir.done("discover"):
@@ -44,11 +45,11 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
         labels = groups * (cfg.records_per_group + cfg.self_consistency_records)
         per_group = config.discovery.anchors_per_group
         if prompt.version >= 3:  # one request per anchor; the record is processed once per label
-            from mira.stages import annotate_v3
+            from mira.rubrics import annotation_v3
 
             n_requests = labels * per_group
-            prompt_tokens = labels * (config.render.max_tokens + 60 + annotate_v3.prompt_overhead_tokens(per_group))
-            completion = labels * annotate_v3.output_tokens(per_group)
+            prompt_tokens = labels * (config.render.max_tokens + 60 + annotation_v3.prompt_overhead_tokens(per_group))
+            completion = labels * annotation_v3.output_tokens(per_group)
         else:
             n_requests = labels
             prompt_tokens = labels * (config.render.max_tokens + 600)  # rubric cards and instructions
@@ -56,21 +57,21 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
                                                 flat_protocol(prompt, cfg.rationales)) // 2
         return {"requests": n_requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
                 "completion_tokens_est": completion}
-    from mira.groups import load_groups
+    from mira.artifacts.groups import load_groups
 
     prompt, tokenizer = protocol_prompt(config), get_tokenizer(config.tokenizer.name)
     infos = {info.name: info for info in source_infos(run_dir)}
     requests: list[TeacherRequest] = []
     for group in load_groups(run_dir).groups:
-        anchors = _load_anchors(run_dir, group.id)
+        anchors = load_anchors(run_dir, group.id)
         if anchors:
             requests += group_requests(config, prompt, tokenizer, anchors, group.id,
-                                       _group_infos(infos, group.sources))[-1]
+                                       group_infos(infos, group.sources))[-1]
     return estimate(config.teacher, run_dir, requests)
 
 
 def _group_count(config: RunConfig, run_dir: RunDir) -> int:
-    from mira.groups import load_groups
+    from mira.artifacts.groups import load_groups
 
     try:
         return len(load_groups(run_dir).groups)
@@ -87,7 +88,7 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     if not run_dir.done("group") or not run_dir.done("discover"):
         return [f"up to {cfg.records_per_group} records per group + {cfg.self_consistency_records} re-scored, "
                 f"one request each (groups and rubrics not known yet: run `mira group` and `mira discover`)"]
-    from mira.groups import load_groups
+    from mira.artifacts.groups import load_groups
 
     groups = load_groups(run_dir)
     infos = {info.name: info for info in source_infos(run_dir)}
@@ -96,25 +97,25 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     flat = flat_protocol(prompt, cfg.rationales)
     for group in groups.groups:
         try:
-            anchors = _load_anchors(run_dir, group.id)
+            anchors = load_anchors(run_dir, group.id)
         except ValueError as exc:
             lines.append(f"{group.id}: {exc}")
             continue
         if not anchors:
             lines.append(f"{group.id}: no rubric, skipped")
             continue
-        members = _group_infos(infos, group.sources)
+        members = group_infos(infos, group.sources)
         available = sum(i.ok for i in members)
         n = min(cfg.records_per_group, available)
         labels = n + min(cfg.self_consistency_records, n)
         mean_tokens = (sum(i.tokens for i in members) / available) if available else 0
         record_tokens = min(mean_tokens, config.render.max_tokens)
         if prompt.version >= 3:  # cards cached per group and slot; the record once; a question per anchor
-            from mira.stages import annotate_v3
+            from mira.rubrics import annotation_v3
 
             requests = labels * len(anchors)
-            total_prompt += int(labels * (record_tokens + 60 + annotate_v3.prompt_overhead_tokens(len(anchors))))
-            total_completion += labels * annotate_v3.output_tokens(len(anchors))
+            total_prompt += int(labels * (record_tokens + 60 + annotation_v3.prompt_overhead_tokens(len(anchors))))
+            total_completion += labels * annotation_v3.output_tokens(len(anchors))
         else:
             requests = labels
             cards = sum(len(anchor_card(a)) for a in anchors) / CHARS_PER_TOKEN
@@ -126,6 +127,6 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
         if short:
             lines.append(f"  {group.id}: sources below {cfg.min_validation_per_source} validation rows: "
                          + ", ".join(short))
-    # The time is the dry run's (mira.plan.estimate: measured speeds, cached requests free).
+    # The time is the dry run's (mira.pipeline.plan.estimate: measured speeds, cached requests free).
     lines.append(f"total: {total_requests} requests, ~{total_prompt:,} prompt + ~{total_completion:,} output tokens")
     return lines

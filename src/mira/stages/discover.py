@@ -5,9 +5,9 @@
    (``judgments/<group>.jsonl``).
 2. Every "name: reason" judgment point is embedded and clustered per record part; near-duplicate
    clusters are merged, clusters without enough support (points and distinct records) dropped,
-   and the point nearest each centre is the cluster's exemplar (:mod:`mira.judgment_clusters`).
+   and the point nearest each centre is the cluster's exemplar (:mod:`mira.rubrics.clusters`).
 3. The teacher writes an anchor card (name, definition, low/mid/high) per surviving cluster, and
-   may reject a cluster that names a topic instead of a quality; :mod:`mira.cards` rejects cards
+   may reject a cluster that names a topic instead of a quality; :mod:`mira.rubrics.cards` rejects cards
    that cannot discriminate (near-identical guides, one record's content, length/format/topic,
    one record behind it), and the next cluster takes the slot. Accepted cards become
    ``rubrics/<group>.jsonl``; everything dropped, and why, goes to ``rubrics/<group>.rejected.jsonl``.
@@ -32,15 +32,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from mira.artifacts.anchors import PARTS, Anchor, file_sha256, rubric_path, save_rubric
 from mira.artifacts.rubrics import JUDGMENTS, RUBRIC_GENERATED, RUBRIC_REJECTED
-from mira.cards import card_problem
-from mira.config import DiscoveryConfig
-from mira.judgment_clusters import Cluster, Point, candidate_clusters, card_points, rank_key
-from mira.records import Record
-from mira.rubric import PARTS, Anchor, file_sha256, rubric_path, save_rubric
-from mira.rundir import RunDir, atomic_write_text, read_json
-from mira.rundir import fingerprint as make_fingerprint
-from mira.runner import StageContext, StageIncomplete
+from mira.core.config import DiscoveryConfig
+from mira.core.errors import StageIncomplete
+from mira.core.hashing import fingerprint as make_fingerprint
+from mira.corpus.records import Record
+from mira.io.files import atomic_write_text, read_json
+from mira.rubrics.cards import card_problem
+from mira.rubrics.clusters import Cluster, Point, candidate_clusters, card_points, rank_key
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
 from mira.teacher import Score, TeacherRequest, load_prompt, wrap_record
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import FailureTracker
@@ -234,10 +236,10 @@ def _budget_stop(what: str) -> StageIncomplete:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from mira.corpus import index_note, sample_stratified, source_infos
-    from mira.groups import load_groups
-    from mira.records import render
-    from mira.tokens import get_tokenizer
+    from mira.artifacts.groups import load_groups
+    from mira.corpus.records import render
+    from mira.corpus.sources import index_note, sample_stratified, source_infos
+    from mira.text.tokens import get_tokenizer
 
     config, dcfg, run_dir = ctx.config, ctx.config.discovery, ctx.run
     groups = load_groups(run_dir)
@@ -289,7 +291,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[Record, str]]],
               counts: Counter[str], tracker: FailureTracker
               ) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
-    from mira.embed import embed_texts
+    from mira.text.embed import embed_texts
 
     dcfg = ctx.config.discovery
     order = [(gid, record, text) for gid, items in samples.items() for record, text in items]

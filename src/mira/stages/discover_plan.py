@@ -1,6 +1,6 @@
-"""The discover stage's dry run (:mod:`mira.plan`): its detail lines and the teacher work it would ask.
+"""The discover stage's dry run (:mod:`mira.pipeline.plan`): its detail lines and the teacher work it would ask.
 
-Kept apart from :mod:`mira.stages.discover` so the stage module stays small; :mod:`mira.plan` looks
+Kept apart from :mod:`mira.stages.discover` so the stage module stays small; :mod:`mira.pipeline.plan` looks
 here first for a stage's ``plan`` and ``teacher_work``.
 """
 
@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mira.config import RunConfig
-from mira.rundir import RunDir, StageNotReady, read_json
+from mira.core.config import RunConfig
+from mira.core.errors import StageNotReady
+from mira.io.files import read_json
+from mira.run.rundir import RunDir
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
     """Teacher requests and a time estimate; reads groups.json when grouping has run."""
     dcfg = config.discovery
     try:
-        from mira.groups import load_groups
+        from mira.artifacts.groups import load_groups
 
         groups = load_groups(run)
         n_groups, where = len(groups.groups), "from groups.json"
@@ -30,7 +32,7 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
         n_groups += len({s.group for s in config.sources if s.group})
         where, judgments = "estimated; run `mira group` for the real number", n_groups * dcfg.records_per_group
     cards = n_groups * dcfg.anchors_per_group
-    # The time is the dry run's (mira.plan.estimate: measured speeds, cached answers free).
+    # The time is the dry run's (mira.pipeline.plan.estimate: measured speeds, cached answers free).
     return [f"groups: {n_groups} ({where})",
             f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
             f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
@@ -40,12 +42,12 @@ def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> di
     """The judgments a run would ask, built as `run` builds them, with the cache's answers (dry
     run); plus the anchor cards, which count as new unless every judgment is cached (the
     clusters, and so the cards asked, follow from the judgments)."""
-    from mira.corpus import sample_stratified, source_infos
-    from mira.groups import load_groups
-    from mira.records import render
+    from mira.artifacts.groups import load_groups
+    from mira.corpus.records import render
+    from mira.corpus.sources import sample_stratified, source_infos
     from mira.stages.discover import judge_request
     from mira.teacher import estimate
-    from mira.tokens import get_tokenizer
+    from mira.text.tokens import get_tokenizer
 
     dcfg = config.discovery
     try:

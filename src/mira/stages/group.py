@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from mira.artifacts.rubrics import GROUPS
-from mira.config import ConfigError, RunConfig
-from mira.corpus import SourceInfo, index_note, sample_source, source_infos
-from mira.records import render
-from mira.rundir import RunDir
-from mira.rundir import fingerprint as make_fingerprint
-from mira.runner import StageContext
+from mira.core.config import ConfigError, RunConfig
+from mira.core.hashing import fingerprint as make_fingerprint
+from mira.corpus.records import render
+from mira.corpus.sources import SourceInfo, index_note, sample_source, source_infos
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 VERSION = "group-v2"  # v2: content-only default, k=1 for near-identical sources
@@ -168,8 +168,8 @@ def _check_pins(config: RunConfig) -> dict[str, str]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from mira.embed import embed_texts
-    from mira.tokens import get_tokenizer
+    from mira.text.embed import embed_texts
+    from mira.text.tokens import get_tokenizer
 
     config, gcfg = ctx.config, ctx.config.grouping
     pins = _check_pins(config)

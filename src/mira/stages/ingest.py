@@ -25,17 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from mira.config import ConfigError, RunConfig, SourceConfig
-from mira.corpus import DUPLICATE_ID, Quarantined, iter_positioned, iter_shard_records
-from mira.digests import shard_digest
-from mira.engines import map_tasks
-from mira.io import Shard, iter_shard, list_source_files, plan_shards
-from mira.records import detect_source_format, full_text
-from mira.rundir import RunDir, atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
-from mira.rundir import fingerprint as make_fingerprint
-from mira.runner import StageContext
-from mira.sample_index import IndexMerger, ShardCandidates, index_seeds, index_size, write_index
-from mira.shard_tokens import (
+from mira.core.config import ConfigError, RunConfig, SourceConfig
+from mira.core.hashing import fingerprint as make_fingerprint
+from mira.corpus.records import detect_source_format, full_text
+from mira.corpus.sample_index import IndexMerger, ShardCandidates, index_seeds, index_size, write_index
+from mira.corpus.shard_tokens import (
     NOT_A_RECORD,
     Windows,
     count_record,
@@ -43,8 +37,15 @@ from mira.shard_tokens import (
     tokens_path,
     write_shard_tokens,
 )
-from mira.storage import RemoteFile
-from mira.tokens import get_tokenizer
+from mira.corpus.sources import DUPLICATE_ID, Quarantined, iter_positioned, iter_shard_records
+from mira.engines import map_tasks
+from mira.io.digests import shard_digest
+from mira.io.files import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
+from mira.io.readers import Shard, iter_shard, list_source_files, plan_shards
+from mira.io.storage import RemoteFile
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
+from mira.text.tokens import get_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _percentile(counts: Counter[int], q: float) -> int:
 def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str, out: Path,
                  tokens_out: Path | None = None, ingest_fingerprint: str = "") -> dict[str, Any]:
     """Read one shard: count tokens, write its quarantine entries to `out` and, when `tokens_out`
-    is given, every item's token count there (:mod:`mira.shard_tokens`); return its stats."""
+    is given, every item's token count there (:mod:`mira.corpus.shard_tokens`); return its stats."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     counts: list[int] = []  # per input item, for score to reuse
     windows: dict[int, Windows] = {}  # item position -> where its render windows lie in its bytes
@@ -119,7 +120,7 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     stats: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                              "reasons": Counter(), "buckets": Counter(), "max_tokens": 0, "fields": {}}
     id_hashes: list[int] = []  # of the usable records, in order: duplicates are found across shards
-    # The records later samples draw (mira.sample_index): found now, so they are never searched for again.
+    # The records later samples draw (mira.corpus.sample_index): found now, so they are never searched for again.
     candidates = ShardCandidates(index_seeds(config), index_size(config))
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for position, offset, item in iter_positioned(config, source, shard, fmt, digest):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mira.config import RunConfig
-from mira.rundir import STAGES, RunDir, hash_files
-from mira.rundir import fingerprint as make_fingerprint
-from mira.runner import StageContext
+from mira.core.config import RunConfig
+from mira.core.hashing import fingerprint as make_fingerprint
+from mira.core.stages import STAGES
+from mira.io.files import hash_files
+from mira.run.context import StageContext
+from mira.run.rundir import RunDir
 
 VERSION = "report-v1"
 

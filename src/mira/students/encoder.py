@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mira.config import StudentConfig
-from mira.rundir import atomic_path, atomic_write_json
+from mira.core.config import StudentConfig
+from mira.io.files import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def _device(preference: str = "auto") -> str:
     import torch
 
-    from mira.config import ConfigError
+    from mira.core.config import ConfigError
 
     if preference == "cuda" and not torch.cuda.is_available():
         raise ConfigError("student.encoder_device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
@@ -73,7 +73,7 @@ class EncoderStudent:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from mira.embed import _offline, resolve_model
+        from mira.text.embed import _offline, resolve_model
 
         _offline()
         torch.manual_seed(config.seed)
@@ -128,7 +128,7 @@ class EncoderStudent:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from mira.embed import _offline
+        from mira.text.embed import _offline
 
         _offline()
         device = _device(device)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mira.config import FORMATS, EmbedConfig
+from mira.core.config import FORMATS, EmbedConfig
 
 # v2: blank/indented line shares no longer read the first byte of the next document in the batch.
 FEATURE_VERSION = "features-v2"
@@ -151,7 +151,7 @@ class StaticEmbedder:
     """model2vec mean-of-token embeddings, computed without tokenizing every chunk every time."""
 
     def __init__(self, config: EmbedConfig, max_cache: int = 2_000_000) -> None:
-        from mira.embed import static_table
+        from mira.text.embed import static_table
 
         model = static_table(config)
         self.table = model.embedding

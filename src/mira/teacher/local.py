@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mira.config import TeacherConfig
+from mira.core.config import TeacherConfig
+from mira.core.processes import pid_alive
 
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 300.0
@@ -162,22 +163,12 @@ def model_path(name: str, config: TeacherConfig | None = None) -> Path:
 
 
 # --- server processes ------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_our_worker(pid: int) -> bool:
     """Guards against killing an unrelated process that reused a recorded pid."""
     try:
         return b"mira.teacher._worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return _alive(pid) and not Path("/proc").is_dir()
+        return pid_alive(pid) and not Path("/proc").is_dir()
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -192,7 +183,7 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 def live_leases(leases: Path) -> list[Path]:
     alive = []
     for lease in leases.glob("*") if leases.is_dir() else []:
-        if _alive(int(lease.name.split("-")[0])):
+        if pid_alive(int(lease.name.split("-")[0])):
             alive.append(lease)
         else:
             with contextlib.suppress(FileNotFoundError):
@@ -214,12 +205,12 @@ def stop_pid(pid: int, wait_s: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -258,10 +249,10 @@ class LocalServer:
             self.lease = self.files.leases / f"{os.getpid()}-{next(_lease_counter)}"
         with _locked(self.files.lock):
             state = self.files.read_state()
-            if state and state.get("model_path") == str(path) and _alive(state["pid"]) and healthy(state["url"]):
+            if state and state.get("model_path") == str(path) and pid_alive(state["pid"]) and healthy(state["url"]):
                 log.info("reusing local teacher %s at %s (pid %d)", config.model, state["url"], state["pid"])
             else:
-                if state and _alive(state.get("pid", -1)):
+                if state and pid_alive(state.get("pid", -1)):
                     stop_pid(state["pid"])  # unhealthy or for another file: restart cleanly
                 state = self._start(path)
             self.files.leases.mkdir(parents=True, exist_ok=True)

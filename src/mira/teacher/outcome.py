@@ -114,8 +114,8 @@ def stop_reason(failures: Failures, url: str, max_failed_share: float | None, st
 
 
 def raise_if_failed(teacher: Any, results: list[Any], stage: str, starved: list[str], starved_what: str) -> None:
-    """Raise :class:`mira.runner.TeacherFailed` when `results` mean `stage` must not be marked done."""
-    from mira.runner import TeacherFailed
+    """Raise :class:`mira.pipeline.runner.TeacherFailed` when `results` mean `stage` must not be marked done."""
+    from mira.core.errors import TeacherFailed
 
     reason = stop_reason(tally(results), teacher.url, teacher.config.max_failed_share, starved, starved_what)
     if reason:

@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from mira.config import TeacherConfig
-from mira.rundir import RunDir
-from mira.runner import ProgressFactory, null_progress
+from mira.core.config import TeacherConfig
+from mira.core.progress import ProgressFactory, null_progress
+from mira.run.rundir import RunDir
 from mira.teacher.cache import TeacherCache
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
 from mira.teacher.identity import teacher_identity

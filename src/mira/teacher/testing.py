@@ -162,7 +162,7 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def teacher_config(self, **overrides: Any) -> Any:
-        from mira.config import TeacherConfig
+        from mira.core.config import TeacherConfig
 
         values = {"provider": "openai", "base_url": self.url, "model": self.model, "timeout_s": 5.0,
                   "backoff_s": 0.01, "concurrency": 4, **overrides}

@@ -86,7 +86,7 @@ class UsageLog:
 
     def write(self, usage: Usage, budget_exhausted: bool, *, force: bool = True) -> dict[str, Any] | None:
         """Write the file (unless `force` is False and the last write is under `interval` seconds old)."""
-        from mira.rundir import atomic_write_json, read_json
+        from mira.io.files import atomic_write_json, read_json
 
         now = time.monotonic()
         if not force and now - self._last_write < self.interval:

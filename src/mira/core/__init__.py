@@ -1,0 +1,1 @@
+"""The bottom layer: typed configuration, errors, progress, hashing and secret redaction (no I/O)."""

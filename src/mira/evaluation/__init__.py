@@ -1,0 +1,1 @@
+"""Judging selections: `mira compare`, ablations and proxy training."""

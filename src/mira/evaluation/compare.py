@@ -1,0 +1,185 @@
+"""`mira compare`: every selection method side by side at one budget, on the user's own data.
+
+:func:`compare` builds one named selection per ``compare.methods`` entry from the stored scores
+(never rescoring: a selection whose fingerprint still matches is reused as it is), then measures
+them against each other (:mod:`mira.evaluation.metrics`) and, with ``compare.proxy.enabled``, trains a
+small proxy model on each (:mod:`mira.evaluation.training`). It writes ``compare/summary.json`` and
+rerenders the report, whose "Comparison" section reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from mira.artifacts.compare import COMPARE_SUMMARY
+from mira.core.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
+from mira.core.errors import StageNotReady
+from mira.core.progress import ProgressFactory, null_progress
+from mira.run.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+VERSION = "compare-v1"
+
+
+def method_configs(config: RunConfig, run: RunDir | None = None) -> list[tuple[MethodSpec, RunConfig]]:
+    """One run config per compared method: the user's selection settings with that method, its mode
+    and the comparison budget; with `run`, also the entries ``compare.ablate`` adds (they read the
+    run's masks). Checked up front, so a bad entry fails before any work is done."""
+    from mira.evaluation.ablation import ablation_name, ablation_specs, base_name
+    from mira.selection.named import selection_name
+
+    # compare.budget (same rule as selection.budget) replaces whichever budget key the selection uses.
+    budget_keys = ({"budget": config.compare.budget, "budget_fraction": None, "budget_tokens": None}
+                   if config.compare.budget is not None else {})
+    specs = list(config.compare.methods) + (ablation_specs(config, run) if run is not None else [])
+    out: list[tuple[MethodSpec, RunConfig]] = []
+    names: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        data = {**config.selection.model_dump(), "method": spec.method, "mode": spec.mode, **budget_keys,
+                "name": None}
+        where = f"compare.methods[{index}]" if index < len(config.compare.methods) else "compare.ablate"
+        try:
+            selection = SelectionConfig.model_validate(data)
+        except ValidationError as exc:  # an unknown method, or one that lacks its inputs (dsir_target)
+            reason = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors()[:2])
+            raise ConfigError(f"{where} ({spec.method}): {reason}") from None
+        update: dict[str, Any] = {"selection": selection}
+        if spec.exclude:  # an ablation: the cells masked on top of reliability.exclude, under its own name
+            update["selection"] = selection.model_copy(
+                update={"name": ablation_name(base_name(selection), spec.exclude)})
+            update["reliability"] = config.reliability.model_copy(
+                update={"exclude": [*config.reliability.exclude, *spec.exclude]})
+        method_config = config.model_copy(update=update)
+        name = selection_name(method_config)
+        if name in names:
+            raise ConfigError(f"{where} and compare.methods[{names[name]}] are the same selection ({name})")
+        names[name] = index
+        out.append((spec, method_config))
+    return out
+
+
+def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory = null_progress
+                     ) -> dict[str, dict[str, Any]]:
+    """Every compared method's selection (reused when its fingerprint matches); name -> summary."""
+    from mira.evaluation.ablation import base_name
+    from mira.selection.build import select_corpus, selection_fingerprint
+    from mira.selection.named import read_summary, selection_dir, selection_name
+
+    run.require("score")
+    methods = method_configs(config, run)
+    summaries: dict[str, dict[str, Any]] = {}
+    task = progress("compare: selections", len(methods))
+    for spec, method_config in methods:
+        name = selection_name(method_config)
+        summary = read_summary(selection_dir(run, name))
+        if summary is None or summary.get("fingerprint") != selection_fingerprint(method_config, run):
+            # select_corpus runs the method's own preparation first where it has one (DataMan's
+            # teacher labels, the perplexity model), cached and resumable.
+            log.info("compare: selecting %s", name)
+            select_corpus(method_config, run, progress)
+            summary = read_summary(selection_dir(run, name))
+            assert summary is not None
+            summary["_built"] = True
+        if spec.exclude:
+            summary["_ablation"] = {"of": base_name(method_config.selection), "exclude": list(spec.exclude)}
+        summaries[name] = summary
+        task.advance()
+    task.close()
+    return summaries
+
+
+def plan(config: RunConfig) -> list[str]:
+    """Dry run: which selections `mira compare` would reuse or build, and the proxy training it would do."""
+    from mira.selection.build import selection_fingerprint
+    from mira.selection.named import effective_mode, read_summary, selection_dir, selection_name
+
+    run = RunDir(config.resolved_run_dir())
+    lines = []
+    scored = True
+    try:
+        methods = method_configs(config, run)
+    except StageNotReady:  # no scores yet: compare.ablate's cells are not known
+        scored = False
+        methods = method_configs(config)
+        lines.append(f"compare.ablate ({config.compare.ablate}): its selections are decided once scores exist")
+    for spec, method_config in methods:
+        name = selection_name(method_config)
+        summary = read_summary(selection_dir(run, name))
+        try:
+            fresh = summary is not None and summary.get("fingerprint") == selection_fingerprint(method_config, run)
+        except StageNotReady:
+            fresh = False
+        mode = effective_mode(spec.method, spec.mode)
+        without = f", without {', '.join(spec.exclude)}" if spec.exclude else ""
+        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode}{without})")
+        if spec.method == "dataman" and not fresh:  # the one method that calls the teacher
+            from mira.selection.rankings import dataman
+
+            lines.extend(f"  {line}" for line in dataman.plan(method_config, run))
+    if config.compare.ablate and scored and not any(spec.exclude for spec, _ in methods):
+        lines.append(f"compare.ablate ({config.compare.ablate}): nothing to ablate, MIRA ranks by no cell "
+                     "(every cell is masked)")
+    proxy = config.compare.proxy
+    if proxy.enabled:
+        lines.append(f"proxy training: {len(methods)} selections x {proxy.seeds} seeds, {proxy.train_bytes:,} bytes "
+                     f"each; eval sets: {', '.join(s.name for s in config.compare.eval_sets) or 'none (required)'}")
+    else:
+        lines.append("proxy training: off (--set compare.proxy.enabled=true)")
+    return lines
+
+
+def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_api: Any = None) -> dict[str, Any]:
+    """Build and compare the selections of ``compare.methods``; writes ``compare/summary.json`` (the
+    API's :func:`mira.api.compare` then rerenders the report). `proxy_api` replaces
+    :mod:`mira.evaluation.proxy` (tests pass a stand-in trainer)."""
+    from mira.corpus.sources import source_infos
+    from mira.evaluation import metrics
+    from mira.selection.named import selection_dir
+
+    run = RunDir(config.resolved_run_dir())
+    eval_sets = None
+    if config.compare.proxy.enabled:
+        from mira.evaluation.training import read_eval_sets
+
+        eval_sets = read_eval_sets(config)  # a bad eval set fails before any selection is built
+    summaries = build_selections(config, run, progress)
+    infos = source_infos(run)
+    sources = [i.name for i in infos]
+    task = progress("compare: metrics", 1)
+    decisions = {name: metrics.load_decisions(selection_dir(run, name), infos) for name in summaries}
+    metrics.check_aligned(decisions)
+    first = next(iter(summaries.values()))
+    result: dict[str, Any] = {
+        "version": VERSION, "budget": first.get("budget"), "budget_kind": first.get("budget_kind"),
+        "methods": [{"name": name, "method": s.get("method"), "mode": s.get("mode"), "key": s.get("key"),
+                     "fingerprint": s.get("fingerprint"), "rebuilt": bool(s.get("_built")),
+                     "ablation_of": (s.get("_ablation") or {}).get("of"),
+                     "exclude": (s.get("_ablation") or {}).get("exclude", [])}
+                    for name, s in summaries.items()],
+        "retention": {name: metrics.retention(s) for name, s in summaries.items()},
+        "source_groups": first.get("source_groups", {}),
+        "overlap": metrics.overlap(decisions),
+        "length_bias": metrics.length_bias(decisions, sources),
+        "rank_agreement": metrics.rank_agreement(decisions),
+        "known_good": metrics.known_records(config, infos, decisions, config.compare.known_good),
+        "known_bad": metrics.known_records(config, infos, decisions, config.compare.known_bad),
+        "proxy": None,
+        "suggestion": None,
+    }
+    task.advance()
+    task.close()
+    if eval_sets is not None:
+        from mira.evaluation.ablation import suggest_exclusions
+        from mira.evaluation.training import run_proxy
+
+        result["proxy"] = run_proxy(config, run, infos, summaries, decisions, eval_sets, progress, proxy_api)
+        result["suggestion"] = suggest_exclusions(config, result["methods"], result["proxy"]["verdicts"])
+    COMPARE_SUMMARY.save(run, result)
+    return result
+
+
+__all__ = ["build_selections", "compare", "method_configs", "plan"]

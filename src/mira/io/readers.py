@@ -1,0 +1,428 @@
+"""Streaming readers for JSONL (plain, .gz, .zst), Parquet and directories of files.
+
+Readers never raise on bad *records*: every item they yield is either parsed data or an error
+string that ends up in the quarantine. Memory is bounded by the record size limit: an over-long
+JSONL line is skipped in chunks, never loaded whole. A file that cannot be opened at all yields
+one error item, so "records read = ok + quarantined" holds even for broken files.
+
+A source is cut into :class:`Shard` s, the unit of parallel work and of recovery. Plain JSONL
+files are split by byte offset every ``shard_records`` lines; compressed files are one shard
+each (they cannot be seeked); Parquet files are split by row group; directories of files by
+chunks of file names. A folder holding both JSONL and Parquet files gets a reader per file.
+
+Sources may be URLs (``s3://bucket/prefix/``, any fsspec protocol; see :mod:`mira.io.storage`): they are
+listed, sharded and read the same way, streamed a block at a time. Every reading function takes
+the config's ``storage`` settings for that.
+
+A shard's input can be fingerprinted while it is read (``iter_shard(..., digest=...)``): score
+records the digest, select recomputes it, so an input edited in place since scoring is noticed
+even when its size and mtime did not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mira.core.config import SourceConfig
+from mira.io.compression import open_binary, read_errors
+from mira.io.jsonline import decode_json_object
+
+# Listed and detected there; re-exported here, where callers have always found them.
+from mira.io.source_files import detect_reader as detect_reader
+from mira.io.source_files import list_source_files as list_source_files
+from mira.io.storage import (
+    Storage,
+    check_transport,
+    file_size,
+    is_url,
+    open_input,
+    relative,
+)
+
+_CHUNK = 1 << 16
+
+
+@dataclass
+class RawItem:
+    """One record as read from disk: `data` when it parsed, else `error` (a one-line reason)."""
+
+    locator: str  # file-relative position: "file.jsonl:12", "file.parquet:row 7", "dir/a.py"
+    data: dict[str, Any] | None
+    error: str | None = None
+    nbytes: int = 0
+
+
+@dataclass(frozen=True)
+class Shard:
+    source: str
+    index: int
+    reader: str
+    files: tuple[str, ...]
+    base: str = ""  # folder the locators are relative to
+    offset: int = 0  # jsonl: byte offset; parquet: first row group
+    count: int | None = None  # jsonl: lines; parquet: row groups; None = to the end
+    first_line: int = 1
+    # Locators of records whose id an earlier record of the source already has: ingest finds them
+    # and every stage quarantines them, so ids stay unique within a source.
+    duplicates: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = list(self.files)
+        data["duplicates"] = list(self.duplicates)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Shard:
+        return cls(**{**data, "files": tuple(data["files"]), "duplicates": tuple(data.get("duplicates", ()))})
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+def _is_seekable(path: Path | str) -> bool:
+    return not str(path).lower().endswith((".gz", ".zst"))
+
+
+# --- JSONL ---------------------------------------------------------------------------------------
+
+def _read_line(handle: BinaryIO, limit: int, digest: Any = None) -> tuple[bytes | None, int]:
+    """Read one line of at most `limit` bytes; an over-long line is consumed and returned as None."""
+    line = handle.readline(limit + 1)
+    if digest is not None:
+        digest.update(line)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line, len(line)
+    total = len(line)
+    while True:  # skip the rest of the over-long line without holding it
+        chunk = handle.readline(_CHUNK)
+        if digest is not None:
+            digest.update(chunk)
+        total += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return None, total
+
+
+def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, count: int | None = None,
+               first_line: int = 1, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
+    try:
+        handle = open_binary(path, lambda name: open_input(name, storage))
+    except OSError as exc:
+        check_transport(exc, path, storage)
+        yield RawItem(f"{rel}", None, f"unreadable file: {exc.strerror or exc}")
+        return
+    line_no = first_line
+    seen = 0
+    try:
+        with handle:
+            if offset:
+                handle.seek(offset)
+            while count is None or seen < count:
+                try:
+                    line, nbytes = _read_line(handle, max_bytes, digest)
+                except read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
+                    check_transport(exc, path, storage)
+                    yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
+                    return
+                if nbytes == 0:
+                    return
+                seen += 1
+                locator = f"{rel}:{line_no}"
+                line_no += 1
+                yield _line_item(locator, line, nbytes, max_bytes)
+    except read_errors() as exc:
+        check_transport(exc, path, storage)
+        yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
+
+
+def _line_item(locator: str, line: bytes | None, nbytes: int, max_bytes: int) -> RawItem:
+    if line is None:
+        return RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
+    if not line.strip():
+        return RawItem(locator, None, "empty line", nbytes)
+    data, error = decode_json_object(line)
+    return RawItem(locator, data, error, nbytes)
+
+
+def jsonl_shards(path: Path | str, every: int, max_bytes: int,
+                 storage: Storage = None) -> Iterator[tuple[int, int, int]]:
+    """(byte offset, line count, first line) of consecutive shards of a plain JSONL file."""
+    with open_input(path, storage) as handle:
+        start, lines, first = 0, 0, 1
+        while True:
+            _, nbytes = _read_line(handle, max_bytes)
+            if nbytes == 0:
+                break
+            lines += 1
+            if lines == every:
+                yield start, lines, first
+                first += lines
+                start, lines = handle.tell(), 0
+        if lines:
+            yield start, lines, first
+
+
+# --- Parquet -------------------------------------------------------------------------------------
+
+def iter_parquet(path: Path | str, rel: str, max_bytes: int, first_group: int = 0,
+                 n_groups: int | None = None, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
+    with contextlib.ExitStack() as stack:
+        yield from _iter_parquet(stack, path, rel, max_bytes, first_group, n_groups, digest, storage)
+
+
+def _iter_parquet(stack: contextlib.ExitStack, path: Path | str, rel: str, max_bytes: int, first_group: int,
+                  n_groups: int | None, digest: Any, storage: Storage) -> Iterator[RawItem]:
+    import pyarrow.parquet as pq
+
+    try:
+        # A URL is read through one file object: the footer, then only the shard's row groups.
+        pf = pq.ParquetFile(stack.enter_context(open_input(path, storage)) if is_url(path) else path)
+        groups = list(range(first_group, pf.num_row_groups if n_groups is None else first_group + n_groups))
+        row = sum(pf.metadata.row_group(g).num_rows for g in range(first_group))
+        if digest is not None:
+            _digest_row_groups(path, pf.metadata, groups, digest, storage)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        check_transport(exc, path, storage)
+        if digest is not None:
+            _digest_whole_file(path, digest, storage)
+        yield RawItem(rel, None, f"unreadable Parquet file: {_short(exc)}")
+        return
+    try:
+        for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
+            for data in batch.to_pylist():
+                locator = f"{rel}:row {row}"
+                row += 1
+                nbytes = _approx_size(data)
+                if nbytes > max_bytes:
+                    yield RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
+                else:
+                    yield RawItem(locator, data, None, nbytes)
+    except Exception as exc:
+        check_transport(exc, path, storage)
+        yield RawItem(f"{rel}:row {row}", None, f"unreadable Parquet data: {_short(exc)}")
+
+
+def _digest_row_groups(path: Path | str, meta: Any, groups: list[int], digest: Any, storage: Storage) -> None:
+    """Feed the stored bytes of the shard's row groups (every column chunk) to `digest`."""
+    with open_input(path, storage) as handle:
+        for g in groups:
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                start = chunk.data_page_offset
+                if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+                    start = min(start, chunk.dictionary_page_offset)
+                handle.seek(start)
+                digest.update(handle.read(chunk.total_compressed_size))
+
+
+def _digest_whole_file(path: Path | str, digest: Any, storage: Storage = None) -> None:
+    try:
+        with open_input(path, storage) as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        digest.update(f"<unreadable: {exc}>".encode())
+
+
+def _approx_size(data: dict[str, Any]) -> int:
+    return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in data.values())
+
+
+# --- directory of files --------------------------------------------------------------------------
+
+def read_text_file(path: Path | str, rel: str, max_bytes: int, digest: Any = None,
+                   storage: Storage = None) -> RawItem:
+    if digest is not None:
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+    try:
+        size = file_size(path, storage)
+        if size > max_bytes:
+            if digest is not None:
+                _digest_whole_file(path, digest, storage)
+            return RawItem(rel, None, f"record larger than {max_bytes} bytes ({size} bytes)", size)
+        with open_input(path, storage) as handle:
+            raw = handle.read()
+    except OSError as exc:
+        check_transport(exc, path, storage)
+        return RawItem(rel, None, f"unreadable file: {exc.strerror or exc}")
+    if digest is not None:
+        digest.update(raw)
+    if b"\x00" in raw[:8192]:
+        return RawItem(rel, None, "binary file (NUL bytes)", len(raw))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RawItem(rel, None, f"not valid UTF-8 (byte {exc.start})", len(raw))
+    return RawItem(rel, {"text": text, "path": rel}, None, len(raw))
+
+
+# --- shards --------------------------------------------------------------------------------------
+
+def plan_shards(source: SourceConfig, shard_records: int, max_bytes: int, storage: Storage = None) -> list[Shard]:
+    reader, base, files = list_source_files(source, storage)
+    shards: list[Shard] = []
+
+    def add(file_reader: str, **kw: Any) -> None:
+        shards.append(Shard(source=source.name, index=len(shards), reader=file_reader, base=str(base), **kw))
+
+    if reader == "files":
+        for i in range(0, len(files), shard_records):
+            add("files", files=tuple(str(p) for p in files[i:i + shard_records]))
+        return shards
+    for path in files:
+        # A mixed folder: every file is read by the reader its suffix names.
+        file_reader = reader if reader != "mixed" else (detect_reader(path) or "jsonl")
+        name = str(path)  # a local path or a URL
+        if file_reader == "jsonl":
+            _plan_jsonl(name, shard_records, max_bytes, storage, lambda **kw: add("jsonl", **kw))
+        else:
+            _plan_parquet(name, shard_records, storage, lambda **kw: add("parquet", **kw))
+    return shards
+
+
+def _plan_jsonl(path: str, shard_records: int, max_bytes: int, storage: Storage, add: Any) -> None:
+    if not _is_seekable(path):
+        add(files=(path,))
+        return
+    try:
+        for offset, count, first in jsonl_shards(path, shard_records, max_bytes, storage):
+            add(files=(path,), offset=offset, count=count, first_line=first)
+    except OSError as exc:
+        check_transport(exc, path, storage)
+        add(files=(path,))  # the read in the shard reports the error as a record
+
+
+def _plan_parquet(path: str, shard_records: int, storage: Storage, add: Any) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        if is_url(path):
+            with open_input(path, storage) as handle:  # the footer only
+                meta = pq.ParquetFile(handle).metadata
+        else:
+            meta = pq.ParquetFile(path).metadata
+    except Exception:
+        add(files=(path,))
+        return
+    start, rows = 0, 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if rows >= shard_records:
+            add(files=(path,), offset=start, count=g + 1 - start)
+            start, rows = g + 1, 0
+    if start < meta.num_row_groups or meta.num_row_groups == 0:
+        add(files=(path,), offset=start, count=meta.num_row_groups - start)
+
+
+def iter_shard(shard: Shard, max_bytes: int, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
+    """The raw items of a shard in order; `digest` (a hashlib object), when given, is fed the
+    shard's input bytes as they are read, so a caller can tell whether the input changed.
+    `storage` is the config's storage section, for shards of URL sources."""
+    for name in shard.files:
+        path: Path | str = name if is_url(name) else Path(name)
+        rel = relative(name, shard.base) if is_url(name) else _relative(Path(name), Path(shard.base))
+        if shard.reader == "files":
+            yield read_text_file(path, rel, max_bytes, digest, storage)
+        elif shard.reader == "jsonl":
+            yield from iter_jsonl(path, rel, max_bytes, shard.offset, shard.count, shard.first_line, digest, storage)
+        else:
+            yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count, digest, storage)
+
+
+def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
+               storage: Storage = None) -> Iterator[tuple[int, RawItem]]:
+    """The items at some stream positions of a shard, as :func:`iter_shard` would yield them
+    (same locators), in position order; every other item is skipped without being parsed.
+
+    `wanted` maps a position to the item's byte offset, which a plain JSONL shard seeks to; a
+    compressed one is read line by line up to the last wanted position, a Parquet shard reads only
+    the row groups holding a wanted row, a folder shard only the wanted files. `storage` as in
+    :func:`iter_shard`.
+    """
+    positions = sorted(wanted)
+    if not positions:
+        return
+
+    def located(name: str) -> tuple[Path | str, str]:
+        if is_url(name):
+            return name, relative(name, shard.base)
+        return Path(name), _relative(Path(name), Path(shard.base))
+
+    if shard.reader == "files":
+        for pos in positions:
+            path, rel = located(shard.files[pos])
+            yield pos, read_text_file(path, rel, max_bytes, storage=storage)
+        return
+    path, rel = located(shard.files[0])
+    if shard.reader == "parquet":
+        yield from _parquet_rows(path, rel, shard, positions, max_bytes, storage)
+        return
+    with open_binary(path, lambda name: open_input(name, storage)) as handle:
+        if _is_seekable(path):
+            for pos in positions:
+                handle.seek(wanted[pos])
+                line, nbytes = _read_line(handle, max_bytes)
+                yield pos, _line_item(f"{rel}:{shard.first_line + pos}", line, nbytes, max_bytes)
+            return
+        if shard.offset:
+            handle.seek(shard.offset)
+        todo = set(positions)
+        pos = 0
+        while todo:
+            line, nbytes = _read_line(handle, max_bytes)
+            if nbytes == 0:
+                return
+            if pos in todo:
+                todo.discard(pos)
+                yield pos, _line_item(f"{rel}:{shard.first_line + pos}", line, nbytes, max_bytes)
+            pos += 1
+
+
+def _parquet_rows(path: Path | str, rel: str, shard: Shard, positions: list[int],
+                  max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
+    with contextlib.ExitStack() as stack:
+        yield from _parquet_rows_from(stack, path, rel, shard, positions, max_bytes, storage)
+
+
+def _parquet_rows_from(stack: contextlib.ExitStack, path: Path | str, rel: str, shard: Shard, positions: list[int],
+                       max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(stack.enter_context(open_input(path, storage)) if is_url(path) else path)
+    meta = pf.metadata
+    first_row = sum(meta.row_group(g).num_rows for g in range(shard.offset))
+    last = pf.num_row_groups if shard.count is None else shard.offset + shard.count
+    start, todo = 0, list(positions)
+    for g in range(shard.offset, last):
+        rows = meta.row_group(g).num_rows
+        mine = [p for p in todo if start <= p < start + rows]
+        if mine:
+            table = pf.read_row_group(g).take([p - start for p in mine])
+            for pos, data in zip(mine, table.to_pylist(), strict=True):
+                nbytes = _approx_size(data)
+                locator = f"{rel}:row {first_row + pos}"
+                if nbytes > max_bytes:
+                    yield pos, RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
+                else:
+                    yield pos, RawItem(locator, data, None, nbytes)
+        start += rows
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return path.name
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,1 @@
+"""Running stages: skip-if-done bookkeeping, the stage registry and dry-run plans."""

@@ -1,0 +1,1 @@
+"""Keeping the best records: rankings, the decision rule under a token budget, and the selection outputs."""

@@ -1,0 +1,1 @@
+"""Text as models see it: token counting, start/middle/end windows, embeddings."""
