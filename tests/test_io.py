@@ -211,3 +211,45 @@ def test_truncated_zstd_is_an_error_item_not_a_quiet_end(tmp_path: Path):
     assert all(i.data for i in items[:-1])
     (tmp_path / "two.jsonl.zst").write_bytes(frame + frame)  # concatenated frames are one stream
     assert len(_items(tmp_path / "two.jsonl.zst", 10_000)) == 6000
+
+
+# --- files written honour the umask (issue 27 item 16) --------------------------------------------
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                                                             (0o002, 0o664, 0o775)])
+def test_atomic_writes_honour_the_umask(tmp_path: Path, mask: int, file_mode: int, dir_mode: int):
+    # mkstemp makes 0600 files: a shared run folder, Ray workers under another account or a web server
+    # could not read what mira wrote.
+    from mira.io.files import atomic_path, atomic_write_json, honour_umask, umask
+
+    previous = os.umask(mask)
+    try:
+        assert umask() == mask
+        atomic_write_json(tmp_path / "a.json", {"a": 1})
+        with atomic_path(tmp_path / "b.parquet") as tmp:
+            pq.write_table(pa.table({"x": [1]}), str(tmp))
+        folder = tmp_path / "made-by-mkdtemp"
+        folder.mkdir(mode=0o700)
+        honour_umask(folder, directory=True)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "b.parquet").stat().st_mode & 0o777 == file_mode
+    assert folder.stat().st_mode & 0o777 == dir_mode
+
+
+def test_a_run_directory_is_readable_by_others_under_umask_022(tmp_path: Path):
+    from mira import api
+    from tests.conftest import make_config
+
+    data = tmp_path / "a.jsonl"
+    data.write_text(json.dumps({"text": "one record"}) + "\n")
+    previous = os.umask(0o022)
+    try:
+        api.run_one("ingest", make_config(tmp_path, [{"name": "a", "path": str(data)}]))
+    finally:
+        os.umask(previous)
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"inventory.json", "ingest.json", "config.yaml"}
+    assert {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in written
+            if p.stat().st_mode & 0o044 != 0o044} == {}

@@ -24,9 +24,48 @@ from mira.core.hashing import json_default
 log = logging.getLogger(__name__)
 
 
+def umask() -> int:
+    """The process's file-creation mask, read without changing it where the system says it
+    (Linux: /proc/self/status); elsewhere set and put back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(target: int | Path, directory: bool = False) -> None:
+    """Give a file (an open descriptor or a path) the mode a plain ``open()`` / ``mkdir()`` would:
+    ``tempfile`` creates 0600 files and 0700 folders, which other users of a shared folder, Ray
+    workers under another account and a web server could not read."""
+    mode = (0o777 if directory else 0o666) & ~umask()
+    if isinstance(target, int):
+        os.fchmod(target, mode)
+    else:
+        os.chmod(target, mode)
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A temporary file beside `path` (same file system, so the rename is atomic), umask-honouring."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        honour_umask(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -51,7 +90,7 @@ def atomic_write_json(path: Path, value: Any) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write (e.g. with pyarrow); it is renamed to `path` on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_file(path)
     os.close(fd)
     try:
         yield Path(tmp)

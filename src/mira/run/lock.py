@@ -82,7 +82,7 @@ def _acquire(run: RunDir, wait: bool) -> tuple[int, Path | None]:
         created = run.claim()
         path = run.root / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # less the umask, like open()
         except FileNotFoundError:
             continue  # the folder was removed under us (a first stage failed): claim it again
         except OSError as exc:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mira.core.config import EmbedConfig
+from mira.io.files import honour_umask
 
 log = logging.getLogger(__name__)
 BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -144,6 +145,7 @@ def _ensure_static(config: EmbedConfig) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
+            honour_umask(tmp, directory=True)  # a shared cache: not mkdtemp's 0700
             model.save_pretrained(str(tmp))
             if target.exists():  # another process won the race; keep theirs
                 shutil.rmtree(tmp)
