@@ -127,3 +127,75 @@ def test_a_dumped_config_loads_back(tmp_path: Path):
     config = load_config(None, ["selection.budget_tokens=100"])
     (tmp_path / "c.yaml").write_text(dump_config(config))
     assert load_config(tmp_path / "c.yaml").selection.budget_unit() == ("tokens", 100)
+
+
+SOURCES = "sources=[{name: srcA, path: a.jsonl}, {name: fortunes, path: b.jsonl}]"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("reliability.exclude=[nosuch/a00]", "reliability: exclude 'nosuch/a00': unknown source 'nosuch' "
+                                         "(sources: fortunes, srcA)"),
+    ("reliability.exclude=[srcB/a00]", "reliability: exclude 'srcB/a00': unknown source 'srcB'; did you mean 'srcA'?"),
+    ("compare.methods=[{method: mira}, {method: mira, mode: source, exclude: [fortune/*]}]",
+     "compare: methods[1].exclude 'fortune/*': unknown source 'fortune'; did you mean 'fortunes'?"),
+    ("selection.floor={fortune: 0.9}", "selection: floor: unknown source 'fortune'; did you mean 'fortunes'?"),
+    ("selection.cap={'*': 0.5}", "selection: cap: unknown source '*' (sources: fortunes, srcA)"),
+])
+def test_a_source_named_in_the_config_must_exist(override, message):
+    # A misspelled source would exclude, bound or ablate nothing: refused at load (and so by --dry-run).
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, [SOURCES, override])
+    assert str(refused.value) == f"invalid config: {message}"
+
+
+def test_wildcards_and_known_sources_are_accepted_anywhere_a_source_is_named():
+    config = load_config(None, [SOURCES, "reliability.exclude=['*/a00', srcA/a01, 'fortunes/*']",
+                                "selection.cap={fortunes: 0.1}",
+                                "compare.methods=[{method: mira, exclude: ['*/a02']}]"])
+    assert config.reliability.exclude == ["*/a00", "srcA/a01", "fortunes/*"]
+
+
+def test_a_source_named_later_by_assignment_is_checked_too():
+    from pydantic import ValidationError
+
+    from mira.core.config import ReliabilityConfig, SourceConfig
+
+    config = RunConfig(sources=[SourceConfig(name="docs", path="d.jsonl")])
+    config.reliability = ReliabilityConfig(exclude=["docs/a00"])
+    with pytest.raises(ValidationError, match="unknown source 'doc'; did you mean 'docs'"):
+        config.reliability = ReliabilityConfig(exclude=["doc/a00"])
+
+
+@pytest.mark.parametrize("override", ["grouping.format_weight=.inf", "grouping.format_weight=.nan",
+                                      "reliability.max_mae=.inf", "teacher.timeout_s=.inf",
+                                      "selection.cap={srcA: .nan}", "compare.budget=.inf"])
+def test_non_finite_numbers_are_refused_everywhere(override):
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, [SOURCES, override])
+    assert str(refused.value).endswith("Input should be a finite number") and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["summary.json", "Summary.JSON"])
+def test_a_source_or_selection_named_like_a_run_directory_file_is_refused(name):
+    # scores/summary.json and selection/<name>/summary.json are mira's: a source of that name crashed score.
+    message = f"'{name}' is the name of a file mira writes in the run directory; choose another name"
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, [f"sources=[{{name: {name}, path: a.jsonl}}]"])
+    assert str(refused.value) == f"invalid config: sources.0.name: {message}"
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, [f"selection.name={name}"])
+    assert str(refused.value) == f"invalid config: selection.name: {message}"
+
+
+@pytest.mark.parametrize("name", ["_decisions", ".", "..", "a/b", "../x", "a\\\\b", ".hidden"])
+def test_a_source_name_that_is_not_one_plain_file_name_is_refused(name):
+    with pytest.raises(ConfigError, match="sources.0.name: String should match pattern"):
+        load_config(None, [f"sources=[{{name: '{name}', path: a.jsonl}}]"])
+
+
+def test_names_too_long_for_a_file_name_are_refused():
+    with pytest.raises(ConfigError, match="sources.0.name: String should have at most 128 characters"):
+        load_config(None, [f"sources=[{{name: {'s' * 129}, path: a.jsonl}}]"])
+    with pytest.raises(ConfigError, match="selection.name: String should have at most 200 characters"):
+        load_config(None, [f"selection.name={'n' * 201}"])
+    assert load_config(None, [f"sources=[{{name: {'s' * 128}, path: a.jsonl}}]", f"selection.name={'n' * 200}"])

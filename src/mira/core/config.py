@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from mira.core.config_base import FORMATS, ConfigError, Format, Section, SourceConfig, cell_entries
+from mira.core.config_base import FORMATS, ConfigError, Format, Section, SourceConfig, cell_entries, did_you_mean
 from mira.core.config_selection import (
     BUDGET_KEYS,
     DEFAULT_BUDGET_FRACTION,
@@ -304,6 +304,28 @@ class RunConfig(Section):
             seen.add(source.name)
         return sources
 
+    # Sources named elsewhere in the config must exist: a misspelled one would bound, mask or
+    # ablate nothing (checked here, so --dry-run refuses what the run would refuse).
+    @field_validator("reliability")
+    @classmethod
+    def _exclude_sources(cls, reliability: ReliabilityConfig, info: ValidationInfo) -> ReliabilityConfig:
+        _known_cells(reliability.exclude, info, "exclude")
+        return reliability
+
+    @field_validator("selection")
+    @classmethod
+    def _bound_sources(cls, selection: SelectionConfig, info: ValidationInfo) -> SelectionConfig:
+        for key in ("floor", "cap"):
+            _known_sources(getattr(selection, key), info, key)
+        return selection
+
+    @field_validator("compare")
+    @classmethod
+    def _method_sources(cls, compare: CompareConfig, info: ValidationInfo) -> CompareConfig:
+        for index, spec in enumerate(compare.methods):
+            _known_cells(spec.exclude, info, f"methods[{index}].exclude")
+        return compare
+
     @model_validator(mode="after")
     def _k_range(self) -> RunConfig:
         if self.grouping.k_min > self.grouping.k_max:
@@ -327,6 +349,27 @@ class RunConfig(Section):
 
     def fingerprint(self) -> str:
         return self.section_hash(*type(self).model_fields)
+
+
+def _known_sources(names: Any, info: ValidationInfo, where: str, entry: str = "") -> None:
+    from pydantic_core import PydanticCustomError
+
+    if "sources" not in info.data:  # the sources themselves failed: that error is the one to show
+        return
+    known = [source.name for source in info.data["sources"]]
+    for name in names:
+        if name not in known:
+            hint = did_you_mean(name, known, "sources")
+            # A custom error: no "Value error," prefix in the one-line message.
+            raise PydanticCustomError("unknown_source", "{message}", {
+                "message": f"{where}{entry and f' {entry!r}'}: unknown source {name!r}{hint}"})
+
+
+def _known_cells(entries: list[str], info: ValidationInfo, where: str) -> None:
+    for entry in entries:
+        source = entry.split("/", 1)[0]
+        if source != "*":  # any source
+            _known_sources([source], info, where, entry)
 
 
 def _jsonable(value: Any) -> Any:

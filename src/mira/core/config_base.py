@@ -3,7 +3,9 @@ a source entry (shared by `sources` and `compare.eval_sets`). :mod:`mira.core.co
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,7 +19,9 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf` or `.nan` in YAML is a typo or a trap (every comparison with NaN is
+    # false, so a NaN bound bounds nothing); every float of every section must be finite.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -43,10 +47,40 @@ def cell_entries(value: list[str], where: str) -> list[str]:
     return value
 
 
+def did_you_mean(name: str, known: Iterable[str], kind: str = "known") -> str:
+    """"; did you mean 'x'?" for the known name closest to a mistyped `name`, else " (<kind>: the
+    known names)"."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+    return f" ({kind}: {shown or 'none'})"
+
+
+# A source's name is a folder or file name in the run directory (scores/<source>/,
+# selection/<name>/<source>/, quarantine/<source>.jsonl, ...), next to the files mira keeps there
+# itself. The pattern keeps out path separators, ".", "..", and the "_"/"." prefixes of mira's own
+# entries (_decisions, _current.json, .<name>.partial); these are the other names taken, compared
+# without case since macOS and Windows file systems ignore it.
+RESERVED_NAMES = frozenset({"summary.json"})
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Derived file names add up to ~20 characters (".<source>.jsonl.<8>.tmp", an ablation's
+# "-without-<source>.<anchor>"), and a file name may have 255 bytes.
+MAX_SOURCE_NAME = 128
+
+
+def not_reserved(value: str | None) -> str | None:
+    """`value` unless it is a name the run directory keeps for its own files."""
+    if value is not None and value.lower() in RESERVED_NAMES:
+        raise ValueError(f"{value!r} is the name of a file mira writes in the run directory; choose another name")
+    return value
+
+
 class SourceConfig(Section):
     """One input source: a file, a glob, or a directory; local or a URL (``s3://bucket/prefix/``)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_SOURCE_NAME)
     path: str
     reader: Literal["auto", "jsonl", "parquet", "files"] = "auto"
     format: Format = "auto"
@@ -58,3 +92,4 @@ class SourceConfig(Section):
     group: str | None = None
 
     _path_has_no_credentials = field_validator("path")(no_credentials)
+    _name_not_reserved = field_validator("name")(not_reserved)

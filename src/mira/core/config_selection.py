@@ -8,7 +8,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mira.core.config_base import ConfigError, Section, SourceConfig, cell_entries, no_credentials
+from mira.core.config_base import (
+    NAME_PATTERN,
+    ConfigError,
+    Section,
+    SourceConfig,
+    cell_entries,
+    no_credentials,
+    not_reserved,
+)
 
 # The ranking methods (each implemented in mira.selection.rankings, whose registry a test keeps equal).
 METHOD_NAMES = ("mira", "random", "length", "dsir", "perplexity", "dataman")
@@ -68,7 +76,9 @@ BUDGET_KEYS = ("budget_fraction", "budget_tokens", "budget")
 class SelectionConfig(Section):
     # The selection is written to selection/<name>/; by default the name says method, mode and
     # budget (e.g. "mira-group-50pct"), so selections with other settings coexist.
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # At most 200 characters: the folder's hidden twins (".<name>.partial", ".<name>.previous") must
+    # stay within a file name's 255 bytes.
+    name: str | None = Field(None, pattern=NAME_PATTERN, max_length=200)
     mode: Literal["group", "source", "global"] = "group"
     # The budget, in exactly one unit: a fraction of the tokens (0 < f <= 1) or a token count.
     # Unset both to keep DEFAULT_BUDGET_FRACTION. Read only through `budget_share`/`budget_label`.
@@ -99,6 +109,7 @@ class SelectionConfig(Section):
     seed: int = 0
 
     _output_has_no_credentials = field_validator("output")(no_credentials)
+    _name_not_reserved = field_validator("name")(not_reserved)
 
     @field_validator("method")
     @classmethod

@@ -90,7 +90,7 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         where = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")  # pydantic's prefix says nothing
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return "invalid config: " + "; ".join(parts) + more
 
