@@ -263,12 +263,31 @@ def test_floor_and_cap_are_respected(scored, tmp_path):
     assert {"kept (source floor)", "source cap"} <= reasons
 
 
-def test_unknown_source_in_floor_is_a_config_error(scored, tmp_path):
+@pytest.mark.parametrize(("override", "message"), [
+    ("selection.floor={nope: 0.1}", "selection: floor: unknown source 'nope' (sources: docs, pycode, qa)"),
+    ("selection.cap={doc: 0.1}", "selection: cap: unknown source 'doc'; did you mean 'docs'?")])
+def test_unknown_source_in_floor_or_cap_is_refused_at_config_load(scored, tmp_path, override, message):
+    # Refused where --dry-run refuses it too, not first by the real run's select.
     from mira.core.config import ConfigError
+    from mira.run.config_file import load_config
 
-    config, _ = _run(scored, tmp_path, floor={"nope": 0.1})
-    with pytest.raises(ConfigError, match="nope"):
-        api.run_one("select", config)
+    corpus, _ = scored
+    sources = "sources=[" + ", ".join(f"{{name: {s['name']}, path: x.jsonl}}" for s in corpus) + "]"
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, [sources, override])
+    assert str(refused.value) == f"invalid config: {message}"
+
+
+@pytest.mark.parametrize("bounds", [{"cap": {"qa": 0.1}}, {"floor": {"qa": 0.9}}])
+def test_floor_and_cap_bound_a_source_whose_records_are_all_unscored(scored, tmp_path, bounds):
+    # qa is fully masked: its records are kept by the seeded random share, which the bound holds too.
+    config, run = _run(scored, tmp_path, budget=0.5, **bounds)
+    _, summary = _select(config)
+    _check_books(summary)
+    qa = summary["sources"]["qa"]
+    assert qa["unscored"] == qa["records_in"] == 20
+    share = qa["kept_tokens"] / qa["tokens_in"]
+    assert share <= 0.1 if "cap" in bounds else share >= 0.9
 
 
 def test_random_baseline_preserves_every_source_share(scored, tmp_path):

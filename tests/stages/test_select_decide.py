@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mira.artifacts.selection import REASONS, DecisionReason
 from mira.core.config import RunConfig, SelectionConfig, SourceConfig
 from mira.scoring.table import ScoreTable
 from mira.selection.rankings import Ranking
@@ -80,3 +81,58 @@ def test_an_eligible_record_with_a_nan_key_is_an_error_not_a_silent_order():
     eligible = ~table.quarantined
     with pytest.raises(RuntimeError, match="NaN key"):
         decide(_config(), table, Ranking(key, eligible, "group", "score"))
+
+
+def _kept_share(table: ScoreTable, decisions, source: str) -> float:
+    members = table.source_idx == SOURCES.index(source)
+    return float(table.tokens[members & decisions.kept].sum() / table.tokens[members].sum())
+
+
+@pytest.mark.parametrize("mode", ["group", "source", "global"])
+def test_floors_and_caps_bound_unscored_sources_too(mode):
+    # "d" is unscored (every record falls back to the seeded random share), "a" partly (10% NaN):
+    # a cap must cap and a floor must floor whatever ranks their records.
+    table = _table(seed=11, n=3000)
+    rank_by = _ranking(table, mode)
+    plain = decide(_config(mode=mode), table, rank_by)
+    assert 0.45 < _kept_share(table, plain, "d") < 0.55  # the budget's share, without bounds
+    capped = decide(_config(mode=mode, cap={"d": 0.1, "a": 0.2}), table, rank_by)
+    assert _kept_share(table, capped, "d") <= 0.1 and _kept_share(table, capped, "a") <= 0.2
+    assert _kept_share(table, capped, "d") > 0.1 - 500 / table.tokens[table.source_idx == 3].sum()  # within a record
+    floored = decide(_config(mode=mode, floor={"d": 0.9, "a": 0.8}), table, rank_by)
+    assert _kept_share(table, floored, "d") >= 0.9 and _kept_share(table, floored, "a") >= 0.8
+    for decisions in (capped, floored):  # the records it keeps are still its random share, in their order
+        d = np.flatnonzero((table.source_idx == 3) & ~table.quarantined)
+        order = d[np.argsort(table.tie[d], kind="stable")]
+        kept = decisions.kept[order].tolist()
+        assert kept == sorted(kept, reverse=True)
+        assert {REASONS[r] for r in decisions.reason[d]} <= {DecisionReason.UNSCORED_KEPT,
+                                                             DecisionReason.UNSCORED_BELOW}
+
+
+def test_a_cap_frees_budget_for_the_unit_and_a_floor_takes_from_it():
+    table = _table(seed=12, n=3000)
+    rank_by = _ranking(table, "global")
+    plain, capped, floored = (decide(_config(mode="global", **bounds), table, rank_by)
+                              for bounds in ({}, {"cap": {"d": 0.1}}, {"floor": {"d": 0.9}}))
+    scored = ~np.isnan(table.score) & ~table.quarantined
+
+    def scored_kept(decisions):
+        return int(table.tokens[scored & decisions.kept].sum())
+
+    assert scored_kept(capped) > scored_kept(plain) > scored_kept(floored)
+    for decisions in (capped, floored):  # the unit still meets its budget within a record
+        assert abs(decisions.units["all"]["kept_tokens"] - decisions.units["all"]["budget_tokens"]) < 500
+
+
+def test_an_unmet_floor_is_said(caplog):
+    # selection.unscored: reject leaves an unscored source nothing to keep: its floor cannot hold.
+    table = _table(seed=13, n=1000)
+    with caplog.at_level("WARNING", logger="mira.selection.decide"):
+        decisions = decide(_config(floor={"d": 0.5}, unscored="reject"), table, _ranking(table, "group"))
+    assert _kept_share(table, decisions, "d") == 0
+    assert "selection.floor for d (50%) not met: 0.0% of its tokens kept" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mira.selection.decide"):
+        decide(_config(floor={"d": 0.5}), table, _ranking(table, "group"))
+    assert "not met" not in caplog.text

@@ -2,13 +2,16 @@
 
 Per unit (group, source or everything, ``Ranking.mode``): records best first (key descending,
 then the seeded id hash), source floors forced in and caps ruled out, the unscored records' random
-share taken first, then the closest prefix to the unit's budget. :func:`decide` returns
+share taken first, then the closest prefix to the unit's budget. A source's floor and cap bound
+what it keeps whatever ranks its records: its random share (unscored records in the seeded random
+order) is held between floor and cap too, and its ranked records fill the rest of both. :func:`decide` returns
 :class:`Decisions` (kept, a reason code and a rank per record, per-unit figures);
 :mod:`mira.stages.select` writes them. Memory is the corpus's: see :func:`_unit_order`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,8 @@ from mira.artifacts.selection import REASON_CODE, DecisionReason
 from mira.core.config import ConfigError, RunConfig
 from mira.scoring.table import ScoreTable
 from mira.selection.rankings import Ranking
+
+log = logging.getLogger(__name__)
 
 _NO_REASON = 255  # not a code of REASONS: a record left without a decision is a bookkeeping error
 
@@ -46,8 +51,15 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         unit_of, unit_names = np.zeros(n, dtype=np.int32), ["all"]
     total = int(tokens.sum())
     source_tokens = np.bincount(table.source_idx, weights=tokens, minlength=len(table.sources))
-    floor_tokens = np.array([sel.floor.get(s, 0.0) for s in table.sources]) * source_tokens
-    cap_tokens = np.array([sel.cap.get(s, 1.0) for s in table.sources]) * source_tokens
+    floor_share = np.array([sel.floor.get(s, 0.0) for s in table.sources])
+    cap_share = np.array([sel.cap.get(s, 1.0) for s in table.sources])
+    floor_tokens, cap_tokens = floor_share * source_tokens, cap_share * source_tokens
+    random_kept = np.zeros(len(table.sources))  # tokens of each source its random share kept
+    # The random share of a source's bounds is that of its unscored tokens among the ones it can keep
+    # (quarantined records never are): with the ranked rest it keeps floor to cap of all its tokens.
+    usable = np.bincount(table.source_idx[~table.quarantined], weights=tokens[~table.quarantined],
+                         minlength=len(table.sources))
+    scale = np.divide(source_tokens, usable, out=np.ones_like(source_tokens), where=usable > 0)
 
     kept = np.zeros(n, dtype=bool)
     reason = np.full(n, _NO_REASON, dtype=np.uint8)
@@ -64,10 +76,12 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
         budget = fraction * unit_tokens
         idx = order[starts[u]:starts[u] + np.count_nonzero(members & rank_by.eligible)]  # its eligible records
         rank[idx] = np.arange(1, len(idx) + 1, dtype=rank.dtype)
-        random_share = _random_share(members & unscored, table, fraction, kept, reason) \
-            if sel.unscored == "random" else 0.0
+        random_share = 0.0 if sel.unscored != "random" else _random_share(
+            members & unscored, table, fraction, kept, reason, (floor_share * scale, cap_share * scale), random_kept)
         if sel.floor or sel.cap:
-            forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens, cap_tokens)
+            # The ranked records of a source fill what its random share left of its floor and cap.
+            forced, capped = _floors_and_caps(idx, table.source_idx, tokens, floor_tokens - random_kept,
+                                              cap_tokens - random_kept)
             candidates = idx[~forced & ~capped]
         else:  # the common case: no copy of the unit's order
             forced = capped = np.zeros(len(idx), dtype=bool)
@@ -88,7 +102,22 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
                        "records_in": int(members.sum())}
     if (reason == _NO_REASON).any():
         raise RuntimeError("selection bookkeeping error: a record got no decision")
+    _warn_unmet_floors(config, table, kept, floor_tokens, source_tokens)
     return Decisions(kept, reason, rank, units)
+
+
+def _warn_unmet_floors(config: RunConfig, table: ScoreTable, kept: np.ndarray, floor_tokens: np.ndarray,
+                       source_tokens: np.ndarray) -> None:
+    """A floor is a guarantee: say so where too few of a source's records could be kept to meet it."""
+    if not config.selection.floor:
+        return
+    kept_tokens = np.bincount(table.source_idx[kept], weights=table.tokens[kept], minlength=len(table.sources))
+    for s, name in enumerate(table.sources):
+        if name in config.selection.floor and kept_tokens[s] < floor_tokens[s] - 1e-9:
+            log.warning("selection.floor for %s (%.0f%%) not met: %.1f%% of its tokens kept; its other records "
+                        "cannot be (unscored with selection.unscored: reject, or not ranked by method %s)", name,
+                        100 * config.selection.floor[name], 100 * kept_tokens[s] / max(source_tokens[s], 1),
+                        config.selection.method)
 
 
 def _unit_order(rank_by: Ranking, tie: np.ndarray, unit_of: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,20 +145,36 @@ def _unit_order(rank_by: Ranking, tie: np.ndarray, unit_of: np.ndarray, n_units:
 
 
 def _random_share(members: np.ndarray, table: ScoreTable, fraction: float, kept: np.ndarray,
-                  reason: np.ndarray) -> float:
-    """Keep `fraction` of each source's unscored tokens by a seeded random draw; returns the tokens
-    that takes from the unit's budget (so scored records compete for the rest)."""
+                  reason: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], random_kept: np.ndarray) -> float:
+    """Keep `fraction` of each source's unscored tokens by a seeded random draw, held between the
+    source's floor and cap (`bounds`: shares per source); returns the tokens that takes from the
+    unit's budget (so scored records compete for the rest) and adds each source's to `random_kept`."""
+    floor_share, cap_share = bounds
     used = 0.0
     for s in np.unique(table.source_idx[members]):
         idx = np.flatnonzero(members & (table.source_idx == s))
         idx = idx[np.argsort(table.tie[idx], kind="stable")]  # the seeded id hash: a random order
-        share = fraction * float(table.tokens[idx].sum())
+        unscored_tokens = float(table.tokens[idx].sum())
+        share = fraction * unscored_tokens
         taken = _closest_prefix(table.tokens, idx, share)
+        bounded = _within(table.tokens, idx, taken, floor_share[s] * unscored_tokens, cap_share[s] * unscored_tokens)
+        if bounded != taken:  # a floor or cap moved it: the budget pays for what is really kept
+            taken, share = bounded, float(table.tokens[idx[:bounded]].sum())
         kept[idx[:taken]] = True
         reason[idx[:taken]] = REASON_CODE[DecisionReason.UNSCORED_KEPT]
         reason[idx[taken:]] = REASON_CODE[DecisionReason.UNSCORED_BELOW]
+        random_kept[s] += float(table.tokens[idx[:taken]].sum())
         used += share
     return used
+
+
+def _within(tokens: np.ndarray, idx: np.ndarray, taken: int, floor: float, cap: float) -> int:
+    """`taken` moved to the shortest prefix of `idx` that reaches `floor` tokens, then to the longest
+    that stays within `cap` (as for ranked records: a floor is reached, a cap never passed; the cap wins)."""
+    running = np.cumsum(tokens[idx])
+    if floor > 0 and (running[taken - 1] if taken else 0) < floor - 1e-9:
+        taken = min(int(np.searchsorted(running, floor - 1e-9, side="left")) + 1, len(idx))
+    return min(taken, int(np.searchsorted(running, cap + 1e-9, side="right")))
 
 
 def _floors_and_caps(idx: np.ndarray, source_idx: np.ndarray, tokens: np.ndarray, floor_tokens: np.ndarray,
