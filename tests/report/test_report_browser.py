@@ -3,6 +3,8 @@
 The screenshot is kept as ``test-artifacts/report.png`` (gitignored) for a person to look at.
 """
 
+import html
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,3 +64,33 @@ def test_screenshot(report):
     result = _chromium(root / "profile-shot", f"--screenshot={target}", "--window-size=1280,4000", path.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
     assert target.exists() and target.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def _page_width(root: Path, page: str, name: str, width: int) -> int:
+    """The laid-out width (``scrollWidth``) of `page` in a `width`-px-wide viewport.
+
+    Headless Chromium will not make a window narrower than 500 px, so the page is laid out in an
+    iframe of the wanted width (``srcdoc``: same origin, so the outer page may measure it).
+    """
+    probe = ("<script>window.addEventListener('load', function () { var d = document.getElementById('page')"
+             ".contentDocument.documentElement; document.body.setAttribute('data-page-width', "
+             "String(d.scrollWidth)); });</script>")
+    wrapper = (f'<!DOCTYPE html><html><body style="margin:0"><iframe id="page" style="border:0" width="{width}" '
+               f'height="900" srcdoc="{html.escape(page, quote=True)}"></iframe>{probe}</body></html>')
+    path = root / f"{name}.html"
+    path.write_text(wrapper, encoding="utf-8")
+    result = _chromium(root / f"profile-{name}", "--dump-dom", f"--window-size={max(width, 500) + 40},900",
+                       path.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r'data-page-width="(\d+)"', result.stdout)
+    assert found, result.stdout[-500:]
+    return int(found.group(1))
+
+
+def test_the_page_fits_a_phone_screen(report):
+    # At 420 px the narrow-screen grid track was `1fr`, at least as wide as its widest table, so the
+    # whole page was 1,077 px wide; wide tables must scroll inside their own box instead.
+    root, path = report
+    page = path.read_text(encoding="utf-8")
+    assert _page_width(root, page, "phone", 420) <= 420
+    assert _page_width(root, page, "desktop", 1280) <= 1280

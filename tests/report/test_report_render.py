@@ -250,3 +250,12 @@ def test_label_spread_warns_when_targets_barely_vary_or_fell_back():
     # demo-full's agent labels: a small spread, exact and consistent, is no reason to warn.
     calm = label_spread({"a01": {"n": 36, "std": 0.27, "modal_share": 0.89, "exact_share": 1.0}}, {})
     assert "box warn" not in calm
+
+
+def test_stage_counts_show_floats_as_floats(tmp_path):
+    # A float count went through an int formatter: `mira status` said silhouette=0.6193, the
+    # report's stage table silhouette=1.
+    run = build_fixture_run(tmp_path / "run", stages=("ingest", "group"))
+    run.mark_done("group", "fp", {"sources": 9, "groups": 4, "silhouette": 0.6193, "records_embedded": 288})
+    overview = _section(render_report(run)[0], "overview")
+    assert "silhouette=0.6193" in overview and "groups=4" in overview and "records_embedded=288" in overview

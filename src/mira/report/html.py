@@ -31,6 +31,18 @@ def fmt_int(value: Any) -> str:
     return f"{int(round(float(value))):,}"
 
 
+def fmt_count(value: Any) -> str:
+    """A done marker's count as it was recorded: an int with separators, a float as a float (a
+    silhouette of 0.6193 once showed as "1"), anything else as its text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return fmt_int(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
 def fmt_float(value: Any, digits: int = 2) -> str:
     if is_missing(value):
         return DASH

@@ -18,6 +18,7 @@ from mira.report.html import (
     badge,
     esc,
     fmt_compact,
+    fmt_count,
     fmt_int,
     fmt_pct,
     fmt_seconds,
@@ -94,7 +95,7 @@ def overview(a: Artifacts) -> str:
             continue
         seconds = marker.seconds
         bar = f'<span class="bar" style="width:{100 * (seconds or 0) / longest:.0f}%"></span>'
-        counts = ", ".join(f"{k}={fmt_int(v) if isinstance(v, (int, float)) else v}"
+        counts = ", ".join(f"{k}={fmt_count(v)}"
                            for k, v in marker.counts.items() if not isinstance(v, (dict, list)))
         finished = str(marker.finished_at or "").replace("T", " ").rstrip("Z")[:16]
         rows.append([text_cell(stage), Cell(badge("done", "ok"), 1), text_cell(finished, marker.finished_at),
