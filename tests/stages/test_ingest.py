@@ -290,3 +290,43 @@ def test_duplicate_ids_across_shards_keep_the_first_and_counts_add_up(tmp_path):
     quarantine = [json.loads(line) for line in (Path(cfg.run_dir) / "quarantine" / "a.jsonl").read_text().splitlines()]
     assert [(q["locator"], q["first"]) for q in quarantine] == [
         ("a.jsonl:3", "a.jsonl:1"), ("a.jsonl:5", "a.jsonl:2"), ("a.jsonl:6", "a.jsonl:1"), ("a.jsonl:8", "a.jsonl:7")]
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS file systems refuse names that are not UTF-8")
+def test_a_file_name_that_is_not_utf8_is_escaped_and_the_rest_of_the_run_proceeds(tmp_path):
+    # One such name stopped the whole ingest (UnicodeEncodeError hashing the locator into an id).
+    import os
+
+    from mira.corpus.sources import iter_source_records, sample_source, source_infos
+    from mira.run.rundir import RunDir
+
+    files, lines = tmp_path / "files", tmp_path / "lines"
+    files.mkdir()
+    lines.mkdir()
+    (files / "ok.py").write_text("print('fine')\n")
+    with open(os.path.join(os.fsencode(files), b"caf\xe9.py"), "w") as handle:  # Latin-1, not UTF-8
+        handle.write("print('latin-1 name')\n")
+    with open(os.path.join(os.fsencode(lines), b"r\xff.jsonl"), "w") as handle:
+        handle.write(json.dumps({"text": "a record"}) + "\n{broken\n")
+    cfg = make_config(tmp_path, [{"name": "files", "path": str(files), "include": "*.py"},
+                                 {"name": "lines", "path": str(lines)}])
+    result = CliRunner().invoke(main, ["ingest", str(_yaml(tmp_path, cfg))])
+    assert result.exit_code == 0, result.output
+    inv = _inventory(cfg)
+    assert (inv["sources"]["files"]["ok"], inv["sources"]["lines"]["ok"]) == (2, 1)
+    assert inv["sources"]["lines"]["quarantined"] == 1
+    infos = {info.name: info for info in source_infos(RunDir(Path(cfg.run_dir)))}
+    records = list(iter_source_records(cfg, infos["files"]))
+    assert sorted(r.locator for r in records) == ["caf\\xe9.py", "ok.py"]
+    assert sorted(r.id for r in records) == ["files/caf\\xe9.py", "files/ok.py"]  # stable: the name's bytes
+    assert sorted(r.id for r in sample_source(cfg, infos["files"], 2, seed=0)) == sorted(r.id for r in records)
+    (quarantined,) = (Path(cfg.run_dir) / "quarantine" / "lines.jsonl").read_text().splitlines()
+    assert json.loads(quarantined)["locator"] == "r\\xff.jsonl:2"
+
+
+def _yaml(tmp_path, cfg):
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True)))
+    return path

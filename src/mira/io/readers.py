@@ -418,9 +418,17 @@ def _parquet_rows_from(stack: contextlib.ExitStack, path: Path | str, rel: str, 
 
 def _relative(path: Path, base: Path) -> str:
     try:
-        return str(path.relative_to(base))
+        name = str(path.relative_to(base))
     except ValueError:
-        return path.name
+        name = path.name
+    return escaped_name(name)
+
+
+def escaped_name(name: str) -> str:
+    """A file name as text every writer accepts: a byte that is not UTF-8 (Python holds it as a lone
+    surrogate, which no JSON, Parquet or hash of the locator can encode) becomes ``\\xNN``. The same
+    name always gives the same text, so its records keep their locators and ids; UTF-8 names are unchanged."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _short(exc: BaseException) -> str:
