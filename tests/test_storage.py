@@ -228,3 +228,81 @@ def test_sampled_reads_of_url_shards_match_streaming(s3, tmp_path, data_dir):
         wanted = {p: offsets[p] for p in range(0, len(items), 2) if items[p].data is not None}  # as indexed
         got = list(read_items(shard, wanted, 1000, storage))
         assert [(p, i.locator, i.data) for p, i in got] == [(p, items[p].locator, items[p].data) for p in wanted]
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_goes_away_mid_ingest_exits_3_with_one_line(tmp_path, monkeypatch):
+    """botocore's EndpointConnectionError is no OSError: it ended ingest with exit 1 and a traceback
+    hint instead of the README's exit 3 (stopped early, rerun resumes)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    import mira.stages.ingest as ingest
+    from tests.s3 import S3Bucket
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MIRA_TEST_S3_KEY", "mira-test-key-id")
+    monkeypatch.setenv("MIRA_TEST_S3_SECRET", "s3cret-never-written-anywhere")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # this test's own: it stops it
+    server.start()
+    stopped = False
+    try:
+        host, port = server.get_host_and_port()
+        bucket = S3Bucket.create(f"http://{host}:{port}", "mira-goes-away")
+        data = tmp_path / "a.jsonl"
+        data.write_text("".join(json.dumps({"text": f"record {i}"}) + "\n" for i in range(20)))
+        bucket.upload(data, "c/a.jsonl")
+        storage = bucket.storage()
+        storage["s3"]["options"]["config_kwargs"] = {"retries": {"max_attempts": 1}}
+        config = {"name": "m", "run_dir": str(tmp_path / "run"), "storage": storage, "engine": {"workers": 1},
+                  "sources": [{"name": "m", "path": bucket.url("c/")}]}
+        path = tmp_path / "m.yaml"
+        path.write_text(json.dumps(config))
+        read_shard = ingest.ingest_shard
+
+        def after_planning(*args, **kwargs):  # the shards are planned: now the endpoint goes away
+            nonlocal stopped
+            if not stopped:
+                server.stop()
+                stopped = True
+            return read_shard(*args, **kwargs)
+
+        monkeypatch.setattr(ingest, "ingest_shard", after_planning)
+        result = CliRunner().invoke(main, ["ingest", str(path)])
+    finally:
+        if not stopped:
+            server.stop()
+    assert stopped
+    assert result.exit_code == 3, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "reading s3://mira-goes-away/c/a.jsonl failed (EndpointConnectionError" in errors[0]
+    assert "rerun the same command" in errors[0] and "s3cret" not in result.output
+    assert not (tmp_path / "run" / "_done" / "ingest.json").exists()
+
+
+def test_a_closed_connection_in_a_sampled_read_stops_the_stage(s3, tmp_path):
+    """The sample index's reader (read_items) had no transport check at all."""
+    import botocore.exceptions
+    import s3fs
+
+    from mira.core.errors import StageIncomplete
+    from mira.io.readers import read_items
+
+    data = tmp_path / "a.jsonl"
+    data.write_text("".join(json.dumps({"text": f"record {i}"}) + "\n" for i in range(4)))
+    s3.upload(data, "a.jsonl")
+    (shard,) = plan_shards(SourceConfig(name="a", path=s3.url("a.jsonl")), 10, 1000, _storage(s3))
+
+    def closed(*args, **kwargs):
+        raise botocore.exceptions.ConnectionClosedError(endpoint_url=s3.endpoint)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(s3fs.core.S3File, "_fetch_range", closed)
+        with pytest.raises(StageIncomplete, match=r"reading s3://.*a.jsonl failed \(ConnectionClosedError: .*rerun"):
+            list(read_items(shard, {1: len(data.read_text().splitlines()[0]) + 1}, 1000, _storage(s3)))
+        with pytest.raises(StageIncomplete, match="ConnectionClosedError"):
+            list(iter_shard(shard, 1000, storage=_storage(s3)))

@@ -5,6 +5,7 @@ Errors a user can cause print one line and exit non-zero; a traceback only with 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -46,6 +47,14 @@ def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
         _fail(f"teacher failed: {exc}", EXIT_TEACHER_FAILED)
     except StageIncomplete as exc:
         _fail(f"stopped early: {exc}", EXIT_INCOMPLETE)
+    except OSError as exc:
+        message = _environment_error(exc)
+        if message is not None:
+            _fail(message)
+        elif verbose:
+            raise
+        else:
+            _fail(f"{type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", 1)
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", None) or getattr(exc.__cause__, "signum", None) or signal.SIGINT
         _fail(str(exc) or "interrupted; finished work is kept, rerun the same command to resume", 128 + int(signum))
@@ -53,6 +62,26 @@ def _guard(fn: Callable[[], Any], verbose: bool) -> Any:
         if verbose:
             raise
         _fail(f"{type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", 1)
+
+
+# File-system refusals a user fixes (permissions, a read-only mount, a full disk, a long name), with what to do.
+_ENVIRONMENT_ERRORS = {
+    errno.EACCES: "check the permissions there (a read-only run directory or selection folder?)",
+    errno.EPERM: "check the permissions there (a read-only run directory or selection folder?)",
+    errno.EROFS: "the file system is read-only; choose another run_dir",
+    errno.ENOSPC: "free some space, then rerun the same command",
+    errno.EDQUOT: "free some space (disk quota), then rerun the same command",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter run_dir or selection.name",
+}
+
+
+def _environment_error(exc: OSError) -> str | None:
+    """One line for an OSError the user can fix (exit 2), None for any other."""
+    advice = _ENVIRONMENT_ERRORS.get(exc.errno or 0)
+    if advice is None:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; {advice}"
 
 
 class Terminated(KeyboardInterrupt):

@@ -41,6 +41,7 @@ from mira.io.storage import (
     is_url,
     open_input,
     relative,
+    transport_errors,
 )
 
 _CHUNK = 1 << 16
@@ -87,6 +88,17 @@ class Shard:
 
 # --- opening -------------------------------------------------------------------------------------
 
+def _io_errors() -> tuple[type[BaseException], ...]:
+    """What opening or reading a file raises: OSError, or an object store's network error
+    (:func:`mira.io.storage.check_transport` tells a lost connection from bad data)."""
+    return (OSError, *transport_errors())
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """:func:`_io_errors` and what a damaged compressed stream raises."""
+    return (*read_errors(), *transport_errors())
+
+
 def _is_seekable(path: Path | str) -> bool:
     return not str(path).lower().endswith((".gz", ".zst"))
 
@@ -114,9 +126,9 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                first_line: int = 1, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
     try:
         handle = open_binary(path, lambda name: open_input(name, storage))
-    except OSError as exc:
+    except _io_errors() as exc:
         check_transport(exc, path, storage)
-        yield RawItem(f"{rel}", None, f"unreadable file: {exc.strerror or exc}")
+        yield RawItem(f"{rel}", None, f"unreadable file: {getattr(exc, 'strerror', None) or exc}")
         return
     line_no = first_line
     seen = 0
@@ -127,7 +139,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
             while count is None or seen < count:
                 try:
                     line, nbytes = _read_line(handle, max_bytes, digest)
-                except read_errors() as exc:  # truncated gzip, corrupt zstd: the rest is one item
+                except _data_errors() as exc:  # corrupt gzip/zstd: the rest is one item
                     check_transport(exc, path, storage)
                     yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
                     return
@@ -137,7 +149,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                 locator = f"{rel}:{line_no}"
                 line_no += 1
                 yield _line_item(locator, line, nbytes, max_bytes)
-    except read_errors() as exc:
+    except _data_errors() as exc:
         check_transport(exc, path, storage)
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
 
@@ -228,7 +240,8 @@ def _digest_whole_file(path: Path | str, digest: Any, storage: Storage = None) -
         with open_input(path, storage) as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
-    except OSError as exc:
+    except _io_errors() as exc:
+        check_transport(exc, path, storage)
         digest.update(f"<unreadable: {exc}>".encode())
 
 
@@ -250,9 +263,9 @@ def read_text_file(path: Path | str, rel: str, max_bytes: int, digest: Any = Non
             return RawItem(rel, None, f"record larger than {max_bytes} bytes ({size} bytes)", size)
         with open_input(path, storage) as handle:
             raw = handle.read()
-    except OSError as exc:
+    except _io_errors() as exc:
         check_transport(exc, path, storage)
-        return RawItem(rel, None, f"unreadable file: {exc.strerror or exc}")
+        return RawItem(rel, None, f"unreadable file: {getattr(exc, 'strerror', None) or exc}")
     if digest is not None:
         digest.update(raw)
     if b"\x00" in raw[:8192]:
@@ -295,7 +308,7 @@ def _plan_jsonl(path: str, shard_records: int, max_bytes: int, storage: Storage,
     try:
         for offset, count, first in jsonl_shards(path, shard_records, max_bytes, storage):
             add(files=(path,), offset=offset, count=count, first_line=first)
-    except OSError as exc:
+    except _io_errors() as exc:
         check_transport(exc, path, storage)
         add(files=(path,))  # the read in the shard reports the error as a record
 
@@ -309,7 +322,8 @@ def _plan_parquet(path: str, shard_records: int, storage: Storage, add: Any) -> 
                 meta = pq.ParquetFile(handle).metadata
         else:
             meta = pq.ParquetFile(path).metadata
-    except Exception:
+    except Exception as exc:  # a corrupt footer: the read in the shard reports it as a record
+        check_transport(exc, path, storage)
         add(files=(path,))
         return
     start, rows = 0, 0
@@ -345,8 +359,18 @@ def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
     `wanted` maps a position to the item's byte offset, which a plain JSONL shard seeks to; a
     compressed one is read line by line up to the last wanted position, a Parquet shard reads only
     the row groups holding a wanted row, a folder shard only the wanted files. `storage` as in
-    :func:`iter_shard`.
+    :func:`iter_shard`. A lost connection stops the caller as in :func:`iter_shard`.
     """
+    try:
+        yield from _read_items(shard, wanted, max_bytes, storage)
+    except _io_errors() as exc:
+        if shard.files:
+            check_transport(exc, shard.files[0], storage)
+        raise
+
+
+def _read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
+                storage: Storage) -> Iterator[tuple[int, RawItem]]:
     positions = sorted(wanted)
     if not positions:
         return

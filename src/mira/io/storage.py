@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,10 +162,27 @@ def check_transport(exc: BaseException, name: str | Path, storage: Storage) -> N
 
     from mira.core.errors import StageIncomplete
 
-    if not is_url(name) or not isinstance(exc, OSError) or isinstance(exc, (gzip.BadGzipFile, FileNotFoundError)):
+    if not is_url(name) or isinstance(exc, (gzip.BadGzipFile, FileNotFoundError)):
+        return
+    if not isinstance(exc, (OSError, *transport_errors())):
         return
     raise StageIncomplete(f"reading {shown(str(name))} failed ({describe_error(exc, storage)}); "
                           "rerun the same command to resume") from exc
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The network errors of object-store clients that are not OSErrors (botocore's
+    EndpointConnectionError and ConnectionClosedError derive from Exception only), for readers to
+    catch beside their data errors. Taken from the modules a URL read has already imported: a run
+    over local files never imports them."""
+    found: list[type[BaseException]] = []
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is not None:
+        found += [botocore.ConnectionError, botocore.HTTPClientError]
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        found += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
+    return tuple(found)
 
 
 def describe_error(exc: BaseException, storage: Storage) -> str:
