@@ -185,3 +185,20 @@ def test_an_interrupted_stage_is_priced_at_its_latency_over_the_concurrency(tmp_
     assert measured_speed(run, "annotate", concurrency=1)[0] == pytest.approx(10.0)
     per, basis = measured_speed(run, "annotate", concurrency=2)
     assert per == pytest.approx(5.0) and "2 concurrent" in basis
+
+
+def test_an_upstream_stage_rerun_since_and_rerunning_now_is_named_once(tmp_path):
+    # "upstream stage ingest was rerun since; upstream stage ingest reruns" named ingest twice on one line.
+    from tests.conftest import make_config
+
+    data = tmp_path / "a.jsonl"
+    data.write_text(json.dumps({"text": "one record"}) + "\n")
+    config = make_config(tmp_path, [{"name": "a", "path": str(data)}])
+    api.run_one("ingest", config)
+    run = RunDir(Path(config.run_dir))
+    run.mark_done("group", "group-of-an-older-ingest", upstream={"ingest": "an-older-ingest"})
+    with open(data, "a") as handle:
+        handle.write(json.dumps({"text": "appended: ingest reruns"}) + "\n")
+    plans = {p.stage: p for p in explain(config, ["ingest", "group"])}
+    assert plans["group"].reasons == ["upstream stage ingest reruns"]
+    assert plans["ingest"].reasons == ["input changed: files of source a"]  # the source it names

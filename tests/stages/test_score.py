@@ -232,3 +232,38 @@ def test_score_never_deletes_a_file_mira_did_not_write(tmp_path, corpus, doubles
     api.run_one("score", config, force=True)
     assert {name: (run.root / name).read_text() for name in mine} == mine
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_records_appended_or_cut_since_ingest_stop_score_with_one_line(tmp_path, doubles, change):
+    # The shards ingest planned end where the file ended then: `mira score --force` scored the old
+    # records and left the appended ones out without a word (issue 27 item 5); a cut file failed
+    # with exit 1. `mira run` reruns ingest; the per-stage command must say to.
+    from click.testing import CliRunner
+
+    from mira.cli import main
+    from mira.core.errors import StageNotReady
+
+    corpus = build_corpus(tmp_path / "corpus")
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
+    prepare_run(config)
+    api.run_one("score", config)
+    docs = tmp_path / "corpus" / "docs.jsonl"
+    lines = docs.read_text().splitlines(keepends=True)
+    if change == "append":
+        with open(docs, "a") as handle:
+            handle.write(json.dumps({"id": "late", "text": "A record appended after ingest."}) + "\n")
+    else:
+        docs.write_text("".join(lines[:5]))
+    before = tree_bytes(tmp_path / "run" / "scores")
+    with pytest.raises(StageNotReady, match=r"the files of docs changed since ingest .*run `mira ingest`, then "
+                                            r"`mira score` \(or `mira run`\)"):
+        api.run_one("score", config, force=True)
+    assert tree_bytes(tmp_path / "run" / "scores") == before
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    result = CliRunner().invoke(main, ["score", "--force", str(path)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    api.run_one("ingest", config)  # what the line says to do: then every record is scored
+    outcome = api.run_one("score", config)
+    assert outcome.counts["records"] == 80 + (1 if change == "append" else 5 - len(lines))

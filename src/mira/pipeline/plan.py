@@ -110,6 +110,8 @@ def _explain_stage(stage: str, config: RunConfig, run: RunDir, pending: dict[str
     else:
         own = _own_changes(stage, config, run, marker, pending, planned)
         certain = [u for u in moved if states.get(u) == RUNS]
+        # An upstream stage rerun since and rerunning again now is named once, as rerunning.
+        own = [r for r in own if r not in {f"upstream stage {u} was rerun since" for u in certain}]
         reasons = own + [f"upstream stage {u} reruns" for u in certain]
         if own or certain or not moved:
             state = RUNS
@@ -155,7 +157,8 @@ def _own_changes(stage: str, config: RunConfig, run: RunDir, marker: dict[str, A
     module = stage_module(stage)
     if recorded and hasattr(module, "reads"):
         now = module.reads(StageContext(config, run))
-        reasons += [f"upstream artifact changed: {name}" for name in sorted(now) if now[name] != recorded.get(name)]
+        kind = "input" if stage == STAGES[0] else "upstream artifact"  # the first stage reads the sources
+        reasons += [f"{kind} changed: {name}" for name in sorted(now) if now[name] != recorded.get(name)]
     for name, fp in (marker.get("upstream") or {}).items():
         if name in reads and fp is not None and run.stage_fingerprint(name) not in (fp, None):
             reasons.append(f"upstream stage {name} was rerun since")

@@ -12,8 +12,10 @@ import numpy as np
 
 from mira.artifacts.scores import SCORES_DONE, SCORES_SUMMARY
 from mira.core.config import ConfigError, RunConfig
+from mira.core.errors import StageNotReady
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.core.progress import ProgressFactory, null_progress
+from mira.corpus.freshness import require_ingested_sources
 from mira.corpus.records import Record, render
 from mira.corpus.shard_tokens import ShardTokens, read_shard_tokens, render_settings
 from mira.corpus.sources import Quarantined, SourceInfo, iter_shard_records, source_infos
@@ -141,7 +143,6 @@ def require_students(run: RunDir) -> None:
     """
     from mira.artifacts.anchors import rubric_is_empty
     from mira.artifacts.groups import load_groups
-    from mira.core.errors import StageNotReady
     from mira.students import student_dir
 
     groups = load_groups(run)
@@ -181,6 +182,7 @@ def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
     from mira.engines import map_tasks, start_workers_early
 
     infos = source_infos(run)
+    require_ingested_sources(config, run, "score")  # records appended since ingest lie outside its shards
     # The fork server imports while the fingerprint is computed (shards done already are not known
     # yet: at worst a server is started for a rerun that has nothing left to do).
     start_workers_early(config.engine, sum(len(info.shards) for info in infos))
@@ -230,8 +232,9 @@ def _summarize(run: RunDir, infos: list[SourceInfo], groups: dict[str, str], mar
     for info in infos:
         counts = {k: sum(markers[(info.name, s.index)][k] for s in info.shards) for k in keys}
         if counts["records"] != info.records:  # the invariant select relies on: one row per input record
-            raise RuntimeError(f"source {info.name}: scored {counts['records']} records but ingest counted "
-                               f"{info.records}; the data changed since ingest, rerun `mira ingest`")
+            raise StageNotReady(f"source {info.name}: scored {counts['records']} records but ingest counted "
+                                f"{info.records}; the data changed since ingest: run `mira ingest`, then "
+                                "`mira score` (or `mira run`)")
         per_source[info.name] = {"group": groups.get(info.name), "shards": len(info.shards), **counts}
         if info.name in groups:
             for shard in info.shards:

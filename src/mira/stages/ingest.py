@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mira.core.config import ConfigError, RunConfig, SourceConfig
-from mira.core.hashing import fingerprint as make_fingerprint
+from mira.corpus.freshness import file_identity, ingest_fingerprint, source_digests, source_states
 from mira.corpus.records import detect_source_format, full_text
 from mira.corpus.sample_index import IndexMerger, ShardCandidates, index_seeds, index_size, write_index
 from mira.corpus.shard_tokens import (
@@ -42,7 +42,6 @@ from mira.engines import map_tasks
 from mira.io.digests import shard_digest
 from mira.io.files import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
 from mira.io.readers import Shard, iter_shard, list_source_files, plan_shards
-from mira.io.storage import RemoteFile
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 from mira.text.tokens import get_tokenizer
@@ -58,21 +57,13 @@ MAX_FIELDS = 500
 def fingerprint(ctx: StageContext) -> str:
     # Sizes and mtimes of every input file are part of the fingerprint: changed data, new ingest.
     # An object's ETag (or generation) stands in for the mtime of a URL source's files.
-    stats: list[Any] = []
-    for source in ctx.config.sources:
-        try:
-            _, _, files = list_source_files(source, ctx.config.storage)
-            stats.append([source.name, [[str(p), *_identity(p)] for p in files]])
-        except (ConfigError, OSError) as exc:
-            stats.append([source.name, str(exc)])
-    return make_fingerprint("ingest-v3", ctx.config.section_hash("sources", "ingest", "tokenizer"), stats)
+    return ingest_fingerprint(ctx.config)
 
 
-def _identity(file: Path | RemoteFile) -> tuple[int, int | str]:
-    if isinstance(file, RemoteFile):
-        return file.size, file.version
-    info = file.stat()
-    return info.st_size, info.st_mtime_ns
+def reads(ctx: StageContext) -> dict[str, str]:
+    """A digest of each source's files (its done marker keeps them): score and select name the
+    source that changed since (:func:`mira.corpus.freshness.require_ingested_sources`), and so does the dry run."""
+    return source_digests(source_states(ctx.config))
 
 
 def plan(config: RunConfig, run: RunDir) -> list[str]:
@@ -81,7 +72,7 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     for source in config.sources:
         try:
             reader, _, files = list_source_files(source, config.storage)
-            size = sum(_identity(p)[0] for p in files)
+            size = sum(file_identity(p)[0] for p in files)
             lines.append(f"{source.name}: {len(files)} {reader} file(s), {size / 1e6:.1f} MB")
         except ConfigError as exc:
             errors.append(str(exc))
