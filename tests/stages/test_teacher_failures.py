@@ -6,6 +6,8 @@ servers, records of two sources with the same ids, SIGTERM and the CLI's exit co
 
 import contextlib
 import json
+import logging
+import math
 import os
 import re
 import signal
@@ -55,7 +57,7 @@ def _corpus(tmp_path: Path, n: int = 6) -> RunConfig:
         "sources": [{"name": s, "path": str(tmp_path / f"{s}.jsonl")} for s in ("alpha", "beta")],
         # One request per label, so the counts below are labels (annotate_v3's own budget, failure
         # and rerun tests are in test_annotate_v3.py).
-        "annotation": AnnotationConfig(protocol="annotate_v2", records_per_group=2 * n,
+        "annotation": AnnotationConfig(allocation="even", protocol="annotate_v2", records_per_group=2 * n,
                                        self_consistency_records=4).model_dump()})
 
 
@@ -281,3 +283,114 @@ def test_report_read_tests_keep_records_of_two_sources_with_the_same_id_apart():
     labels = {record_key(s, "0"): {"record_id": "0", "source": s, "a00": v} for s, v in (("alpha", 2.0), ("beta", 8.0))}
     preds, _ = readtests._predictions(Stub(), "g0", labels, ["a00"])
     assert preds == {"alpha/0": {"a00": (2.0, 3.0)}, "beta/0": {"a00": (8.0, 7.0)}}
+
+
+# --- issue 27: no bad answer becomes a label -----------------------------------------------------
+
+def _spoiled(how: str):
+    """A server that answers like `teacher` but spoils its logprobs (teacher.testing.spoiled_logprobs)."""
+    from mira.teacher.testing import spoiled_logprobs
+
+    def handler(body):
+        reply = teacher(body)
+        return Reply(reply.content, logprobs=spoiled_logprobs(reply, how))
+
+    return handler
+
+
+def test_nan_logprobs_fail_annotate_and_a_healthy_rerun_replays_none_of_them(tmp_path):
+    """Before: every target was NaN, every row ok, failed=0, the stage done, the NaN answers cached."""
+    config = _corpus(tmp_path)
+    with ScriptedServer(_spoiled("nan")) as server:
+        config.teacher = server.teacher_config(max_consecutive_failures=None)
+        run = _prepare(config)
+        stopped = r"failed 16 of 16 requests: malformed logprobs \(.*\); groups g0"
+        with pytest.raises(TeacherFailed, match=stopped) as stop:
+            run_stage("annotate", StageContext(config, run))
+    assert "teacher.logprobs: false" in str(stop.value) and run.done("annotate") is None
+    assert not any(r["ok"] for r in _labels(run) + _labels(run, consistency=True))
+    with ScriptedServer(teacher) as server:
+        config.teacher = server.teacher_config()
+        outcome = run_stage("annotate", StageContext(config, run))
+        assert len(server.requests) == 16  # nothing of the broken session was replayed
+    rows = _labels(run) + _labels(run, consistency=True)
+    assert outcome.counts["failed"] == 0 and all(r["ok"] for r in rows)
+    assert all(r[a] in (2.0, 8.0) for r in rows for a in ANCHORS)
+
+
+@pytest.mark.parametrize("how", ["big", "string", "object", "list", "inf"])
+def test_malformed_logprobs_end_annotate_with_exit_4_and_one_line(tmp_path, caplog, how):
+    """Before: OverflowError / TypeError / AttributeError out of every request task: exit 1 and a
+    "Task exception was never retrieved" traceback per request in flight."""
+    from mira.cli import main
+
+    config = _corpus(tmp_path, n=2)
+    with ScriptedServer(_spoiled(how)) as server:
+        config.teacher = server.teacher_config(max_retries=0)
+        _prepare(config)
+        result = CliRunner().invoke(main, ["annotate", str(_write_config(config, tmp_path))])
+    assert result.exit_code == 4, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "failed 8 of 8 requests: malformed logprobs" in lines[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_full_disk_during_annotate_is_one_line_and_keeps_the_answers_stored(tmp_path, monkeypatch, caplog):
+    """Before: sqlite3.OperationalError out of a request task, exit 1, a traceback per request in flight."""
+    from mira.cli import main
+    from mira.teacher.cache import TeacherCache
+
+    original = TeacherCache._set_up
+
+    def full_soon(self, busy_timeout_s):  # SQLite answers SQLITE_FULL, as on a full file system
+        original(self, busy_timeout_s)
+        self._conn.execute(f"PRAGMA max_page_count = {self._conn.execute('PRAGMA page_count').fetchone()[0] + 1}")
+
+    config = _corpus(tmp_path, n=40)
+    with ScriptedServer(teacher) as server:
+        config.teacher = server.teacher_config(concurrency=2)
+        run = _prepare(config)
+        path = _write_config(config, tmp_path)
+        monkeypatch.setattr(TeacherCache, "_set_up", full_soon)
+        result = CliRunner().invoke(main, ["annotate", str(path)])
+        monkeypatch.undo()
+        paid = len(server.requests)
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in result.output
+        assert "database or disk is full" in lines[0] and "free some space" in lines[0]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        kept = int(re.search(r"(\d+) new answers of this session are kept", lines[0]).group(1))
+        assert 0 < kept < paid < 84 and run.done("annotate") is None
+        outcome = run_stage("annotate", StageContext(config, run))
+        assert len(server.requests) == paid + 84 - kept  # what was stored is not paid again
+    assert outcome.counts["cache_hits"] == kept and outcome.counts["failed"] == 0
+
+
+def _ok_result(value, expected):
+    from mira.teacher import TeacherResult
+
+    return TeacherResult(True, value, None, False, expected, {}, None, "t", "k")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 11.5, -0.5])
+def test_a_label_row_never_holds_a_target_outside_0_10_as_ok(tmp_path, bad):
+    from mira.corpus.records import Record, Rendering
+    from mira.rubrics import annotation_v3
+
+    record = Record(id="0", source="alpha", format="text", data={"text": "t"}, locator="alpha.jsonl:1")
+    rendering = Rendering(text="t", tokens=1, truncated=False)
+    schema = annotation.answer_schema(ANCHORS, rationales=False, rationale_chars=100, flat=True)
+    value = schema.model_validate({"a00": 7, "a01": 5})
+    row = annotation.label_row(record, rendering, ANCHORS, ANCHORS, _ok_result(value, [bad, 5.0]))
+    assert not row["ok"] and "a00" in row["error"] and row["a00"] is None and row["a01"] is None
+    v3 = annotation_v3.answer_schema()
+    row = annotation_v3.label_row(record, rendering, ANCHORS, [_ok_result(v3.model_validate(6), [4.0]),
+                                                              _ok_result(v3.model_validate(6), [bad])])
+    assert not row["ok"] and "a01" in row["error"] and row["a00"] is None
+    good = annotation.label_row(record, rendering, ANCHORS, ANCHORS, _ok_result(value, [6.5, 5.0]))
+    assert good["ok"] and good["a00"] == 6.5
+    good["a01"] = bad  # a row built elsewhere: the writer refuses it
+    with pytest.raises(ValueError, match="outside 0-10"):
+        annotation.write_labels(tmp_path / "labels.parquet", [good], ANCHORS)

@@ -18,6 +18,7 @@ from mira.core.hashing import stable_rank
 from mira.corpus.records import Record, Rendering, render
 from mira.corpus.sources import SourceInfo, sample_stratified, source_quotas
 from mira.io.files import atomic_path
+from mira.rubrics.annotation_v3 import bad_targets, refuse_bad_targets
 from mira.run.rundir import RunDir
 
 if TYPE_CHECKING:  # the teacher layer is imported where it is used: importing annotate stays cheap
@@ -159,13 +160,17 @@ def label_row(record: Record, rendering: Rendering, anchor_ids: list[str], asked
         row[f"{aid}__target_kind"] = "expected" if target is not None else "sampled"
         row[f"{aid}__sampled"] = sampled
         row[f"{aid}__why"] = item.get("why", "") if isinstance(item, dict) else ""
-    return row
+    return refuse_bad_targets(row, anchor_ids)
 
 
 def write_labels(path: Path, rows: list[dict[str, Any]], anchor_ids: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    for row in rows:  # label_row fails such rows; a row built elsewhere must not slip through
+        if row["ok"] and bad_targets(row, anchor_ids):
+            raise ValueError(f"labels row {row['source']}/{row['record_id']} is ok with a target outside 0-10: "
+                             f"{', '.join(f'{a}={row[a]!r}' for a in bad_targets(row, anchor_ids))}")
     schema = labels_schema(anchor_ids)  # the catalogue owns the format (mira.artifacts.students)
     table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_path(path) as tmp:

@@ -47,6 +47,8 @@ SCALE = [("0-1", "broken, empty or useless for this dimension."),
          ("9", "exemplary; almost never.")]
 # One digit, plus one token for an end token or a trailing space the grammar allows.
 MAX_TOKENS = 2
+# The largest target of a labels row (every protocol's targets are on 0-10), with room for rounding.
+TARGET_MAX = 10.0 + 1e-9
 
 
 def card(anchor: Any, descending: bool, part: dict[str, str]) -> str:
@@ -127,6 +129,26 @@ def label_row(record: Record, rendering: Rendering, anchor_ids: list[str], resul
         row[f"{aid}__target_kind"] = "expected" if expected is not None else "sampled"
         row[f"{aid}__sampled"] = sampled
         row[f"{aid}__why"] = ""
+    return refuse_bad_targets(row, anchor_ids)
+
+
+def bad_targets(row: dict[str, Any], anchor_ids: Sequence[str]) -> list[str]:
+    """Anchors of an ok row whose target is not a number in 0-10 (NaN fails every comparison)."""
+    return [aid for aid in anchor_ids
+            if not (isinstance(row.get(aid), (int, float)) and 0.0 <= row[aid] <= TARGET_MAX)]
+
+
+def refuse_bad_targets(row: dict[str, Any], anchor_ids: Sequence[str]) -> dict[str, Any]:
+    """`row`, failed (``ok = false``, the error naming the anchors) when an ok row has a target that
+    is not a number in 0-10: a NaN or an infinity must never become a label. The teacher fails
+    such answers before they get here (malformed logprobs, never cached); this is the last guard."""
+    bad = bad_targets(row, anchor_ids) if row["ok"] else []
+    if not bad:
+        return row
+    row["ok"], row["error"] = False, "target not a number in 0-10 for " + ", ".join(
+        f"{aid} ({row[aid]!r})" for aid in bad)
+    for aid in anchor_ids:
+        row[aid], row[f"{aid}__sampled"], row[f"{aid}__why"], row[f"{aid}__target_kind"] = None, None, None, None
     return row
 
 

@@ -8,17 +8,53 @@ written (``ok = 1``); rows with ``ok = 0`` written by older versions are treated
 Several processes may share a run directory: the database runs in WAL mode with a generous busy
 timeout, and every write is a single short transaction (``INSERT OR REPLACE``), so concurrent
 writers serialise instead of failing. Nothing secret is stored (no headers, no base URL).
+
+A row whose expected scores are not finite numbers (NaN from a broken server, stored by versions
+before issue 27) is never replayed: it reads as absent and is asked again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# What a failed write of the cache or the usage file raises: SQLite's errors (SQLITE_FULL is
+# "database or disk is full") and the file system's.
+STORAGE_ERRORS = (sqlite3.Error, OSError)
+
+
+class TeacherStorageFailed(OSError):
+    """The teacher cache or usage file could not be written (a full disk): the session stopped
+    sending and the answers stored so far are kept. An OSError with the cause's errno (ENOSPC for
+    SQLite's "database or disk is full"), so the CLI treats it as it treats any full disk: one
+    line, exit 2. ``str()`` is that line."""
+
+    def __init__(self, cause: BaseException, line: str) -> None:
+        super().__init__(storage_errno(cause), line)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def storage_errno(exc: BaseException) -> int:
+    """The errno of a failed write: SQLite's SQLITE_FULL is ENOSPC, its other errors EIO."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return errno.ENOSPC if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" else errno.EIO
+
+
+def finite_scores(scores: list[Any] | None) -> bool:
+    """True when every expected score is a finite number or None (unknown)."""
+    return all(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s))
+               for s in scores or [])
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -99,7 +135,8 @@ class TeacherCache:
         if row is None:
             return None
         scores = json.loads(row[5]) if row[5] else None
-        return CachedResponse(row[0], bool(row[1]), row[2], row[3], row[4], scores, row[6], row[7], row[8], row[9])
+        ok = bool(row[1]) and finite_scores(scores)
+        return CachedResponse(row[0], ok, row[2], row[3], row[4], scores, row[6], row[7], row[8], row[9])
 
     def has(self, keys: list[str]) -> set[str]:
         """The subset of `keys` already answered (in chunks: SQLite limits bound parameters)."""
@@ -108,15 +145,17 @@ class TeacherCache:
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i + 500]
                 marks = ",".join("?" * len(chunk))
-                found.update(r[0] for r in self._conn.execute(
-                    f"SELECT key FROM responses WHERE ok = 1 AND key IN ({marks})", chunk))
+                found.update(key for key, scores in self._conn.execute(
+                    f"SELECT key, expected_scores FROM responses WHERE ok = 1 AND key IN ({marks})", chunk)
+                    if not scores or finite_scores(json.loads(scores)))
         return found
 
     def put(self, key: str, *, prompt_version: str, model: str, tag: str, ok: bool, raw: str | None,
             value: Any, error: str | None, expected_scores: list[float | None] | None,
             prompt_tokens: int, completion_tokens: int, attempts: int, latency_s: float | None) -> None:
-        value_json = json.dumps(value, ensure_ascii=False) if value is not None else None
-        scores = json.dumps(expected_scores) if expected_scores is not None else None
+        # allow_nan=False: NaN or Infinity is never written (ValueError), so never replayed.
+        value_json = json.dumps(value, ensure_ascii=False, allow_nan=False) if value is not None else None
+        scores = json.dumps(expected_scores, allow_nan=False) if expected_scores is not None else None
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO responses (key, prompt_version, model, tag, ok, raw, value_json, error,"

@@ -20,12 +20,22 @@ from typing import Any
 
 from mira.core.config import TeacherConfig
 from mira.core.secrets import Redactor, endpoint_url, protect_logs, redact_url, split_credentials, url_secrets
+from mira.teacher.sanitize import clean_text
+from mira.teacher.scores import logprob_problem
 from mira.teacher.usage import Usage
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
+# The longest reply mira stores and parses, after the whitespace around it is trimmed. The longest
+# answer a stage asks for is about 1,000 tokens (annotate with rationales on 15 anchors), a few KB;
+# a reply padded with megabytes (whitespace inside the JSON, a server ignoring max_tokens) is a
+# failed answer instead of a megabyte row in the cache and a megabyte parse on every replay.
+MAX_REPLY_CHARS = 65_536
+# The largest response body parsed at all: a 1,000-token answer with 10 alternatives per token
+# is under 1 MB of JSON.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 class RequestRejected(Exception):
@@ -37,7 +47,8 @@ class RequestRejected(Exception):
 
 
 class ServiceError(Exception):
-    """The service did not answer after all retries (timeouts, 429, 5xx, connection errors)."""
+    """The service did not answer after all retries (timeouts, 429, 5xx, connection errors), or
+    answered with a reply that cannot be read (malformed JSON structure or logprobs, too long)."""
 
 
 @dataclass
@@ -150,20 +161,36 @@ class ChatClient:
             log.warning("teacher server rejects logprobs; probability-weighted scores are off")
 
     def _reply(self, payload: dict[str, Any], latency: float, asked_logprobs: bool, usage: Usage) -> ChatReply:
+        """The reply in `payload`; ServiceError when it cannot be read (never cached, asked again
+        by a rerun). Its text loses control and bidi characters here (mira.teacher.sanitize)."""
         try:
             choice = payload["choices"][0]
-            content = self.redact(choice["message"].get("content") or "") or ""
+            content = choice["message"].get("content")
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ServiceError("malformed response: no choices[0].message") from None
+        if content is not None and not isinstance(content, str):
+            raise ServiceError(f"malformed response: message.content is {type(content).__name__}, not text")
+        content = content or ""
+        if len(content) > MAX_REPLY_CHARS:
+            content = content.strip()
+            if len(content) > MAX_REPLY_CHARS:
+                raise ServiceError(f"reply too long: {len(content):,} characters, more than {MAX_REPLY_CHARS:,}")
+        content = clean_text(self.redact(content) or "")
         logprobs = choice.get("logprobs") or None
+        problem = logprob_problem(logprobs)
+        if problem is not None:
+            raise ServiceError(f"malformed logprobs: {problem}")
         if asked_logprobs and not (logprobs or {}).get("content") and content and self.use_logprobs:
             # Accepted but ignored: stop paying for the larger request.
             self.use_logprobs = False
             usage.degraded.append("logprobs off (not returned)")
             log.warning("teacher server returns no logprobs; probability-weighted scores are off")
         token_usage = payload.get("usage") or {}
-        return ChatReply(content, choice.get("finish_reason"), logprobs,
-                         int(token_usage.get("prompt_tokens") or 0), int(token_usage.get("completion_tokens") or 0),
+        if not isinstance(token_usage, dict):
+            raise ServiceError("malformed response: usage is not an object")
+        finish_reason = choice.get("finish_reason")
+        return ChatReply(content, finish_reason if isinstance(finish_reason, str) else None, logprobs,
+                         _token_count(token_usage, "prompt_tokens"), _token_count(token_usage, "completion_tokens"),
                          latency)
 
     async def _post(self, http: Any, body: dict[str, Any], usage: Usage, tag: str) -> dict[str, Any]:
@@ -191,10 +218,16 @@ class ChatClient:
                 elif status >= 400:
                     raise RequestRejected(status, self.redact(_error_text(response)) or "")
                 else:
+                    if len(response.content) > MAX_BODY_BYTES:
+                        raise ServiceError(f"malformed response: a body of {len(response.content):,} bytes")
                     try:
-                        return response.json()
+                        payload = response.json()
                     except ValueError:
                         reason = "unreadable response body"
+                    else:
+                        if not isinstance(payload, dict):
+                            raise ServiceError("malformed response: the body is not a JSON object")
+                        return payload
             if attempt == retries:
                 raise ServiceError(f"{reason} (gave up after {retries + 1} attempts)")
             if delay is None:
@@ -202,6 +235,15 @@ class ChatClient:
             log.info("teacher %s: %s; retry %d/%d in %.2f s", tag or "request", reason, attempt + 1, retries, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _token_count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**53:
+        raise ServiceError(f"malformed response: usage.{name} is {str(value)[:20]!r}")
+    return int(value)
 
 
 def _error_text(response: Any) -> str:
@@ -212,4 +254,4 @@ def _error_text(response: Any) -> str:
         text = str(message)
     except ValueError:
         text = response.text
-    return " ".join(text.split())[:300]
+    return " ".join(clean_text(text).split())[:300]

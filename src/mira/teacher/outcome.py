@@ -28,6 +28,8 @@ _KINDS = [
     (re.compile(r"^timeout"), lambda m: "timeout"),
     (re.compile(r"^connection error"), lambda m: "connection error"),
     (re.compile(r"^(malformed response|unreadable response)"), lambda m: "malformed response"),
+    (re.compile(r"^malformed logprobs"), lambda m: "malformed logprobs"),
+    (re.compile(r"^reply too long"), lambda m: "reply too long"),
     (re.compile(r"^invalid JSON"), lambda m: "invalid JSON"),
     (re.compile(r"^schema violation"), lambda m: "schema-invalid answer"),
     (re.compile(r"^cut off"), lambda m: "answer cut off at max_tokens"),
@@ -75,6 +77,8 @@ class Failures:
             text = f"teacher at {url} failed {failed} of {total} requests ({detail})"
         if self.not_sent:
             text += f"; {self.not_sent} more not sent after teacher.max_consecutive_failures in a row"
+        if "malformed logprobs" in kinds:
+            text += " (a server whose logprobs are broken can be used with teacher.logprobs: false)"
         return text
 
     @property

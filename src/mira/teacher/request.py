@@ -7,14 +7,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic reads JSON `true` as the integer 1 (a bool is an int in Python): a teacher answering
+    # `true` has not given a score. The check leaves the JSON schema, and so every cache key, as it was.
+    if isinstance(value, bool):
+        raise ValueError("a score is an integer, not true or false")
+    return value
+
 
 # A 0-10 score as the teacher must answer it. Small models ignore `minimum`/`maximum` in a JSON
 # schema, but grammar-constrained decoding does honour `enum`; pydantic still validates the range.
-Score = Annotated[int, Field(ge=0, le=10, json_schema_extra={"enum": list(range(11))})]
+Score = Annotated[int, Field(ge=0, le=10, json_schema_extra={"enum": list(range(11))}), BeforeValidator(_not_a_boolean)]
 # A one-digit score 0-9: every value is one token for any tokeniser, so its expectation is exact
 # (teacher/scores.py); annotate_v3 asks on this scale and maps it to 0-10.
-Digit = Annotated[int, Field(ge=0, le=9, json_schema_extra={"enum": list(range(10))})]
+Digit = Annotated[int, Field(ge=0, le=9, json_schema_extra={"enum": list(range(10))}), BeforeValidator(_not_a_boolean)]
 
 
 @dataclass

@@ -56,6 +56,64 @@ SCORES_VERSION = "expected-v2"
 BARE = ""
 
 
+# A logprob is the log of a probability, so at most 0; servers that compute it in float32 round
+# a certain token's to a hair above 0, which is read as 0. Anything larger is not a logprob.
+LOGPROB_ROUNDING = 1e-4
+
+
+def logprob_problem(logprobs: Any) -> str | None:
+    """Why a choice's ``logprobs`` object cannot be read, or None when it can (or is absent).
+
+    A broken server sends NaN or Infinity (Python's JSON reader accepts both), a logprob of 1000,
+    a string, or ``top_logprobs`` as an object: every expectation read from such values would be
+    NaN or an exception, so the reply is malformed. ``-Infinity`` is a probability of 0 and valid.
+    """
+    if logprobs is None:
+        return None
+    if not isinstance(logprobs, dict):
+        return f"logprobs is {_kind(logprobs)}, not an object"
+    tokens = logprobs.get("content")
+    if tokens is None:
+        return None
+    if not isinstance(tokens, list):
+        return f"logprobs.content is {_kind(tokens)}, not a list"
+    for i, position in enumerate(tokens):
+        problem = _position_problem(position)
+        if problem is None:
+            alternatives = position.get("top_logprobs")
+            if alternatives is not None and not isinstance(alternatives, list):
+                problem = f"top_logprobs is {_kind(alternatives)}, not a list"
+            for alt in alternatives or []:
+                problem = problem or _position_problem(alt)
+        if problem is not None:
+            return f"{problem} at token {i}"
+    return None
+
+
+def _position_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"an entry is {_kind(entry)}, not an object"
+    token, logprob = entry.get("token"), entry.get("logprob")
+    if token is not None and not isinstance(token, str):
+        return f"a token is {_kind(token)}, not a string"
+    if logprob is None:
+        return None
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+        return f"a logprob is {_kind(logprob)}, not a number"
+    if math.isnan(logprob) or logprob > LOGPROB_ROUNDING:
+        return f"a logprob is {logprob!r}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _probability(logprob: float) -> float:
+    return math.exp(min(logprob, 0.0))
+
+
 def score_offsets(text: str, key: str | Collection[str] = "score") -> list[tuple[int, int]]:
     """(offset, value) of every integer value of `key` in the JSON text, in order of appearance.
 
@@ -137,9 +195,9 @@ def _continuation_share(tokens: list[dict[str, Any]], index: int) -> float | Non
         if logprob is None:
             continue
         if token[:1] == "0":
-            longer += math.exp(logprob)
+            longer += _probability(logprob)
         elif token[:1] not in _DIGITS:
-            ended += math.exp(logprob)
+            ended += _probability(logprob)
         # "1" then 1-9 would be 11-19: off the scale, dropped like any off-scale value.
     return longer / (longer + ended) if longer + ended > 0 else None
 
@@ -168,7 +226,7 @@ def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_nu
             continue
         digits, ends = _number_prefix(token[len(prefix):])
         if digits and (len(digits) == 1 or digits[0] != "0"):  # "07" is not a JSON integer
-            parsed.append((digits, ends, math.exp(alt["logprob"])))
+            parsed.append((digits, ends, _probability(alt["logprob"])))
     mass: dict[int, float] = {}
     open_mass = 0.0  # mass of unsampled open prefixes whose continuation is unknown
     for digits, ends, p in parsed:
@@ -189,7 +247,8 @@ def _expected_at(tokens: list[dict[str, Any]], index: int, prefix: str, whole_nu
     low, high = (known + open_mass * 1) / total, (known + open_mass * 10) / total
     if high - low > AMBIGUITY_TOLERANCE:
         return None
-    return (low + high) / 2
+    middle = (low + high) / 2
+    return middle if math.isfinite(middle) else None
 
 
 def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str | Collection[str] = "score",
@@ -201,10 +260,16 @@ def expected_scores(content: str, logprobs: dict[str, Any] | None, key: str | Co
     expectation the logprobs do not determine (an open "1" whose continuation is unseen, see the
     module docstring): callers use the sampled value and record it as a fallback. `scale_max` is
     the largest value of the answer's scale (10; 9 for a one-digit scale, which has no open "1").
+
+    Raises ValueError when the logprobs are malformed (:func:`logprob_problem`): a reply that
+    carries them is a failed answer, not one whose score is unknown.
     """
     wanted = score_offsets(content, key)
     if not wanted:
         return None
+    problem = logprob_problem(logprobs)
+    if problem is not None:
+        raise ValueError(f"malformed logprobs: {problem}")
     tokens = (logprobs or {}).get("content") or []
     if not tokens:
         return [None] * len(wanted)

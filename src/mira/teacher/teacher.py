@@ -7,62 +7,41 @@ an answer, a recorded failure, or ``error="budget"``; nothing a server does rais
 Only valid answers are cached. Transport errors, 4xx/5xx, timeouts and answers that stay invalid
 after the re-asks are failures of this session only, so a rerun asks exactly those again. A
 cached answer is replayed by parsing its raw text with the same code as a live one, so replay is
-exact for every schema (aliases included) and for caches written by older versions.
+exact for every schema (aliases included) and for caches written by older versions
+(:mod:`mira.teacher.answers`). A cache that cannot be written (a full disk) stops the session:
+nothing more is sent, the requests in flight end, and :class:`TeacherStorageFailed` says in one
+line what is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from mira.core.config import TeacherConfig
 from mira.core.progress import ProgressFactory, null_progress
 from mira.run.rundir import RunDir
-from mira.teacher.cache import TeacherCache
+from mira.teacher.answers import parse_answer, replay_value
+from mira.teacher.cache import STORAGE_ERRORS, TeacherCache, TeacherStorageFailed
 from mira.teacher.client import ChatClient, RequestRejected, ServiceError
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
+from mira.teacher.sanitize import clean_text
 from mira.teacher.scores import expected_scores
 from mira.teacher.usage import Budget, Usage, UsageLog, estimate_cost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-_FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 # A re-ask at temperature 0 would repeat the same bad answer; sample a little instead.
 REASK_TEMPERATURE = 0.7
-
-
-def parse_answer(content: str, schema: Any, finish_reason: str | None) -> tuple[Any, str | None]:
-    """(value, None) for a valid answer, (None, reason) otherwise."""
-    if schema is None:
-        return (content, None) if finish_reason != "length" else (None, "cut off at max_tokens")
-    text = content.strip()
-    fenced = _FENCE_RE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        cut = " (cut off at max_tokens)" if finish_reason == "length" else ""
-        return None, f"invalid JSON{cut}: {exc}"
-    try:
-        return schema.model_validate(data), None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "answer"
-        return None, f"schema violation at {where}: {first['msg']}"
 
 
 class Teacher:
@@ -78,7 +57,10 @@ class Teacher:
         self.usage_counters = Usage()
         self.usage_log = UsageLog(self.run_dir.usage_dir / f"{self.stage}.json", self.stage, self.model_name)
         self.budget = Budget(config.max_requests, config.max_tokens)
-        self.cache = TeacherCache(run.teacher_cache_path)
+        try:
+            self.cache = TeacherCache(run.teacher_cache_path)
+        except STORAGE_ERRORS as exc:
+            raise TeacherStorageFailed(exc, f"cannot open {run.teacher_cache_path} ({exc})") from None
         api_key = os.environ.get(config.api_key_env) if config.provider == "openai" else None
         self.client = ChatClient(config, base_url, config.model, api_key)
         # Where the user is told the teacher is: never with credentials or query values.
@@ -90,6 +72,14 @@ class Teacher:
         self._unavailable: str | None = None
         self._closed = False
         self._usage_write_pending = False
+        # A failed write of the cache (or usage file) stops the session: every further answer would
+        # be paid for and lost. Answers that arrive after it are counted, and the stop is one line.
+        self._storage_error: BaseException | None = None
+        self._storage_what = ""
+        self._unstored = 0
+        # An unexpected exception in one request (a bug) stops sending too; it is raised once the
+        # requests in flight have ended, so their answers reach the cache.
+        self._crash: Exception | None = None
 
     @property
     def budget_exhausted(self) -> bool:
@@ -120,7 +110,11 @@ class Teacher:
         for i, request in enumerate(requests):
             key = self.key(request)
             self.usage_counters.requests += 1
-            cached = self.cache.get(key)
+            try:
+                cached = self.cache.get(key)
+            except STORAGE_ERRORS as exc:
+                what = f"read {self.run_dir.teacher_cache_path.name}"
+                raise TeacherStorageFailed(exc, self._storage_line(exc, what)) from None
             if cached is not None and cached.ok:  # failures (older caches stored some) are asked again
                 self.usage_counters.cache_hits += 1
                 results[i] = self._from_cache(request, key, cached)
@@ -137,19 +131,12 @@ class Teacher:
         async def one(key: str, indices: list[int], http: httpx.AsyncClient) -> None:
             request = requests[indices[0]]
             async with semaphore:
-                left = self._deadline - time.monotonic()
-                if left <= 0:
-                    result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
-                elif self._unavailable is not None:  # said once already, in _note_service_failure
-                    result = self._fail(request, key, self._unavailable, None, _no_counts(), 0.0, logging.DEBUG)
-                elif self.budget.try_start():
-                    try:
-                        result = await asyncio.wait_for(self._ask(http, request, key), timeout=left)
-                    except TimeoutError:
-                        result = self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
-                else:
-                    self.usage_counters.budget_skipped += 1
-                    result = TeacherResult.failure("budget", tag=request.tag, key=key)
+                try:
+                    result = await self._one(http, request, key)
+                except Exception as exc:  # a bug: raised after the gather, once the requests in flight end
+                    self._crash = self._crash or exc
+                    result = TeacherResult.failure(f"{UNAVAILABLE_ERROR}: {type(exc).__name__}", tag=request.tag,
+                                                   key=key)
             for i in indices:
                 results[i] = result
             task.advance(len(indices))
@@ -163,7 +150,11 @@ class Teacher:
             task.close()
             if pending:  # a deferred write dies with this event loop: write now
                 self._usage_write_pending = False
-                self.usage_log.write(self.usage_counters, self.budget.exhausted)
+                self._write_usage()
+        if self._crash is not None:
+            raise self._crash
+        if self._storage_error is not None:
+            raise TeacherStorageFailed(self._storage_error, self._storage_line(self._storage_error, self._storage_what))
         if self.budget.exhausted:
             log.warning("teacher %s: budget reached (%s); %d requests left for a rerun", self.stage,
                         self._budget_text(), self.usage_counters.budget_skipped)
@@ -176,6 +167,59 @@ class Teacher:
         if self.budget.max_tokens is not None:
             parts.append(f"{self.budget.tokens}/{self.budget.max_tokens} tokens")
         return ", ".join(parts)
+
+    async def _one(self, http: Any, request: TeacherRequest, key: str) -> TeacherResult:
+        """One pending request: sent, or a failure saying why it was not."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            return self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
+        if self._unavailable is not None:  # said once already, in _note_service_failure
+            return self._fail(request, key, self._unavailable, None, _no_counts(), 0.0, logging.DEBUG)
+        if self._storage_error is not None or self._crash is not None:  # raised after the gather
+            return self._fail(request, key, f"{UNAVAILABLE_ERROR}: the session stopped", None, _no_counts(), 0.0,
+                              logging.DEBUG)
+        if not self.budget.try_start():
+            self.usage_counters.budget_skipped += 1
+            return TeacherResult.failure("budget", tag=request.tag, key=key)
+        try:
+            return await asyncio.wait_for(self._ask(http, request, key), timeout=left)
+        except TimeoutError:
+            return self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
+
+    def _storage_line(self, exc: BaseException, what: str) -> str:
+        """The one line of a failed cache or usage write: what failed and what is kept (the CLI adds
+        what to do about the cause, as for any full disk)."""
+        lost = f" ({self._unstored} more could not be stored and will be asked again)" if self._unstored else ""
+        return (f"cannot {what} ({exc}); {self.usage_counters.answered} new answers of this session are kept "
+                f"in {self.run_dir.teacher_cache_path.name}{lost}, and a rerun of `mira {self.stage}` sends only "
+                "the requests not answered yet")
+
+    def _storage_failed(self, exc: BaseException, what: str) -> None:
+        if self._storage_error is None:
+            self._storage_error, self._storage_what = exc, what
+            log.warning("teacher %s: cannot %s (%s); not sending the rest", self.stage, what, exc)
+
+    def _write_usage(self, force: bool = True) -> dict[str, Any] | None:
+        """Write usage/<stage>.json; a failed write stops the session instead of raising mid-request."""
+        try:
+            return self.usage_log.write(self.usage_counters, self.budget.exhausted, force=force)
+        except OSError as exc:
+            self._storage_failed(exc, f"write usage/{self.stage}.json")
+            return {}  # nothing to retry later
+
+    def _store(self, key: str, request: TeacherRequest, raw: str, value: Any, scores: list[float | None] | None,
+               counts: dict[str, int], latency: float) -> bool:
+        """Put a valid answer in the cache; False (the session stops) when it cannot be written."""
+        try:
+            self.cache.put(key, prompt_version=request.prompt_version, model=self.model_name, tag=request.tag,
+                           ok=True, raw=raw, value=value, error=None, expected_scores=scores,
+                           prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
+                           attempts=counts["attempts"], latency_s=latency)
+        except STORAGE_ERRORS as exc:
+            self._unstored += 1
+            self._storage_failed(exc, f"write {self.run_dir.teacher_cache_path.name}")
+            return False
+        return True
 
     async def _ask(self, http: Any, request: TeacherRequest, key: str) -> TeacherResult:
         schema = request.json_schema()
@@ -204,17 +248,20 @@ class Teacher:
             raw = reply.content
             value, error = parse_answer(reply.content, request.schema, reply.finish_reason)
             if error is None:
-                scores = (expected_scores(reply.content, reply.logprobs, request.score_key, request.score_max)
-                          if schema else None)
+                try:
+                    scores = (expected_scores(reply.content, reply.logprobs, request.score_key, request.score_max)
+                              if schema else None)
+                except ValueError as exc:  # malformed logprobs (the client checks them first)
+                    self._note_service_failure(str(exc))
+                    return self._fail(request, key, str(exc), raw, counts, latency)
                 self.usage_counters.latency_s += latency
                 usage = {**counts, "latency_s": round(latency, 3)}
                 # By alias: the cache stores the answer as the server wrote it, and a schema whose
                 # fields have aliases (annotate's anchor ids) validates only that form on replay.
                 dumped = value.model_dump(mode="json", by_alias=True) if request.schema is not None else value
-                self.cache.put(key, prompt_version=request.prompt_version, model=self.model_name, tag=request.tag,
-                               ok=True, raw=raw, value=dumped, error=None, expected_scores=scores,
-                               prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
-                               attempts=counts["attempts"], latency_s=latency)
+                if not self._store(key, request, raw, dumped, scores, counts, latency):
+                    return self._fail(request, key, f"{UNAVAILABLE_ERROR}: the answer could not be stored", raw,
+                                      counts, latency, logging.DEBUG)
                 self.usage_counters.answered += 1
                 self._keep_usage_current()
                 return TeacherResult(True, value, None, False, scores, usage, raw, request.tag, key)
@@ -230,7 +277,7 @@ class Teacher:
     def _keep_usage_current(self) -> None:
         """Write usage/<stage>.json now, or once its write interval has passed (a session killed
         with SIGKILL then keeps all but the last second of its counts; close writes the rest)."""
-        if self.usage_log.write(self.usage_counters, self.budget.exhausted, force=False) is not None:
+        if self._write_usage(force=False) is not None:
             return
         if not self._usage_write_pending:
             self._usage_write_pending = True
@@ -239,7 +286,7 @@ class Teacher:
     def _deferred_usage_write(self) -> None:
         self._usage_write_pending = False
         if not self._closed:
-            self.usage_log.write(self.usage_counters, self.budget.exhausted)
+            self._write_usage()
 
     def _note_service_failure(self, error: str) -> None:
         self._failure_streak += 1
@@ -263,10 +310,11 @@ class Teacher:
         usage = {"prompt_tokens": cached.prompt_tokens, "completion_tokens": cached.completion_tokens,
                  "attempts": cached.attempts, "latency_s": cached.latency_s}
         value, error = replay_value(cached, request.schema)
+        raw = clean_text(cached.raw) if cached.raw is not None else None  # written before the cleaning
         if error is not None:  # only if a model changed without a prompt version bump
             return TeacherResult(False, None, f"cached answer no longer validates: {error}",
-                                 True, None, usage, cached.raw, request.tag, key)
-        return TeacherResult(True, value, None, True, cached.expected_scores, usage, cached.raw, request.tag, key)
+                                 True, None, usage, raw, request.tag, key)
+        return TeacherResult(True, value, None, True, cached.expected_scores, usage, raw, request.tag, key)
 
     def interrupted_line(self) -> str:
         """What an interruption kept, in one line (for the CLI)."""
@@ -279,27 +327,8 @@ class Teacher:
         if self._closed:
             return
         self._closed = True
-        self.usage_log.write(self.usage_counters, self.budget.exhausted)
+        self._write_usage()
         self.cache.close()
-
-
-def replay_value(cached: Any, schema: Any) -> tuple[Any, str | None]:
-    """The cached answer as a live run would have parsed it: from the raw text when there is one.
-
-    Rows of older versions stored field names (``f0``) where the answer had aliases (``a00``);
-    the raw text is what the server said, so parsing it again is exact whatever was stored.
-    """
-    if cached.raw is not None:
-        value, error = parse_answer(cached.raw, schema, "stop")
-        if error is None:
-            return value, None
-    stored: Any = json.loads(cached.value_json) if cached.value_json is not None else None
-    if schema is None:
-        return stored, None
-    try:
-        return schema.model_validate(stored, by_alias=True, by_name=True), None
-    except ValidationError as exc:
-        return None, str(exc.errors()[0]["msg"])
 
 
 def _no_counts() -> dict[str, int]:

@@ -15,7 +15,8 @@ client, cache and budget. Use it like this::
 
 ``teacher_config(**overrides)`` returns a ``TeacherConfig`` with fast retries and a short
 timeout. A handler returns the content as a string, a :class:`Reply` (finish reason, synthetic
-logprobs for the ``"score"`` values: ``Reply(text, score_probs=[{7: 0.6, 8: 0.4}])``), or a
+logprobs for the ``"score"`` values: ``Reply(text, score_probs=[{7: 0.6, 8: 0.4}])``; a broken
+server's: ``Reply(text, logprobs=spoiled_logprobs(Reply(text), "nan"))``), or a
 :class:`Fault` (``Fault.delay``, ``Fault.status(429, retry_after=...)``, ``Fault.status(500)``,
 ``Fault.truncated``, ``Fault.drop``, ``Fault.garbage``, ``Fault.echo(401)``: an error body that
 repeats the request headers, as careless servers do). :func:`script` turns a list of those
@@ -48,6 +49,9 @@ class Reply:
     split_digits: bool = False
     # The JSON key(s) whose values `score_probs` describes (flat annotate answers: the anchor ids).
     score_key: str | tuple[str, ...] = "score"
+    # Sent as the choice's ``logprobs`` instead of synthetic ones when set (a broken server's
+    # values: see :func:`spoiled_logprobs`). Only on requests that ask for logprobs.
+    logprobs: Any = None
 
 
 @dataclass
@@ -133,6 +137,34 @@ def synthetic_logprobs(reply: Reply) -> dict[str, Any]:
             nxt = tokens[index + 1]["token"]
             follow[nxt if nxt != "0" else ","] = one / (one + ten)
             tokens[index + 1] = _position(nxt, follow)
+    return {"content": tokens}
+
+
+# What a broken server puts in its logprobs (:func:`spoiled_logprobs`).
+SPOILS = ("nan", "inf", "big", "string", "object", "list")
+
+
+def spoiled_logprobs(reply: Reply, how: str) -> Any:
+    """The synthetic logprobs of `reply`, spoiled the way a broken server spoils them.
+
+    ``nan`` / ``inf``: every logprob is NaN / +Infinity (JSON ``NaN`` / ``Infinity``, which Python's
+    JSON reader accepts); ``big``: every logprob is 1000; ``string``: every logprob is ``"x"``;
+    ``object``: every ``top_logprobs`` is an object ``{token: logprob}`` instead of a list;
+    ``list``: ``logprobs`` is a list instead of an object.
+    """
+    if how not in SPOILS:
+        raise ValueError(f"unknown spoil {how!r}; one of {', '.join(SPOILS)}")
+    tokens = synthetic_logprobs(reply)["content"]
+    if how == "list":
+        return tokens
+    bad: Any = {"nan": math.nan, "inf": math.inf, "big": 1000, "string": "x"}.get(how)
+    for position in tokens:
+        if how == "object":
+            position["top_logprobs"] = {alt["token"]: alt["logprob"] for alt in position["top_logprobs"]}
+            continue
+        position["logprob"] = bad
+        for alt in position["top_logprobs"]:
+            alt["logprob"] = bad
     return {"content": tokens}
 
 
@@ -264,11 +296,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason,
                                   "message": {"role": "assistant", "content": reply.content}}
-        logprobs = synthetic_logprobs(reply) if body.get("logprobs") else None
-        if logprobs is not None:
+        logprobs = None
+        if body.get("logprobs"):
+            logprobs = reply.logprobs if reply.logprobs is not None else synthetic_logprobs(reply)
             choice["logprobs"] = logprobs
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        completion = len(logprobs["content"]) if logprobs else max(1, len(reply.content) // 4)
+        tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+        completion = len(tokens) if isinstance(tokens, list) else max(1, len(reply.content) // 4)
         return {"id": "chatcmpl-scripted", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", self.owner.model), "choices": [choice],
                 "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": completion,
