@@ -9,31 +9,42 @@ command the README gives is run again (`mira annotate`, or `mira annotate --forc
 run was marked done). Each kind runs under two failure policies: `strict`
 (`teacher.max_failed_share=0`: any failure stops the stage) and `default` (stop only when a group
 is left without enough labels to train). `refused` is a server that is down for the whole first
-run (nothing listens on its port).
+run (nothing listens on its port). The `*-logprobs` kinds answer validly but spoil the logprobs
+the way broken servers do (mira.teacher.testing.spoiled_logprobs: NaN, Infinity, a logprob of
+1000, a string, `top_logprobs` as an object). `disk-full` fails no request: the disk under
+`teacher_cache.sqlite` fills after about one database page of answers in the first run (SQLite's
+own SQLITE_FULL, "database or disk is full", through `PRAGMA max_page_count`, as a full file
+system gives it), and the second run has room again; its `repeated` column counts the answers
+paid for in the first run but not stored (the requests in flight when the disk filled).
 
 Per kind and policy it prints: HTTP requests paid in both runs, requests of the second run that
 had already been answered validly in the first (goal 0), label rows still failed after recovery
-(goal 0), both exit codes, and whether the first run left a done marker next to failed label
-rows. Under `default` that is the documented policy (failed rows kept with ok=false, `--force`
-retries them); under `strict` it must never happen. Discover is not driven here: its embedding
-model makes each run slow on 2 cores; tests/stages/test_discover.py covers its fault path.
+(goal 0), ok label rows whose target is not a finite number after recovery (`nan ok`, goal 0),
+both exit codes, and whether the first run left a done marker next to failed label rows. Under
+`default` that is the documented policy (failed rows kept with ok=false, `--force` retries
+them); under `strict` it must never happen. Discover is not driven here: its embedding model
+makes each run slow on 2 cores; tests/stages/test_discover.py covers its fault path.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import math
 import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-KINDS = ["500", "429", "garbage", "hang", "drop", "refused", "schema-invalid", "out-of-range"]
+KINDS = ["500", "429", "garbage", "hang", "drop", "refused", "schema-invalid", "out-of-range", "nan-logprobs",
+         "inf-logprobs", "big-logprobs", "string-logprobs", "object-logprobs", "disk-full"]
 ANCHORS = ["a00", "a01", "a02"]
 
 
@@ -44,8 +55,11 @@ def _answer(body: dict[str, Any], score: int = 6) -> str:
 
 
 def _fault(kind: str, body: dict[str, Any]) -> Any:
-    from mira.teacher.testing import Fault
+    from mira.teacher.testing import Fault, Reply, spoiled_logprobs
 
+    if kind.endswith("-logprobs"):
+        content = _answer(body)
+        return Reply(content, logprobs=spoiled_logprobs(Reply(content), kind.removesuffix("-logprobs")))
     return {"500": lambda: Fault.status(500), "429": lambda: Fault.status(429, retry_after=0),
             "garbage": Fault.garbage, "hang": lambda: Fault.delay(2.0, then=_answer(body)), "drop": Fault.drop,
             "schema-invalid": lambda: '{"a00": {"why": 3}}', "out-of-range": lambda: _answer(body, score=11),
@@ -88,6 +102,26 @@ def _template(config: Any) -> Path:
     return run.root
 
 
+@contextlib.contextmanager
+def _disk_fills(pages: int) -> Iterator[None]:
+    """Every teacher cache opened inside holds at most `pages` more database pages: then SQLite
+    answers SQLITE_FULL ("database or disk is full") on the next write, as on a full disk."""
+    from mira.teacher.cache import TeacherCache
+
+    original = TeacherCache._set_up
+
+    def set_up(self: Any, busy_timeout_s: float) -> None:
+        original(self, busy_timeout_s)
+        used = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        self._conn.execute(f"PRAGMA max_page_count = {used + pages}")
+
+    TeacherCache._set_up = set_up  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TeacherCache._set_up = original  # type: ignore[method-assign]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,7 +150,7 @@ def run_kind(kind: str, policy: str, share: float, config: Any, template: Path, 
         prompt = json.dumps(body["messages"][:2], sort_keys=True)  # without a json_object fallback note
         failing = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 1000 < share * 1000
         with state["lock"]:
-            if state["broken"] and failing:
+            if state["broken"] and failing and kind != "disk-full":
                 state["failing"].add(prompt)
                 return _fault(kind, body)
             if not state["broken"] and prompt in state["answered"]:
@@ -137,7 +171,8 @@ def run_kind(kind: str, policy: str, share: float, config: Any, template: Path, 
         path = folder / "mira.yaml"
         path.write_text(dump_config(config))
         started = time.monotonic()
-        first = _mira(["annotate", str(path)])
+        with _disk_fills(1) if kind == "disk-full" else contextlib.nullcontext():
+            first = _mira(["annotate", str(path)])
         seconds = time.monotonic() - started
         run = RunDir(folder / "run")
         labels = run.path("labels", "g0.parquet")
@@ -154,8 +189,9 @@ def run_kind(kind: str, policy: str, share: float, config: Any, template: Path, 
     # `refused`: the first run's attempts never reach a server, so only the second run pays.
     asked = len(state["answered"]) + len(state["failing"]) if kind != "refused" else None
     return {"kind": kind, "policy": policy, "paid": len(server.requests), "first_run_paid": paid_first,
-            "failing": f"{len(state['failing'])}/{asked}" if asked else "all",
+            "failing": "disk" if kind == "disk-full" else f"{len(state['failing'])}/{asked}" if asked else "all",
             "repeated": state["repeated"], "lost": sum(not r["ok"] for r in rows) if rows else None,
+            "nan": sum(bool(r["ok"]) and not all(math.isfinite(r[a]) for a in ANCHORS) for r in rows),
             "exit": f"{first} -> {second}", "done_with_failures": bool(done_first and failed_rows),
             "failed_rows_first": failed_rows, "first_run_s": round(seconds, 1)}
 
@@ -175,7 +211,7 @@ def main() -> None:
               "server recovers and the README's rerun command is run;\n"
               "failing: requests that failed in the 1st run (hash-chosen); paid: HTTP requests over both runs, "
               "retries included")
-        header = f"{'fault':<15}{'policy':<9}{'failing':>8}{'paid':>6}{'repeated':>10}{'lost':>6}  " \
+        header = f"{'fault':<17}{'policy':<9}{'failing':>8}{'paid':>6}{'repeated':>10}{'lost':>6}{'nan ok':>8}  " \
                  f"{'exit 1st -> 2nd':<17}{'done w/ failed rows':<21}{'1st run s':>9}"
         print(header)
         print("-" * len(header))
@@ -183,9 +219,9 @@ def main() -> None:
             for policy in ("strict", "default"):
                 row = run_kind(kind, policy, args.share, config.model_copy(deep=True), template, work)
                 done = "no" if not row["done_with_failures"] else f"yes ({row['failed_rows_first']} rows)"
-                print(f"{row['kind']:<15}{row['policy']:<9}{row['failing']:>8}{row['paid']:>6}{row['repeated']:>10}"
-                      f"{row['lost'] if row['lost'] is not None else '-':>6}  {row['exit']:<17}{done:<21}"
-                      f"{row['first_run_s']:>9}")
+                lost = row["lost"] if row["lost"] is not None else "-"
+                print(f"{row['kind']:<17}{row['policy']:<9}{row['failing']:>8}{row['paid']:>6}{row['repeated']:>10}"
+                      f"{lost:>6}{row['nan']:>8}  {row['exit']:<17}{done:<21}{row['first_run_s']:>9}")
                 sys.stdout.flush()
 
 
