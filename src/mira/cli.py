@@ -353,6 +353,10 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
         share = (overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None)
         known = (bad.get("methods") or {}).get(name, {}).get("record_share")
         click.echo(f"{name:<{width}} {_pct(kept):>11} {_num(ratio):>8} {_pct(share):>17} {_pct(known):>14}")
+    for method in result["methods"]:
+        if method.get("instead_of"):
+            click.secho(f"  note: {method['name']}: other settings than selection/{method['instead_of']}, which "
+                        f"compare did not build; selection/{method['instead_of']} is kept", fg="yellow")
     ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
     for verdict in (result.get("proxy") or {}).get("verdicts", []):
         if verdict["vs_random"]:

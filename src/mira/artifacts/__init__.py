@@ -22,7 +22,14 @@ def __getattr__(name: str) -> Any:
     # reads one artifact (``mira.artifacts.scores``) does not import them all (~0.15 s of its start).
     if name != "CATALOGUE":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from mira.artifacts.compare import COMPARE_SUMMARY, DATAMAN, PERPLEXITY, PROXY_PLOT, PROXY_RESULT
+    from mira.artifacts.compare import (
+        COMPARE_SELECTIONS,
+        COMPARE_SUMMARY,
+        DATAMAN,
+        PERPLEXITY,
+        PROXY_PLOT,
+        PROXY_RESULT,
+    )
     from mira.artifacts.inputs import INVENTORY, QUARANTINE, SAMPLE_INDEX, SHARD_TOKENS
     from mira.artifacts.rubrics import GROUPS, JUDGMENTS, RUBRIC, RUBRIC_BACKUP, RUBRIC_GENERATED, RUBRIC_REJECTED
     from mira.artifacts.scores import SCORES, SCORES_DONE, SCORES_SUMMARY
@@ -36,7 +43,7 @@ def __getattr__(name: str) -> Any:
         LABELS, CONSISTENCY, STUDENT, METRICS, MASK, VALIDATION,
         SCORES, SCORES_DONE, SCORES_SUMMARY,
         SELECTED, DECISIONS, SELECTION_SUMMARY, CURRENT_SELECTION,
-        COMPARE_SUMMARY, PROXY_RESULT, PROXY_PLOT, PERPLEXITY, DATAMAN,
+        COMPARE_SUMMARY, COMPARE_SELECTIONS, PROXY_RESULT, PROXY_PLOT, PERPLEXITY, DATAMAN,
         REPORT, TEACHER_CACHE, USAGE, DONE, RUN_MARKER, LOCK,
     ])
     globals()["CATALOGUE"] = catalogue

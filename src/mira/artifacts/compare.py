@@ -18,6 +18,7 @@ class ComparedMethod(Document):
     fingerprint: str | None = None
     rebuilt: bool = False
     ablation_of: str | None = None  # compare.ablate: the selection this one is, without `exclude`
+    instead_of: str | None = None  # built as <name>-compare: <name> holds a selection compare did not build
     exclude: list[str] = Field(default_factory=list)
 
 
@@ -56,6 +57,13 @@ class CompareSummary(Document):
     suggestion: AblationSuggestion | None = None  # null without proxy-judged ablations
 
 
+class ComparedSelections(Document):
+    """``compare/selections.json`` (``mira.evaluation.naming``): the selections `mira compare` built,
+    name -> the fingerprint it built them with; compare rebuilds only these, never one of `mira select`'s."""
+
+    built: dict[str, str] = Field(default_factory=dict)
+
+
 class ProxyRecord(Document):
     """One stored proxy-training result with the stamps it is reused under."""
 
@@ -75,6 +83,9 @@ class ProxyRecord(Document):
 COMPARE_SUMMARY = Artifact(
     "compare_summary", "compare/summary.json", "compare", "methods, retention, overlap, length bias, rank "
     "agreement, known records, proxy", model=CompareSummary)
+COMPARE_SELECTIONS = Artifact(
+    "compare_selections", "compare/selections.json", "compare", "the selections compare built (name -> "
+    "fingerprint): it rebuilds only its own", model=ComparedSelections)
 PROXY_RESULT = Artifact(
     "proxy_result", "compare/proxy/{selection}/seed{seed}.json", "compare", "one proxy-training result "
     "(resumable), see below", model=ProxyRecord)

@@ -18,6 +18,7 @@ from mira.artifacts.compare import COMPARE_SUMMARY
 from mira.core.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
 from mira.core.errors import StageNotReady
 from mira.core.progress import ProgressFactory, null_progress
+from mira.evaluation.naming import SUFFIX, own_names, record_built
 from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
     from mira.selection.named import read_summary, selection_dir, selection_name
 
     run.require("score")
-    methods = method_configs(config, run)
+    methods = own_names(run, method_configs(config, run))
+    # An ablation is judged against its base under the name the base is built under.
+    renamed = {n.removesuffix(SUFFIX): n for n in (selection_name(c) for _, c in methods) if n.endswith(SUFFIX)}
     summaries: dict[str, dict[str, Any]] = {}
     task = progress("compare: selections", len(methods))
     for spec, method_config in methods:
@@ -83,9 +86,13 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
             select_corpus(method_config, run, progress)
             summary = read_summary(selection_dir(run, name))
             assert summary is not None
+            record_built(run, name, summary.get("fingerprint"))
             summary["_built"] = True
+        if name.endswith(SUFFIX):  # renamed: its own name holds a selection compare did not build
+            summary["_instead_of"] = name.removesuffix(SUFFIX)
         if spec.exclude:
-            summary["_ablation"] = {"of": base_name(method_config.selection), "exclude": list(spec.exclude)}
+            base = base_name(method_config.selection)
+            summary["_ablation"] = {"of": renamed.get(base, base), "exclude": list(spec.exclude)}
         summaries[name] = summary
         task.advance()
     task.close()
@@ -101,7 +108,7 @@ def plan(config: RunConfig) -> list[str]:
     lines = []
     scored = True
     try:
-        methods = method_configs(config, run)
+        methods = own_names(run, method_configs(config, run))
     except StageNotReady:  # no scores yet: compare.ablate's cells are not known
         scored = False
         methods = method_configs(config)
@@ -115,7 +122,9 @@ def plan(config: RunConfig) -> list[str]:
             fresh = False
         mode = effective_mode(spec.method, spec.mode)
         without = f", without {', '.join(spec.exclude)}" if spec.exclude else ""
-        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode}{without})")
+        instead = (f"; selection/{name.removesuffix(SUFFIX)} is kept (not compare's, other settings)"
+                   if name.endswith(SUFFIX) else "")
+        lines.append(f"{name}: {'reuse' if fresh else 'select'} ({spec.method}, {mode}{without}){instead}")
         if spec.method == "dataman" and not fresh:  # the one method that calls the teacher
             from mira.selection.rankings import dataman
 
@@ -157,7 +166,7 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         "version": VERSION, "budget": first.get("budget"), "budget_kind": first.get("budget_kind"),
         "methods": [{"name": name, "method": s.get("method"), "mode": s.get("mode"), "key": s.get("key"),
                      "fingerprint": s.get("fingerprint"), "rebuilt": bool(s.get("_built")),
-                     "ablation_of": (s.get("_ablation") or {}).get("of"),
+                     "ablation_of": (s.get("_ablation") or {}).get("of"), "instead_of": s.get("_instead_of"),
                      "exclude": (s.get("_ablation") or {}).get("exclude", [])}
                     for name, s in summaries.items()],
         "retention": {name: metrics.retention(s) for name, s in summaries.items()},
