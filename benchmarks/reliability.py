@@ -16,6 +16,12 @@ group-wide fallback cell) it looks excellent; the new group cell combines within
 statistics.
 
 Goal (issue 11): at the defaults and n = 40, null masked >= 95% and Spearman-0.6 passes >= 90%.
+
+A third table (issue 25): the power of the test select's ranking now gets, the group's aggregate
+judged within sources (lower bound >= ``min_spearman``, 0 by default), against the previous group
+cell (per-source Fisher z combined, lower bound >= 0.2), for n = 12/24/36/72 labels and true
+Spearman 0/0.3/0.5/0.7, in one source and split evenly over three sources whose teacher means
+differ.
 """
 
 from __future__ import annotations
@@ -27,7 +33,14 @@ import time
 import numpy as np
 
 from mira.core.config import ReliabilityConfig
-from mira.scoring.reliability import build_mask, judge
+from mira.scoring.reliability import (
+    build_mask,
+    combine_within_sources,
+    judge,
+    judge_aggregate,
+    spearman_lower_bound,
+    within_source_agreement,
+)
 from mira.students import evaluate
 
 SIZES = (3, 5, 10, 20, 40, 80)
@@ -103,6 +116,37 @@ def pooled_table(trials: int, seed: int, config: ReliabilityConfig) -> None:
           f"group cell passes: old (pooled) {old_pass / trials:.1%}, new (within-source) {new_pass / trials:.1%}")
 
 
+def aggregate_table(trials: int, seed: int, config: ReliabilityConfig) -> None:
+    rng = np.random.default_rng(seed + 2)
+    print("passes of the group test (share of trials): previous group cell (bound >= 0.2) / aggregate within "
+          f"sources (bound >= {config.min_spearman})")
+    print(f"{'labels':>6} {'sources':>7} | " + " | ".join(f"rho {rho:.1f}".rjust(13) for rho in (0.0, 0.3, 0.5, 0.7)))
+    for n in (12, 24, 36, 72):
+        for k in (1, 3):
+            cells = []
+            for rho_s in (0.0, 0.3, 0.5, 0.7):
+                old = new = 0
+                for _ in range(trials):
+                    per = [n // k + (1 if i < n % k else 0) for i in range(k)]
+                    teacher, student, sources, stats = [], [], [], []
+                    for i, m in enumerate(per):
+                        t_i, s_i = draw(rng, m, rho_s)
+                        t_i, s_i = t_i + 1.5 * i, s_i + 1.5 * i  # sources differ in level
+                        teacher.append(t_i)
+                        student.append(s_i)
+                        sources += [f"s{i}"] * m
+                        stats.append({"n": m, "spearman": ranks_spearman(t_i, s_i),
+                                      "mae": float(np.mean(np.abs(t_i - s_i)))})
+                    combined = combine_within_sources(stats)
+                    old += combined["weight"] > 0 and combined["spearman"] is not None and spearman_lower_bound(
+                        combined["spearman"], combined["weight"], config.confidence) >= 0.2
+                    rho, n_eff = within_source_agreement(np.concatenate(student), np.concatenate(teacher), sources)
+                    verdict = judge_aggregate({"spearman": rho, "n_eff": n_eff, "mae": 0.0}, config)
+                    new += verdict["status"] == "reliable"
+                cells.append(f"{old / trials:>5.0%} / {new / trials:>5.0%}")
+            print(f"{n:>6} {k:>7} | " + " | ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -116,6 +160,7 @@ def main() -> None:
     cell_table(args.trials, args.seed, config)
     cell_table(args.trials // 2, args.seed, config, teacher_mae=0.5, sizes=(40,))
     pooled_table(max(200, args.trials // 10), args.seed, config)
+    aggregate_table(max(200, args.trials // 2), args.seed, config)
     print(f"({time.perf_counter() - start:.1f} s)")
 
 

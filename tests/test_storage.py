@@ -214,7 +214,7 @@ def test_a_connection_lost_while_reading_stops_the_stage_instead_of_quarantining
 @pytest.mark.slow
 def test_sampled_reads_of_url_shards_match_streaming(s3, tmp_path, data_dir):
     """read_items (the sample index's reader) seeks into objects as into files."""
-    from mira.io.readers import read_items
+    from mira.io.sampled import read_items
 
     local = _corpus(tmp_path / "corpus", data_dir)
     for path in sorted(local.iterdir()):
@@ -290,7 +290,7 @@ def test_a_closed_connection_in_a_sampled_read_stops_the_stage(s3, tmp_path):
     import s3fs
 
     from mira.core.errors import StageIncomplete
-    from mira.io.readers import read_items
+    from mira.io.sampled import read_items
 
     data = tmp_path / "a.jsonl"
     data.write_text("".join(json.dumps({"text": f"record {i}"}) + "\n" for i in range(4)))

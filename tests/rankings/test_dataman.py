@@ -51,7 +51,7 @@ def _config(scored, tmp_path, server, records=18, **teacher_overrides):
     # Ridge alone: 14 criteria x LightGBM x (cross-fitting folds + model choice) would take most of
     # these tests' time, and nothing here is about the regressor.
     return make_config(corpus, tmp_path / "run", selection=selection, engine=EngineConfig(workers=1),
-                       annotation=AnnotationConfig(rationales=False, self_consistency_records=2),
+                       annotation=AnnotationConfig(allocation="even", rationales=False, self_consistency_records=2),
                        student=StudentConfig(regressors=["ridge"]),
                        teacher=server.teacher_config(**teacher_overrides))
 

@@ -64,7 +64,7 @@ def _prepare(config):
 
 def _configure(config, server, **teacher):
     config.teacher = server.teacher_config(**teacher)
-    config.annotation = AnnotationConfig(
+    config.annotation = AnnotationConfig(allocation="even",
         protocol="annotate_v2", records_per_group=8, self_consistency_records=2)
     return config
 
@@ -129,7 +129,7 @@ def test_budget_stop_raises_incomplete_and_a_rerun_completes_without_asking_twic
 def test_scores_only_mode_and_dry_run_plan(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(
+        config.annotation = AnnotationConfig(allocation="even",
             protocol="annotate_v2", records_per_group=4, self_consistency_records=1, rationales=False)
         run = _prepare(config)
         lines = annotate_plan.plan(config, run)
@@ -179,7 +179,7 @@ def test_flat_scores_protocol_request_shape_parsing_and_cache_replay(mixed_confi
     shared prefix per group (the server's prompt cache), one shuffled order for the re-scoring."""
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(
+        config.annotation = AnnotationConfig(allocation="even",
             protocol="annotate_v2", records_per_group=6, self_consistency_records=3, rationales=False)
         run = _prepare(config)
         run_stage("annotate", StageContext(config, run))
@@ -221,7 +221,7 @@ def test_flat_answers_with_digit_split_tens_get_exact_expectations(mixed_config)
 
     with ScriptedServer(tens) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(
+        config.annotation = AnnotationConfig(allocation="even",
             protocol="annotate_v2", records_per_group=2, self_consistency_records=0, rationales=False)
         run = _prepare(config)
         run_stage("annotate", StageContext(config, run))
@@ -249,7 +249,7 @@ def test_the_v1_protocol_stays_available_for_comparison(mixed_config):
 def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_config):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(
+        config.annotation = AnnotationConfig(allocation="even",
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=2)
         config.student.validation = "holdout"
         run = _prepare(config)
@@ -260,11 +260,11 @@ def test_plan_names_sources_that_cannot_reach_the_validation_minimum(mixed_confi
         # Cross-fitted, every label validates: 2 rows are within reach, 4 are not for faq.
         config.student.validation = "crossfit"
         assert "validation rows" not in "\n".join(annotate_plan.plan(config, run))
-        config.annotation = AnnotationConfig(
+        config.annotation = AnnotationConfig(allocation="even",
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=4)
         lines = "\n".join(annotate_plan.plan(config, run))
         assert "g0: sources below 4 validation rows" in lines and "faq 3 (only 3 usable records)" in lines
-        config.annotation = AnnotationConfig(
+        config.annotation = AnnotationConfig(allocation="even",
             protocol="annotate_v2", records_per_group=8, min_validation_per_source=0)
         assert "validation rows" not in "\n".join(annotate_plan.plan(config, run))
 
@@ -273,3 +273,31 @@ def test_validation_quota_helpers():
     assert source_quotas({"a": 100, "b": 3, "c": 100}, 20) == {"a": 9, "b": 3, "c": 8}
     assert annotation.validation_rows(1, 0.25) == 0 and annotation.validation_rows(40, 0.25) == 10
     assert annotation.validation_rows(1, None) == 0 and annotation.validation_rows(12, None) == 12  # crossfit
+
+
+@pytest.mark.slow
+def test_labels_follow_tokens_across_groups_and_sources_and_the_dry_run_says_so(mixed_config):
+    from mira.corpus.sources import source_infos
+    from mira.rubrics.allocation import allocate_labels
+    from mira.stages import annotate_plan
+
+    with ScriptedServer(handler) as server:
+        config = _configure(mixed_config, server)
+        config.annotation = AnnotationConfig(protocol="annotate_v2", records_per_group=6, self_consistency_records=0,
+                                             min_per_group=2, min_per_source=1)
+        run = _prepare(config)
+        infos = {i.name: i for i in source_infos(run)}
+        expected = allocate_labels({g: {s: infos[s].tokens for s in ss} for g, ss in GROUPS.items()},
+                                   {s: infos[s].ok for s in infos}, 12, 2, 1)
+        # The fixture's sources differ in tokens, so the allocation is not the even one.
+        assert expected != {"g0": {"code": 3, "faq": 3}, "g1": {"agent": 6}}
+        plan_lines = annotate_plan.plan(config, run)
+        outcome = run_stage("annotate", StageContext(config, run))
+    got = {g: Counter(r["source"] for r in pq.read_table(annotation.labels_path(run, g)).to_pylist())
+           for g in GROUPS}
+    assert got == {g: {s: n for s, n in per.items() if n} for g, per in expected.items()}
+    assert outcome.counts["labels"] + outcome.counts["failed"] == sum(sum(per.values()) for per in expected.values())
+    for group, per in expected.items():
+        line = next(line for line in plan_lines if line.startswith(f"{group}: ") and "labels for" in line)
+        assert all(f"{s} {n}" in line for s, n in per.items())
+    assert any("labels for" in note for note in outcome.notes)

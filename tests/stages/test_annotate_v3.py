@@ -45,7 +45,8 @@ def _v3_score(tag: str, anchor: str) -> int:
 
 def _configure(config, server, **teacher):
     config.teacher = server.teacher_config(**teacher)
-    config.annotation = AnnotationConfig(protocol="annotate_v3", records_per_group=8, self_consistency_records=2)
+    config.annotation = AnnotationConfig(allocation="even",
+                                         protocol="annotate_v3", records_per_group=8, self_consistency_records=2)
     return config
 
 
@@ -204,7 +205,8 @@ def test_bare_integer_answers_are_located_exactly():
 def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_version(mixed_config, monkeypatch):
     with ScriptedServer(handler) as server:
         config = _configure(mixed_config, server)
-        config.annotation = AnnotationConfig(protocol="annotate_v3", records_per_group=4, self_consistency_records=1)
+        config.annotation = AnnotationConfig(allocation="even",
+                                             protocol="annotate_v3", records_per_group=4, self_consistency_records=1)
         run = _prepare(config)
         lines = annotate_plan.plan(config, run)
         assert any("g0: 4 records x 3 anchors, 15 requests" in line for line in lines)
@@ -217,7 +219,8 @@ def test_v3_plan_counts_one_request_per_anchor_and_other_prompts_keep_their_vers
         monkeypatch.setattr(annotation_v3, "QUESTION", annotation_v3.QUESTION.replace("Score", "Rate"))
         assert annotate.fingerprint(StageContext(config, run)) != before
         # v2 and v3 never share a cache entry or a stage fingerprint.
-        v2 = AnnotationConfig(protocol="annotate_v2", records_per_group=4, self_consistency_records=1)
+        v2 = AnnotationConfig(allocation="even",
+                              protocol="annotate_v2", records_per_group=4, self_consistency_records=1)
         assert annotation.protocol_prompt(config).id == "annotate_v3"
         config.annotation = v2
         assert annotation.protocol_prompt(config).id == "annotate_v2"

@@ -80,17 +80,24 @@ def test_split_is_stratified_seeded_and_keeps_training_rows():
 def test_distill_trains_measures_and_masks_the_noisy_anchor(labelled_run, validation):
     config, run, texts = labelled_run
     config.student.validation = validation
+    # Held out, a source validates on ~15 rows: judge sources cell by cell from 10 rows (the anchor
+    # that is noise must be masked on its own), not only by the group's aggregate.
+    config.reliability.cell_rows = 10
     outcome = run_stage("distill", StageContext(config, run))
     assert outcome.counts["trained"] == 1
     metrics = json.loads(run.path("students", "g0", "metrics.json").read_text())
     assert metrics["student"] == "static" and metrics["anchors"] == ANCHORS
-    assert metrics["regressor"] in ("ridge", "lightgbm") and set(metrics["candidates"]) == {"ridge", "lightgbm"}
+    candidates = {"prior_ridge", "ridge", "lightgbm"}
+    assert metrics["regressor"] in candidates and set(metrics["candidates"]) == candidates
     # Model choice happened inside the training rows; the validation rows only judge reliability.
     assert metrics["model_choice"] == f"5-fold cross-validation on the {metrics['train_rows']} training rows"
+    # A quarter of the usable rows (per source) confirm the final student: nothing else saw them.
+    confirmation = metrics["aggregate"]["confirmation"]
+    assert confirmation["rows"] == 40 and confirmation["spearman"] > 0.3
     if validation == "holdout":
-        assert metrics["train_rows"] + metrics["validation_rows"] == 158  # failed rows are ignored
-    else:  # every usable row validates (out of fold), and the student kept trains on all of them
-        assert metrics["train_rows"] == metrics["validation_rows"] == 158
+        assert metrics["train_rows"] + metrics["validation_rows"] + 40 == 158  # failed rows are ignored
+    else:  # every other usable row validates (out of fold), and the student kept trains on all of them
+        assert metrics["train_rows"] == metrics["validation_rows"] == 158 - 40
         assert metrics["validation"].startswith("5-fold cross-fitting")
     assert set(metrics["cells"]) == {"stdlib_a", "stdlib_b"}
     assert metrics["overall"]["signal"]["spearman"] > 0.6
@@ -190,8 +197,8 @@ def test_crossfit_judges_every_row_on_a_student_that_never_saw_it(labelled_run, 
         def __getattr__(self, name):
             return getattr(self.student, name)
 
-    def spying_train(cfg, embed, anchors, texts, formats, targets, train_idx):
-        student, info = real_train(cfg, embed, anchors, texts, formats, targets, train_idx)
+    def spying_train(cfg, embed, anchors, texts, formats, targets, train_idx, background=None):
+        student, info = real_train(cfg, embed, anchors, texts, formats, targets, train_idx, background)
         return Spy(student, {texts[i] for i in train_idx}), info
 
     monkeypatch.setattr(students, "train", spying_train)
@@ -228,7 +235,7 @@ def test_crossfit_does_not_rank_a_student_that_learnt_nothing_against_the_teache
     ids, sources = [f"r{i}" for i in range(12)], ["a"] * 12
     texts, formats = [f"text {i}" for i in range(12)], ["code"] * 12
     monkeypatch.setattr(students, "train",
-                        lambda cfg, embed, anchors, t, f, y, idx: (MeanStudent(y[idx].mean(axis=0)), {}))
+                        lambda cfg, embed, anchors, t, f, y, idx, bg=None: (MeanStudent(y[idx].mean(axis=0)), {}))
     pred = crossfit_predictions(StudentConfig(), EmbedConfig(), ["a00"], texts, formats, targets,
                                 folds(ids, sources, 5, 0))
     assert np.isfinite(pred).all()

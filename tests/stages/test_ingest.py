@@ -330,3 +330,88 @@ def _yaml(tmp_path, cfg):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True)))
     return path
+
+
+def _per_file_folder(tmp_path, ids=range(40)):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"id": i, "text": f"jsonl row {i}"}) + "\n" for i in ids))
+    pq.write_table(pa.Table.from_pylist([{"id": i, "text": f"parquet row {i}"} for i in ids]), folder / "b.parquet",
+                   row_group_size=8)
+    return folder
+
+
+def test_ids_numbered_per_file_are_qualified_by_file_and_nothing_is_dropped(tmp_path, caplog):
+    # Both files hold ids 0-39: 40 of the 80 records were quarantined as duplicates (issue 27 item 6).
+    from mira.corpus.sources import iter_source_records, sample_source, source_infos
+    from mira.run.rundir import RunDir
+
+    cfg = make_config(tmp_path, [{"name": "m", "path": str(_per_file_folder(tmp_path))}],
+                      ingest=IngestConfig(shard_records=16), engine={"workers": 2})
+    outcome = api.run_one("ingest", cfg)
+    source = _inventory(cfg)["sources"]["m"]
+    assert (source["records"], source["ok"], source["quarantined"]) == (80, 80, 0)
+    assert source["ids"] == "per file" and all(s["file_ids"] for s in source["shards"])
+    (note,) = outcome.notes
+    assert "the same id in a.jsonl and b.parquet" in note and "`a.jsonl#<id>`" in note and "fields: {id:" in note
+    assert source["notes"] == [note]
+    (info,) = source_infos(RunDir(Path(cfg.run_dir)))
+    ids = [r.id for r in iter_source_records(cfg, info)]
+    assert ids == [f"a.jsonl#{i}" for i in range(40)] + [f"b.parquet#{i}" for i in range(40)]
+    with caplog.at_level("WARNING"):
+        sample = sample_source(cfg, info, 10, seed=0)
+    assert len({r.id for r in sample}) == 10 and set(r.id for r in sample) <= set(ids)
+    assert not caplog.records  # served by the sample index, whose ranks are of the qualified ids
+
+
+def test_a_repeat_inside_one_file_of_a_per_file_source_is_still_a_duplicate(tmp_path):
+    folder = _per_file_folder(tmp_path, ids=[0, 1, 2, 1])  # 1 twice in each file
+    cfg = make_config(tmp_path, [{"name": "m", "path": str(folder)}])
+    api.run_one("ingest", cfg)
+    source = _inventory(cfg)["sources"]["m"]
+    assert (source["records"], source["ok"], source["quarantined"]) == (8, 6, 2)
+    quarantine = [json.loads(line) for line in (Path(cfg.run_dir) / "quarantine" / "m.jsonl").read_text().splitlines()]
+    assert [(q["id"], q["locator"], q["first"]) for q in quarantine] == [
+        ("a.jsonl#1", "a.jsonl:4", "a.jsonl:2"), ("b.parquet#1", "b.parquet:row 3", "b.parquet:row 1")]
+
+
+def test_ids_unique_across_files_and_single_files_keep_their_inventory_byte_for_byte(tmp_path):
+    # Only a source whose ids repeat across files changes: everything else is as before (no new keys).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "unique"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"id": f"a{i}", "text": f"row {i}"}) + "\n" for i in range(5)))
+    pq.write_table(pa.Table.from_pylist([{"id": f"b{i}", "text": f"row {i}"} for i in range(5)]), folder / "b.parquet")
+    single = tmp_path / "single.jsonl"
+    single.write_text("".join(json.dumps({"id": i % 3, "text": f"row {i}"}) + "\n" for i in range(6)))
+    cfg = make_config(tmp_path, [{"name": "u", "path": str(folder)}, {"name": "s", "path": str(single)}])
+    api.run_one("ingest", cfg)
+    inv = _inventory(cfg)
+    assert (inv["sources"]["u"]["ok"], inv["sources"]["s"]["ok"], inv["sources"]["s"]["quarantined"]) == (10, 3, 3)
+    for source in inv["sources"].values():
+        assert "ids" not in source and all("file_ids" not in s for s in source["shards"])
+    assert not [n for n in inv["sources"]["u"].get("notes", [])]
+
+
+def test_an_empty_source_file_is_said_in_one_line_and_an_empty_corpus_stops(tmp_path):
+    # records=0, exit 0 and not a word (issue 27 item 14).
+    empty, full = tmp_path / "empty.jsonl", tmp_path / "full.jsonl"
+    empty.write_text("")
+    full.write_text(json.dumps({"text": "a record"}) + "\n")
+    cfg = make_config(tmp_path, [{"name": "e", "path": str(empty)}, {"name": "f", "path": str(full)}])
+    outcome = api.run_one("ingest", cfg)
+    (note,) = outcome.notes
+    assert note == f"source e: {empty} holds no record (empty); it takes no part in the run"
+    assert _inventory(cfg)["sources"]["e"]["notes"] == [note] and "notes" not in _inventory(cfg)["sources"]["f"]
+    (tmp_path / "b").mkdir()
+    only_empty = make_config(tmp_path / "b", [{"name": "e", "path": str(empty)}])
+    result = CliRunner().invoke(main, ["ingest", str(_yaml(tmp_path / "b", only_empty))])
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: no usable record in any source (0 read, 0 quarantined")
+    assert not (Path(only_empty.run_dir) / "_done" / "ingest.json").exists()

@@ -481,3 +481,26 @@ def test_reselecting_never_deletes_files_mira_did_not_write(scored, tmp_path):
     rows = sum(len(p.read_text().splitlines()) for p in folder.glob("*/*.jsonl"))
     assert rows == summary["totals"]["kept"] == outcome.counts["kept"] and summary["budget"] == 0.2
     assert old_shards and not [p for p in (run.root / "selection").iterdir() if p.name.startswith(".")]
+
+
+def test_records_appended_since_ingest_stop_select_with_one_line(tmp_path):
+    # `mira select --force` joined the old scores and left the appended records out without a word
+    # (issue 27 item 5): the sources changed since ingest, so the line says what to run.
+    from click.testing import CliRunner
+
+    from mira.cli import main
+
+    corpus = build_corpus(tmp_path / "corpus")
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=1))
+    _score(config)
+    _select(config)
+    with open(tmp_path / "corpus" / "qa.jsonl", "a") as handle:
+        handle.write(json.dumps({"id": "late", "question": "Appended?", "answer": "After ingest."}) + "\n")
+    before = tree_bytes(tmp_path / "run" / "selection")
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    result = CliRunner().invoke(main, ["select", "--force", str(path)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "the files of qa changed since ingest" in line and "run `mira ingest`, then `mira select`" in line
+    assert tree_bytes(tmp_path / "run" / "selection") == before

@@ -109,7 +109,7 @@ def test_model_choice_does_not_rank_a_regressor_that_learnt_nothing_against_the_
             self.mean = mean
 
         @classmethod
-        def fit(cls, X, Y, seed, embedding_dims=0):
+        def fit(cls, X, Y, seed, embedding_dims=0, background=None):
             return cls(Y.mean(axis=0))
 
         def predict(self, X):
@@ -118,6 +118,7 @@ def test_model_choice_does_not_rank_a_regressor_that_learnt_nothing_against_the_
     monkeypatch.setitem(static.REGRESSORS, "mean", MeanRegressor)
     texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(12)]
     targets = np.arange(1.0, 13.0)[:, None] * 0.6
-    config = StudentConfig().model_copy(update={"regressors": ["mean", "ridge"]})  # "mean" is no config value
+    # "mean" is no config value; prior_below 0 lets 12 rows choose between regressors.
+    config = StudentConfig().model_copy(update={"regressors": ["mean", "ridge"], "prior_below": 0})
     _, info = train(config, EmbedConfig(), ["a00"], texts, ["code"] * 12, targets, np.arange(12))
     assert abs(info["candidates"]["mean"]["mean_spearman"]) < 0.05  # constant once the fold intercept is gone

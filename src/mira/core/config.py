@@ -146,6 +146,15 @@ class AnnotationConfig(Section):
     # v3 measured faster (0.70x v2's seconds per label) and self-consistent (Spearman 0.7 vs 0.15).
     protocol: Literal["annotate_v1", "annotate_v2", "annotate_v3"] = "annotate_v3"
     records_per_group: int = Field(40, ge=2)
+    # How the labels are spread. "tokens": the run's labels (records_per_group x groups, or
+    # `total_records`) go to groups and, inside a group, to sources by token share, each group
+    # getting at least `min_per_group` and each source `min_per_source` (mira.rubrics.allocation):
+    # a selection keeps tokens, so labels go where the tokens are. "even": records_per_group per
+    # group, spread evenly over its sources.
+    allocation: Literal["tokens", "even"] = "tokens"
+    total_records: int | None = Field(None, ge=2)
+    min_per_group: int = Field(6, ge=2)
+    min_per_source: int = Field(2, ge=1)
     # Records scored a second time (shuffled anchor order) to measure the teacher's ceiling.
     self_consistency_records: int = Field(8, ge=0)
     # Output tokens dominate teacher cost (~34 tokens/s for the bundled 1.5B model): a rationale
@@ -171,8 +180,17 @@ class StudentConfig(Section):
     # rows validate a student trained on the rest (one training; cheaper for the encoder student).
     validation: Literal["crossfit", "holdout"] = "crossfit"
     folds: int = Field(5, ge=2, le=50)
+    # Share of each group's labels set aside before any training or model choice, to judge the final
+    # student on records it never saw (only where the group has `confirm_min_rows` labels or more).
+    confirm_fraction: float = Field(0.25, ge=0, lt=1)
+    confirm_min_rows: int = Field(16, ge=4)
+    # Unlabelled records of the group the few-label student fits its embedding components on.
+    background_records: int = Field(400, ge=0)
     val_fraction: float = Field(0.25, gt=0, lt=1)
-    regressors: list[Literal["ridge", "lightgbm"]] = ["ridge", "lightgbm"]  # pydantic copies list defaults
+    # The regressors that compete from `prior_below` training rows up (a cross-validation inside the
+    # training rows chooses); below it the few-label regressor alone (mira/students/prior.py).
+    regressors: list[Literal["prior_ridge", "ridge", "lightgbm"]] = ["prior_ridge", "ridge", "lightgbm"]
+    prior_below: int = Field(40, ge=0)
     encoder_model: str = "all-MiniLM-L6-v2"
     encoder_epochs: int = Field(3, ge=1)
     encoder_max_tokens: int = Field(256, ge=16)
@@ -189,16 +207,26 @@ class StudentConfig(Section):
 class ReliabilityConfig(Section):
     """When a (source, anchor) student cell is trusted; see mira/reliability.py for the rule."""
 
-    # The lower confidence bound of the cell's Spearman must reach this. With `confidence` 0.9 and
-    # 40 validation rows a useless student passes < 1% of the time and one with true Spearman 0.6
-    # passes ~94% (benchmarks/reliability.py; the old point-estimate rule let a useless student
-    # through 11% of the time at n=40 and 50% at n=3).
-    min_spearman: float = Field(0.2, ge=-1, le=1)
+    # The lower confidence bound of the Spearman (a group's aggregate within sources, or a source's
+    # own cell) must reach this. 0: the student must rank better than chance with `confidence`; a
+    # student that ranks by chance makes a random selection in expectation, so a higher bar only
+    # trades ranked tokens for random ones (benchmarks/reliability.py gives the power table).
+    min_spearman: float = Field(0.0, ge=-1, le=1)
     # One-sided confidence of that lower bound (Fisher z).
     confidence: float = Field(0.9, gt=0.5, lt=1)
     # Validation rows a cell needs to be decided at all (fewer: "undecidable", masked). The Fisher
     # interval is reasonable from ~10 rows; it needs at least 4 whatever this says.
     min_support: int = Field(10, ge=1)
+    # A source is judged anchor by anchor (its own cells) from this many validation rows; below it
+    # the group's aggregate decides for it (tested within sources, as select ranks by it).
+    cell_rows: int = Field(20, ge=1)
+    # The aggregate must rank better than a length-only student cross-fitted on the same folds.
+    length_guard: bool = True
+    # The final student's within-source Spearman on the confirmation slice (labels no fold model
+    # and no model choice saw, `student.confirm_fraction`) may not be below this.
+    min_confirmation: float = Field(0.0, ge=-1, le=1)
+    # ... judged only from this many rows within sources (fewer: shown, not a verdict).
+    min_confirmation_rows: int = Field(8, ge=4)
     # MAE may exceed the teacher's own self-consistency MAE (two scorings of the same records) by
     # this much; without a measured self-consistency, `max_mae` is the limit (always a ceiling).
     mae_margin: float = Field(1.0, ge=0)

@@ -18,13 +18,14 @@ def spearman(x: Any, y: Any) -> float:
     x, y = x[keep], y[keep]
     if len(x) < 3:
         return math.nan
-    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = ranks(x), ranks(y)
     if rx.std() == 0 or ry.std() == 0:
         return math.nan
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _ranks(values: Any) -> Any:
+def ranks(values: Any) -> Any:
+    """0-based ranks, ties given their average rank."""
     import numpy as np
 
     order = np.argsort(values, kind="mergesort")

@@ -60,6 +60,20 @@ def record_key(source: str, record_id: str) -> str:
     return f"{source}/{record_id}"
 
 
+def file_qualified_id(record: Record, file: str) -> str:
+    """The id of a record of a source whose files number their records each on their own:
+    ``<file>#<id>``, unique across the source. A record without an id field of its own keeps its
+    id, which names its file already."""
+    if record.id == fallback_id(record.source, record.locator):
+        return record.id
+    return f"{file}#{record.id}"
+
+
+def fallback_id(source: str, locator: str) -> str:
+    """The id of a record that has no `id` field: where it is."""
+    return f"{source}/{locator}"
+
+
 @dataclass
 class Rendering:
     text: str
@@ -215,7 +229,7 @@ def make_record(raw: RawItem, source: SourceConfig, fmt: str, min_chars: int = 1
     if _empty(parts, fmt, max(min_chars, 1)):
         raise RecordError("empty record")
     rid = data.get("id")
-    record_id = str(rid) if isinstance(rid, (str, int)) and str(rid) else f"{source.name}/{raw.locator}"
+    record_id = str(rid) if isinstance(rid, (str, int)) and str(rid) else fallback_id(source.name, raw.locator)
     return Record(record_id, source.name, fmt, data, raw.locator, parts)
 
 

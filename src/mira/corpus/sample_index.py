@@ -12,7 +12,7 @@ with the smallest ranks and where they are: the shard, the position in the shard
 
 Entries are sorted by rank, duplicates (quarantined ids) are left out, and the list is exact: it
 holds the smallest ranks of the source's usable records (``complete``: all of them). A sample of
-`n` is its first `n` entries, read with :func:`mira.io.readers.read_items`: the same records the streaming
+`n` is its first `n` entries, read with :func:`mira.io.sampled.read_items`: the same records the streaming
 sampler chooses. The index keeps at least ``INDEX_FLOOR`` records per source (or the largest
 sample any stage asks for, if larger), so raising a sample size later is still served by it; a
 larger sample, another seed, or a run ingested by an older mira (no index) falls back to

@@ -15,9 +15,9 @@ from typing import Any
 
 from mira.core.config import RunConfig, SourceConfig
 from mira.core.hashing import stable_rank
-from mira.corpus.records import Record, RecordError, make_record
+from mira.corpus.records import Record, RecordError, file_qualified_id, make_record
 from mira.io.files import read_json
-from mira.io.readers import RawItem, Shard, iter_shard
+from mira.io.readers import RawItem, Shard, file_label, iter_shard
 from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,20 @@ def iter_shard_records(config: RunConfig, source: SourceConfig, shard: Shard, fm
 def iter_positioned(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str,
                     digest: Any = None) -> Iterator[tuple[int, int, Record | Quarantined]]:
     """(position in the shard's stream, byte offset, item) for every item of a shard; the offset
-    is where a plain JSONL item starts (what :func:`mira.io.readers.read_items` seeks to)."""
+    is where a plain JSONL item starts (what :func:`mira.io.sampled.read_items` seeks to)."""
     duplicates = set(shard.duplicates)
     offset = shard.offset if shard.reader == "jsonl" else 0
     for position, raw in enumerate(iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)):
-        item = _checked(raw, source, fmt, config, duplicates)
+        item = _checked(raw, source, fmt, config, shard, duplicates)
         yield position, offset, item
         offset += raw.nbytes
 
 
-def _checked(raw: RawItem, source: SourceConfig, fmt: str, config: RunConfig,
+def _checked(raw: RawItem, source: SourceConfig, fmt: str, config: RunConfig, shard: Shard,
              duplicates: set[str]) -> Record | Quarantined:
     item = to_record(raw, source, fmt, config.ingest.min_chars)
+    if isinstance(item, Record) and shard.file_ids:
+        item.id = file_qualified_id(item, file_label(shard.files[0], shard.base))
     if duplicates and isinstance(item, Record) and item.locator in duplicates:
         item = Quarantined(item.locator, DUPLICATE_ID, raw.nbytes)
     return item
@@ -160,7 +162,7 @@ def sample_stratified(config: RunConfig, infos: list[SourceInfo], n: int, seed: 
 def _from_index(config: RunConfig, info: SourceInfo, n: int, seed: int) -> list[Record] | None:
     """The sample read from the sample index, or None when the index does not cover it."""
     from mira.corpus.sample_index import load_index
-    from mira.io.readers import read_items
+    from mira.io.sampled import read_items
 
     index = load_index(info.run, info.name) if info.run is not None and n > 0 else None
     entries = index.take(seed, n) if index is not None else None
@@ -173,7 +175,7 @@ def _from_index(config: RunConfig, info: SourceInfo, n: int, seed: int) -> list[
         shard = shards[shard_index]
         wanted = {e.position: e.offset for e in entries if e.shard == shard_index}
         for position, raw in read_items(shard, wanted, config.ingest.max_record_bytes, config.storage):
-            item = _checked(raw, source, info.format, config, set(shard.duplicates))
+            item = _checked(raw, source, info.format, config, shard, set(shard.duplicates))
             if isinstance(item, Record):
                 found[(shard_index, position)] = item
     records = [found.get((e.shard, e.position)) for e in entries]

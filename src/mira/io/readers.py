@@ -70,6 +70,9 @@ class Shard:
     # Locators of records whose id an earlier record of the source already has: ingest finds them
     # and every stage quarantines them, so ids stay unique within a source.
     duplicates: tuple[str, ...] = ()
+    # The source's files number their records each on their own (ids 0..n in every file): ingest
+    # found the same id in two files, so every stage qualifies a record's id with its file.
+    file_ids: bool = False
 
     @property
     def name(self) -> str:
@@ -79,6 +82,8 @@ class Shard:
         data = asdict(self)
         data["files"] = list(self.files)
         data["duplicates"] = list(self.duplicates)
+        if not self.file_ids:  # inventories of sources whose ids are unique stay as they were
+            del data["file_ids"]
         return data
 
     @classmethod
@@ -88,7 +93,7 @@ class Shard:
 
 # --- opening -------------------------------------------------------------------------------------
 
-def _io_errors() -> tuple[type[BaseException], ...]:
+def io_errors() -> tuple[type[BaseException], ...]:
     """What opening or reading a file raises: OSError, or an object store's network error
     (:func:`mira.io.storage.check_transport` tells a lost connection from bad data)."""
     return (OSError, *transport_errors())
@@ -99,13 +104,13 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     return (*read_errors(), *transport_errors())
 
 
-def _is_seekable(path: Path | str) -> bool:
+def is_seekable(path: Path | str) -> bool:
     return not str(path).lower().endswith((".gz", ".zst"))
 
 
 # --- JSONL ---------------------------------------------------------------------------------------
 
-def _read_line(handle: BinaryIO, limit: int, digest: Any = None) -> tuple[bytes | None, int]:
+def read_line(handle: BinaryIO, limit: int, digest: Any = None) -> tuple[bytes | None, int]:
     """Read one line of at most `limit` bytes; an over-long line is consumed and returned as None."""
     line = handle.readline(limit + 1)
     if digest is not None:
@@ -126,7 +131,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                first_line: int = 1, digest: Any = None, storage: Storage = None) -> Iterator[RawItem]:
     try:
         handle = open_binary(path, lambda name: open_input(name, storage))
-    except _io_errors() as exc:
+    except io_errors() as exc:
         check_transport(exc, path, storage)
         yield RawItem(f"{rel}", None, f"unreadable file: {getattr(exc, 'strerror', None) or exc}")
         return
@@ -138,7 +143,7 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                 handle.seek(offset)
             while count is None or seen < count:
                 try:
-                    line, nbytes = _read_line(handle, max_bytes, digest)
+                    line, nbytes = read_line(handle, max_bytes, digest)
                 except _data_errors() as exc:  # corrupt gzip/zstd: the rest is one item
                     check_transport(exc, path, storage)
                     yield RawItem(f"{rel}:{line_no}", None, f"unreadable data: {_short(exc)}")
@@ -148,13 +153,13 @@ def iter_jsonl(path: Path | str, rel: str, max_bytes: int, offset: int = 0, coun
                 seen += 1
                 locator = f"{rel}:{line_no}"
                 line_no += 1
-                yield _line_item(locator, line, nbytes, max_bytes)
+                yield line_item(locator, line, nbytes, max_bytes)
     except _data_errors() as exc:
         check_transport(exc, path, storage)
         yield RawItem(f"{rel}:{line_no}", None, f"unreadable file: {_short(exc)}")
 
 
-def _line_item(locator: str, line: bytes | None, nbytes: int, max_bytes: int) -> RawItem:
+def line_item(locator: str, line: bytes | None, nbytes: int, max_bytes: int) -> RawItem:
     if line is None:
         return RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
     if not line.strip():
@@ -169,7 +174,7 @@ def jsonl_shards(path: Path | str, every: int, max_bytes: int,
     with open_input(path, storage) as handle:
         start, lines, first = 0, 0, 1
         while True:
-            _, nbytes = _read_line(handle, max_bytes)
+            _, nbytes = read_line(handle, max_bytes)
             if nbytes == 0:
                 break
             lines += 1
@@ -211,7 +216,7 @@ def _iter_parquet(stack: contextlib.ExitStack, path: Path | str, rel: str, max_b
             for data in batch.to_pylist():
                 locator = f"{rel}:row {row}"
                 row += 1
-                nbytes = _approx_size(data)
+                nbytes = approx_size(data)
                 if nbytes > max_bytes:
                     yield RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
                 else:
@@ -240,12 +245,12 @@ def _digest_whole_file(path: Path | str, digest: Any, storage: Storage = None) -
         with open_input(path, storage) as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
-    except _io_errors() as exc:
+    except io_errors() as exc:
         check_transport(exc, path, storage)
         digest.update(f"<unreadable: {exc}>".encode())
 
 
-def _approx_size(data: dict[str, Any]) -> int:
+def approx_size(data: dict[str, Any]) -> int:
     return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in data.values())
 
 
@@ -263,7 +268,7 @@ def read_text_file(path: Path | str, rel: str, max_bytes: int, digest: Any = Non
             return RawItem(rel, None, f"record larger than {max_bytes} bytes ({size} bytes)", size)
         with open_input(path, storage) as handle:
             raw = handle.read()
-    except _io_errors() as exc:
+    except io_errors() as exc:
         check_transport(exc, path, storage)
         return RawItem(rel, None, f"unreadable file: {getattr(exc, 'strerror', None) or exc}")
     if digest is not None:
@@ -302,13 +307,13 @@ def plan_shards(source: SourceConfig, shard_records: int, max_bytes: int, storag
 
 
 def _plan_jsonl(path: str, shard_records: int, max_bytes: int, storage: Storage, add: Any) -> None:
-    if not _is_seekable(path):
+    if not is_seekable(path):
         add(files=(path,))
         return
     try:
         for offset, count, first in jsonl_shards(path, shard_records, max_bytes, storage):
             add(files=(path,), offset=offset, count=count, first_line=first)
-    except _io_errors() as exc:
+    except io_errors() as exc:
         check_transport(exc, path, storage)
         add(files=(path,))  # the read in the shard reports the error as a record
 
@@ -342,7 +347,7 @@ def iter_shard(shard: Shard, max_bytes: int, digest: Any = None, storage: Storag
     `storage` is the config's storage section, for shards of URL sources."""
     for name in shard.files:
         path: Path | str = name if is_url(name) else Path(name)
-        rel = relative(name, shard.base) if is_url(name) else _relative(Path(name), Path(shard.base))
+        rel = file_label(name, shard.base)
         if shard.reader == "files":
             yield read_text_file(path, rel, max_bytes, digest, storage)
         elif shard.reader == "jsonl":
@@ -351,93 +356,9 @@ def iter_shard(shard: Shard, max_bytes: int, digest: Any = None, storage: Storag
             yield from iter_parquet(path, rel, max_bytes, shard.offset, shard.count, digest, storage)
 
 
-def read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
-               storage: Storage = None) -> Iterator[tuple[int, RawItem]]:
-    """The items at some stream positions of a shard, as :func:`iter_shard` would yield them
-    (same locators), in position order; every other item is skipped without being parsed.
-
-    `wanted` maps a position to the item's byte offset, which a plain JSONL shard seeks to; a
-    compressed one is read line by line up to the last wanted position, a Parquet shard reads only
-    the row groups holding a wanted row, a folder shard only the wanted files. `storage` as in
-    :func:`iter_shard`. A lost connection stops the caller as in :func:`iter_shard`.
-    """
-    try:
-        yield from _read_items(shard, wanted, max_bytes, storage)
-    except _io_errors() as exc:
-        if shard.files:
-            check_transport(exc, shard.files[0], storage)
-        raise
-
-
-def _read_items(shard: Shard, wanted: dict[int, int], max_bytes: int,
-                storage: Storage) -> Iterator[tuple[int, RawItem]]:
-    positions = sorted(wanted)
-    if not positions:
-        return
-
-    def located(name: str) -> tuple[Path | str, str]:
-        if is_url(name):
-            return name, relative(name, shard.base)
-        return Path(name), _relative(Path(name), Path(shard.base))
-
-    if shard.reader == "files":
-        for pos in positions:
-            path, rel = located(shard.files[pos])
-            yield pos, read_text_file(path, rel, max_bytes, storage=storage)
-        return
-    path, rel = located(shard.files[0])
-    if shard.reader == "parquet":
-        yield from _parquet_rows(path, rel, shard, positions, max_bytes, storage)
-        return
-    with open_binary(path, lambda name: open_input(name, storage)) as handle:
-        if _is_seekable(path):
-            for pos in positions:
-                handle.seek(wanted[pos])
-                line, nbytes = _read_line(handle, max_bytes)
-                yield pos, _line_item(f"{rel}:{shard.first_line + pos}", line, nbytes, max_bytes)
-            return
-        if shard.offset:
-            handle.seek(shard.offset)
-        todo = set(positions)
-        pos = 0
-        while todo:
-            line, nbytes = _read_line(handle, max_bytes)
-            if nbytes == 0:
-                return
-            if pos in todo:
-                todo.discard(pos)
-                yield pos, _line_item(f"{rel}:{shard.first_line + pos}", line, nbytes, max_bytes)
-            pos += 1
-
-
-def _parquet_rows(path: Path | str, rel: str, shard: Shard, positions: list[int],
-                  max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
-    with contextlib.ExitStack() as stack:
-        yield from _parquet_rows_from(stack, path, rel, shard, positions, max_bytes, storage)
-
-
-def _parquet_rows_from(stack: contextlib.ExitStack, path: Path | str, rel: str, shard: Shard, positions: list[int],
-                       max_bytes: int, storage: Storage) -> Iterator[tuple[int, RawItem]]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(stack.enter_context(open_input(path, storage)) if is_url(path) else path)
-    meta = pf.metadata
-    first_row = sum(meta.row_group(g).num_rows for g in range(shard.offset))
-    last = pf.num_row_groups if shard.count is None else shard.offset + shard.count
-    start, todo = 0, list(positions)
-    for g in range(shard.offset, last):
-        rows = meta.row_group(g).num_rows
-        mine = [p for p in todo if start <= p < start + rows]
-        if mine:
-            table = pf.read_row_group(g).take([p - start for p in mine])
-            for pos, data in zip(mine, table.to_pylist(), strict=True):
-                nbytes = _approx_size(data)
-                locator = f"{rel}:row {first_row + pos}"
-                if nbytes > max_bytes:
-                    yield pos, RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
-                else:
-                    yield pos, RawItem(locator, data, None, nbytes)
-        start += rows
+def file_label(name: str, base: str) -> str:
+    """How locators name a shard's file: relative to the source's folder (or prefix), escaped."""
+    return relative(name, base) if is_url(name) else _relative(Path(name), Path(base))
 
 
 def _relative(path: Path, base: Path) -> str:

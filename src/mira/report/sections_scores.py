@@ -270,8 +270,12 @@ def _metric_cell(metric: dict[str, Any] | None, cell: dict[str, Any] | None, sta
     if not metric:
         return Cell("—", None, "num muted")
     rho = metric.get("spearman")
-    via = ' · via <span title="judged by the group cell">*</span>' if cell and cell.get("basis") == "*" \
-        and cell is not metric else ""
+    via = ""
+    if cell and cell is not metric and cell.get("basis") == "*":
+        via = ' · via <span title="judged by the group cell">*</span>'
+    elif cell and cell is not metric and cell.get("basis") == "aggregate":
+        via = ' · via <span title="judged by the group\'s aggregate score, within sources">Σ</span>'
+
     tag = ' <span class="badge muted">undecidable</span>' if status == "undecidable" else ""
     body = (f'<b>{fmt_float(rho)}</b>{tag}<span class="sub">{fmt_float(metric.get("mae"))} · '
             f'n {fmt_int(metric.get("n"))}{via}</span>')

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +16,9 @@ from mira.artifacts.students import labels_schema
 from mira.core.config import RunConfig
 from mira.core.hashing import stable_rank
 from mira.corpus.records import Record, Rendering, render
-from mira.corpus.sources import SourceInfo, sample_stratified, source_quotas
+from mira.corpus.sources import SourceInfo, sample_source, source_quotas
 from mira.io.files import atomic_path
+from mira.rubrics.allocation import allocate_labels
 from mira.rubrics.annotation_v3 import bad_targets, refuse_bad_targets
 from mira.run.rundir import RunDir
 
@@ -213,7 +214,7 @@ def validation_rows(n: int, val_fraction: float | None) -> int:
     return 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
 
 
-def short_sources(config: RunConfig, members: list[SourceInfo]) -> list[str]:
+def short_sources(config: RunConfig, members: list[SourceInfo], quotas: Mapping[str, int]) -> list[str]:
     """Sources of a group that get fewer than annotation.min_validation_per_source validation rows, and why."""
     wanted = config.annotation.min_validation_per_source
     vf = None if config.student.validation == "crossfit" else config.student.val_fraction
@@ -225,14 +226,14 @@ def short_sources(config: RunConfig, members: list[SourceInfo]) -> list[str]:
         need += 1
     enough = sum(min(a, need) for a in available.values())  # the sample that reaches it where possible
     out = []
-    for name, quota in source_quotas(available, config.annotation.records_per_group).items():
+    for name, quota in quotas.items():
         got = validation_rows(quota, vf)
         if got >= wanted:
             continue
         if available[name] < need:
             out.append(f"{name} {got} (only {available[name]} usable records)")
         else:
-            out.append(f"{name} {got} (annotation.records_per_group {enough} would give {wanted})")
+            out.append(f"{name} {got} (a group sample of {enough} would give {wanted})")
     return out
 
 
@@ -254,23 +255,35 @@ def load_anchors(run: RunDir, group: str) -> list[Anchor] | None:
 
 
 
-def group_requests(config: RunConfig, prompt: Any, tokenizer: Any, anchors: list[Any], group: str,
-                   members: list[SourceInfo]) -> tuple[list[Record], dict[str, Rendering],
-                                                       list[tuple[Record, list[Any], list[Any]]],
-                                                       list[list[int]], list[Any]]:
-    """A group's sample, its renderings, each label's (record, anchor order, requests) (first
-    scorings, then re-scorings), each label's positions in the sending order, and every request in
-    that order: what `run` sends and the dry run prices."""
+def group_quotas(config: RunConfig, groups: Mapping[str, list[SourceInfo]]) -> dict[str, dict[str, int]]:
+    """Label records per group and source (``annotation.allocation``): `groups` maps each group that
+    will be labelled (it has a rubric) to its usable member sources."""
     cfg = config.annotation
-    records = sample_stratified(config, members, cfg.records_per_group, cfg.seed)
+    if cfg.allocation == "even":
+        return {g: source_quotas({i.name: i.ok for i in members}, cfg.records_per_group)
+                for g, members in groups.items()}
+    tokens = {g: {i.name: i.tokens for i in members} for g, members in groups.items()}
+    available = {i.name: i.ok for members in groups.values() for i in members}
+    total = cfg.total_records if cfg.total_records is not None else cfg.records_per_group * len(groups)
+    return allocate_labels(tokens, available, total, cfg.min_per_group, cfg.min_per_source)
+
+
+def group_requests(config: RunConfig, prompt: Any, tokenizer: Any, anchors: list[Any], group: str,
+                   members: list[SourceInfo], quotas: Mapping[str, int]) -> tuple[
+                       list[Record], dict[str, Rendering], list[tuple[Record, list[Any], list[Any]]],
+                       list[list[int]], list[Any]]:
+    """A group's sample (`quotas` records of each member source), its renderings, each label's
+    (record, anchor order, requests) (first scorings, then re-scorings), each label's positions in
+    the sending order, and every request in that order: what `run` sends and the dry run prices."""
+    cfg = config.annotation
+    records = [r for info in members if quotas.get(info.name)
+               for r in sample_source(config, info, quotas[info.name], cfg.seed)]
     renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows) for r in records]
     rendered = dict(zip((r.key for r in records), renderings, strict=True))
     again = consistency_subset(records, cfg.self_consistency_records, cfg.seed)
     labels = _label_plan(config, prompt, anchors, group, records, again, rendered)
     requests, positions = schedule([reqs for _, _, reqs in labels], config.teacher.concurrency)
     return records, rendered, labels, positions, requests
-
-
 
 
 def _label_plan(config: RunConfig, prompt: Any, anchors: list[Any], group: str, records: list[Record],

@@ -11,16 +11,19 @@ import numpy as np
 
 from mira.artifacts import ArtifactInvalid
 from mira.artifacts.students import METRICS
+from mira.core.errors import StageNotReady
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.core.hashing import stable_rank
 from mira.io.files import atomic_path, hash_files
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
+from mira.scoring.checks import aggregate_check, background_renderings, confirmation_rows, length_crossfit
 from mira.students import MIN_LABEL_ROWS
 from mira.students.features import FEATURE_VERSION
 
 log = logging.getLogger(__name__)
-VERSION = "distill-v3"  # v2: cross-fitted validation with fold intercepts removed; v3: also in the model choice
+VERSION = "distill-v4"  # v2: cross-fitted validation with fold intercepts removed; v3: also in the model choice;
+# v4: a confirmation slice, the aggregate checked within sources, unlabelled background records
 
 
 
@@ -65,9 +68,18 @@ def folds(record_ids: list[str], sources: list[str], k: int, seed: int) -> np.nd
 
 
 def crossfit_predictions(config: Any, embed: Any, anchors: list[str], texts: list[str], formats: list[str],
-                         targets: np.ndarray, fold: np.ndarray) -> np.ndarray:
+                         targets: np.ndarray, fold: np.ndarray,
+                         background: tuple[list[str], list[str | None]] | None = None) -> np.ndarray:
+    """Out-of-fold predictions (:func:`crossfit_with_offsets`, without the source offsets)."""
+    return crossfit_with_offsets(config, embed, anchors, texts, formats, targets, fold, background)[0]
+
+
+def crossfit_with_offsets(config: Any, embed: Any, anchors: list[str], texts: list[str], formats: list[str],
+             targets: np.ndarray, fold: np.ndarray, background: tuple[list[str], list[str | None]] | None = None,
+             sources: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predictions: row i predicted by a student trained without i's fold. A fold
-    whose complement has fewer than MIN_LABEL_ROWS rows stays NaN (not judged).
+    whose complement has fewer than MIN_LABEL_ROWS rows stays NaN (not judged), and so do the rows of
+    fold -1 (set aside: neither trained on nor predicted).
 
     Each fold's predictions are shifted by (mean of all targets - mean of its training targets).
     Without it, cross-fitting ranks a student that has learnt nothing *against* the teacher: a
@@ -75,21 +87,39 @@ def crossfit_predictions(config: Any, embed: Any, anchors: list[str], texts: lis
     low exactly where the teacher is high (a mean predictor scores Spearman -1 on 1..12). The
     shift removes the fold's intercept, which is not what reliability judges; the ranking the
     student adds on top is unchanged.
+
+    Also returns, with `sources` (else NaN), each row's *source offset*: the mean prediction of its fold's
+    model over that fold's training rows of the same source. The same artefact works inside a
+    source: a model that learns a source's level from its training rows predicts low exactly where
+    the held-out row is high (the training mean of its source dropped without it), so with a few
+    rows per source the raw out-of-fold predictions rank rows *against* the teacher within
+    sources. Prediction minus offset is the deviation the model predicts from its own view of the
+    source, which within-source statistics compare (:func:`mira.scoring.checks.aggregate_check`).
     """
     from mira.students import train
 
     pred = np.full(targets.shape, np.nan)
-    overall = _column_means(targets)
-    for f in np.unique(fold):
-        train_idx, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+    offsets = np.full(targets.shape, np.nan)
+    in_folds = np.flatnonzero(fold >= 0)  # fold -1: the confirmation slice, never fitted on here
+    overall = _column_means(targets[in_folds])
+    for f in np.unique(fold[in_folds]):
+        train_idx, held = np.flatnonzero((fold != f) & (fold >= 0)), np.flatnonzero(fold == f)
         if len(train_idx) < MIN_LABEL_ROWS:
             continue
-        student, _ = train(config, embed, anchors, texts, formats, targets, train_idx)
+        student, _ = train(config, embed, anchors, texts, formats, targets, train_idx, background)
         raw = np.asarray(student.predict([formats[i] for i in held], [texts[i] for i in held]), dtype=np.float64)
         # A missing target (NaN) must not blank a whole fold: means over the targets present, and
         # no shift for an anchor with none.
-        pred[held] = raw + np.nan_to_num(overall - _column_means(targets[train_idx]))
-    return pred
+        shift = np.nan_to_num(overall - _column_means(targets[train_idx]))
+        pred[held] = raw + shift
+        if sources is not None:
+            fitted = np.asarray(student.predict([formats[i] for i in train_idx], [texts[i] for i in train_idx]),
+                                dtype=np.float64) + shift
+            train_sources = np.array([sources[i] for i in train_idx], dtype=object)
+            for i in held:
+                same = train_sources == sources[i]
+                offsets[i] = fitted[same].mean(axis=0) if same.any() else fitted.mean(axis=0)
+    return pred, offsets
 
 
 def _column_means(values: np.ndarray) -> np.ndarray:
@@ -164,12 +194,33 @@ def _keys(table: Any) -> list[tuple[str, str]]:
     return list(zip(table["source"].to_pylist(), table["record_id"].to_pylist(), strict=True))
 
 
+def _background(ctx: StageContext, group: str, labelled: set[tuple[str, str]]) -> tuple[list[str], list[str | None]]:
+    """Renderings of the group's unlabelled records (``student.background_records``)."""
+    from mira.artifacts.groups import load_groups
+    from mira.corpus.sources import source_infos
+
+    config = ctx.config
+    if config.student.kind != "static" or config.student.background_records <= 0:
+        return [], []
+    try:
+        infos = {i.name: i for i in source_infos(ctx.run)}
+        members = load_groups(ctx.run).group(group).sources
+    except (StageNotReady, KeyError):  # labels written without an ingested corpus (hand-made, tests)
+        log.info("distill %s: no corpus to draw unlabelled records from; components fit on the labels", group)
+        return [], []
+    usable = [infos[s] for s in members if s in infos and infos[s].ok > 0]
+    return background_renderings(config, usable, config.student.background_records, labelled,
+                                 config.annotation.seed + 1)
+
+
 def _train_key(ctx: StageContext, labels_path: Path) -> str:
     # What the trained model depends on (not the reliability thresholds): if it matches, only the
     # mask is recomputed. The model-choice rule is part of it: students whose regressor was chosen
     # on the validation rows (before cross-validation inside the training rows) are retrained.
+    # The background sample (unlabelled records) depends on the corpus, the rendering and the seed.
     return make_fingerprint(VERSION, FEATURE_VERSION, "model choice: cv in train rows",
-                            ctx.config.section_hash("student", "embed"),
+                            ctx.config.section_hash("student", "embed", "render", "tokenizer"),
+                            ctx.config.annotation.seed, ctx.run.stage_fingerprint("ingest"),
                             hash_files([labels_path]))
 
 
@@ -201,24 +252,37 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     sources = labels["source"].to_pylist()
     formats = labels["format"].to_pylist()
     record_ids = labels["record_id"].to_pylist()
+    tokens = np.array(labels["tokens"].to_pylist(), dtype=np.float64) if "tokens" in labels.column_names else None
     targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
-    crossfit = config.student.validation == "crossfit" and n >= 2 * MIN_LABEL_ROWS
+    scfg = config.student
+    # Set aside before anything is fitted or chosen: the final student is judged there once.
+    confirm = confirmation_rows(record_ids, sources, scfg.confirm_fraction, scfg.confirm_min_rows, scfg.seed)
+    work = np.setdiff1d(np.arange(n), confirm)
+    background = _background(ctx, group, set(zip(sources, record_ids, strict=True)))
+    crossfit = scfg.validation == "crossfit" and len(work) >= 2 * MIN_LABEL_ROWS
+    fold = np.full(n, -1, dtype=np.int64)
+    offsets: np.ndarray | None = None
     if crossfit:
-        k = min(config.student.folds, n)  # dealt round robin over n >= k rows: no fold is empty
+        k = min(scfg.folds, len(work))  # dealt round robin over the rows: no fold is empty
         validated_by = f"{k}-fold cross-fitting: each row predicted by a student trained without its fold"
-        task = ctx.progress(f"distill {group} ({config.student.kind}, {n} rows, {k} folds)", None)
-        oof = crossfit_predictions(config.student, config.embed, anchors, texts, formats, targets,
-                                   folds(record_ids, sources, k, config.student.seed))
-        train_idx = np.arange(n)
-        val_idx = np.flatnonzero(np.isfinite(oof).all(axis=1))
+        task = ctx.progress(f"distill {group} ({scfg.kind}, {n} rows, {k} folds)", None)
+        fold[work] = folds([record_ids[i] for i in work], [sources[i] for i in work], k, scfg.seed)
+        oof, offsets = crossfit_with_offsets(scfg, config.embed, anchors, texts, formats, targets, fold, background,
+                                             sources)
+        train_idx = work
+        val_idx = work[np.isfinite(oof[work]).all(axis=1)]
         pred = oof[val_idx]
     else:
         validated_by = "held-out rows"
-        train_idx, val_idx = split(record_ids, sources, config.student.val_fraction, config.student.seed)
-        task = ctx.progress(f"distill {group} ({config.student.kind}, {len(train_idx)} train rows)", None)
+        split_train, split_val = split([record_ids[i] for i in work], [sources[i] for i in work],
+                                       scfg.val_fraction, scfg.seed)
+        train_idx, val_idx = work[split_train], work[split_val]
+        fold[val_idx] = 0
+        task = ctx.progress(f"distill {group} ({scfg.kind}, {len(train_idx)} train rows)", None)
     # Disjoint roles: the rows a model trains on fit it and choose its regressor (cross-validation
-    # inside them); it is judged only on rows it never saw (its held-out fold, or the validation rows).
-    student, info = train(config.student, config.embed, anchors, texts, formats, targets, train_idx)
+    # inside them); it is judged only on rows it never saw (its held-out fold, the validation rows,
+    # and the confirmation slice, which no fold model and no model choice saw).
+    student, info = train(scfg, config.embed, anchors, texts, formats, targets, train_idx, background)
     task.close()
     if len(val_idx) and not crossfit:
         pred = student.predict([formats[i] for i in val_idx], [texts[i] for i in val_idx])
@@ -226,13 +290,28 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
         validation = evaluate(pred, targets[val_idx], [sources[i] for i in val_idx], anchors)
     else:
         validation = evaluate(np.zeros((0, len(anchors))), np.zeros((0, len(anchors))), [], anchors)
+    full_pred = np.full(targets.shape, np.nan)
+    if len(val_idx):
+        full_pred[val_idx] = pred
+    length_pred = None
+    if tokens is not None:
+        mean_target = np.nanmean(targets, axis=1)
+        length_pred = length_crossfit(tokens, mean_target, fold) if crossfit else None
+    # Within sources, what counts is the deviation each fold model predicts from its own view of the
+    # source (crossfit_with_offsets); held-out rows (holdout) share one model: nothing to remove.
+    aggregate = aggregate_check(full_pred, targets, sources, val_idx, length_pred, offsets)
+    if len(confirm):
+        confirm_pred = np.full(targets.shape, np.nan)
+        confirm_pred[confirm] = student.predict([formats[i] for i in confirm], [texts[i] for i in confirm])
+        aggregate["confirmation"] = aggregate_check(confirm_pred, targets, sources, confirm)
     consistency = teacher_consistency(labels, labels_path.with_name(f"{group}.consistency.parquet"), anchors)
     metrics = {"student": student.kind, "regressor": info["regressor"], "anchors": anchors,
                "cells": validation["cells"], "overall": validation["overall"],
                "mean_spearman": validation["mean_spearman"], "mean_mae": validation["mean_mae"],
                "candidates": info.get("candidates", {}), "teacher_consistency": consistency,
                "train_rows": int(len(train_idx)), "validation_rows": int(len(val_idx)),
-               "validation": validated_by, "labels": label_stats(labels, anchors),
+               "validation": validated_by, "labels": label_stats(labels, anchors), "aggregate": aggregate,
+               "background_records": len(background[0]) if background else 0,
                "train_key": key, **{k: v for k, v in info.items() if k not in ("regressor", "candidates")}}
     student.save(folder)
     if len(val_idx):

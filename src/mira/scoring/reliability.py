@@ -41,6 +41,8 @@ from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 GROUP_CELL = "*"
+# The basis of a cell decided by the group's aggregate score (what select ranks by).
+AGGREGATE = "aggregate"
 # Sample Spearman coefficients are capped here before the Fisher transform (atanh(1) is infinite).
 MAX_RHO = 0.99
 # Fisher's z needs n - 3 > 0.
@@ -104,6 +106,68 @@ def combine_within_sources(cells: list[dict[str, Any]]) -> dict[str, Any]:
             "sources": sources}
 
 
+def within_source_agreement(pred: np.ndarray, target: np.ndarray, sources: Any) -> tuple[float | None, int]:
+    """Spearman of `pred` and `target` computed *within* sources and pooled: each side becomes its
+    rank inside its source, centred on that source's mean rank and scaled by its size, then one
+    correlation is taken over every row. A student that only knows which source a record comes from
+    scores 0 here. Returns (coefficient or None, effective rows: each source loses one)."""
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    sources = np.asarray(sources, dtype=object)
+    xs, ys, n_eff = [], [], 0
+    for source in dict.fromkeys(sources.tolist()):
+        rows = np.flatnonzero((sources == source) & np.isfinite(pred) & np.isfinite(target))
+        if len(rows) < 2:
+            continue
+        xs.append(_centred_ranks(pred[rows]))
+        ys.append(_centred_ranks(target[rows]))
+        n_eff += len(rows) - 1
+    if not xs:
+        return None, 0
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if not x.any() or not y.any():
+        return 0.0, n_eff  # no ranking shown on either side
+    return float(np.dot(x, y) / math.sqrt(float(np.dot(x, x) * np.dot(y, y)))), n_eff
+
+
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    from mira.core.stats import ranks
+
+    return (ranks(values) - (len(values) - 1) / 2.0) / len(values)
+
+
+def judge_aggregate(aggregate: dict[str, Any] | None, config: ReliabilityConfig) -> dict[str, Any]:
+    """Decide the group's aggregate score, what select ranks by: its within-source agreement with
+    the teacher's aggregate (out of fold) must have a lower confidence bound of at least
+    ``min_spearman``; with ``length_guard`` it must beat a length-only student cross-fitted the same
+    way; a confirmation slice (labels no fold model and no model choice saw) must not disagree
+    (``min_confirmation``); its MAE stays under ``max_mae``."""
+    if not aggregate or aggregate.get("spearman") is None or int(aggregate.get("n_eff") or 0) < FISHER_MIN_ROWS:
+        rows = int((aggregate or {}).get("n_eff") or 0)
+        return {"status": "undecidable", "lower": None,
+                "reason": f"undecidable for lack of labels ({rows} rows within sources, needs >= {FISHER_MIN_ROWS})"}
+    rho, n_eff = float(aggregate["spearman"]), int(aggregate["n_eff"])
+    lower = spearman_lower_bound(rho, n_eff - 3, config.confidence)
+    if lower < config.min_spearman:
+        return {"status": "unreliable", "lower": round(lower, 4),
+                "reason": f"within-source Spearman {rho:.2f}, {config.confidence:.0%} lower bound {lower:.2f} "
+                          f"< min_spearman {config.min_spearman} ({n_eff} rows within sources)"}
+    length = aggregate.get("length_spearman")
+    if config.length_guard and length is not None and rho <= float(length):
+        return {"status": "unreliable", "lower": round(lower, 4),
+                "reason": f"no better than ranking by length (within-source Spearman {rho:.2f} vs length {length:.2f})"}
+    confirmation = aggregate.get("confirmation") or {}
+    judged = int(confirmation.get("n_eff") or 0) >= config.min_confirmation_rows
+    if judged and confirmation.get("spearman") is not None and confirmation["spearman"] < config.min_confirmation:
+        return {"status": "unreliable", "lower": round(lower, 4),
+                "reason": f"the final student disagrees with the teacher on {confirmation.get('rows')} labels it never "
+                          f"saw (within-source Spearman {confirmation['spearman']:.2f} < min_confirmation "
+                          f"{config.min_confirmation})"}
+    mae = aggregate.get("mae")
+    if mae is not None and math.isfinite(mae) and mae > config.max_mae:
+        return {"status": "unreliable", "lower": round(lower, 4), "reason": f"MAE {mae:.2f} > max_mae {config.max_mae}"}
+    return {"status": "reliable", "lower": round(lower, 4), "reason": None}
+
+
 def mae_limit(config: ReliabilityConfig, teacher_mae: float | None) -> tuple[float, str]:
     """The MAE a cell may have, and a label saying where the limit comes from."""
     if teacher_mae is not None and math.isfinite(teacher_mae) and teacher_mae + config.mae_margin < config.max_mae:
@@ -160,19 +224,29 @@ def _decided(cell: dict[str, Any], verdict: dict[str, Any], basis: str) -> dict[
 def build_mask(metrics: dict[str, Any], config: ReliabilityConfig) -> dict[str, Any]:
     """The mask (``mask.json`` content) from a student's validation metrics.
 
-    Every source cell with fewer than :func:`needed_rows` validation rows is judged by the group
-    cell ``"*"`` (:func:`combine_within_sources` of the source cells); ``basis`` says which one
-    decided and ``status`` whether it was decidable at all.
+    A source with at least ``cell_rows`` validation rows is judged cell by cell (its own Spearman
+    and MAE per anchor). Every other source, and a source without labels (the group cell ``"*"``),
+    is judged by the group's aggregate (:func:`judge_aggregate`): what select ranks by, tested within
+    sources. ``basis`` says which decided. Metrics of an older mira (no aggregate) fall back to the
+    per-anchor group cell, combined within sources.
     """
     anchors = list(metrics["anchors"])
     source_cells = {s: by for s, by in (metrics.get("cells") or {}).items() if s != GROUP_CELL}
     teacher_mae = (metrics.get("teacher_consistency") or {}).get("mae")
-    need = needed_rows(config)
+    need = max(needed_rows(config), config.cell_rows)
+    aggregate = metrics.get("aggregate")
+    aggregate_verdict = judge_aggregate(aggregate, config) if aggregate is not None else None
     cells: dict[str, dict[str, Any]] = {}
     group_cells = {}
     for anchor in anchors:
         combined = combine_within_sources([by.get(anchor) or {"n": 0} for by in source_cells.values()])
-        # The combined cell is decidable with as much Fisher weight as `need` rows of one source.
+        if aggregate_verdict is not None:
+            stats = aggregate or {}
+            cell = {"n": int(stats.get("n_eff") or 0), "spearman": stats.get("spearman"), "mae": stats.get("mae")}
+            decided = _decided(cell, aggregate_verdict, AGGREGATE)
+            decided["weight"] = 0.0 if decided["masked"] else 1.0
+            group_cells[anchor] = {**decided, "sources": combined["sources"]}
+            continue
         verdict = judge(combined, config, teacher_mae, weight=combined["weight"])
         if verdict["status"] != "undecidable" and config.min_spearman > -1 and combined["weight"] < need - 3:
             verdict = {"status": "undecidable", "lower": None,
@@ -189,15 +263,18 @@ def build_mask(metrics: dict[str, Any], config: ReliabilityConfig) -> dict[str, 
             if n < need:
                 fallbacks += 1
                 group = group_cells[anchor]
-                note = f"n={n} < {need}: judged by the group cell (within-source statistics combined)"
+                what = "the group's aggregate (within sources)" if aggregate_verdict is not None else \
+                    "the group cell (within-source statistics combined)"
+                note = f"n={n} < {need}: judged by {what}"
                 reason = f"{note}: {group['reason']}" if group["masked"] else None
-                out[anchor] = {**group, "reason": reason, "basis": GROUP_CELL, "n": n, "note": note}
+                out[anchor] = {**group, "reason": reason, "n": n, "note": note}
             else:
                 out[anchor] = _decided(cell, judge(cell, config, teacher_mae), "source")
         cells[source] = out
     source_items = [c for s, by in cells.items() if s != GROUP_CELL for c in by.values()]
     return {"anchors": anchors, "cells": cells, "needed_rows": need,
             "thresholds": config.model_dump(mode="json"), "teacher_mae": teacher_mae,
+            "aggregate": None if aggregate_verdict is None else {**(aggregate or {}), **aggregate_verdict},
             "summary": {"cells": len(source_items), "masked": sum(c["masked"] for c in source_items),
                         "undecidable": sum(c["status"] == "undecidable" for c in source_items),
                         "fallback_to_group": fallbacks,

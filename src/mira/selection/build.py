@@ -19,6 +19,7 @@ from mira.core.config import ConfigError, RunConfig
 from mira.core.errors import StageNotReady
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.core.progress import ProgressFactory
+from mira.corpus.freshness import require_ingested_sources
 from mira.corpus.sources import SourceInfo, source_infos
 from mira.io.digests import shard_digest
 from mira.io.files import atomic_path, atomic_write_json, hash_files, is_atomic_temp, remove_own_files, swap_in
@@ -108,6 +109,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     from mira.core.progress import null_progress
 
     progress = progress or null_progress
+    require_ingested_sources(config, run, "select")  # records appended since ingest lie outside its shards
     prepare(config, run, progress)  # a method's own corpus pass (perplexity, dataman), with progress bars
     infos = source_infos(run)
     table = load_score_table(config, run, infos)

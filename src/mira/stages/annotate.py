@@ -32,10 +32,12 @@ from typing import Any
 from mira.core.errors import StageIncomplete
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.corpus.sources import index_note, source_infos
+from mira.rubrics.allocation import allocation_lines
 from mira.rubrics.annotation import (
     VERSION,
     answers_row,
     group_infos,
+    group_quotas,
     group_requests,
     labels_path,
     load_anchors,
@@ -81,20 +83,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     incomplete: list[str] = []
     all_results: list[Any] = []
     starved: list[str] = []  # groups the teacher's failures left without enough labels to train
+    rubrics = {group.id: load_anchors(run_dir, group.id) for group in groups.groups}
+    members = {group.id: group_infos(infos, group.sources) for group in groups.groups if rubrics[group.id]}
+    quotas = group_quotas(config, members)
+    if cfg.allocation == "tokens":
+        ctx.notes += [f"annotate: {line}" for line in allocation_lines(quotas, {g: {i.name: i.tokens for i in m}
+                                                                              for g, m in members.items()})]
     with open_teacher(config.teacher, run_dir, stage="annotate", progress=ctx.progress) as teacher:
         for group in groups.groups:
-            anchors = load_anchors(run_dir, group.id)
+            anchors = rubrics[group.id]
             if not anchors:
                 ctx.notes.append(f"annotate: group {group.id} has no rubric; no labels written")
                 continue
             ids = [a.id for a in anchors]
-            short = short_sources(config, group_infos(infos, group.sources))
+            short = short_sources(config, members[group.id], quotas[group.id])
             if short:
                 ctx.notes.append(f"annotate: group {group.id}: validation rows below "
                                  f"annotation.min_validation_per_source={cfg.min_validation_per_source}: "
                                  + ", ".join(short))
             records, rendered, labels, positions, requests = group_requests(
-                config, prompt, tokenizer, anchors, group.id, group_infos(infos, group.sources))
+                config, prompt, tokenizer, anchors, group.id, members[group.id], quotas[group.id])
             if not records:
                 ctx.notes.append(f"annotate: group {group.id} has no usable records")
                 continue

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from mira.core.config import RunConfig
 from mira.core.errors import StageNotReady
 from mira.corpus.sources import source_infos
+from mira.rubrics.allocation import allocation_lines
 from mira.rubrics.annotation import (
     anchor_card,
     flat_protocol,
     group_infos,
+    group_quotas,
     group_requests,
     load_anchors,
     output_tokens,
@@ -62,11 +64,13 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     prompt, tokenizer = protocol_prompt(config), get_tokenizer(config.tokenizer.name)
     infos = {info.name: info for info in source_infos(run_dir)}
     requests: list[TeacherRequest] = []
-    for group in load_groups(run_dir).groups:
-        anchors = load_anchors(run_dir, group.id)
+    rubrics = {group.id: load_anchors(run_dir, group.id) for group in load_groups(run_dir).groups}
+    members = {group.id: group_infos(infos, group.sources) for group in load_groups(run_dir).groups
+               if rubrics[group.id]}
+    quotas = group_quotas(config, members)
+    for gid, anchors in rubrics.items():
         if anchors:
-            requests += group_requests(config, prompt, tokenizer, anchors, group.id,
-                                       group_infos(infos, group.sources))[-1]
+            requests += group_requests(config, prompt, tokenizer, anchors, gid, members[gid], quotas[gid])[-1]
     return estimate(config.teacher, run_dir, requests)
 
 
@@ -95,18 +99,28 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
     lines, total_requests, total_prompt, total_completion = [], 0, 0, 0
     prompt = protocol_prompt(config)
     flat = flat_protocol(prompt, cfg.rationales)
+    rubrics: dict[str, Any] = {}
     for group in groups.groups:
         try:
-            anchors = load_anchors(run_dir, group.id)
+            rubrics[group.id] = load_anchors(run_dir, group.id)
         except ValueError as exc:
-            lines.append(f"{group.id}: {exc}")
+            rubrics[group.id] = exc
+    labelled = {g.id: group_infos(infos, g.sources) for g in groups.groups
+                if rubrics[g.id] and not isinstance(rubrics[g.id], ValueError)}
+    quotas = group_quotas(config, labelled)
+    if cfg.allocation == "tokens":
+        lines += allocation_lines(quotas, {g: {i.name: i.tokens for i in m} for g, m in labelled.items()})
+    for group in groups.groups:
+        anchors = rubrics[group.id]
+        if isinstance(anchors, ValueError):
+            lines.append(f"{group.id}: {anchors}")
             continue
         if not anchors:
             lines.append(f"{group.id}: no rubric, skipped")
             continue
-        members = group_infos(infos, group.sources)
+        members = labelled[group.id]
         available = sum(i.ok for i in members)
-        n = min(cfg.records_per_group, available)
+        n = sum(quotas[group.id].values())
         labels = n + min(cfg.self_consistency_records, n)
         mean_tokens = (sum(i.tokens for i in members) / available) if available else 0
         record_tokens = min(mean_tokens, config.render.max_tokens)
@@ -123,7 +137,7 @@ def plan(config: RunConfig, run_dir: RunDir) -> list[str]:
             total_completion += labels * output_tokens(len(anchors), cfg.rationales, cfg.rationale_chars, flat)
         total_requests += requests
         lines.append(f"{group.id}: {n} records x {len(anchors)} anchors, {requests} requests")
-        short = short_sources(config, members)
+        short = short_sources(config, members, quotas[group.id])
         if short:
             lines.append(f"  {group.id}: sources below {cfg.min_validation_per_source} validation rows: "
                          + ", ".join(short))

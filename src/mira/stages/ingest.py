@@ -6,14 +6,14 @@ every record once, counting tokens and quarantining bad records with a reason. T
 
 Record ids must be unique within a source (scores, labels and decisions are keyed by them): a
 record whose id an earlier record of the source (in shard order) already has is quarantined as a
-duplicate. Ingest finds them and records their locators on the shard, so every later stage
-quarantines the same records.
+duplicate, and a source whose files number their records each on their own gets ids qualified by
+file (:mod:`mira.corpus.record_ids`). Ingest decides and records it on the shards, so every later
+stage sees the same ids and quarantines the same records. A source with no usable record is said in
+one line; a corpus without any stops here (exit 2).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -27,7 +27,8 @@ import numpy as np
 
 from mira.core.config import ConfigError, RunConfig, SourceConfig
 from mira.corpus.freshness import file_identity, ingest_fingerprint, source_digests, source_states
-from mira.corpus.records import detect_source_format, full_text
+from mira.corpus.record_ids import files_sharing_ids, id_hash, may_number_per_file, quarantine_duplicates, use_file_ids
+from mira.corpus.records import detect_source_format, file_qualified_id, full_text
 from mira.corpus.sample_index import IndexMerger, ShardCandidates, index_seeds, index_size, write_index
 from mira.corpus.shard_tokens import (
     NOT_A_RECORD,
@@ -37,11 +38,12 @@ from mira.corpus.shard_tokens import (
     tokens_path,
     write_shard_tokens,
 )
-from mira.corpus.sources import DUPLICATE_ID, Quarantined, iter_positioned, iter_shard_records
+from mira.corpus.sources import Quarantined, iter_positioned
 from mira.engines import map_tasks
 from mira.io.digests import shard_digest
 from mira.io.files import atomic_path, atomic_write_json, is_atomic_temp, remove_own_files
-from mira.io.readers import Shard, iter_shard, list_source_files, plan_shards
+from mira.io.readers import Shard, file_label, iter_shard, list_source_files, plan_shards
+from mira.io.storage import shown
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 from mira.text.tokens import get_tokenizer
@@ -101,9 +103,12 @@ def _percentile(counts: Counter[int], q: float) -> int:
 
 
 def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str, out: Path,
-                 tokens_out: Path | None = None, ingest_fingerprint: str = "") -> dict[str, Any]:
+                 tokens_out: Path | None = None, ingest_fingerprint: str = "",
+                 per_file: bool = False) -> dict[str, Any]:
     """Read one shard: count tokens, write its quarantine entries to `out` and, when `tokens_out`
-    is given, every item's token count there (:mod:`mira.corpus.shard_tokens`); return its stats."""
+    is given, every item's token count there (:mod:`mira.corpus.shard_tokens`); return its stats.
+    With `per_file` (a source of several files) the hashes and sample of its ids qualified by file
+    come back too (:mod:`mira.corpus.record_ids`), for the driver to choose once every shard is in."""
     tokenizer = get_tokenizer(config.tokenizer.name)
     counts: list[int] = []  # per input item, for score to reuse
     windows: dict[int, Windows] = {}  # item position -> where its render windows lie in its bytes
@@ -113,6 +118,9 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
     id_hashes: list[int] = []  # of the usable records, in order: duplicates are found across shards
     # The records later samples draw (mira.corpus.sample_index): found now, so they are never searched for again.
     candidates = ShardCandidates(index_seeds(config), index_size(config))
+    file = file_label(shard.files[0], shard.base) if per_file else None
+    file_hashes: list[int] = []
+    file_candidates = ShardCandidates(index_seeds(config), index_size(config))
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for position, offset, item in iter_positioned(config, source, shard, fmt, digest):
             stats["records"] += 1
@@ -133,8 +141,12 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
             counts.append(tokens)
             if spans is not None:
                 windows[len(counts) - 1] = spans
-            id_hashes.append(_id_hash(item.id))
+            id_hashes.append(id_hash(item.id))
             candidates.add(item.id, position, offset, item.locator)
+            if file is not None:
+                qualified = file_qualified_id(item, file)
+                file_hashes.append(id_hash(qualified))
+                file_candidates.add(qualified, position, offset, item.locator)
             stats["ok"] += 1
             stats["tokens"] += tokens
             stats["bytes"] += len(text.encode("utf-8", "replace"))
@@ -145,67 +157,19 @@ def ingest_shard(config: RunConfig, source: SourceConfig, shard: Shard, fmt: str
                            tokenizer=tokenizer.name, input_digest=digest.hexdigest(), render=render_settings(config))
     # JSON-safe (the Ray engine returns results as JSON): field order as a list, bucket keys as text,
     # id hashes as plain ints.
-    return {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()},
-            "id_hashes": id_hashes, "sample": candidates.to_json()}
+    out_stats = {**stats, "fields": list(stats["fields"]), "buckets": {str(b): n for b, n in stats["buckets"].items()},
+                 "id_hashes": id_hashes, "sample": candidates.to_json()}
+    if file is not None:
+        out_stats.update(file_id_hashes=file_hashes, file_sample=file_candidates.to_json())
+    return out_stats
 
 
 def _from_worker(stats: dict[str, Any]) -> dict[str, Any]:
     """Undo the JSON-safe form in which `ingest_shard` returns its stats."""
+    hashes: dict[str, Any] = {key: np.asarray(stats[key], dtype=np.uint64)
+                              for key in ("id_hashes", "file_id_hashes") if key in stats}
     return {**stats, "reasons": Counter(stats["reasons"]), "fields": dict.fromkeys(stats["fields"]),
-            "buckets": Counter({int(bucket): n for bucket, n in stats["buckets"].items()}),
-            "id_hashes": np.asarray(stats["id_hashes"], dtype=np.uint64)}
-
-
-def _id_hash(record_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-
-
-def _quarantine_duplicates(config: RunConfig, source: SourceConfig, shards: list[Shard], fmt: str,
-                           results: dict[tuple[str, int], dict[str, Any]], qdir: Path) -> list[Shard]:
-    """Quarantine every record whose id an earlier record of the source has; returns the shards
-    with their duplicate locators set, after moving those records from `ok` to `quarantined`.
-
-    Workers report 8-byte id hashes; only shards holding a repeated hash are read again, and
-    the ids themselves are compared there, so a hash collision never quarantines a record.
-    """
-    hashes = [results[(source.name, s.index)]["id_hashes"] for s in shards]
-    if not hashes:
-        return shards
-    flat = np.concatenate(hashes)
-    values, counts = np.unique(flat, return_counts=True)
-    repeated = values[counts > 1]
-    if not len(repeated):
-        return shards
-    wanted = {int(v) for v in repeated}
-    tokenizer = get_tokenizer(config.tokenizer.name)
-    first_seen: dict[str, str] = {}
-    updated = list(shards)
-    for i, shard in enumerate(shards):
-        if not np.isin(hashes[i], repeated).any():
-            continue
-        stats = results[(source.name, shard.index)]
-        found: list[str] = []
-        lines = []
-        for item in iter_shard_records(config, source, shard, fmt):
-            if isinstance(item, Quarantined) or _id_hash(item.id) not in wanted:
-                continue
-            if item.id not in first_seen:
-                first_seen[item.id] = item.locator
-                continue
-            tokens = tokenizer.count(full_text(item))
-            found.append(item.locator)
-            stats["ok"] -= 1
-            stats["quarantined"] += 1
-            stats["tokens"] -= tokens
-            stats["buckets"][max(6, math.ceil(math.log2(max(tokens, 1))))] -= 1
-            stats["reasons"][DUPLICATE_ID.split(" (")[0]] += 1
-            lines.append(json.dumps({"source": source.name, "locator": item.locator, "reason": DUPLICATE_ID,
-                                     "id": item.id, "first": first_seen[item.id]}, ensure_ascii=False) + "\n")
-        if found:
-            with open(qdir / source.name / f"{shard.name}.jsonl", "a", encoding="utf-8") as handle:
-                handle.writelines(lines)
-            updated[i] = dataclasses.replace(shard, duplicates=tuple(found))
-    return updated
+            "buckets": Counter({int(bucket): n for bucket, n in stats["buckets"].items()}), **hashes}
 
 
 def _detect(config: RunConfig, source: SourceConfig, shards: list[Shard]) -> str:
@@ -259,27 +223,39 @@ def run(ctx: StageContext) -> dict[str, Any]:
     remove_own_files(tokens_dir, lambda path: _is_stale_tokens(path, current))
     sample_dir = run_dir.path("inventory", "sample")
     remove_own_files(sample_dir, lambda path: _is_stale_index(path, set(plans)))
+    per_file = {name: may_number_per_file(shards) for name, (_, shards, _) in plans.items()}
     tasks = [(config, plans[name][0], shard, plans[name][2], qdir / name / f"{shard.name}.jsonl",
-              tokens_path(run_dir, shard), ingest_fp) for name, shard in jobs]
+              tokens_path(run_dir, shard), ingest_fp, per_file[name]) for name, shard in jobs]
     task = ctx.progress("ingest shards", len(jobs))
     results: dict[tuple[str, int], dict[str, Any]] = {}
     # Each source's sample index is merged as shards finish: only what can still be in it is held.
     samples = {name: IndexMerger(index_size(config)) for name in plans}
+    file_samples = {name: IndexMerger(index_size(config)) for name in plans if per_file[name]}
     for index, stats in map_tasks(config.engine, ingest_shard, tasks):
         name, shard = jobs[index]
         samples[name].add(shard.index, stats.pop("sample"))
+        if "file_sample" in stats:
+            file_samples[name].add(shard.index, stats.pop("file_sample"))
         results[(name, shard.index)] = _from_worker(stats)
         task.advance()
     task.close()
 
     inventory: dict[str, Any] = {"sources": {}, "totals": {}}
     for name, (source, shards, fmt) in plans.items():
-        shards = _quarantine_duplicates(config, source, shards, fmt, results, qdir)
+        notes: list[str] = []
+        shared = files_sharing_ids(shards, [results[(name, s.index)]["id_hashes"] for s in shards])
+        if shared is not None:
+            shards = use_file_ids(shards, [results[(name, s.index)] for s in shards])
+            samples[name] = file_samples[name]
+            first, second = (file_label(f, shards[0].base) for f in shared)
+            notes.append(f"source {name}: its files number their records each on their own (the same id in {first} "
+                         f"and {second}), so each id is qualified by its file (`{first}#<id>`); for ids unique "
+                         "across the files, name the field in `fields: {id: <field>}`")
+        shards = quarantine_duplicates(config, source, shards, fmt, results, qdir)
         duplicates = sum(len(s.duplicates) for s in shards)
         if duplicates:
-            ctx.notes.append(f"source {name}: {duplicates} record(s) repeat an earlier record's id; "
-                             "quarantined as duplicates (see quarantine/)")
-            log.warning("source %s: %d duplicate ids quarantined", name, duplicates)
+            notes.append(f"source {name}: {duplicates} record(s) repeat an earlier record's id; "
+                         "quarantined as duplicates (see quarantine/)")
         agg: dict[str, Any] = {"records": 0, "ok": 0, "quarantined": 0, "tokens": 0, "bytes": 0,
                                "reasons": Counter(), "buckets": Counter(), "max_tokens": 0}
         fields: dict[str, None] = {}
@@ -298,6 +274,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if sample_index["usable"] != agg["ok"]:
             raise RuntimeError(f"ingest bookkeeping error in source {name}: sample index does not add up")
         write_index(run_dir, name, sample_index, ingest_fp)
+        notes += _empty_notes(name, source.path, agg)
+        for note in notes:
+            log.info("%s", note)  # the CLI prints the notes: a warning would say each twice
+        ctx.notes.extend(notes)
         inventory["sources"][name] = {
             "path": source.path, "reader": "+".join(sorted({s.reader for s in shards})) or None, "format": fmt,
             "files": len({f for s in shards for f in s.files}),
@@ -309,12 +289,28 @@ def run(ctx: StageContext) -> dict[str, Any]:
                               "max": agg["max_tokens"], "histogram": _length_histogram(agg["buckets"])},
             "fields": list(fields)[:MAX_FIELDS],
             "shards": [s.to_dict() for s in shards],
+            # Only where there is something to say, so other inventories stay as they were.
+            **({"ids": "per file"} if shared is not None else {}), **({"notes": notes} if notes else {}),
         }
     remove_own_files(qdir, _is_quarantine_part)  # per-shard parts, all merged above
     totals = {k: sum(s[k] for s in inventory["sources"].values()) for k in ("records", "ok", "quarantined", "tokens")}
     inventory["totals"] = {**totals, "sources": len(inventory["sources"])}
     atomic_write_json(run_dir.inventory_path, inventory)
+    if not totals["ok"]:  # nothing to group, score or select: no done marker, the inventory says why
+        raise ConfigError(f"no usable record in any source ({totals['records']} read, "
+                          f"{totals['quarantined']} quarantined: see {run_dir.inventory_path} and "
+                          f"{run_dir.quarantine_dir}/); check the sources' paths, formats and `fields`")
     return inventory["totals"]
+
+
+def _empty_notes(name: str, path: str, agg: dict[str, Any]) -> list[str]:
+    """A line for a source that gives nothing to select from: empty files, or every record quarantined."""
+    if not agg["records"]:
+        return [f"source {name}: {shown(path)} holds no record (empty); it takes no part in the run"]
+    if not agg["ok"]:
+        return [f"source {name}: none of its {agg['records']} record(s) is usable (all quarantined, see "
+                f"quarantine/{name}.jsonl); it takes no part in the run"]
+    return []
 
 
 def _merge_quarantine(shard_dir: Path, out: Path, shards: list[Shard]) -> None:

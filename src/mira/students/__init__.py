@@ -60,9 +60,10 @@ def load_student(run: RunDir, group: str) -> Student:
 
 
 def train(config: StudentConfig, embed: EmbedConfig, anchors: list[str], texts: Sequence[str],
-          formats: Sequence[str | None], targets: np.ndarray,
-          train_idx: np.ndarray) -> tuple[Student, dict[str, Any]]:
-    """Train a student of ``config.kind`` on the `train_idx` rows only.
+          formats: Sequence[str | None], targets: np.ndarray, train_idx: np.ndarray,
+          background: tuple[Sequence[str], Sequence[str | None]] | None = None) -> tuple[Student, dict[str, Any]]:
+    """Train a student of ``config.kind`` on the `train_idx` rows only (`background`: renderings
+    and formats of the group's unlabelled records, which the static student's features fit on).
 
     Any model choice happens by cross-validation inside those rows: the held-out validation rows
     judge reliability (mira.scoring.reliability) and must not also have picked the model they judge.
@@ -73,4 +74,4 @@ def train(config: StudentConfig, embed: EmbedConfig, anchors: list[str], texts: 
         return EncoderStudent.fit(anchors, texts, targets, train_idx, config)
     from mira.students.static import StaticStudent
 
-    return StaticStudent.fit(anchors, texts, formats, targets, train_idx, config, embed)
+    return StaticStudent.fit(anchors, texts, formats, targets, train_idx, config, embed, background)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,7 +28,8 @@ import numpy as np
 from mira.core.config import FORMATS, EmbedConfig
 
 # v2: blank/indented line shares no longer read the first byte of the next document in the batch.
-FEATURE_VERSION = "features-v2"
+# v3: compression ratio; agent calls to undeclared functions and answers given after a failed call.
+FEATURE_VERSION = "features-v3"
 # Byte classes: 0 separator (whitespace, controls), 1 word byte (ASCII alnum or any non-ASCII byte),
 # 2 ASCII punctuation (each one its own chunk, as in BERT's pre-tokenizer).
 _CLASS = np.zeros(256, dtype=np.uint8)
@@ -43,13 +45,15 @@ _COMMENT_RE = re.compile(r"^[ \t]*(?:#|//|/\*|\*|--|;|%|\"\"\"|''')", re.MULTILI
 _CALL_RE = re.compile(r"^-> tool call: ([^\s(]+)\((.*)\)\s*$", re.MULTILINE)
 _ROLE_RE = re.compile(r"^\[(?:user|assistant|system|tool|function|ipython)\b", re.MULTILINE)
 _TOOL_ERROR_RE = re.compile(r"\b(?:error|exception|traceback|failed|invalid)\b", re.IGNORECASE)
+# The agent renderer's header of declared tools (names separated by commas, until a blank line).
+_TOOLS_HEADER = "### Tools available\n"
 
 STRUCTURAL_NAMES = [
     "log_chars", "log_lines", "log_mean_line", "blank_line_share", "indented_line_share",
     "alpha_share", "digit_share", "upper_share", "space_share", "punct_share", "bracket_share", "non_ascii_share",
     "comment_line_share", "unique_line_share", "log_chunks", "elided",
     "log_tool_calls", "tool_args_valid_share", "tool_calls_repeated_share", "tool_error_share", "log_turns",
-    "has_reasoning",
+    "has_reasoning", "compression_ratio", "tool_calls_undeclared_share", "answer_after_tool_error",
 ] + [f"format_{f}" for f in FORMATS]
 
 
@@ -218,12 +222,13 @@ class StaticEmbedder:
         return self.embed_batch(_Batch([clip_text(t, max_chars) for t in texts]))
 
 
-def _tool_call_features(text: str) -> tuple[float, float, float, float]:
+def _tool_call_features(text: str) -> tuple[float, float, float, float, float, float]:
     """(log calls, share of calls whose arguments are one JSON object, share repeating an earlier call,
-    share of tool results that read like errors)."""
+    share of tool results that read like errors, share of calls to functions the record does not
+    declare (when it declares any), whether the last answer follows a tool result that failed)."""
     calls = _CALL_RE.findall(text)
     if not calls:
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     valid = 0
     for _, args in calls:
         try:
@@ -232,8 +237,19 @@ def _tool_call_features(text: str) -> tuple[float, float, float, float]:
             pass
     repeated = len(calls) - len(set(calls))
     results = text.split("\n[tool")[1:]
-    errors = sum(1 for r in results if _TOOL_ERROR_RE.search(r[:400])) / len(results) if results else 0.0
-    return float(np.log1p(len(calls))), valid / len(calls), repeated / len(calls), errors
+    failed = [bool(_TOOL_ERROR_RE.search(r.split("\n[assistant]", 1)[0][:400])) for r in results]
+    errors = sum(failed) / len(results) if results else 0.0
+    undeclared = 0.0
+    start = text.find(_TOOLS_HEADER)
+    if start >= 0:
+        block = text[start + len(_TOOLS_HEADER):].split("\n\n", 1)[0]
+        declared = {name.strip() for line in block.split("\n") for name in line.split(",") if name.strip()}
+        if declared:
+            undeclared = sum(name not in declared for name, _ in calls) / len(calls)
+    # The last tool result failed and an assistant turn follows it: an answer the tools did not give.
+    answer_after_error = 1.0 if failed and failed[-1] and "\n[assistant]" in results[-1] else 0.0
+    n = len(calls)
+    return float(np.log1p(n)), valid / n, repeated / n, errors, undeclared, answer_after_error
 
 
 def structural_features(batch: _Batch, texts: Sequence[str], formats: Sequence[str | None]) -> np.ndarray:
@@ -273,9 +289,14 @@ def structural_features(batch: _Batch, texts: Sequence[str], formats: Sequence[s
         out[i, 15] = 1.0 if "tokens elided ...]" in text else 0.0
         fmt = formats[i] if i < len(formats) else None
         if fmt in ("chat", "agent") or "-> tool call:" in text:
-            out[i, 16:20] = _tool_call_features(text)
+            calls, valid, repeated, errors, undeclared, after_error = _tool_call_features(text)
+            out[i, 16:20] = calls, valid, repeated, errors
+            out[i, 23:25] = undeclared, after_error
             out[i, 20] = np.log1p(len(_ROLE_RE.findall(text)))
         out[i, 21] = 1.0 if "### Reasoning" in text else 0.0
+        # Compressibility (zlib, fast level): boilerplate, repetition and padding compress well.
+        raw = text.encode("utf-8", "surrogatepass")
+        out[i, 22] = len(zlib.compress(raw, 1)) / max(len(raw), 1)
         if fmt in format_index:
             out[i, base + format_index[fmt]] = 1.0
     return out

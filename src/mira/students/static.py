@@ -1,6 +1,8 @@
 """The default student: static embedding + structural features -> multi-output regressor.
 
-Two regressors compete (``student.regressors``): a ridge regression (multi-output, one penalty per
+Below ``student.prior_below`` training rows the regressor is the few-label one (one direction
+shared by the anchors over few features, :mod:`mira.students.prior`). From there the regressors of
+``student.regressors`` compete: the same few-label regressor, a ridge regression (multi-output, one penalty per
 anchor chosen by efficient leave-one-out) and LightGBM (one small booster per anchor). The one
 with the higher mean out-of-fold Spearman in a K-fold cross-validation *inside the training rows*
 wins and is refit on all of them; the validation rows are never seen, so they stay an honest test
@@ -23,6 +25,7 @@ import numpy as np
 from mira.core.config import EmbedConfig, StudentConfig
 from mira.io.files import atomic_path, atomic_write_json, atomic_write_text
 from mira.students.features import FEATURE_VERSION, Featurizer
+from mira.students.prior import PriorRidge
 
 log = logging.getLogger(__name__)
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
@@ -65,7 +68,8 @@ class RidgeRegressor:
         self.mean, self.scale, self.coef, self.intercept = mean, scale, coef, intercept
 
     @classmethod
-    def fit(cls, X: np.ndarray, Y: np.ndarray, seed: int, embedding_dims: int = 0) -> RidgeRegressor:
+    def fit(cls, X: np.ndarray, Y: np.ndarray, seed: int, embedding_dims: int = 0,
+            background: np.ndarray | None = None) -> RidgeRegressor:
         from sklearn.linear_model import RidgeCV
 
         mean = X.mean(axis=0)
@@ -106,7 +110,8 @@ class LightGBMRegressor:
         self.boosters = boosters
 
     @classmethod
-    def fit(cls, X: np.ndarray, Y: np.ndarray, seed: int, embedding_dims: int = 0) -> LightGBMRegressor:
+    def fit(cls, X: np.ndarray, Y: np.ndarray, seed: int, embedding_dims: int = 0,
+            background: np.ndarray | None = None) -> LightGBMRegressor:
         import lightgbm as lgb
 
         n = len(X)
@@ -140,8 +145,8 @@ class LightGBMRegressor:
                     for j in range(n_anchors)])
 
 
-REGRESSORS: dict[str, type[RidgeRegressor] | type[LightGBMRegressor]] = {"ridge": RidgeRegressor,
-                                                                         "lightgbm": LightGBMRegressor}
+REGRESSORS: dict[str, type[RidgeRegressor] | type[LightGBMRegressor] | type[PriorRidge]] = {
+    "prior_ridge": PriorRidge, "ridge": RidgeRegressor, "lightgbm": LightGBMRegressor}
 
 
 # --- the student ---------------------------------------------------------------------------------
@@ -170,19 +175,27 @@ class StaticStudent:
 
     @classmethod
     def fit(cls, anchors: list[str], texts: Sequence[str], formats: Sequence[str | None], targets: np.ndarray,
-            train_idx: np.ndarray, config: StudentConfig, embed: EmbedConfig) -> tuple[StaticStudent, dict[str, Any]]:
+            train_idx: np.ndarray, config: StudentConfig, embed: EmbedConfig,
+            background: tuple[Sequence[str], Sequence[str | None]] | None = None,
+            ) -> tuple[StaticStudent, dict[str, Any]]:
         """Fit the candidate regressors on `train_idx`, keep the best by cross-validation there.
 
-        Returns the student and ``{"regressor", "candidates": {name: {"mean_spearman", "mean_mae",
-        "folds"}}, "model_choice"}``.
+        Below ``student.prior_below`` training rows the one candidate is the few-label regressor
+        (:mod:`mira.students.prior`): a choice made by cross-validating inside ten rows is noise.
+        `background` (renderings and formats of the group's unlabelled records) fits its embedding
+        components. Returns the student and ``{"regressor", "candidates": {name: {"mean_spearman",
+        "mean_mae", "folds"}}, "model_choice"}``.
         """
         features = featurizer(embed, config.embed_chars)
         X = features(texts, formats)
+        Xb = features(background[0], background[1]) if background is not None and len(background[0]) else None
         Y = np.asarray(targets, dtype=np.float64)
         train_idx = np.asarray(train_idx, dtype=np.int64)
         column_means = np.nanmean(np.where(np.isfinite(Y[train_idx]), Y[train_idx], np.nan), axis=0)
         Y = np.where(np.isfinite(Y), Y, np.nan_to_num(column_means, nan=5.0))  # rare missing anchor scores
         names = list(dict.fromkeys(config.regressors))
+        if len(train_idx) < config.prior_below:
+            names = ["prior_ridge"]
         folds = cv_folds(len(train_idx), config.seed)
         candidates: dict[str, dict[str, float]] = {}
         if len(names) > 1 and folds:
@@ -191,7 +204,7 @@ class StaticStudent:
                 for held in folds:
                     fit_rows = np.setdiff1d(np.arange(len(train_idx)), held)
                     model = REGRESSORS[name].fit(X[train_idx[fit_rows]], Y[train_idx[fit_rows]], config.seed,
-                                                 features.embedder.dim)
+                                                 features.embedder.dim, background=Xb)
                     # Minus the fold's intercept, as distill's cross-fitting does: a fold holding
                     # high targets trains on lower ones, so a cautious (heavily regularised) model
                     # would otherwise rank against the teacher and lose the choice for that alone
@@ -206,9 +219,12 @@ class StaticStudent:
             selection = f"{len(folds)}-fold cross-validation on the {len(train_idx)} training rows"
         else:
             best = names[0]
-            selection = ("only candidate" if len(names) == 1
-                         else f"first candidate ({len(train_idx)} training rows are too few to cross-validate)")
-        model = REGRESSORS[best].fit(X[train_idx], Y[train_idx], config.seed, features.embedder.dim)
+            if len(train_idx) < config.prior_below:
+                selection = f"fewer than student.prior_below={config.prior_below} training rows"
+            else:
+                selection = ("only candidate" if len(names) == 1
+                             else f"first candidate ({len(train_idx)} training rows are too few to cross-validate)")
+        model = REGRESSORS[best].fit(X[train_idx], Y[train_idx], config.seed, features.embedder.dim, background=Xb)
         log.info("static student: %s chosen by %s (%s)", best, selection, candidates)
         return (cls(anchors, embed, config.embed_chars, model),
                 {"regressor": best, "candidates": candidates, "model_choice": selection})
@@ -228,6 +244,11 @@ class StaticStudent:
             raise ValueError(f"student in {folder} was trained on {meta.get('feature_version')}, this mira computes "
                              f"{FEATURE_VERSION}; run `mira distill --force`")
         name = meta["regressor"]
-        regressor = (RidgeRegressor.load(folder) if name == "ridge"
-                     else LightGBMRegressor.load(folder, len(meta["anchors"])))
+        regressor: Any
+        if name == "prior_ridge":
+            regressor = PriorRidge.load(folder)
+        elif name == "ridge":
+            regressor = RidgeRegressor.load(folder)
+        else:
+            regressor = LightGBMRegressor.load(folder, len(meta["anchors"]))
         return cls(meta["anchors"], EmbedConfig(**meta["embed"]), int(meta["max_chars"]), regressor)
