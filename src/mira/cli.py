@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from mira.core.logs import cli_handler
 from mira.core.stages import STAGE_HELP
 
 EXIT_USER_ERROR = 2
@@ -150,8 +151,9 @@ def _load(config_path: str | None, overrides: tuple[str, ...]) -> Any:
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """mira: select the best part of a heterogeneous LLM training mixture (MIRA)."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not logging.getLogger().handlers:  # as basicConfig: a host's own logging (a notebook, pytest) stays
+        logging.getLogger().addHandler(cli_handler(verbose))
+        logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         ctx.call_on_close(_quiet_third_party())
     ctx.obj = {"verbose": verbose}
@@ -209,6 +211,20 @@ def _print_outcome(outcome: Any) -> None:
         click.secho(f"  note: {note}", fg="yellow")
 
 
+def _print_selection(run_dir: Path) -> None:
+    """The current selection's folder, and what share of its tokens was ranked and what was random."""
+    from mira.run.rundir import RunDir
+    from mira.selection.named import current_selection, read_summary
+    from mira.selection.notes import random_share_notes, ranking_lines
+
+    selection = current_selection(RunDir(run_dir))
+    summary = read_summary(selection) if selection is not None else None
+    if summary is not None:
+        click.echo(f"selection: {selection}")
+        click.secho("".join(f"  {line}\n" for line in ranking_lines(summary)), nl=False,
+                    fg="yellow" if random_share_notes(summary) else None)  # mostly random: in colour
+
+
 def _make_stage_command(stage: str) -> None:
     @main.command(name=stage, help=STAGE_HELP[stage])
     @_stage_options
@@ -226,6 +242,8 @@ def _make_stage_command(stage: str) -> None:
         with progress:
             outcome = _guard(lambda: api.run_one(stage, cfg, force, task, wait=wait), verbose)
         _print_outcome(outcome)
+        if stage == "select":
+            _print_selection(cfg.resolved_run_dir())
 
 
 for _stage in STAGE_HELP:
@@ -262,19 +280,18 @@ def run_command(ctx: click.Context, config: str, dry_run: bool, force: bool, wai
 
     progress, task = _progress_factory()
     with progress:
-        _guard(lambda: api.run_pipeline(cfg, force, until, task, on_stage=lambda o: progress.console.print(
-            f"[bold]{o.stage}[/]: " + ("skipped (done)" if o.skipped else f"done in {o.seconds:.1f}s")),
-            wait=wait), verbose)
+        def on_stage(o: Any) -> None:
+            progress.console.print(f"[bold]{o.stage}[/]: " + ("skipped (done)" if o.skipped else
+                                                               f"done in {o.seconds:.1f}s"))
+            for note in o.notes:  # (markup=False: a note may hold brackets)
+                progress.console.print(f"  note: {note}", style="yellow", markup=False)
+
+        _guard(lambda: api.run_pipeline(cfg, force, until, task, on_stage=on_stage, wait=wait), verbose)
     run_dir = cfg.resolved_run_dir()
     click.echo(f"run directory: {run_dir}")
     if (run_dir / "report" / "index.html").exists():
         click.echo(f"report: {run_dir / 'report' / 'index.html'}")
-    from mira.run.rundir import RunDir
-    from mira.selection.named import current_selection
-
-    selection = current_selection(RunDir(run_dir))
-    if selection is not None:
-        click.echo(f"selection: {selection}")
+    _print_selection(run_dir)
 
 
 @main.command()

@@ -259,3 +259,23 @@ def test_stage_counts_show_floats_as_floats(tmp_path):
     run.mark_done("group", "fp", {"sources": 9, "groups": 4, "silhouette": 0.6193, "records_embedded": 288})
     overview = _section(render_report(run)[0], "overview")
     assert "silhouette=0.6193" in overview and "groups=4" in overview and "records_embedded=288" in overview
+
+
+def test_the_first_screen_says_what_was_ranked_and_warns_when_most_is_random(tmp_path):
+    # The demo's overview showed only "49.9% retained" for a selection that was 99.8% random.
+    from mira.artifacts import CATALOGUE
+    from tests.report.fixture_run import SELECTION
+
+    run = build_fixture_run(tmp_path / "run")
+    overview = _section(render_report(run)[0], "overview")
+    assert "ranked by a reliable score" in overview and "Most of this selection is random" not in overview
+    summary = CATALOGUE["selection_summary"].load(run, name=SELECTION)
+    for counts in [summary.totals, *summary.groups.values()]:  # every usable token unscored, half kept at random
+        counts.unscored_tokens = counts.kept_tokens + counts.rejected_tokens
+        counts.unscored_kept_tokens = counts.kept_tokens
+    CATALOGUE["selection_summary"].save(run, summary, name=SELECTION)
+    overview = _section(render_report(run)[0], "overview")
+    warning = overview.index("Most of this selection is random.")
+    assert warning < overview.index('class="tiles"')  # above everything else on the page
+    assert "100.0% of its tokens (groups g0, g1, g2)" in overview and "0.0% of tokens" in overview
+    assert overview.count("mostly random") == 3  # the badge of each group's random share

@@ -504,3 +504,55 @@ def test_records_appended_since_ingest_stop_select_with_one_line(tmp_path):
     (line,) = result.output.strip().splitlines()
     assert "the files of qa changed since ingest" in line and "run `mira ingest`, then `mira select`" in line
     assert tree_bytes(tmp_path / "run" / "selection") == before
+
+
+def test_the_summary_counts_the_tokens_a_random_draw_kept(scored, tmp_path):
+    config, run = _run(scored, tmp_path, budget=0.5)
+    _, summary = _select(config)
+    drawn = [d for d in _decisions(run) if d["reason"] == "kept (unscored: source-preserving random share)"]
+    assert drawn and summary["unscored_policy"] == "random"
+    assert summary["totals"]["unscored_kept"] == len(drawn)
+    assert summary["totals"]["unscored_kept_tokens"] == sum(d["tokens"] for d in drawn)
+    assert summary["groups"]["g1"]["unscored_kept_tokens"] == summary["sources"]["qa"]["unscored_kept_tokens"] > 0
+    assert summary["groups"]["g0"]["unscored_kept_tokens"] == 0
+
+
+def _cli_select(scored, tmp_path, *overrides):
+    from click.testing import CliRunner
+
+    from mira.cli import main
+
+    corpus, template = scored
+    shutil.copytree(template, tmp_path / "run")
+    path = tmp_path / "config.json"  # JSON is YAML
+    path.write_text(make_config(corpus, tmp_path / "run").model_dump_json())
+    args = [a for o in overrides for a in ("--set", o)]
+    return CliRunner().invoke(main, ["select", str(path), *args])
+
+
+def test_mira_select_closes_with_the_ranked_and_random_shares_per_group(scored, tmp_path):
+    result = _cli_select(scored, tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index(f"selection: {tmp_path / 'run' / 'selection' / 'mira-group-50pct'}")
+    assert lines[at + 1].startswith("  ranked by a reliable score: ") and "random: " in lines[at + 1]
+    assert lines[at + 2].startswith("    g0: 100.0% ranked, 0.0% random (")
+    assert lines[at + 3].startswith("    g1: ") and "% random (" in lines[at + 3]
+    assert "most of this selection is random" not in result.output  # qa is a small part
+
+
+def test_a_mostly_random_selection_is_said_once(scored, tmp_path, caplog):
+    # Every cell masked: the warning is a note of the stage, shown once, and not logged beside it.
+    result = _cli_select(scored, tmp_path, 'reliability.exclude=["docs/*", "pycode/*", "qa/*"]')
+    assert result.exit_code == 0, result.output
+    assert result.output.count("most of this selection is random: 100.0% of its tokens (groups g0, g1)") == 1
+    assert "ranked by a reliable score: 0.0% of the tokens; random: 100.0%" in result.output
+    assert not [r for r in caplog.records if "random" in r.getMessage() and r.levelno >= 30]
+
+
+def test_a_baseline_that_reads_no_score_warns_about_no_masked_anchor(scored, tmp_path, caplog):
+    # `mira compare` said "... records have every anchor masked" for the length baseline too.
+    config, _ = _run(scored, tmp_path, method="length", budget=0.5)
+    outcome, _ = _select(config)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= 30] + outcome.notes
+    assert not [m for m in said if "anchor" in m or "masked" in m or "random" in m], said

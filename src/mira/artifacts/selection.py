@@ -56,6 +56,10 @@ class SelectionCounts(Document):
     quarantined: int = 0
     unscored: int = 0
     unscored_tokens: int = 0
+    # Of the kept: the unscored records a seeded random draw kept (``selection.unscored: random``),
+    # so the rest of `kept` was ranked by the method's key. None in summaries written before.
+    unscored_kept: int | None = None
+    unscored_kept_tokens: int | None = None
 
     @property
     def adds_up(self) -> bool:
@@ -85,6 +89,7 @@ class SelectionSummary(Document):
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
     seed: int = 0
+    unscored_policy: str | None = None  # selection.unscored: "random" or "reject" (None: older summaries)
     totals: SelectionCounts
     sources: dict[str, SelectionCounts]
     groups: dict[str, SelectionCounts] = Field(default_factory=dict)

@@ -281,6 +281,7 @@ def selection_counts(counts: SelectionCounts, group: str | None = None,
     ``records_in = kept + rejected + quarantined``."""
     return {"records_in": counts.records_in, "kept": counts.kept, "rejected": counts.rejected,
             "quarantined": counts.quarantined, "unscored": counts.unscored, "tokens_in": counts.tokens_in,
+            "unscored_tokens": counts.unscored_tokens, "unscored_kept_tokens": counts.unscored_kept_tokens,
             "tokens_kept": counts.kept_tokens, "tokens_rejected": counts.rejected_tokens,
             "group": group, "threshold": threshold, "adds_up": counts.adds_up}
 

@@ -23,6 +23,7 @@ from mira.report.html import (
     fmt_pct,
     fmt_seconds,
     missing_box,
+    note,
     num,
     ratio,
     sparkbars,
@@ -30,6 +31,8 @@ from mira.report.html import (
     table,
     text_cell,
 )
+from mira.run.artifact import dump
+from mira.selection.notes import MOSTLY_RANDOM, random_share_warning, ranked_by, unscored_share
 
 
 def group_heading(a: Artifacts, group: str) -> str:
@@ -63,22 +66,37 @@ def overview(a: Artifacts) -> str:
     inv = (a.inventory or {}).get("totals", {})
     groups = group_selection(a) if a.done("select") else {}
     tokens_in = sum(g.get("tokens_in") or 0 for g in groups.values()) or inv.get("tokens")
+    summary = dump(a.summary) if groups and a.summary else {}
+    warning = ""
     if groups:
         kept = sum(g.get("tokens_kept") or 0 for g in groups.values())
         tiles.append(("tokens in → kept", f"{fmt_compact(tokens_in)} → {fmt_compact(kept)}",
                       f"{fmt_pct(ratio(kept, tokens_in))} of tokens retained"))
+        random = unscored_share(summary.get("totals") or {})
+        if random is not None:  # what the retained share means: ranked, or a random draw
+            fate = "rejected unscored" if summary.get("unscored_policy") == "reject" else "random fallback"
+            tiles.append((f"ranked by {ranked_by(summary)}", f"{fmt_pct(1 - random)} of tokens",
+                          f"{fmt_pct(random)} {fate}" if random else "none fell back to random"))
+        found = random_share_warning(summary)
+        if found:  # the first thing on the page: a "49.9% retained" that is a random sample is not a ranking
+            warning = note(f"<strong>{esc(found[0].capitalize())}.</strong> {esc(found[1])}.", "warn")
     elif inv:
         tiles.append(("records / tokens in", f"{fmt_compact(inv.get('records'))} / {fmt_compact(inv.get('tokens'))}",
                       "selection not run yet"))
-    parts = [stat_tiles(tiles), "<h3>Headline per group</h3>"]
+    parts = [warning, stat_tiles(tiles), "<h3>Headline per group</h3>"]
     if groups:
         rows = []
         for group, g in groups.items():
+            usable = (g.get("tokens_kept") or 0) + (g.get("tokens_rejected") or 0)
+            random = ratio(g.get("unscored_tokens"), usable) if "unscored_tokens" in g else None
             rows.append([text_cell(group, a.group_label(group)), text_cell(a.group_label(group), wrap=True),
                          num(g.get("tokens_in"), "compact"), num(g.get("tokens_kept"), "compact"),
                          num(ratio(g.get("tokens_kept"), g.get("tokens_in")), "pct"),
+                         num(None if random is None else 1 - random, "pct"), _random_cell(random),
                          num(g.get("records_in")), num(g.get("kept"))])
-        parts.append(table(["group", "label", "tokens in", "tokens kept", "kept share", "records in",
+        parts.append(table(["group", "label", "tokens in", "tokens kept", "kept share",
+                            Cell("ranked<small>share of tokens</small>"),
+                            Cell("random<small>every anchor masked</small>"), "records in",
                             "records kept"], rows))
     else:
         parts.append(missing_box("select"))
@@ -105,6 +123,14 @@ def overview(a: Artifacts) -> str:
     parts.append("<h3>Teacher usage</h3>")
     parts.append(_usage_table(a))
     return "".join(parts)
+
+
+def _random_cell(share: float | None) -> Cell:
+    """A group's random share, marked when it is most of the group."""
+    cell = num(share, "pct")
+    if share is not None and share > MOSTLY_RANDOM:
+        cell.html = f'{cell.html} {badge("mostly random", "warn")}'
+    return cell
 
 
 def _usage_table(a: Artifacts) -> str:

@@ -116,7 +116,10 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
         raise RuntimeError(f"score files hold {row} rows, ingest counted {total}; rerun `mira score`")
     unscored = int((np.isnan(score) & ~quarantined).sum())
     if unscored:
-        log.warning("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
-                    unscored, len(score))
+        # Info, not a warning: every method loads this table, and a baseline that never reads the score
+        # (length, random) must not warn about masked anchors. A selection ranked by the score says it
+        # once, as shares of its tokens (mira.selection.notes).
+        log.info("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
+                 unscored, len(score))
     return ScoreTable(run.root, [i.name for i in infos], group_names, source_idx, group_idx, tokens, score,
                       quarantined, tie, shard_rows)

@@ -64,11 +64,13 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
         quarantined = members & table.quarantined
         rejected = members & ~decisions.kept & ~table.quarantined
         unscored = members & np.isin(decisions.reason, [REASON_CODE[r] for r in UNSCORED_REASONS])
+        drawn = unscored & kept  # kept by the seeded random draw, not by rank: what the user must see first
         out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
                "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
                "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
                "quarantined": int(quarantined.sum()),
-               "unscored": int(unscored.sum()), "unscored_tokens": int(table.tokens[unscored].sum())}
+               "unscored": int(unscored.sum()), "unscored_tokens": int(table.tokens[unscored].sum()),
+               "unscored_kept": int(drawn.sum()), "unscored_kept_tokens": int(table.tokens[drawn].sum())}
         # The books must balance before anything is written: every record is exactly one of these.
         if out["records_in"] != out["kept"] + out["rejected"] + out["quarantined"] or \
                 out["tokens_in"] != out["kept_tokens"] + out["rejected_tokens"] + int(table.tokens[quarantined].sum()):
@@ -86,7 +88,7 @@ def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_b
     return {"method": sel.method, "mode": rank_by.mode, "key": rank_by.key_name, "budget": budget_value,
             "budget_kind": "fraction of tokens" if budget_unit == "fraction" else "tokens",
             "budget_label": sel.budget_label(), "budget_share": sel.budget_share(int(table.tokens.sum())),
-            "floor": dict(sel.floor), "cap": dict(sel.cap), "seed": sel.seed,
+            "floor": dict(sel.floor), "cap": dict(sel.cap), "seed": sel.seed, "unscored_policy": sel.unscored,
             "totals": totals, "sources": per_source, "groups": per_group, "units": decisions.units,
             "source_groups": {s: (table.groups[g] if g >= 0 else None)
                               for s, g in zip(table.sources, _first_group(table), strict=True)}}
@@ -104,8 +106,11 @@ def _first_group(table: ScoreTable) -> list[int]:
 
 
 
-def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Decide from the stored scores and write the named selection; returns the totals."""
+def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | None = None,
+                  notes: list[str] | None = None) -> dict[str, Any]:
+    """Decide from the stored scores and write the named selection; returns the totals. What the
+    user should know about it (:mod:`mira.selection.notes`) goes to `notes` when given (the caller
+    shows them), else to the log."""
     from mira.core.progress import null_progress
 
     progress = progress or null_progress
@@ -116,8 +121,11 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     rank_by = ranking(config, table)
     decisions = decide(config, table, rank_by)
     summary = summarize(config, table, decisions, rank_by)
-    for note in selection_notes(summary):
-        log.warning(note)
+    if notes is not None:
+        notes.extend(selection_notes(summary))
+    else:
+        for note in selection_notes(summary):
+            log.warning(note)
     name = selection_name(config)
     summary = {"name": name, "fingerprint": selection_fingerprint(config, run), **summary}
     final = selection_dir(run, name)

@@ -45,17 +45,14 @@ from __future__ import annotations
 from typing import Any
 
 from mira.artifacts.scores import SCORES_SUMMARY
-from mira.artifacts.selection import SELECTION_SUMMARY
 from mira.core.config import RunConfig
 from mira.io.storage import shown
-from mira.run.artifact import dump
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 from mira.scoring.table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selection.build import is_selection_file, select_corpus, selection_fingerprint
 from mira.selection.decide import Decisions, decide  # noqa: F401 - decide re-exported
 from mira.selection.named import selection_dir, selection_name, set_current
-from mira.selection.notes import selection_notes
 from mira.selection.publish import check_output, publication_url, publish_selection
 from mira.selection.rankings import ranking_plan, retention_mode
 
@@ -88,11 +85,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     output = ctx.config.selection.output
     if output:
         check_output(output, ctx.config.storage)  # a wrong bucket fails before any work
-    counts = select_corpus(ctx.config, ctx.run, ctx.progress)
+    counts = select_corpus(ctx.config, ctx.run, ctx.progress, ctx.notes)  # notes: shown once, by the caller
     # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
     name = selection_name(ctx.config)
     set_current(ctx.run, name)
-    ctx.notes.extend(selection_notes(dump(SELECTION_SUMMARY.load(ctx.run, name=name))))
     if output:
         # Published after the local selection is complete, so a failed upload loses nothing built.
         url = publish_selection(selection_dir(ctx.run, name), output, name, ctx.config.storage, is_selection_file)
