@@ -218,11 +218,12 @@ def test_teacher_settings_that_never_change_an_answer_leave_every_stage_done(fin
 
 @pytest.mark.slow
 def test_a_discover_rerun_that_writes_the_same_rubrics_leaves_annotate_done(finished, monkeypatch):
+    from mira.rubrics import discovery
     from mira.stages import discover
 
     config, server = finished
     # A new discover fingerprint (as a new mira version would give it) whose answers all replay.
-    monkeypatch.setattr(discover, "VERSION", discover.VERSION + "-next")
+    monkeypatch.setattr(discover, "VERSION", discovery.VERSION + "-next")
     sent = len(server.requests)
     rubrics = {p.name: p.read_bytes() for p in (Path(config.run_dir) / "rubrics").glob("*.jsonl")}
     outcomes = api.run_pipeline(config, until="select")

@@ -15,7 +15,7 @@ from mira.artifacts.anchors import RubricError, load_rubric, rubric_fingerprint,
 from mira.core.config import DiscoveryConfig, RunConfig
 from mira.core.errors import StageIncomplete
 from mira.rubrics.clusters import Point, allocate_quota, candidate_clusters, kmeans_clusters, merge_near_duplicates
-from mira.stages.discover import judgment_model
+from mira.rubrics.discovery import judgment_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"
 
@@ -456,17 +456,17 @@ def test_a_card_whose_scale_runs_the_wrong_way_is_rejected_with_its_reason(run_d
 def test_the_card_check_gets_the_judged_texts_under_the_ids_of_the_notes(run_dir, monkeypatch):
     # The texts were keyed by record id and the notes by source/id: no word ever matched, so a card
     # copied from one record passed (a real run accepted one naming two FAQ entries).
-    from mira.stages import discover
+    from mira.rubrics import discovery
     from mira.teacher.testing import ScriptedServer
 
     seen = []
-    real = discover.card_problem
+    real = discovery.card_problem
 
     def spy(card, records, notes, texts=None):
         seen.append((notes, texts))
         return real(card, records, notes, texts)
 
-    monkeypatch.setattr(discover, "card_problem", spy)
+    monkeypatch.setattr(discovery, "card_problem", spy)
     with ScriptedServer(scripted) as server:
         _discover(run_dir, server)
     assert seen

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mira.core.config import ConfigError, RunConfig
-from mira.stages.group import assign_ids, choose_k, source_means
+from mira.rubrics.grouping import assign_ids, choose_k, source_means
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "group_discover"
 
@@ -159,7 +159,7 @@ def test_pinned_name_must_not_look_like_an_automatic_id(tmp_path):
 
 
 def test_format_weight_separates_formats_with_similar_content():
-    from mira.stages.group import with_format
+    from mira.rubrics.grouping import with_format
 
     content = np.array([[1.0, 0.0], [0.95, 0.312], [0.9, 0.436]])
     content /= np.linalg.norm(content, axis=1, keepdims=True)
@@ -193,7 +193,7 @@ def test_default_grouping_recovers_content_clusters_not_formats(seed):
     from sklearn.metrics import adjusted_rand_score
 
     from mira.core.config import GroupingConfig
-    from mira.stages.group import with_format
+    from mira.rubrics.grouping import with_format
 
     means, truth, formats = _planted_sources(seed)
     g = GroupingConfig()

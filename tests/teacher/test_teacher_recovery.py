@@ -7,8 +7,8 @@ import time
 import pytest
 
 from mira.rubrics.annotation import answer_schema
+from mira.rubrics.discovery import AnchorCard, judgment_model
 from mira.run.rundir import RunDir
-from mira.stages.discover import AnchorCard, judgment_model
 from mira.teacher import TeacherRequest, open_teacher
 from mira.teacher.testing import Fault, Reply, ScriptedServer, script
 

@@ -45,7 +45,7 @@ def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> di
     from mira.artifacts.groups import load_groups
     from mira.corpus.records import render
     from mira.corpus.sources import sample_stratified, source_infos
-    from mira.stages.discover import judge_request
+    from mira.rubrics.discovery import judge_request
     from mira.teacher import estimate
     from mira.text.tokens import get_tokenizer
 
