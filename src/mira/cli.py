@@ -302,31 +302,23 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
     """Show which stages of a run are done (TARGET: a run directory or a config file)."""
     from mira import api
 
-    path, cfg = Path(target), None
+    path = Path(target)
     if path.is_file():
-        cfg = _guard(lambda: _load(target, ()), ctx.obj["verbose"])
-        path = cfg.resolved_run_dir()
-    info = _guard(lambda: api.status(path, cfg), ctx.obj["verbose"])
-    if not info["exists"]:
-        _fail(f"no run directory at {path}")
-    if not info["is_run"]:
-        _fail(f"{path} is not a mira run directory; give a run directory or a config file")
+        path = _guard(lambda: _load(target, ()), ctx.obj["verbose"]).resolved_run_dir()
+    info = api.status(path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    if not info["exists"]:
+        _fail(f"no run directory at {path}")
     click.echo(f"run: {info['run_dir']}")
     for stage, marker in info["stages"].items():
         if marker.get("fingerprint"):
             counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items()
                                if not isinstance(v, (dict, list)))
-            box = {"stale": "[~]", "may be stale": "[?]"}.get(marker["state"], "[x]")
-            click.echo(f"  {box} {stage:<9} {marker.get('finished_at', '')}  {counts}")
-            if marker["state"] in ("stale", "may be stale"):  # the dry run would rerun it: say why
-                click.echo(f"        {marker['state']}: {'; '.join(marker['reasons'])}")
+            click.echo(f"  [x] {stage:<9} {marker.get('finished_at', '')}  {counts}")
         else:
             click.echo(f"  [ ] {stage}")
-    if info.get("states_unknown"):
-        click.echo(f"  ({info['states_unknown']})")
     for stage, usage in info["teacher_usage"].items():
         click.echo(f"  teacher/{stage}: " + ", ".join(f"{k}={v}" for k, v in usage.items() if not isinstance(v, dict)))
     for selection in info["selections"]:
@@ -364,47 +356,13 @@ def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...],
     progress, task = _progress_factory()
     with progress:
         result = _guard(lambda: api.compare(cfg, task, wait=wait), verbose)
-    overlap = result["overlap"]
-    random_names = [m["name"] for m in result["methods"] if m["method"] == "random"]
-    bad = result.get("known_bad") or {}
-    width = max([28] + [len(m["name"]) for m in result["methods"]])
-    click.echo(f"{'selection':<{width}} {'kept tokens':>11} {'length x':>8} "
-               f"{'overlap w/ random':>17} {'known-bad kept':>14}")
-    for method in result["methods"]:
-        name = method["name"]
-        kept = result["retention"][name]["totals"]["token_share"]
-        ratio = result["length_bias"][name]["mean_ratio"]
-        row = overlap["methods"].index(name)
-        share = (overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None)
-        known = (bad.get("methods") or {}).get(name, {}).get("record_share")
-        click.echo(f"{name:<{width}} {_pct(kept):>11} {_num(ratio):>8} {_pct(share):>17} {_pct(known):>14}")
-    for method in result["methods"]:
-        if method.get("instead_of"):
-            click.secho(f"  note: {method['name']}: other settings than selection/{method['instead_of']}, which "
-                        f"compare did not build; selection/{method['instead_of']} is kept", fg="yellow")
-    ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
-    for verdict in (result.get("proxy") or {}).get("verdicts", []):
-        if verdict["vs_random"]:
-            click.echo(f"  proxy [{verdict['eval_set']}] {verdict['text']}")
-    for verdict in (result.get("proxy") or {}).get("verdicts", []):  # compare.ablate: against the base
-        if ablation_of.get(verdict["a"]) == verdict["b"]:
-            click.echo(f"  ablation [{verdict['eval_set']}] {verdict['text']}")
-    suggestion = result.get("suggestion")
-    if suggestion:
-        from mira.evaluation.ablation import suggestion_text
+    from mira.evaluation.tables import summary_lines
 
-        click.echo(f"  {suggestion_text(suggestion)}")
+    for line, colour in summary_lines(result):
+        click.secho(line, fg=colour)
     run_dir = cfg.resolved_run_dir()
     click.echo(f"comparison: {run_dir / 'compare' / 'summary.json'}")
     click.echo(f"report: {run_dir / 'report' / 'index.html'}")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 @main.command(name="demo-data")

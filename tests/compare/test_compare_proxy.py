@@ -300,3 +300,73 @@ def test_a_result_stored_before_the_records_key_is_matched_by_fingerprint_and_re
     path.write_text(json.dumps(stored))
     api.compare(config, proxy_api=stand_in.api)
     assert len(stand_in.calls) == 4
+
+
+def test_verdicts_against_random_are_paired_and_holm_corrected():
+    from mira.evaluation.proxy import verdict
+    from mira.evaluation.training import pairwise_verdicts
+
+    def runs(values):  # per seed: bits per byte on eval sets e1 and e2
+        return [SimpleNamespace(eval={"e1": SimpleNamespace(bpb=v), "e2": SimpleNamespace(bpb=v + 0.5)})
+                for v in values]
+
+    random = [2.00, 2.10, 2.05, 2.20]
+    # "steady" is 0.02 better on every seed (paired: beyond noise even after Holm); "lucky" wins
+    # by a varying margin, p ~0.03 alone, which four tests against random do not survive.
+    results = {"random-source-50pct": runs(random),
+               "steady": runs([v - 0.02 + e for v, e in zip(random, [0.001, -0.001, 0.0, 0.0005], strict=True)]),
+               "lucky": runs([v - d for v, d in zip(random, [0.01, 0.03, 0.02, 0.012], strict=True)])}
+    selections = {"random-source-50pct": {"method": "random"}, "steady": {"method": "mira"},
+                  "lucky": {"method": "length"}}
+    out = pairwise_verdicts(SimpleNamespace(verdict=verdict), results, ["e1", "e2"], selections)
+    family = [v for v in out if v["vs_random"]]
+    assert len(family) == 4 and all(v["family"] == 4 and v["test"] == "paired_t" for v in family)
+    lucky = next(v for v in family if v["a"] == "lucky" and v["eval_set"] == "e1")
+    assert lucky["p"] < 0.05 and lucky["p_holm"] == pytest.approx(min(1.0, 2 * lucky["p"]))
+    assert not lucky["beyond_noise"] and lucky["better"] is None
+    assert "within it over the family" in lucky["text"] and "Holm p=" in lucky["text"]
+    steady = next(v for v in family if v["a"] == "steady" and v["eval_set"] == "e2")
+    assert steady["beyond_noise"] and steady["better"] == "steady" and steady["p_holm"] < 0.05
+    assert steady["seeds_needed"] == 2 and steady["high"] < 0
+    # A pair of two methods is not in the family: its plain p decides.
+    other = next(v for v in out if not v["vs_random"])
+    assert other["p_holm"] is None and other["family"] is None
+    assert other["beyond_noise"] == (other["p"] < 0.05)
+
+
+class PairedStandIn(StandIn):
+    """The stand-in trainer with the real (paired) verdict, and a seed effect shared by every selection."""
+
+    def train_proxy(self, train_texts, eval_sets, config, seed, progress=None):
+        result = super().train_proxy(train_texts, eval_sets, config, seed, progress)
+        for score in result.eval.values():
+            score.bpb += 0.05 * (seed % 2) + 0.0003 * seed * seed  # moves every selection alike
+        return result
+
+    @staticmethod
+    def verdict(a, b, labels=("a", "b")):
+        from mira.evaluation.proxy import verdict
+
+        return verdict(a, b, labels=labels)
+
+
+@pytest.mark.slow
+def test_summary_table_and_report_show_paired_verdicts(scored, tmp_path):
+    from mira.evaluation.tables import summary_lines
+
+    config = _config(scored, tmp_path, seeds=3)
+    result = api.compare(config, proxy_api=PairedStandIn().api)
+    family = [v for v in result["proxy"]["verdicts"] if v["vs_random"]]
+    assert len(family) == 2 and all(v["family"] == 2 and v["test"] == "paired_t" for v in family)
+    # The seed effect is the same for every selection, so the paired differences do not spread.
+    assert all(v["sd_diff"] == pytest.approx(0, abs=1e-12) and v["seeds_needed"] == 2 for v in family)
+    lines = [text for text, _ in summary_lines(result)]
+    header = next(i for i, t in enumerate(lines) if t.startswith("proxy: each against random-source-50pct"))
+    assert "paired by seed, Holm over 2 tests" in lines[header] and "95% CI" in lines[header + 1]
+    rows = lines[header + 2: header + 4]
+    assert [r.split()[0] for r in rows] == ["mira-group-50pct", "length-group-50pct"]
+    for row, v in zip(rows, family, strict=True):
+        assert f"{v['diff']:+.4f}" in row and f"{v['low']:+.4f}..{v['high']:+.4f}" in row
+        assert row.endswith("better" if v["better"] == v["a"] else "worse" if v["better"] else "within noise")
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "Holm p" in page and "seeds for 80% power" in page and "paired t" in page

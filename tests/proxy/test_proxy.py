@@ -211,28 +211,85 @@ def test_odd_unicode_trains():
     assert result.epochs > 1 and math.isfinite(result.eval["h"].loss)
 
 
-def test_verdict_matches_welch_and_decides():
+def test_verdict_is_paired_by_seed_and_matches_scipy():
     from scipy import stats
 
     a, b = [2.10, 2.12, 2.11], [2.30, 2.33, 2.29]
     out = verdict(a, b, labels=("clean", "junk"))
-    assert out["beyond_noise"] and out["diff"] == pytest.approx(np.mean(a) - np.mean(b))
-    assert out["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    assert out["low"] < out["diff"] < out["high"] < 0
-    assert "clean - junk" in out["text"] and "beyond seed noise" in out["text"]
+    assert out["test"] == "paired_t" and out["beyond_noise"] and out["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert out["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    diffs = np.subtract(a, b)
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3)
+    assert (out["low"], out["high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert out["sd_diff"] == pytest.approx(diffs.std(ddof=1)) and out["wilcoxon_p"] is None  # 3 pairs: no check
+    assert "clean - junk" in out["text"] and "beyond seed noise" in out["text"] and "paired t" in out["text"]
 
     same = verdict(a, list(a))
     assert not same["beyond_noise"] and same["p"] == pytest.approx(1.0) and same["diff"] == 0
-    noisy = verdict([2.1, 2.3, 2.0], [2.15, 2.35, 2.05])
+    assert same["seeds_needed"] is None
+    # A seed moves both arms alike (the same initial weights and batches): pairing sees a steady
+    # 0.02 gap that Welch's unpaired test, blind to the pairing, leaves within noise.
+    base = [2.10, 2.30, 2.20, 2.40]
+    shifted = [v + 0.02 + e for v, e in zip(base, [0.001, -0.002, 0.0, 0.001], strict=True)]
+    paired = verdict(base, shifted)
+    unpaired = verdict(base, shifted, paired=False)
+    assert paired["beyond_noise"] and paired["high"] < 0 and paired["seeds_needed"] <= 3
+    assert unpaired["test"] == "welch_t" and not unpaired["beyond_noise"]
+    assert unpaired["p"] == pytest.approx(stats.ttest_ind(base, shifted, equal_var=False).pvalue)
+    noisy = verdict([2.1, 2.3, 2.0], [2.15, 2.25, 2.05])
     assert not noisy["beyond_noise"] and noisy["low"] < 0 < noisy["high"]
     assert "within seed noise" in noisy["text"]
+
+
+def test_wilcoxon_checks_from_six_pairs():
+    from scipy import stats
+
+    a = [2.10, 2.31, 2.22, 2.40, 2.15, 2.27, 2.33]
+    b = [2.13, 2.35, 2.22 + 0.011, 2.46, 2.16, 2.30, 2.31]
+    out = verdict(a, b)
+    assert out["wilcoxon_p"] == pytest.approx(stats.wilcoxon(np.subtract(a, b)).pvalue)
+    assert "Wilcoxon p=" in out["text"]
+    assert verdict(a[:5], b[:5])["wilcoxon_p"] is None
+    assert verdict([1.0] * 6, [1.0] * 6)["wilcoxon_p"] == 1.0
+
+
+def test_seeds_needed_for_80_percent_power():
+    from mira.evaluation.proxy.verdict import seeds_for_power
+
+    # ((1.95996 + 0.84162) * 0.03 / 0.025)^2 = 11.30 -> 12 seeds
+    assert seeds_for_power(-0.025, 0.03) == 12
+    assert seeds_for_power(0.025, 0.03) == 12
+    assert seeds_for_power(0.01, 0.03) == 71  # (2.80158 * 3)^2 = 70.64
+    assert seeds_for_power(0.0, 0.03) is None and seeds_for_power(0.5, 0.0) == 2
+    out = verdict([2.10, 2.13, 2.11, 2.16], [2.12, 2.12, 2.15, 2.16])
+    assert out["seeds_needed"] == seeds_for_power(out["diff"], out["sd_diff"])
+    assert f"{out['seeds_needed']} seeds for 80% power" in out["text"]
+    # The formula's promise, checked by simulation: at the seeds it names, a paired t-test calls a
+    # true difference of that size about 80% of the time (a little less: the t needs a seed more).
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    n = seeds_for_power(0.02, 0.03)
+    called = np.mean([stats.ttest_1samp(rng.normal(0.02, 0.03, n), 0).pvalue < 0.05 for _ in range(2000)])
+    assert 0.72 < called < 0.85, called
+
+
+def test_holm_adjusts_in_the_given_order():
+    from mira.evaluation.proxy.verdict import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == [0.5] and holm([]) == [] and holm([0.9, 0.8]) == [1.0, 1.0]
 
 
 def test_verdict_edge_cases():
     assert verdict([1.0, 1.0], [2.0, 2.0])["beyond_noise"]  # no spread: any gap is beyond it
     assert not verdict([1.0, 1.0], [1.0, 1.0])["beyond_noise"]
-    single = verdict([1.0], [2.0, 2.1])
+    assert verdict([1.0, 1.0], [2.0, 2.0], paired=False)["beyond_noise"]
+    single = verdict([1.0], [2.0])
     assert single["p"] is None and not single["beyond_noise"] and "at least 2 seeds" in single["text"]
+    assert verdict([1.0], [2.0, 2.1], paired=False)["p"] is None
+    with pytest.raises(ValueError, match="one value per seed"):
+        verdict([1.0], [2.0, 2.1])
     with pytest.raises(ValueError, match="finite"):
         verdict([1.0, float("nan")], [1.0, 2.0])
     with pytest.raises(ValueError, match="at least one"):

@@ -1,0 +1,90 @@
+"""The comparison as text tables, for `mira compare` to print (library code returns lines; the CLI prints).
+
+One table of the selections (kept tokens, length bias, overlap with random, known-bad records kept),
+then one of the proxy verdicts against source-preserving random: the paired difference per eval set
+with its 95% interval, the Holm-corrected p and the seeds a difference that size would need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Line = tuple[str, str | None]  # (text, colour or None)
+
+
+def summary_lines(result: dict[str, Any]) -> list[Line]:
+    """Every line `mira compare` prints about `result` (a ``compare/summary.json``)."""
+    lines = selection_table(result)
+    for method in result["methods"]:
+        if method.get("instead_of"):
+            lines.append((f"  note: {method['name']}: other settings than selection/{method['instead_of']}, which "
+                          f"compare did not build; selection/{method['instead_of']} is kept", "yellow"))
+    lines += verdict_table(result)
+    ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
+    for verdict in (result.get("proxy") or {}).get("verdicts", []):  # compare.ablate: against the base
+        if ablation_of.get(verdict["a"]) == verdict["b"]:
+            lines.append((f"  ablation [{verdict['eval_set']}] {verdict['text']}", None))
+    suggestion = result.get("suggestion")
+    if suggestion:
+        from mira.evaluation.ablation import suggestion_text
+
+        lines.append((f"  {suggestion_text(suggestion)}", None))
+    return lines
+
+
+def selection_table(result: dict[str, Any]) -> list[Line]:
+    overlap = result["overlap"]
+    random_names = [m["name"] for m in result["methods"] if m["method"] == "random"]
+    bad = result.get("known_bad") or {}
+    width = max([28] + [len(m["name"]) for m in result["methods"]])
+    lines: list[Line] = [(f"{'selection':<{width}} {'kept tokens':>11} {'length x':>8} "
+                          f"{'overlap w/ random':>17} {'known-bad kept':>14}", None)]
+    for method in result["methods"]:
+        name = method["name"]
+        kept = result["retention"][name]["totals"]["token_share"]
+        ratio = result["length_bias"][name]["mean_ratio"]
+        row = overlap["methods"].index(name)
+        share = overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None
+        known = (bad.get("methods") or {}).get(name, {}).get("record_share")
+        lines.append((f"{name:<{width}} {pct(kept):>11} {number(ratio):>8} {pct(share):>17} {pct(known):>14}", None))
+    return lines
+
+
+def verdict_table(result: dict[str, Any]) -> list[Line]:
+    """Each selection against random, per eval set: a - b (bpb), 95% CI, Holm p, seeds for 80% power."""
+    verdicts = [v for v in (result.get("proxy") or {}).get("verdicts", []) if v["vs_random"]]
+    if not verdicts:
+        return []
+    family = next((v["family"] for v in verdicts if v.get("family")), None)
+    how = f"paired by seed, Holm over {family} tests" if family else "paired by seed"
+    baseline = verdicts[0]["b"]
+    width = max([9] + [len(v["a"]) for v in verdicts])
+    sets = max([8] + [len(v["eval_set"]) for v in verdicts])
+    lines: list[Line] = [(f"proxy: each against {baseline} (bits per byte, lower is better; {how})", None),
+                         (f"{'selection':<{width}} {'eval set':<{sets}} {'a - b':>8} {'95% CI':>19} "
+                          f"{'Holm p':>7} {'seeds 80%':>9}  verdict", None)]
+    for v in verdicts:
+        p = v.get("p_holm") if v.get("p_holm") is not None else v.get("p")
+        low, high = v.get("low"), v.get("high")
+        interval = "-" if low is None or high is None else f"{low:+.4f}..{high:+.4f}"
+        reading = ("better" if v.get("better") == v["a"] else "worse" if v.get("better") else "within noise")
+        colour = "green" if reading == "better" else "red" if reading == "worse" else None
+        lines.append((f"{v['a']:<{width}} {v['eval_set']:<{sets}} {signed(v.get('diff')):>8} {interval:>19} "
+                      f"{number(p, 3):>7} {count(v.get('seeds_needed')):>9}  {reading}", colour))
+    return lines
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
