@@ -171,7 +171,7 @@ def test_status_reads_markers_and_usage_through_the_catalogue(tmp_path):
     run.marker_path("group").write_text("{not json")
     info = api.status(run.root)
     assert info["stages"]["ingest"]["counts"]["records"] == 2980
-    assert info["stages"]["group"] == {"stage": "group", "done": False}  # damaged: not done, as for the runner
+    assert info["stages"]["group"] == {"stage": "group", "done": False, "state": "not done", "reasons": []}  # damaged
     assert info["teacher_usage"]["discover"]["model"] == "qwen2.5-coder-1.5b"
     assert info["teacher_usage"]["annotate"] == {"error": "unreadable usage file"}
 

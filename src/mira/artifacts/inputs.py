@@ -70,7 +70,9 @@ INVENTORY = Artifact(
     "inventory", "inventory.json", "ingest",
     "per source: reader (`jsonl+parquet` for a mixed folder: each file by its suffix), format, records/ok/"
     "quarantined, reasons, tokens, length histogram, shards (each with `duplicates`: locators of records "
-    "quarantined for repeating an earlier id of the source; every stage quarantines them)", model=Inventory)
+    "quarantined for repeating an earlier id of the source; every stage quarantines them; `file_ids: true` where "
+    "the source's files number their records each on their own, so ids are qualified by file), `ids: per file` "
+    "then, `notes` (per-file ids, duplicates, an empty source) where there are any", model=Inventory)
 SHARD_TOKENS = Artifact(
     "shard_tokens", "inventory/tokens/{source}/{shard}.npz", "ingest",
     "`counts`: token count of `full_text` per input item of the shard, in stream order (-1: rejected at "
