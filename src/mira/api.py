@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from mira.run.config_file import load_config
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 
+log = logging.getLogger(__name__)
 __all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
            "status"]
 
@@ -88,16 +90,23 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         return result
 
 
-def status(run_dir: str | Path) -> dict[str, Any]:
+def status(run_dir: str | Path, config: RunConfig | None = None) -> dict[str, Any]:
     """Which stages are done, with their counts, teacher usage and the named selections.
 
     Every file is read through the artifact catalogue (:mod:`mira.artifacts`): a damaged done
-    marker is "not done", as for the runner; an unreadable usage file is reported as such."""
+    marker is "not done", as for the runner; an unreadable usage file is reported as such. Each
+    stage's ``state`` is the dry run's verdict under `config` (default: the run's saved
+    ``config.yaml``): "done", "stale" (it would rerun: its inputs or settings changed, or an upstream
+    stage reruns; ``reasons`` say why), "may be stale" or "not done". A folder that is not a run
+    has ``is_run`` false and nothing else."""
     from mira.artifacts import CATALOGUE, ArtifactInvalid, ArtifactMissing
     from mira.run.artifact import dump
     from mira.selection.named import list_selections
 
     run = RunDir(Path(run_dir))
+    if not (run.root.is_dir() and run.is_mira_run()):
+        return {"run_dir": str(run.root), "exists": run.root.exists(), "is_run": False, "stages": {},
+                "teacher_usage": {}, "selections": []}
     stages = {}
     for stage in STAGES:
         marker = CATALOGUE["done"].read(run, stage=stage)
@@ -109,8 +118,32 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         except (ArtifactMissing, ArtifactInvalid):
             usage[keys["stage"]] = {"error": "unreadable usage file"}
     selections = [{k: v for k, v in s.items() if k != "mtime"} for s in list_selections(run)]
-    return {"run_dir": str(run.root), "exists": run.root.exists(), "stages": stages, "teacher_usage": usage,
-            "selections": selections}
+    verdicts, unknown = _stage_verdicts(run, config)
+    for stage, entry in stages.items():
+        state, reasons = verdicts.get(stage, ("unknown", []))
+        done = bool(entry.get("fingerprint"))
+        if not done:
+            state, reasons = "not done", []
+        entry.update(state={"runs": "stale", "waits": "stale", "may run": "may be stale"}.get(state, state),
+                     reasons=reasons)
+    return {"run_dir": str(run.root), "exists": True, "is_run": True, "stages": stages, "teacher_usage": usage,
+            "selections": selections, **({"states_unknown": unknown} if unknown else {})}
+
+
+def _stage_verdicts(run: RunDir, config: RunConfig | None) -> tuple[dict[str, tuple[str, list[str]]], str | None]:
+    """The dry run's state and reasons per stage for the run at `run` (under `config`, else the run's
+    saved config); ({}, why) when they cannot be known."""
+    from mira.pipeline.plan import stage_states
+
+    try:
+        config = config if config is not None else load_config(run.config_path)
+        if config.resolved_run_dir().resolve() != run.root.resolve():  # the run was moved since
+            config = config.model_copy(update={"run_dir": str(run.root.resolve())})
+        plans = stage_states(config, list(STAGES))
+    except Exception as exc:  # noqa: BLE001 - status reports what it can, never fails on a stale check
+        log.info("status: cannot tell whether stages are stale: %s", exc)
+        return {}, f"cannot tell which stages are stale ({type(exc).__name__}: {exc})"
+    return {p.stage: (p.state, p.reasons) for p in plans}, None
 
 
 def build_demo_data(out_dir: str | Path = "demo-data", seed: int = 0, scale: float = 1.0) -> dict[str, Any]:

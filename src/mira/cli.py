@@ -302,23 +302,31 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
     """Show which stages of a run are done (TARGET: a run directory or a config file)."""
     from mira import api
 
-    path = Path(target)
+    path, cfg = Path(target), None
     if path.is_file():
-        path = _guard(lambda: _load(target, ()), ctx.obj["verbose"]).resolved_run_dir()
-    info = api.status(path)
+        cfg = _guard(lambda: _load(target, ()), ctx.obj["verbose"])
+        path = cfg.resolved_run_dir()
+    info = _guard(lambda: api.status(path, cfg), ctx.obj["verbose"])
+    if not info["exists"]:
+        _fail(f"no run directory at {path}")
+    if not info["is_run"]:
+        _fail(f"{path} is not a mira run directory; give a run directory or a config file")
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    if not info["exists"]:
-        _fail(f"no run directory at {path}")
     click.echo(f"run: {info['run_dir']}")
     for stage, marker in info["stages"].items():
         if marker.get("fingerprint"):
             counts = ", ".join(f"{k}={v}" for k, v in marker.get("counts", {}).items()
                                if not isinstance(v, (dict, list)))
-            click.echo(f"  [x] {stage:<9} {marker.get('finished_at', '')}  {counts}")
+            box = {"stale": "[~]", "may be stale": "[?]"}.get(marker["state"], "[x]")
+            click.echo(f"  {box} {stage:<9} {marker.get('finished_at', '')}  {counts}")
+            if marker["state"] in ("stale", "may be stale"):  # the dry run would rerun it: say why
+                click.echo(f"        {marker['state']}: {'; '.join(marker['reasons'])}")
         else:
             click.echo(f"  [ ] {stage}")
+    if info.get("states_unknown"):
+        click.echo(f"  ({info['states_unknown']})")
     for stage, usage in info["teacher_usage"].items():
         click.echo(f"  teacher/{stage}: " + ", ".join(f"{k}={v}" for k, v in usage.items() if not isinstance(v, dict)))
     for selection in info["selections"]:

@@ -270,3 +270,56 @@ def test_engine_address_is_read_under_its_older_name_too():
 
     assert load_config(overrides=["engine.address=ray://head:10001"]).engine.address == "ray://head:10001"
     assert load_config(overrides=["engine.ray_address=auto"]).engine.address == "auto"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.timeout(180)
+@pytest.mark.slow
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_workers_of_a_sigkilled_driver_whose_parent_has_not_reaped_it_die_within_seconds(tmp_path, start_method):
+    """A Python orchestrator runs `mira score` with subprocess.run(capture_output=True): killed with
+    SIGKILL, the driver stays a zombie until the orchestrator reaps it, which it does only once the
+    output pipe closes; the fork server and workers hold that pipe, and they watched for the driver
+    with kill(pid, 0), which a zombie passes. So nobody ever exited (issue 27 item 10)."""
+    corpus = build_corpus(tmp_path / "corpus")
+    config = make_config(corpus, tmp_path / "run", engine=EngineConfig(workers=2, batch_size=4,
+                                                                       start_method=start_method))
+    run = prepare_run(config)
+    config_file, pid_file = tmp_path / "config.json", tmp_path / "driver.pid"
+    config_file.write_text(config.model_dump_json())
+    driver = (
+        "import os\n"
+        "from pathlib import Path\n"
+        "from mira.core.config import RunConfig\n"
+        "from mira.run.rundir import RunDir\n"
+        "from mira.scoring.corpus_scores import score_corpus\n"
+        "from tests.engines.doubles import DoubleModels\n"
+        "if __name__ == '__main__':\n"
+        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        f"    config = RunConfig.model_validate_json(Path({str(config_file)!r}).read_text())\n"
+        "    print('scoring', flush=True)\n"
+        "    score_corpus(config, RunDir(Path(config.run_dir)), models=DoubleModels(delay=0.5))\n"
+    )
+    orchestrator = ("import subprocess, sys\n"
+                    f"done = subprocess.run([sys.executable, '-c', {driver!r}], capture_output=True)\n"
+                    "print('reaped', done.returncode, flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", orchestrator], env=_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or len(workers) < 2 or not list(run.root.glob("scores/*/*.done.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "scoring did not start"
+            workers = _workers(int(pid_file.read_text())) if pid_file.exists() and pid_file.read_text() else []
+            time.sleep(0.05)
+        driver_pid = int(pid_file.read_text())
+        os.kill(driver_pid, signal.SIGKILL)  # the orchestrator does not reap it: it waits for the pipe
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _running(pid)], "workers outlived their (zombie) driver"
+        out, _ = proc.communicate(timeout=10)  # the pipe closed, so the orchestrator reaped and went on
+        assert out.strip() == f"reaped {-signal.SIGKILL}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # survivors of a failed run of this test

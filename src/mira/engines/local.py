@@ -86,7 +86,11 @@ def _set_parent_death_signal() -> None:
 
 
 def watch_parent(parent: int, driver_pid: int, interval: float = WATCHDOG_SECONDS) -> threading.Thread:
-    """Start a daemon thread that ends this process once it is re-parented or the driver is gone."""
+    """Start a daemon thread that ends this process once it is re-parented or the driver is gone.
+
+    A killed driver whose own parent has not reaped it yet (``subprocess.run(capture_output=True)``
+    reaps only once the output pipe closes, and the fork server and workers hold that pipe) is a
+    zombie: :func:`mira.core.processes.pid_alive` counts it as gone, where ``kill(pid, 0)`` did not."""
     def watch() -> None:
         while os.getppid() == parent and _alive(driver_pid):
             time.sleep(interval)
@@ -143,5 +147,5 @@ def map_local(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task
     finally:
         # On an error (or a consumer that stops early) do not start the shards still queued, and
         # wait until no worker can still be writing. Once every task has returned, nothing is being
-        # written: the workers' exit (interpreter teardown, 0.45 s here under load) need not hold up the caller.
+        # written: the workers' exit (interpreter teardown, about half a second under load) need not hold up the caller.
         pool.shutdown(wait=not finished, cancel_futures=True)

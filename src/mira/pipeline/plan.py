@@ -73,14 +73,8 @@ class _PlannedRun(RunDir):
 
 def explain(config: RunConfig, stages: list[str], force: bool = False) -> list[StagePlan]:
     """Per stage, whether it will run and why, with a time estimate for the ones that will."""
+    plans = stage_states(config, stages, force, details=True)
     run = RunDir(config.resolved_run_dir())
-    pending: dict[str, str] = {}  # stage -> its fingerprint after this plan runs it (or a placeholder)
-    states: dict[str, str] = {}
-    plans = []
-    for stage in stages:
-        item = _explain_stage(stage, config, run, pending, states, force)
-        states[stage] = item.state
-        plans.append(item)
     for item in plans:
         if item.will_run:
             # What a rerun upstream rewrites first (rubrics, groups) is not in the cache yet.
@@ -88,8 +82,23 @@ def explain(config: RunConfig, stages: list[str], force: bool = False) -> list[S
     return plans
 
 
+def stage_states(config: RunConfig, stages: list[str], force: bool = False, *,
+                 details: bool = False) -> list[StagePlan]:
+    """Per stage, whether it will run and why (the dry run's verdict, which `mira status` shows),
+    without time estimates and, unless `details`, without the stages' detail lines."""
+    run = RunDir(config.resolved_run_dir())
+    pending: dict[str, str] = {}  # stage -> its fingerprint after this plan runs it (or a placeholder)
+    states: dict[str, str] = {}
+    plans = []
+    for stage in stages:
+        item = _explain_stage(stage, config, run, pending, states, force, details)
+        states[stage] = item.state
+        plans.append(item)
+    return plans
+
+
 def _explain_stage(stage: str, config: RunConfig, run: RunDir, pending: dict[str, str],
-                   states: dict[str, str], force: bool) -> StagePlan:
+                   states: dict[str, str], force: bool, with_details: bool) -> StagePlan:
     marker = run.done(stage)
     queried: set[str] = set()
     try:
@@ -124,7 +133,7 @@ def _explain_stage(stage: str, config: RunConfig, run: RunDir, pending: dict[str
         pending[stage] = planned if state == RUNS and not moved and not force else f"<{stage} reruns>"
     details = []
     module = dry_run_module(stage)
-    if state != DONE and hasattr(module, "plan"):
+    if with_details and state != DONE and hasattr(module, "plan"):
         details = module.plan(config, run)
     return StagePlan(stage, state, reasons, details=details, moved=moved)
 
