@@ -1,6 +1,6 @@
 """Does a finished run's selection carry the teacher's signal? Figures from its run directory alone.
 
-    python benchmarks/signal.py RUN_DIR [RUN_DIR ...] [--corpus demo-data]
+    python benchmarks/selection_signal.py RUN_DIR [RUN_DIR ...] [--corpus demo-data]
 
 Per run (e.g. `make demo` under three `annotation.seed` values):
 - the share of the usable tokens ranked by a reliable score (the rest fell back to random);
