@@ -563,7 +563,7 @@ def test_a_baseline_that_reads_no_score_warns_about_no_masked_anchor(scored, tmp
 def test_one_load_dataset_call_reads_every_source_of_a_selection(scored, tmp_path):
     # Each source's files had their own columns, so one load over all sources failed (issue 27 item 19).
     datasets = pytest.importorskip("datasets")
-    config, run = _run(scored, tmp_path, budget=0.5, output_formats=["parquet", "jsonl.gz"])
+    config, run = _run(scored, tmp_path, budget=0.5, output_formats=["parquet"])
     _, summary = _select(config)
     folder = current_selection(run)
     files = sorted(str(p) for p in folder.glob("[!_]*/*.parquet"))
@@ -627,3 +627,29 @@ def test_the_selection_files_select_owns_include_the_card_and_compressed_jsonl()
         assert is_selection_file(PurePosixPath(name)), name
     for name in ("docs/README.md", "notes.md", "docs/00000.json.gz", "docs/00000.jsonl.bz2"):
         assert not is_selection_file(PurePosixPath(name)), name
+
+
+def test_mira_run_shows_the_stage_notes_and_closes_with_the_shares(scored, tmp_path, monkeypatch):
+    # `mira run` printed "select: done" and dropped the stage's notes; its closing lines said only where.
+    from click.testing import CliRunner
+
+    from mira.cli import main
+    from mira.core.config import ReliabilityConfig
+
+    corpus, template = scored
+    shutil.copytree(template, tmp_path / "run")
+    config = make_config(corpus, tmp_path / "run", reliability=ReliabilityConfig(exclude=["docs/*", "pycode/*"]))
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+
+    def pipeline(cfg, force, until, progress, on_stage=None, wait=False):  # the select stage only
+        outcome = api.run_one("select", cfg, force, progress)
+        on_stage(outcome)
+        return [outcome]
+
+    monkeypatch.setattr(api, "run_pipeline", pipeline)
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("note: most of this selection is random: 100.0% of its tokens") == 1
+    assert "ranked by a reliable score: 0.0% of the tokens; random: 100.0%" in result.output
+    assert result.output.index("note: most") < result.output.index("selection: ")
