@@ -55,6 +55,11 @@ class CompareSummary(Document):
     known_bad: dict[str, Any] | None = None
     proxy: dict[str, Any] | None = None  # null when proxy training is off
     suggestion: AblationSuggestion | None = None  # null without proxy-judged ablations
+    # name -> {stages, requests, cache_hits, answered, prompt_tokens, completion_tokens, seconds}
+    # (mira.evaluation.cost); null in summaries written before it
+    teacher_cost: dict[str, Any] | None = None
+    # compare.dataman_budget match_mira: {records, annotate_tokens, tokens_per_request, estimated_tokens}
+    dataman_budget: dict[str, Any] | None = None
 
 
 class ComparedSelections(Document):

@@ -92,8 +92,7 @@ class SelectionConfig(Section):
     # Per-source retention bounds, as fractions of the source's tokens.
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
-    # jsonl.gz / jsonl.zst: compressed JSON lines (what dolma- and datatrove-style readers take).
-    output_formats: list[Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"]] = ["jsonl"]
+    output_formats: list[Literal["jsonl", "parquet"]] = ["jsonl"]
     # Where `mira select` also publishes the finished selection, as <output>/<name>/: a folder or
     # any fsspec URL (s3://bucket/prefix). The run directory keeps its own copy (it stays local);
     # the published summary.json is written last (see mira.selection.publish).
@@ -257,6 +256,9 @@ class CompareConfig(Section):
     # of `selection.mode` uses, without it (see MethodSpec.exclude). With proxy training, each is
     # judged against that selection: a cell whose removal trains a better proxy hurt the selection.
     ablate: Literal["cells", "sources"] | None = None
+    # DataMan's teacher budget: None labels selection.dataman.records records; "match_mira" as many
+    # as make its estimated prompt + output tokens equal MIRA's annotate stage's (mira.evaluation.cost).
+    dataman_budget: Literal["match_mira"] | None = None
 
     @field_validator("methods")
     @classmethod

@@ -18,6 +18,7 @@ from mira.artifacts.compare import COMPARE_SUMMARY
 from mira.core.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
 from mira.core.errors import StageNotReady
 from mira.core.progress import ProgressFactory, null_progress
+from mira.evaluation.cost import matched_dataman_records, method_costs
 from mira.evaluation.naming import SUFFIX, own_names, record_built
 from mira.run.rundir import RunDir
 
@@ -71,7 +72,7 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
     from mira.selection.named import read_summary, selection_dir, selection_name
 
     run.require("score")
-    methods = own_names(run, method_configs(config, run))
+    methods, budget = prepared_methods(config, run)
     # An ablation is judged against its base under the name the base is built under.
     renamed = {n.removesuffix(SUFFIX): n for n in (selection_name(c) for _, c in methods) if n.endswith(SUFFIX)}
     summaries: dict[str, dict[str, Any]] = {}
@@ -90,6 +91,8 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
             summary["_built"] = True
         if name.endswith(SUFFIX):  # renamed: its own name holds a selection compare did not build
             summary["_instead_of"] = name.removesuffix(SUFFIX)
+        if spec.method == "dataman" and budget is not None:
+            summary["_dataman_budget"] = budget
         if spec.exclude:
             base = base_name(method_config.selection)
             summary["_ablation"] = {"of": renamed.get(base, base), "exclude": list(spec.exclude)}
@@ -97,6 +100,33 @@ def build_selections(config: RunConfig, run: RunDir, progress: ProgressFactory =
         task.advance()
     task.close()
     return summaries
+
+
+def prepared_methods(config: RunConfig, run: RunDir
+                     ) -> tuple[list[tuple[MethodSpec, RunConfig]], dict[str, Any] | None]:
+    """The compared methods' configs as they are built: DataMan's label count matched to MIRA's
+    teacher budget (``compare.dataman_budget``; returned too, else None), then each under a name of
+    compare's own."""
+    methods = method_configs(config, run)
+    budget = dataman_budget(config, run, methods)
+    if budget is not None:
+        methods = [(spec, _with_dataman_records(c, budget["records"]) if spec.method == "dataman" else c)
+                   for spec, c in methods]
+    return own_names(run, methods), budget
+
+
+def dataman_budget(config: RunConfig, run: RunDir, methods: list[tuple[MethodSpec, RunConfig]]
+                   ) -> dict[str, Any] | None:
+    """DataMan's label count at MIRA's annotate budget (``compare.dataman_budget: match_mira``), else None."""
+    if config.compare.dataman_budget != "match_mira" or not any(spec.method == "dataman" for spec, _ in methods):
+        return None
+    return matched_dataman_records(config, run)
+
+
+def _with_dataman_records(config: RunConfig, records: int) -> RunConfig:
+    selection = config.selection
+    dataman = selection.dataman.model_copy(update={"records": records})
+    return config.model_copy(update={"selection": selection.model_copy(update={"dataman": dataman})})
 
 
 def plan(config: RunConfig) -> list[str]:
@@ -108,7 +138,10 @@ def plan(config: RunConfig) -> list[str]:
     lines = []
     scored = True
     try:
-        methods = own_names(run, method_configs(config, run))
+        methods, budget = prepared_methods(config, run)
+        if budget is not None:
+            lines.append(f"compare.dataman_budget match_mira: DataMan labels {budget['records']} records "
+                         f"(~{budget['estimated_tokens']:,} teacher tokens; annotate's: {budget['annotate_tokens']:,})")
     except StageNotReady:  # no scores yet: compare.ablate's cells are not known
         scored = False
         methods = method_configs(config)
@@ -179,6 +212,9 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         "proxy": None,
         "suggestion": None,
     }
+    result["teacher_cost"] = method_costs(run, result["methods"])
+    result["dataman_budget"] = next((s["_dataman_budget"] for s in summaries.values() if "_dataman_budget" in s),
+                                    None)
     task.advance()
     task.close()
     if eval_sets is not None:

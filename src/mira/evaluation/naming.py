@@ -19,6 +19,8 @@ from typing import Any
 from mira.artifacts.compare import COMPARE_SELECTIONS, ComparedSelections
 from mira.core.config import ConfigError, MethodSpec, RunConfig
 from mira.run.rundir import RunDir
+from mira.selection.build import selection_fingerprint
+from mira.selection.named import ROOT, SUMMARY, current_name, read_summary, selection_dir, selection_name
 
 SUFFIX = "-compare"
 
@@ -26,9 +28,6 @@ SUFFIX = "-compare"
 def own_names(run: RunDir, methods: list[tuple[MethodSpec, RunConfig]]) -> list[tuple[MethodSpec, RunConfig]]:
     """`methods` with each config renamed to ``<name>-compare`` where building it under its own name
     would replace a selection compare did not build (needs scores: it compares fingerprints)."""
-    from mira.selection.build import selection_fingerprint
-    from mira.selection.named import read_summary, selection_dir, selection_name
-
     built = built_by_compare(run)
     guarded = select_names(run)
     out = []
@@ -69,8 +68,6 @@ def record_built(run: RunDir, name: str, fingerprint: str | None) -> None:
 
 def select_names(run: RunDir) -> set[str]:
     """The selections `mira select` vouches for: its done marker's and the current-selection pointer's."""
-    from mira.selection.named import ROOT, SUMMARY, current_name
-
     names: set[str] = set()
     marker: dict[str, Any] | None = run.done("select")
     for output in (marker or {}).get("outputs") or []:

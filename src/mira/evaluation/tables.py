@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mira.evaluation.ablation import suggestion_text
+
 Line = tuple[str, str | None]  # (text, colour or None)
 
 
@@ -26,8 +28,6 @@ def summary_lines(result: dict[str, Any]) -> list[Line]:
             lines.append((f"  ablation [{verdict['eval_set']}] {verdict['text']}", None))
     suggestion = result.get("suggestion")
     if suggestion:
-        from mira.evaluation.ablation import suggestion_text
-
         lines.append((f"  {suggestion_text(suggestion)}", None))
     return lines
 
@@ -37,8 +37,10 @@ def selection_table(result: dict[str, Any]) -> list[Line]:
     random_names = [m["name"] for m in result["methods"] if m["method"] == "random"]
     bad = result.get("known_bad") or {}
     width = max([28] + [len(m["name"]) for m in result["methods"]])
+    costs = result.get("teacher_cost") or {}
     lines: list[Line] = [(f"{'selection':<{width}} {'kept tokens':>11} {'length x':>8} "
-                          f"{'overlap w/ random':>17} {'known-bad kept':>14}", None)]
+                          f"{'overlap w/ random':>17} {'known-bad kept':>14}  {'teacher: requests':>17} "
+                          f"{'tokens in/out':>13} {'seconds':>8}", None)]
     for method in result["methods"]:
         name = method["name"]
         kept = result["retention"][name]["totals"]["token_share"]
@@ -46,7 +48,18 @@ def selection_table(result: dict[str, Any]) -> list[Line]:
         row = overlap["methods"].index(name)
         share = overlap["matrix"][row][overlap["methods"].index(random_names[0])] if random_names else None
         known = (bad.get("methods") or {}).get(name, {}).get("record_share")
-        lines.append((f"{name:<{width}} {pct(kept):>11} {number(ratio):>8} {pct(share):>17} {pct(known):>14}", None))
+        cost = costs.get(name) or {}
+        tokens = f"{compact(cost.get('prompt_tokens'))}/{compact(cost.get('completion_tokens'))}" if cost else "-"
+        lines.append((f"{name:<{width}} {pct(kept):>11} {number(ratio):>8} {pct(share):>17} {pct(known):>14}  "
+                      f"{count(cost.get('requests')):>17} {tokens:>13} {number(cost.get('seconds'), 0):>8}", None))
+    cached = sorted({n for n, c in costs.items() if c.get("cache_hits")})
+    if cached:
+        lines.append(("  teacher cost: what this run sent (usage/<stage>.json); answers from the teacher cache were "
+                      f"free here ({', '.join(cached)} had some)", None))
+    budget = result.get("dataman_budget")
+    if budget:
+        lines.append((f"  DataMan labelled {budget['records']:,} records at MIRA's teacher budget "
+                      f"(~{budget['estimated_tokens']:,} tokens; annotate: {budget['annotate_tokens']:,})", None))
     return lines
 
 
@@ -84,6 +97,16 @@ def number(value: float | None, digits: int = 2) -> str:
 
 def signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.4f}"
+
+
+def compact(value: float | None) -> str:
+    """12345 -> 12.3k: token counts in a narrow column."""
+    if value is None:
+        return "-"
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.1f}{suffix}"
+    return f"{value:.0f}"
 
 
 def count(value: int | None) -> str:

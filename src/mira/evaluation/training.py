@@ -37,6 +37,7 @@ from mira.core.progress import ProgressFactory, null_progress
 from mira.corpus.records import Record, full_text
 from mira.corpus.sources import SourceInfo, iter_shard_records
 from mira.evaluation.metrics import Decisions
+from mira.evaluation.proxy.verdict import holm
 from mira.io.files import atomic_write_text, read_json
 from mira.run.rundir import RunDir
 
@@ -267,8 +268,6 @@ def correct_vs_baseline(verdicts: list[dict[str, Any]]) -> None:
     and 3 eval sets that is 24 tests, and one lucky seed draw among them is likely at plain alpha.
     Each such verdict gets ``p_holm`` and ``family`` and is beyond noise only when ``p_holm`` is
     below alpha; the other pairs keep their plain p (``p_holm`` None). In place."""
-    from mira.evaluation.proxy.verdict import holm
-
     family = [v for v in verdicts if v["vs_random"] and v.get("p") is not None]
     for v, adjusted in zip(family, holm([v["p"] for v in family]), strict=True):
         alone = bool(v.get("beyond_noise"))

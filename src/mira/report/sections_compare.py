@@ -63,15 +63,19 @@ def comparison(a: Artifacts) -> str:
     parts += [f"<p>{len(names)} selections at budget {esc(_budget_text(c.get('budget')))}, built from the same scores "
              "(nothing was rescored). Token shares count tokens; a good method keeps the known-good and drops the "
              "known-bad records while keeping each source's mixture sensible.</p>"]
+    costs = c.get("teacher_cost") or {}
     parts.append(table(["selection", "kept tokens", "length ratio (mean)", "overlap with random",
-                        "known-good kept", "known-bad kept"],
+                        "known-good kept", "known-bad kept", "teacher requests", "prompt tokens", "output tokens",
+                        "teacher seconds"],
                        [[Cell(f"<code>{esc(n)}</code>", n),
                          num(c["retention"][n]["totals"]["token_share"], "pct"),
                          num(c["length_bias"][n].get("mean_ratio"), "float"),
                          num(_matrix(overlap, n, random_name), "pct"),
                          num(((c.get("known_good") or {}).get("methods") or {}).get(n, {}).get("record_share"), "pct"),
-                         num(((c.get("known_bad") or {}).get("methods") or {}).get(n, {}).get("record_share"), "pct")]
+                         num(((c.get("known_bad") or {}).get("methods") or {}).get(n, {}).get("record_share"), "pct"),
+                         *_cost_cells(costs.get(n))]
                         for n in names]))
+    parts.append(_cost_note(costs, c.get("dataman_budget")))
     parts.append("<h3>Retention per source and group (share of tokens kept)</h3>")
     for level in ("sources", "groups"):
         keys = sorted({k for n in names for k in c["retention"][n][level]})
@@ -176,6 +180,29 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
     if others:
         out.append(details("Every other pair (plain p, not corrected)", table(headers, rows_of(others))))
     return "".join(out)
+
+
+def _cost_cells(cost: dict[str, Any] | None) -> list[Cell]:
+    cost = cost or {}
+    requests = num(cost.get("requests"))
+    if cost.get("cache_hits"):
+        requests.title = f"{fmt_int(cost['cache_hits'])} of them answered from the teacher cache"
+    return [requests, num(cost.get("prompt_tokens"), "compact"), num(cost.get("completion_tokens"), "compact"),
+            num(cost.get("seconds"), "int")]
+
+
+def _cost_note(costs: dict[str, Any], budget: dict[str, Any] | None) -> str:
+    if not costs:
+        return ""
+    text = ("Teacher cost: MIRA's selections rest on the discover and annotate stages' answers, DataMan's on its "
+            "own labels; the other methods ask no teacher. Requests are the last pass's; tokens and seconds (request "
+            "latencies summed) are what this run sent over every pass, so answers from the teacher cache are free "
+            "here (hover a request count for how many).")
+    if budget:
+        text += (f" <code>compare.dataman_budget: match_mira</code>: DataMan labelled {fmt_int(budget['records'])} "
+                 f"records, about {fmt_int(budget['estimated_tokens'])} teacher tokens against annotate's "
+                 f"{fmt_int(budget['annotate_tokens'])}.")
+    return f"<p>{text}</p>"
 
 
 def _interval(v: dict[str, Any]) -> Cell:

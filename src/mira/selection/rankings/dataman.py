@@ -133,6 +133,13 @@ def prepare(config: RunConfig, run: RunDir, progress: Any = None) -> dict[str, A
     return counts
 
 
+def label_requests(config: RunConfig, run: RunDir) -> tuple[int, list[Any]]:
+    """The records DataMan's labels pass samples and every teacher request it makes (the records'
+    and the consistency re-asks'), for `mira compare`'s cost estimates."""
+    sample = _sample(config, run, load_dataman_rubric())
+    return len(sample.records), sample.requests
+
+
 @dataclass
 class _Sample:
     """DataMan's labelling work: the sampled records, their renderings (by record key: ids are
