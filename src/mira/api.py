@@ -110,6 +110,8 @@ def status(run_dir: str | Path, config: RunConfig | None = None) -> dict[str, An
     stages = {}
     for stage in STAGES:
         marker = CATALOGUE["done"].read(run, stage=stage)
+        if marker is not None and run.done(stage) is None:  # an output it vouches for is gone: not done
+            marker = None
         stages[stage] = dump(marker, as_read=True) if marker else {"stage": stage, "done": False}
     usage: dict[str, Any] = {}
     for keys in CATALOGUE["usage"].instances(run):

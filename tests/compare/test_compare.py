@@ -135,9 +135,7 @@ def test_a_second_compare_reuses_every_selection_and_never_rescores(scored, tmp_
     assert {p: p.stat().st_mtime_ns for p in scores} == scores
     # A new budget is a new set of selections; the old ones stay.
     config.compare.budget = 0.3
-    config.compare.known_good = "no_such_field"
     third = api.compare(config)
-    assert third["known_good"]["records"] == 0 and "check the field name" in third["known_good"]["note"]
     assert [m["name"] for m in third["methods"]] == [n.replace("50pct", "30pct") for n in NAMES]
     assert all(selection_dir(run, n).exists() for n in NAMES)
 
@@ -153,6 +151,39 @@ def test_unknown_or_duplicate_methods_fail_before_any_work(scored, tmp_path):
         api.compare(config)
     with pytest.raises(ValueError, match="twice"):
         CompareConfig.model_validate({"methods": [{"method": "mira"}, {"method": "mira"}]})
+
+
+@pytest.mark.parametrize("compare, message", [
+    ({"known_bad": "titel"}, "compare.known_bad: no record of the corpus has a field 'titel'; did you mean 'title'?"),
+    ({"known_good": "zzz"}, "compare.known_good: no record of the corpus has a field 'zzz' "
+                            "(fields: answer, id, path, question, text, title)"),
+    ({"methods": [{"method": "mira"}, {"method": "mira", "mode": "source", "exclude": ["docs/a07"]}]},
+     "compare.methods[1].exclude 'docs/a07': group g1 of source docs has no anchor 'a07' (its anchors: a00, a01)")])
+def test_what_would_compare_nothing_is_refused_before_any_work(scored, tmp_path, compare, message):
+    # A misspelled known_bad field or excluded anchor was accepted and measured or masked nothing.
+    config = _config(scored, tmp_path, **compare)
+    with pytest.raises(ConfigError) as refused:
+        api.compare(config)
+    assert str(refused.value) == message
+    assert not (tmp_path / "run" / "selection").exists()
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    plan = CliRunner().invoke(main, ["compare", str(path), "--dry-run"])
+    assert plan.exit_code == 2 and plan.output.strip().splitlines()[-1] == f"error: {message}"
+
+
+def test_an_excluded_anchor_of_reliability_is_checked_by_compare_too(scored, tmp_path):
+    config = _config(scored, tmp_path)
+    config.reliability.exclude = ["*/a09"]
+    with pytest.raises(ConfigError, match=r"reliability.exclude '\*/a09': no group has an anchor 'a09'"):
+        api.compare(config)
+
+
+def test_ingest_lists_as_many_fields_as_compare_trusts():
+    from mira.evaluation.compare import LISTED_FIELDS
+    from mira.stages.ingest import MAX_FIELDS
+
+    assert LISTED_FIELDS == MAX_FIELDS
 
 
 def test_compare_needs_scores(tmp_path):

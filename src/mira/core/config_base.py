@@ -47,11 +47,11 @@ def cell_entries(value: list[str], where: str) -> list[str]:
     return value
 
 
-def did_you_mean(name: str, known: Iterable[str], kind: str = "known") -> str:
-    """"; did you mean 'x'?" for the known name closest to a mistyped `name`, else " (<kind>: the
-    known names)"."""
+def did_you_mean(name: str, known: Iterable[str], kind: str = "known", cutoff: float = 0.6) -> str:
+    """"; did you mean 'x'?" for the known name closest to a mistyped `name` (difflib's ratio at least
+    `cutoff`), else " (<kind>: the known names)"."""
     known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
     if close:
         return f"; did you mean {close[0]!r}?"
     shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")

@@ -25,6 +25,9 @@ from mira.run.rundir import RunDir
 log = logging.getLogger(__name__)
 
 VERSION = "compare-v1"
+# Ingest lists at most this many field names per source (mira.stages.ingest.MAX_FIELDS, kept equal by
+# a test): past it a field missing from the list may still exist.
+LISTED_FIELDS = 500
 
 
 def method_configs(config: RunConfig, run: RunDir | None = None) -> list[tuple[MethodSpec, RunConfig]]:
@@ -135,6 +138,7 @@ def plan(config: RunConfig) -> list[str]:
     from mira.selection.named import effective_mode, read_summary, selection_dir, selection_name
 
     run = RunDir(config.resolved_run_dir())
+    check_config(config, run)
     lines = []
     scored = True
     try:
@@ -174,6 +178,35 @@ def plan(config: RunConfig) -> list[str]:
     return lines
 
 
+def check_config(config: RunConfig, run: RunDir) -> None:
+    """Refuse, in one line and before any selection is built, what would compare nothing: an
+    excluded cell whose anchor the scores do not have, a known_good/known_bad field no record has."""
+    from mira.selection.cells import check_cells, named_cells
+
+    check_cells(run, named_cells(config))
+    for key in ("known_good", "known_bad"):
+        field = getattr(config.compare, key)
+        if isinstance(field, str):
+            check_known_field(run, f"compare.{key}", field)
+
+
+def check_known_field(run: RunDir, where: str, field: str) -> None:
+    """A ConfigError when no usable record of the corpus has `field` (from ingest's field lists);
+    nothing is said while ingest has not run or a list may be incomplete."""
+    from mira.core.config_base import did_you_mean
+    from mira.corpus.sources import source_infos
+
+    if run.done("ingest") is None:
+        return
+    infos = [info for info in source_infos(run) if info.ok]
+    if any(len(info.fields) >= LISTED_FIELDS or not info.fields for info in infos):
+        return  # a list cut short, or an older run's inventory without field lists
+    fields = {name for info in infos for name in info.fields}
+    if field not in fields:
+        hint = did_you_mean(field, fields, "fields")
+        raise ConfigError(f"{where}: no record of the corpus has a field {field!r}{hint}")
+
+
 def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_api: Any = None) -> dict[str, Any]:
     """Build and compare the selections of ``compare.methods``; writes ``compare/summary.json`` (the
     API's :func:`mira.api.compare` then rerenders the report). `proxy_api` replaces
@@ -183,6 +216,7 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     from mira.selection.named import selection_dir
 
     run = RunDir(config.resolved_run_dir())
+    check_config(config, run)
     eval_sets = None
     if config.compare.proxy.enabled:
         from mira.evaluation.training import read_eval_sets

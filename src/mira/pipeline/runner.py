@@ -32,7 +32,10 @@ class StageOutcome:
 
 
 class StageModule(Protocol):
-    """What every module in :mod:`mira.stages` defines (a ``plan(config, run) -> list[str]`` is optional)."""
+    """What every module in :mod:`mira.stages` defines. Optional: ``plan(config, run) -> list[str]``
+    (dry-run lines), ``reads(ctx)`` (digests of what it reads), ``check(ctx)`` (refuses a setting
+    before anything is written) and ``outputs(ctx) -> list[str]`` (paths, relative to the run
+    directory, its done marker vouches for: the stage is not done while one is missing)."""
 
     def fingerprint(self, ctx: StageContext) -> str: ...
     def run(self, ctx: StageContext) -> dict[str, Any]: ...
@@ -81,12 +84,17 @@ def run_stage(stage: str, ctx: StageContext) -> StageOutcome:
     if outcome is not None:
         return outcome
     with writing(ctx.run, wait=ctx.wait_for_lock):
-        ctx.run.save_config(ctx.config)
+        # Everything that can refuse the config comes before the first write: a refused setting
+        # leaves config.yaml and the stage's done marker as they were.
+        module = stage_module(stage)
+        if hasattr(module, "check"):
+            module.check(ctx)
         stage_fp = stage_fingerprint(stage, ctx)
         marker = ctx.run.done(stage)
         # Checked again under the lock: a writer we waited for may have finished this stage.
         if not ctx.force and marker and marker.get("fingerprint") == stage_fp:
             return StageOutcome(stage, True, marker.get("counts", {}), 0.0, [])
+        ctx.run.save_config(ctx.config)
         ctx.run.clear_done(stage)
         sessions = _teacher_sessions(ctx.run, stage)
         started = time.time()
@@ -99,12 +107,19 @@ def marker_record(stage: str, ctx: StageContext, sessions_before: int) -> dict[s
     """What a done marker keeps besides fingerprint, counts and seconds, for the dry run to say
     why a stage would rerun and how long it takes: the config it ran under (secrets masked), the
     fingerprints of the stages before it, the digests of the artifacts it declares it reads
-    (``reads(ctx)``, optional), and the teacher work of its session (new answers, cache hits)."""
+    (``reads(ctx)``, optional), the outputs it vouches for (``outputs(ctx)``, optional; the marker
+    counts only while they exist, :meth:`mira.run.rundir.RunDir.done`), and the teacher work of its
+    session (new answers, cache hits)."""
     record: dict[str, Any] = {"config": config_record(ctx.config),
                               "upstream": {s: ctx.run.stage_fingerprint(s) for s in STAGES[:STAGES.index(stage)]}}
     module = stage_module(stage)
     if hasattr(module, "reads"):
         record["reads"] = module.reads(ctx)
+    if hasattr(module, "outputs"):
+        record["outputs"] = module.outputs(ctx)
+        missing = [path for path in record["outputs"] if not ctx.run.path(path).exists()]
+        if missing:  # a marker that can never hold would rerun the stage forever
+            raise RuntimeError(f"stage {stage} finished without its outputs: {', '.join(missing)}")
     usage = _teacher_usage(ctx.run, stage)
     if usage and int(usage.get("sessions", 0)) > sessions_before:
         last = usage.get("last", {})

@@ -52,6 +52,9 @@ class DoneMarker(Document):
     finished_at: str | None = None
     seconds: float | None = None
     counts: dict[str, Any] = Field(default_factory=dict)
+    # Paths (relative to the run directory) the marker vouches for: while one is missing the stage
+    # is not done (mira.run.rundir.RunDir.done).
+    outputs: list[str] = Field(default_factory=list)
 
 
 class Usage(Document):
@@ -78,8 +81,9 @@ CONFIG = Artifact(
     owner="mira.run.rundir.RunDir.save_config", requires="run")
 DONE = Artifact(
     "done", "_done/{stage}.json", "every stage (last)", "`{stage, fingerprint, finished_at, seconds, counts, "
-    "config, upstream, reads, teacher}` (see Stages): "
-    "the stage finished with that fingerprint; a damaged marker means not done", model=DoneMarker,
+    "config, upstream, reads, outputs, teacher}` (see Stages): "
+    "the stage finished with that fingerprint; a damaged marker, or one whose `outputs` are missing, means "
+    "not done", model=DoneMarker,
     requires="run")
 USAGE = Artifact(
     "usage", "usage/{stage}.json", "teacher", "requests, cache hits, tokens, failures, latency: `last` "

@@ -152,13 +152,22 @@ class RunDir:
         return self.root / "_done" / f"{stage}.json"
 
     def done(self, stage: str) -> dict[str, Any] | None:
+        """The stage's done marker; None when missing, damaged, or when an output it vouches for
+        (its ``outputs``, paths relative to the run directory) is gone: a deleted output is redone."""
         path = self.marker_path(stage)
         if not path.exists():
             return None
         try:
-            return read_json(path)
+            marker = read_json(path)
         except (OSError, ValueError):
             return None  # a damaged marker means "not done": redo rather than trust it
+        if not isinstance(marker, dict):
+            return None
+        missing = [out for out in marker.get("outputs") or [] if not self.path(str(out)).exists()]
+        if missing:
+            log.debug("%s: not done, its outputs are missing: %s", stage, ", ".join(map(str, missing)))
+            return None
+        return marker
 
     def is_done(self, stage: str, stage_fingerprint: str) -> bool:
         marker = self.done(stage)
@@ -188,5 +197,3 @@ class RunDir:
         if fp is None:
             raise StageNotReady(f"stage {stage!r} has not finished in {self.root}; run `mira {stage}` first")
         return fp
-
-

@@ -129,7 +129,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     name = selection_name(config)
     summary = {"name": name, "fingerprint": selection_fingerprint(config, run), **summary}
     final = selection_dir(run, name)
-    if final.exists() and not (final / "summary.json").exists():
+    if final.exists() and not (final / "summary.json").exists() and not _only_selection_files(final):
         raise ConfigError(f"{final} exists but is not a selection; choose another selection.name")
     partial = final.with_name(f".{name}.partial")
     remove_own_files(partial, is_selection_file)  # a killed run's leftovers
@@ -155,6 +155,13 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     totals = summary["totals"]
     return {k: totals[k] for k in ("records_in", "tokens_in", "kept", "kept_tokens", "rejected", "quarantined",
                                    "unscored")}
+
+
+def _only_selection_files(folder: Path) -> bool:
+    """True for a folder holding nothing but what select writes: a selection whose summary.json was
+    deleted is rebuilt (its done marker no longer holds), a folder of other files is refused."""
+    return folder.is_dir() and all(is_selection_file(PurePosixPath(p.relative_to(folder).as_posix()))
+                                   for p in folder.rglob("*") if not p.is_dir())
 
 
 def is_selection_file(path: PurePosixPath) -> bool:

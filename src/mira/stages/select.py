@@ -11,7 +11,9 @@ seconds of work and never touches the scores. Retention modes (``selection.mode`
 The budget (``SelectionConfig.budget_share``: a token fraction or count) is shared among the
 units (groups / sources / everything) in proportion to their tokens. Per-source ``floor`` and
 ``cap`` fractions are applied inside every unit: a source's best records up to its floor are
-kept first; records past its cap are rejected whatever their score. Within a unit records are
+kept first; records past its cap are rejected whatever their score. They bound what the source
+keeps whatever ranks its records: its unscored records' random share (below) is held between
+floor and cap too, and a floor that cannot be met is logged. Within a unit records are
 taken best first (key descending, then a seeded hash of the id) while the kept tokens stay
 closest to the unit's budget, so a unit misses its budget by less than one record. A unit's
 budget counts all its usable tokens, unscored ones included. Unscored records (every anchor of
@@ -51,8 +53,9 @@ from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 from mira.scoring.table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selection.build import is_selection_file, select_corpus, selection_fingerprint
+from mira.selection.cells import check_cells
 from mira.selection.decide import Decisions, decide  # noqa: F401 - decide re-exported
-from mira.selection.named import selection_dir, selection_name, set_current
+from mira.selection.named import CURRENT, ROOT, SUMMARY, selection_dir, selection_name, set_current
 from mira.selection.publish import check_output, publication_url, publish_selection
 from mira.selection.rankings import ranking_plan, retention_mode
 
@@ -81,10 +84,21 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
     return lines + method_lines
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def check(ctx: StageContext) -> None:
+    """What can be refused before the runner writes anything (config.yaml, the cleared done marker)."""
+    check_cells(ctx.run, [("reliability.exclude", ctx.config.reliability.exclude)])
     output = ctx.config.selection.output
     if output:
         check_output(output, ctx.config.storage)  # a wrong bucket fails before any work
+
+
+def outputs(ctx: StageContext) -> list[str]:
+    """What the done marker vouches for: without them select is not done (a deleted selection is rebuilt)."""
+    return [f"{ROOT}/{selection_name(ctx.config)}/{SUMMARY}", f"{ROOT}/{CURRENT}"]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    output = ctx.config.selection.output
     counts = select_corpus(ctx.config, ctx.run, ctx.progress, ctx.notes)  # notes: shown once, by the caller
     # The selection `mira select` wrote last is the one the report shows (mira compare's are not).
     name = selection_name(ctx.config)
