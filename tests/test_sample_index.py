@@ -177,6 +177,7 @@ def test_group_discover_and_annotate_parse_only_the_sampled_records(tmp_path, mo
         config.discovery.records_per_group, config.discovery.anchors_per_group = 4, 2
         config.discovery.max_dimensions_per_judgment = 2
         config.annotation.records_per_group, config.annotation.self_consistency_records = 4, 1
+        config.annotation.allocation = "even"  # 4 a group, as the count below says
         api.run_one("ingest", config)
         run = RunDir(Path(config.run_dir))
         corpus_records = sum(i.ok for i in source_infos(run))

@@ -66,15 +66,17 @@ def test_screenshot(report):
     assert target.exists() and target.stat().st_size > 50_000  # a rendered page, not a blank one
 
 
-def _page_width(root: Path, page: str, name: str, width: int) -> int:
-    """The laid-out width (``scrollWidth``) of `page` in a `width`-px-wide viewport.
+def _layout(root: Path, page: str, name: str, width: int) -> tuple[int, int]:
+    """The laid-out width (``scrollWidth``) of `page` in a `width`-px-wide viewport, and how far
+    down its overview section starts.
 
     Headless Chromium will not make a window narrower than 500 px, so the page is laid out in an
     iframe of the wanted width (``srcdoc``: same origin, so the outer page may measure it).
     """
     probe = ("<script>window.addEventListener('load', function () { var d = document.getElementById('page')"
-             ".contentDocument.documentElement; document.body.setAttribute('data-page-width', "
-             "String(d.scrollWidth)); });</script>")
+             ".contentDocument; document.body.setAttribute('data-page-width', "
+             "String(d.documentElement.scrollWidth)); document.body.setAttribute('data-overview-top', "
+             "String(Math.round(d.getElementById('overview').getBoundingClientRect().top))); });</script>")
     wrapper = (f'<!DOCTYPE html><html><body style="margin:0"><iframe id="page" style="border:0" width="{width}" '
                f'height="900" srcdoc="{html.escape(page, quote=True)}"></iframe>{probe}</body></html>')
     path = root / f"{name}.html"
@@ -82,9 +84,9 @@ def _page_width(root: Path, page: str, name: str, width: int) -> int:
     result = _chromium(root / f"profile-{name}", "--dump-dom", f"--window-size={max(width, 500) + 40},900",
                        path.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
-    found = re.search(r'data-page-width="(\d+)"', result.stdout)
+    found = re.search(r'data-page-width="(\d+)" data-overview-top="(\d+)"', result.stdout)
     assert found, result.stdout[-500:]
-    return int(found.group(1))
+    return int(found.group(1)), int(found.group(2))
 
 
 def test_the_page_fits_a_phone_screen(report):
@@ -92,5 +94,9 @@ def test_the_page_fits_a_phone_screen(report):
     # whole page was 1,077 px wide; wide tables must scroll inside their own box instead.
     root, path = report
     page = path.read_text(encoding="utf-8")
-    assert _page_width(root, page, "phone", 420) <= 420
-    assert _page_width(root, page, "desktop", 1280) <= 1280
+    width, overview_top = _layout(root, page, "phone", 420)
+    assert width <= 420
+    # The overview (where a mostly random selection is said) starts on the first screen: the table
+    # of contents above it is a few wrapped lines, not a 500 px column.
+    assert overview_top < 450
+    assert _layout(root, page, "desktop", 1280)[0] <= 1280

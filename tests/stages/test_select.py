@@ -162,9 +162,10 @@ def test_selected_records_keep_original_fields_and_score_columns(scored, tmp_pat
     assert len(records) == summary["totals"]["kept"]
     doc = next(r for r in records if r["mira_id"].startswith("doc-"))
     assert doc["id"] == doc["mira_id"] and doc["text"] and doc["mira_group"] == "g1"
-    assert {"mira_score", "mira_tokens", "mira_a00", "mira_a01"} <= set(doc)
+    assert {"mira_score", "mira_tokens", "mira_anchors"} <= set(doc)
+    assert [a["anchor"] for a in doc["mira_anchors"]] == ["g1/a00", "g1/a01"]  # (anchor ids: one per group)
     code = next(r for r in records if r["mira_group"] == "g0")
-    assert code["path"].endswith(".py") and "mira_a02" in code
+    assert code["path"].endswith(".py") and [a["anchor"] for a in code["mira_anchors"]][-1] == "g0/a02"
     # the same JSON reader `datasets.load_dataset("json", ...)` uses
     table = pj.read_json(files[0])
     assert table.num_rows == len(files[0].read_text().splitlines()) and "mira_score" in table.column_names
@@ -379,7 +380,7 @@ def test_mixed_type_field_becomes_one_json_column_in_parquet(mixed_types, tmp_pa
     # It used to die with ArrowInvalid ("cannot mix list and non-list") after writing JSONL.
     config, run = _run(mixed_types, tmp_path, budget_fraction=1.0, output_formats=["jsonl", "parquet"])
     _, summary = _select(config)
-    assert summary["parquet_json_columns"] == {"docs": ["tags"]}
+    assert summary["json_columns"] == ["tags"]  # in every output file: JSONL too, one schema for the selection
     files = sorted(current_selection(run).glob("docs/*.parquet"))
     assert len(files) > 1 and len({str(pq.read_schema(p)) for p in files}) == 1
     table = pq.read_table(files)
@@ -389,7 +390,8 @@ def test_mixed_type_field_becomes_one_json_column_in_parquet(mixed_types, tmp_pa
              for line in f.read_text().splitlines()]
     # The JSON texts decode to exactly the original values, in the same order as the JSONL output.
     decoded = [None if v is None else json.loads(v) for v in table.column("tags").to_pylist()]
-    assert decoded == [r["tags"] for r in jsonl] and {type(v) for v in decoded} == {list, str, int, dict, type(None)}
+    assert table.column("tags").to_pylist() == [r["tags"] for r in jsonl]
+    assert {type(v) for v in decoded} == {list, str, int, dict, type(None)}
     assert table.num_rows == summary["sources"]["docs"]["kept"]
 
 
@@ -613,3 +615,98 @@ def test_a_deleted_selection_is_not_done(scored, tmp_path, deleted):
     assert not outcome.skipped and summary["name"] == "mira-group-50pct"
     assert current_selection(run) == run.path("selection", "mira-group-50pct")
     assert api.run_one("select", config).skipped
+
+
+def test_one_load_dataset_call_reads_every_source_of_a_selection(scored, tmp_path):
+    # Each source's files had their own columns, so one load over all sources failed (issue 27 item 19).
+    datasets = pytest.importorskip("datasets")
+    config, run = _run(scored, tmp_path, budget=0.5, output_formats=["parquet"])
+    _, summary = _select(config)
+    folder = current_selection(run)
+    files = sorted(str(p) for p in folder.glob("[!_]*/*.parquet"))
+    assert {Path(f).parent.name for f in files} == {"pycode", "docs", "qa"}
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(dataset) == summary["totals"]["kept"]
+    assert {"path", "text", "question", "answer", "mira_anchors", "mira_reason"} <= set(dataset.column_names)
+    qa = [r for r in dataset if r["mira_group"] == "g1" and r["question"] is not None]
+    assert qa and all(r["path"] is None and r["text"] is None for r in qa)  # a field its source lacks: null
+    assert len({str(pq.read_schema(f)) for f in files}) == 1
+
+
+def test_compressed_jsonl_of_a_whole_selection_loads_as_json(scored, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import yaml
+
+    config, run = _run(scored, tmp_path, budget=0.5, output_formats=["jsonl.gz", "jsonl.zst"])
+    _, summary = _select(config)
+    folder = current_selection(run)
+    kept = summary["totals"]["kept"]
+    # The card: one config per JSON lines format, with the selection's features (a JSON reader types
+    # each file alone, and a column null throughout one file would refuse the next one).
+    gz = datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "hf"))
+    zst = datasets.load_dataset(str(folder), "jsonl_zst", split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(gz) == len(zst) == kept and gz.features == zst.features
+    assert sorted(gz["mira_id"]) == sorted(zst["mira_id"])
+    card = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+    features = datasets.Features._from_yaml_list(card["dataset_info"][0]["features"])
+    files = sorted(str(p) for p in folder.glob("[!_]*/*.jsonl.gz"))
+    plain = datasets.load_dataset("json", data_files=files, features=features, split="train",
+                                  cache_dir=str(tmp_path / "hf"))
+    assert len(plain) == kept and plain.features == gz.features
+
+
+def test_anchor_scores_say_their_group_and_whether_they_are_reliable(scored, tmp_path):
+    # `mira_a00` meant another dimension in each group; the mask was nowhere in the output.
+    config, run = _run(scored, tmp_path, budget=1.0)
+    _select(config)
+    records = [json.loads(line) for f in sorted(current_selection(run).glob("[!_]*/*.jsonl"))
+               for line in f.read_text().splitlines()]
+    by_source = {}
+    for r in records:
+        source = "qa" if r.get("question") is not None else "docs" if r["mira_group"] == "g1" else "pycode"
+        by_source.setdefault(source, []).append(r)
+    assert not any(k.startswith("mira_a0") for r in records for k in r)
+    assert {a["anchor"] for r in by_source["pycode"] for a in r["mira_anchors"]} == {"g0/a00", "g0/a01", "g0/a02"}
+    assert {a["anchor"] for r in by_source["docs"] for a in r["mira_anchors"]} == {"g1/a00", "g1/a01"}
+    assert all(a["reliable"] for r in by_source["docs"] for a in r["mira_anchors"])
+    assert not any(a["reliable"] for r in by_source["qa"] for a in r["mira_anchors"])  # qa is masked
+    assert {r["mira_reason"] for r in by_source["qa"]} == {"kept (unscored: source-preserving random share)"}
+    assert all(r["mira_score"] is None for r in by_source["qa"])
+
+
+def test_the_selection_files_select_owns_include_the_card_and_compressed_jsonl():
+    from pathlib import PurePosixPath
+
+    from mira.selection.build import is_selection_file
+
+    for name in ("README.md", "summary.json", "docs/00000.jsonl.gz", "docs/00000.jsonl.zst", "docs/00000.parquet",
+                 "docs/.00000.jsonl.gz.ab12cd34.tmp", "_decisions/docs/00000.parquet"):
+        assert is_selection_file(PurePosixPath(name)), name
+    for name in ("docs/README.md", "notes.md", "docs/00000.json.gz", "docs/00000.jsonl.bz2"):
+        assert not is_selection_file(PurePosixPath(name)), name
+
+
+def test_mira_run_shows_the_stage_notes_and_closes_with_the_shares(scored, tmp_path, monkeypatch):
+    # `mira run` printed "select: done" and dropped the stage's notes; its closing lines said only where.
+    from click.testing import CliRunner
+
+    from mira.cli import main
+    from mira.core.config import ReliabilityConfig
+
+    corpus, template = scored
+    shutil.copytree(template, tmp_path / "run")
+    config = make_config(corpus, tmp_path / "run", reliability=ReliabilityConfig(exclude=["docs/*", "pycode/*"]))
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+
+    def pipeline(cfg, force, until, progress, on_stage=None, wait=False):  # the select stage only
+        outcome = api.run_one("select", cfg, force, progress)
+        on_stage(outcome)
+        return [outcome]
+
+    monkeypatch.setattr(api, "run_pipeline", pipeline)
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("note: most of this selection is random: 100.0% of its tokens") == 1
+    assert "ranked by a reliable score: 0.0% of the tokens; random: 100.0%" in result.output
+    assert result.output.index("note: most") < result.output.index("selection: ")

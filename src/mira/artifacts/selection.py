@@ -95,7 +95,9 @@ class SelectionSummary(Document):
     groups: dict[str, SelectionCounts] = Field(default_factory=dict)
     units: dict[str, RetentionUnit] = Field(default_factory=dict)
     source_groups: dict[str, str | None] = Field(default_factory=dict)
-    parquet_json_columns: dict[str, list[str]] = Field(default_factory=dict)
+    parquet_json_columns: dict[str, list[str]] = Field(default_factory=dict)  # (older selections: per source)
+    # Fields held as JSON texts in every output file (their types differ between records or sources).
+    json_columns: list[str] = Field(default_factory=list)
 
 
 class CurrentSelection(Document):
@@ -112,13 +114,19 @@ def decisions_schema() -> Any:
 
 SELECTED = Artifact(
     "selected", "selection/{name}/{source}/{shard}.{ext}", "select", "kept records (`ext`: the "
-    "`selection.output_formats`, jsonl and/or parquet): original fields + `mira_*` score columns (`mira_score`: "
-    "the join-time aggregate); strict JSON (NaN/Infinity written as null)", kind="opaque",
+    "`selection.output_formats`: jsonl, jsonl.gz, jsonl.zst, parquet), one schema for every file of the selection: "
+    "every source's fields (null where absent) + `mira_id, mira_score` (the join-time aggregate), `mira_group, "
+    "mira_tokens, mira_reason, mira_anchors` (list of `anchor` \"<group>/<id>\", `name, score, reliable`); "
+    "strict JSON (NaN/Infinity written as null)", kind="opaque",
     owner="mira.selection.build")
 DECISIONS = Artifact(
     "decisions", "selection/{name}/_decisions/{source}/{shard}.parquet", "select", "one row per input record: "
     "`id, locator, kept, reason` (`mira.artifacts.selection.DecisionReason`), `rank, key, tokens`",
     kind="parquet", arrow=decisions_schema, compression="zstd")
+SELECTION_CARD = Artifact(
+    "selection_card", "selection/{name}/README.md", "select", "dataset card: YAML `configs` (one per JSON lines "
+    "format, Parquet where it is the only one) with the selection's `features`, so `datasets.load_dataset(<folder>)` "
+    "reads every source with one schema", kind="opaque", owner="mira.selection.card")
 SELECTION_SUMMARY = Artifact(
     "selection_summary", "selection/{name}/summary.json", "select", "per source and group: records/tokens in, "
     "kept, rejected, quarantined (they add up), unscored; name, fingerprint, method, mode, budget, units",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -22,16 +21,25 @@ from mira.core.progress import ProgressFactory
 from mira.corpus.freshness import require_ingested_sources
 from mira.corpus.sources import SourceInfo, source_infos
 from mira.io.digests import shard_digest
-from mira.io.files import atomic_path, atomic_write_json, hash_files, is_atomic_temp, remove_own_files, swap_in
+from mira.io.files import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    hash_files,
+    is_atomic_temp,
+    remove_own_files,
+    swap_in,
+)
 from mira.io.readers import RawItem, Shard, iter_shard
 from mira.run.artifact import dump
 from mira.run.rundir import RunDir
 from mira.scoring.corpus_scores import shard_scores_path
 from mira.scoring.table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
+from mira.selection.card import CARD, card_text
 from mira.selection.decide import Decisions, decide  # noqa: F401 - decide re-exported
 from mira.selection.named import selection_dir, selection_name
 from mira.selection.notes import selection_notes
-from mira.selection.outputs import arrow_table, strict_json, unify_parquet_schemas
+from mira.selection.outputs import FORMATS, unify_selection, write_shard
 from mira.selection.rankings import Ranking, prepare, ranking, ranking_fingerprint
 
 log = logging.getLogger(__name__)
@@ -134,9 +142,16 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     partial = final.with_name(f".{name}.partial")
     remove_own_files(partial, is_selection_file)  # a killed run's leftovers
     task = progress("write selection", len(table.shard_rows))
+    # Every output file gets every source's fields (null where absent): one schema for the selection.
+    columns = list(dict.fromkeys(field for info in infos for field in info.fields))
+    anchors = _anchor_columns(config, run, summary["source_groups"])
+    written: list[tuple[str, str, Any]] = []  # (source, shard, schema) of each shard with kept records
     try:
         for info, shard, start, end in table.shard_rows:
-            _write_shard(config, run, partial, info, shard, decisions, rank_by, table.score, start, end)
+            kept = _write_shard(config, run, partial, info, shard, decisions, rank_by, table.score, start, end,
+                                columns, anchors.get(info.name, {}))
+            if kept is not None:
+                written.append((info.name, shard.name, kept))
             task.advance()
     except BaseException:
         # A refused input (changed since scoring) or a crash leaves no half-built selection behind.
@@ -144,10 +159,11 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
         raise
     finally:
         task.close()
-    if "parquet" in config.selection.output_formats:
-        json_columns = {info.name: unify_parquet_schemas(sorted((partial / info.name).glob("*.parquet")))
-                        for info in infos}
-        summary["parquet_json_columns"] = {name: cols for name, cols in json_columns.items() if cols}
+    formats = [str(f) for f in dict.fromkeys(config.selection.output_formats)]
+    summary["json_columns"], schema = unify_selection(partial, written, formats)
+    if written:  # the dataset card: `datasets.load_dataset(<this folder>)` with the selection's schema
+        sources = list(dict.fromkeys(source for source, _, _ in written))
+        atomic_write_text(partial / CARD, card_text(name, schema, sources, formats, summary["json_columns"]))
     # Validated by its catalogue schema; written into the partial folder swapped in below.
     atomic_write_json(partial / "summary.json", dump(artifact.SelectionSummary.model_validate(summary)))
     # Swap the finished selection in; a killed run leaves the previous selection intact.
@@ -165,23 +181,29 @@ def _only_selection_files(folder: Path) -> bool:
 
 
 def is_selection_file(path: PurePosixPath) -> bool:
-    """What select writes: summary.json, <source>/<shard>.{jsonl,parquet}, _decisions/<source>/<shard>.parquet."""
+    """What select writes: summary.json, README.md (the dataset card), <source>/<shard>.<format>
+    (selection.output_formats), _decisions/<source>/<shard>.parquet."""
     parts = path.parts
     if len(parts) == 1:
-        return parts[0] == "summary.json" or is_atomic_temp(parts[0], "summary\\.json")
+        return parts[0] in ("summary.json", CARD) or is_atomic_temp(parts[0], r"summary\.json|README\.md")
     name = parts[-1]
-    shard_file = re.fullmatch(r"\d{5}\.(jsonl|parquet)", name) or is_atomic_temp(name, r"\d{5}\.(jsonl|parquet)")
+    shard = r"\d{5}\.(" + "|".join(re.escape(f) for f in FORMATS) + ")"
+    shard_file = re.fullmatch(shard, name) or is_atomic_temp(name, shard)
     return bool(shard_file) and (len(parts) == 2 or (len(parts) == 3 and parts[0] == DECISIONS))
 
 
 def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Shard,
-                 decisions: Decisions, rank_by: Ranking, aggregates: np.ndarray, start: int, end: int) -> None:
+                 decisions: Decisions, rank_by: Ranking, aggregates: np.ndarray, start: int, end: int,
+                 columns: list[str], anchors: dict[str, tuple[str, str, bool]]) -> Any:
+    """Write one shard's kept records and its decisions; returns the kept records' Arrow schema
+    (None when it kept none: no output file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     scores = pq.read_table(shard_scores_path(run, shard)).to_pylist()
     fixed = {"id", "locator", "source", "group", "tokens", "score", "quarantine"}  # ("score": files of score-v1)
-    anchors = [c for c in (scores[0].keys() if scores else []) if c not in fixed]
+    # (score column, "<group>/<id>", name, reliable for this source) of each anchor, for `mira_anchors`
+    anchor_meta = [(a, *anchors.get(a, (a, a, False))) for a in (scores[0].keys() if scores else []) if a not in fixed]
     kept_rows: list[dict[str, Any]] = []
     marker = SCORES_DONE.read(run, source=shard.source, shard=shard.name)
     scored = marker.input_digest if marker is not None else None  # None in markers of older runs
@@ -189,26 +211,18 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
         if decisions.kept[start + offset]:
-            # Every record of a source gets the same columns (null where absent) in one order.
-            record: dict[str, Any] = {name: None for name in info.fields}
+            # Every record of the selection gets the same columns (null where absent) in one order.
+            record: dict[str, Any] = dict.fromkeys(columns)
             record.update(raw.data or {})
             record.update({"mira_id": row["id"], "mira_score": _finite(aggregates[start + offset]),
-                           "mira_group": row["group"],
-                           "mira_tokens": row["tokens"]})
-            record.update({f"mira_{a}": _finite(row[a]) for a in anchors})
+                           "mira_group": row["group"], "mira_tokens": row["tokens"],
+                           "mira_reason": str(REASONS[decisions.reason[start + offset]]),
+                           "mira_anchors": [{"anchor": qualified, "name": label, "score": _finite(row[a]),
+                                             "reliable": reliable} for a, qualified, label, reliable in anchor_meta]})
             kept_rows.append(record)
     _check_unchanged(info, shard, scored, digest.hexdigest())
-    source_dir = out_root / info.name
-    if kept_rows:
-        if "jsonl" in config.selection.output_formats:
-            with atomic_path(source_dir / f"{shard.name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
-                for record in kept_rows:
-                    # allow_nan=False: a NaN the cleaning missed fails here instead of leaving bad JSON.
-                    handle.write(json.dumps(strict_json(record), ensure_ascii=False, default=str,
-                                            allow_nan=False) + "\n")
-        if "parquet" in config.selection.output_formats:
-            with atomic_path(source_dir / f"{shard.name}.parquet") as tmp:
-                pq.write_table(arrow_table(kept_rows), str(tmp), compression="zstd")
+    kept_schema = write_shard(out_root / info.name, shard.name, kept_rows,
+                              [str(f) for f in dict.fromkeys(config.selection.output_formats)]) if kept_rows else None
     rows = slice(start, end)
     rank = decisions.rank[rows]
     reasons = [f"{DecisionReason.QUARANTINED}: {s['quarantine']}" if REASONS[r] == DecisionReason.QUARANTINED
@@ -221,6 +235,31 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
         "tokens": pa.array([int(s["tokens"]) for s in scores], pa.int64())})
     with atomic_path(out_root / DECISIONS / info.name / f"{shard.name}.parquet") as tmp:
         pq.write_table(decision_table, str(tmp), compression="zstd")
+    return kept_schema
+
+
+def _anchor_columns(config: RunConfig, run: RunDir, source_groups: dict[str, str | None]
+                    ) -> dict[str, dict[str, tuple[str, str, bool]]]:
+    """Per source, each anchor id of its group: ("<group>/<id>", the anchor's name, whether the
+    current reliability mask trusts it for that source), for the ``mira_anchors`` column."""
+    from mira.artifacts.anchors import load_rubric, rubric_path
+    from mira.scoring.reliability import current_mask, source_cell
+
+    masks: dict[str, dict[str, Any] | None] = {}
+    names: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, tuple[str, str, bool]]] = {}
+    for source, group in source_groups.items():
+        if group is None:
+            continue
+        if group not in masks:
+            masks[group] = current_mask(run, group, config.reliability)
+            names[group] = ({a.id: a.name for a in load_rubric(run, group)}
+                            if rubric_path(run, group).exists() else {})
+        mask = masks[group]
+        ids = mask["anchors"] if mask is not None else []
+        out[source] = {a: (f"{group}/{a}", names[group].get(a, a), not source_cell(mask, source, a)["masked"])
+                       for a in ids} if mask is not None else {}
+    return out
 
 
 def _aligned(raw_items: Iterable[RawItem], scores: list[dict[str, Any]], info: SourceInfo,
