@@ -13,7 +13,7 @@ re-selects in seconds: no student is loaded and no record is read again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class ScoreTable:
     quarantined: np.ndarray
     tie: np.ndarray  # seeded hash of the id: the deterministic tie-break
     shard_rows: list[tuple[SourceInfo, Any, int, int]]  # (source, shard, first row, end row)
+    # Each group's mask the aggregate used (None: no rubric), so select's outputs need not rebuild it.
+    masks: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 def aggregate_scores(table: Any, mask: dict[str, Any] | None, reliability: ReliabilityConfig) -> np.ndarray:
@@ -122,4 +124,4 @@ def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) ->
         log.info("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
                  unscored, len(score))
     return ScoreTable(run.root, [i.name for i in infos], group_names, source_idx, group_idx, tokens, score,
-                      quarantined, tie, shard_rows)
+                      quarantined, tie, shard_rows, masks)

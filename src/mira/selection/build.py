@@ -144,7 +144,7 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     task = progress("write selection", len(table.shard_rows))
     # Every output file gets every source's fields (null where absent): one schema for the selection.
     columns = list(dict.fromkeys(field for info in infos for field in info.fields))
-    anchors = _anchor_columns(config, run, summary["source_groups"])
+    anchors = _anchor_columns(run, table, summary["source_groups"])
     written: list[tuple[str, str, Any]] = []  # (source, shard, schema) of each shard with kept records
     try:
         for info, shard, start, end in table.shard_rows:
@@ -238,27 +238,25 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     return kept_schema
 
 
-def _anchor_columns(config: RunConfig, run: RunDir, source_groups: dict[str, str | None]
+def _anchor_columns(run: RunDir, table: ScoreTable, source_groups: dict[str, str | None]
                     ) -> dict[str, dict[str, tuple[str, str, bool]]]:
     """Per source, each anchor id of its group: ("<group>/<id>", the anchor's name, whether the
-    current reliability mask trusts it for that source), for the ``mira_anchors`` column."""
+    mask the aggregate used trusts it for that source), for the ``mira_anchors`` column."""
     from mira.artifacts.anchors import load_rubric, rubric_path
-    from mira.scoring.reliability import current_mask, source_cell
+    from mira.scoring.reliability import source_cell
 
-    masks: dict[str, dict[str, Any] | None] = {}
     names: dict[str, dict[str, str]] = {}
     out: dict[str, dict[str, tuple[str, str, bool]]] = {}
     for source, group in source_groups.items():
         if group is None:
             continue
-        if group not in masks:
-            masks[group] = current_mask(run, group, config.reliability)
+        if group not in names:
             names[group] = ({a.id: a.name for a in load_rubric(run, group)}
                             if rubric_path(run, group).exists() else {})
-        mask = masks[group]
-        ids = mask["anchors"] if mask is not None else []
-        out[source] = {a: (f"{group}/{a}", names[group].get(a, a), not source_cell(mask, source, a)["masked"])
-                       for a in ids} if mask is not None else {}
+        mask = table.masks.get(group)
+        out[source] = {} if mask is None else {
+            a: (f"{group}/{a}", names[group].get(a, a), not source_cell(mask, source, a)["masked"])
+            for a in mask["anchors"]}
     return out
 
 
