@@ -89,7 +89,8 @@ def _config(tmp_path: Path, teacher) -> RunConfig:
         "grouping": {"sample_per_source": 6, "k": 3},
         "discovery": {"records_per_group": 6, "anchors_per_group": 3, "min_support": 2, "min_records": 2,
                       "max_dimensions_per_judgment": 2},
-        "annotation": {"records_per_group": 12, "self_consistency_records": 2},
+        # Even: tests of what reruns count records per group (allocation by tokens: tests/stages/test_annotate.py).
+        "annotation": {"records_per_group": 12, "self_consistency_records": 2, "allocation": "even"},
         "student": {"regressors": ["ridge"]},
         "reliability": {"min_support": 3, "max_mae": 10, "min_spearman": -1},
         "teacher": teacher.model_dump(),
