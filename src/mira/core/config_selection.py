@@ -92,7 +92,8 @@ class SelectionConfig(Section):
     # Per-source retention bounds, as fractions of the source's tokens.
     floor: dict[str, float] = Field(default_factory=dict)
     cap: dict[str, float] = Field(default_factory=dict)
-    output_formats: list[Literal["jsonl", "parquet"]] = ["jsonl"]
+    # jsonl.gz / jsonl.zst: compressed JSON lines (what dolma- and datatrove-style readers take).
+    output_formats: list[Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"]] = ["jsonl"]
     # Where `mira select` also publishes the finished selection, as <output>/<name>/: a folder or
     # any fsspec URL (s3://bucket/prefix). The run directory keeps its own copy (it stays local);
     # the published summary.json is written last (see mira.selection.publish).
