@@ -7,6 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from mira import api
@@ -33,6 +34,17 @@ def _jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as handle:
         return [json.loads(line) for line in handle]
+
+
+def _jsonl_lines(path: Path) -> list[dict]:
+    """The lines of a JSONL file that parse (fortunes.jsonl ends with planted broken ones)."""
+    rows = []
+    for line in path.read_bytes().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
 
 
 def test_build_is_heterogeneous(built: tuple[Path, dict]) -> None:
@@ -138,7 +150,7 @@ def test_demo_config_matches_the_example_yaml(built: tuple[Path, dict], tmp_path
 
     def eval_shape(cfg):
         return [(s.name, Path(s.path).relative_to(Path(s.path).parents[1]), s.format) for s in cfg.compare.eval_sets]
-    assert eval_shape(example) == eval_shape(built_cfg) and len(example.compare.eval_sets) == 2
+    assert eval_shape(example) == eval_shape(built_cfg) and len(example.compare.eval_sets) == 3
     assert all(Path(s.path).parents[1] == REPO / "demo-data" for s in example.compare.eval_sets)
     assert example.discovery.records_per_group == 4 and example.annotation.records_per_group == 12
 
@@ -189,28 +201,50 @@ def test_rst_sections_follow_adornment_levels() -> None:
 
 
 def test_eval_sets_are_held_out_from_the_corpus(built: tuple[Path, dict]) -> None:
-    from mira.demo.evalsets import content_hash
+    from mira.evaluation.overlap import TextIndex, normalise
     from mira.evaluation.training import read_eval_sets
 
     out, summary = built
-    assert set(summary["eval_sets"]) | set(summary["skipped"]) >= {"heldout_code", "heldout_docs"}
+    assert set(summary["eval_sets"]) | set(summary["skipped"]) >= {"heldout_code", "heldout_docs", "heldout_headers"}
     corpus_ids: set[str] = set()
-    corpus_hashes: set[str] = set()
-    for path in (out / "stdlib_code.jsonl", out / "python_docs.jsonl"):
-        for row in _jsonl(path) if path.exists() else []:
+    corpus_texts = TextIndex()
+    exact, normal = set(), set()
+    for entry in summary["sources"].values():
+        path = out / entry["file"]
+        if path.is_dir():
+            rows = [{"id": f"c_headers/{p.relative_to(path)}", "text": p.read_text()} for p in path.rglob("*.h")]
+        elif entry["reader"] == "parquet":
+            rows = pq.read_table(path).to_pylist()
+        else:  # fortunes ends with planted broken lines
+            rows = _jsonl(path) if "planted_bad_lines" not in entry else _jsonl_lines(path)
+        for row in rows:
+            text = row.get("content") or row.get("text")
             corpus_ids.add(row["id"].split("/", 1)[1])
-            corpus_hashes.add(content_hash(row.get("content") or row.get("text")))
+            if isinstance(text, str):
+                corpus_texts.add(row["id"], text)
+                exact.add(text)
+                normal.add(" ".join(text.split()))
+    seen: set[str] = set()
     for name, entry in summary["eval_sets"].items():
         rows = _jsonl(out / entry["file"])
         assert len(rows) == entry["records"] > 0
         for row in rows:
+            text = row.get("content") or row.get("text")
             assert row["id"].startswith(f"{name}/") and row["id"].split("/", 1)[1] not in corpus_ids
-            assert content_hash(row.get("content") or row.get("text")) not in corpus_hashes
+            # Not the same text, not the same up to whitespace, not a near-duplicate, and no eval
+            # record twice.
+            assert text not in exact and " ".join(text.split()) not in normal
+            assert not corpus_texts.matches(text), row["id"]
+            assert normalise(text) not in seen, row["id"]
+            seen.add(normalise(text))
+    headers = _jsonl(out / summary["eval_sets"]["heldout_headers"]["file"])
+    assert all(r["path"].endswith(".h") and r["language"] == "c" for r in headers)
     # `mira compare` reads them like sources, through the config demo_config writes.
     config = corpus.demo_config(out, out / "run")
     texts = read_eval_sets(config)
     assert set(texts) == set(summary["eval_sets"]) and all(texts.values())
     assert "def " in texts["heldout_code"][0] or "class " in texts["heldout_code"][0]
+    assert "#" in texts["heldout_headers"][0]
 
 
 def test_the_fuller_demo_profile_is_the_demo_with_larger_knobs() -> None:

@@ -60,6 +60,9 @@ class CompareSummary(Document):
     teacher_cost: dict[str, Any] | None = None
     # compare.dataman_budget match_mira: {records, annotate_tokens, tokens_per_request, estimated_tokens}
     dataman_budget: dict[str, Any] | None = None
+    # proxy training on: {corpus (ingest fingerprint), eval_sets {name: text hash}, sets {name: {records,
+    # exact, normalised, near, overlapping, share, examples}}} (mira.evaluation.overlap); else null
+    eval_overlap: dict[str, Any] | None = None
 
 
 class ComparedSelections(Document):

@@ -32,11 +32,12 @@ from typing import Any
 
 from mira.core.config import RunConfig
 from mira.demo import agent, evalsets, sources
+from mira.evaluation.overlap import TextIndex
 from mira.io.files import atomic_path, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 2  # bump when the output of any source changes, so stored corpora are rebuilt
+BUILDER_VERSION = 3  # bump when the output of any source changes, so stored corpora are rebuilt
 MANIFEST = "manifest.json"
 MIN_PER_SOURCE = 5  # even a tiny test build keeps every source (and every perturbation kind) present
 
@@ -188,7 +189,7 @@ def build(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
     summary: dict[str, Any] = {"records": 0, "sources": {}, "skipped": {}, "seed": seed, "scale": scale,
                                "version": BUILDER_VERSION, "eval_sets": {}}
     taken_ids: set[str] = set()
-    taken_hashes: set[str] = set()
+    taken = TextIndex()
     for source in SOURCES:
         t0 = time.monotonic()
         # One generator per source: adding or skipping a source never changes another one's sample.
@@ -212,9 +213,7 @@ def build(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
             entry["planted_bad_lines"] = len(PLANTED_BAD_LINES)
         else:
             _write_jsonl(path, rows)
-        ids, hashes = evalsets.corpus_keys(rows)
-        taken_ids |= ids
-        taken_hashes |= hashes
+        evalsets.take_corpus(rows, taken_ids, taken)
         if source.name == "bfcl_agent":
             kinds: dict[str, int] = {}
             for row in rows:
@@ -227,7 +226,7 @@ def build(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
     for eval_set in evalsets.EVAL_SETS:
         rng = random.Random(f"mira-demo-eval:{seed}:{eval_set.name}")
         try:
-            rows = eval_set.build(rng, _count_n(eval_set.count, scale), taken_ids, taken_hashes)
+            rows = eval_set.build(rng, _count_n(eval_set.count, scale), taken_ids, taken)
         except sources.SourceMissing as exc:
             summary["skipped"][eval_set.name] = str(exc)
             continue

@@ -18,8 +18,11 @@ from mira.artifacts.compare import COMPARE_SUMMARY
 from mira.core.config import ConfigError, MethodSpec, RunConfig, SelectionConfig
 from mira.core.errors import StageNotReady
 from mira.core.progress import ProgressFactory, null_progress
+from mira.corpus.sources import source_infos
 from mira.evaluation.cost import matched_dataman_records, method_costs
 from mira.evaluation.naming import SUFFIX, own_names, record_built
+from mira.evaluation.overlap import check_overlap, eval_overlap
+from mira.evaluation.training import hash_texts
 from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,28 @@ def _with_dataman_records(config: RunConfig, records: int) -> RunConfig:
     return config.model_copy(update={"selection": selection.model_copy(update={"dataman": dataman})})
 
 
+def held_out(config: RunConfig, run: RunDir, eval_sets: dict[str, list[str]],
+             progress: ProgressFactory = null_progress) -> dict[str, Any]:
+    """How far each eval set overlaps the corpus (``mira.evaluation.overlap``; one corpus pass, reused
+    from the last summary while the corpus and the eval texts are the same); refuses a set above 10%."""
+    stamp = {"corpus": run.stage_fingerprint("ingest"), "eval_sets": {n: hash_texts(t) for n, t in eval_sets.items()}}
+    previous = COMPARE_SUMMARY.read(run)
+    stored = previous.eval_overlap if previous is not None else None
+    if stored and {k: stored.get(k) for k in stamp} == stamp:
+        sets = stored["sets"]
+    else:
+        task = progress("compare: eval sets against the corpus", 1)
+        sets = eval_overlap(config, source_infos(run), eval_sets)
+        task.advance()
+        task.close()
+    for name, entry in sets.items():
+        if entry["overlapping"]:
+            log.warning("compare: eval set %s: %d of %d records duplicate corpus records", name,
+                        entry["overlapping"], entry["records"])
+    check_overlap(sets)
+    return {**stamp, "sets": sets}
+
+
 def plan(config: RunConfig) -> list[str]:
     """Dry run: which selections `mira compare` would reuse or build, and the proxy training it would do."""
     from mira.selection.build import selection_fingerprint
@@ -211,17 +236,19 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     """Build and compare the selections of ``compare.methods``; writes ``compare/summary.json`` (the
     API's :func:`mira.api.compare` then rerenders the report). `proxy_api` replaces
     :mod:`mira.evaluation.proxy` (tests pass a stand-in trainer)."""
-    from mira.corpus.sources import source_infos
     from mira.evaluation import metrics
     from mira.selection.named import selection_dir
 
     run = RunDir(config.resolved_run_dir())
     check_config(config, run)
     eval_sets = None
+    overlap = None
     if config.compare.proxy.enabled:
         from mira.evaluation.training import read_eval_sets
 
         eval_sets = read_eval_sets(config)  # a bad eval set fails before any selection is built
+        run.require("score")
+        overlap = held_out(config, run, eval_sets, progress)
     summaries = build_selections(config, run, progress)
     infos = source_infos(run)
     sources = [i.name for i in infos]
@@ -245,6 +272,7 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         "known_bad": metrics.known_records(config, infos, decisions, config.compare.known_bad),
         "proxy": None,
         "suggestion": None,
+        "eval_overlap": overlap,
     }
     result["teacher_cost"] = method_costs(run, result["methods"])
     result["dataman_budget"] = next((s["_dataman_budget"] for s in summaries.values() if "_dataman_budget" in s),

@@ -21,6 +21,7 @@ def summary_lines(result: dict[str, Any]) -> list[Line]:
         if method.get("instead_of"):
             lines.append((f"  note: {method['name']}: other settings than selection/{method['instead_of']}, which "
                           f"compare did not build; selection/{method['instead_of']} is kept", "yellow"))
+    lines += overlap_lines(result)
     lines += verdict_table(result)
     ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
     for verdict in (result.get("proxy") or {}).get("verdicts", []):  # compare.ablate: against the base
@@ -61,6 +62,14 @@ def selection_table(result: dict[str, Any]) -> list[Line]:
         lines.append((f"  DataMan labelled {budget['records']:,} records at MIRA's teacher budget "
                       f"(~{budget['estimated_tokens']:,} tokens; annotate: {budget['annotate_tokens']:,})", None))
     return lines
+
+
+def overlap_lines(result: dict[str, Any]) -> list[Line]:
+    """A warning per eval set some of whose records duplicate corpus records (held out only in part)."""
+    sets = (result.get("eval_overlap") or {}).get("sets") or {}
+    return [(f"  note: eval set {name}: {e['overlapping']} of {e['records']} records duplicate corpus records "
+             f"({', '.join(f'{e[k]} {k}' for k in ('exact', 'normalised', 'near') if e[k])}); its verdicts favour "
+             "selections that kept them", "yellow") for name, e in sets.items() if e["overlapping"]]
 
 
 def verdict_table(result: dict[str, Any]) -> list[Line]:

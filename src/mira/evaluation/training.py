@@ -68,7 +68,7 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
     """
     api = api or proxy_api()
     proxy = config.compare.proxy
-    eval_hash = {name: _hash_texts(texts) for name, texts in eval_sets.items()}
+    eval_hash = {name: hash_texts(texts) for name, texts in eval_sets.items()}
     identical = identical_selections({name: decisions[name] for name in selections})
     corpus = run.stage_fingerprint("ingest")
     results: dict[str, list[Any]] = {}
@@ -213,7 +213,7 @@ def _eval_format(config: RunConfig, source: SourceConfig) -> str:
     return fmt
 
 
-def _hash_texts(texts: list[str]) -> str:
+def hash_texts(texts: list[str]) -> str:
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode("utf-8", errors="replace") + b"\0")

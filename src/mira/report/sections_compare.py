@@ -98,6 +98,7 @@ def comparison(a: Artifacts) -> str:
     for kind in ("known_good", "known_bad"):
         parts.append(_known(c.get(kind), kind.split("_")[1], names))
     if c.get("proxy"):
+        parts.append(_overlap((c.get("eval_overlap") or {}).get("sets") or {}))
         parts.append(_proxy(a, c["proxy"], names))
     else:
         parts.append(note("Proxy training is off: <code>mira compare CONFIG --set compare.proxy.enabled=true</code> "
@@ -180,6 +181,18 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
     if others:
         out.append(details("Every other pair (plain p, not corrected)", table(headers, rows_of(others))))
     return "".join(out)
+
+
+def _overlap(sets: dict[str, Any]) -> str:
+    """Eval sets held out only in part: their records that duplicate corpus records, by kind."""
+    flagged = {name: e for name, e in sets.items() if e.get("overlapping")}
+    if not flagged:
+        return ""
+    items = "; ".join(f"<code>{esc(name)}</code>: {fmt_int(e['overlapping'])} of {fmt_int(e['records'])} "
+                      f"({fmt_int(e['exact'])} exact, {fmt_int(e['normalised'])} up to whitespace and case, "
+                      f"{fmt_int(e['near'])} near-duplicates)" for name, e in flagged.items())
+    return note(f"<strong>Eval records duplicate corpus records:</strong> {items}. A proxy evaluated on text it "
+                "may have trained on favours the selections that kept it; compare refuses a set above 10%.", "warn")
 
 
 def _cost_cells(cost: dict[str, Any] | None) -> list[Cell]:
