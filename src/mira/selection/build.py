@@ -242,21 +242,20 @@ def _anchor_columns(run: RunDir, table: ScoreTable, source_groups: dict[str, str
                     ) -> dict[str, dict[str, tuple[str, str, bool]]]:
     """Per source, each anchor id of its group: ("<group>/<id>", the anchor's name, whether the
     mask the aggregate used trusts it for that source), for the ``mira_anchors`` column."""
-    from mira.artifacts.anchors import load_rubric, rubric_path
+    from mira.artifacts.anchors import load_rubric, rubric_is_empty, rubric_path
     from mira.scoring.reliability import source_cell
 
     names: dict[str, dict[str, str]] = {}
     out: dict[str, dict[str, tuple[str, str, bool]]] = {}
     for source, group in source_groups.items():
-        if group is None:
+        mask = table.masks.get(group) if group is not None else None
+        if group is None or mask is None:  # no group, or a group discover left without anchors: no scores
             continue
         if group not in names:
-            names[group] = ({a.id: a.name for a in load_rubric(run, group)}
-                            if rubric_path(run, group).exists() else {})
-        mask = table.masks.get(group)
-        out[source] = {} if mask is None else {
-            a: (f"{group}/{a}", names[group].get(a, a), not source_cell(mask, source, a)["masked"])
-            for a in mask["anchors"]}
+            readable = rubric_path(run, group).exists() and not rubric_is_empty(run, group)
+            names[group] = {a.id: a.name for a in load_rubric(run, group)} if readable else {}
+        out[source] = {a: (f"{group}/{a}", names[group].get(a, a), not source_cell(mask, source, a)["masked"])
+                       for a in mask["anchors"]}
     return out
 
 
