@@ -47,7 +47,8 @@ def _config(scored, tmp_path, server, records=18, **teacher_overrides):
     corpus, template = scored
     if not (tmp_path / "run").exists():
         shutil.copytree(template, tmp_path / "run")
-    selection = SelectionConfig(method="dataman", budget=0.3, dataman=DataManConfig(records=records))
+    selection = SelectionConfig(method="dataman", mode="global", budget=0.3,  # the paper's one cutoff
+                                dataman=DataManConfig(records=records))
     # Ridge alone: 14 criteria x LightGBM x (cross-fitting folds + model choice) would take most of
     # these tests' time, and nothing here is about the regressor.
     return make_config(corpus, tmp_path / "run", selection=selection, engine=EngineConfig(workers=1),

@@ -98,7 +98,8 @@ def scored_with_junk(tmp_path_factory):
 def _select(scored, tmp_path, **perplexity_cfg):
     corpus, template = scored
     shutil.copytree(template, tmp_path / "run")
-    selection = SelectionConfig(method="perplexity", budget=0.5, perplexity=PerplexityConfig(bits=16, **perplexity_cfg))
+    selection = SelectionConfig(method="perplexity", mode="global", budget=0.5,  # the paper's one cutoff
+                                perplexity=PerplexityConfig(bits=16, **perplexity_cfg))
     config = make_config(corpus, tmp_path / "run", selection=selection, engine=EngineConfig(workers=1))
     api.run_one("select", config)
     run = RunDir(tmp_path / "run")

@@ -230,13 +230,14 @@ class MethodSpec(Section):
 
 
 def _default_methods() -> list[MethodSpec]:
-    # MIRA in its three retention modes against the paper's baselines. Length shares MIRA-Group's
-    # units, so a difference between the two is the ranking alone; random is source-preserving
-    # whatever the mode; perplexity and DataMan use one global cutoff, as in the paper.
-    return [MethodSpec(method="mira", mode="group"), MethodSpec(method="mira", mode="source"),
-            MethodSpec(method="mira", mode="global"), MethodSpec(method="random", mode="source"),
-            MethodSpec(method="length", mode="group"), MethodSpec(method="perplexity", mode="global"),
-            MethodSpec(method="dataman", mode="global")]
+    # Ranking within sources first: every method in `source` mode keeps each source's share, so
+    # against random-source (source-preserving random) a difference is the ranking alone. Then each
+    # method in its native mode (MIRA-Group and MIRA-Global; perplexity and DataMan with the
+    # paper's one global cutoff), where the mixture of sources moves too.
+    within = [MethodSpec(method=m, mode="source") for m in ("mira", "random", "length", "perplexity", "dataman")]
+    return within + [MethodSpec(method="mira", mode="group"), MethodSpec(method="mira", mode="global"),
+                     MethodSpec(method="length", mode="group"), MethodSpec(method="perplexity", mode="global"),
+                     MethodSpec(method="dataman", mode="global")]
 
 
 class CompareConfig(Section):

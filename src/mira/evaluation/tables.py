@@ -1,8 +1,10 @@
 """The comparison as text tables, for `mira compare` to print (library code returns lines; the CLI prints).
 
-One table of the selections (kept tokens, length bias, overlap with random, known-bad records kept),
-then one of the proxy verdicts against source-preserving random: the paired difference per eval set
-with its 95% interval, the Holm-corrected p and the seeds a difference that size would need.
+One table of the selections (kept tokens and the range of its per-source shares, length bias, overlap
+with random, known-bad records kept, teacher cost), each selection's kept share per source, then one
+table of the proxy verdicts against source-preserving random: the paired difference per eval set
+with its 95% interval, the Holm-corrected p, the seeds a difference that size would need, and the
+per-source range beside the verdict (a method that moves the mixture can win by moving it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def summary_lines(result: dict[str, Any]) -> list[Line]:
         if method.get("instead_of"):
             lines.append((f"  note: {method['name']}: other settings than selection/{method['instead_of']}, which "
                           f"compare did not build; selection/{method['instead_of']} is kept", "yellow"))
+    lines += source_lines(result)
     lines += overlap_lines(result)
     lines += verdict_table(result)
     ablation_of = {m["name"]: m.get("ablation_of") for m in result["methods"]}
@@ -39,7 +42,7 @@ def selection_table(result: dict[str, Any]) -> list[Line]:
     bad = result.get("known_bad") or {}
     width = max([28] + [len(m["name"]) for m in result["methods"]])
     costs = result.get("teacher_cost") or {}
-    lines: list[Line] = [(f"{'selection':<{width}} {'kept tokens':>11} {'length x':>8} "
+    lines: list[Line] = [(f"{'selection':<{width}} {'kept tokens':>11} {'per source':>11} {'length x':>8} "
                           f"{'overlap w/ random':>17} {'known-bad kept':>14}  {'teacher: requests':>17} "
                           f"{'tokens in/out':>13} {'seconds':>8}", None)]
     for method in result["methods"]:
@@ -51,7 +54,8 @@ def selection_table(result: dict[str, Any]) -> list[Line]:
         known = (bad.get("methods") or {}).get(name, {}).get("record_share")
         cost = costs.get(name) or {}
         tokens = f"{compact(cost.get('prompt_tokens'))}/{compact(cost.get('completion_tokens'))}" if cost else "-"
-        lines.append((f"{name:<{width}} {pct(kept):>11} {number(ratio):>8} {pct(share):>17} {pct(known):>14}  "
+        lines.append((f"{name:<{width}} {pct(kept):>11} {source_range(result, name):>11} {number(ratio):>8} "
+                      f"{pct(share):>17} {pct(known):>14}  "
                       f"{count(cost.get('requests')):>17} {tokens:>13} {number(cost.get('seconds'), 0):>8}", None))
     cached = sorted({n for n, c in costs.items() if c.get("cache_hits")})
     if cached:
@@ -61,6 +65,27 @@ def selection_table(result: dict[str, Any]) -> list[Line]:
     if budget:
         lines.append((f"  DataMan labelled {budget['records']:,} records at MIRA's teacher budget "
                       f"(~{budget['estimated_tokens']:,} tokens; annotate: {budget['annotate_tokens']:,})", None))
+    return lines
+
+
+def source_shares(result: dict[str, Any], name: str) -> dict[str, float]:
+    """Source -> the share of its tokens selection `name` kept."""
+    sources = (result.get("retention", {}).get(name) or {}).get("sources") or {}
+    return {s: e["token_share"] for s, e in sources.items() if e.get("token_share") is not None}
+
+
+def source_range(result: dict[str, Any], name: str) -> str:
+    """The lowest and highest share of a source's tokens kept: ``48%-52%`` keeps the mixture."""
+    shares = source_shares(result, name).values()
+    return f"{min(shares):.0%}-{max(shares):.0%}" if shares else "-"
+
+
+def source_lines(result: dict[str, Any]) -> list[Line]:
+    """Kept share of each source's tokens, one line per selection."""
+    lines: list[Line] = [("kept share of each source's tokens:", None)]
+    for method in result["methods"]:
+        shares = source_shares(result, method["name"])
+        lines.append((f"  {method['name']}: " + ", ".join(f"{s} {v:.0%}" for s, v in shares.items()), None))
     return lines
 
 
@@ -84,7 +109,7 @@ def verdict_table(result: dict[str, Any]) -> list[Line]:
     sets = max([8] + [len(v["eval_set"]) for v in verdicts])
     lines: list[Line] = [(f"proxy: each against {baseline} (bits per byte, lower is better; {how})", None),
                          (f"{'selection':<{width}} {'eval set':<{sets}} {'a - b':>8} {'95% CI':>19} "
-                          f"{'Holm p':>7} {'seeds 80%':>9}  verdict", None)]
+                          f"{'Holm p':>7} {'seeds 80%':>9} {'per source':>11}  verdict", None)]
     for v in verdicts:
         p = v.get("p_holm") if v.get("p_holm") is not None else v.get("p")
         low, high = v.get("low"), v.get("high")
@@ -92,7 +117,8 @@ def verdict_table(result: dict[str, Any]) -> list[Line]:
         reading = ("better" if v.get("better") == v["a"] else "worse" if v.get("better") else "within noise")
         colour = "green" if reading == "better" else "red" if reading == "worse" else None
         lines.append((f"{v['a']:<{width}} {v['eval_set']:<{sets}} {signed(v.get('diff')):>8} {interval:>19} "
-                      f"{number(p, 3):>7} {count(v.get('seeds_needed')):>9}  {reading}", colour))
+                      f"{number(p, 3):>7} {count(v.get('seeds_needed')):>9} {source_range(result, v['a']):>11}  "
+                      f"{reading}", colour))
     return lines
 
 

@@ -99,7 +99,7 @@ def comparison(a: Artifacts) -> str:
         parts.append(_known(c.get(kind), kind.split("_")[1], names))
     if c.get("proxy"):
         parts.append(_overlap((c.get("eval_overlap") or {}).get("sets") or {}))
-        parts.append(_proxy(a, c["proxy"], names))
+        parts.append(_proxy(a, c["proxy"], names, c.get("retention") or {}))
     else:
         parts.append(note("Proxy training is off: <code>mira compare CONFIG --set compare.proxy.enabled=true</code> "
                           "trains a small model on each selection and compares held-out bits per byte."))
@@ -121,7 +121,7 @@ def _known(entry: dict[str, Any] | None, label: str, names: list[str]) -> str:
             + table(["selection", "kept", "kept share", "kept token share", "overall token share"], rows))
 
 
-def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
+def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str], retention: dict[str, Any]) -> str:
     table_data = proxy.get("table") or {}
     evals = list(proxy.get("eval_sets") or {})
     settings = proxy.get("settings") or {}
@@ -157,15 +157,16 @@ def _proxy(a: Artifacts, proxy: dict[str, Any], names: list[str]) -> str:
     verdicts = proxy.get("verdicts") or []
 
     def rows_of(items: list[dict[str, Any]]) -> list[list[Cell | str]]:
-        return [[text_cell(v["a"]), text_cell(v["b"]), text_cell(v["eval_set"]), num(v.get("diff"), "float", 4),
+        return [[text_cell(v["a"]), text_cell(v["b"]), text_cell(v["eval_set"]), _per_source(retention, v["a"]),
+                 num(v.get("diff"), "float", 4),
                  _interval(v), num(v.get("p"), "float", 3), num(v.get("p_holm"), "float", 3),
                  num(v.get("wilcoxon_p"), "float", 3), num(v.get("seeds_needed")),
                  Cell(badge("beyond noise", "ok") if v.get("beyond_noise") else badge("within noise"),
                       int(bool(v.get("beyond_noise")))),
                  text_cell(v.get("better") or "—"), text_cell(v.get("text"), wrap=True)] for v in items]
 
-    headers = ["a", "b", "eval set", "a − b (bpb)", "95% CI", "p", "Holm p", "Wilcoxon p", "seeds for 80% power",
-               "verdict", "better", "detail"]
+    headers = ["a", "b", "eval set", "a: kept per source", "a − b (bpb)", "95% CI", "p", "Holm p", "Wilcoxon p",
+               "seeds for 80% power", "verdict", "better", "detail"]
     family = [v for v in verdicts if v.get("vs_random") and v["a"] in names]
     size = next((v.get("family") for v in family if v.get("family")), None)
     out.append("<h4>Each selection against source-preserving random</h4><p>Seed <em>k</em> of every selection "
@@ -216,6 +217,18 @@ def _cost_note(costs: dict[str, Any], budget: dict[str, Any] | None) -> str:
                  f"records, about {fmt_int(budget['estimated_tokens'])} teacher tokens against annotate's "
                  f"{fmt_int(budget['annotate_tokens'])}.")
     return f"<p>{text}</p>"
+
+
+def _per_source(retention: dict[str, Any], name: str) -> Cell:
+    """The range of a selection's kept share per source (hover: every source): beside a verdict, it
+    says whether the method ranked within sources or also moved the mixture."""
+    sources = (retention.get(name) or {}).get("sources") or {}
+    shares = {s: e["token_share"] for s, e in sources.items() if e.get("token_share") is not None}
+    if not shares:
+        return Cell("—", None, "num")
+    low, high = min(shares.values()), max(shares.values())
+    return Cell(f"{fmt_pct(low)} – {fmt_pct(high)}", high - low, "num",
+                ", ".join(f"{s} {fmt_pct(v)}" for s, v in shares.items()))
 
 
 def _interval(v: dict[str, Any]) -> Cell:

@@ -29,7 +29,7 @@ SUMMARY = "summary.json"
 # Methods whose ranking fixes the retention mode whatever `selection.mode` says (each ranking's
 # `MODE`): the default name must say the mode the selection really used. tests/test_selections.py
 # checks that each method's summary agrees with its name.
-FIXED_MODE = {"random": "source", "global_rubric": "global", "perplexity": "global", "dataman": "global"}
+FIXED_MODE = {"random": "source", "global_rubric": "global"}
 
 
 def effective_mode(method: str, mode: str) -> str:

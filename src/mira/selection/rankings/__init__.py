@@ -18,10 +18,13 @@ Methods (one module each; the paper's names in brackets):
 - ``dsir`` — hashed n-gram importance weights toward a target corpus [DSIR].
 - ``perplexity`` — lowest perplexity under a reference n-gram language model first [PPL].
 - ``dataman`` — one fixed 14-criterion rubric, teacher-labelled on a sample of the whole corpus
-  and distilled into one student, one global cutoff on its overall score [DataMan].
+  and distilled into one student, ranked by its overall score [DataMan].
+
+Every method but random ranks under any ``selection.mode``; the paper's PPL and DataMan used one
+global cutoff (``mode: global``), which changes the mixture of sources as well as the ranking.
 
 A method module defines ``rank(config, table) -> Ranking``, ``MODE`` where the method fixes its
-retention mode (random: per source; perplexity and dataman: one global cutoff), and, where it reads more than the
+retention mode (random: per source), and, where it reads more than the
 score table, ``fingerprint(config, run) -> str`` (what its ranking depends on, for select's
 fingerprint), ``prepare(config, run, progress) -> dict`` (a cached pass over the corpus) and
 ``plan(config, run) -> list[str]`` (what that pass will cost, for ``--dry-run``).

@@ -6,8 +6,8 @@ an overall score, with one rubric for every source. Here the 14 criteria are anc
 the pipeline is exactly MIRA's phase 2 with a single group: the teacher labels a sample drawn
 evenly from every source (``selection.dataman.records``) with the annotate stage's requests,
 one student is distilled with the distill stage's code, and the student scores the whole corpus
-with the score stage's code. Records are ranked by the predicted overall score with one global
-cutoff; no reliability mask (DataMan has none).
+with the score stage's code. Records are ranked by the predicted overall score under
+``selection.mode`` (the paper used one global cutoff); no reliability mask (DataMan has none).
 
 Artifacts form a small run directory of their own, ``baselines/dataman/`` (so the stages' path
 helpers work unchanged): ``rubrics/dataman.jsonl``, ``labels/dataman.parquet`` (+
@@ -37,7 +37,6 @@ from mira.scoring.table import ScoreTable
 from mira.selection.rankings import Ranking
 
 log = logging.getLogger(__name__)
-MODE = "global"  # one cutoff over the corpus, as the paper's source-agnostic filters have
 VERSION = "dataman-v1"
 GROUP = "dataman"  # the one group: every source
 # DataMan scores its 14 criteria in one answer (annotate_v2's flat JSON); annotate_v3 would ask
@@ -258,7 +257,8 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
             raise RuntimeError(f"{info.name} shard {shard.name}: DataMan scores do not match the scores")
         overall[start:end] = values
     eligible = ~table.quarantined & np.isfinite(overall)
-    return Ranking(np.where(eligible, overall, -np.inf), eligible, MODE, "DataMan overall score (student)")
+    return Ranking(np.where(eligible, overall, -np.inf), eligible, config.selection.mode,
+                   "DataMan overall score (student)")
 
 
 prepare_dataman = prepare

@@ -30,7 +30,6 @@ from mira.scoring.table import ScoreTable
 from mira.selection.rankings import Ranking
 
 log = logging.getLogger(__name__)
-MODE = "global"  # one cutoff over the corpus, as the paper's source-agnostic filters have
 VERSION = "perplexity-v1"
 BATCH_TOKENS = 2_000_000  # tokens scored per vectorised batch: ~100 MB of temporaries at order 5
 
@@ -69,7 +68,9 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
                                f"rerun with --force")
         loss[start:end] = column
     eligible = ~table.quarantined & np.isfinite(loss)
-    return Ranking(np.where(np.isfinite(loss), -loss, -np.inf), eligible, MODE,
+    # Any retention mode (selection.mode): the paper's PPL used one global cutoff, which also moves
+    # the mixture between sources; `source` separates ranking within sources from that.
+    return Ranking(np.where(np.isfinite(loss), -loss, -np.inf), eligible, config.selection.mode,
                    f"-bits per {config.selection.perplexity.level[:-1]} (reference n-gram LM)")
 
 
