@@ -136,7 +136,7 @@ def test_dataman_rescores_only_what_a_changed_setting_touches(scored, tmp_path, 
         import mira.students as students
 
         original_train = students.train
-        monkeypatch.setattr(students, "train", lambda *a, **k: trained.append(len(a[-1])) or original_train(*a, **k))
+        monkeypatch.setattr(students, "train", lambda *a, **k: trained.append(len(a[6])) or original_train(*a, **k))
         config.selection.budget = 0.6  # selection settings never touch DataMan's artifacts
         assert dataman.fingerprint(config, run) == dataman.folder(run).done("dataman")["fingerprint"]
         config.student.seed = 3  # a student setting retrains and rescores, with no teacher call
