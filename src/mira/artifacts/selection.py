@@ -37,7 +37,7 @@ class DecisionReason(StrEnum):
 
 UNSCORED_REASONS = (DecisionReason.UNSCORED, DecisionReason.UNSCORED_KEPT, DecisionReason.UNSCORED_BELOW)
 # One-byte codes of the reasons (an index into REASONS): select holds one per record of the corpus,
-# where an object array cost 8 bytes a record.
+# where an object array would cost 8 bytes a record.
 REASONS = tuple(DecisionReason)
 REASON_CODE = {reason: code for code, reason in enumerate(REASONS)}
 

@@ -111,8 +111,8 @@ class GroupingConfig(Section):
     k_min: int = Field(1, ge=1)
     k_max: int = Field(6, ge=1)
     # With two sources silhouette cannot choose k: they share a group when the cosine of their
-    # mean embeddings reaches this (MiniLM, measured: Python vs C headers 0.46, code vs
-    # changelogs or fortunes 0.06-0.2).
+    # mean embeddings reaches this (with MiniLM: Python vs C headers ~0.46, code vs changelogs or
+    # fortunes 0.06-0.2).
     merge_similarity: float = Field(0.45, gt=0, le=1)
     # Three or more sources form ONE group when every pair of source means is at least this
     # similar and the best silhouette is below `weak_silhouette` (Kaufman & Rousseeuw call < 0.5
@@ -143,7 +143,8 @@ class AnnotationConfig(Section):
     # How the teacher is asked (prompts in mira/teacher/prompts; benchmarks/labels.py compares
     # them): annotate_v1/v2 score every anchor of a record in one JSON answer, annotate_v3 asks one
     # anchor per request for a bare integer, the record's prompt prefix cached per server slot.
-    # v3 measured faster (0.70x v2's seconds per label) and self-consistent (Spearman 0.7 vs 0.15).
+    # v3 takes less time per label than v2, and its re-scorings agree with its scores where v2's
+    # hardly do (self-consistency Spearman ~0.7 against ~0.15, benchmarks/labels.py).
     protocol: Literal["annotate_v1", "annotate_v2", "annotate_v3"] = "annotate_v3"
     records_per_group: int = Field(40, ge=2)
     # How the labels are spread. "tokens": the run's labels (records_per_group x groups, or
@@ -258,9 +259,8 @@ class EngineConfig(Section):
     workers: int | None = Field(None, ge=1)
     batch_size: int = Field(512, ge=1)
     # Never "fork": workers must not inherit the driver's threads or open handles. "forkserver"
-    # forks them from a server that imported the worker modules once (mira/engines/local.py):
-    # start-up 0.9 -> 0.3 s a worker, whole-corpus/student-alone 0.74 -> 0.77 at 100k records
-    # (benchmarks/scale.py); "spawn" starts each worker as a fresh interpreter.
+    # forks them from a server that imported the worker modules once (mira/engines/local.py), so a
+    # worker starts in ~0.3 s; "spawn" starts each as a fresh interpreter, ~0.9 s (benchmarks/scale.py).
     start_method: Literal["spawn", "forkserver"] = "forkserver"
     # An existing Ray cluster ("ray://head:10001" or "auto"); unset starts a local Ray. The older
     # name `ray_address` is still read.

@@ -50,8 +50,8 @@ class PerplexityConfig(Section):
     reference_tokens: int = Field(4_000_000, ge=1_000)
     # `words`: \w+ words and single punctuation marks, hashed (KenLM-like tokens; whitespace and
     # layout are not seen); `bytes`: UTF-8 bytes (sees layout; use order 5). On the demo corpus both
-    # ranked every held-out record above its word-shuffled and its 5%-noised copy; a words 3-gram
-    # scored ~490 docs per CPU-second, a bytes 5-gram ~265 (benchmarks/baselines.py).
+    # rank every held-out record above its word-shuffled and its 5%-noised copy; a words 3-gram
+    # scores ~490 docs per CPU-second, a bytes 5-gram ~265 (benchmarks/baselines.py).
     level: Literal["bytes", "words"] = "words"
     order: int = Field(3, ge=1, le=8)
     # Hash buckets per table (2**bits): per order, one uint32 count table and a pair table.
@@ -85,7 +85,7 @@ class SelectionConfig(Section):
     budget_fraction: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     budget_tokens: int | None = Field(None, gt=0)
     # The older single key, kept where its unit is unambiguous: <= 1 is a fraction, a whole number
-    # > 1 a token count; anything else (1.5) is refused, since it once meant 1.5 tokens silently.
+    # > 1 a token count; anything else (1.5) is refused: read as tokens it would silently mean 1.5 tokens.
     budget: float | None = Field(None, gt=0, allow_inf_nan=False)
     # A ranking method of mira.selection.rankings (registry): mira, random, length, dsir, perplexity, dataman.
     method: str = "mira"
@@ -166,10 +166,10 @@ class ProxyConfig(Section):
     selection and evaluated on held-out sets. The model reads raw UTF-8 bytes (vocabulary 256):
     bits per byte is then exact and comparable across selections with no tokenizer to fit or
     bundle, and a byte budget is the same budget for every method whatever its text looks like.
-    Defaults are sized so one run takes about 1-2 minutes on a quiet 2-core CPU (measured on this
-    machine, 1 thread: 18-24k training bytes/s, 86-116 s per run) and separate clean from 50%
-    junk-diluted code beyond seed noise (3 seeds: 2.419 vs 2.473 bits/byte, Welch p=0.002).
-    A CPU shared with other work is many times slower (benchmarks/proxy.py prints the figures).
+    Defaults are sized so one run takes about 1-2 minutes on a quiet 2-core CPU (1 thread: 18-24k
+    training bytes/s) and separate clean from 50% junk-diluted code beyond seed noise (3 seeds:
+    ~2.42 vs ~2.47 bits/byte, Welch p ~0.002). A CPU shared with other work is many times slower
+    (benchmarks/proxy.py prints the figures).
     """
 
     # Off by default: the quick demo must not pay minutes of training per method and seed.
@@ -196,8 +196,8 @@ class ProxyConfig(Section):
     # "auto" uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads for torch; None uses every core. On a CPU busy with other work use 1: OpenMP
-    # threads spin at every barrier, and on this 2-core machine at load ~10 two threads trained
-    # at ~700 bytes/s against ~11k for one.
+    # threads spin at every barrier: on a heavily loaded 2-core CPU two threads train at ~700 bytes/s
+    # against ~11k for one (benchmarks/proxy.py).
     threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ Ingest cuts every source into shards (byte ranges of JSONL, row groups of Parque
 files) once, and every later stage reads those shards. A record appended to a file after ingest lies
 outside every shard, and a truncated file ends before its last shard does: a stage that read the shards
 as planned would score or select a subset without a word (``mira run`` reruns ingest first, the
-per-stage commands did not). So score and select first compare the sources as they are now (each
+per-stage commands do not). So score and select first compare the sources as they are now (each
 file's size and mtime, an object's ETag, and the settings that decide the shards) with what ingest saw,
 and stop in one line when they differ. A same-size edit that keeps the mtime is caught later, by the
 shard digests score records and select checks.

@@ -7,7 +7,7 @@ quarantines a record). A record whose id an earlier record of the source (in sha
 has is quarantined as a duplicate, its locator kept on its shard so every later stage does the same.
 
 Per-file row ids are common in real shards (``id`` 0..n in every file of a folder): quarantining
-them as duplicates dropped every file but the first. When the same id occurs in two files of a
+them as duplicates would drop every file but the first. When the same id occurs in two files of a
 source, its ids are qualified by their file instead (``b.parquet#0``, :func:`file_qualified_id`) and
 the shards say so (``Shard.file_ids``); workers of a source with several files report the hashes of
 those qualified ids too, so the choice costs no second pass. A source whose ids are unique keeps them

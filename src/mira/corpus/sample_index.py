@@ -2,7 +2,7 @@
 
 group, discover and annotate each take a seeded sample of a source: the `n` usable records with
 the smallest stable rank (:func:`mira.corpus.sources.stable_rank` of the seed and the record id). Finding
-them by streaming every record of the source made each of those stages parse the whole corpus.
+them by streaming every record of the source would make each of those stages parse the whole corpus.
 Ingest reads every record anyway, so it keeps, per source and per configured seed, the records
 with the smallest ranks and where they are: the shard, the position in the shard's stream and
 (plain JSONL) the byte offset. ``inventory/sample/<source>.json``::
@@ -95,8 +95,8 @@ def _entry_order(entry: list[Any]) -> tuple[int, int, int]:
 
 class IndexMerger:
     """:func:`build_index` as the shards' candidates arrive, holding per seed only the entries that
-    can still be in the index: the driver of a 1M-record ingest held every shard's candidates
-    (1,024 per shard, ~250 bytes each) until the end, ~100 bytes per record of the corpus.
+    can still be in the index: holding every shard's candidates (1,024 per shard, ~250 bytes each)
+    until the end would cost the driver ~100 bytes per record of the corpus.
 
     Kept after each prune: the entries up to the seed's cutoff whose rank is among the `size`
     smallest *distinct* ranks. Duplicates (known only once every shard is in) share their first

@@ -2,7 +2,7 @@
 
 Ingest tokenizes the full rendering of every record (:func:`mira.corpus.records.full_text`) to build
 its length statistics; score needs the same count for its ``tokens`` column and to decide
-whether a record fits the render budget. Tokenizing twice dominated whole-corpus scoring, so
+whether a record fits the render budget. Tokenizing twice would dominate whole-corpus scoring, so
 ingest keeps the counts: ``inventory/tokens/<source>/<shard>.npz`` holds one int64 per *input
 item* of the shard, in stream order (-1 for an item ingest rejected), with what they were counted
 against: the ingest fingerprint (sources, ingest and tokenizer settings, input sizes and
@@ -124,7 +124,7 @@ def read_shard_tokens(run: RunDir, shard: Shard, *, ingest_fingerprint: str, tok
             cut_spans = data["slice_bytes"].tolist() if cut else []
             cut_gaps = data["slice_gaps"].tolist() if cut else []
     except FileNotFoundError:
-        return None  # a run ingested by an older version: score counts as before
+        return None  # a run ingested by an older version: score counts the tokens itself
     except (OSError, ValueError, KeyError) as exc:
         log.warning("token counts of %s/%s unreadable (%s); counting again", shard.source, shard.name, exc)
         return None

@@ -1,9 +1,8 @@
 """Ablations for `mira compare`: MIRA's selection without one cell (or one source's cells) at a time.
 
 The reliability mask says whether a student agrees with its teacher on an anchor, not whether
-ranking by that anchor selects better data. On the 72-label demo run one cell the mask called
-reliable (stdlib code ranked by "Test Coverage") made MIRA-Source train proxies 0.2 bits per byte
-worse than random on held-out code; without it MIRA was within noise of random. ``compare.ablate``
+ranking by that anchor selects better data: a single cell the mask calls reliable can make a MIRA
+selection train worse proxies than random, and MIRA without it no worse. ``compare.ablate``
 makes that experiment one setting: for every cell the MIRA selection of ``selection.mode`` ranks
 by ("cells"), or every source it ranks ("sources"), one more compared selection masks it
 (:attr:`mira.core.config.MethodSpec.exclude`, applied like ``reliability.exclude``), and proxy training

@@ -33,7 +33,7 @@ def fmt_int(value: Any) -> str:
 
 def fmt_count(value: Any) -> str:
     """A done marker's count as it was recorded: an int with separators, a float as a float (a
-    silhouette of 0.6193 once showed as "1"), anything else as its text."""
+    silhouette of 0.6193 must not show as "1"), anything else as its text."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):

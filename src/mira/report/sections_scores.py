@@ -183,8 +183,8 @@ def reliability(a: Artifacts) -> str:
 
 # Below these the labels themselves limit the student: a target that is nearly constant has no
 # ranking to learn, and a fallback to the sampled integer is coarser than the teacher's expectation.
-# A small spread alone is not that: in demo-full the expectations varied by std 0.21-0.34 around
-# the teacher's favourite score, and re-scored records kept their ranks (Spearman 0.93-0.94).
+# A small spread alone is not that: expectations with a std of 0.2-0.3 around the teacher's
+# favourite score can still rank records consistently (re-scored records keep their ranks).
 LOW_LABEL_STD = 0.1
 LOW_EXACT_SHARE = 0.9
 

@@ -35,7 +35,7 @@ PART = {"whole": "the whole record", "question": "the question", "trace": "the r
         "answer": "the final answer", "both": "the reasoning trace and the answer together",
         "calls": "the tool calls and their arguments", "results": "the tool results and how they are used"}
 # Output tokens per anchor, for the budget of one answer and the dry-run estimate. Qwen2.5
-# pretty-prints and splits digits: v1's `"a00": {"score": 7},` took 43 tokens for 3 anchors,
+# pretty-prints and splits digits: v1's `"a00": {"score": 7},` takes 43 tokens for 3 anchors,
 # v2's flat `"a00": 7,` 34 (benchmarks/labels.py); the cap leaves room for longer whitespace.
 TOKENS_PER_SCORE = 12
 TOKENS_PER_FLAT_SCORE = 10

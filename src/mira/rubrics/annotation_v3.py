@@ -5,16 +5,15 @@ system + every anchor card + the calibrated scale (the same for the whole group)
 then a short question naming ONE anchor; the answer is a JSON integer 0-9 under an enum grammar
 (one token), and the target is its exact logprob expectation (teacher/scores.py, key
 :data:`~mira.teacher.scores.BARE`) mapped to 0-10 (x 10/9). Every score is thus the first token of
-its own answer: a weak teacher cannot copy its first score into the others, as it did under
+its own answer: a weak teacher cannot copy its first score into the others, as it can under
 annotate_v2's one-answer JSON.
 
 Why 0-9 and not 0-10: with digit-split tokens (Qwen) "10" is "1" then "0", and the mass of an
-unsampled "1" cannot be split between 1 and 10 from one answer's logprobs. In the demo run on the
-0-10 scale, 3 of the agent group's 12 labels fell back to the sampled integer (8, 6, 6), and all
-three were planted degraded trajectories: the teacher had put >5% on "1", most likely meaning 1.
-The 9 exact expectations ranked the other 3 degraded trajectories below all 6 clean ones (5.4-5.6
-vs 5.8-6.3); the fallbacks put degraded ones on top. On 0-9 every value is one token, so every
-target is an exact expectation.
+unsampled "1" cannot be split between 1 and 10 from one answer's logprobs. Such a target falls
+back to the sampled integer, and a teacher puts weight on "1" mostly for poor records (there it
+most likely means 1): the fallbacks land on exactly those, and their coarse sampled integers can
+rank degraded records above clean ones. On 0-9 every value is one token, so every target is an
+exact expectation.
 
 Cost: the requests of one record go consecutively to one llama.cpp slot (``id_slot``, local
 server only), so the server processes the group prefix once per slot, the record once, and only
@@ -72,9 +71,9 @@ QUESTION = "Score the record on [{id}] {name} only{definition}. Answer one integ
 
 def question(anchor: Any, define: bool = True) -> str:
     """The question naming one anchor, restating its definition. Without it (`define=False`,
-    benchmarks/labels.py's "v3s") the cards above still define every anchor; measured on 16 records
-    scored twice: not faster (10.4 vs 9.7 s/label, within noise), self-consistency 0.77 vs 0.86,
-    the two rank records alike (Spearman 0.95). So the definition stays."""
+    benchmarks/labels.py's "v3s") the cards above still define every anchor and the two rank records
+    alike, but the teacher is no faster and less self-consistent (benchmarks/labels.py), so the
+    definition stays."""
     definition = " ".join(str(anchor.definition).split()).rstrip(".") if define else ""
     return QUESTION.format(id=anchor.id, name=anchor.name, definition=f" ({definition})" if definition else "")
 

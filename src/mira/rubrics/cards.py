@@ -137,8 +137,8 @@ def single_record_content(card: _Card, notes: Iterable[tuple[str, str]],
     also require the word to be *content* of that record alone: in its text and in no other
     judged record's. A judge's own adjective ("straightforward") is in no record; a word of the
     kind of records ("command" in man pages) is in several; "circle" in one function-calling
-    trajectory is in one. Without it, 8 judged records' notes made ordinary words look specific
-    and the fuller demo lost general Clarity cards in three groups.
+    trajectory is in one. Without it, the notes of a handful of judged records make ordinary words
+    look specific, and general cards (a Clarity card) would be rejected as one record's content.
     """
     by_word: dict[str, set[str]] = {}
     for record_id, text in notes:
@@ -216,7 +216,7 @@ def _polarity(text: str) -> tuple[int, int, int, int]:
 
 def reversed_scale(card: _Card) -> str | None:
     """The card's scale runs the wrong way: its LOW guide praises, or its HIGH guide reads negative
-    where its LOW one reads positive (the demo's "Tool Accuracy" had LOW "completely accurate").
+    where its LOW one reads positive (e.g. a "Tool Accuracy" card whose LOW is "completely accurate").
 
     Lexical, so it only fires on clear cases: LOW with strong praise ("excellent", "completely
     accurate") and no negative cue, or LOW positive without a negative cue while HIGH carries

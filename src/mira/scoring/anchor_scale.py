@@ -4,8 +4,8 @@ MIRA-Group ranks all of a group's records with one cutoff, but the mask is per (
 a source's aggregate averages the anchors reliable *for that source*. Two sources whose reliable
 anchors differ are then compared on averages of different anchors, and the students of different
 anchors sit at different levels (one predicts ~5.9, another ~6.2 for the same records): that offset,
-not quality, decides the cut. Measured on the 72-label demo-full run: the C headers (two anchors)
-kept 0% of their tokens, the stdlib code (one other anchor) 76%.
+not quality, decides the cut, and can leave one source none of its tokens while another keeps
+most of its own.
 
 ``group`` first moves every anchor's scores to the group's common location and spread: a z-score
 over the group's scored records (every source of the group, masked or not, so a source that is

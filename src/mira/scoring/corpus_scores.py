@@ -24,7 +24,7 @@ from mira.io.files import atomic_path, is_atomic_temp, read_json
 from mira.io.readers import Shard
 from mira.run.rundir import RunDir
 
-if TYPE_CHECKING:  # imported where a student is loaded, as before
+if TYPE_CHECKING:  # imported at run time only where a student is loaded
     from mira.students import Student
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def student_keys(run: RunDir) -> dict[str, Any]:
 def require_students(run: RunDir) -> None:
     """A one-line StageNotReady, before any work, for a group that has no trained student.
 
-    Distill no longer finishes without one, but a run made by an older version (or a deleted
+    Distill does not finish without one, but a run made by an older version (or a deleted
     folder) must not end in a FileNotFoundError from a worker.
     """
     from mira.artifacts.anchors import rubric_is_empty
@@ -267,7 +267,7 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     tokenizer = LazyTokenizer(config.tokenizer.name)
     out = shard_scores_path(run, shard)
     # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
-    # (A run dir without an ingest marker, e.g. the DataMan baseline's mini run, counts as before.)
+    # (A run dir without an ingest marker, e.g. the DataMan baseline's mini run, counts them itself.)
     ingest_fp = run.stage_fingerprint("ingest")
     known = None if ingest_fp is None else read_shard_tokens(run, shard, ingest_fingerprint=ingest_fp,
                                                              tokenizer=tokenizer.name, render=render_settings(config))

@@ -19,7 +19,7 @@ retraining or rescoring.
 A source with too few validation rows is judged by the group cell ``"*"``, which combines the
 *within-source* statistics of the group's sources (a fixed-effect meta-analysis: Fisher z weighted
 by n-3, MAE weighted by n). It never pools rows across sources: pooled, a student that only knows
-which source a record comes from ranks the group's records well (measured: Spearman 0.95) while
+which source a record comes from ranks the group's records well (Spearman up to ~0.95) while
 ranking nothing inside any source.
 
 A record's aggregate is the trimmed mean (paper default) or the reliability-weighted mean of its

@@ -127,8 +127,8 @@ def _unit_order(rank_by: Ranking, tie: np.ndarray, unit_of: np.ndarray, n_units:
     A record that is not eligible sorts on a NaN key, after every number, so the eligible records
     are a prefix of their unit's run and no filtered copy of the order is made. The whole-corpus
     sort is select's memory peak: one key copy and lexsort's int64 order, 16 bytes a record beyond
-    the table, then 4 (the order as int32 below 2**31 records); the key's negated copy, the order and
-    its filtered copy took 25.
+    the table, then 4 (the order as int32 below 2**31 records); a negated key copy and a filtered
+    copy of the order would take 25.
     """
     n = len(unit_of)
     # Unit -1 (group mode: a source without a group, every record quarantined) sorts first.

@@ -111,8 +111,9 @@ def starved_source_notes(summary: dict[str, Any]) -> list[str]:
 
     One cutoff compares the records of a group's sources on their aggregates. Where the sources'
     reliable anchors differ (the mask is per source and anchor), those aggregates average different
-    anchors and are not on one scale; measured on demo-full with 72 labels per group, the C headers
-    (aggregate over two anchors) kept 0% of their tokens and the stdlib code (one other anchor) 76%.
+    anchors and are not on one scale: the offset between their students' levels, not quality, can
+    leave one source none of its tokens while another keeps most of its own
+    (``reliability.anchor_scale: group`` puts the anchors on one scale first).
     """
     if summary.get("mode") != "group" or summary.get("method", "mira") != "mira":
         return []  # (what it explains, different anchors per source, is MIRA's; a baseline has no anchors)

@@ -2,7 +2,7 @@
 
 Whole-corpus scoring featurizes every record, so this module is written for throughput.
 ``model2vec``'s own ``encode`` spends nearly all its time in the WordPiece tokenizer (~860 docs/s on
-2 KB texts here). :class:`StaticEmbedder` computes the *same* mean-of-token-vectors embedding with
+2 KB texts). :class:`StaticEmbedder` computes the *same* mean-of-token-vectors embedding with
 the tokenizer taken off the hot path:
 
 - a BERT tokenizer splits at whitespace and at every ASCII punctuation character, so the text can be

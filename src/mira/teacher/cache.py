@@ -9,8 +9,8 @@ Several processes may share a run directory: the database runs in WAL mode with 
 timeout, and every write is a single short transaction (``INSERT OR REPLACE``), so concurrent
 writers serialise instead of failing. Nothing secret is stored (no headers, no base URL).
 
-A row whose expected scores are not finite numbers (NaN from a broken server, stored by versions
-before issue 27) is never replayed: it reads as absent and is asked again.
+A row whose expected scores are not finite numbers (NaN from a broken server, stored by older
+versions) is never replayed: it reads as absent and is asked again.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class TeacherCache:
         WAL lets readers proceed while another process writes; NORMAL sync is durable enough for a
         cache (a lost last answer is simply asked again). Switching a new file to WAL needs it to
         itself, and SQLite answers "database is locked" at once instead of waiting on the busy
-        timeout when another connection is doing the same (measured: 9 of 300 two-thread opens of a
-        fresh file failed), so the switch is retried until the timeout. Every statement here is
+        timeout when another connection is doing the same (a few percent of two-thread opens of a
+        fresh file), so the switch is retried until the timeout. Every statement here is
         idempotent.
         """
         deadline = time.monotonic() + busy_timeout_s

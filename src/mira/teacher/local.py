@@ -266,8 +266,8 @@ class LocalServer:
         config, files = self.config, self.files
         port = config.port or free_port()
         # All cores by default: while a teacher stage runs, the run itself only waits on HTTP.
-        # Measured on the 2-core machine, idle: 2 threads 11 tok/s generation, 45 tok/s prompt;
-        # 1 thread did not finish the same request in 600 s. Under heavy outside load llama.cpp's
+        # On an idle 2-core CPU, 2 threads give 11 tok/s generation and 45 tok/s prompt, while 1
+        # thread takes over 600 s for the same request. Under heavy outside load llama.cpp's
         # threads wait on each other; set `teacher.threads` lower there.
         threads = config.threads or max(1, os.cpu_count() or 1)
         parallel = config.concurrency

@@ -25,11 +25,11 @@ token. The rule for an open "1":
 
 A scale whose every value is one digit has no open prefix at all: ``scale_max=9`` reads 0..9
 exactly for any tokeniser that writes single digits as tokens (annotate_v3 asks on that scale
-and maps it to 0..10: on the 0..10 scale, 3 of the demo's 12 agent labels were fallbacks, all of
-them planted degraded trajectories whose unsampled "1" most likely meant 1).
+and maps it to 0..10: on the 0..10 scale the fallbacks land mostly on poor records, whose
+unsampled "1" most likely means 1).
 
-Reading the unsampled "1" as 1 (the old rule) turned p(7)=0.55, p("1"->10)=0.45 into 4.30
-instead of 8.35; guessing 10 would be as wrong for a genuinely low record. The only exact
+Reading the unsampled "1" as 1 would turn p(7)=0.55, p("1"->10)=0.45 into 4.30 instead of
+8.35; guessing 10 would be as wrong for a genuinely low record. The only exact
 alternative is a second request that continues the answer after "1"; a sampled fallback costs
 nothing and says what it is.
 """

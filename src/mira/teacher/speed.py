@@ -45,8 +45,8 @@ def measured_speed(run: RunDir, stage: str, concurrency: int = 1) -> tuple[float
     total = (usage or {}).get("total") or {}
     if total.get("answered") and total.get("latency_s"):
         # `concurrency` requests are in flight at once, each waiting its full latency: the wall
-        # time per answer is the latency over the concurrency (an interrupted demo's annotate
-        # was priced at 10.8 min from latency alone and took 6.5 at concurrency 2).
+        # time per answer is the latency over the concurrency (from latency alone, a stage at
+        # concurrency 2 would be priced at well over its real time).
         slots = max(1, concurrency)
         per = float(total["latency_s"]) / int(total["answered"]) / slots
         return per, (f"mean latency of {int(total['answered'])} answers in usage/{stage}.json"

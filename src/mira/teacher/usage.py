@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Measured on the 2-core development machine (DESIGN.md): tokens per second for generation and
-# prompt processing. Prompt speeds of the small models are scaled from the 1.5B measurement.
+# Tokens per second for generation and prompt processing on a 2-core CPU (DESIGN.md). Prompt
+# speeds of the small models are scaled from the 1.5B model's.
 MODEL_SPEEDS: dict[str, tuple[float, float]] = {
     "qwen2.5-coder-1.5b": (34.0, 160.0),
     "qwen2.5-coder-0.5b": (58.0, 400.0),

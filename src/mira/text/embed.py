@@ -49,7 +49,7 @@ def _offline(loads_transformers: bool = True) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if not loads_transformers:
-        # A cached static model needs no transformers: importing it only to quiet it took ~10 s
+        # A cached static model needs no transformers: importing it only to quiet it would cost ~10 s
         # of every scoring worker's start on 2 cores.
         return
     # transformers prints a load report for the bundled MiniLM (an unused `position_ids` buffer):
