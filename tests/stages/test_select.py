@@ -485,6 +485,64 @@ def test_reselecting_never_deletes_files_mira_did_not_write(scored, tmp_path):
     assert old_shards and not [p for p in (run.root / "selection").iterdir() if p.name.startswith(".")]
 
 
+def _cli(config, *args):
+    from click.testing import CliRunner
+
+    from mira.cli import main
+    from mira.run.config_file import dump_config
+
+    path = Path(config.run_dir).parent / "config.yaml"
+    path.write_text(dump_config(config))
+    return CliRunner().invoke(main, [args[0], str(path), *args[1:]])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("docs/a99", "reliability.exclude 'docs/a99': group g1 of source docs has no anchor 'a99' "
+                 "(its anchors: a00, a01)"),
+    ("pycode/a2", "reliability.exclude 'pycode/a2': group g0 of source pycode has no anchor 'a2' "
+                  "(its anchors: a00, a01, a02); did you mean 'a02'?"),
+    ("*/a02x", "reliability.exclude '*/a02x': no group has an anchor 'a02x' (anchors by group: g0: a00, a01, a02; "
+               "g1: a00, a01); did you mean 'a02'?")])
+def test_an_excluded_anchor_that_does_not_exist_stops_select_and_leaves_its_marker(scored, tmp_path, entry, message):
+    # The typo excluded nothing, silently; found under the run lock it also cleared the done marker and
+    # wrote the refused config into config.yaml before failing.
+    config, run = _run(scored, tmp_path)
+    assert not _cli(config, "select").exit_code
+    before = {p: run.path(p).read_bytes() for p in ("_done/select.json", "config.yaml")}
+    result = _cli(config, "select", "--set", f"reliability.exclude=['{entry}']")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: {message}"]
+    assert {p: run.path(p).read_bytes() for p in before} == before
+    assert "skipped (done)" in _cli(config, "select").output
+
+
+def test_excluded_anchors_that_exist_are_accepted(scored, tmp_path):
+    config, _ = _run(scored, tmp_path)
+    result = _cli(config, "select", "--set", "reliability.exclude=['docs/a01', '*/a02', 'qa/*', '*/*']")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("deleted", ["selection/mira-group-50pct", "selection/mira-group-50pct/summary.json",
+                                     "selection/_current.json"])
+def test_a_deleted_selection_is_not_done(scored, tmp_path, deleted):
+    # The done marker vouched for a selection that was gone: select said "skipped (done)" and the
+    # report showed another selection as the selection.
+    config, run = _run(scored, tmp_path, budget=0.5)
+    _select(config)
+    other = config.model_copy(update={"selection": SelectionConfig(budget=0.3)})
+    api.run_one("select", other)
+    _select(config)  # the 50% selection again: current, done
+    assert api.run_one("select", config).skipped
+    target = run.path(deleted)
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    assert run.done("select") is None
+    assert api.status(run.root)["stages"]["select"]["done"] is False
+    outcome, summary = _select(config)
+    assert not outcome.skipped and summary["name"] == "mira-group-50pct"
+    assert current_selection(run) == run.path("selection", "mira-group-50pct")
+    assert api.run_one("select", config).skipped
+
+
 def test_records_appended_since_ingest_stop_select_with_one_line(tmp_path):
     # `mira select --force` joined the old scores and left the appended records out without a word
     # (issue 27 item 5): the sources changed since ingest, so the line says what to run.
@@ -558,63 +616,6 @@ def test_a_baseline_that_reads_no_score_warns_about_no_masked_anchor(scored, tmp
     outcome, _ = _select(config)
     said = [r.getMessage() for r in caplog.records if r.levelno >= 30] + outcome.notes
     assert not [m for m in said if "anchor" in m or "masked" in m or "random" in m], said
-
-def _cli(config, *args):
-    from click.testing import CliRunner
-
-    from mira.cli import main
-    from mira.run.config_file import dump_config
-
-    path = Path(config.run_dir).parent / "config.yaml"
-    path.write_text(dump_config(config))
-    return CliRunner().invoke(main, [args[0], str(path), *args[1:]])
-
-
-@pytest.mark.parametrize("entry, message", [
-    ("docs/a99", "reliability.exclude 'docs/a99': group g1 of source docs has no anchor 'a99' "
-                 "(its anchors: a00, a01)"),
-    ("pycode/a2", "reliability.exclude 'pycode/a2': group g0 of source pycode has no anchor 'a2' "
-                  "(its anchors: a00, a01, a02); did you mean 'a02'?"),
-    ("*/a02x", "reliability.exclude '*/a02x': no group has an anchor 'a02x' (anchors by group: g0: a00, a01, a02; "
-               "g1: a00, a01); did you mean 'a02'?")])
-def test_an_excluded_anchor_that_does_not_exist_stops_select_and_leaves_its_marker(scored, tmp_path, entry, message):
-    # The typo excluded nothing, silently; found under the run lock it also cleared the done marker and
-    # wrote the refused config into config.yaml before failing.
-    config, run = _run(scored, tmp_path)
-    assert not _cli(config, "select").exit_code
-    before = {p: run.path(p).read_bytes() for p in ("_done/select.json", "config.yaml")}
-    result = _cli(config, "select", "--set", f"reliability.exclude=['{entry}']")
-    assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == [f"error: {message}"]
-    assert {p: run.path(p).read_bytes() for p in before} == before
-    assert "skipped (done)" in _cli(config, "select").output
-
-
-def test_excluded_anchors_that_exist_are_accepted(scored, tmp_path):
-    config, _ = _run(scored, tmp_path)
-    result = _cli(config, "select", "--set", "reliability.exclude=['docs/a01', '*/a02', 'qa/*', '*/*']")
-    assert result.exit_code == 0, result.output
-
-
-@pytest.mark.parametrize("deleted", ["selection/mira-group-50pct", "selection/mira-group-50pct/summary.json",
-                                     "selection/_current.json"])
-def test_a_deleted_selection_is_not_done(scored, tmp_path, deleted):
-    # The done marker vouched for a selection that was gone: select said "skipped (done)" and the
-    # report showed another selection as the selection.
-    config, run = _run(scored, tmp_path, budget=0.5)
-    _select(config)
-    other = config.model_copy(update={"selection": SelectionConfig(budget=0.3)})
-    api.run_one("select", other)
-    _select(config)  # the 50% selection again: current, done
-    assert api.run_one("select", config).skipped
-    target = run.path(deleted)
-    shutil.rmtree(target) if target.is_dir() else target.unlink()
-    assert run.done("select") is None
-    assert api.status(run.root)["stages"]["select"]["done"] is False
-    outcome, summary = _select(config)
-    assert not outcome.skipped and summary["name"] == "mira-group-50pct"
-    assert current_selection(run) == run.path("selection", "mira-group-50pct")
-    assert api.run_one("select", config).skipped
 
 
 def test_one_load_dataset_call_reads_every_source_of_a_selection(scored, tmp_path):
