@@ -33,14 +33,8 @@ import time
 import numpy as np
 
 from mira.core.config import ReliabilityConfig
-from mira.scoring.reliability import (
-    build_mask,
-    combine_within_sources,
-    judge,
-    judge_aggregate,
-    spearman_lower_bound,
-    within_source_agreement,
-)
+from mira.scoring.agreement import judge_aggregate, spearman_lower_bound, within_source_agreement
+from mira.scoring.reliability import build_mask, combine_within_sources, judge
 from mira.students import evaluate
 
 SIZES = (3, 5, 10, 20, 40, 80)

@@ -59,7 +59,7 @@ def test_a_perfect_student_on_two_rows_is_undecidable_not_undefined():
 def test_lower_bound_matches_fisher_z_and_grows_with_n():
     from scipy.stats import norm
 
-    from mira.scoring.reliability import spearman_lower_bound
+    from mira.scoring.agreement import spearman_lower_bound
 
     want = math.tanh(math.atanh(0.6) - norm.ppf(0.9) * math.sqrt(1.06 / 37))
     assert spearman_lower_bound(0.6, 37, 0.9) == pytest.approx(want)

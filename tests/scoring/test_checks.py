@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from mira.core.config import ReliabilityConfig
+from mira.scoring.agreement import judge_aggregate, within_source_agreement
 from mira.scoring.checks import aggregate_check, confirmation_rows, length_crossfit
-from mira.scoring.reliability import build_mask, judge_aggregate, within_source_agreement
+from mira.scoring.reliability import build_mask
 
 
 def test_a_student_that_only_knows_the_source_scores_zero_within_sources():

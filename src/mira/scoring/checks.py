@@ -20,7 +20,7 @@ import numpy as np
 
 from mira.core.config import RunConfig
 from mira.core.hashing import stable_rank
-from mira.scoring.reliability import within_source_agreement
+from mira.scoring.agreement import within_source_agreement
 
 
 def confirmation_rows(record_ids: list[str], sources: list[str], fraction: float, min_rows: int,

@@ -38,15 +38,18 @@ import numpy as np
 
 from mira.core.config import ReliabilityConfig
 from mira.run.rundir import RunDir
+from mira.scoring.agreement import (
+    FISHER_MIN_ROWS,
+    MAX_RHO,
+    judge_aggregate,
+    spearman_lower_bound,
+)
 
 log = logging.getLogger(__name__)
 GROUP_CELL = "*"
 # The basis of a cell decided by the group's aggregate score (what select ranks by).
 AGGREGATE = "aggregate"
-# Sample Spearman coefficients are capped here before the Fisher transform (atanh(1) is infinite).
-MAX_RHO = 0.99
-# Fisher's z needs n - 3 > 0.
-FISHER_MIN_ROWS = 4
+
 
 
 def mask_path(run: RunDir, group: str) -> Path:
@@ -54,24 +57,6 @@ def mask_path(run: RunDir, group: str) -> Path:
 
 
 # --- statistics ----------------------------------------------------------------------------------
-
-def _z_quantile(confidence: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(confidence))
-
-
-def spearman_lower_bound(rho: float, weight: float, confidence: float) -> float:
-    """One-sided lower confidence bound of a Spearman coefficient from its Fisher z.
-
-    `weight` is n - 3 for one sample (or the sum of n_i - 3 over combined samples); the standard
-    error of z is sqrt(1.06 / weight). Returns -1 where weight <= 0 (nothing is known).
-    """
-    if weight <= 0:
-        return -1.0
-    z = math.atanh(max(-MAX_RHO, min(MAX_RHO, rho)))
-    return math.tanh(z - _z_quantile(confidence) * math.sqrt(1.06 / weight))
-
 
 def needed_rows(config: ReliabilityConfig) -> int:
     """Validation rows a cell needs before the rule can decide it (``min_support``, and at least
@@ -104,68 +89,6 @@ def combine_within_sources(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"spearman": round(math.tanh(z_sum / weight), 4) if weight > 0 else None,
             "mae": round(mae_sum / n_total, 4) if n_total else None, "n": n_total, "weight": weight,
             "sources": sources}
-
-
-def within_source_agreement(pred: np.ndarray, target: np.ndarray, sources: Any) -> tuple[float | None, int]:
-    """Spearman of `pred` and `target` computed *within* sources and pooled: each side becomes its
-    rank inside its source, centred on that source's mean rank and scaled by its size, then one
-    correlation is taken over every row. A student that only knows which source a record comes from
-    scores 0 here. Returns (coefficient or None, effective rows: each source loses one)."""
-    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    sources = np.asarray(sources, dtype=object)
-    xs, ys, n_eff = [], [], 0
-    for source in dict.fromkeys(sources.tolist()):
-        rows = np.flatnonzero((sources == source) & np.isfinite(pred) & np.isfinite(target))
-        if len(rows) < 2:
-            continue
-        xs.append(_centred_ranks(pred[rows]))
-        ys.append(_centred_ranks(target[rows]))
-        n_eff += len(rows) - 1
-    if not xs:
-        return None, 0
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    if not x.any() or not y.any():
-        return 0.0, n_eff  # no ranking shown on either side
-    return float(np.dot(x, y) / math.sqrt(float(np.dot(x, x) * np.dot(y, y)))), n_eff
-
-
-def _centred_ranks(values: np.ndarray) -> np.ndarray:
-    from mira.core.stats import ranks
-
-    return (ranks(values) - (len(values) - 1) / 2.0) / len(values)
-
-
-def judge_aggregate(aggregate: dict[str, Any] | None, config: ReliabilityConfig) -> dict[str, Any]:
-    """Decide the group's aggregate score, what select ranks by: its within-source agreement with
-    the teacher's aggregate (out of fold) must have a lower confidence bound of at least
-    ``min_spearman``; with ``length_guard`` it must beat a length-only student cross-fitted the same
-    way; a confirmation slice (labels no fold model and no model choice saw) must not disagree
-    (``min_confirmation``); its MAE stays under ``max_mae``."""
-    if not aggregate or aggregate.get("spearman") is None or int(aggregate.get("n_eff") or 0) < FISHER_MIN_ROWS:
-        rows = int((aggregate or {}).get("n_eff") or 0)
-        return {"status": "undecidable", "lower": None,
-                "reason": f"undecidable for lack of labels ({rows} rows within sources, needs >= {FISHER_MIN_ROWS})"}
-    rho, n_eff = float(aggregate["spearman"]), int(aggregate["n_eff"])
-    lower = spearman_lower_bound(rho, n_eff - 3, config.confidence)
-    if lower < config.min_spearman:
-        return {"status": "unreliable", "lower": round(lower, 4),
-                "reason": f"within-source Spearman {rho:.2f}, {config.confidence:.0%} lower bound {lower:.2f} "
-                          f"< min_spearman {config.min_spearman} ({n_eff} rows within sources)"}
-    length = aggregate.get("length_spearman")
-    if config.length_guard and length is not None and rho <= float(length):
-        return {"status": "unreliable", "lower": round(lower, 4),
-                "reason": f"no better than ranking by length (within-source Spearman {rho:.2f} vs length {length:.2f})"}
-    confirmation = aggregate.get("confirmation") or {}
-    judged = int(confirmation.get("n_eff") or 0) >= config.min_confirmation_rows
-    if judged and confirmation.get("spearman") is not None and confirmation["spearman"] < config.min_confirmation:
-        return {"status": "unreliable", "lower": round(lower, 4),
-                "reason": f"the final student disagrees with the teacher on {confirmation.get('rows')} labels it never "
-                          f"saw (within-source Spearman {confirmation['spearman']:.2f} < min_confirmation "
-                          f"{config.min_confirmation})"}
-    mae = aggregate.get("mae")
-    if mae is not None and math.isfinite(mae) and mae > config.max_mae:
-        return {"status": "unreliable", "lower": round(lower, 4), "reason": f"MAE {mae:.2f} > max_mae {config.max_mae}"}
-    return {"status": "reliable", "lower": round(lower, 4), "reason": None}
 
 
 def mae_limit(config: ReliabilityConfig, teacher_mae: float | None) -> tuple[float, str]:
