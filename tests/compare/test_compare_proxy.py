@@ -332,6 +332,15 @@ def test_verdicts_against_random_are_paired_and_holm_corrected():
     other = next(v for v in out if not v["vs_random"])
     assert other["p_holm"] is None and other["family"] is None
     assert other["beyond_noise"] == (other["p"] < 0.05)
+    # A method that keeps random's very records (every cell masked) is no test: outside the family,
+    # whose other tests are not corrected for it.
+    results["twin"] = results["random-source-50pct"]
+    selections["twin"] = {"method": "mira"}
+    out = pairwise_verdicts(SimpleNamespace(verdict=verdict), results, ["e1", "e2"], selections,
+                            {"twin": "random-source-50pct"})
+    twins = [v for v in out if v["a"] == "twin" and v["vs_random"]]
+    assert len(twins) == 2 and all(v["same_records"] and v["p_holm"] is None and not v["beyond_noise"] for v in twins)
+    assert {v["family"] for v in out if v["vs_random"] and v["a"] != "twin"} == {4}
 
 
 class PairedStandIn(StandIn):

@@ -111,10 +111,11 @@ def verdict_table(result: dict[str, Any]) -> list[Line]:
                          (f"{'selection':<{width}} {'eval set':<{sets}} {'a - b':>8} {'95% CI':>19} "
                           f"{'Holm p':>7} {'seeds 80%':>9} {'per source':>11}  verdict", None)]
     for v in verdicts:
-        p = v.get("p_holm") if v.get("p_holm") is not None else v.get("p")
+        p = None if v.get("same_records") else v.get("p_holm") if v.get("p_holm") is not None else v.get("p")
         low, high = v.get("low"), v.get("high")
         interval = "-" if low is None or high is None else f"{low:+.4f}..{high:+.4f}"
-        reading = ("better" if v.get("better") == v["a"] else "worse" if v.get("better") else "within noise")
+        reading = ("better" if v.get("better") == v["a"] else "worse" if v.get("better")
+                   else "same records" if v.get("same_records") else "within noise")
         colour = "green" if reading == "better" else "red" if reading == "worse" else None
         lines.append((f"{v['a']:<{width}} {v['eval_set']:<{sets}} {signed(v.get('diff')):>8} {interval:>19} "
                       f"{number(p, 3):>7} {count(v.get('seeds_needed')):>9} {source_range(result, v['a']):>11}  "

@@ -101,7 +101,7 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
             task.advance()
     task.close()
     table = summarize_results(results, list(eval_sets))
-    verdicts = pairwise_verdicts(api, results, list(eval_sets), selections)
+    verdicts = pairwise_verdicts(api, results, list(eval_sets), selections, identical)
     plot = run.path("compare", "proxy.png")
     plot_results(table, plot)
     return {"settings": proxy.model_dump(mode="json"), "eval_sets": {n: {"texts": len(t), "sha256": eval_hash[n]}
@@ -237,9 +237,12 @@ def summarize_results(results: dict[str, list[Any]], eval_names: list[str]) -> d
 
 
 def pairwise_verdicts(api: Any, results: dict[str, list[Any]], eval_names: list[str],
-                      selections: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+                      selections: dict[str, dict[str, Any]], identical: dict[str, str] | None = None
+                      ) -> list[dict[str, Any]]:
     """A verdict on bits per byte (lower is better) for every pair of selections and eval set;
-    pairs with source-preserving random come first."""
+    pairs with source-preserving random come first. `identical` (:func:`identical_selections`) marks
+    pairs that keep the same records: ``same_records`` true, outside the Holm family (they cannot differ)."""
+    twin = identical or {}
     names = list(results)
     random_names = [n for n in names if selections[n].get("method") == BASELINE]
     pairs = [(a, b) for b in random_names for a in names if a != b]
@@ -256,6 +259,7 @@ def pairwise_verdicts(api: Any, results: dict[str, list[Any]], eval_names: list[
             values_b = [r.eval[eval_name].bpb for r in results[b]]
             verdict = api.verdict(values_a, values_b, labels=(a, b))
             out.append({"a": a, "b": b, "eval_set": eval_name, "metric": "bpb", "vs_random": b in random_names,
+                        "same_records": twin.get(a, a) == twin.get(b, b),
                         **{k: _clean(v) for k, v in verdict.items()}})
     correct_vs_baseline(out)
     for v in out:
@@ -267,8 +271,9 @@ def correct_vs_baseline(verdicts: list[dict[str, Any]]) -> None:
     """Holm over the family of every method against the baseline on every eval set: with 8 methods
     and 3 eval sets that is 24 tests, and one lucky seed draw among them is likely at plain alpha.
     Each such verdict gets ``p_holm`` and ``family`` and is beyond noise only when ``p_holm`` is
-    below alpha; the other pairs keep their plain p (``p_holm`` None). In place."""
-    family = [v for v in verdicts if v["vs_random"] and v.get("p") is not None]
+    below alpha; the other pairs keep their plain p (``p_holm`` None). A method that keeps random's
+    very records is no test: it stays out of the family. In place."""
+    family = [v for v in verdicts if v["vs_random"] and v.get("p") is not None and not v.get("same_records")]
     for v, adjusted in zip(family, holm([v["p"] for v in family]), strict=True):
         alone = bool(v.get("beyond_noise"))
         v.update(p_holm=adjusted, family=len(family), beyond_noise=adjusted < float(v.get("alpha") or 0.05))
