@@ -18,6 +18,7 @@ from mira.core.errors import StageNotReady
 from mira.core.stages import STAGES
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
+from mira.teacher.speed import read_usage
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def marker_record(stage: str, ctx: StageContext, sessions_before: int) -> dict[s
         missing = [path for path in record["outputs"] if not ctx.run.path(path).exists()]
         if missing:  # a marker that can never hold would rerun the stage forever
             raise RuntimeError(f"stage {stage} finished without its outputs: {', '.join(missing)}")
-    usage = _teacher_usage(ctx.run, stage)
+    usage = read_usage(ctx.run, stage)
     if usage and int(usage.get("sessions", 0)) > sessions_before:
         last = usage.get("last", {})
         record["teacher"] = {k: last.get(k) for k in ("requests", "answered", "cache_hits", "failures",
@@ -138,15 +139,6 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     return data
 
 
-def _teacher_usage(run: RunDir, stage: str) -> dict[str, Any] | None:
-    from mira.io.files import read_json
-
-    try:
-        return read_json(run.usage_dir / f"{stage}.json")
-    except (OSError, ValueError):
-        return None
-
-
 def _teacher_sessions(run: RunDir, stage: str) -> int:
-    usage = _teacher_usage(run, stage)
+    usage = read_usage(run, stage)
     return int(usage.get("sessions", 0)) if usage else 0

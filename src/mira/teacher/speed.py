@@ -36,7 +36,7 @@ def measured_speed(run: RunDir, stage: str, concurrency: int = 1) -> tuple[float
     from ``usage/<stage>.json``'s last session), else the mean latency of its answers over the
     teacher's concurrency (a stage interrupted before its marker)."""
     marker = run.done(stage) or {}
-    usage = _usage(run, stage)
+    usage = read_usage(run, stage)
     teacher = marker.get("teacher") or (usage or {}).get("last") or {}
     answered = int(teacher.get("answered") or 0)
     if marker.get("seconds") and answered > 0:
@@ -54,7 +54,8 @@ def measured_speed(run: RunDir, stage: str, concurrency: int = 1) -> tuple[float
     return None
 
 
-def _usage(run: RunDir, stage: str) -> dict[str, Any] | None:
+def read_usage(run: RunDir, stage: str) -> dict[str, Any] | None:
+    """``usage/<stage>.json`` as stored, None when it is missing or unreadable."""
     try:
         return read_json(run.usage_dir / f"{stage}.json")
     except (OSError, ValueError):
