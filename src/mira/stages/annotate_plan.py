@@ -64,9 +64,9 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     prompt, tokenizer = protocol_prompt(config), get_tokenizer(config.tokenizer.name)
     infos = {info.name: info for info in source_infos(run_dir)}
     requests: list[TeacherRequest] = []
-    rubrics = {group.id: load_anchors(run_dir, group.id) for group in load_groups(run_dir).groups}
-    members = {group.id: group_infos(infos, group.sources) for group in load_groups(run_dir).groups
-               if rubrics[group.id]}
+    run_groups = load_groups(run_dir).groups
+    rubrics = {group.id: load_anchors(run_dir, group.id) for group in run_groups}
+    members = {group.id: group_infos(infos, group.sources) for group in run_groups if rubrics[group.id]}
     quotas = group_quotas(config, members)
     for gid, anchors in rubrics.items():
         if anchors:

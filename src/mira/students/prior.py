@@ -24,24 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mira.core.stats import ranks
 from mira.io.files import atomic_path
 
 ALPHAS = np.logspace(-2, 4, 13)
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=float)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
 
 def rank_agreement(pred: np.ndarray, target: np.ndarray) -> float:
     """Spearman correlation; 0 where undefined (a constant side or fewer than 3 rows)."""
     if len(pred) < 3 or np.ptp(pred) == 0 or np.ptp(target) == 0:
         return 0.0
-    return float(np.corrcoef(_ranks(pred), _ranks(target))[0, 1])
+    return float(np.corrcoef(ranks(pred), ranks(target))[0, 1])
 
 
 def loo_predictions(Z: np.ndarray, m: np.ndarray, alpha: float) -> np.ndarray:
