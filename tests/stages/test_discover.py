@@ -473,3 +473,42 @@ def test_the_card_check_gets_the_judged_texts_under_the_ids_of_the_notes(run_dir
     for notes, texts in seen:
         assert texts and {rid for rid, _ in notes} <= set(texts)
         assert all(text.strip() for text in texts.values())
+
+
+def test_a_group_with_few_tokens_gets_fewer_judgments_and_anchors(run_dir):
+    """discovery.small_group_share: the group holding the fewest tokens is judged on
+    small_group_records records and keeps small_group_anchors anchors; the others are untouched."""
+    from mira.corpus.sources import source_infos
+    from mira.rubrics.budget import discovery_budget
+    from mira.run.rundir import RunDir
+    from mira.teacher.testing import ScriptedServer
+
+    run = RunDir(run_dir)
+    tokens = {i.name: i.tokens for i in source_infos(run)}
+    shares = {g: sum(tokens[s] for s in members) / sum(tokens.values())
+              for g, members in {"code": ["py_code", "c_headers"], "prose": ["fortunes"], "qa": ["qa"]}.items()}
+    smallest = min(shares, key=shares.__getitem__)
+    threshold = (shares[smallest] + min(v for g, v in shares.items() if g != smallest)) / 2
+    with ScriptedServer(scripted) as server:
+        outcome = _discover(run_dir, server, small_group_share=threshold, small_group_records=2, small_group_anchors=1)
+    for group in shares:
+        judgments = (run_dir / "judgments" / f"{group}.jsonl").read_text().splitlines()
+        anchors = load_rubric(run, group)
+        if group == smallest:
+            assert len(judgments) == 2 and len(anchors) == 1
+        else:
+            assert len(judgments) == 4 and len(anchors) >= 2
+    assert outcome.counts["judgments"] == 10
+    assert any("small_group_share" in note for note in outcome.notes)
+
+    class G:
+        def __init__(self, gid, sources):
+            self.id, self.sources = gid, sources
+
+    budget = discovery_budget(DiscoveryConfig(records_per_group=4, anchors_per_group=3, small_group_share=0.1,
+                                              small_group_records=1, min_records=2),
+                              [G("big", ["a"]), G("tiny", ["b"]), G("empty", [])], {"a": 990, "b": 10})
+    assert (budget["big"].records, budget["big"].anchors, budget["big"].small) == (4, 3, False)
+    # Never fewer records than one anchor needs (min_records).
+    assert (budget["tiny"].records, budget["tiny"].anchors, budget["tiny"].small) == (2, 1, True)
+    assert budget["empty"].small and budget["empty"].share == 0

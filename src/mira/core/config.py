@@ -136,6 +136,13 @@ class DiscoveryConfig(Section):
     min_records: int = Field(2, ge=1)
     dedup_similarity: float = Field(0.92, gt=0, le=1)
     max_dimensions_per_judgment: int = Field(6, ge=1, le=15)
+    # A group holding less than `small_group_share` of the corpus's usable tokens gets
+    # `small_group_records` judgments and `small_group_anchors` anchors: its selection moves few
+    # tokens, so the teacher's minutes go to labels where the tokens are (mira.rubrics.budget).
+    # small_group_share 0 treats every group alike.
+    small_group_share: float = Field(0.01, ge=0, lt=1)
+    small_group_records: int = Field(2, ge=1)
+    small_group_anchors: int = Field(1, ge=1)
     seed: int = 0
 
 

@@ -115,13 +115,15 @@ def rank_key(cluster: Cluster, points: list[Point]) -> tuple[Any, ...]:
     return (-cluster.support, -cluster.records, points[cluster.exemplar].text)
 
 
-def candidate_clusters(points: list[Point], vectors: np.ndarray, dcfg: DiscoveryConfig,
+def candidate_clusters(points: list[Point], vectors: np.ndarray, dcfg: DiscoveryConfig, anchors: int | None = None,
                        ) -> tuple[dict[str, list[Cluster]], dict[str, int], list[tuple[Cluster, str]]]:
-    """Per part: supported clusters, best first; the anchor quota per part; dropped clusters + why."""
+    """Per part: supported clusters, best first; the anchor quota per part (`anchors` in all, else
+    ``dcfg.anchors_per_group``); dropped clusters + why."""
     by_part: dict[str, list[int]] = {}
     for i, point in enumerate(points):
         by_part.setdefault(point.part, []).append(i)
-    quota = allocate_quota({p: len(ix) for p, ix in by_part.items()}, dcfg.anchors_per_group, dcfg.min_support)
+    quota = allocate_quota({p: len(ix) for p, ix in by_part.items()},
+                           dcfg.anchors_per_group if anchors is None else anchors, dcfg.min_support)
     candidates: dict[str, list[Cluster]] = {}
     dropped: list[tuple[Cluster, str]] = []
     for part in sorted(by_part, key=lambda p: (PARTS.index(p) if p in PARTS else 99, p)):

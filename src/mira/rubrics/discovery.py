@@ -208,8 +208,11 @@ def _budget_stop(what: str) -> StageIncomplete:
 
 
 def discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[Record, str]]],
-              counts: Counter[str], tracker: FailureTracker
+              counts: Counter[str], tracker: FailureTracker, anchor_quota: dict[str, int] | None = None,
               ) -> dict[str, tuple[list[Anchor], list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Judgments of the sampled records, then anchor cards for the best clusters of their points:
+    per group (anchors, judgments, rejected clusters). `anchor_quota`: anchors per group (default
+    ``discovery.anchors_per_group``; :mod:`mira.rubrics.budget`)."""
     from mira.text.embed import embed_texts
 
     dcfg = ctx.config.discovery
@@ -259,7 +262,8 @@ def discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[
     judged = {gid: {record.key: text for record, text in items} for gid, items in samples.items()}
     state: dict[tuple[str, str], dict[str, Any]] = {}
     for gid in samples:
-        candidates, quota, dropped = candidate_clusters(points[gid], vectors[gid], dcfg)
+        candidates, quota, dropped = candidate_clusters(points[gid], vectors[gid], dcfg,
+                                                        (anchor_quota or {}).get(gid))
         rejected[gid] += [rejected_entry(c, points[gid], vectors[gid], why) for c, why in dropped]
         for part, clusters in candidates.items():
             state[(gid, part)] = {"todo": clusters, "quota": quota.get(part, 0), "accepted": []}

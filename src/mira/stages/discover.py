@@ -31,6 +31,7 @@ from mira.artifacts.anchors import Anchor, save_rubric
 from mira.artifacts.rubrics import JUDGMENTS, RUBRIC_GENERATED, RUBRIC_REJECTED
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.corpus.records import Record
+from mira.rubrics.budget import discovery_budget
 from mira.rubrics.discovery import CARD_PROMPT, JUDGE_PROMPT, VERSION, discover, guard_edits, read_sidecar, remove_stale
 from mira.run.context import StageContext
 from mira.teacher import load_prompt
@@ -64,13 +65,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
                       dcfg.seed)
     if note:
         ctx.notes.append(f"discover: {note}")
+    budget = discovery_budget(dcfg, groups.groups, {name: info.tokens for name, info in infos.items()})
+    small = [f"{gid} ({b.share:.1%})" for gid, b in budget.items() if b.small and gid not in kept]
+    if small:
+        ctx.notes.append(f"discover: groups under discovery.small_group_share={dcfg.small_group_share:.0%} of the "
+                         f"tokens get {dcfg.small_group_records} judgments and {dcfg.small_group_anchors} "
+                         f"anchor(s): {', '.join(small)}")
     samples: dict[str, list[tuple[Record, str]]] = {}
     task = ctx.progress("discover: sample records", len(groups.groups) - len(kept))
     for group in groups.groups:
         if group.id in kept:
             continue
         members = [infos[s] for s in group.sources if s in infos]
-        records = sample_stratified(config, members, dcfg.records_per_group, dcfg.seed)
+        records = sample_stratified(config, members, budget[group.id].records, dcfg.seed)
         samples[group.id] = [(r, render(r, tokenizer, config.render.max_tokens, config.render.windows).text)
                              for r in records]
         task.advance()
@@ -84,7 +91,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         from mira.teacher import open_teacher
 
         with open_teacher(config.teacher, run_dir, stage="discover", progress=ctx.progress) as teacher:
-            outputs = discover(ctx, teacher, samples, counts, tracker)
+            outputs = discover(ctx, teacher, samples, counts, tracker,
+                               {gid: b.anchors for gid, b in budget.items()})
 
     for gid, (anchors, judgments, rejected) in outputs.items():
         JUDGMENTS.save(run_dir, judgments, group=gid)

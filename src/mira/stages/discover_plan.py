@@ -11,6 +11,7 @@ from typing import Any
 from mira.core.config import RunConfig
 from mira.core.errors import StageNotReady
 from mira.io.files import read_json
+from mira.rubrics.budget import discovery_budget
 from mira.run.rundir import RunDir
 
 
@@ -22,20 +23,29 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
 
         groups = load_groups(run)
         n_groups, where = len(groups.groups), "from groups.json"
-        ok = {}
+        ok: dict[str, int] = {}
+        tokens: dict[str, int] = {}
         if run.inventory_path.exists():
             sources = read_json(run.inventory_path).get("sources", {})
             ok = {g.id: sum(sources.get(s, {}).get("ok", 0) for s in g.sources) for g in groups.groups}
-        judgments = sum(min(dcfg.records_per_group, ok.get(g.id, dcfg.records_per_group)) for g in groups.groups)
+            tokens = {name: int(entry.get("tokens", 0)) for name, entry in sources.items()}
+        budget = discovery_budget(dcfg, groups.groups, tokens)
+        judgments = sum(min(budget[g.id].records, ok.get(g.id, budget[g.id].records)) for g in groups.groups)
+        cards = sum(b.anchors for b in budget.values())
+        small = [f"{gid} ({b.share:.1%} of the tokens)" for gid, b in budget.items() if b.small]
     except StageNotReady:  # grouping not run yet: estimate from the config
         n_groups = (config.grouping.k or min(config.grouping.k_max, max(len(config.sources), 1)))
         n_groups += len({s.group for s in config.sources if s.group})
         where, judgments = "estimated; run `mira group` for the real number", n_groups * dcfg.records_per_group
-    cards = n_groups * dcfg.anchors_per_group
+        cards, small = n_groups * dcfg.anchors_per_group, []
     # The time is the dry run's (mira.pipeline.plan.estimate: measured speeds, cached answers free).
-    return [f"groups: {n_groups} ({where})",
-            f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
-            f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
+    lines = [f"groups: {n_groups} ({where})",
+             f"teacher requests: {judgments} judgments ({dcfg.records_per_group} per group) + about {cards} "
+             f"anchor cards ({dcfg.anchors_per_group} per group, more if clusters are rejected)"]
+    if small:
+        lines.append(f"small groups ({dcfg.small_group_records} judgments, {dcfg.small_group_anchors} anchor(s) each; "
+                     f"discovery.small_group_share={dcfg.small_group_share}): {', '.join(small)}")
+    return lines
 
 
 def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> dict[str, Any]:
@@ -60,15 +70,16 @@ def teacher_work(config: RunConfig, run: RunDir, assume_new: bool = False) -> di
         return {"requests": requests, "cached": 0, "prompt_tokens_est": requests * (config.render.max_tokens + 400),
                 "completion_tokens_est": requests * 200}
     infos = {info.name: info for info in source_infos(run)}
+    budget = discovery_budget(dcfg, groups, {name: info.tokens for name, info in infos.items()})
     tokenizer = get_tokenizer(config.tokenizer.name)
     asked = []
     for group in groups:
         members = [infos[s] for s in group.sources if s in infos]
-        for record in sample_stratified(config, members, dcfg.records_per_group, dcfg.seed):
+        for record in sample_stratified(config, members, budget[group.id].records, dcfg.seed):
             text = render(record, tokenizer, config.render.max_tokens, config.render.windows).text
             asked.append(judge_request(record, text, dcfg))
     work = estimate(config.teacher, run, asked)
-    cards = len(groups) * dcfg.anchors_per_group
+    cards = sum(b.anchors for b in budget.values())
     new_cards = 0 if work["cached"] == work["requests"] else cards
     return {**work, "requests": work["requests"] + cards, "cached": work["cached"] + cards - new_cards,
             "prompt_tokens_est": work["prompt_tokens_est"] + new_cards * 400,
