@@ -54,7 +54,7 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "render": {"max_tokens": 256},
     "discovery": {"records_per_group": 4, "max_dimensions_per_judgment": 3, "anchors_per_group": 3,
                   "min_support": 2},
-    "annotation": {"records_per_group": 12, "total_records": 64, "min_per_group": 10,
+    "annotation": {"records_per_group": 12, "total_records": 100, "min_per_group": 20,
                    "self_consistency_records": 2, "rationales": False},
     # Parquet too, so every selection loads with `datasets.load_dataset("parquet", ...)`.
     "selection": {"output_formats": ["jsonl", "parquet"]},
