@@ -293,12 +293,16 @@ def _write_students(run: RunDir, corpus: dict[str, dict[str, Any]],
                           mean_spearman=round(float(np.mean([o.spearman for o in overall.values()])), 3),
                           candidates={"ridge": {"mean_spearman": 0.71, "mean_mae": 1.12},
                                       "lightgbm": {"mean_spearman": 0.78, "mean_mae": 0.98}},
-                          teacher_consistency=CellMetrics(mae=0.71, spearman=0.83, n=8))
+                          teacher_consistency=CellMetrics(mae=0.71, spearman=0.83, n=8),
+                          model_choice="5-fold cross-validation on the 21 training rows")
         # The group cell: within-source statistics combined (mira.scoring.reliability.combine_within_sources).
         mask_cells["*"] = {a: MaskCell(masked=False, weight=1.0, basis="*", status="reliable", n=overall[a].n,
                                        spearman=overall[a].spearman, mae=overall[a].mae) for a in anchors}
         # No `thresholds`: a mask used as is under any reliability config (mira.scoring.reliability.current_mask).
-        masks[group] = Mask(anchors=anchors, cells=mask_cells, needed_rows=4)
+        aggregate = ({"spearman": 0.41, "n_eff": 18, "rows": 21, "sources": 3, "length_spearman": 0.12, "lower": 0.07,
+                      "confirmation": {"spearman": 0.33, "rows": 7}, "status": "reliable", "reason": None}
+                     if group == "g1" else None)
+        masks[group] = Mask(anchors=anchors, cells=mask_cells, needed_rows=4, aggregate=aggregate)
         CATALOGUE["metrics"].save(run, metrics, group=group)
         CATALOGUE["mask"].save(run, masks[group], group=group)
         if with_validation:

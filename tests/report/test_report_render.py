@@ -50,6 +50,9 @@ def test_every_section_is_filled_from_the_fixture(full_page):
     reliability = _section(page, "reliability")
     assert 'title="masked: spearman 0.11 &lt; 0.2"' in reliability and "lightgbm" in reliability
     assert "self-consistency" in reliability
+    # Which student each group got and why, and what decided the group (its aggregate, within sources).
+    assert "chosen by 5-fold cross-validation on the 21 training rows" in reliability
+    assert "within-source Spearman <b>0.41</b>" in reliability and "labels set aside 0.33" in reliability
     assert "5 of 15 cells are undecidable for lack of labels" in reliability  # c_headers: n=2 on 5 anchors
     assert "group cell (*)" in reliability and "within-source" in reliability
     length = _section(page, "length")

@@ -72,6 +72,7 @@ class Metrics(Document):
     validation_rows: int = 0
     validation: str = "held-out rows"  # how the cells were measured (cross-fitting or held-out rows)
     train_key: str | None = None  # what the model depends on: same key, only the mask is rebuilt
+    model_choice: str | None = None  # why this regressor (e.g. fewer than student.prior_below rows)
 
 
 class MaskCell(Document):
@@ -97,6 +98,8 @@ class Mask(Document):
     thresholds: dict[str, Any] | None = None  # absent: hand-written, used as is
     teacher_mae: float | None = None
     summary: dict[str, int] | None = None
+    # The group's aggregate checked within sources, with its verdict (mira.scoring.agreement.judge_aggregate).
+    aggregate: dict[str, Any] | None = None
 
 
 LABELS = Artifact(

@@ -147,13 +147,14 @@ def reliability(a: Artifacts) -> str:
         parts.append(
             f"<h3>{group_heading(a, group)}</h3>"
             f'<p>Student <code>{esc(metrics.get("student"))}</code>, regressor <code>{esc(metrics.get("regressor"))}'
-            f'</code>{_candidates(metrics)}; mean Spearman {fmt_float(metrics.get("mean_spearman"))}. '
+            f'</code>{_candidates(metrics)}{_why(metrics)}; mean Spearman {fmt_float(metrics.get("mean_spearman"))}. '
             'Teacher self-consistency ceiling '
             f'(same records scored twice): MAE {fmt_float(ceiling.get("mae"))}, Spearman '
             f'{fmt_float(ceiling.get("spearman"))}, n {fmt_int(ceiling.get("n"))}. Cells show '
             f"<b>Spearman</b> / MAE / n on {esc(_how_validated(metrics))}; struck-through cells are masked, "
             "<em>undecidable</em> cells had too few rows to judge (hover for the reason). "
-            f"A cell needs at least {fmt_int(needed)} validation rows to be judged at all.</p>")
+            f"A cell needs at least {fmt_int(needed)} validation rows to be judged at all.</p>"
+            + _aggregate_verdict(mask.get("aggregate")))
         headers = ["source"] + [Cell(f"{esc(x)}<small>{esc(names.get(x, ''))}</small>") for x in anchors]
         rows, statuses = [], []
         cells = metrics.get("cells") or {}
@@ -256,6 +257,30 @@ def _undecidable_note(statuses: list[str], needed: int) -> str:
                 f"(selected at random or rejected, <code>selection.unscored</code>). {fmt_int(reliable)} cells "
                 "are reliable. More labels per source (<code>annotation.records_per_group</code>) decide them.",
                 "warn")
+
+
+def _why(metrics: dict[str, Any]) -> str:
+    choice = metrics.get("model_choice")
+    return f", chosen by {esc(choice)}" if choice else ""
+
+
+def _aggregate_verdict(agg: dict[str, Any] | None) -> str:
+    """What decided the group: its aggregate (what select ranks by) against the teacher's, within sources."""
+    if not agg:
+        return ""
+    status = agg.get("status") or "unknown"
+    conf = agg.get("confirmation") or {}
+    parts = [f"within-source Spearman <b>{fmt_float(agg.get('spearman'))}</b> out of fold "
+             f"({fmt_int(agg.get('n_eff'))} rows within {fmt_int(agg.get('sources'))} source(s), lower bound "
+             f"{fmt_float(agg.get('lower'))})",
+             f"a length-only student {fmt_float(agg.get('length_spearman'))}"]
+    if conf:
+        parts.append(f"the final student on {fmt_int(conf.get('rows'))} labels set aside "
+                     f"{fmt_float(conf.get('spearman'))}")
+    verdict = badge(status, "ok" if status == "reliable" else "warn")
+    reason = f" — {esc(agg['reason'])}" if agg.get("reason") else ""
+    return (f"<p><strong>Group aggregate</strong> (what select ranks by) {verdict}: {'; '.join(parts)}{reason}. "
+            "Below the per-source cell rows, this verdict decides every cell of the group.</p>")
 
 
 def _candidates(metrics: dict[str, Any]) -> str:
