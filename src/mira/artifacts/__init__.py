@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
     from mira.artifacts.scores import SCORES, SCORES_DONE, SCORES_SUMMARY
     from mira.artifacts.selection import CURRENT_SELECTION, DECISIONS, SELECTED, SELECTION_CARD, SELECTION_SUMMARY
     from mira.artifacts.students import CONSISTENCY, LABELS, MASK, METRICS, STUDENT, VALIDATION
-    from mira.run.bookkeeping import CONFIG, DONE, LOCK, REPORT, RUN_MARKER, TEACHER_CACHE, USAGE
+    from mira.run.bookkeeping import CONFIG, DONE, LOCK, REPORT, RUN_MARKER, TEACHER_BATCHES, TEACHER_CACHE, USAGE
 
     catalogue = Catalogue([
         CONFIG, INVENTORY, SHARD_TOKENS, SAMPLE_INDEX, QUARANTINE,
@@ -44,7 +44,7 @@ def __getattr__(name: str) -> Any:
         SCORES, SCORES_DONE, SCORES_SUMMARY,
         SELECTED, DECISIONS, SELECTION_CARD, SELECTION_SUMMARY, CURRENT_SELECTION,
         COMPARE_SUMMARY, COMPARE_SELECTIONS, PROXY_RESULT, PROXY_PLOT, PERPLEXITY, DATAMAN,
-        REPORT, TEACHER_CACHE, USAGE, DONE, RUN_MARKER, LOCK,
+        REPORT, TEACHER_CACHE, TEACHER_BATCHES, USAGE, DONE, RUN_MARKER, LOCK,
     ])
     globals()["CATALOGUE"] = catalogue
     return catalogue

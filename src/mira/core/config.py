@@ -27,13 +27,14 @@ from mira.core.config_selection import (
     ProxyConfig,
     SelectionConfig,
 )
+from mira.core.config_teacher import TeacherBatchConfig, TokenPrices
 
 # Re-exported: callers import every config name from mira.core.config.
 __all__ = ["BUDGET_KEYS", "DEFAULT_BUDGET_FRACTION", "FORMATS", "AnnotationConfig", "CompareConfig", "ConfigError",
            "DataManConfig", "DiscoveryConfig", "EmbedConfig", "EngineConfig", "Format", "GroupingConfig",
            "IngestConfig", "MethodSpec", "PerplexityConfig", "ProxyConfig", "ReliabilityConfig", "RenderConfig",
            "RunConfig", "Section", "SelectionConfig", "SourceConfig", "StorageConfig", "StudentConfig",
-           "TeacherConfig", "TokenizerConfig"]
+           "TeacherBatchConfig", "TeacherConfig", "TokenPrices", "TokenizerConfig"]
 
 
 class IngestConfig(Section):
@@ -91,6 +92,19 @@ class TeacherConfig(Section):
     threads: int | None = None
     port: int | None = None
     model_cache_dir: str | None = None
+    # "direct": one chat-completions request per teacher request; "batch": a stage's uncached
+    # requests go out as OpenAI Batch API files (`batch`, mira.teacher.batch). Same cache, same answers.
+    mode: Literal["direct", "batch"] = "direct"
+    batch: TeacherBatchConfig = Field(default_factory=TeacherBatchConfig)
+    # Prices per million tokens ({input, output}); the dry run prices new requests with them.
+    price_per_mtok: TokenPrices | None = None
+
+    @model_validator(mode="after")
+    def _batch_needs_a_server(self) -> TeacherConfig:
+        if self.mode == "batch" and self.provider == "local":
+            raise ValueError("teacher.mode: batch needs provider: openai (a server with /v1/batches, or "
+                             "teacher.batch.offline: true for vLLM run_batch); the bundled server has no batch API")
+        return self
 
 
 class EmbedConfig(Section):

@@ -260,6 +260,8 @@ def plan(config: RunConfig, stages: list[str], force: bool = False) -> list[str]
         lines.extend(f"  {line}" for line in item.details)
         if item.estimate is not None:
             lines.append(f"  time: {_minutes(item.estimate.seconds)} ({item.estimate.basis})")
+            if item.estimate.tokens is not None:
+                lines.append(f"  {_tokens(item.estimate)}")
     lines.append(_total(plans))
     return lines
 
@@ -274,9 +276,25 @@ def _total(plans: list[StagePlan]) -> str:
     text += f"about {_minutes(sum(known))}" if known else "unknown"
     if unknown:
         text += f"{' plus' if known else ''} {', '.join(unknown)} (not measured yet)"
+    costs = [p.estimate.cost for p in running if p.estimate and p.estimate.cost is not None]
+    if costs:
+        text += f"; teacher cost about {_money(sum(costs))}"
     if any(p.state == MAY_RUN for p in running):
         text += "; counts the stages that may run"
     return text
+
+
+def _tokens(estimate: Estimate) -> str:
+    """The new requests' teacher tokens and, with teacher.price_per_mtok set, their price."""
+    prompt, output = estimate.tokens or (0, 0)
+    text = f"teacher tokens: ~{prompt:,} prompt + ~{output:,} output (new requests only)"
+    if estimate.cost is not None:
+        text += f"; cost about {_money(estimate.cost)} at teacher.price_per_mtok"
+    return text
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.4f}"
 
 
 def _minutes(seconds: float | None) -> str:

@@ -91,6 +91,11 @@ USAGE = Artifact(
 TEACHER_CACHE = Artifact(
     "teacher_cache", "teacher_cache.sqlite", "teacher", "request/response cache", kind="opaque",
     owner="mira.teacher.cache")
+TEACHER_BATCHES = Artifact(
+    "teacher_batches", "teacher_batches/{stage}.json", "teacher (`mode: batch`)", "the stage's Batch API batches "
+    "(input hash, file and batch ids, status, landed) and re-ask attempts, written before polling so a rerun "
+    "resumes them; unlanded input files (and offline output files) in `teacher_batches/{stage}/`", kind="opaque",
+    owner="mira.teacher.batch")
 RUN_MARKER = Artifact(
     "run_marker", ".mira-run", "first writer", "marks the folder as a mira run: `{created_by, adopted, created_at}`",
     model=RunMarker, requires="run")

@@ -89,43 +89,48 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if cfg.allocation == "tokens":
         ctx.notes += [f"annotate: {line}" for line in allocation_lines(quotas, {g: {i.name: i.tokens for i in m}
                                                                               for g, m in members.items()})]
+    planned: list[tuple[str, list[str], Any]] = []  # (group, anchor ids, group_requests' output)
+    for group in groups.groups:
+        anchors = rubrics[group.id]
+        if not anchors:
+            ctx.notes.append(f"annotate: group {group.id} has no rubric; no labels written")
+            continue
+        short = short_sources(config, members[group.id], quotas[group.id])
+        if short:
+            ctx.notes.append(f"annotate: group {group.id}: validation rows below "
+                             f"annotation.min_validation_per_source={cfg.min_validation_per_source}: "
+                             + ", ".join(short))
+        built = group_requests(config, prompt, tokenizer, anchors, group.id, members[group.id], quotas[group.id])
+        if not built[0]:
+            ctx.notes.append(f"annotate: group {group.id} has no usable records")
+            continue
+        planned.append((group.id, [a.id for a in anchors], built))
     with open_teacher(config.teacher, run_dir, stage="annotate", progress=ctx.progress) as teacher:
-        for group in groups.groups:
-            anchors = rubrics[group.id]
-            if not anchors:
-                ctx.notes.append(f"annotate: group {group.id} has no rubric; no labels written")
-                continue
-            ids = [a.id for a in anchors]
-            short = short_sources(config, members[group.id], quotas[group.id])
-            if short:
-                ctx.notes.append(f"annotate: group {group.id}: validation rows below "
-                                 f"annotation.min_validation_per_source={cfg.min_validation_per_source}: "
-                                 + ", ".join(short))
-            records, rendered, labels, positions, requests = group_requests(
-                config, prompt, tokenizer, anchors, group.id, members[group.id], quotas[group.id])
-            if not records:
-                ctx.notes.append(f"annotate: group {group.id} has no usable records")
-                continue
-            results = teacher.run(requests)
+        # Every group's requests in one call: in batch mode (teacher.mode) they travel as one batch
+        # instead of one batch per group, each waiting for the one before.
+        every = teacher.run([request for _, _, built in planned for request in built[-1]])
+        start = 0
+        for gid, ids, (records, rendered, labels, positions, requests) in planned:
+            results, start = every[start:start + len(requests)], start + len(requests)
             counts["requests"] += len(requests)
             if any(r.error == "budget" for r in results):
-                incomplete.append(group.id)
+                incomplete.append(gid)
                 continue
             all_results += results
             label_rows = [answers_row(prompt, r, rendered[r.key], ids, order, [results[i] for i in pos])
                           for (r, order, _), pos in zip(labels, positions, strict=True)]
             rows, again_rows = label_rows[:len(records)], label_rows[len(records):]
-            write_labels(labels_path(run_dir, group.id), rows, ids)
-            write_labels(labels_path(run_dir, group.id, consistency=True), again_rows, ids)
+            write_labels(labels_path(run_dir, gid), rows, ids)
+            write_labels(labels_path(run_dir, gid, consistency=True), again_rows, ids)
             failed = sum(not row["ok"] for row in rows)
             if failed and len(rows) - failed < min_label_rows():
-                starved.append(group.id)
+                starved.append(gid)
             counts["groups"] += 1
             counts["labels"] += len(rows) - failed
             counts["failed"] += failed + sum(not row["ok"] for row in again_rows)
             counts["consistency"] += sum(row["ok"] for row in again_rows)
             if failed:
-                ctx.notes.append(f"annotate: group {group.id}: {failed} of {len(rows)} records failed "
+                ctx.notes.append(f"annotate: group {gid}: {failed} of {len(rows)} records failed "
                                  f"(kept with ok=false; `mira annotate --force` asks only those again)")
         usage = teacher.usage
         from mira.teacher.outcome import raise_if_failed

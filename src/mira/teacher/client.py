@@ -84,6 +84,7 @@ class ChatClient:
         # Built with its query string kept (`?api-version=...`); user:pass@ becomes a Basic header
         # (an API key wins), and only `display_url` may ever be shown or stored.
         bare, basic = split_credentials(base_url)
+        self.api_base = bare  # the batch files and batches endpoints sit beside chat/completions
         self.url = endpoint_url(bare, "chat/completions")
         self.display_url = redact_url(base_url) or ""
         self.model = model
@@ -101,6 +102,15 @@ class ChatClient:
 
     def __repr__(self) -> str:  # never show the headers
         return f"ChatClient(url={self.display_url!r}, model={self.model!r})"
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        """The authorization header(s) every request carries (for the batch endpoints; never logged)."""
+        return dict(self._headers)
+
+    def read_reply(self, payload: dict[str, Any], asked_logprobs: bool, usage: Usage) -> ChatReply:
+        """A chat-completions response body read as a live reply is (a batch output line's body)."""
+        return self._reply(payload, 0.0, asked_logprobs, usage)
 
     def body(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, schema_name: str,
              max_tokens: int, temperature: float, seed: int, json_schema: bool, logprobs: bool,

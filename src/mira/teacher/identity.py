@@ -8,8 +8,9 @@ stage rerun. Prompt versions are per request (``TeacherRequest.prompt_version``)
 Left out on purpose, because they decide only *whether* or *when* an answer comes, never which:
 timeouts, concurrency, budgets (``max_requests``, ``max_tokens``), retries and back-off, the
 deadline, the failure-share and consecutive-failure limits, the local server's threads, port,
-context size and model cache folder, the API key variable, and ``base_url`` (with any credentials
-in it). Changing any of them leaves every finished stage done.
+context size and model cache folder, the API key variable, ``base_url`` (with any credentials
+in it), and how requests travel and what they cost (``mode``, ``batch``, ``price_per_mtok``): an
+answer from a batch is the answer the direct path caches. Changing any of them leaves every finished stage done.
 """
 
 from __future__ import annotations

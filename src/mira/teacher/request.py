@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ Score = Annotated[int, Field(ge=0, le=10, json_schema_extra={"enum": list(range(
 # A one-digit score 0-9: every value is one token for any tokeniser, so its expectation is exact
 # (teacher/scores.py); annotate_v3 asks on this scale and maps it to 0-10.
 Digit = Annotated[int, Field(ge=0, le=9, json_schema_extra={"enum": list(range(10))}), BeforeValidator(_not_a_boolean)]
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_text(schema: type[BaseModel]) -> str:
+    return json.dumps(schema.model_json_schema())
 
 
 @dataclass
@@ -50,7 +56,9 @@ class TeacherRequest:
     score_max: int = 10
 
     def json_schema(self) -> dict[str, Any] | None:
-        return self.schema.model_json_schema() if self.schema is not None else None
+        # A fresh copy each call (callers may change it); generated once per schema class, which
+        # costs milliseconds: per request, more than landing its answer.
+        return json.loads(_schema_text(self.schema)) if self.schema is not None else None
 
     def cache_key(self, identity: dict[str, Any]) -> str:
         """The key of this request asked of the teacher `identity` (:func:`mira.teacher.identity.teacher_identity`)."""

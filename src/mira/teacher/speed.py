@@ -14,10 +14,29 @@ from mira.run.rundir import RunDir
 class Estimate:
     seconds: float | None
     basis: str  # how the figure was made: "measured: ...", "constants: ..." or "not measured"
+    # Teacher stages: estimated (prompt, output) tokens of the new requests, and their price at
+    # teacher.price_per_mtok (None when no price is set).
+    tokens: tuple[int, int] | None = None
+    cost: float | None = None
 
 
 def teacher_estimate(config: RunConfig, run: RunDir, stage: str, work: dict[str, Any]) -> Estimate:
-    """Time of `work` (:func:`mira.teacher.estimate`'s counts) for the teacher usage of `stage`."""
+    """Time, tokens and price of `work` (:func:`mira.teacher.estimate`'s counts) for the teacher usage of `stage`."""
+    estimate = _teacher_time(config, run, stage, work)
+    estimate.tokens = (int(work["prompt_tokens_est"]), int(work["completion_tokens_est"]))
+    estimate.cost = token_cost(config, *estimate.tokens)
+    return estimate
+
+
+def token_cost(config: RunConfig, prompt_tokens: int, output_tokens: int) -> float | None:
+    """The price of the tokens at ``teacher.price_per_mtok``; None when no price is set."""
+    prices = config.teacher.price_per_mtok
+    if prices is None:
+        return None
+    return (prompt_tokens * prices.input + output_tokens * prices.output) / 1_000_000
+
+
+def _teacher_time(config: RunConfig, run: RunDir, stage: str, work: dict[str, Any]) -> Estimate:
     new = int(work["requests"]) - int(work["cached"])
     what = f"{new} new of {work['requests']} teacher requests"
     speed = measured_speed(run, stage, config.teacher.concurrency)

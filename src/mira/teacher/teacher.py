@@ -28,8 +28,10 @@ from mira.core.config import TeacherConfig
 from mira.core.progress import ProgressFactory, null_progress
 from mira.run.rundir import RunDir
 from mira.teacher.answers import parse_answer, replay_value
+from mira.teacher.asking import no_counts, reask_max_tokens, reask_seed, reask_temperature
+from mira.teacher.batch import BatchRun
 from mira.teacher.cache import STORAGE_ERRORS, TeacherCache, TeacherStorageFailed
-from mira.teacher.client import ChatClient, RequestRejected, ServiceError
+from mira.teacher.client import ChatClient, ChatReply, RequestRejected, ServiceError
 from mira.teacher.identity import teacher_identity
 from mira.teacher.outcome import DEADLINE_ERROR, UNAVAILABLE_ERROR
 from mira.teacher.request import TeacherRequest, TeacherResult
@@ -40,8 +42,6 @@ from mira.teacher.usage import Budget, Usage, UsageLog, estimate_cost
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-# A re-ask at temperature 0 would repeat the same bad answer; sample a little instead.
-REASK_TEMPERATURE = 0.7
 
 
 class Teacher:
@@ -145,7 +145,14 @@ class Teacher:
             # Plain-http servers (local, scripted) need no TLS context, which costs ~0.15 s to build.
             verify = not self.client.url.startswith("http://")
             async with httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify) as http:
-                await asyncio.gather(*(one(k, idx, http) for k, idx in pending.items()))
+                if self.config.mode == "batch" and pending:
+                    answers = await BatchRun(self, http).run({key: requests[i[0]] for key, i in pending.items()})
+                    for key, indices in pending.items():
+                        for i in indices:
+                            results[i] = answers[key]
+                    task.advance(sum(len(indices) for indices in pending.values()))
+                else:
+                    await asyncio.gather(*(one(k, idx, http) for k, idx in pending.items()))
         finally:
             task.close()
             if pending:  # a deferred write dies with this event loop: write now
@@ -172,11 +179,11 @@ class Teacher:
         """One pending request: sent, or a failure saying why it was not."""
         left = self._deadline - time.monotonic()
         if left <= 0:
-            return self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
+            return self._fail(request, key, self._deadline_error(), None, no_counts(), 0.0)
         if self._unavailable is not None:  # said once already, in _note_service_failure
-            return self._fail(request, key, self._unavailable, None, _no_counts(), 0.0, logging.DEBUG)
+            return self._fail(request, key, self._unavailable, None, no_counts(), 0.0, logging.DEBUG)
         if self._storage_error is not None or self._crash is not None:  # raised after the gather
-            return self._fail(request, key, f"{UNAVAILABLE_ERROR}: the session stopped", None, _no_counts(), 0.0,
+            return self._fail(request, key, f"{UNAVAILABLE_ERROR}: the session stopped", None, no_counts(), 0.0,
                               logging.DEBUG)
         if not self.budget.try_start():
             self.usage_counters.budget_skipped += 1
@@ -184,7 +191,7 @@ class Teacher:
         try:
             return await asyncio.wait_for(self._ask(http, request, key), timeout=left)
         except TimeoutError:
-            return self._fail(request, key, self._deadline_error(), None, _no_counts(), 0.0)
+            return self._fail(request, key, self._deadline_error(), None, no_counts(), 0.0)
 
     def _storage_line(self, exc: BaseException, what: str) -> str:
         """The one line of a failed cache or usage write: what failed and what is kept (the CLI adds
@@ -224,55 +231,70 @@ class Teacher:
     async def _ask(self, http: Any, request: TeacherRequest, key: str) -> TeacherResult:
         schema = request.json_schema()
         schema_name = request.schema.__name__ if request.schema is not None else "answer"
-        max_tokens, counts = request.max_tokens, {"prompt_tokens": 0, "completion_tokens": 0, "attempts": 0}
+        max_tokens, counts = request.max_tokens, no_counts()
         latency, raw = 0.0, None
         error: str | None = "no answer"
         for attempt in range(self.config.max_parse_retries + 1):
             counts["attempts"] += 1
-            temperature = self.config.temperature if attempt == 0 else max(self.config.temperature, REASK_TEMPERATURE)
+            temperature = reask_temperature(self.config, attempt)
             try:
                 reply = await self.client.complete(http, request.messages, schema, schema_name, max_tokens,
-                                                   temperature, self.config.seed + 1009 * attempt,
+                                                   temperature, reask_seed(self.config, attempt),
                                                    self.usage_counters, request.tag, request.slot)
             except (RequestRejected, ServiceError) as exc:
                 # Never cached: a rerun after the server is fixed asks again.
                 self._note_service_failure(str(exc))
                 return self._fail(request, key, str(exc), raw, counts, latency)
             self._failure_streak = 0
-            counts["prompt_tokens"] += reply.prompt_tokens
-            counts["completion_tokens"] += reply.completion_tokens
-            self.usage_counters.prompt_tokens += reply.prompt_tokens
-            self.usage_counters.completion_tokens += reply.completion_tokens
-            self.budget.spend_tokens(reply.prompt_tokens + reply.completion_tokens)
-            latency += reply.latency_s
             raw = reply.content
-            value, error = parse_answer(reply.content, request.schema, reply.finish_reason)
-            if error is None:
-                try:
-                    scores = (expected_scores(reply.content, reply.logprobs, request.score_key, request.score_max)
-                              if schema else None)
-                except ValueError as exc:  # malformed logprobs (the client checks them first)
-                    self._note_service_failure(str(exc))
-                    return self._fail(request, key, str(exc), raw, counts, latency)
-                self.usage_counters.latency_s += latency
-                usage = {**counts, "latency_s": round(latency, 3)}
-                # By alias: the cache stores the answer as the server wrote it, and a schema whose
-                # fields have aliases (annotate's anchor ids) validates only that form on replay.
-                dumped = value.model_dump(mode="json", by_alias=True) if request.schema is not None else value
-                if not self._store(key, request, raw, dumped, scores, counts, latency):
-                    return self._fail(request, key, f"{UNAVAILABLE_ERROR}: the answer could not be stored", raw,
-                                      counts, latency, logging.DEBUG)
-                self.usage_counters.answered += 1
-                self._keep_usage_current()
-                return TeacherResult(True, value, None, False, scores, usage, raw, request.tag, key)
+            result, error = self.accept_reply(request, key, reply, counts)
+            latency = counts.get("latency_s", 0.0)
+            if result is not None:
+                return result
             if attempt < self.config.max_parse_retries:
                 self.usage_counters.parse_retries += 1
                 log.info("teacher %s: %s; asking again", request.tag or "request", error)
                 if reply.finish_reason == "length":
-                    max_tokens = int(max_tokens * 1.5) + 16  # it ran out of room: give it more
+                    max_tokens = reask_max_tokens(max_tokens)
         self.usage_counters.latency_s += latency
         # An answer that stays invalid is not cached: the next run (or a better server) may answer it.
         return self._fail(request, key, error or "no answer", raw, counts, latency)
+
+    def accept_reply(self, request: TeacherRequest, key: str, reply: ChatReply,
+                     counts: dict[str, Any]) -> tuple[TeacherResult | None, str | None]:
+        """Count one reply to `request` and land it: ``(result, None)`` when it ends the request (a
+        valid answer, now in the cache, or a failure no re-ask can fix), ``(None, error)`` for an
+        answer worth asking again. Direct replies and batch output lines both come through here, so
+        the rest of the pipeline cannot tell how an answer travelled. `counts` (prompt and completion
+        tokens, attempts, latency_s) accumulates over the attempts at one request."""
+        counts["prompt_tokens"] += reply.prompt_tokens
+        counts["completion_tokens"] += reply.completion_tokens
+        counts["latency_s"] = counts.get("latency_s", 0.0) + reply.latency_s
+        latency = counts["latency_s"]
+        self.usage_counters.prompt_tokens += reply.prompt_tokens
+        self.usage_counters.completion_tokens += reply.completion_tokens
+        self.budget.spend_tokens(reply.prompt_tokens + reply.completion_tokens)
+        raw = reply.content
+        value, error = parse_answer(reply.content, request.schema, reply.finish_reason)
+        if error is not None:
+            return None, error
+        try:
+            scores = (expected_scores(reply.content, reply.logprobs, request.score_key, request.score_max)
+                      if request.schema is not None else None)
+        except ValueError as exc:  # malformed logprobs (the client checks them first)
+            self._note_service_failure(str(exc))
+            return self._fail(request, key, str(exc), raw, counts, latency), None
+        self.usage_counters.latency_s += latency
+        usage = {**counts, "latency_s": round(latency, 3)}
+        # By alias: the cache stores the answer as the server wrote it, and a schema whose
+        # fields have aliases (annotate's anchor ids) validates only that form on replay.
+        dumped = value.model_dump(mode="json", by_alias=True) if request.schema is not None else value
+        if not self._store(key, request, raw, dumped, scores, counts, latency):
+            return self._fail(request, key, f"{UNAVAILABLE_ERROR}: the answer could not be stored", raw,
+                              counts, latency, logging.DEBUG), None
+        self.usage_counters.answered += 1
+        self._keep_usage_current()
+        return TeacherResult(True, value, None, False, scores, usage, raw, request.tag, key), None
 
     def _keep_usage_current(self) -> None:
         """Write usage/<stage>.json now, or once its write interval has passed (a session killed
@@ -294,6 +316,18 @@ class Teacher:
         if limit is not None and self._failure_streak >= limit and self._unavailable is None:
             self._unavailable = f"{UNAVAILABLE_ERROR} after {self._failure_streak} failed requests in a row ({error})"
             log.warning("teacher %s: %s; not sending the rest", self.stage, self._unavailable)
+
+    def deadline_left(self) -> float:
+        """Seconds until the stage's teacher deadline (``teacher.deadline_s``); <= 0 once it passed."""
+        return self._deadline - time.monotonic()
+
+    def fail(self, request: TeacherRequest, key: str, error: str, raw: str | None,
+             counts: dict[str, Any]) -> TeacherResult:
+        """`request` failed with `error`: counted, logged, never cached (a rerun asks it again)."""
+        return self._fail(request, key, error, raw, counts, counts.get("latency_s", 0.0))
+
+    def deadline_error(self) -> str:
+        return self._deadline_error()
 
     def _deadline_error(self) -> str:
         return f"{DEADLINE_ERROR} (teacher.deadline_s={self.config.deadline_s:g}) before an answer"
@@ -329,10 +363,6 @@ class Teacher:
         self._closed = True
         self._write_usage()
         self.cache.close()
-
-
-def _no_counts() -> dict[str, int]:
-    return {"prompt_tokens": 0, "completion_tokens": 0, "attempts": 0}
 
 
 class TeacherInterrupted(KeyboardInterrupt):

@@ -203,7 +203,7 @@ class ScriptedServer:
     def start(self) -> ScriptedServer:
         server = self
 
-        class RequestHandler(_Handler):
+        class RequestHandler(self._handler_base()):  # type: ignore[misc]
             owner = server
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
@@ -213,6 +213,10 @@ class ScriptedServer:
                                         daemon=True)
         self._thread.start()
         return self
+
+    def _handler_base(self) -> type[_Handler]:
+        """The request handler class (a subclass serves more endpoints: mira.teacher.testing_batch)."""
+        return _Handler
 
     def stop(self) -> None:
         if self._httpd is not None:
@@ -294,16 +298,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self._completion(body, reply))
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason,
-                                  "message": {"role": "assistant", "content": reply.content}}
-        logprobs = None
-        if body.get("logprobs"):
-            logprobs = reply.logprobs if reply.logprobs is not None else synthetic_logprobs(reply)
-            choice["logprobs"] = logprobs
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
-        completion = len(tokens) if isinstance(tokens, list) else max(1, len(reply.content) // 4)
-        return {"id": "chatcmpl-scripted", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", self.owner.model), "choices": [choice],
-                "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": completion,
-                          "total_tokens": prompt_chars // 4 + completion}}
+        return completion(body, reply, self.owner.model)
+
+
+def completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
+    """The chat-completions response body that answers request `body` with `reply`."""
+    choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason,
+                              "message": {"role": "assistant", "content": reply.content}}
+    logprobs = None
+    if body.get("logprobs"):
+        logprobs = reply.logprobs if reply.logprobs is not None else synthetic_logprobs(reply)
+        choice["logprobs"] = logprobs
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+    completion_tokens = len(tokens) if isinstance(tokens, list) else max(1, len(reply.content) // 4)
+    return {"id": "chatcmpl-scripted", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", model), "choices": [choice],
+            "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_chars // 4 + completion_tokens}}
