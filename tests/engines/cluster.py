@@ -53,6 +53,10 @@ def session_processes(sid: int) -> list[int]:
     return out
 
 
+class NodeExited(RuntimeError):
+    """A node's ``ray start`` ended while the cluster was starting."""
+
+
 class RayCluster:
     """Nodes joined to one head; ``address`` is what ``engine.address`` takes."""
 
@@ -71,15 +75,30 @@ class RayCluster:
     def driver_env(self) -> dict[str, str]:
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
-    def add_node(self, *, num_cpus: int = 1, num_gpus: int = 0, resources: dict[str, float] | None = None) -> None:
-        """Start the head (first call) or a node joining it; return once the cluster counts it."""
+    def add_node(self, *, num_cpus: int = 1, num_gpus: int = 0, resources: dict[str, float] | None = None,
+                 attempts: int = 3) -> None:
+        """Start the head (first call) or a node joining it; return once the cluster counts it.
+
+        ``ray start`` gives a node 30 s (hard-coded) to register; on a loaded 2-core machine it can
+        miss that and exit, so a node that exits while starting is stopped and started again."""
+        for attempt in range(1, attempts + 1):
+            self._start_node(num_cpus, num_gpus, resources or {}, attempt)
+            try:
+                self._wait_for_nodes(len(self.nodes))
+                return
+            except NodeExited:
+                if attempt == attempts:
+                    raise
+                stop_sessions([self.nodes.pop().pid])
+
+    def _start_node(self, num_cpus: int, num_gpus: int, resources: dict[str, float], attempt: int) -> None:
         head = not self.nodes
-        name = f"node{len(self.nodes) + 1}"
+        name = f"node{len(self.nodes) + 1}-{attempt}"
         temp_dir = self.root / name
         temp_dir.mkdir()
         args = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", f"--num-cpus={num_cpus}",
                 f"--num-gpus={num_gpus}", f"--temp-dir={temp_dir}", "--object-store-memory=100000000",
-                "--disable-usage-stats", f"--resources={json.dumps(resources or {})}"]
+                "--disable-usage-stats", f"--resources={json.dumps(resources)}"]
         for option in ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
                        "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"):
             args.append(f"--{option}={free_port()}")
@@ -92,7 +111,6 @@ class RayCluster:
                                            stdin=subprocess.DEVNULL, start_new_session=True))
         log.close()
         (self.root / "sessions").write_text(" ".join(str(node.pid) for node in self.nodes))
-        self._wait_for_nodes(len(self.nodes))
 
     def _wait_for_nodes(self, n: int, timeout: float = 90.0) -> None:
         probe = ("import json, ray\n"
@@ -102,7 +120,7 @@ class RayCluster:
         while True:
             for node in self.nodes:
                 if node.poll() is not None:
-                    raise RuntimeError(f"a ray node exited with {node.returncode}: {self.logs()}")
+                    raise NodeExited(f"a ray node exited with {node.returncode}: {self.logs()}")
             done = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True,
                                   timeout=timeout)
             alive = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else []
@@ -114,7 +132,7 @@ class RayCluster:
             time.sleep(1.0)
 
     def logs(self) -> str:
-        return " | ".join(p.read_text(errors="replace")[-1500:] for p in sorted(self.root.glob("node*.log")))
+        return " | ".join(p.read_text(errors="replace")[-1500:] for p in sorted(self.root.glob("node*.log"))[-2:])
 
     def processes(self) -> list[int]:
         return [pid for node in self.nodes for pid in session_processes(node.pid)]

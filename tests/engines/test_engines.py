@@ -103,6 +103,57 @@ def test_ray_actors_fit_the_cluster_and_a_gpu_request_it_cannot_meet_is_a_one_li
         actor_count(EngineConfig(), {"GPU": 1.0}, 10, 0.0)
 
 
+class _FakeRay:
+    """Just enough of Ray's API for map_ray, run in this process: records each actor's options."""
+
+    def __init__(self, resources: dict[str, float]) -> None:
+        self.resources, self.options_seen, self.killed = resources, [], 0
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+    def remote(self, cls):
+        fake = self
+
+        class Handle:
+            def options(self, **options):
+                fake.options_seen.append(options)
+                return self
+
+            def remote(self, *args):
+                actor = cls(*args)
+                return type("Actor", (), {name: type("Method", (), {"remote": staticmethod(method)})
+                                          for name, method in (("node", lambda: "node-a"), ("run", actor.run))})
+
+        return Handle()
+
+    def get(self, refs):
+        return refs
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def kill(self, actor):
+        self.killed += 1
+
+
+def test_ray_workers_carry_the_gpu_request_in_their_options(monkeypatch):
+    fake = _FakeRay({"CPU": 4.0, "GPU": 2.0})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    results = dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(i,) for i in range(5)], gpus=1.0))
+    assert {i: square for i, (_, square) in results.items()} == {i: i * i for i in range(5)}
+    assert fake.options_seen == [{"num_cpus": 1, "num_gpus": 1.0, "scheduling_strategy": "SPREAD", "max_restarts": 0}]
+    assert fake.killed == 2  # two GPUs: two actors, both gone once the work is done
+    fake.options_seen.clear()
+    dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(1,)]))
+    assert fake.options_seen[0]["num_gpus"] == 0.0
+    with pytest.raises(ConfigError, match="has 2 GPUs"):
+        dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(1,)], gpus=3.0))
+
+
 def test_score_workers_ask_for_gpus_only_where_a_student_is_the_encoder(tmp_path):
     from mira.io.files import atomic_write_json
     from mira.run.rundir import RunDir
