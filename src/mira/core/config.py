@@ -286,6 +286,9 @@ class EngineConfig(Section):
     # An existing Ray cluster ("ray://head:10001" or "auto"); unset starts a local Ray. The older
     # name `ray_address` is still read.
     address: str | None = Field(None, validation_alias=AliasChoices("address", "ray_address"))
+    # GPUs each Ray score worker asks for when a group's student is the encoder (a static student
+    # never uses one); 0.5 puts two workers on a GPU. Ray only: local workers use the machine's.
+    gpus_per_worker: float = Field(0.0, ge=0)
 
 
 

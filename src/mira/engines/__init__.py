@@ -16,15 +16,19 @@ from mira.engines.tasks import Task, worker_count
 __all__ = ["Task", "map_tasks", "start_workers_early", "worker_count"]
 
 
+def map_tasks(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task], *,
+              gpus: float = 0.0) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*task)`` for every task on the configured engine; yield ``(task index, result)``.
 
-def map_tasks(engine: EngineConfig, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[tuple[int, Any]]:
-    """Run ``fn(*task)`` for every task on the configured engine; yield ``(task index, result)``."""
+    `gpus`: what each Ray worker asks the cluster for (a GPU model's workers); the local engine's
+    workers use whatever device the machine has, so it ignores it.
+    """
     if not tasks:
         return iter(())
     if engine.kind == "ray":
         from mira.engines.ray import map_ray
 
-        return map_ray(engine, fn, tasks)
+        return map_ray(engine, fn, tasks, gpus)
     from mira.engines.local import map_local
 
     return map_local(engine, fn, tasks)

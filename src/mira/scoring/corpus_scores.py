@@ -118,7 +118,6 @@ def schema(anchors: list[str]) -> Any:
 # --- stage protocol ----------------------------------------------------------------------------
 
 
-
 def student_keys(run: RunDir) -> dict[str, Any]:
     """Per group, what its trained student depends on (``metrics.json`` ``train_key``), else the
     hash of its model description (a student written by an older distill has no train key)."""
@@ -131,8 +130,6 @@ def student_keys(run: RunDir) -> dict[str, Any]:
         keys[group.name] = read_json(metrics).get("train_key") or hash_files(
             [p for p in group.rglob("*") if p.is_file() and p.name != "mask.json"])
     return keys
-
-
 
 
 def require_students(run: RunDir) -> None:
@@ -151,8 +148,6 @@ def require_students(run: RunDir) -> None:
     if missing:
         raise StageNotReady(f"no trained student for groups {', '.join(missing)} (students/<group>/ is empty); "
                             "rerun `mira distill --force`, which says what it lacks")
-
-
 
 
 def scores_fingerprint(config: RunConfig, run: RunDir) -> str:
@@ -208,11 +203,23 @@ def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
             keys.append((info.name, shard.index))
     skipped = len(markers)
     task = progress("score shards", len(tasks))
-    for index, result in map_tasks(config.engine, _score_shard_task, tasks):
+    for index, result in map_tasks(config.engine, _score_shard_task, tasks, gpus=worker_gpus(config, run, groups)):
         markers[keys[index]] = result
         task.advance()
     task.close()
     return _summarize(run, infos, groups, markers, stage_fp, skipped)
+
+
+def worker_gpus(config: RunConfig, run: RunDir, groups: dict[str, str]) -> float:
+    """GPUs each score worker asks the engine for: ``engine.gpus_per_worker`` where a group's
+    student is the encoder, none where every student is static (it never uses a GPU)."""
+    from mira.students import student_dir
+
+    if not config.engine.gpus_per_worker:
+        return 0.0
+    metas = [student_dir(run, group) / "student.json" for group in sorted(set(groups.values()))]
+    kinds = {read_json(meta).get("kind") for meta in metas if meta.exists()}
+    return config.engine.gpus_per_worker if "encoder" in kinds else 0.0
 
 
 def _remove_partial_files(run: RunDir, infos: list[SourceInfo]) -> None:
