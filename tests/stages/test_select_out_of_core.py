@@ -119,8 +119,8 @@ def _pieces(table: ScoreTable, size: int):
     for start in range(0, len(table.tokens), size):
         rows = slice(start, start + size)
         n = len(table.tokens[rows])
-        shard = (SimpleNamespace(name=SOURCES[int(table.source_idx[start])]), None, 0, n)
-        yield start, ScoreTable(Path("."), SOURCES, table.groups, table.source_idx[rows], table.group_idx[rows],
+        shard = (SimpleNamespace(name=table.sources[int(table.source_idx[start])]), None, 0, n)
+        yield start, ScoreTable(Path("."), table.sources, table.groups, table.source_idx[rows], table.group_idx[rows],
                                 table.tokens[rows], table.score[rows], table.quarantined[rows], table.tie[rows],
                                 [shard])
 
@@ -149,6 +149,22 @@ def test_out_of_core_decides_every_record_as_decide_does(tmp_path, mode, selecti
     assert np.array_equal(np.concatenate([d.score for d in parts]), table.score, equal_nan=True)
     got.close()
     assert not (tmp_path / "spill").exists()
+
+
+def test_a_budget_exactly_between_two_cuts_keeps_the_shorter_one_in_both(tmp_path):
+    """10 ranked and 10 unscored records of 10 tokens, a 25% budget: 20 or 30 tokens are equally
+    close to 25 (ranked and drawn alike); decide keeps 20, and so must out of core."""
+    n = 20
+    score = np.where(np.arange(n) < 10, np.arange(n) % 5, np.nan)  # ties too
+    table = ScoreTable(Path("."), ["a"], ["g0"], np.zeros(n, np.int32), np.zeros(n, np.int32), np.full(n, 10),
+                       score, np.zeros(n, bool), np.arange(n, dtype=np.uint64)[::-1].copy(), [])
+    config = RunConfig(name="t", run_dir="unused", sources=[SourceConfig(name="a", path="a.jsonl")],
+                       selection=SelectionConfig(budget_fraction=0.25, out_of_core_chunk_records=3))
+    expected = decide(config, table, _rank("group")(table))
+    assert expected.units["g0"]["kept_tokens"] == 20 + 20  # 2 ranked and 2 drawn records
+    got = out_of_core.decide_pieces(config, ["a"], _pieces(table, 3), _rank("group"), tmp_path / "spill")
+    assert got.units == expected.units
+    assert np.array_equal(np.concatenate([d.reason for _, _, d in got.shards()]), expected.reason)
 
 
 def test_an_eligible_record_with_a_nan_key_stops_out_of_core_too(tmp_path):

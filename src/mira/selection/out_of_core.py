@@ -17,7 +17,7 @@ the decisions). Here it holds about ``selection.out_of_core_chunk_records`` reco
    the bucket of the piece its row belongs to.
 4. **Read back** piece by piece: side file plus bucket give each shard its decisions.
 
-The files live in ``selection/.<name>.spill`` (about 130 bytes a record at the peak: runs, the
+The files live in ``selection/.<name>.spill`` (about 140 bytes a record at the peak: runs, the
 merged file, side files) and are removed when select ends, or at its next start after a kill.
 """
 
