@@ -433,7 +433,7 @@ def main() -> None:
                         help="select alone on synthetic score files, in memory and out of core (scale_select.py)")
     parser.add_argument("--select-sizes", default="1000000,10000000", help="record counts for --select-only")
     parser.add_argument("--select-paths", default="memory,always", help="selection.out_of_core values: never->memory")
-    parser.add_argument("--chunk-records", type=int, default=1_000_000, help="selection.out_of_core_chunk_records")
+    parser.add_argument("--chunk-records", type=int, default=250_000, help="selection.out_of_core_chunk_records")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

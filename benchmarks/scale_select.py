@@ -105,6 +105,12 @@ def measure(root: Path, how: str, chunk_records: int) -> dict[str, Any]:
                                                                   for s in SOURCES],
                        selection=SelectionConfig(out_of_core=how, out_of_core_chunk_records=chunk_records))
     run, found = RunDir(root), infos(root)
+    # What select imports on first use, imported before the stage: its peak is then its data's.
+    import pyarrow.parquet  # noqa: F401
+
+    import mira.scoring.anchor_scale  # noqa: F401
+    import mira.scoring.reliability  # noqa: F401
+    import mira.selection.rankings.mira_score  # noqa: F401
     t0 = time.time()
     with DriverPeak() as peak:
         decided = decide_selection(config, run, found, "bench")

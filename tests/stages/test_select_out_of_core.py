@@ -260,3 +260,13 @@ def test_unknown_floor_sources_are_refused_out_of_core_too(tmp_path):
                        selection=SelectionConfig(floor={"a": 0.2}))
     with pytest.raises(ConfigError, match="unknown sources: a"):
         out_of_core.decide_pieces(config, ["b", "c"], _pieces(table, 50), _rank("group"), tmp_path / "spill")
+
+
+def test_the_dry_run_says_how_select_will_decide_and_what_disk_it_takes(scored, tmp_path):
+    from mira.stages.select import plan
+
+    config, run = _config(scored, tmp_path)
+    assert any(line.startswith("decides in memory") for line in plan(config, run))
+    config, run = _config(scored, tmp_path, out_of_core="always")
+    line = next(line for line in plan(config, run) if line.startswith("decides out of core"))
+    assert f"selection/.{selection_name(config)}.spill" in line and "GB" in line

@@ -119,7 +119,7 @@ class SelectionConfig(Section):
     # and its memory stays flat in corpus size. "auto": out of core above in_memory_max_records.
     out_of_core: Literal["auto", "always", "never"] = "auto"
     in_memory_max_records: int = Field(5_000_000, ge=0)
-    out_of_core_chunk_records: int = Field(1_000_000, ge=1)
+    out_of_core_chunk_records: int = Field(250_000, ge=1)
 
     _output_has_no_credentials = field_validator("output")(no_credentials)
     _name_not_reserved = field_validator("name")(not_reserved)

@@ -47,6 +47,8 @@ from mira.selection.summary import summarize
 log = logging.getLogger(__name__)
 
 VERSION = "select-v1"
+IN_MEMORY_BYTES = 55  # what select holds a record in memory (benchmarks/scale.py)
+SPILL_BYTES = 140  # the spill files' peak a record out of core (runs, merged file, side files)
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
 
@@ -68,13 +70,28 @@ def selection_fingerprint(config: RunConfig, run: RunDir) -> str:
 
 
 
+def out_of_core(config: RunConfig, records: int) -> bool:
+    """Whether select decides a corpus of `records` records out of core (``selection.out_of_core``)."""
+    sel = config.selection
+    return sel.out_of_core == "always" or (sel.out_of_core == "auto" and records > sel.in_memory_max_records)
+
+
+def decision_plan(config: RunConfig, records: int) -> str:
+    """The dry run's line on how select will decide: where its memory (or disk) goes."""
+    if out_of_core(config, records):
+        return (f"decides out of core ({records:,} records; selection.out_of_core: {config.selection.out_of_core}): "
+                f"about {SPILL_BYTES * records / 1e9:.2g} GB of spill files in selection/.{selection_name(config)}"
+                ".spill while it runs, memory flat in corpus size")
+    return f"decides in memory: about {IN_MEMORY_BYTES * records / 1e9:.2g} GB in this process"
+
+
 def decide_selection(config: RunConfig, run: RunDir, infos: list[SourceInfo], name: str) -> Decided:
     """Every record's decision: in memory, or out of core above ``selection.in_memory_max_records``
     records (or as ``selection.out_of_core`` says). Both decide the same; close an OutOfCore result
     to remove its spill files."""
     sel = config.selection
     records = sum(info.records for info in infos)
-    if sel.out_of_core == "always" or (sel.out_of_core == "auto" and records > sel.in_memory_max_records):
+    if out_of_core(config, records):
         log.info("select: %d records, deciding out of core (selection.in_memory_max_records: %d)", records,
                  sel.in_memory_max_records)
         return decide_out_of_core(config, run, infos, selection_dir(run, name).with_name(f".{name}.spill"))
