@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/scale.py [--sizes 10000,100000] [--million] [--workers 2]
         [--student auto|static|standin] [--without-token-counts]
+    .venv/bin/python benchmarks/scale.py --select-only [--select-sizes 1000000,10000000]
+
+`--select-only` measures select alone at 1M and 10M records, in memory and out of core, on score
+files written directly (benchmarks/scale_select.py: ingest and score at 10M take hours on 2 cores).
 
 For each size a corpus is built by resampling real text on this machine: slices of Python
 stdlib files (a `code` source) and slices of /usr/share/doc READMEs and changelogs (a `docs`
@@ -425,10 +429,21 @@ def main() -> None:
                         help="score without ingest's token counts (the path before they were kept), for comparison")
     parser.add_argument("--start-method", choices=["spawn", "forkserver"], help="engine.start_method (default: mira's)")
     parser.add_argument("--root", default="/tmp/mira-bench-scale")
+    parser.add_argument("--select-only", action="store_true",
+                        help="select alone on synthetic score files, in memory and out of core (scale_select.py)")
+    parser.add_argument("--select-sizes", default="1000000,10000000", help="record counts for --select-only")
+    parser.add_argument("--select-paths", default="memory,always", help="selection.out_of_core values: never->memory")
+    parser.add_argument("--chunk-records", type=int, default=250_000, help="selection.out_of_core_chunk_records")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     root = Path(args.root)
+    if args.select_only:
+        import scale_select  # benchmarks/ is this script's folder: first on sys.path
+
+        paths = [{"memory": "never"}.get(p, p) for p in args.select_paths.split(",")]
+        scale_select.main([int(s) for s in args.select_sizes.split(",")], root, args.chunk_records, paths)
+        return
     if args.build:
         print(json.dumps(build_corpus(root / f"data-{args.build}", args.build)))
         return

@@ -13,6 +13,7 @@ from mira.selection.named import current_selection
 from mira.selection.rankings import dataman
 from mira.teacher.testing import Reply, ScriptedServer
 from tests.engines.doubles import build_corpus, make_config, score_with_doubles
+from tests.stages.test_select_out_of_core import assert_out_of_core_identical
 
 CRITERIA = [a.id for a in dataman.load_dataman_rubric()]
 
@@ -104,6 +105,7 @@ def test_dataman_labels_distills_scores_and_selects_with_one_global_cutoff(score
                  for row in pq.read_table(p).to_pylist()]
     kept = [d["key"] for d in decisions if d["kept"]]
     assert min(kept) >= max(d["key"] for d in decisions if not d["kept"] and d["key"] is not None)
+    assert_out_of_core_identical(config, run)  # ranked piece by piece out of core: the same bytes
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from mira.selection.named import current_selection
 from mira.selection.rankings import perplexity
 from mira.selection.rankings.ngram import NgramModel, token_ids
 from tests.engines.doubles import build_corpus, make_config, score_with_doubles
+from tests.stages.test_select_out_of_core import assert_out_of_core_identical
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAIN = ["argparse.py", "ast.py", "calendar.py", "csv.py", "dataclasses.py", "difflib.py", "enum.py",
@@ -127,6 +128,7 @@ def test_perplexity_selection_keeps_natural_text_and_drops_shuffled(scored_with_
     assert len(wins) > 15 and sum(wins) >= 0.9 * len(wins), f"{sum(wins)} of {len(wins)}"
     kept = [d["key"] for d in decisions.values() if d["kept"]]
     assert min(kept) >= max(d["key"] for d in decisions.values() if not d["kept"] and d["key"] is not None)
+    assert_out_of_core_identical(config, run)  # ranked piece by piece out of core: the same bytes
 
 
 def test_corpus_reference_is_cross_fitted(scored_with_junk, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -393,9 +394,12 @@ class RunConfig(Section):
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections; stages use it in their fingerprints."""
-        payload = {name: getattr(self, name) for name in sections}
+    def section_hash(self, *sections: str, skip: Mapping[str, Collection[str]] | None = None) -> str:
+        """Stable hash of the named sections; stages use it in their fingerprints. `skip` leaves out
+        fields of a section (section -> names) that change how a stage runs, never what it writes."""
+        payload: dict[str, Any] = {name: getattr(self, name) for name in sections}
+        for name, fields in (skip or {}).items():
+            payload[name] = {k: v for k, v in _jsonable(payload[name]).items() if k not in fields}
         blob = json.dumps(_jsonable(payload), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

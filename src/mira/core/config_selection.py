@@ -73,6 +73,10 @@ DEFAULT_BUDGET_FRACTION = 0.5
 BUDGET_KEYS = ("budget_fraction", "budget_tokens", "budget")
 
 
+# Settings that change how select runs, never what it writes: not part of a selection's fingerprint.
+EXECUTION_ONLY = ("out_of_core", "in_memory_max_records", "out_of_core_chunk_records")
+
+
 class SelectionConfig(Section):
     # The selection is written to selection/<name>/; by default the name says method, mode and
     # budget (e.g. "mira-group-50pct"), so selections with other settings coexist.
@@ -108,6 +112,14 @@ class SelectionConfig(Section):
     perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
     dataman: DataManConfig = Field(default_factory=DataManConfig)
     seed: int = 0
+    # How select decides (never what: both ways write byte-identical selections, so these three are
+    # left out of the selection's fingerprint, EXECUTION_ONLY). In memory, select holds ~55 bytes a
+    # record in the driver (0.55 GB at 10M records); out of core it sorts the records in runs of
+    # out_of_core_chunk_records on disk (selection/.<name>.spill, ~80 bytes a record while it runs)
+    # and its memory stays flat in corpus size. "auto": out of core above in_memory_max_records.
+    out_of_core: Literal["auto", "always", "never"] = "auto"
+    in_memory_max_records: int = Field(5_000_000, ge=0)
+    out_of_core_chunk_records: int = Field(250_000, ge=1)
 
     _output_has_no_credentials = field_validator("output")(no_credentials)
     _name_not_reserved = field_validator("name")(not_reserved)

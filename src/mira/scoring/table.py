@@ -13,6 +13,7 @@ re-selects in seconds: no student is loaded and no record is read again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,47 +82,97 @@ def current_masks(config: RunConfig, run: RunDir, infos: list[SourceInfo],
 
 
 def load_score_table(config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> ScoreTable:
-    import pyarrow.parquet as pq
-
-    groups_of = {name: s.group for name, s in SCORES_SUMMARY.load(run).sources.items()}
-    group_names = sorted({g for g in groups_of.values() if g is not None})
-    masks = current_masks(config, run, infos, groups_of)
-    # Every column is allocated once for the whole corpus and filled shard by shard: per-shard
-    # pieces joined at the end held the table twice, and their small blocks stayed in the heap.
+    """The whole corpus's score table (select in memory; see :func:`score_table_chunks` for out of core)."""
     total = sum(info.records for info in infos)  # score checked that its files hold exactly these rows
-    source_idx, group_idx = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
-    tokens, score = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.float64)
-    quarantined, tie = np.empty(total, dtype=bool), np.empty(total, dtype=np.uint64)
-    seed = config.selection.seed
-    shard_rows = []
-    row = 0
-    for s_index, info in enumerate(infos):
-        group = groups_of.get(info.name)
-        g_index = group_names.index(group) if group is not None else -1
-        mask = masks.get(group) if group is not None else None
-        anchors = mask["anchors"] if mask is not None else []
-        for shard in info.shards:
-            table = pq.read_table(shard_scores_path(run, shard), columns=["id", "source", "tokens", "quarantine",
-                                                                        *anchors])
-            end = row + table.num_rows
-            if end > total:
-                raise RuntimeError(f"score files hold more rows than ingest counted ({total}); rerun `mira score`")
-            rows = slice(row, end)
+    reader = _TableReader(config, run, infos)
+    table = reader.read([(s, info, shard) for s, info in enumerate(infos) for shard in info.shards], total)
+    reader.finish(table.shard_rows[-1][3] if table.shard_rows else 0, total, int((np.isnan(table.score) &
+                                                                                  ~table.quarantined).sum()))
+    return table
+
+
+def score_table_chunks(config: RunConfig, run: RunDir, infos: list[SourceInfo],
+                       max_records: int) -> Iterator[tuple[int, ScoreTable]]:
+    """The score table in pieces of whole shards, at most `max_records` rows each (a bigger shard is
+    a piece of its own), in corpus order: (first row of the piece in the whole table, the piece,
+    whose ``shard_rows`` count from 0). Every piece has every source and group; always one piece."""
+    reader = _TableReader(config, run, infos)
+    total = sum(info.records for info in infos)
+    row, unscored, size = 0, 0, 0
+    pending: list[tuple[int, SourceInfo, Any]] = []
+    shards = [(s, info, shard) for s, info in enumerate(infos) for shard in info.shards]
+    counts = [reader.rows(shard) for _, _, shard in shards]
+    for index, entry in enumerate(shards):
+        pending.append(entry)
+        size += counts[index]
+        if index + 1 == len(shards) or size + counts[index + 1] > max_records:
+            table = reader.read(pending, total - row)
+            unscored += int((np.isnan(table.score) & ~table.quarantined).sum())
+            yield row, table
+            row += len(table.tokens)
+            pending, size = [], 0
+    if not shards:
+        yield 0, reader.read([], 0)
+    reader.finish(row, total, unscored)
+
+
+class _TableReader:
+    """Reads score files into :class:`ScoreTable` columns, under one set of masks and group names."""
+
+    def __init__(self, config: RunConfig, run: RunDir, infos: list[SourceInfo]) -> None:
+        self.config, self.run, self.infos = config, run, infos
+        self.groups_of = {name: s.group for name, s in SCORES_SUMMARY.load(run).sources.items()}
+        self.group_names = sorted({g for g in self.groups_of.values() if g is not None})
+        self.masks = current_masks(config, run, infos, self.groups_of)
+
+    def read(self, shards: list[tuple[int, SourceInfo, Any]], room: int) -> ScoreTable:
+        """The rows of `shards` ((source index, info, shard) in corpus order); `room`: how many rows
+        ingest counted from the first of them to the end of the corpus."""
+        import pyarrow.parquet as pq
+
+        n = sum(self.rows(shard) for _, _, shard in shards)
+        if n > room:
+            total = sum(info.records for info in self.infos)
+            raise RuntimeError(f"score files hold more rows than ingest counted ({total}); rerun `mira score`")
+        # Every column is allocated once and filled shard by shard: per-shard pieces joined at the
+        # end held the table twice, and their small blocks stayed in the heap.
+        source_idx, group_idx = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
+        tokens, score = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+        quarantined, tie = np.empty(n, dtype=bool), np.empty(n, dtype=np.uint64)
+        seed = self.config.selection.seed
+        shard_rows = []
+        row = 0
+        for s_index, info, shard in shards:
+            group = self.groups_of.get(info.name)
+            g_index = self.group_names.index(group) if group is not None else -1
+            mask = self.masks.get(group) if group is not None else None
+            anchors = mask["anchors"] if mask is not None else []
+            table = pq.read_table(shard_scores_path(self.run, shard),
+                                  columns=["id", "source", "tokens", "quarantine", *anchors])
+            rows = slice(row, row + table.num_rows)
             source_idx[rows], group_idx[rows] = s_index, g_index
             tokens[rows] = table.column("tokens").to_numpy()
-            score[rows] = aggregate_scores(table, mask, config.reliability)
+            score[rows] = aggregate_scores(table, mask, self.config.reliability)
             quarantined[rows] = table.column("quarantine").is_valid().to_numpy(zero_copy_only=False)
             tie[rows] = [stable_rank(seed, rid) for rid in table.column("id").to_pylist()]
-            shard_rows.append((info, shard, row, end))
-            row = end
-    if row != total:
-        raise RuntimeError(f"score files hold {row} rows, ingest counted {total}; rerun `mira score`")
-    unscored = int((np.isnan(score) & ~quarantined).sum())
-    if unscored:
-        # Info, not a warning: every method loads this table, and a baseline that never reads the score
-        # (length, random) must not warn about masked anchors. A selection ranked by the score says it
-        # once, as shares of its tokens (mira.selection.notes).
-        log.info("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
-                 unscored, len(score))
-    return ScoreTable(run.root, [i.name for i in infos], group_names, source_idx, group_idx, tokens, score,
-                      quarantined, tie, shard_rows, masks)
+            shard_rows.append((info, shard, row, rows.stop))
+            row = rows.stop
+        return ScoreTable(self.run.root, [i.name for i in self.infos], self.group_names, source_idx, group_idx,
+                          tokens, score, quarantined, tie, shard_rows, self.masks)
+
+    def rows(self, shard: Any) -> int:
+        """Rows of a shard's score file, from its footer (no row is read)."""
+        import pyarrow.parquet as pq
+
+        return int(pq.read_metadata(shard_scores_path(self.run, shard)).num_rows)
+
+    def finish(self, rows: int, total: int, unscored: int) -> None:
+        """Check that the score files held exactly the rows ingest counted; say how many lack a score."""
+        if rows != total:
+            raise RuntimeError(f"score files hold {rows} rows, ingest counted {total}; rerun `mira score`")
+        if unscored:
+            # Info, not a warning: every method loads this table, and a baseline that never reads the score
+            # (length, random) must not warn about masked anchors. A selection ranked by the score says it
+            # once, as shares of its tokens (mira.selection.notes).
+            log.info("%d of %d records have every anchor masked: their aggregate is NaN (reliability.*)",
+                     unscored, rows)

@@ -9,12 +9,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from mira.artifacts import selection as artifact
 from mira.artifacts.scores import SCORES_DONE
-from mira.artifacts.selection import REASON_CODE, REASONS, UNSCORED_REASONS, DecisionReason
+from mira.artifacts.selection import REASONS, DecisionReason
 from mira.core.config import ConfigError, RunConfig
+from mira.core.config_selection import EXECUTION_ONLY
 from mira.core.errors import StageNotReady
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.core.progress import ProgressFactory
@@ -37,14 +36,19 @@ from mira.scoring.corpus_scores import shard_scores_path
 from mira.scoring.table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
 from mira.selection.card import CARD, card_text
 from mira.selection.decide import Decisions, decide  # noqa: F401 - decide re-exported
+from mira.selection.decided import Decided, InMemory, ShardDecisions
 from mira.selection.named import selection_dir, selection_name
 from mira.selection.notes import selection_notes
+from mira.selection.out_of_core import OutOfCore, decide_out_of_core
 from mira.selection.outputs import FORMATS, unify_selection, write_shard
-from mira.selection.rankings import Ranking, prepare, ranking, ranking_fingerprint
+from mira.selection.rankings import prepare, ranking, ranking_fingerprint
+from mira.selection.summary import summarize
 
 log = logging.getLogger(__name__)
 
 VERSION = "select-v1"
+IN_MEMORY_BYTES = 55  # what select holds a record in memory (benchmarks/scale.py)
+SPILL_BYTES = 140  # the spill files' peak a record out of core (runs, merged file, side files)
 DECISIONS = "_decisions"  # source names cannot start with "_", so this never collides with a source
 
 
@@ -58,56 +62,42 @@ def selection_fingerprint(config: RunConfig, run: RunDir) -> str:
     # (mira.scoring.table), so a new threshold or aggregator re-selects without rescoring.
     from mira.scoring.reliability import mask_inputs
 
-    return make_fingerprint(VERSION, config.section_hash("selection", "reliability"), run.require("score"),
-                            hash_files(mask_inputs(run)), ranking_fingerprint(config, run))
+    # How select runs (in memory or out of core) is left out: both write the same bytes.
+    settings = config.section_hash("selection", "reliability", skip={"selection": EXECUTION_ONLY})
+    return make_fingerprint(VERSION, settings, run.require("score"), hash_files(mask_inputs(run)),
+                            ranking_fingerprint(config, run))
 
 
 
 
-# --- summary ---------------------------------------------------------------------------------
-
-def summarize(config: RunConfig, table: ScoreTable, decisions: Decisions, rank_by: Ranking) -> dict[str, Any]:
-    def counts(members: np.ndarray) -> dict[str, Any]:
-        kept = members & decisions.kept
-        quarantined = members & table.quarantined
-        rejected = members & ~decisions.kept & ~table.quarantined
-        unscored = members & np.isin(decisions.reason, [REASON_CODE[r] for r in UNSCORED_REASONS])
-        drawn = unscored & kept  # kept by the seeded random draw, not by rank: what the user must see first
-        out = {"records_in": int(members.sum()), "tokens_in": int(table.tokens[members].sum()),
-               "kept": int(kept.sum()), "kept_tokens": int(table.tokens[kept].sum()),
-               "rejected": int(rejected.sum()), "rejected_tokens": int(table.tokens[rejected].sum()),
-               "quarantined": int(quarantined.sum()),
-               "unscored": int(unscored.sum()), "unscored_tokens": int(table.tokens[unscored].sum()),
-               "unscored_kept": int(drawn.sum()), "unscored_kept_tokens": int(table.tokens[drawn].sum())}
-        # The books must balance before anything is written: every record is exactly one of these.
-        if out["records_in"] != out["kept"] + out["rejected"] + out["quarantined"] or \
-                out["tokens_in"] != out["kept_tokens"] + out["rejected_tokens"] + int(table.tokens[quarantined].sum()):
-            raise RuntimeError("selection bookkeeping error: kept + rejected + quarantined != records in")
-        return out
-
+def out_of_core(config: RunConfig, records: int) -> bool:
+    """Whether select decides a corpus of `records` records out of core (``selection.out_of_core``)."""
     sel = config.selection
-    per_source = {name: counts(table.source_idx == i) for i, name in enumerate(table.sources)}
-    per_group = {name: counts(table.group_idx == i) for i, name in enumerate(table.groups)}
-    totals = counts(np.ones(len(table.tokens), dtype=bool))
-    for key in totals:
-        if sum(s[key] for s in per_source.values()) != totals[key]:
-            raise RuntimeError("selection bookkeeping error: per-source counts do not add up to the totals")
-    budget_unit, budget_value = sel.budget_unit()
-    return {"method": sel.method, "mode": rank_by.mode, "key": rank_by.key_name, "budget": budget_value,
-            "budget_kind": "fraction of tokens" if budget_unit == "fraction" else "tokens",
-            "budget_label": sel.budget_label(), "budget_share": sel.budget_share(int(table.tokens.sum())),
-            "floor": dict(sel.floor), "cap": dict(sel.cap), "seed": sel.seed, "unscored_policy": sel.unscored,
-            "totals": totals, "sources": per_source, "groups": per_group, "units": decisions.units,
-            "source_groups": {s: (table.groups[g] if g >= 0 else None)
-                              for s, g in zip(table.sources, _first_group(table), strict=True)}}
+    return sel.out_of_core == "always" or (sel.out_of_core == "auto" and records > sel.in_memory_max_records)
 
 
-def _first_group(table: ScoreTable) -> list[int]:
-    out = []
-    for i in range(len(table.sources)):
-        rows = np.flatnonzero(table.source_idx == i)
-        out.append(int(table.group_idx[rows[0]]) if len(rows) else -1)
-    return out
+def decision_plan(config: RunConfig, records: int) -> str:
+    """The dry run's line on how select will decide: where its memory (or disk) goes."""
+    if out_of_core(config, records):
+        return (f"decides out of core ({records:,} records; selection.out_of_core: {config.selection.out_of_core}): "
+                f"about {SPILL_BYTES * records / 1e9:.2g} GB of spill files in selection/.{selection_name(config)}"
+                ".spill while it runs, memory flat in corpus size")
+    return f"decides in memory: about {IN_MEMORY_BYTES * records / 1e9:.2g} GB in this process"
+
+
+def decide_selection(config: RunConfig, run: RunDir, infos: list[SourceInfo], name: str) -> Decided:
+    """Every record's decision: in memory, or out of core above ``selection.in_memory_max_records``
+    records (or as ``selection.out_of_core`` says). Both decide the same; close an OutOfCore result
+    to remove its spill files."""
+    sel = config.selection
+    records = sum(info.records for info in infos)
+    if out_of_core(config, records):
+        log.info("select: %d records, deciding out of core (selection.in_memory_max_records: %d)", records,
+                 sel.in_memory_max_records)
+        return decide_out_of_core(config, run, infos, selection_dir(run, name).with_name(f".{name}.spill"))
+    table = load_score_table(config, run, infos)
+    rank_by = ranking(config, table)
+    return InMemory.of(table, rank_by, decide(config, table, rank_by))
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -125,31 +115,37 @@ def select_corpus(config: RunConfig, run: RunDir, progress: ProgressFactory | No
     require_ingested_sources(config, run, "select")  # records appended since ingest lie outside its shards
     prepare(config, run, progress)  # a method's own corpus pass (perplexity, dataman), with progress bars
     infos = source_infos(run)
-    table = load_score_table(config, run, infos)
-    rank_by = ranking(config, table)
-    decisions = decide(config, table, rank_by)
-    summary = summarize(config, table, decisions, rank_by)
+    name = selection_name(config)
+    decided = decide_selection(config, run, infos, name)
+    try:
+        return _write_selection(config, run, infos, name, decided, progress, notes)
+    finally:
+        if isinstance(decided, OutOfCore):
+            decided.close()
+
+
+def _write_selection(config: RunConfig, run: RunDir, infos: list[SourceInfo], name: str, decided: Decided,
+                     progress: ProgressFactory, notes: list[str] | None) -> dict[str, Any]:
+    summary = summarize(config, decided)
     if notes is not None:
         notes.extend(selection_notes(summary))
     else:
         for note in selection_notes(summary):
             log.warning(note)
-    name = selection_name(config)
     summary = {"name": name, "fingerprint": selection_fingerprint(config, run), **summary}
     final = selection_dir(run, name)
     if final.exists() and not (final / "summary.json").exists() and not _only_selection_files(final):
         raise ConfigError(f"{final} exists but is not a selection; choose another selection.name")
     partial = final.with_name(f".{name}.partial")
     remove_own_files(partial, is_selection_file)  # a killed run's leftovers
-    task = progress("write selection", len(table.shard_rows))
+    task = progress("write selection", decided.shard_count)
     # Every output file gets every source's fields (null where absent): one schema for the selection.
     columns = list(dict.fromkeys(field for info in infos for field in info.fields))
-    anchors = _anchor_columns(run, table, summary["source_groups"])
+    anchors = _anchor_columns(run, decided.masks, summary["source_groups"])
     written: list[tuple[str, str, Any]] = []  # (source, shard, schema) of each shard with kept records
     try:
-        for info, shard, start, end in table.shard_rows:
-            kept = _write_shard(config, run, partial, info, shard, decisions, rank_by, table.score, start, end,
-                                columns, anchors.get(info.name, {}))
+        for info, shard, decisions in decided.shards():
+            kept = _write_shard(config, run, partial, info, shard, decisions, columns, anchors.get(info.name, {}))
             if kept is not None:
                 written.append((info.name, shard.name, kept))
             task.advance()
@@ -193,8 +189,7 @@ def is_selection_file(path: PurePosixPath) -> bool:
 
 
 def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInfo, shard: Shard,
-                 decisions: Decisions, rank_by: Ranking, aggregates: np.ndarray, start: int, end: int,
-                 columns: list[str], anchors: dict[str, tuple[str, str, bool]]) -> Any:
+                 decisions: ShardDecisions, columns: list[str], anchors: dict[str, tuple[str, str, bool]]) -> Any:
     """Write one shard's kept records and its decisions; returns the kept records' Arrow schema
     (None when it kept none: no output file)."""
     import pyarrow as pa
@@ -210,35 +205,34 @@ def _write_shard(config: RunConfig, run: RunDir, out_root: Path, info: SourceInf
     digest = shard_digest(scored)  # of the kind score recorded
     raw_items = iter_shard(shard, config.ingest.max_record_bytes, digest, config.storage)
     for offset, (raw, row) in enumerate(_aligned(raw_items, scores, info, shard)):
-        if decisions.kept[start + offset]:
+        if decisions.kept[offset]:
             # Every record of the selection gets the same columns (null where absent) in one order.
             record: dict[str, Any] = dict.fromkeys(columns)
             record.update(raw.data or {})
-            record.update({"mira_id": row["id"], "mira_score": _finite(aggregates[start + offset]),
+            record.update({"mira_id": row["id"], "mira_score": _finite(decisions.score[offset]),
                            "mira_group": row["group"], "mira_tokens": row["tokens"],
-                           "mira_reason": str(REASONS[decisions.reason[start + offset]]),
+                           "mira_reason": str(REASONS[decisions.reason[offset]]),
                            "mira_anchors": [{"anchor": qualified, "name": label, "score": _finite(row[a]),
                                              "reliable": reliable} for a, qualified, label, reliable in anchor_meta]})
             kept_rows.append(record)
     _check_unchanged(info, shard, scored, digest.hexdigest())
     kept_schema = write_shard(out_root / info.name, shard.name, kept_rows,
                               [str(f) for f in dict.fromkeys(config.selection.output_formats)]) if kept_rows else None
-    rows = slice(start, end)
-    rank = decisions.rank[rows]
+    rank = decisions.rank
     reasons = [f"{DecisionReason.QUARANTINED}: {s['quarantine']}" if REASONS[r] == DecisionReason.QUARANTINED
-               else str(REASONS[r]) for r, s in zip(decisions.reason[rows].tolist(), scores, strict=True)]
+               else str(REASONS[r]) for r, s in zip(decisions.reason.tolist(), scores, strict=True)]
     decision_table = pa.table({
         "id": [s["id"] for s in scores], "locator": [s["locator"] for s in scores],
-        "kept": pa.array(decisions.kept[rows], pa.bool_()), "reason": pa.array(reasons, pa.string()),
+        "kept": pa.array(decisions.kept, pa.bool_()), "reason": pa.array(reasons, pa.string()),
         "rank": pa.array(rank, pa.int64(), mask=rank == 0),
-        "key": pa.array([_finite(k) for k in rank_by.key[rows]], pa.float64()),
+        "key": pa.array([_finite(k) for k in decisions.key], pa.float64()),
         "tokens": pa.array([int(s["tokens"]) for s in scores], pa.int64())})
     with atomic_path(out_root / DECISIONS / info.name / f"{shard.name}.parquet") as tmp:
         pq.write_table(decision_table, str(tmp), compression="zstd")
     return kept_schema
 
 
-def _anchor_columns(run: RunDir, table: ScoreTable, source_groups: dict[str, str | None]
+def _anchor_columns(run: RunDir, masks: dict[str, dict[str, Any] | None], source_groups: dict[str, str | None]
                     ) -> dict[str, dict[str, tuple[str, str, bool]]]:
     """Per source, each anchor id of its group: ("<group>/<id>", the anchor's name, whether the
     mask the aggregate used trusts it for that source), for the ``mira_anchors`` column."""
@@ -248,7 +242,7 @@ def _anchor_columns(run: RunDir, table: ScoreTable, source_groups: dict[str, str
     names: dict[str, dict[str, str]] = {}
     out: dict[str, dict[str, tuple[str, str, bool]]] = {}
     for source, group in source_groups.items():
-        mask = table.masks.get(group) if group is not None else None
+        mask = masks.get(group) if group is not None else None
         if group is None or mask is None:  # no group, or a group discover left without anchors: no scores
             continue
         if group not in names:

@@ -6,7 +6,9 @@ share taken first, then the closest prefix to the unit's budget. A source's floo
 what it keeps whatever ranks its records: its random share (unscored records in the seeded random
 order) is held between floor and cap too, and its ranked records fill the rest of both. :func:`decide` returns
 :class:`Decisions` (kept, a reason code and a rank per record, per-unit figures);
-:mod:`mira.stages.select` writes them. Memory is the corpus's: see :func:`_unit_order`.
+:mod:`mira.stages.select` writes them. Memory is the corpus's: see :func:`_unit_order`; above
+``selection.in_memory_max_records`` select decides out of core instead (:mod:`mira.selection.out_of_core`,
+the same decisions in bounded memory).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mira.selection.rankings import Ranking
 
 log = logging.getLogger(__name__)
 
-_NO_REASON = 255  # not a code of REASONS: a record left without a decision is a bookkeeping error
+NO_REASON = 255  # not a code of REASONS: a record left without a decision is a bookkeeping error
 
 
 @dataclass
@@ -38,9 +40,7 @@ class Decisions:
 def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     """Keep/reject every record: budget per unit, source floors and caps, deterministic ties."""
     sel = config.selection
-    unknown = sorted((set(sel.floor) | set(sel.cap)) - set(table.sources))
-    if unknown:
-        raise ConfigError(f"selection floor/cap name unknown sources: {', '.join(unknown)}")
+    check_bounds(config, table.sources)
     n = len(table.tokens)
     tokens = table.tokens
     if rank_by.mode == "group":
@@ -62,7 +62,7 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
     scale = np.divide(source_tokens, usable, out=np.ones_like(source_tokens), where=usable > 0)
 
     kept = np.zeros(n, dtype=bool)
-    reason = np.full(n, _NO_REASON, dtype=np.uint8)
+    reason = np.full(n, NO_REASON, dtype=np.uint8)
     rank = np.zeros(n, dtype=np.int32 if n < 2**31 else np.int64)
     reason[table.quarantined] = REASON_CODE[DecisionReason.QUARANTINED]
     unscored = ~table.quarantined & ~rank_by.eligible
@@ -100,19 +100,30 @@ def decide(config: RunConfig, table: ScoreTable, rank_by: Ranking) -> Decisions:
                        "kept_tokens": int(tokens.sum(where=members & kept)),
                        "cutoff": cutoff, "eligible_records": int(len(idx)),
                        "records_in": int(members.sum())}
-    if (reason == _NO_REASON).any():
+    if (reason == NO_REASON).any():
         raise RuntimeError("selection bookkeeping error: a record got no decision")
-    _warn_unmet_floors(config, table, kept, floor_tokens, source_tokens)
+    if sel.floor:
+        kept_tokens = np.bincount(table.source_idx[kept], weights=tokens[kept], minlength=len(table.sources))
+        warn_unmet_floors(config, table.sources, kept_tokens, floor_tokens, source_tokens)
     return Decisions(kept, reason, rank, units)
 
 
-def _warn_unmet_floors(config: RunConfig, table: ScoreTable, kept: np.ndarray, floor_tokens: np.ndarray,
-                       source_tokens: np.ndarray) -> None:
+def check_bounds(config: RunConfig, sources: list[str]) -> None:
+    unknown = sorted((set(config.selection.floor) | set(config.selection.cap)) - set(sources))
+    if unknown:
+        raise ConfigError(f"selection floor/cap name unknown sources: {', '.join(unknown)}")
+
+
+def nan_key_error() -> RuntimeError:
+    return RuntimeError("ranking error: an eligible record has a NaN key")
+
+
+def warn_unmet_floors(config: RunConfig, sources: list[str], kept_tokens: np.ndarray, floor_tokens: np.ndarray,
+                      source_tokens: np.ndarray) -> None:
     """A floor is a guarantee: say so where too few of a source's records could be kept to meet it."""
     if not config.selection.floor:
         return
-    kept_tokens = np.bincount(table.source_idx[kept], weights=table.tokens[kept], minlength=len(table.sources))
-    for s, name in enumerate(table.sources):
+    for s, name in enumerate(sources):
         if name in config.selection.floor and kept_tokens[s] < floor_tokens[s] - 1e-9:
             log.warning("selection.floor for %s (%.0f%%) not met: %.1f%% of its tokens kept; its other records "
                         "cannot be (unscored with selection.unscored: reject, or not ranked by method %s)", name,
@@ -136,7 +147,7 @@ def _unit_order(rank_by: Ranking, tie: np.ndarray, unit_of: np.ndarray, n_units:
     sort_key = np.full(n, np.nan)
     np.negative(rank_by.key, out=sort_key, where=rank_by.eligible)
     if np.count_nonzero(np.isnan(sort_key)) != n - np.count_nonzero(rank_by.eligible):
-        raise RuntimeError("ranking error: an eligible record has a NaN key")
+        raise nan_key_error()
     order = np.lexsort((tie, sort_key, unit_of))  # lexsort's last key is the primary one
     del sort_key
     if n < 2**31:

@@ -52,7 +52,7 @@ from mira.io.storage import shown
 from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 from mira.scoring.table import ScoreTable, load_score_table  # noqa: F401 - re-exported (their old home)
-from mira.selection.build import is_selection_file, select_corpus, selection_fingerprint
+from mira.selection.build import decision_plan, is_selection_file, select_corpus, selection_fingerprint
 from mira.selection.cells import check_cells
 from mira.selection.decide import Decisions, decide  # noqa: F401 - decide re-exported
 from mira.selection.named import CURRENT, ROOT, SUMMARY, selection_dir, selection_name, set_current
@@ -75,6 +75,7 @@ def plan(config: RunConfig, run: RunDir) -> list[str]:
         lines.append(f"reads scores of {sum(s.records for s in sources):,} records "
                      f"({sum(s.tokens for s in sources):,} tokens)"
                      + ("" if method_lines else "; no model is run"))
+        lines.append(decision_plan(config, sum(s.records for s in sources)))
     else:
         lines.append("scores not computed yet (run `mira score` first)")
     lines.append(f"writes selection/{selection_name(config)}/ (other selections are kept)")

@@ -23,8 +23,9 @@ Methods (one module each; the paper's names in brackets):
 Every method but random ranks under any ``selection.mode``; the paper's PPL and DataMan used one
 global cutoff (``mode: global``), which changes the mixture of sources as well as the ranking.
 
-A method module defines ``rank(config, table) -> Ranking``, ``MODE`` where the method fixes its
-retention mode (random: per source), and, where it reads more than the
+A method module defines ``rank(config, table) -> Ranking`` (and ``ranker(config, run)`` where it
+computes something over the whole corpus before ranking a record: see :func:`ranker`), ``MODE``
+where the method fixes its retention mode (random: per source), and, where it reads more than the
 score table, ``fingerprint(config, run) -> str`` (what its ranking depends on, for select's
 fingerprint), ``prepare(config, run, progress) -> dict`` (a cached pass over the corpus) and
 ``plan(config, run) -> list[str]`` (what that pass will cost, for ``--dry-run``).
@@ -33,6 +34,7 @@ fingerprint), ``prepare(config, run, progress) -> dict`` (a cached pass over the
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -81,6 +83,16 @@ def get_method(name: str) -> ModuleType:
 def ranking(config: RunConfig, table: ScoreTable) -> Ranking:
     """Rank every row of `table` by ``config.selection.method``."""
     return get_method(config.selection.method).rank(config, table)
+
+
+def ranker(config: RunConfig, run: RunDir) -> Callable[[ScoreTable], Ranking]:
+    """A function ranking pieces of the score table one at a time (select out of core): what the
+    method computes over the whole corpus first (DSIR's n-gram weights) is computed once, here.
+    A piece's ranking equals that of its rows in the whole table."""
+    module = get_method(config.selection.method)
+    if hasattr(module, "ranker"):
+        return module.ranker(config, run)
+    return lambda table: module.rank(config, table)
 
 
 def ranking_fingerprint(config: RunConfig, run: RunDir) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from mira.io.files import hash_files
 from mira.run.rundir import RunDir
 from mira.scoring.table import ScoreTable
 from mira.selection.rankings import Ranking
-from mira.selection.rankings.texts import corpus_texts, jsonl_texts
+from mira.selection.rankings.texts import corpus_texts, jsonl_texts, shard_texts
 
 _WORD = re.compile(r"\w+")
 
@@ -31,6 +32,12 @@ def fingerprint(config: RunConfig, run: RunDir) -> str:
 
 
 def rank(config: RunConfig, table: ScoreTable) -> Ranking:
+    return ranker(config, RunDir(table.run_root))(table)
+
+
+def ranker(config: RunConfig, run: RunDir) -> Callable[[ScoreTable], Ranking]:
+    """The importance weights of the target against the whole corpus, counted once; then a
+    function ranking any piece of the score table by them (select out of core ranks piece by piece)."""
     from mira.corpus.sources import source_infos
 
     assert config.selection.dsir_target is not None  # checked by SelectionConfig
@@ -39,16 +46,21 @@ def rank(config: RunConfig, table: ScoreTable) -> Ranking:
     for text in jsonl_texts(Path(config.selection.dsir_target), "selection.dsir_target"):
         target += ngram_counts(text, buckets)
     corpus = np.ones(buckets)
-    infos = source_infos(RunDir(table.run_root))
-    for _, text in corpus_texts(config, infos):
+    for _, text in corpus_texts(config, source_infos(run)):
         corpus += ngram_counts(text, buckets)
     log_ratio = np.log(target / target.sum()) - np.log(corpus / corpus.sum())
-    weights = np.full(len(table.tokens), -np.inf)
-    for row, text in corpus_texts(config, infos):
-        weights[row] = float(ngram_counts(text, buckets) @ log_ratio)
-    uniform = (table.tie.astype(np.float64) + 0.5) / 2.0 ** 64
-    gumbel = -np.log(-np.log(uniform))
-    return Ranking(weights + gumbel, ~table.quarantined, config.selection.mode, "dsir log weight + gumbel")
+
+    def rank_piece(table: ScoreTable) -> Ranking:
+        weights = np.full(len(table.tokens), -np.inf)
+        for info, shard, start, _ in table.shard_rows:
+            for offset, text in enumerate(shard_texts(config, info, shard)):
+                if text is not None:
+                    weights[start + offset] = float(ngram_counts(text, buckets) @ log_ratio)
+        uniform = (table.tie.astype(np.float64) + 0.5) / 2.0 ** 64
+        gumbel = -np.log(-np.log(uniform))
+        return Ranking(weights + gumbel, ~table.quarantined, config.selection.mode, "dsir log weight + gumbel")
+
+    return rank_piece
 
 
 def ngram_counts(text: str, buckets: int) -> np.ndarray:
