@@ -160,6 +160,18 @@ def test_a_run_that_is_not_finished_or_no_run_at_all_is_a_one_line_error(tmp_pat
         mira.Scorer.load(run)
 
 
+class OldStudents(DoubleModels):
+    def load_student(self, run, group):
+        raise ValueError(f"student in students/{group} was trained on features-v2, this mira computes features-v3; "
+                         "run `mira distill --force`")
+
+
+def test_a_student_that_cannot_load_is_a_one_line_error_naming_the_fix(scored):
+    with pytest.raises(ScorerError, match=r"^cannot load the students of .*: student in students/g0 was trained "
+                                          r"on features-v2, .*; run `mira distill --force`$"):
+        mira.Scorer.load(scored[1], models=OldStudents())
+
+
 def test_a_moved_run_loads_from_its_new_place_and_config_replaces_the_saved_one(tmp_path, scored):
     corpus, original = scored
     moved = tmp_path / "moved"

@@ -94,8 +94,11 @@ class Scorer:
         source_groups = models.source_to_group(run)
         sources = {info.name: _Source(config.source(info.name), info.format, source_groups.get(info.name))
                    for info in infos}
-        groups = {g: models_for(models, run, g, stage_fp) for g in sorted({s.group for s in sources.values()
-                                                                            if s.group is not None})}
+        try:
+            groups = {g: models_for(models, run, g, stage_fp) for g in sorted({s.group for s in sources.values()
+                                                                                if s.group is not None})}
+        except (OSError, ValueError) as exc:  # a student of another mira version, a damaged model file
+            raise ScorerError(f"cannot load the students of {run.root}: {exc}") from None
         masks = current_masks(config, run, infos, {name: s.group for name, s in sources.items()})
         log.info("scorer loaded from %s: %d sources, %d groups", run.root, len(sources), len(groups))
         return cls(run, config, sources, groups, masks, LazyTokenizer(config.tokenizer.name))
