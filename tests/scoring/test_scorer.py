@@ -207,3 +207,13 @@ def test_the_score_stage_and_the_scorer_share_one_batch_function():
 
     assert corpus_scores.score_batch is apply.score_batch is scorer.score_batch
     assert json.dumps(sorted(ANCHORS)) == '["g0", "g1"]'
+
+
+def test_the_datatrove_step_without_datatrove_says_which_extra_to_install(monkeypatch):
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "datatrove", None)  # as if not installed: `import datatrove...` fails
+    monkeypatch.delitem(sys.modules, "mira.integrations.datatrove", raising=False)
+    with pytest.raises(ImportError, match=r"^mira.integrations.datatrove needs datatrove \(.*\): "
+                                          r"pip install 'mira-select\[datatrove\]'$"):
+        importlib.import_module("mira.integrations.datatrove")
