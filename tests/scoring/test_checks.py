@@ -62,6 +62,12 @@ def test_confirmation_rows_are_per_source_seeded_and_leave_rows_to_train():
     assert np.array_equal(rows, confirmation_rows(ids, sources, 0.25, 16, seed=0))
     assert not np.array_equal(rows, confirmation_rows(ids, sources, 0.25, 16, seed=1))
     assert confirmation_rows(ids[:10], sources[:10], 0.25, 16, seed=0).size == 0  # too few labels: none
+    # A slice that could not decide (3 of its 6 rows within sources < 8 judged) is not set aside:
+    # its labels train and check instead.
+    assert confirmation_rows(ids, sources, 0.25, 16, seed=0, min_judged=8).size == 0
+    assert np.array_equal(confirmation_rows(ids, sources, 0.25, 16, seed=0, min_judged=3), rows)
+    many = confirmation_rows([f"r{i}" for i in range(40)], ["a"] * 40, 0.25, 16, seed=0, min_judged=8)
+    assert many.size == 10  # 9 rows within its one source: judged
 
 
 def test_the_length_student_is_cross_fitted_and_skips_the_confirmation_slice():

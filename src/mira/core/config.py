@@ -204,7 +204,9 @@ class StudentConfig(Section):
     validation: Literal["crossfit", "holdout"] = "crossfit"
     folds: int = Field(5, ge=2, le=50)
     # Share of each group's labels set aside before any training or model choice, to judge the final
-    # student on records it never saw (only where the group has `confirm_min_rows` labels or more).
+    # student on records it never saw (only where the group has `confirm_min_rows` labels or more, and
+    # where the slice holds reliability.min_confirmation_rows rows within sources: else it could not
+    # decide, and its labels train and check instead).
     confirm_fraction: float = Field(0.25, ge=0, lt=1)
     confirm_min_rows: int = Field(16, ge=4)
     # Unlabelled records of the group the few-label student fits its embedding components on.

@@ -24,10 +24,12 @@ from mira.scoring.agreement import within_source_agreement
 
 
 def confirmation_rows(record_ids: list[str], sources: list[str], fraction: float, min_rows: int,
-                      seed: int) -> np.ndarray:
+                      seed: int, min_judged: int = 0) -> np.ndarray:
     """Rows set aside to confirm the final student: per source, the first round(fraction x n) in
     seeded-rank order, leaving every source at least 2 rows to train on. Empty below `min_rows`
-    labels (the slice would be too small to say anything, and the rows are worth more in training)."""
+    labels, and where the slice would hold fewer than `min_judged` rows within sources (one lost per
+    source, as the check counts them): a slice that cannot decide anything only takes its rows
+    from training and from the check that can (``reliability.min_confirmation_rows``)."""
     n = len(record_ids)
     if fraction <= 0 or n < min_rows:
         return np.zeros(0, dtype=np.int64)
@@ -39,6 +41,9 @@ def confirmation_rows(record_ids: list[str], sources: list[str], fraction: float
         rows = sorted(by_source[source], key=lambda i: stable_rank(seed, record_ids[i]))
         take = min(int(round(fraction * len(rows))), max(0, len(rows) - 2))
         out += rows[:take]
+    within = len(out) - len({sources[i] for i in out})
+    if within < min_judged:
+        return np.zeros(0, dtype=np.int64)
     return np.array(sorted(out), dtype=np.int64)
 
 

@@ -24,7 +24,7 @@ from mira.students.features import FEATURE_VERSION
 log = logging.getLogger(__name__)
 VERSION = "distill-v5"  # v2: cross-fitted validation with fold intercepts removed; v3: also in the model choice;
 # v4: a confirmation slice, the aggregate checked within sources, unlabelled background records;
-# v5: the few-label regressor's penalty grid starts at 1
+# v5: the few-label regressor's penalty grid starts at 1; a confirmation slice only where it can decide
 
 
 
@@ -221,7 +221,8 @@ def _train_key(ctx: StageContext, labels_path: Path) -> str:
     # The background sample (unlabelled records) depends on the corpus, the rendering and the seed.
     return make_fingerprint(VERSION, FEATURE_VERSION, "model choice: cv in train rows",
                             ctx.config.section_hash("student", "embed", "render", "tokenizer"),
-                            ctx.config.annotation.seed, ctx.run.stage_fingerprint("ingest"),
+                            ctx.config.annotation.seed, ctx.config.reliability.min_confirmation_rows,
+                            ctx.run.stage_fingerprint("ingest"),
                             hash_files([labels_path]))
 
 
@@ -257,7 +258,8 @@ def distill_group(ctx: StageContext, group: str, labels_path: Path) -> dict[str,
     targets = np.column_stack([np.array(labels[a].to_pylist(), dtype=np.float64) for a in anchors])
     scfg = config.student
     # Set aside before anything is fitted or chosen: the final student is judged there once.
-    confirm = confirmation_rows(record_ids, sources, scfg.confirm_fraction, scfg.confirm_min_rows, scfg.seed)
+    confirm = confirmation_rows(record_ids, sources, scfg.confirm_fraction, scfg.confirm_min_rows, scfg.seed,
+                                config.reliability.min_confirmation_rows)
     work = np.setdiff1d(np.arange(n), confirm)
     background = _background(ctx, group, set(zip(sources, record_ids, strict=True)))
     crossfit = scfg.validation == "crossfit" and len(work) >= 2 * MIN_LABEL_ROWS
