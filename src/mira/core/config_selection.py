@@ -114,9 +114,10 @@ class SelectionConfig(Section):
     seed: int = 0
     # How select decides (never what: both ways write byte-identical selections, so these three are
     # left out of the selection's fingerprint, EXECUTION_ONLY). In memory, select holds ~55 bytes a
-    # record in the driver (0.55 GB at 10M records); out of core it sorts the records in runs of
-    # out_of_core_chunk_records on disk (selection/.<name>.spill, ~80 bytes a record while it runs)
-    # and its memory stays flat in corpus size. "auto": out of core above in_memory_max_records.
+    # record in the driver (0.66 GB at 10M records); out of core it sorts the records in runs of
+    # out_of_core_chunk_records on disk (selection/.<name>.spill, ~140 bytes a record while it runs)
+    # and its memory stays flat in corpus size (~270 bytes per chunk record: ~120 MB at 250k, 202 MB
+    # in all at 10M records). "auto": out of core above in_memory_max_records.
     out_of_core: Literal["auto", "always", "never"] = "auto"
     in_memory_max_records: int = Field(5_000_000, ge=0)
     out_of_core_chunk_records: int = Field(250_000, ge=1)
