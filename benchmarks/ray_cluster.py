@@ -58,11 +58,15 @@ def _child(root: Path, name: str, sources: list[dict[str, Any]], engine: dict[st
     spec = root / f"{name}.json"
     spec.write_text(json.dumps({"run_dir": str(root / name), "sources": sources, "engine": engine,
                                 "shard_records": shard_records}))
+    load = os.getloadavg()[0]
     out = subprocess.run([sys.executable, __file__, "--measure", str(spec)], capture_output=True, text=True,
                          env={**os.environ, **env})
     if out.returncode:
         sys.exit(f"{name} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
-    return {"layout": name, **json.loads(out.stdout.strip().splitlines()[-1])}
+    result = {"layout": name, **json.loads(out.stdout.strip().splitlines()[-1]),
+              "load": round((load + os.getloadavg()[0]) / 2, 1)}  # 1-minute load average, before and after
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main() -> None:
@@ -99,11 +103,12 @@ def main() -> None:
                             "cluster_start_s": round(up, 1)})
     print(f"{args.records:,} records, shards of {args.shard_records:,}, {os.cpu_count()} cores; "
           "docs/s over ingest + score (joining the cluster and starting actors included)")
-    print(f"{'layout':>12} {'ingest s':>9} {'score s':>8} {'ingest/s':>9} {'score/s':>8} {'docs/s':>7} {'vs local':>9}")
+    print(f"{'layout':>12} {'ingest s':>9} {'score s':>8} {'ingest/s':>9} {'score/s':>8} {'docs/s':>7} "
+          f"{'vs local':>9} {'load':>5}")
     for r in results:
         print(f"{r['layout']:>12} {r['ingest_s']:>9} {r['score_s']:>8} {r['ingest_docs_per_s']:>9} "
-              f"{r['score_docs_per_s']:>8} {r['docs_per_s']:>7} {r['docs_per_s'] / results[0]['docs_per_s']:>9.2f}")
-    print(json.dumps(results))
+              f"{r['score_docs_per_s']:>8} {r['docs_per_s']:>7} {r['docs_per_s'] / results[0]['docs_per_s']:>9.2f} "
+              f"{r['load']:>5}")
 
 
 if __name__ == "__main__":
