@@ -63,6 +63,10 @@ class CompareSummary(Document):
     # proxy training on: {corpus (ingest fingerprint), eval_sets {name: text hash}, sets {name: {records,
     # exact, normalised, near, overlapping, share, examples}}} (mira.evaluation.overlap); else null
     eval_overlap: dict[str, Any] | None = None
+    # compare.replicates > 1: {version, count, pooling, mira, random, draws [{draw, annotation_seed, folder,
+    # labels, teacher_cost}], selections {name: {draws [...], pooled}}, verdicts [{a, b, eval_set, draws,
+    # pooled}] or null without proxy} (mira.pipeline.replicates, mira.evaluation.replicates); else null
+    replicates: dict[str, Any] | None = None
 
 
 class ComparedSelections(Document):
