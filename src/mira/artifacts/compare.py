@@ -104,6 +104,12 @@ PROXY_RESULT = Artifact(
 PROXY_PLOT = Artifact(
     "proxy_plot", "compare/proxy.png", "compare", "bits per byte of each selection's proxy model per eval set "
     "(the report embeds it)", kind="opaque", owner="mira.evaluation.training")
+REPLICATE = Artifact(
+    "replicate", "compare/replicates/r{draw}/", "compare (`compare.replicates` > 1)", "one annotation draw of MIRA's "
+    "chain (`annotation.seed + draw`): a run directory of its own with `labels/`, `students/`, `scores/`, "
+    "`selection/<MIRA selection>/`, `compare/proxy/`, `usage/annotate.json`, `_done/`; the run's inventory, "
+    "quarantine, groups, judgments, rubrics and their done markers are relative links, the teacher cache is the "
+    "run's", kind="opaque", owner="mira.pipeline.replicates")
 PERPLEXITY = Artifact(
     "perplexity", "baselines/perplexity/", "select (`method: perplexity`)", "reference n-gram model(s) + "
     "`reference.json`, `scores/<source>/<shard>.parquet` (`id, bits_per_token, tokens`) + `.done.json`",
