@@ -16,8 +16,8 @@ from mira.run.context import StageContext
 from mira.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
-__all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "load_config", "open_run", "run_one", "run_pipeline",
-           "status"]
+__all__ = ["STAGES", "RunConfig", "build_demo_data", "compare", "compare_plan", "load_config", "open_run", "run_one",
+           "run_pipeline", "status"]
 
 
 def open_run(config: RunConfig) -> RunDir:
@@ -80,14 +80,25 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
     any stage: a second compare (or a stage) beside it is refused (:class:`mira.run.lock.RunLocked`),
     or waited for with `wait`."""
     from mira.evaluation.compare import compare as run_compare
+    from mira.pipeline.replicates import add_replicates
     from mira.report import write_report
     from mira.run.lock import writing
 
     run = RunDir(config.resolved_run_dir())
     with writing(run, wait=wait):
         result = run_compare(config, progress, proxy_api)
+        add_replicates(config, result, progress, proxy_api)  # compare.replicates > 1: MIRA on more label draws
         write_report(run)
         return result
+
+
+def compare_plan(config: RunConfig) -> list[str]:
+    """`mira compare --dry-run`: the selections it would build or reuse, the proxy training, and the
+    annotation draws with the teacher requests they need (cached vs new). Runs nothing."""
+    from mira.evaluation.compare import plan
+    from mira.pipeline.replicates import plan as replicates_plan
+
+    return plan(config) + replicates_plan(config)
 
 
 def status(run_dir: str | Path, config: RunConfig | None = None) -> dict[str, Any]:

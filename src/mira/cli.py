@@ -346,20 +346,23 @@ def status(ctx: click.Context, target: str, as_json: bool) -> None:
               help="If another mira is writing to the run directory, wait for it instead of exiting.")
 @click.option("--ablate", type=click.Choice(["cells", "sources"]), default=None,
               help="Also compare MIRA's selection without each cell (or source) it ranks by (compare.ablate).")
+# A string, checked by the config (compare.replicates): a bad value is one line like any bad setting.
+@click.option("--replicates", default=None, metavar="N",
+              help="Judge MIRA over N annotation draws (compare.replicates; 1: the run's own labels only).")
 @click.pass_context
 def compare_command(ctx: click.Context, config: str, overrides: tuple[str, ...], dry_run: bool, wait: bool,
-                    ablate: str | None) -> None:
+                    ablate: str | None, replicates: str | None) -> None:
     """Compare selection methods side by side at one budget (compare section of the config)."""
+    from mira import api
+
     verbose = ctx.obj["verbose"]
     overrides += (f"compare.ablate={ablate}",) if ablate else ()
+    overrides += (f"compare.replicates={replicates}",) if replicates is not None else ()
     cfg = _guard(lambda: _load(config, overrides), verbose)
     if dry_run:
-        from mira.evaluation.compare import plan
-
-        for line in _guard(lambda: plan(cfg), verbose):
+        for line in _guard(lambda: api.compare_plan(cfg), verbose):
             click.echo(line)
         return
-    from mira import api
 
     progress, task = _progress_factory()
     with progress:

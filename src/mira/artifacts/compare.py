@@ -63,6 +63,10 @@ class CompareSummary(Document):
     # proxy training on: {corpus (ingest fingerprint), eval_sets {name: text hash}, sets {name: {records,
     # exact, normalised, near, overlapping, share, examples}}} (mira.evaluation.overlap); else null
     eval_overlap: dict[str, Any] | None = None
+    # compare.replicates > 1: {version, count, pooling, mira, random, draws [{draw, annotation_seed, folder,
+    # labels, teacher_cost}], selections {name: {draws [...], pooled}}, verdicts [{a, b, eval_set, draws,
+    # pooled}] or null without proxy} (mira.pipeline.replicates, mira.evaluation.replicates); else null
+    replicates: dict[str, Any] | None = None
 
 
 class ComparedSelections(Document):
@@ -100,6 +104,12 @@ PROXY_RESULT = Artifact(
 PROXY_PLOT = Artifact(
     "proxy_plot", "compare/proxy.png", "compare", "bits per byte of each selection's proxy model per eval set "
     "(the report embeds it)", kind="opaque", owner="mira.evaluation.training")
+REPLICATE = Artifact(
+    "replicate", "compare/replicates/r{draw}/", "compare (`compare.replicates` > 1)", "one annotation draw of MIRA's "
+    "chain (`annotation.seed + draw`): a run directory of its own with `labels/`, `students/`, `scores/`, "
+    "`selection/<MIRA selection>/`, `compare/proxy/`, `usage/annotate.json`, `_done/`; the run's inventory, "
+    "quarantine, groups, judgments, rubrics and their done markers are relative links, the teacher cache is the "
+    "run's", kind="opaque", owner="mira.pipeline.replicates")
 PERPLEXITY = Artifact(
     "perplexity", "baselines/perplexity/", "select (`method: perplexity`)", "reference n-gram model(s) + "
     "`reference.json`, `scores/<source>/<shard>.parquet` (`id, bits_per_token, tokens`) + `.done.json`",

@@ -274,6 +274,11 @@ class CompareConfig(Section):
     # DataMan's teacher budget: None labels selection.dataman.records records; "match_mira" as many
     # as make its estimated prompt + output tokens equal MIRA's annotate stage's (mira.evaluation.cost).
     dataman_budget: Literal["match_mira"] | None = None
+    # Annotation draws MIRA's chain is judged over (mira.evaluation.replicates): 1 judges the run's own
+    # labels only; N > 1 also labels N - 1 more samples (annotation.seed + r, the teacher cache answers
+    # what overlaps), distills, scores and selects on each in compare/replicates/r<r>/, and pools the
+    # verdicts over the draws. Each new draw costs an annotate pass, a distill and a corpus scoring.
+    replicates: int = Field(1, ge=1, le=50)
 
     @field_validator("methods")
     @classmethod

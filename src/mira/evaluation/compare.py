@@ -209,6 +209,9 @@ def check_config(config: RunConfig, run: RunDir) -> None:
     from mira.selection.cells import check_cells, named_cells
 
     check_cells(run, named_cells(config))
+    if config.compare.replicates > 1 and not any(s.method == "mira" and not s.exclude for s in config.compare.methods):
+        raise ConfigError(f"compare.replicates {config.compare.replicates}: compare.methods has no MIRA selection to "
+                          "judge over annotation draws; add one ({method: mira}) or set compare.replicates: 1")
     for key in ("known_good", "known_bad"):
         field = getattr(config.compare, key)
         if isinstance(field, str):
@@ -273,6 +276,7 @@ def compare(config: RunConfig, progress: ProgressFactory = null_progress, proxy_
         "proxy": None,
         "suggestion": None,
         "eval_overlap": overlap,
+        "replicates": None,  # compare.replicates > 1: mira.pipeline.replicates adds it
     }
     result["teacher_cost"] = method_costs(run, result["methods"])
     result["dataman_budget"] = next((s["_dataman_budget"] for s in summaries.values() if "_dataman_budget" in s),

@@ -33,6 +33,83 @@ def summary_lines(result: dict[str, Any]) -> list[Line]:
     suggestion = result.get("suggestion")
     if suggestion:
         lines.append((f"  {suggestion_text(suggestion)}", None))
+    return lines + replicate_lines(result)
+
+
+def replicate_lines(result: dict[str, Any]) -> list[Line]:
+    """compare.replicates > 1: each MIRA selection per annotation draw and pooled, with each draw's
+    annotate cost; with proxy training, the verdicts per draw and pooled (mira.evaluation.replicates)."""
+    block = result.get("replicates")
+    if not block:
+        return []
+    draws = block["draws"]
+    seeds = ", ".join(str(d["annotation_seed"]) for d in draws)
+    width = max([20] + [len(n) for n in block["mira"]])
+    lines: list[Line] = [
+        (f"annotation draws: {block['count']} (annotation.seed {seeds}; r0 is the run's own labels, the others "
+         "are in compare/replicates/)", None),
+        (f"{'selection':<{width}} {'draw':>6} {'kept tokens':>11} {'per source':>11} {'length x':>8} "
+         f"{'overlap w/ random':>17} {'overlap w/ r0':>13} {'rank w/ r0':>10} {'known-bad kept':>14}  "
+         f"{'teacher: requests':>17} {'new':>6} {'tokens in/out':>13} {'seconds':>8}", None)]
+    for name in block["mira"]:
+        entry = block["selections"][name]
+        for row, draw in zip(entry["draws"], draws, strict=True):
+            cost = draw.get("teacher_cost") or {}
+            tokens = f"{compact(cost.get('prompt_tokens'))}/{compact(cost.get('completion_tokens'))}"
+            spread = ("-" if row["source_low"] is None
+                      else f"{row['source_low']:.0%}-{row['source_high']:.0%}")
+            lines.append((f"{name if row['draw'] == 0 else '':<{width}} {'r' + str(row['draw']):>6} "
+                          f"{pct(row['token_share']):>11} {spread:>11} {number(row['length_ratio']):>8} "
+                          f"{pct(row['overlap_random']):>17} {pct(row['overlap_first']):>13} "
+                          f"{number(row['rank_agreement_first']):>10} {pct(row['known_bad_kept']):>14}  "
+                          f"{count(cost.get('requests')):>17} {count(cost.get('answered')):>6} {tokens:>13} "
+                          f"{number(cost.get('seconds'), 0):>8}", None))
+        mean = _pooled_means(entry["pooled"])
+        lines.append((f"{'':<{width}} {'mean':>6} {mean('token_share'):>11} {'':>11} "
+                      f"{mean('length_ratio', number):>8} {mean('overlap_random'):>17} {mean('overlap_first'):>13} "
+                      f"{mean('rank_agreement_first', number):>10} {mean('known_bad_kept'):>14}", None))
+    lines.append(("  teacher: each draw's annotate pass (requests asked, new: answers paid for; the rest came from "
+                  "the teacher cache); discover's rubrics are shared", None))
+    return lines + replicate_verdict_lines(block)
+
+
+def _pooled_means(pooled: dict[str, Any]) -> Any:
+    def mean(key: str, fmt: Any = pct) -> str:
+        return str(fmt(pooled[key]["mean"])) if pooled.get(key) else "-"
+
+    return mean
+
+
+def replicate_verdict_lines(block: dict[str, Any]) -> list[Line]:
+    """Each MIRA selection against random per eval set: a - b per draw, then pooled over the draws."""
+    verdicts = block.get("verdicts") or []
+    if not verdicts:
+        return []
+    family = next((v["pooled"]["family"] for v in verdicts if v["pooled"].get("family")), None)
+    how = f", Holm over {family} tests" if family else ""
+    width = max([9] + [len(v["a"]) for v in verdicts])
+    sets = max([8] + [len(v["eval_set"]) for v in verdicts])
+    draws = [f"r{d['draw']}" for d in verdicts[0]["draws"]]
+    lines: list[Line] = [
+        (f"proxy over annotation draws: each MIRA selection against {verdicts[0]['b']} (bits per byte; per draw: "
+         f"mean paired difference over the seeds; pooled: t over the {len(draws)} draws{how})", None),
+        (f"{'selection':<{width}} {'eval set':<{sets}} " + " ".join(f"{d:>8}" for d in draws)
+         + f" {'pooled':>8} {'95% CI':>19} {'Holm p':>7} {'draws +/-':>9} {'draws 80%':>9}  verdict", None)]
+    for v in verdicts:
+        pooled = v["pooled"]
+        low, high = pooled.get("low"), pooled.get("high")
+        interval = "-" if low is None or high is None else f"{low:+.4f}..{high:+.4f}"
+        p = pooled["p_holm"] if pooled.get("p_holm") is not None else pooled.get("p")
+        reading = ("better" if pooled.get("better") == v["a"] else "worse" if pooled.get("better")
+                   else "within noise")
+        colour = "green" if reading == "better" else "red" if reading == "worse" else None
+        called = f"{pooled['draws_better']}/{pooled['draws_worse']}"
+        lines.append((f"{v['a']:<{width}} {v['eval_set']:<{sets}} "
+                       + " ".join(f"{signed(d['diff']):>8}" for d in v["draws"])
+                       + f" {signed(pooled['diff']):>8} {interval:>19} {number(p, 3):>7} {called:>9} "
+                         f"{count(pooled.get('replicates_needed')):>9}  {reading}", colour))
+    lines.append(("  draws +/-: single draws that called it better / worse (each at plain p); draws 80%: annotation "
+                  "draws a difference this size needs", None))
     return lines
 
 

@@ -69,6 +69,28 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
     api = api or proxy_api()
     proxy = config.compare.proxy
     eval_hash = {name: hash_texts(texts) for name, texts in eval_sets.items()}
+    results, identical, counts = train_results(config, run, infos, selections, decisions, eval_sets, progress, api)
+    table = summarize_results(results, list(eval_sets))
+    verdicts = pairwise_verdicts(api, results, list(eval_sets), selections, identical)
+    plot = run.path("compare", "proxy.png")
+    plot_results(table, plot)
+    return {"settings": proxy.model_dump(mode="json"), "eval_sets": {n: {"texts": len(t), "sha256": eval_hash[n]}
+                                                                   for n, t in eval_sets.items()},
+            **counts, "identical": identical,
+            "table": table, "verdicts": verdicts,
+            "plot": str(plot.relative_to(run.root))}
+
+
+def train_results(config: RunConfig, run: RunDir, infos: list[SourceInfo], selections: dict[str, dict[str, Any]],
+                  decisions: dict[str, Decisions], eval_sets: dict[str, list[str]],
+                  progress: ProgressFactory = null_progress, api: Any = None
+                  ) -> tuple[dict[str, list[Any]], dict[str, str], dict[str, int]]:
+    """Every (selection, seed) result, trained or reused from ``compare/proxy/`` of `run`; returns the
+    results per selection (in seed order), the identical selections (:func:`identical_selections`)
+    and the counts trained, reused and shared."""
+    api = api or proxy_api()
+    proxy = config.compare.proxy
+    eval_hash = {name: hash_texts(texts) for name, texts in eval_sets.items()}
     identical = identical_selections({name: decisions[name] for name in selections})
     corpus = run.stage_fingerprint("ingest")
     results: dict[str, list[Any]] = {}
@@ -100,15 +122,7 @@ def run_proxy(config: RunConfig, run: RunDir, infos: list[SourceInfo], selection
             results[name].append(result)
             task.advance()
     task.close()
-    table = summarize_results(results, list(eval_sets))
-    verdicts = pairwise_verdicts(api, results, list(eval_sets), selections, identical)
-    plot = run.path("compare", "proxy.png")
-    plot_results(table, plot)
-    return {"settings": proxy.model_dump(mode="json"), "eval_sets": {n: {"texts": len(t), "sha256": eval_hash[n]}
-                                                                   for n, t in eval_sets.items()},
-            "trained": trained, "reused": reused, "shared": shared, "identical": identical,
-            "table": table, "verdicts": verdicts,
-            "plot": str(plot.relative_to(run.root))}
+    return results, identical, {"trained": trained, "reused": reused, "shared": shared}
 
 
 def identical_selections(decisions: dict[str, Decisions]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from mira.report.html import (
     table,
     text_cell,
 )
+from mira.report.sections_replicates import replicates
 
 
 def selections(a: Artifacts) -> str:
@@ -103,6 +104,7 @@ def comparison(a: Artifacts) -> str:
     else:
         parts.append(note("Proxy training is off: <code>mira compare CONFIG --set compare.proxy.enabled=true</code> "
                           "trains a small model on each selection and compares held-out bits per byte."))
+    parts.append(replicates(c))
     parts.append(_ablations(a, c))
     return "".join(parts)
 

@@ -38,7 +38,6 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     rubrics are rewritten first) or before discover, every request counts as new, from the config.
     """
     from mira.teacher import estimate
-    from mira.text.tokens import get_tokenizer
 
     cfg = config.annotation
     if assume_new or not run_dir.done("group") or not run_dir.done("discover"):
@@ -59,7 +58,14 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
                                                 flat_protocol(prompt, cfg.rationales)) // 2
         return {"requests": n_requests, "cached": 0, "prompt_tokens_est": prompt_tokens,
                 "completion_tokens_est": completion}
+    return estimate(config.teacher, run_dir, annotate_requests(config, run_dir))
+
+
+def annotate_requests(config: RunConfig, run_dir: RunDir) -> list[TeacherRequest]:
+    """Every request annotate would send under `config` (its groups, rubrics and sample), built
+    with the stage's own functions; needs group and discover done."""
     from mira.artifacts.groups import load_groups
+    from mira.text.tokens import get_tokenizer
 
     prompt, tokenizer = protocol_prompt(config), get_tokenizer(config.tokenizer.name)
     infos = {info.name: info for info in source_infos(run_dir)}
@@ -71,7 +77,7 @@ def teacher_work(config: RunConfig, run_dir: RunDir, assume_new: bool = False) -
     for gid, anchors in rubrics.items():
         if anchors:
             requests += group_requests(config, prompt, tokenizer, anchors, gid, members[gid], quotas[gid])[-1]
-    return estimate(config.teacher, run_dir, requests)
+    return requests
 
 
 def _group_count(config: RunConfig, run_dir: RunDir) -> int:
