@@ -126,6 +126,9 @@ def test_a_record_its_format_cannot_read_is_quarantined_as_mira_score_does_or_ra
         "field 'text' must be text, got a list"]
     assert result.column("tokens").to_pylist()[1:] == [0, 0, 0] and result.column("tokens")[0].as_py() > 0
     assert np.isnan(result.column("score").to_numpy()[1:]).all() and np.isfinite(result.column("score")[0].as_py())
+    # A record that cannot be scored keeps its own id (else it is named by its position in the call).
+    assert result.column("id").to_pylist() == ["ok", "empty", "notext", "typed"]
+    assert scorer.score([{"text": ""}], source="docs").column("id").to_pylist() == ["docs/row 0"]
     with pytest.raises(ScorerError, match=r"^record 1 \(source docs\): empty record \(field 'text' is empty\)$"):
         scorer.score(records, source="docs", on_invalid="raise")
 
