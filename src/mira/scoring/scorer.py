@@ -129,6 +129,8 @@ class Scorer:
         """
         import pyarrow as pa
 
+        if on_invalid not in ("quarantine", "raise"):
+            raise ScorerError(f"on_invalid must be 'quarantine' or 'raise', got {on_invalid!r}")
         rows = _as_dicts(records)
         names = self._source_names(rows, source, source_field)
         n = len(rows)
