@@ -9,8 +9,10 @@ column per anchor. Rows keep their own columns and their order within a batch.
     python examples/scorer_ray_data.py runs/demo python_docs demo-data/python_docs.jsonl scored/ --min-score 6
 
 The run directory must be readable by every Ray worker (a shared file system on a cluster), as for
-``engine.kind: ray``. Records are read by Ray (``read_json``/``read_parquet``), so a line that is not
-JSON fails Ray's reader; mira's own ingest quarantines it instead.
+``engine.kind: ray``. Each scoring actor holds one CPU while the dataset runs: leave the cluster a CPU
+more than ``--concurrency`` for Ray's read tasks, or the read waits for a CPU the actors never free.
+Records are read by Ray (``read_json``/``read_parquet``), so a line that is not JSON fails Ray's
+reader; mira's own ingest quarantines it instead.
 """
 
 from __future__ import annotations

@@ -126,6 +126,9 @@ def test_a_record_its_format_cannot_read_is_quarantined_as_mira_score_does_or_ra
         "field 'text' must be text, got a list"]
     assert result.column("tokens").to_pylist()[1:] == [0, 0, 0] and result.column("tokens")[0].as_py() > 0
     assert np.isnan(result.column("score").to_numpy()[1:]).all() and np.isfinite(result.column("score")[0].as_py())
+    # A record that cannot be scored keeps its own id (else it is named by its position in the call).
+    assert result.column("id").to_pylist() == ["ok", "empty", "notext", "typed"]
+    assert scorer.score([{"text": ""}], source="docs").column("id").to_pylist() == ["docs/row 0"]
     with pytest.raises(ScorerError, match=r"^record 1 \(source docs\): empty record \(field 'text' is empty\)$"):
         scorer.score(records, source="docs", on_invalid="raise")
 
@@ -139,6 +142,8 @@ def test_a_record_its_format_cannot_read_is_quarantined_as_mira_score_does_or_ra
     ([{"text": "x"}, 7], {"source": "docs"}, r"^record 1 is int, not a dict of fields$"),
     ({"text": ["x"]}, {"source": "docs"}, r"batch of columns\?\): in Ray Data use map_batches"),
     ("text", {"source": "docs"}, r"^records must be dicts or a pyarrow Table, got str$"),
+    ([{"text": "x"}], {"source": "docs", "on_invalid": "drop"},
+     r"^on_invalid must be 'quarantine' or 'raise', got 'drop'$"),
     (None, {"source": "docs"}, r"^records must be dicts or a pyarrow Table, got NoneType$"),
 ])
 def test_bad_input_is_a_one_line_scorer_error(scorer, records, kwargs, message):
@@ -217,3 +222,37 @@ def test_the_datatrove_step_without_datatrove_says_which_extra_to_install(monkey
     with pytest.raises(ImportError, match=r"^mira.integrations.datatrove needs datatrove \(.*\): "
                                           r"pip install 'mira-select\[datatrove\]'$"):
         importlib.import_module("mira.integrations.datatrove")
+
+
+def test_under_anchor_scale_group_the_aggregate_is_selects_and_needs_the_score_files(tmp_path, scored):
+    corpus, original = scored
+    config = make_config(corpus, original, engine=EngineConfig(workers=1))
+    config.reliability.anchor_scale = "group"  # anchors moved to the group's scale: statistics from scores/
+    scorer = mira.Scorer.load(original, config=config, models=DoubleModels())
+    records = [r for r in source_records(original, "docs") if r is not None]
+    r = RunDir(original)
+    table = load_score_table(config, r, source_infos(r))
+    expected = table.score[table.source_idx == table.sources.index("docs")]
+    readable = [i for i, rec in enumerate(source_records(original, "docs")) if rec is not None]
+    got = scorer.score(records, source="docs").column("score").to_numpy()
+    assert got.tobytes() == expected[readable].tobytes()
+    raw = mira.Scorer.load(original, models=DoubleModels()).score(records, source="docs").column("score").to_numpy()
+    assert not np.array_equal(got, raw, equal_nan=True)  # the scale changed something: the test can fail
+    unscored = tmp_path / "unscored"
+    shutil.copytree(original, unscored)
+    (unscored / "_done" / "score.json").unlink()
+    with pytest.raises(StageNotReady, match=r"^stage 'score' has not finished in .*; run `mira score` first$"):
+        mira.Scorer.load(unscored, config=config.model_copy(update={"run_dir": str(unscored)}), models=DoubleModels())
+    assert mira.Scorer.load(unscored, models=DoubleModels()).score(records[:2], source="docs").num_rows == 2  # raw
+
+
+def test_a_source_without_a_group_scores_only_records_that_cannot_be_scored(scorer):
+    import dataclasses
+
+    lonely = dataclasses.replace(scorer, sources={**scorer.sources, "qa": dataclasses.replace(scorer.sources["qa"],
+                                                                                               group=None)})
+    with pytest.raises(ScorerError, match=r"^source qa has no group \(it had no usable record at ingest\): "
+                                          r"its records cannot be scored$"):
+        lonely.score([{"question": "What?", "answer": "This."}], source="qa")
+    out = lonely.score([{"question": "", "answer": ""}], source="qa").to_pylist()[0]
+    assert out["group"] is None and out["quarantine"] and math.isnan(out["score"])

@@ -1,4 +1,4 @@
-"""examples/scorer_ray_data.py: mira.Scorer inside Ray Data's map_batches on a local Ray (2 CPUs)."""
+"""examples/scorer_ray_data.py: mira.Scorer inside Ray Data's map_batches on a local Ray (2 scoring actors)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def test_the_ray_data_example_appends_the_scores_the_scorer_gives(tmp_path, monk
 
     example = _example(monkeypatch)
     ray.cloudpickle.register_pickle_by_value(example)  # a module loaded from a path: workers cannot import it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Each scoring actor holds a CPU for its lifetime: 2 actors and the read task need 3 (logical) CPUs,
+    # else the read waits for a CPU the actors never give back.
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         dataset = example.score_dataset(ray.data.read_json(str(inputs)), str(run), "docs", concurrency=2,
                                         batch_size=7, models=DoubleModels())

@@ -129,6 +129,8 @@ class Scorer:
         """
         import pyarrow as pa
 
+        if on_invalid not in ("quarantine", "raise"):
+            raise ScorerError(f"on_invalid must be 'quarantine' or 'raise', got {on_invalid!r}")
         rows = _as_dicts(records)
         names = self._source_names(rows, source, source_field)
         n = len(rows)
@@ -191,7 +193,8 @@ class Scorer:
             batch, where = items[start:start + size], positions[start:start + size]
             batch_tokens, scores = score_batch(batch, loaded, self.config, self._tokenizer, info.group, name)
             for j, (i, item) in enumerate(zip(where, batch, strict=True)):
-                ids[i] = item.id if isinstance(item, Record) else f"{name}/{item.locator}"
+                own = None if isinstance(item, Record) else _own_id(rows[i], info.config)
+                ids[i] = item.id if isinstance(item, Record) else own or f"{name}/{item.locator}"
                 quarantine[i] = item.reason if isinstance(item, Quarantined) else None
                 tokens[i] = batch_tokens[j]
                 for k, anchor in enumerate(loaded.anchors):
@@ -202,6 +205,14 @@ class Scorer:
             table = pa.table({"source": [name] * len(positions), "quarantine": [quarantine[i] for i in positions],
                               **{a: anchor_cols[(str(info.group), a)][positions] for a in mask["anchors"]}})
             aggregate[positions] = aggregate_scores(table, mask, self.config.reliability)
+
+
+def _own_id(data: dict[str, Any], source: SourceConfig) -> str | None:
+    """The id field of a record that could not be scored (as :func:`mira.corpus.records.make_record` reads
+    it), so the caller can tell which record it was; None when it has none."""
+    original = source.fields.get("id")
+    value = data[original] if original is not None and original in data else data.get("id")
+    return str(value) if isinstance(value, (str, int)) and str(value) else None
 
 
 def _as_dicts(records: Any) -> list[dict[str, Any]]:
