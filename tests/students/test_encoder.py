@@ -23,3 +23,26 @@ def test_encoder_student_trains_saves_and_reloads(tmp_path):
     pred = loaded.predict(None, texts[9:])
     assert pred.shape == (3, 2) and pred.min() >= 0 and pred.max() <= 10
     assert np.allclose(pred, student.predict(None, texts[9:]), atol=1e-4)
+
+
+def test_encoder_device_reaches_the_scoring_loader(tmp_path, monkeypatch):
+    """`student.encoder_device` decides where score and the Scorer run an encoder student, not only
+    where distill trains it: the setting used to stop at training (scoring always took "auto")."""
+    import json
+
+    from mira.core.config import RunConfig
+    from mira.scoring.apply import StageModels
+    from mira.students import encoder
+
+    seen = []
+    monkeypatch.setattr(encoder.EncoderStudent, "load",
+                        classmethod(lambda cls, folder, meta, device="auto": seen.append(device) or "loaded"))
+    run = RunDir(tmp_path / "run")
+    folder = run.path("students", "g0")
+    folder.mkdir(parents=True)
+    (folder / "student.json").write_text(json.dumps({"kind": "encoder", "anchors": ["a00"]}))
+    config = RunConfig.model_validate({"sources": [{"name": "s", "path": "x.jsonl"}],
+                                       "student": {"encoder_device": "cpu"}})
+    assert StageModels(config.student.encoder_device).load_student(run, "g0") == "loaded"
+    assert StageModels().load_student(run, "g0") == "loaded"
+    assert seen == ["cpu", "auto"]

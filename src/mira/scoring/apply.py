@@ -28,8 +28,12 @@ class StageModels:
     """Where scoring gets groups and students: the upstream stages' public functions.
 
     A picklable seam: tests and benchmarks pass a subclass with stand-in students; workers of
-    any engine receive it with their task and call the same methods.
+    any engine receive it with their task and call the same methods. `device` is where an encoder
+    student predicts (``student.encoder_device``: auto, cpu or cuda); a static student has none.
     """
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
 
     def source_to_group(self, run: RunDir) -> dict[str, str]:
         from mira.artifacts.groups import load_groups
@@ -39,7 +43,7 @@ class StageModels:
     def load_student(self, run: RunDir, group: str) -> Student:
         from mira.students import load_student
 
-        return load_student(run, group)
+        return load_student(run, group, getattr(self, "device", "auto"))
 
 
 @dataclass
@@ -58,7 +62,8 @@ _MODELS: dict[tuple[Any, ...], LoadedGroup] = {}
 
 def models_for(models: StageModels, run: RunDir, group: str, stage_fp: str) -> LoadedGroup:
     """The group's student, loaded once per process for (models, run, group, score fingerprint)."""
-    key = (type(models).__module__, type(models).__qualname__, str(run.root), group, stage_fp)
+    key = (type(models).__module__, type(models).__qualname__, getattr(models, "device", None), str(run.root), group,
+           stage_fp)
     if key not in _MODELS:
         from mira.artifacts.anchors import rubric_is_empty
 

@@ -41,8 +41,9 @@ def student_dir(run: RunDir, group: str) -> Path:
     return run.path("students", group)
 
 
-def load_student(run: RunDir, group: str) -> Student:
-    """The trained student of `group` (raises FileNotFoundError with a one-line hint if absent)."""
+def load_student(run: RunDir, group: str, device: str = "auto") -> Student:
+    """The trained student of `group` (raises FileNotFoundError with a one-line hint if absent);
+    an encoder student runs on `device` (auto, cpu or cuda)."""
     folder = student_dir(run, group)
     meta_path = folder / "student.json"
     if not meta_path.exists():
@@ -55,7 +56,7 @@ def load_student(run: RunDir, group: str) -> Student:
     if meta["kind"] == "encoder":
         from mira.students.encoder import EncoderStudent
 
-        return EncoderStudent.load(folder, meta)
+        return EncoderStudent.load(folder, meta, device)
     raise ValueError(f"unknown student kind {meta['kind']!r} in {meta_path}")
 
 
