@@ -452,6 +452,42 @@ def test_a_card_whose_scale_runs_the_wrong_way_is_rejected_with_its_reason(run_d
     assert rejected["Naming"].startswith("scale reversed") and "near-identical" in rejected["Documentation"]
 
 
+def test_a_rejected_card_is_rewritten_once_with_its_reason_and_the_rewrite_can_take_the_slot(run_dir):
+    """The demo's prose group lost its last anchor to one reversed card (2026-12-08): the card
+    check's reason goes back to the teacher once, and a usable rewrite keeps the quality."""
+    from mira.run.rundir import RunDir
+    from mira.teacher.testing import ScriptedServer
+
+    def reversed_then_fixed(body: dict) -> str:
+        answer = refill_scripted(body)
+        content = body["messages"][-1]["content"]
+        if body["response_format"]["json_schema"]["name"] == "Judgment" or '"Naming"' not in answer:
+            return answer
+        if "could not be used: scale reversed" in content:  # the rewrite, told why
+            return answer
+        return json.dumps({**json.loads(answer), "low": "Completely accurate, descriptive names.",
+                           "high": "Poor, incorrect names."})
+
+    with ScriptedServer(reversed_then_fixed) as server:
+        outcome = _discover(run_dir, server, max_dimensions_per_judgment=5)
+        sent = len(server.requests)
+        rewrites = [r for r in server.requests if "could not be used" in r["messages"][-1]["content"]]
+        run = RunDir(run_dir)
+        # Naming keeps its slot; Documentation (identical guides every time) and Length (a length
+        # measure every time) are asked twice, then dropped.
+        assert sorted(a.name for a in load_rubric(run, "code")) == ["Error handling", "Naming", "Readability"]
+        assert len(rewrites) == 3 and outcome.counts["rewrites"] == 3 and outcome.counts["rewrites_accepted"] == 1
+        assert any("scale reversed: the LOW guide praises" in r["messages"][-1]["content"] for r in rewrites)
+        rejected = {r["name"]: r["reason"]
+                    for r in map(json.loads, (run_dir / "rubrics" / "code.rejected.jsonl").read_text().splitlines())}
+        assert "Naming" not in rejected
+        assert "near-identical" in rejected["Documentation"] and "rewritten once" in rejected["Documentation"]
+        assert "length, format or topic" in rejected["Length"] and "rewritten once" in rejected["Length"]
+        # A rerun pays for nothing: the rewrite requests are cached like every other.
+        again = _discover(run_dir, server, force=True, max_dimensions_per_judgment=5)
+        assert len(server.requests) == sent and again.counts["rewrites"] == 3
+
+
 @pytest.mark.slow
 def test_the_card_check_gets_the_judged_texts_under_the_ids_of_the_notes(run_dir, monkeypatch):
     # The texts were keyed by record id and the notes by source/id: no word ever matched, so a card

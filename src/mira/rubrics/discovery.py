@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from mira.teacher import Teacher
 
 log = logging.getLogger(__name__)
-VERSION = "discover-v2"  # v2: a card "names one record's content" only with words of that record's text
+VERSION = "discover-v3"  # v2: a card "names one record's content" only with words of that record's text;
+# v3: a card the card check rejects is rewritten once, with the reason, before its slot moves on
+# The rewrite request: the card prompt again, told what was wrong with the card it gave. A small
+# teacher writes a usable card for a real quality most of the time and a broken one now and then
+# (LOW and HIGH swapped, three near-identical guides); without a rewrite the quality is lost, and
+# on the demo a group lost its last candidate that way (2026-12-08: prose, 0 anchors).
+REWRITE = ("\n\nAn entry you wrote for these notes could not be used: {reason}.\n"
+           "Write the entry again for the same notes. LOW must describe a poor record and HIGH an excellent "
+           "one, the three guides must say clearly different things, and the definition must name a quality "
+           "any record of this kind can have, not its length, format or topic, nor what one record is about.")
 JUDGE_PROMPT, CARD_PROMPT = "judge", "anchor_card"
 # KMeans is asked for more clusters than the quota: one-off and copied dimension names end up in
 # small clusters that the support filter removes, instead of diluting the real ones.
@@ -107,15 +116,22 @@ def judge_request(record: Record, text: str, dcfg: DiscoveryConfig) -> TeacherRe
                           tag=record.key)
 
 
-def card_request(cluster: Cluster, points: list[Point], vectors: np.ndarray) -> TeacherRequest:
+def card_request(cluster: Cluster, points: list[Point], vectors: np.ndarray,
+                 rejected: str | None = None) -> TeacherRequest:
+    """The card request of `cluster`; with `rejected` (why the card check refused its first card),
+    the rewrite request: the same prompt told what was wrong."""
     prompt = load_prompt(CARD_PROMPT)
     formats = Counter(points[i].format for i in cluster.members)
     kind = KINDS_PLURAL.get(formats.most_common(1)[0][0], "records")
     part = "" if cluster.part == "whole" else f" of {PART_WORDS.get(cluster.part, cluster.part)}"
     notes = "\n".join(f"- {p.text} ({p.score})" for p in card_points(cluster, points, vectors))
     messages = prompt.render(kind=kind, part=part, points=wrap_record(notes))
+    tag = f"card {cluster.part} {points[cluster.exemplar].name}"
+    if rejected is not None:
+        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + REWRITE.format(reason=rejected)}
+        tag += " (rewrite)"
     return TeacherRequest(messages=messages, schema=AnchorCard, prompt_version=prompt.id,
-                          max_tokens=CARD_MAX_TOKENS, tag=f"card {cluster.part} {points[cluster.exemplar].name}")
+                          max_tokens=CARD_MAX_TOKENS, tag=tag)
 
 
 def _norm_name(name: str) -> str:
@@ -266,19 +282,23 @@ def discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[
                                                         (anchor_quota or {}).get(gid))
         rejected[gid] += [rejected_entry(c, points[gid], vectors[gid], why) for c, why in dropped]
         for part, clusters in candidates.items():
-            state[(gid, part)] = {"todo": clusters, "quota": quota.get(part, 0), "accepted": []}
+            state[(gid, part)] = {"todo": clusters, "quota": quota.get(part, 0), "accepted": [], "rewrite": []}
     while True:
+        # A rejected card's rewrite comes before the next cluster: the slot is still that quality's.
         batch = []
         for (gid, part), st in state.items():
-            need = st["quota"] - len(st["accepted"])
-            batch += [(gid, part, c) for c in st["todo"][:max(need, 0)]]
-            st["todo"] = st["todo"][max(need, 0):]
+            need = max(st["quota"] - len(st["accepted"]), 0)
+            rewrites, st["rewrite"] = st["rewrite"][:need], st["rewrite"][need:]
+            batch += [(gid, part, c, why) for c, why in rewrites]
+            fresh = need - len(rewrites)
+            batch += [(gid, part, c, None) for c in st["todo"][:fresh]]
+            st["todo"] = st["todo"][fresh:]
         if not batch:
             break
-        answers = teacher.run([card_request(c, points[gid], vectors[gid]) for gid, _, c in batch])
+        answers = teacher.run([card_request(c, points[gid], vectors[gid], why) for gid, _, c, why in batch])
         if teacher.budget_exhausted:
             raise _budget_stop("anchor cards")
-        for (gid, part, cluster), result in zip(batch, answers, strict=True):
+        for (gid, part, cluster, first_problem), result in zip(batch, answers, strict=True):
             tracker.add(gid, result)
             counts["cards"] += 1
             counts["teacher_cached"] += int(result.cached)
@@ -290,10 +310,17 @@ def discover(ctx: StageContext, teacher: Teacher, samples: dict[str, list[tuple[
             elif any(_norm_name(c.name) == _norm_name(result.value.name) for _, c in accepted):
                 why, card = "same name as an anchor already accepted for this part", result.value
             elif problem := card_problem(result.value, cluster.records, notes[gid], judged[gid]):
+                if first_problem is None and cluster.records >= 2:  # a card's text, not the cluster: rewrite once
+                    state[(gid, part)]["rewrite"].append((cluster, problem))
+                    counts["rewrites"] += 1
+                    continue
                 why, card = problem, result.value  # the slot goes to the next cluster in the next round
             else:
                 accepted.append((cluster, result.value))
+                counts["rewrites_accepted"] += int(first_problem is not None)
                 continue
+            if first_problem is not None:
+                why = f"{why} (rewritten once; the first card: {first_problem})"
             rejected[gid].append(rejected_entry(cluster, points[gid], vectors[gid], why, card))
 
     out = {}
