@@ -29,6 +29,21 @@ def test_the_aggregate_is_judged_by_its_lower_bound_the_length_guard_and_the_con
     assert verdict["status"] == "unreliable" and "length" in verdict["reason"]
     verdict = judge_aggregate({**good, "confirmation": {"rows": 10, "n_eff": 8, "spearman": -0.3}}, config)
     assert verdict["status"] == "unreliable" and "never saw" in verdict["reason"]
+    # The demo's code group on 2026-12-08: 0.37 cross-fitted on 43 rows, -0.12 on an 11-row slice.
+    # Not below the cross-fit beyond noise (z 1.27 < 1.28): the slice's rows join the bound instead.
+    demo = {**good, "spearman": 0.3658, "n_eff": 43, "confirmation": {"rows": 14, "n_eff": 11, "spearman": -0.1238}}
+    verdict = judge_aggregate(demo, config)
+    assert verdict["status"] == "reliable" and 0.05 < verdict["lower"] < judge_aggregate(
+        {**demo, "confirmation": None}, config)["lower"]
+    # A slice that agrees raises the bound; one that pulls the pooled bound below 0 masks, without a veto.
+    assert judge_aggregate({**demo, "confirmation": {"rows": 14, "n_eff": 11, "spearman": 0.5}},
+                           config)["lower"] > verdict["lower"]
+    pooled = judge_aggregate({**demo, "spearman": 0.2, "confirmation": {"rows": 14, "n_eff": 11, "spearman": -0.1}},
+                             config)
+    assert pooled["status"] == "unreliable" and "pooled" in pooled["reason"] and "never saw" not in pooled["reason"]
+    # Below min_confirmation but not below the cross-fit beyond noise: no veto on noise.
+    noisy = {**good, "spearman": 0.3, "n_eff": 60, "confirmation": {"rows": 12, "n_eff": 9, "spearman": -0.05}}
+    assert judge_aggregate(noisy, config)["status"] == "reliable"
     # Too few confirmation rows within sources to say anything: shown, not a verdict.
     assert judge_aggregate({**good, "confirmation": {"rows": 5, "n_eff": 2, "spearman": -1.0}},
                            config)["status"] == "reliable"

@@ -248,7 +248,9 @@ class ReliabilityConfig(Section):
     # The aggregate must rank better than a length-only student cross-fitted on the same folds.
     length_guard: bool = True
     # The final student's within-source Spearman on the confirmation slice (labels no fold model
-    # and no model choice saw, `student.confirm_fraction`) may not be below this.
+    # and no model choice saw, `student.confirm_fraction`) may not be below this *and* below the
+    # cross-fitted Spearman beyond noise (one-sided, at `confidence`); the slice's rows also join the
+    # lower bound above (mira.scoring.agreement.judge_aggregate).
     min_confirmation: float = Field(0.0, ge=-1, le=1)
     # ... judged only from this many rows within sources (fewer: shown, not a verdict).
     min_confirmation_rows: int = Field(8, ge=4)

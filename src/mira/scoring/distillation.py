@@ -22,9 +22,10 @@ from mira.students import MIN_LABEL_ROWS
 from mira.students.features import FEATURE_VERSION
 
 log = logging.getLogger(__name__)
-VERSION = "distill-v6"  # v2: cross-fitted validation with fold intercepts removed; v3: also in the model choice;
+VERSION = "distill-v7"  # v2: cross-fitted validation with fold intercepts removed; v3: also in the model choice;
 # v4: a confirmation slice, the aggregate checked within sources, unlabelled background records;
-# v5: the few-label regressor's penalty grid starts at 1; v6: a confirmation slice only where it can decide
+# v5: the few-label regressor's penalty grid starts at 1; v6: a confirmation slice only where it can decide;
+# v7: the slice's rows join the lower bound, and it vetoes only below the cross-fit beyond noise
 
 
 
