@@ -276,7 +276,7 @@ def _aggregate_verdict(agg: dict[str, Any] | None) -> str:
              f"a length-only student {fmt_float(agg.get('length_spearman'))}"]
     if conf:
         parts.append(f"the final student on {fmt_int(conf.get('rows'))} labels set aside "
-                     f"{fmt_float(conf.get('spearman'))}")
+                     f"{fmt_float(conf.get('spearman'))} (with enough rows within sources, pooled into the bound)")
     verdict = badge(status, "ok" if status == "reliable" else "warn")
     reason = f" — {esc(agg['reason'])}" if agg.get("reason") else ""
     return (f"<p><strong>Group aggregate</strong> (what select ranks by) {verdict}: {'; '.join(parts)}{reason}. "
