@@ -62,7 +62,8 @@ class HashStudent:
 class DoubleModels(StageModels):
     """Groups from the real groups.json and the stand-in student (select aggregates with the real mask)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, device: str = "auto") -> None:
+        super().__init__(device=device)
         self.delay = delay
 
     def load_student(self, run: RunDir, group: str) -> HashStudent:

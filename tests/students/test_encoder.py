@@ -43,6 +43,6 @@ def test_encoder_device_reaches_the_scoring_loader(tmp_path, monkeypatch):
     (folder / "student.json").write_text(json.dumps({"kind": "encoder", "anchors": ["a00"]}))
     config = RunConfig.model_validate({"sources": [{"name": "s", "path": "x.jsonl"}],
                                        "student": {"encoder_device": "cpu"}})
-    assert StageModels(config.student.encoder_device).load_student(run, "g0") == "loaded"
+    assert StageModels(device=config.student.encoder_device).load_student(run, "g0") == "loaded"
     assert StageModels().load_student(run, "g0") == "loaded"
     assert seen == ["cpu", "auto"]

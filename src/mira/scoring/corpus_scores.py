@@ -135,7 +135,7 @@ def score_corpus(config: RunConfig, run: RunDir, *, force: bool = False,
     # The fork server imports while the fingerprint is computed (shards done already are not known
     # yet: at worst a server is started for a rerun that has nothing left to do).
     start_workers_early(config.engine, sum(len(info.shards) for info in infos))
-    models = models or StageModels(config.student.encoder_device)
+    models = models or StageModels(device=config.student.encoder_device)
     stage_fp = scores_fingerprint(config, run)
     groups = models.source_to_group(run)
     # A source with no usable record belongs to no group; its rows are all quarantined.
@@ -222,7 +222,7 @@ def score_shard(config: RunConfig, run_dir: str | Path, shard: Shard, fmt: str, 
     from mira.text.tokens import LazyTokenizer
 
     run = RunDir(Path(run_dir))
-    models = models or StageModels(config.student.encoder_device)
+    models = models or StageModels(device=config.student.encoder_device)
     stage_fp = stage_fp or scores_fingerprint(config, run)
     loaded = models_for(models, run, group, stage_fp) if group is not None else NO_GROUP
     tokenizer = LazyTokenizer(config.tokenizer.name)

@@ -88,7 +88,7 @@ class Scorer:
         if config.reliability.anchor_scale == "group":
             run.require("score")  # the group's anchor statistics come from its score files
         require_students(run)
-        models = models or StageModels(config.student.encoder_device)
+        models = models or StageModels(device=config.student.encoder_device)
         stage_fp = scores_fingerprint(config, run)
         infos = source_infos(run)
         source_groups = models.source_to_group(run)

@@ -223,7 +223,7 @@ def _score(config: RunConfig, run: RunDir, sub: RunDir, fp: str, progress: Any) 
     from mira.engines import map_tasks
     from mira.scoring import corpus_scores
 
-    models = StageModels(config.student.encoder_device)
+    models = StageModels(device=config.student.encoder_device)
     tasks = [(config, str(sub.root), shard, info.format, GROUP, fp, models)
              for info in source_infos(run) for shard in info.shards if not corpus_scores.shard_done(sub, shard, fp)]
     task = progress("DataMan: score shards", len(tasks))
