@@ -548,3 +548,45 @@ def test_a_group_with_few_tokens_gets_fewer_judgments_and_anchors(run_dir):
     # Never fewer records than one anchor needs (min_records).
     assert (budget["tiny"].records, budget["tiny"].anchors, budget["tiny"].small) == (2, 1, True)
     assert budget["empty"].small and budget["empty"].share == 0
+
+
+def test_a_small_group_whose_judgments_share_nothing_is_judged_again_on_the_full_budget(run_dir):
+    """The demo's agent group, 2026-12-08: its 2 judgments named three one-record dimensions, so it
+    had no anchor and its ranking fell to random. A small group left without an anchor gets
+    records_per_group judgments once more; the first ones come from the cache."""
+    from mira.corpus.sources import source_infos
+    from mira.run.rundir import RunDir
+    from mira.teacher.testing import ScriptedServer
+
+    run = RunDir(run_dir)
+    tokens = {i.name: i.tokens for i in source_infos(run)}
+    shares = {g: sum(tokens[s] for s in members) / sum(tokens.values())
+              for g, members in {"code": ["py_code", "c_headers"], "prose": ["fortunes"], "qa": ["qa"]}.items()}
+    smallest = min(shares, key=shares.__getitem__)
+    threshold = (shares[smallest] + min(v for g, v in shares.items() if g != smallest)) / 2
+    kinds = {"code": "source code file", "qa": "The record is a question"}
+    seen: list[str] = []
+
+    def disjoint_first(body: dict) -> str:
+        content = body["messages"][-1]["content"]
+        mine = (kinds[smallest] in content if smallest in kinds
+                else not any(k in content for k in kinds.values()))
+        if body["response_format"]["json_schema"]["name"] != "Judgment" or not mine:
+            return scripted(body)
+        seen.append(content)
+        # The first two records judged name only a topic (its card is refused); later ones a quality.
+        name, reason = (("Python Standard Library", "The record is about modules of the Python standard library.")
+                        if len(seen) <= 2 else ("Clarity", "The text is clear and easy to follow."))
+        dims = [{"name": name, "reason": reason, "score": 6}]
+        if smallest == "qa":
+            dims = [{**d, "part": "answer"} for d in dims]
+        return json.dumps({"dimensions": dims})
+
+    with ScriptedServer(disjoint_first) as server:
+        outcome = _discover(run_dir, server, small_group_share=threshold, small_group_records=2, small_group_anchors=1)
+    anchors = load_rubric(run, smallest)
+    judgments = (run_dir / "judgments" / f"{smallest}.jsonl").read_text().splitlines()
+    assert [a.name for a in anchors] == ["Clarity"] and len(judgments) == 4
+    assert len(seen) == 4  # 2, then the 2 new records of the full sample: the first two from the cache
+    assert outcome.counts["widened"] == 1
+    assert any("found no shared quality" in note and smallest in note for note in outcome.notes)

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 VERSION = "discover-v3"  # v2: a card "names one record's content" only with words of that record's text;
-# v3: a card the card check rejects is rewritten once, with the reason, before its slot moves on
+# v3: a card the card check rejects is rewritten once, with the reason, before its slot moves on; a small
+# group whose judgments share no quality is judged again on the full records_per_group (stages/discover.py)
 # The rewrite request: the card prompt again, told what was wrong with the card it gave. A small
 # teacher writes a usable card for a real quality most of the time and a broken one now and then
 # (LOW and HIGH swapped, three near-identical guides); without a rewrite the quality is lost, and

@@ -71,15 +71,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.notes.append(f"discover: groups under discovery.small_group_share={dcfg.small_group_share:.0%} of the "
                          f"tokens get {dcfg.small_group_records} judgments and {dcfg.small_group_anchors} "
                          f"anchor(s): {', '.join(small)}")
+    def sample(group: Any, n: int) -> list[tuple[Record, str]]:
+        members = [infos[s] for s in group.sources if s in infos]
+        return [(r, render(r, tokenizer, config.render.max_tokens, config.render.windows).text)
+                for r in sample_stratified(config, members, n, dcfg.seed)]
+
     samples: dict[str, list[tuple[Record, str]]] = {}
     task = ctx.progress("discover: sample records", len(groups.groups) - len(kept))
     for group in groups.groups:
         if group.id in kept:
             continue
-        members = [infos[s] for s in group.sources if s in infos]
-        records = sample_stratified(config, members, budget[group.id].records, dcfg.seed)
-        samples[group.id] = [(r, render(r, tokenizer, config.render.max_tokens, config.render.windows).text)
-                             for r in records]
+        samples[group.id] = sample(group, budget[group.id].records)
         task.advance()
     task.close()
 
@@ -93,6 +95,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
         with open_teacher(config.teacher, run_dir, stage="discover", progress=ctx.progress) as teacher:
             outputs = discover(ctx, teacher, samples, counts, tracker,
                                {gid: b.anchors for gid, b in budget.items()})
+            # A small group whose few judgments share no quality would lose its ranking for want of
+            # one more judgment (the demo's agent group, 2026-12-08: three one-record dimensions):
+            # it is judged once more on the full records_per_group (its first records come from the
+            # teacher cache, as the sample grows from the same seeded order).
+            widen = [g for g in groups.groups if g.id in outputs and not outputs[g.id][0] and budget[g.id].small
+                     and budget[g.id].records < dcfg.records_per_group and g.id not in tracker.failed_groups]
+            if widen:
+                counts["widened"] = len(widen)
+                ctx.notes.append(f"discover: small group(s) {', '.join(g.id for g in widen)} found no shared quality "
+                                 f"in {dcfg.small_group_records} judgments: judged on "
+                                 f"discovery.records_per_group={dcfg.records_per_group} instead")
+                outputs |= discover(ctx, teacher, {g.id: sample(g, dcfg.records_per_group) for g in widen}, counts,
+                                    tracker, {g.id: budget[g.id].anchors for g in widen})
 
     for gid, (anchors, judgments, rejected) in outputs.items():
         JUDGMENTS.save(run_dir, judgments, group=gid)
