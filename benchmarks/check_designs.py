@@ -37,15 +37,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from label_curve import crossfit, load_group  # noqa: E402  (a sibling script, not a package)
-
-
-def draw_rows(rng: np.random.Generator, sources: np.ndarray, n: int) -> np.ndarray:
-    """n rows spread over the sources by share, at least 2 a source (label_curve's draw)."""
-    return np.sort(np.concatenate([
-        rng.choice(np.flatnonzero(sources == s), min(max(2, round(n * np.mean(sources == s))),
-                                                     int(np.sum(sources == s))), replace=False)
-        for s in sorted(set(sources))]))
+from label_curve import crossfit, draw_rows, load_group, open_test_bed  # noqa: E402  (a sibling script)
 
 
 def targeted_z(scores: np.ndarray, target: np.ndarray, sources: np.ndarray, m: int, rng: np.random.Generator
@@ -71,7 +63,7 @@ def targeted_z(scores: np.ndarray, target: np.ndarray, sources: np.ndarray, m: i
 def designs(data: dict[str, Any], n: int, m: int, draws: int, reliability: Any) -> dict[str, dict[str, float]]:
     from scipy.stats import norm
 
-    from mira.scoring.agreement import judge_aggregate, within_source_agreement
+    from mira.scoring.agreement import fisher_z, judge_aggregate, within_source_agreement
     from mira.scoring.checks import aggregate_check, length_crossfit
     from mira.scoring.distillation import folds
     from mira.students.prior import PriorRidge
@@ -101,8 +93,7 @@ def designs(data: dict[str, Any], n: int, m: int, draws: int, reliability: Any) 
                 continue
             z = targeted_z(scores, mean_z[rest], sources[rest], m, rng)
             rho, n_eff = check["spearman"], int(check["n_eff"])
-            z_check = math.atanh(max(min(rho, 0.999), -0.999)) * math.sqrt(n_eff - 3) if rho is not None and n_eff > 3 \
-                else 0.0
+            z_check = fisher_z(rho) * math.sqrt(n_eff - 3) if rho is not None and n_eff > 3 else 0.0
             length_ok = check.get("length_spearman") is None or (rho is not None and rho > check["length_spearman"])
             out["B"].append((z > bound, test))
             out["C"].append(((z + z_check) / math.sqrt(2) > bound and length_ok, test))
@@ -152,12 +143,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--zero-shot", action="store_true")
     args = parser.parse_args()
-    from mira.run.config_file import load_config
-    from mira.run.rundir import RunDir
-
-    config = load_config(args.config, [f"run_dir={args.run.resolve()}"])
-    run = RunDir(args.run)
-    groups = args.groups or sorted(p.stem for p in run.path("labels").glob("*.parquet") if "." not in p.stem)
+    config, run, groups = open_test_bed(args.run, args.config, args.groups)
     for group in groups:
         data = load_group(config, run, group)
         if args.zero_shot:

@@ -65,6 +65,24 @@ def load_group(config: Any, run: Any, group: str) -> dict[str, Any]:
     return data
 
 
+def draw_rows(rng: np.random.Generator, sources: np.ndarray, n: int) -> np.ndarray:
+    """n rows spread over the sources by share, at least 2 a source (sorted row indices)."""
+    return np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(sources == s), min(max(2, round(n * np.mean(sources == s))),
+                                                     int(np.sum(sources == s))), replace=False)
+        for s in sorted(set(sources))]))
+
+
+def open_test_bed(run_dir: Path, config_path: Path, groups: list[str] | None) -> tuple[Any, Any, list[str]]:
+    """(config, run, groups) of a run annotated with many labels: `groups` or every labelled group."""
+    from mira.run.config_file import load_config
+    from mira.run.rundir import RunDir
+
+    config = load_config(config_path, [f"run_dir={run_dir.resolve()}"])
+    run = RunDir(run_dir)
+    return config, run, groups or sorted(p.stem for p in run.path("labels").glob("*.parquet") if "." not in p.stem)
+
+
 def crossfit(fit: Any, X: np.ndarray, Y: np.ndarray, fold: np.ndarray, sources: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predictions and source offsets, as mira.scoring.distillation.crossfit_with_offsets."""
@@ -94,14 +112,10 @@ def curve(data: dict[str, Any], n: int, draws: int, reliability: Any, components
         return PriorRidge.fit(Xt, Yt, 0, data["dim"], background=data["Xb"], n_components=components).predict
 
     mean_z = ((Y - Y.mean(axis=0)) / np.maximum(Y.std(axis=0), 1e-6)).mean(axis=1)
-    names = sorted(set(sources))
     rng = np.random.default_rng(0)
     rows = []
     for draw in range(draws):
-        pick = np.sort(np.concatenate([
-            rng.choice(np.flatnonzero(sources == s), min(max(2, round(n * np.mean(sources == s))),
-                                                         int(np.sum(sources == s))), replace=False)
-            for s in names]))
+        pick = draw_rows(rng, sources, n)
         rest = np.setdiff1d(np.arange(len(ids)), pick)
         fold = folds([ids[i] for i in pick], list(sources[pick]), min(5, len(pick)), draw)
         pred, offsets = crossfit(fit, X[pick], Y[pick], fold, sources[pick])
@@ -137,12 +151,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--components", type=int, default=8)
     args = parser.parse_args()
-    from mira.run.config_file import load_config
-    from mira.run.rundir import RunDir
-
-    config = load_config(args.config, [f"run_dir={args.run.resolve()}"])
-    run = RunDir(args.run)
-    groups = args.groups or sorted(p.stem for p in run.path("labels").glob("*.parquet") if "." not in p.stem)
+    config, run, groups = open_test_bed(args.run, args.config, args.groups)
     print("group  labels  n   pass  test   test|pass harm   auc   auc|pass")
     for group in groups:
         data = load_group(config, run, group)

@@ -511,20 +511,27 @@ def test_the_card_check_gets_the_judged_texts_under_the_ids_of_the_notes(run_dir
         assert all(text.strip() for text in texts.values())
 
 
+def _smallest_group(run) -> tuple[dict[str, float], str, float]:
+    """Each pinned group's share of the tokens, the smallest group, and a small_group_share that
+    makes it the only small one."""
+    from mira.corpus.sources import source_infos
+
+    tokens = {i.name: i.tokens for i in source_infos(run)}
+    shares = {g: sum(tokens[s] for s in members) / sum(tokens.values())
+              for g, members in {"code": ["py_code", "c_headers"], "prose": ["fortunes"], "qa": ["qa"]}.items()}
+    smallest = min(shares, key=shares.__getitem__)
+    return shares, smallest, (shares[smallest] + min(v for g, v in shares.items() if g != smallest)) / 2
+
+
 def test_a_group_with_few_tokens_gets_fewer_judgments_and_anchors(run_dir):
     """discovery.small_group_share: the group holding the fewest tokens is judged on
     small_group_records records and keeps small_group_anchors anchors; the others are untouched."""
-    from mira.corpus.sources import source_infos
     from mira.rubrics.budget import discovery_budget
     from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     run = RunDir(run_dir)
-    tokens = {i.name: i.tokens for i in source_infos(run)}
-    shares = {g: sum(tokens[s] for s in members) / sum(tokens.values())
-              for g, members in {"code": ["py_code", "c_headers"], "prose": ["fortunes"], "qa": ["qa"]}.items()}
-    smallest = min(shares, key=shares.__getitem__)
-    threshold = (shares[smallest] + min(v for g, v in shares.items() if g != smallest)) / 2
+    shares, smallest, threshold = _smallest_group(run)
     with ScriptedServer(scripted) as server:
         outcome = _discover(run_dir, server, small_group_share=threshold, small_group_records=2, small_group_anchors=1)
     for group in shares:
@@ -554,16 +561,11 @@ def test_a_small_group_whose_judgments_share_nothing_is_judged_again_on_the_full
     """The demo's agent group, 2026-12-08: its 2 judgments named three one-record dimensions, so it
     had no anchor and its ranking fell to random. A small group left without an anchor gets
     records_per_group judgments once more; the first ones come from the cache."""
-    from mira.corpus.sources import source_infos
     from mira.run.rundir import RunDir
     from mira.teacher.testing import ScriptedServer
 
     run = RunDir(run_dir)
-    tokens = {i.name: i.tokens for i in source_infos(run)}
-    shares = {g: sum(tokens[s] for s in members) / sum(tokens.values())
-              for g, members in {"code": ["py_code", "c_headers"], "prose": ["fortunes"], "qa": ["qa"]}.items()}
-    smallest = min(shares, key=shares.__getitem__)
-    threshold = (shares[smallest] + min(v for g, v in shares.items() if g != smallest)) / 2
+    _, smallest, threshold = _smallest_group(run)
     kinds = {"code": "source code file", "qa": "The record is a question"}
     seen: list[str] = []
 

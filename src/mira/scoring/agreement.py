@@ -22,6 +22,11 @@ def _z_quantile(confidence: float) -> float:
     return float(norm.ppf(confidence))
 
 
+def fisher_z(rho: float) -> float:
+    """Fisher's z of a Spearman coefficient, capped at ``MAX_RHO`` first."""
+    return math.atanh(max(-MAX_RHO, min(MAX_RHO, rho)))
+
+
 def spearman_lower_bound(rho: float, weight: float, confidence: float) -> float:
     """One-sided lower confidence bound of a Spearman coefficient from its Fisher z.
 
@@ -30,8 +35,7 @@ def spearman_lower_bound(rho: float, weight: float, confidence: float) -> float:
     """
     if weight <= 0:
         return -1.0
-    z = math.atanh(max(-MAX_RHO, min(MAX_RHO, rho)))
-    return math.tanh(z - _z_quantile(confidence) * math.sqrt(1.06 / weight))
+    return math.tanh(fisher_z(rho) - _z_quantile(confidence) * math.sqrt(1.06 / weight))
 
 
 def within_source_agreement(pred: np.ndarray, target: np.ndarray, sources: Any) -> tuple[float | None, int]:
@@ -116,7 +120,7 @@ def judge_aggregate(aggregate: dict[str, Any] | None, config: ReliabilityConfig)
 def pooled_agreement(samples: list[tuple[float, int]]) -> tuple[float, float]:
     """Spearman coefficients of independent samples ``(rho, n_eff)`` pooled on Fisher's z, each
     weighted by n_eff - 3: (pooled coefficient, total weight for :func:`spearman_lower_bound`)."""
-    used = [(math.atanh(max(-MAX_RHO, min(MAX_RHO, r))), n - 3) for r, n in samples if n - 3 > 0]
+    used = [(fisher_z(r), n - 3) for r, n in samples if n - 3 > 0]
     weight = float(sum(w for _, w in used))
     if weight <= 0:
         return 0.0, 0.0
@@ -128,5 +132,5 @@ def below_beyond_noise(rho: float, n_eff: int, reference: float, reference_n: in
     `confidence`? The difference of Fisher z over its standard error (each sqrt(1.06 / (n - 3)))."""
     if n_eff - 3 <= 0 or reference_n - 3 <= 0:
         return False
-    z = (math.atanh(max(-MAX_RHO, min(MAX_RHO, reference))) - math.atanh(max(-MAX_RHO, min(MAX_RHO, rho))))
+    z = fisher_z(reference) - fisher_z(rho)
     return z / math.sqrt(1.06 / (n_eff - 3) + 1.06 / (reference_n - 3)) > _z_quantile(confidence)

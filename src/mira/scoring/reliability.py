@@ -40,7 +40,7 @@ from mira.core.config import ReliabilityConfig
 from mira.run.rundir import RunDir
 from mira.scoring.agreement import (
     FISHER_MIN_ROWS,
-    MAX_RHO,
+    fisher_z,
     judge_aggregate,
     spearman_lower_bound,
 )
@@ -84,7 +84,7 @@ def combine_within_sources(cells: list[dict[str, Any]]) -> dict[str, Any]:
         if n > 3:
             rho = cell.get("spearman")
             rho = 0.0 if rho is None or not math.isfinite(rho) else rho
-            z_sum += math.atanh(max(-MAX_RHO, min(MAX_RHO, rho))) * (n - 3)
+            z_sum += fisher_z(rho) * (n - 3)
             weight += n - 3
     return {"spearman": round(math.tanh(z_sum / weight), 4) if weight > 0 else None,
             "mae": round(mae_sum / n_total, 4) if n_total else None, "n": n_total, "weight": weight,
